@@ -1,0 +1,295 @@
+"""Typed configuration of every ReasonEdit component.
+
+One dataclass per component; :class:`ReasonEditConfig` composes them. The EasyEdit-facing
+``ReasonEditHyperParams`` (``hparams.py``) is this config plus EasyEdit's bookkeeping fields.
+Paper values cite METHOD.md sections (the reference behaviour of arXiv 2602.02408).
+
+YAML sections map one to one onto the dataclasses below; unknown keys are an error with a
+did-you-mean, and every ``__post_init__`` checks its fields against each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Type, TypeVar, Union
+
+from .errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
+
+LayerSpec = Union[str, int, None]
+"""A vision layer: ``None`` (the model-spec default), an int block index, a module path, or ``"auto"``."""
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{name}={value!r} is not one of {list(choices)}.{did_you_mean(str(value), choices)}"
+        )
+
+
+def build_section(cls: Type[T], values: Any, section: str) -> T:
+    """Build dataclass ``cls`` from a mapping (or pass an instance through), rejecting unknown keys."""
+    if isinstance(values, cls):
+        return values
+    if values is None:
+        return cls()
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"section {section!r} must be a mapping of field: value, got {type(values).__name__}."
+        )
+    known = {f.name for f in fields(cls) if f.init}
+    for key in values:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {key!r} in section {section!r}.{did_you_mean(str(key), known)} "
+                f"Valid keys: {sorted(known)}."
+            )
+    try:
+        return cls(**dict(values))
+    except TypeError as exc:  # wrong arity is already excluded; keep the message readable
+        raise ConfigError(f"section {section!r}: {exc}") from exc
+
+
+@dataclass
+class EmbeddingConfig:
+    """The key embedding E(image, text) = [v(image); scale * t(text)] (METHOD.md §3)."""
+
+    layer: LayerSpec = None
+    """Vision MLP whose INPUT is captured: block index, module path, ``"auto"`` (AutoLayer), or None
+    for the model-spec default."""
+    scale: Union[float, str] = 30.0
+    """lambda, the weight of the sentence embedding; ``"auto"`` runs AutoScaler. Paper default 30."""
+    text_encoder: str = "all-MiniLM-L6-v2"
+    """A local sentence-transformers folder, or the name of the packaged MiniLM-L6 (offline)."""
+    batch_size: int = 16
+    max_image_side: int = 512
+    """Images are thumbnailed to this long side before the vision tower (reference: 512)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, str):
+            _check(self.scale == "auto", f"embedding.scale={self.scale!r}: give a positive number or 'auto'.")
+        else:
+            _check(float(self.scale) > 0, f"embedding.scale={self.scale!r} must be > 0 (paper default: 30).")
+            self.scale = float(self.scale)
+        if isinstance(self.layer, str) and self.layer.lstrip("-").isdigit():
+            self.layer = int(self.layer)
+        if isinstance(self.layer, bool):
+            raise ConfigError("embedding.layer must be a block index, a module path, 'auto' or null.")
+        _check(self.batch_size >= 1, f"embedding.batch_size={self.batch_size} must be >= 1.")
+        _check(self.max_image_side >= 16, f"embedding.max_image_side={self.max_image_side} must be >= 16.")
+
+
+@dataclass
+class AugmentConfig:
+    """The seeded augmentation whose key distance sets an entry's radius (METHOD.md §2)."""
+
+    enabled: bool = True
+    """Off: every entry gets ``default_radius``."""
+    max_side: int = 512
+    mosaic_ratio: float = 0.9
+    """The image covers this fraction of the mosaic canvas's area (canvas side = side / sqrt(ratio))."""
+    rotation_degrees: float = 10.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.05
+    paraphrase: str = "template"
+    """Text side of the augmented copy: ``"none"`` (same text) or ``"template"`` (a cheap seeded
+    rule-based rephrasing; the reference used a 1.5B instruction LLM, which this project cannot ship)."""
+    default_radius: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mosaic_ratio <= 1, f"augment.mosaic_ratio={self.mosaic_ratio} must be in (0, 1].")
+        _check(self.rotation_degrees >= 0, "augment.rotation_degrees must be >= 0.")
+        for name in ("brightness", "contrast", "saturation"):
+            _check(0 <= getattr(self, name) < 1, f"augment.{name} must be in [0, 1).")
+        _check(0 <= self.hue <= 0.5, "augment.hue must be in [0, 0.5].")
+        _choice("augment.paraphrase", self.paraphrase, ("none", "template"))
+        _check(self.default_radius > 0, "augment.default_radius must be > 0.")
+
+
+@dataclass
+class CodebookConfig:
+    """What an edit stores and how keys merge (METHOD.md §2)."""
+
+    answer_entries: bool = True
+    rationale_entries: bool = True
+    """False gives the 'no rationale' (answer-only) ablation."""
+    merge: bool = True
+    merge_center_ratio: float = 0.1
+    """Merge when d < ratio * r for both radii (reference: 0.1) ..."""
+    merge_overlap: float = 0.9
+    """... or when the balls' overlap covers more than this of both (reference: 0.9)."""
+    answer_template: str = "The answer to '{question}' is {answer}."
+
+    def __post_init__(self) -> None:
+        _check(self.answer_entries or self.rationale_entries,
+               "codebook: answer_entries and rationale_entries are both false; nothing would be stored.")
+        _check(0 <= self.merge_center_ratio < 1, "codebook.merge_center_ratio must be in [0, 1).")
+        _check(0 < self.merge_overlap <= 1, "codebook.merge_overlap must be in (0, 1].")
+        for key in ("{question}", "{answer}"):
+            _check(key in self.answer_template, f"codebook.answer_template must contain {key}.")
+
+
+@dataclass
+class RetrievalConfig:
+    """Nearest-entry search with hubness correction and the rejection gate (METHOD.md §4)."""
+
+    backend: str = "torch"
+    """Index backend: ``"torch"`` (exact reference) or ``"faiss"`` (faiss-cpu / faiss-gpu)."""
+    hubness: bool = True
+    hubness_k: int = 30
+    gate: bool = True
+    """Needs hubness (as in the reference)."""
+    gate_sample: int = 2000
+    gate_percentile: Union[float, None] = None
+    """None: the paper's p = max(1, 100 / number of distinct edits)."""
+    cap_keys: int = 5
+    """Paper: 5 (7 for Qwen models)."""
+
+    def __post_init__(self) -> None:
+        _choice("retrieval.backend", self.backend, ("torch", "faiss"))
+        _check(self.hubness_k >= 1, "retrieval.hubness_k must be >= 1.")
+        _check(not (self.gate and not self.hubness),
+               "retrieval.gate needs retrieval.hubness (the gate is defined on hubness-scaled "
+               "distances); set gate: false, or hubness: true.")
+        _check(self.gate_sample >= 2, "retrieval.gate_sample must be >= 2.")
+        if self.gate_percentile is not None:
+            _check(0 < self.gate_percentile <= 100, "retrieval.gate_percentile must be in (0, 100].")
+        _check(self.cap_keys >= 1, "retrieval.cap_keys must be >= 1.")
+
+
+@dataclass
+class FusionConfig:
+    """How retrieved facts enter the model (METHOD.md §4.5)."""
+
+    kind: str = "prompt"
+    template: str = "{facts} {question}"
+    """Paper: facts joined by single spaces, one space, the question, no header."""
+    fact_separator: str = " "
+
+    def __post_init__(self) -> None:
+        for key in ("{facts}", "{question}"):
+            _check(key in self.template, f"fusion.template must contain {key}, got {self.template!r}.")
+
+
+@dataclass
+class PatchConfig:
+    """Patch entries grounding rationale sentences in image regions (METHOD.md §6)."""
+
+    enabled: bool = False
+    grid: int = 3
+    max_side: int = 512
+    yes_threshold: float = 0.5
+    question_template: str = "Does the image show {claim}"
+    describe_prompt: str = "Describe this image."
+    max_aspect: float = 3.0
+    """Crops whose aspect ratio exceeds this are skipped (the reference's wrong-aspect rule)."""
+
+    def __post_init__(self) -> None:
+        _check(self.grid >= 2, "patches.grid must be >= 2.")
+        _check(0 < self.yes_threshold < 1, "patches.yes_threshold must be in (0, 1).")
+        _check("{claim}" in self.question_template, "patches.question_template must contain {claim}.")
+
+
+@dataclass
+class TopologyConfig:
+    """AutoLayer / AutoScaler calibration (METHOD.md §5)."""
+
+    layer_samples: int = 20
+    scale_samples: int = 10
+    runs: int = 10
+    scale_min_exp: float = -1.0
+    scale_max_exp: float = 2.0
+    scale_steps: int = 41
+    include_projector: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.layer_samples >= 2 and self.scale_samples >= 2, "topology: need >= 2 samples.")
+        _check(self.runs >= 1, "topology.runs must be >= 1.")
+        _check(self.scale_steps >= 1 and self.scale_max_exp >= self.scale_min_exp,
+               "topology: need scale_steps >= 1 and scale_max_exp >= scale_min_exp.")
+
+
+@dataclass
+class GuardConfig:
+    """Checks run on a rationale before its edit is committed (issue: bad rationales)."""
+
+    policy: str = "warn"
+    """``off``, ``warn`` (log and commit), ``quarantine`` (hold for approval), ``reject`` (raise)."""
+    injection: bool = True
+    contradiction: bool = True
+    visual: bool = False
+    """Ask the VLM whether the image shows each claim (costs one forward pass per sentence)."""
+    visual_threshold: float = 0.2
+    max_rationale_chars: int = 4000
+    max_sentences: int = 32
+
+    def __post_init__(self) -> None:
+        _choice("guard.policy", self.policy, ("off", "warn", "quarantine", "reject"))
+        _check(0 < self.visual_threshold < 1, "guard.visual_threshold must be in (0, 1).")
+        _check(self.max_rationale_chars > 0 and self.max_sentences > 0, "guard limits must be > 0.")
+
+
+SECTIONS: dict[str, type] = {
+    "embedding": EmbeddingConfig,
+    "augment": AugmentConfig,
+    "codebook": CodebookConfig,
+    "retrieval": RetrievalConfig,
+    "fusion": FusionConfig,
+    "patches": PatchConfig,
+    "topology": TopologyConfig,
+    "guard": GuardConfig,
+}
+
+
+@dataclass
+class ReasonEditConfig:
+    """Everything the engine needs, independent of EasyEdit."""
+
+    seed: int = 0
+    only_edit_errors: bool = True
+    """Paper: an edit the unedited model already answers correctly adds nothing."""
+    max_new_tokens: int = 16
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    patches: PatchConfig = field(default_factory=PatchConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            setattr(self, name, build_section(cls, getattr(self, name), name))
+        _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1.")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ReasonEditConfig":
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"unknown key {key!r}.{did_you_mean(str(key), known)} Valid keys: {sorted(known)}.")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Any) -> "ReasonEditConfig":
+        """A copy with some fields replaced; nested dicts update a section, e.g.
+        ``cfg.replace(retrieval={"gate": False})``."""
+        values = self.to_dict()
+        for key, value in sections.items():
+            if key in SECTIONS and isinstance(value, Mapping):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        return type(self).from_dict(values)
