@@ -1,7 +1,7 @@
 """A fake VLM with the VLM interface, for fast engine tests without transformers models.
 
 Its vision features are a 4x4 RGB thumbnail of the image (48 numbers); it "reads" facts: an option gets a
-low NLL when the text says "is <option>", so retrieval visibly changes answers.
+low NLL when the text says "is <option>" (else the last option wins), so retrieval visibly changes answers.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class FakeVLM:
 
     def option_nll(self, image, text: str, options: Sequence[str]) -> list[float]:
         low = text.lower()
-        return [0.1 if f"is {o.lower()}" in low else 2.0 + 0.01 * i for i, o in enumerate(options)]
+        return [0.1 if f"is {o.lower()}" in low else 2.0 - 0.01 * i for i, o in enumerate(options)]
 
     def generate(self, image, text: str, max_new_tokens: int) -> str:
         words = text.rstrip(".?").split()

@@ -1,0 +1,344 @@
+"""ReasonEditor: the engine that the EasyEdit adapter, the command line and the evaluation call.
+
+An edit adds codebook entries built from the VLM's own vision activations and the rationale; answering
+retrieves entries for the query, fuses their text into the prompt, and runs the unchanged model.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .augment import augment_image, paraphrase
+from .codebook import Codebook, PendingEntry
+from .config import ReasonEditConfig
+from .embedding import KeyEncoder
+from .errors import ConfigError, ReasonEditError
+from .fusion import fuse, get_fusion
+from .records import EditRecord, ImageLike, load_image, make_records, normalize_answer
+from .retriever import Retrieval, Retriever
+from .text_encoder import TextEncoder, shared_text_encoder
+
+logger = logging.getLogger(__name__)
+
+RecordsLike = Union[EditRecord, Mapping[str, Any], Iterable[Union[EditRecord, Mapping[str, Any]]]]
+
+
+@dataclass
+class EditOutcome:
+    """What happened to one record."""
+
+    edit_id: str
+    status: str
+    """``added``, ``skipped_correct`` (the unedited model already answers it), or ``quarantined``."""
+    entry_ids: list[int] = field(default_factory=list)
+    merged: list[bool] = field(default_factory=list)
+    base_answer: str | None = None
+    flags: list[Any] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class EditReport:
+    outcomes: list[EditOutcome]
+
+    def ids(self, status: str) -> list[str]:
+        return [o.edit_id for o in self.outcomes if o.status == status]
+
+    @property
+    def added(self) -> list[str]:
+        return self.ids("added")
+
+    @property
+    def skipped(self) -> list[str]:
+        return self.ids("skipped_correct")
+
+    @property
+    def quarantined(self) -> list[str]:
+        return self.ids("quarantined")
+
+
+@dataclass
+class Answer:
+    """The edited model's answer to one query, with what was retrieved and why."""
+
+    text: str
+    question: str
+    """The user-turn text the model saw (the fused question; the original when nothing was retrieved)."""
+    prompt: str
+    """The full templated prompt."""
+    retrieval: Retrieval
+    option_nll: dict[str, float] | None = None
+
+
+@dataclass
+class _Prepared:
+    record: EditRecord
+    pending: list[PendingEntry]
+    base_answer: str | None
+    flags: list[Any]
+    seconds: float
+
+
+class ReasonEditor:
+    """Edit a VLM with human reasoning, without touching its weights.
+
+    >>> editor = ReasonEditor(VLM.from_pretrained(path), ReasonEditConfig())   # doctest: +SKIP
+    >>> editor.edit([{"id": "e1", "image": "cat.png", "prompt": "...", "target": "...",
+    ...               "rationale": "..."}])                                     # doctest: +SKIP
+    >>> editor.answer("cat.png", "...").text                                    # doctest: +SKIP
+    """
+
+    def __init__(self, vlm: Any, config: ReasonEditConfig | Mapping[str, Any] | None = None,
+                 text_encoder: TextEncoder | None = None, codebook: Codebook | None = None,
+                 calibration: RecordsLike | None = None):
+        if config is None:
+            config = ReasonEditConfig()
+        elif isinstance(config, Mapping):
+            config = ReasonEditConfig.from_dict(config)
+        elif not isinstance(config, ReasonEditConfig):
+            to_config = getattr(config, "to_config", None)
+            if to_config is None:
+                raise ConfigError(f"config must be a ReasonEditConfig, a mapping or ReasonEditHyperParams, "
+                                  f"got {type(config).__name__}.")
+            config = to_config()
+        get_fusion(config.fusion.kind)
+        self.config = config
+        self.vlm = vlm
+        self.text_encoder = text_encoder or shared_text_encoder(config.embedding.text_encoder)
+        self.topology_report: Any = None
+        module, scale = config.embedding.layer, config.embedding.scale
+        if module == "auto" or scale == "auto":
+            if calibration is None:
+                raise ConfigError(
+                    "embedding.layer or embedding.scale is 'auto': pass calibration= (records or "
+                    "(image, question) pairs, >= topology.layer_samples of them) so AutoLayer/AutoScaler "
+                    "can choose, or give a fixed layer and scale.")
+            module, scale = self._calibrate(calibration)
+        self.keys = KeyEncoder(vlm, self.text_encoder, vlm.resolve_layer(module), float(scale),
+                               batch_size=config.embedding.batch_size)
+        self._codebook = codebook
+        self._retriever: Retriever | None = None
+        self.quarantine: dict[str, EditRecord] = {}
+        self.guard = None
+        if config.guard.policy != "off":
+            from .guards import RationaleGuard  # optional component, imported when configured
+
+            self.guard = RationaleGuard(config.guard, self)
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_pretrained(cls, model_path: Union[str, Path], config: ReasonEditConfig | None = None,
+                        device: str = "cpu", **kwargs: Any) -> "ReasonEditor":
+        from .vlm import VLM
+
+        return cls(VLM.from_pretrained(model_path, device=device), config, **kwargs)
+
+    def _calibrate(self, calibration: RecordsLike) -> tuple[Any, float]:
+        from .topology import calibrate
+
+        pairs = self._calibration_pairs(calibration)
+        report = calibrate(self.vlm, self.text_encoder, [p[0] for p in pairs], [p[1] for p in pairs],
+                           self.config.topology, seed=self.config.seed,
+                           layer=self.config.embedding.layer, scale=self.config.embedding.scale)
+        self.topology_report = report
+        return report.layer, report.scale
+
+    @staticmethod
+    def _calibration_pairs(calibration: RecordsLike) -> list[tuple[Image.Image, str]]:
+        items = list(calibration) if not isinstance(calibration, (EditRecord, Mapping)) else [calibration]
+        pairs = []
+        for item in items:
+            if isinstance(item, tuple) and len(item) == 2:
+                pairs.append((load_image(item[0]), str(item[1])))
+            else:
+                rec = make_records([item])[0]
+                pairs.append((load_image(rec.image), rec.prompt))
+        if len(pairs) < 2:
+            raise ConfigError("calibration needs at least two (image, question) pairs.")
+        return pairs
+
+    @property
+    def codebook(self) -> Codebook:
+        if self._codebook is None:
+            self._codebook = Codebook(self.keys.setup.dim, self.config.codebook, self.config.retrieval)
+        return self._codebook
+
+    @property
+    def retriever(self) -> Retriever:
+        if self._retriever is None or self._retriever.codebook is not self.codebook:
+            self._retriever = Retriever(self.codebook, self.config.retrieval, self.config.seed)
+        return self._retriever
+
+    # ------------------------------------------------------------------ editing
+    def edit(self, records: RecordsLike, image_root: Union[str, Path, None] = None,
+             progress: bool = False, **meta: Any) -> EditReport:
+        """Apply edits. All-or-nothing: if any record is invalid or any step fails, the codebook is left
+        exactly as it was. ``meta`` (e.g. author=, reason=) is stored as provenance on every entry."""
+        guard = self.config.guard
+        records = make_records(records, image_root, max_rationale_chars=guard.max_rationale_chars,
+                               max_sentences=guard.max_sentences)
+        existing = set(self.codebook.edit_ids()) | set(self.quarantine)
+        for r in records:
+            if r.id in existing:
+                raise ReasonEditError(f"edit {r.id!r} already exists; remove it first (editor.remove) or give "
+                                      "the record another id.")
+        prepared: list[_Prepared] = []
+        outcomes: dict[str, EditOutcome] = {}
+        for r in tqdm(records, desc="ReasonEdit: preparing edits", disable=not progress, unit="edit"):
+            start = time.perf_counter()
+            image = load_image(r.image)
+            base = None
+            if self.config.only_edit_errors:
+                base = self._base_answer(image, r.prompt, r.choices)
+                if normalize_answer(base) == normalize_answer(r.target):
+                    outcomes[r.id] = EditOutcome(r.id, "skipped_correct", base_answer=base,
+                                                 seconds=time.perf_counter() - start)
+                    continue
+            flags = self.guard.check(r, image) if self.guard is not None else []
+            if flags and guard.policy == "reject":
+                raise ReasonEditError(f"edit {r.id!r} was rejected by the rationale guard: "
+                                      f"{'; '.join(str(f) for f in flags)}. Nothing was added.")
+            if flags and guard.policy == "quarantine":
+                outcomes[r.id] = EditOutcome(r.id, "quarantined", base_answer=base, flags=flags,
+                                             seconds=time.perf_counter() - start)
+                continue
+            if flags:
+                logger.warning("edit %s: rationale guard flags: %s", r.id, "; ".join(map(str, flags)))
+            pending = self._pending_entries(r, image)
+            prepared.append(_Prepared(r, pending, base, flags, time.perf_counter() - start))
+
+        committed: list[str] = []
+        try:
+            for p in prepared:
+                meta_r = {**meta, **p.record.meta}
+                result = self.codebook.add_edit(p.record.id, p.pending, meta_r)
+                committed.append(p.record.id)
+                outcomes[p.record.id] = EditOutcome(p.record.id, "added", [i for i, _ in result],
+                                                    [m for _, m in result], p.base_answer, p.flags, p.seconds)
+        except BaseException:
+            for edit_id in reversed(committed):
+                self.codebook.remove_edit(edit_id)
+            raise
+        for r in records:
+            if outcomes.get(r.id) is not None and outcomes[r.id].status == "quarantined":
+                self.quarantine[r.id] = r
+        return EditReport([outcomes[r.id] for r in records])
+
+    def approve(self, edit_id: str) -> EditOutcome:
+        """Commit a quarantined edit as it is (its guard flags are kept in the outcome)."""
+        if edit_id not in self.quarantine:
+            raise ReasonEditError(f"no quarantined edit {edit_id!r}; quarantined: {sorted(self.quarantine)}")
+        record = self.quarantine[edit_id]
+        image = load_image(record.image)
+        pending = self._pending_entries(record, image)
+        result = self.codebook.add_edit(edit_id, pending, {**record.meta, "approved": True})
+        del self.quarantine[edit_id]
+        return EditOutcome(edit_id, "added", [i for i, _ in result], [m for _, m in result])
+
+    def remove(self, edit_id: str) -> list[int]:
+        """Undo an edit by id: its entries go, merged entries are recomputed from what remains."""
+        if edit_id in self.quarantine:
+            del self.quarantine[edit_id]
+            return []
+        return self.codebook.remove_edit(edit_id)
+
+    def edit_ids(self) -> list[str]:
+        return self.codebook.edit_ids()
+
+    def _entry_texts(self, record: EditRecord) -> list[tuple[str, str, str]]:
+        """(kind, key text, value) for the answer entry and one reasoning entry per sentence."""
+        cfg = self.config.codebook
+        items = []
+        if cfg.answer_entries:
+            items.append(("answer", record.prompt,
+                          cfg.answer_template.format(question=record.prompt, answer=record.target)))
+        if cfg.rationale_entries:
+            items.extend(("reasoning", s, s) for s in record.rationale)
+        return items
+
+    def _pending_entries(self, record: EditRecord, image: Image.Image) -> list[PendingEntry]:
+        items = self._entry_texts(record)
+        if not items:
+            raise ReasonEditError(f"edit {record.id!r} has no rationale and answer entries are off; nothing "
+                                  "to store.")
+        images = [image] * len(items)
+        texts = [t for _, t, _ in items]
+        if self.config.patches.enabled and record.rationale:
+            from .patches import find_patches
+
+            for crop, sentence in find_patches(self.vlm, image, record.rationale, self.config.patches):
+                items.append(("patch", sentence, sentence))
+                images.append(crop)
+                texts.append(sentence)
+        keys = self.keys.encode(images, texts)
+        radii = self._radii(record.id, images, texts, keys)
+        return [PendingEntry(kind, value, key, radius)
+                for (kind, _, value), key, radius in zip(items, keys, radii)]
+
+    def _radii(self, edit_id: str, images: Sequence[Image.Image], texts: Sequence[str],
+               keys: torch.Tensor) -> list[float]:
+        """Distance from each key to the key of ONE seeded augmented copy of its (image, text)."""
+        aug = self.config.augment
+        if not aug.enabled:
+            return [aug.default_radius] * len(texts)
+        aug_images, aug_texts, cache = [], [], {}
+        for i, (image, text) in enumerate(zip(images, texts)):
+            rng = random.Random(f"{self.config.seed}:{edit_id}:{i}")
+            if id(image) not in cache:  # one augmented copy per distinct image, as in the reference
+                cache[id(image)] = augment_image(image, random.Random(f"{self.config.seed}:{edit_id}:img"), aug)
+            aug_images.append(cache[id(image)])
+            aug_texts.append(paraphrase(text, rng, aug.paraphrase))
+        aug_keys = self.keys.encode(aug_images, aug_texts)
+        return torch.linalg.vector_norm(keys - aug_keys, dim=1).tolist()
+
+    # ------------------------------------------------------------------ inference
+    def _base_answer(self, image: Image.Image, question: str, choices: Sequence[str] | None) -> str:
+        if choices:
+            nll = self.vlm.option_nll(image, question, list(choices))
+            return choices[min(range(len(choices)), key=lambda i: (nll[i], i))]
+        return self.vlm.generate(image, question, self.config.max_new_tokens)
+
+    def _empty(self) -> bool:
+        return self._codebook is None or len(self._codebook) == 0
+
+    def retrieve(self, image: ImageLike, question: str) -> Retrieval:
+        """What the codebook returns for (image, question), with distances and the gate decision."""
+        if self._empty():
+            return Retrieval(False, reason="the codebook is empty")
+        key = self.keys.encode([load_image(image)], [question])[0]
+        return self.retriever.search(key)
+
+    def retrieve_from_inputs(self, inputs: Mapping[str, Any], question: str) -> Retrieval:
+        """Like ``retrieve``, from processor outputs (pixel tensors) instead of a PIL image."""
+        if self._empty():
+            return Retrieval(False, reason="the codebook is empty")
+        key = self.keys.encode_from_inputs(inputs, [question])[0]
+        return self.retriever.search(key)
+
+    def fused_question(self, question: str, retrieval: Retrieval) -> str:
+        """The user-turn text: the question with retrieved facts fused in (unchanged if none)."""
+        facts = retrieval.facts if retrieval.accepted else []
+        return fuse(question, facts, self.config.fusion)
+
+    def answer(self, image: ImageLike, question: str, choices: Sequence[str] | None = None) -> Answer:
+        """Answer with the edited model. With ``choices``, the option of lowest summed NLL wins."""
+        img = load_image(image)
+        retrieval = self.retrieve(img, question)
+        fused = self.fused_question(question, retrieval)
+        option_nll = None
+        if choices:
+            nll = self.vlm.option_nll(img, fused, list(choices))
+            option_nll = dict(zip(choices, nll))
+            text = choices[min(range(len(choices)), key=lambda i: (nll[i], i))]
+        else:
+            text = self.vlm.generate(img, fused, self.config.max_new_tokens)
+        return Answer(text, fused, self.vlm.prompt_text(fused), retrieval, option_nll)

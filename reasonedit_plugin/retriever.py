@@ -1,0 +1,143 @@
+"""Retrieval at inference: hubness-scaled nearest entries, the rejection gate, cap and dedupe (METHOD.md §4).
+
+score(q, k) = d(q, k) / (sigma_k + 1e-6); the query side is not scaled. The gate threshold tau is the
+p-th percentile (p = max(1, 100 / distinct edits)) of the scaled pairwise distances d_ij / sigma_j over the
+upper triangle of up to ``gate_sample`` seeded-sampled keys. The reference recomputes sigma and tau from
+scratch after every edit (O(N^2)); here sigma is incremental (``codebook.py``) and tau is cached per
+codebook version over a bounded sample, with the same answers.
+
+The scaled top-k is exact although the index is only asked for a partial k-NN by raw distance: the
+candidate set doubles until no unseen key can beat the cap-th score (an unseen key has d >= the last
+candidate's d, so its score >= d_last / (sigma_max + eps)).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .codebook import Codebook
+from .config import RetrievalConfig
+
+EPS = 1e-6
+
+
+@dataclass
+class Retrieval:
+    """What was retrieved for one query, and why."""
+
+    accepted: bool
+    facts: list[str] = field(default_factory=list)
+    entry_ids: list[int] = field(default_factory=list)
+    distances: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    """Hubness-scaled distances (equal to distances when hubness is off)."""
+    threshold: float | None = None
+    """The gate's tau (None when the gate is off)."""
+    reason: str = ""
+
+    @property
+    def best_score(self) -> float | None:
+        return self.scores[0] if self.scores else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def gate_percentile(num_edits: int, config: RetrievalConfig) -> float:
+    if config.gate_percentile is not None:
+        return float(config.gate_percentile)
+    return max(1.0, 100.0 / max(1, num_edits))
+
+
+def gate_threshold(keys: torch.Tensor, sigma: torch.Tensor, percentile: float) -> float:
+    """tau: the ``percentile`` of d_ij / (sigma_j + eps) over i < j. Needs at least two keys."""
+    d = torch.cdist(keys.double(), keys.double())
+    scaled = d / (sigma.double()[None, :] + EPS)
+    iu = torch.triu_indices(len(keys), len(keys), offset=1)
+    values = scaled[iu[0], iu[1]].numpy()
+    return float(np.percentile(values, percentile))
+
+
+class Retriever:
+    """Searches a codebook with hubness scaling and the rejection gate."""
+
+    def __init__(self, codebook: Codebook, config: RetrievalConfig | None = None, seed: int = 0):
+        self.codebook = codebook
+        self.config = config or codebook.retrieval
+        self.seed = seed
+        self._tau: tuple[int, float] | None = None
+
+    def threshold(self) -> float | None:
+        """The current gate threshold tau (cached per codebook version); None if the gate is off or
+        fewer than two keys exist (then each entry's own radius is the gate)."""
+        cb = self.codebook
+        if not (self.config.gate and self.config.hubness) or len(cb) < 2:
+            return None
+        if self._tau is not None and self._tau[0] == cb.version:
+            return self._tau[1]
+        ids = cb.entry_ids()
+        if len(ids) > self.config.gate_sample:
+            ids = sorted(random.Random(f"{self.seed}:gate:{cb.version}").sample(ids, self.config.gate_sample))
+        tau = gate_threshold(cb.keys(ids), cb.sigma(ids), gate_percentile(len(cb.edit_ids()), self.config))
+        self._tau = (cb.version, tau)
+        return tau
+
+    def search(self, query: torch.Tensor, k: int | None = None) -> Retrieval:
+        """Retrieve for one query key [D]."""
+        cb = self.codebook
+        cap = k or self.config.cap_keys
+        if len(cb) == 0:
+            return Retrieval(False, reason="the codebook is empty")
+        query = query.detach().float().reshape(1, -1)
+        if query.shape[1] != cb.dim:
+            raise ValueError(f"query key has dim {query.shape[1]}, the codebook {cb.dim}.")
+        ids, dists, scores = self._scaled_topk(query, cap)
+        tau = self.threshold()
+        if self.config.gate and self.config.hubness:
+            if tau is None:  # a single key: its radius is the gate
+                entry = cb.entries[ids[0]]
+                accepted = dists[0] <= entry.radius
+                reason = (f"single key: d={dists[0]:.4f} {'<=' if accepted else '>'} radius {entry.radius:.4f}")
+            else:
+                accepted = scores[0] <= tau
+                reason = f"best scaled distance {scores[0]:.4f} {'<=' if accepted else '>'} tau {tau:.4f}"
+        else:
+            accepted, reason = True, "gate off"
+        facts: list[str] = []
+        if accepted:
+            for eid in ids:
+                for value in cb.entries[eid].values:
+                    if value not in facts:
+                        facts.append(value)
+        return Retrieval(accepted, facts, ids, dists, scores, tau, reason)
+
+    def _scaled_topk(self, query: torch.Tensor, cap: int) -> tuple[list[int], list[float], list[float]]:
+        cb = self.codebook
+        n = len(cb)
+        want = min(cap, n)
+        if not self.config.hubness:
+            res = cb.index.search(query.numpy(), want)
+            d = res.distances[0].tolist()
+            return [int(i) for i in res.ids[0]], d, d
+        sigma_max = max(cb.sigma_table().values())
+        m = min(n, max(4 * want, 64))
+        while True:
+            res = cb.index.search(query.numpy(), m)
+            ids = [int(i) for i in res.ids[0]]
+            dists = res.distances[0].astype(np.float64)
+            sig = cb.sigma(ids).numpy()
+            scores = dists / (sig + EPS)
+            order = sorted(range(len(ids)), key=lambda j: (scores[j], ids[j]))[:want]
+            if m >= n:
+                break
+            bound = dists[-1] / (sigma_max + EPS)
+            if scores[order[-1]] <= bound:
+                break
+            m = min(n, 2 * m)
+        return ([ids[j] for j in order], [float(dists[j]) for j in order], [float(scores[j]) for j in order])
