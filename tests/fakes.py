@@ -46,6 +46,17 @@ class FakeVLM:
         low = text.lower()
         return [0.1 if f"is {o.lower()}" in low else 2.0 - 0.01 * i for i, o in enumerate(options)]
 
+    def yes_probability(self, image, question: str) -> float:
+        """'Does the image show <claim>?': yes when the claim names the image's dominant colour."""
+        r, g, b = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(0)
+        colour = ("red", "green", "blue")[int(np.argmax([r, g, b]))]
+        return 0.9 if colour in question.lower() else 0.1
+
+    def continuation_nll(self, image, text: str, continuation: str) -> float:
+        """Lower for crops whose dominant colour the continuation names, and for larger crops."""
+        w, h = image.size
+        return 1.0 - self.yes_probability(image, continuation) * 0.5 + 1.0 / (w * h)
+
     def generate(self, image, text: str, max_new_tokens: int) -> str:
         words = text.rstrip(".?").split()
         for i, w in enumerate(words[:-1]):
