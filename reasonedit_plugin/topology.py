@@ -133,60 +133,73 @@ class BalanceResult:
 
 
 def _squared_distances(x: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared L2 distances ``[n, n]`` in float64, zero diagonal, from centred features
-    (|a|^2 + |b|^2 - 2ab in float64 is accurate to ~1e-13 of the spread once the mean is removed)."""
+    """Pairwise squared L2 distances ``[..., n, n]`` of ``x [..., n, D]`` in float64, zero diagonal,
+    from centred features (|a|² + |b|² − 2ab in float64 is accurate to ~1e-13 of the spread once the
+    mean is removed)."""
     x = x.to(torch.float64)
-    x = x - x.mean(0, keepdim=True)
-    sq = x.pow(2).sum(1)
-    d = (sq[:, None] + sq[None, :]).addmm_(x, x.T, alpha=-2.0).clamp_min_(0.0)
-    return d.fill_diagonal_(0.0)
+    x = x - x.mean(-2, keepdim=True)
+    sq = x.pow(2).sum(-1)
+    d = (sq[..., :, None] + sq[..., None, :]) - 2.0 * (x @ x.transpose(-1, -2))
+    d = d.clamp_min_(0.0)
+    d.diagonal(dim1=-2, dim2=-1).zero_()
+    return d
 
 
 def _off_diagonal_min(x: torch.Tensor) -> torch.Tensor:
-    n = x.shape[0]
-    return x.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), math.inf).amin()
+    """``min_{i≠k} x[..., i, k]`` for ``x [..., n, n]``."""
+    n = x.shape[-1]
+    return x.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), math.inf).amin((-2, -1))
 
 
 def _balance_batch(vision_sq: torch.Tensor, text_sq: torch.Tensor,
                    scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vision-Q and Language-Q ``[S]`` for every λ in ``scales [S]``, without building the graph.
+    """Vision-Q and Language-Q ``[R, S]`` for R runs × every λ in ``scales [S]``, without building
+    the graph.
 
-    ``vision_sq = A``/``text_sq = B`` are the ``[n, n]`` squared distances (zero diagonal) of the
-    images / texts. Node (i, j) pairs image i with text j, and
+    ``vision_sq = A``/``text_sq = B`` are the ``[R, n, n]`` squared distances (zero diagonal) of each
+    run's images / texts. Node (i, j) pairs image i with text j, and
     ``d((i,j),(k,l)) = sqrt(A_ik + λ² B_jl)``. Every edge weight is affine in d,
     ``w = c0 − c1·d`` with ``c0 = d_max/span``, ``c1 = 1/span`` (a self loop would get c0, which is
     subtracted), so every sum modularity needs reduces to sums of d:
 
-    * node degrees need ``Σ_kl d((i,j),(k,l))``: one ``[S, n, n, n, n]`` broadcast, no N×N mask;
+    * node degrees need ``Σ_kl d((i,j),(k,l))``: one ``[R, S, n, n, n, n]`` broadcast, no N×N mask;
     * within-image weight uses ``d((i,j),(i,l)) = λ·sqrt(B_jl)``, within-text ``sqrt(A_ik)``;
     * ``d_max² = max A + λ² max B`` and ``d_min² = min(min_{i≠k} A, λ² min_{j≠l} B)``.
     """
-    n = vision_sq.shape[0]
+    n = vision_sq.shape[-1]
     nodes = n * n
-    lam = scales.to(torch.float64)
+    lam = scales.to(torch.float64)[None, :]  # [1, S]
     lam2 = lam.pow(2)
-    a, b = vision_sq.to(torch.float64), text_sq.to(torch.float64)
-    d_max = (a.max() + lam2 * b.max()).sqrt()
-    d_min = torch.minimum(_off_diagonal_min(a).expand_as(lam2), lam2 * _off_diagonal_min(b)).sqrt()
+    a, b = vision_sq.to(torch.float64), text_sq.to(torch.float64)  # [R, n, n]
+    d_max = (a.amax((-2, -1))[:, None] + lam2 * b.amax((-2, -1))[:, None]).sqrt()  # [R, S]
+    d_min = torch.minimum(_off_diagonal_min(a)[:, None], lam2 * _off_diagonal_min(b)[:, None]).sqrt()
     span = d_max - d_min
     flat = span <= 1e-12 * d_max.clamp_min(1e-300)  # all distinct nodes equally far: a uniform graph
     safe_span = torch.where(flat, torch.ones_like(span), span)
     c0 = torch.where(flat, torch.ones_like(span), d_max / safe_span)
     c1 = torch.where(flat, torch.zeros_like(span), 1.0 / safe_span)
 
-    # Σ_kl d((i,j),(k,l)) for every node (i,j): [S, i, j]
-    dist = (a[None, :, None, :, None] + lam2[:, None, None, None, None] * b[None, None, :, None, :]).sqrt_()
-    row_sum = dist.sum((3, 4))
-    degree = c0[:, None, None] * (nodes - 1) - c1[:, None, None] * row_sum
-    two_m = degree.sum((1, 2))
-    same_node_pairs = n * nodes - nodes  # ordered pairs in one community, self loops excluded, per partition
-    within_image = c0 * same_node_pairs - c1 * n * lam * b.sqrt().sum()
-    within_text = c0 * same_node_pairs - c1 * n * a.sqrt().sum()
-    image_degree = degree.sum(2)  # K_i, [S, n]
-    text_degree = degree.sum(1)  # K_j, [S, n]
-    vision_q = (within_image - image_degree.pow(2).sum(1) / two_m) / two_m
-    language_q = (within_text - text_degree.pow(2).sum(1) / two_m) / two_m
+    # Σ_kl d((i,j),(k,l)) for every node (i,j): [R, S, i, j]
+    dist = (a[:, None, :, None, :, None] + lam2[:, :, None, None, None, None] * b[:, None, None, :, None, :])
+    row_sum = dist.sqrt_().sum((-2, -1))
+    degree = (c0 * (nodes - 1))[..., None, None] - c1[..., None, None] * row_sum
+    two_m = degree.sum((-2, -1))
+    same_node_pairs = n * nodes - nodes  # ordered pairs inside one community, self loops excluded
+    within_image = c0 * same_node_pairs - c1 * n * lam * b.sqrt().sum((-2, -1))[:, None]
+    within_text = c0 * same_node_pairs - c1 * n * a.sqrt().sum((-2, -1))[:, None]
+    image_degree = degree.sum(-1)  # K_i, [R, S, n]
+    text_degree = degree.sum(-2)  # K_j, [R, S, n]
+    vision_q = (within_image - image_degree.pow(2).sum(-1) / two_m) / two_m
+    language_q = (within_text - text_degree.pow(2).sum(-1) / two_m) / two_m
     return vision_q, language_q
+
+
+def _balance_runs(vision: torch.Tensor, text_sq: torch.Tensor, subsets: torch.Tensor,
+                  scales: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-λ, per-run Q values ``[S, R]`` of ``vision [N, D]`` on the run subsets ``[R, n]``."""
+    lam = torch.tensor(list(scales), dtype=torch.float64)
+    vq, lq = _balance_batch(_squared_distances(vision[subsets]), text_sq, lam)
+    return vq.T, lq.T
 
 
 def _pair_graph(vision: torch.Tensor, text: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -230,8 +243,9 @@ def balance_from_embeddings(vision: torch.Tensor, text: torch.Tensor, scale: flo
     v = _check_features(vision, "vision")
     t = _check_features(text, "text", rows=v.shape[0])
     lam = _check_scale(scale)
-    vq, lq = _balance_batch(_squared_distances(v), _squared_distances(t), torch.tensor([lam], dtype=torch.float64))
-    vq_f, lq_f = float(vq[0]), float(lq[0])
+    vq, lq = _balance_batch(_squared_distances(v[None]), _squared_distances(t[None]),
+                            torch.tensor([lam], dtype=torch.float64))
+    vq_f, lq_f = float(vq[0, 0]), float(lq[0, 0])
     return BalanceResult(vq_f, lq_f, balance_score(vq_f, lq_f))
 
 
@@ -372,15 +386,15 @@ def scale_grid(config: TopologyConfig) -> list[float]:
     return [float(x) for x in grid]
 
 
-def _subsets(total: int, samples: int, runs: int, seed: int) -> list[torch.Tensor]:
-    """``runs`` seeded random subsets of ``samples`` indices out of ``total`` (shared by all candidates)."""
+def _subsets(total: int, samples: int, runs: int, seed: int) -> torch.Tensor:
+    """``[runs, samples]``: seeded random subsets of indices out of ``total`` (shared by all candidates)."""
     if total < samples:
         raise ConfigError(
             f"topology: the calibration set has {total} samples but {samples} are drawn per run; "
             "give more calibration samples or lower topology.scale_samples / topology.layer_samples."
         )
     generator = torch.Generator().manual_seed(int(seed))
-    return [torch.randperm(total, generator=generator)[:samples] for _ in range(runs)]
+    return torch.stack([torch.randperm(total, generator=generator)[:samples] for _ in range(runs)])
 
 
 def _check_config(config: Any) -> TopologyConfig:
@@ -400,13 +414,8 @@ def auto_scale(vision_features: torch.Tensor, text_features: torch.Tensor, confi
     t = _check_features(text_features, "text_features")
     v = _check_features(vision_features, "vision_features", rows=t.shape[0])
     scales = scale_grid(config)
-    lam = torch.tensor(scales, dtype=torch.float64)
-    vq_runs, lq_runs = [], []
-    for idx in _subsets(t.shape[0], config.scale_samples, config.runs, seed):
-        vq, lq = _balance_batch(_squared_distances(v[idx]), _squared_distances(t[idx]), lam)
-        vq_runs.append(vq)
-        lq_runs.append(lq)
-    vq_all, lq_all = torch.stack(vq_runs, 1), torch.stack(lq_runs, 1)  # [S, runs]
+    subsets = _subsets(t.shape[0], config.scale_samples, config.runs, seed)
+    vq_all, lq_all = _balance_runs(v, _squared_distances(t[subsets]), subsets, scales)  # [S, runs]
     points = [_point(s, vq_all[i], lq_all[i]) for i, s in enumerate(scales)]
     best = float(points[_best_index(points)].value)
     logger.info("AutoScaler: best λ = %.4g (balance %.4f)", best, points[_best_index(points)].harmonic)
@@ -429,12 +438,11 @@ def auto_layer(features_by_layer: Mapping[str, torch.Tensor], text_features: tor
     layers = {str(name): _check_features(x, f"features of layer {name!r}", rows=t.shape[0])
               for name, x in features_by_layer.items()}
     subsets = _subsets(t.shape[0], config.layer_samples, config.runs, seed)
-    text_sq = [_squared_distances(t[idx]) for idx in subsets]
-    lam_t = torch.tensor([lam], dtype=torch.float64)
+    text_sq = _squared_distances(t[subsets])
     points = []
     for name, v in layers.items():
-        runs = [_balance_batch(_squared_distances(v[idx]), tsq, lam_t) for idx, tsq in zip(subsets, text_sq)]
-        points.append(_point(name, torch.cat([r[0] for r in runs]), torch.cat([r[1] for r in runs])))
+        vq, lq = _balance_runs(v, text_sq, subsets, [lam])
+        points.append(_point(name, vq[0], lq[0]))
     best = str(points[_best_index(points)].value)
     logger.info("AutoLayer: best layer %s (balance %.4f at λ=%.4g)", best, points[_best_index(points)].harmonic, lam)
     return LayerSweep(points, best, lam, config.layer_samples, config.runs, int(seed))
@@ -485,13 +493,9 @@ class Calibration:
 
 def _diagnose(vision: torch.Tensor, text: torch.Tensor, scale: float, samples: int, runs: int,
               seed: int) -> BalancePoint:
-    vq, lq = [], []
-    lam = torch.tensor([scale], dtype=torch.float64)
-    for idx in _subsets(text.shape[0], samples, runs, seed):
-        a, b = _balance_batch(_squared_distances(vision[idx]), _squared_distances(text[idx]), lam)
-        vq.append(a)
-        lq.append(b)
-    return _point(scale, torch.cat(vq), torch.cat(lq))
+    subsets = _subsets(text.shape[0], samples, runs, seed)
+    vq, lq = _balance_runs(vision, _squared_distances(text[subsets]), subsets, [scale])
+    return _point(scale, vq[0], lq[0])
 
 
 def no_balance(vision_features: torch.Tensor, text_features: torch.Tensor, scale: float,
