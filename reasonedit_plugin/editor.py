@@ -17,13 +17,14 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .audit import AuditLog, EditInfo, who_why
 from .augment import augment_image, paraphrase
 from .codebook import Codebook, PendingEntry
 from .config import ReasonEditConfig
 from .embedding import KeyEncoder
-from .errors import ConfigError, ReasonEditError
+from .errors import ConfigError, ReasonEditError, RecordError
 from .fusion import fuse, get_fusion
-from .records import EditRecord, ImageLike, load_image, make_records, normalize_answer
+from .records import EditRecord, ImageLike, check_image, load_image, make_records, normalize_answer
 from .retriever import Retrieval, Retriever
 from .text_encoder import TextEncoder, shared_text_encoder
 
@@ -128,6 +129,10 @@ class ReasonEditor:
         self._codebook = codebook
         self._retriever: Retriever | None = None
         self.quarantine: dict[str, EditRecord] = {}
+        self.edit_records: dict[str, EditRecord] = {}
+        """Raw records of committed edits (kept for export and re-embedding; see storage.py)."""
+        self.audit = AuditLog()
+        """Who/when/why of every change; appended to the codebook folder's audit.jsonl on save."""
         self.guard = None
         if config.guard.policy != "off":
             from .guards import RationaleGuard  # optional component, imported when configured
@@ -184,6 +189,7 @@ class ReasonEditor:
         """Apply edits. All-or-nothing: if any record is invalid or any step fails, the codebook is left
         exactly as it was. ``meta`` (e.g. author=, reason=) is stored as provenance on every entry."""
         guard = self.config.guard
+        _check_batch(records, meta)
         records = make_records(records, image_root, max_rationale_chars=guard.max_rationale_chars,
                                max_sentences=guard.max_sentences)
         existing = set(self.codebook.edit_ids()) | set(self.quarantine)
@@ -195,7 +201,7 @@ class ReasonEditor:
         outcomes: dict[str, EditOutcome] = {}
         for r in tqdm(records, desc="ReasonEdit: preparing edits", disable=not progress, unit="edit"):
             start = time.perf_counter()
-            image = load_image(r.image)
+            image = _open_image(r.image, r.id)
             base = None
             if self.config.only_edit_errors:
                 base = self._base_answer(image, r.prompt, r.choices)
@@ -205,6 +211,8 @@ class ReasonEditor:
                     continue
             flags = self.guard.check(r, image) if self.guard is not None else []
             if flags and guard.policy == "reject":
+                self.audit.record("rejected", r.id, who=who_why({**meta, **r.meta})[0],
+                                  why=who_why({**meta, **r.meta})[1], flags=[str(f) for f in flags])
                 raise ReasonEditError(f"edit {r.id!r} was rejected by the rationale guard: "
                                       f"{'; '.join(str(f) for f in flags)}. Nothing was added.")
             if flags and guard.policy == "quarantine":
@@ -229,8 +237,14 @@ class ReasonEditor:
                 self.codebook.remove_edit(edit_id)
             raise
         for r in records:
-            if outcomes.get(r.id) is not None and outcomes[r.id].status == "quarantined":
+            outcome = outcomes.get(r.id)
+            who, why = who_why({**meta, **r.meta})
+            if outcome is not None and outcome.status == "quarantined":
                 self.quarantine[r.id] = r
+                self.audit.record("quarantined", r.id, who=who, why=why, flags=[str(f) for f in outcome.flags])
+            elif outcome is not None and outcome.status == "added":
+                self.edit_records[r.id] = r
+                self._audit_added(outcome, who, why, [str(f) for f in outcome.flags])
         return EditReport([outcomes[r.id] for r in records])
 
     def approve(self, edit_id: str) -> EditOutcome:
@@ -242,17 +256,74 @@ class ReasonEditor:
         pending = self._pending_entries(record, image)
         result = self.codebook.add_edit(edit_id, pending, {**record.meta, "approved": True})
         del self.quarantine[edit_id]
-        return EditOutcome(edit_id, "added", [i for i, _ in result], [m for _, m in result])
+        outcome = EditOutcome(edit_id, "added", [i for i, _ in result], [m for _, m in result])
+        self.edit_records[edit_id] = record
+        who, why = who_why(record.meta)
+        self.audit.record("approved", edit_id, why=why, entry_ids=outcome.entry_ids, author=who)
+        self._audit_added(outcome, who, why, [])
+        return outcome
 
     def remove(self, edit_id: str) -> list[int]:
         """Undo an edit by id: its entries go, merged entries are recomputed from what remains."""
         if edit_id in self.quarantine:
             del self.quarantine[edit_id]
+            self.audit.record("removed", edit_id, status="quarantined")
             return []
-        return self.codebook.remove_edit(edit_id)
+        touched = self.codebook.remove_edit(edit_id)
+        self.edit_records.pop(edit_id, None)
+        self.audit.record("removed", edit_id, entry_ids=touched)
+        return touched
 
     def edit_ids(self) -> list[str]:
         return self.codebook.edit_ids()
+
+    def _audit_added(self, outcome: EditOutcome, who: str | None, why: str | None, flags: list[str]) -> None:
+        self.audit.record("added", outcome.edit_id, who=who, why=why, entry_ids=outcome.entry_ids,
+                          merged=outcome.merged, flags=flags)
+        merged = [i for i, m in zip(outcome.entry_ids, outcome.merged) if m]
+        if merged:
+            self.audit.record("merged", outcome.edit_id, who=who, why=why, entry_ids=merged,
+                              with_edits={str(i): self.codebook.entries[i].edit_ids for i in merged
+                                          if i in self.codebook.entries})
+
+    # ------------------------------------------------------------------ storage (storage.py)
+    def save(self, path: Union[str, Path]) -> Path:
+        """Atomically save the codebook, raw edit records, quarantine and audit log to folder ``path``."""
+        from .storage import save_editor
+
+        return save_editor(self, path)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], vlm: Any, config: ReasonEditConfig | None = None,
+             text_encoder: TextEncoder | None = None, **kwargs: Any) -> "ReasonEditor":
+        """An editor for ``vlm`` with the codebook saved at ``path`` (config from the folder unless given).
+        Raises CodebookMismatchError if ``vlm`` / layer / scale / text encoder differ from the saved setup."""
+        from .storage import load_editor
+
+        return load_editor(cls, path, vlm, config, text_encoder, **kwargs)
+
+    def export_edits(self, edit_ids: Iterable[str], path: Union[str, Path]) -> Path:
+        """Write the given edits as a portable knowledge module (keys, entries, raw records with images)."""
+        from .storage import export_edits
+
+        return export_edits(self, edit_ids, path)
+
+    def import_edits(self, path: Union[str, Path], reembed: Union[bool, str] = "auto", guard: bool = True) -> Any:
+        """Add the edits of a module or codebook folder: keys as they are for the same setup, re-embedded
+        from the raw records otherwise. All-or-nothing; returns an ``ImportReport``."""
+        from .storage import import_edits
+
+        return import_edits(self, path, reembed, guard)
+
+    def list_edits(self) -> list[EditInfo]:
+        """Every active and quarantined edit with its entries, provenance and guard flags."""
+        from .storage import list_edits
+
+        return list_edits(self)
+
+    def quarantined(self) -> list[EditInfo]:
+        """Edits held by the rationale guard, waiting for ``approve`` (or ``remove``)."""
+        return [info for info in self.list_edits() if info.status == "quarantined"]
 
     def _entry_texts(self, record: EditRecord) -> list[tuple[str, str, str]]:
         """(kind, key text, value) for the answer entry and one reasoning entry per sentence."""
@@ -312,9 +383,10 @@ class ReasonEditor:
 
     def retrieve(self, image: ImageLike, question: str) -> Retrieval:
         """What the codebook returns for (image, question), with distances and the gate decision."""
+        _check_question(question)
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
-        key = self.keys.encode([load_image(image)], [question])[0]
+        key = self.keys.encode([_open_image(image)], [question])[0]
         return self.retriever.search(key)
 
     def retrieve_from_inputs(self, inputs: Mapping[str, Any], question: str) -> Retrieval:
@@ -331,7 +403,10 @@ class ReasonEditor:
 
     def answer(self, image: ImageLike, question: str, choices: Sequence[str] | None = None) -> Answer:
         """Answer with the edited model. With ``choices``, the option of lowest summed NLL wins."""
-        img = load_image(image)
+        _check_question(question)
+        if choices is not None and (isinstance(choices, str) or not all(isinstance(c, str) for c in choices)):
+            raise RecordError(f"choices must be a list of strings, got {choices!r:.80}.", field="choices")
+        img = _open_image(image)
         retrieval = self.retrieve(img, question)
         fused = self.fused_question(question, retrieval)
         option_nll = None
@@ -342,3 +417,33 @@ class ReasonEditor:
         else:
             text = self.vlm.generate(img, fused, self.config.max_new_tokens)
         return Answer(text, fused, self.vlm.prompt_text(fused), retrieval, option_nll)
+
+
+def _check_question(question: Any) -> None:
+    if not isinstance(question, str) or not question.strip():
+        raise RecordError(f"the question must be a non-empty string, got {question!r:.80}.", field="prompt")
+
+
+def _open_image(image: Any, record_id: str | None = None) -> Image.Image:
+    """Validate and open an image as RGB; unreadable or truncated files become a RecordError."""
+    check_image(image, record_id, "image")
+    try:
+        return load_image(image)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise RecordError(f"image {image if isinstance(image, (str, Path)) else 'object'} cannot be decoded "
+                          f"({exc}); replace or re-export it.", record_id, "image") from exc
+
+
+def _check_batch(records: Any, meta: Mapping[str, Any]) -> None:
+    """Boundary checks ``make_records`` does not do: the batch's type and JSON-safe provenance."""
+    if records is None or isinstance(records, (str, bytes)) or not (
+            isinstance(records, (EditRecord, Mapping)) or hasattr(records, "__iter__")):
+        raise RecordError(f"edit() takes a record (dict or EditRecord) or a list of them, got "
+                          f"{type(records).__name__}.")
+    import json
+
+    try:
+        json.dumps(dict(meta), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"provenance keywords {sorted(meta)} must be JSON-serialisable without NaN/inf "
+                          f"({exc}).", field="meta") from exc

@@ -72,3 +72,20 @@ def solid(color: tuple[int, int, int], size: int = 32) -> Image.Image:
 def pattern(seed: int, size: int = 32) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+
+
+_FAKE_COLOURS = {"red": (220, 20, 20), "green": (20, 220, 20), "blue": (20, 20, 220)}
+
+
+def _fake_yes_probability(self, image, question: str) -> float:
+    """P(yes) for "Does the image show ...?": high when the question names the image's colour (red, green or
+    blue, judged from the mean pixel), low when it names another of them, 0.5 when it names none."""
+    mean = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(0)
+    named = [c for c in _FAKE_COLOURS if c in question.lower()]
+    if not named:
+        return 0.5
+    nearest = min(_FAKE_COLOURS, key=lambda c: float(((mean - np.array(_FAKE_COLOURS[c])) ** 2).sum()))
+    return 0.9 if nearest in named else 0.05
+
+
+FakeVLM.yes_probability = _fake_yes_probability
