@@ -291,8 +291,9 @@ class VectorIndex(abc.ABC):
 
 
 # Worst-case relative rounding of a float32 dot product of length d is gamma_d = d*u / (1 - d*u)
-# with u = 2**-24 (Higham, Accuracy and Stability of Numerical Algorithms, §3.1); squared distances
-# from ||x||^2 + ||y||^2 - 2 x.y are then off by at most ~2 * (gamma_d + 3u) * (||x||^2 + ||y||^2).
+# with u = 2**-24 (Higham, Accuracy and Stability of Numerical Algorithms, §3.1). With the norms and
+# the product all in float32, fl(||x||^2) + fl(||y||^2) - 2 fl(x.y) is off by at most
+# gamma_d (||x|| + ||y||)^2 + 3u (...) <= 2 (gamma_d + 3u) (||x||^2 + ||y||^2).
 _U32 = 2.0 ** -24
 
 
@@ -333,7 +334,7 @@ class TorchIndex(VectorIndex):
         if needed <= capacity:
             return
         new_capacity = max(needed, 2 * capacity, 64)
-        data = torch.zeros((new_capacity, self._dim), dtype=torch.float32, device=self._device)
+        data = torch.empty((new_capacity, self._dim), dtype=torch.float32, device=self._device)
         data[: self._n] = self._data[: self._n]
         sqnorm = torch.zeros(new_capacity, dtype=torch.float32, device=self._device)
         sqnorm[: self._n] = self._sqnorm[: self._n]
@@ -346,7 +347,7 @@ class TorchIndex(VectorIndex):
         self._grow(self._n + n)
         block = torch.from_numpy(vectors).to(self._device)
         self._data[self._n : self._n + n] = block
-        self._sqnorm[self._n : self._n + n] = block.double().pow(2).sum(1).float()
+        self._sqnorm[self._n : self._n + n] = torch.linalg.vector_norm(block, dim=1).pow_(2)
         self._ids[self._n : self._n + n] = torch.from_numpy(ids)
         for offset, key in enumerate(ids.tolist()):
             self._row[key] = self._n + offset
@@ -388,7 +389,7 @@ class TorchIndex(VectorIndex):
     def _search_block(self, q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = self._n
         data, sqnorm = self._data[:n], self._sqnorm[:n]
-        q_sq = q.double().pow(2).sum(1).float()
+        q_sq = torch.linalg.vector_norm(q, dim=1).pow_(2)
         approx = (q_sq[:, None] + sqnorm[None, :]).addmm_(q, data.T, alpha=-2.0)
         kth = torch.topk(approx, k, dim=1, largest=False).values[:, -1]
         margin = _float32_margin(self._dim) * (q_sq + sqnorm.max())
