@@ -30,7 +30,6 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 

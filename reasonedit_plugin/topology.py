@@ -8,9 +8,11 @@ partition by image is the Vision-Q, of the partition by text the Language-Q; the
 their harmonic mean 2VL/(V+L), 0 when either is <= 0.
 
 Speed comes from structure: the squared distance between nodes (i, j) and (k, l) is
-``|v_i − v_k|² + λ²|t_j − t_l|²``, so the n²×n² matrix is two n×n matrices broadcast together, and
-both Q values are read off the 4-D view ``W[i, j, k, l]`` without any loop over nodes. A whole
-41-λ sweep is one batched tensor expression per seeded run.
+``|v_i − v_k|² + λ²|t_j − t_l|²``, and every edge weight is affine in the distance, so both Q values
+reduce to sums over the 4-D view ``d[i, j, k, l]`` broadcast from two n×n matrices: the n²×n² graph
+is never built, nothing loops over nodes, and a whole sweep (all λ × all seeded runs) is one batched
+tensor expression (see :func:`_balance_batch`). The explicit graph (:func:`_pair_graph`) is kept for
+tests against ``modularity_closed_form`` and networkx.
 
 Functions take precomputed features; :func:`calibrate` is a thin convenience that gets them from a
 ``VLM`` (``vlm.py``) and a ``TextEncoder``. :func:`no_balance` is the "no topology balance" ablation:
@@ -22,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
