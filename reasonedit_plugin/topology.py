@@ -518,8 +518,9 @@ def calibrate(vlm: Any, text_encoder: Any, images: Sequence[Any], texts: Sequenc
               scale: Union[float, str] = "auto") -> Calibration:
     """AutoLayer then AutoScaler on a VLM (``vlm.py``) and a text encoder (``text_encoder.py``).
 
-    ``layer="auto"`` scores ``vlm.vision_candidates()`` at λ = ``scale`` (or 30 when ``scale`` is
-    also "auto"); otherwise ``vlm.resolve_layer(layer)`` is used as is. ``scale="auto"`` sweeps λ on
+    ``layer="auto"`` scores ``vlm.vision_candidates()`` (minus ``vlm.spec.projectors`` when
+    ``config.include_projector`` is False) at λ = ``scale`` (or 30 when ``scale`` is also "auto");
+    otherwise ``vlm.resolve_layer(layer)`` is used as is. ``scale="auto"`` sweeps λ on
     the chosen layer. Both fixed gives the :func:`no_balance` ablation.
     """
     config = _check_config(config)
@@ -530,6 +531,12 @@ def calibrate(vlm: Any, text_encoder: Any, images: Sequence[Any], texts: Sequenc
     if layer == "auto":
         first_scale = DEFAULT_SCALE if scale == "auto" else _check_scale(scale)
         candidates = list(vlm.vision_candidates())
+        if not config.include_projector:  # keep only the vision blocks' MLP linears
+            projectors = tuple(getattr(getattr(vlm, "spec", None), "projectors", ()) or ())
+            candidates = [c for c in candidates
+                          if not any(c == p or c.startswith(p + ".") for p in projectors)]
+        if not candidates:
+            raise ReasonEditError("calibrate: the VLM reported no AutoLayer candidates; give embedding.layer.")
         features = vlm.vision_features_multi(images, candidates)
         layer_sweep = auto_layer(features, text, first_scale, config, seed)
         chosen_layer = layer_sweep.best

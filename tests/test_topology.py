@@ -364,6 +364,20 @@ def test_calibrate_auto_and_fixed(tmp_path: Path) -> None:
         calibrate(vlm, encoder, images, texts[:3], cfg, seed=0)
 
 
+def test_calibrate_can_leave_out_the_projector() -> None:
+    vision, text = _two_modalities(vision_spread=1.0)
+    vlm = _FakeVLM({"blocks.0.mlp.fc1": vision * 1e-3, "merger.mlp.0": vision})
+    vlm.spec = type("Spec", (), {"projectors": ("merger",)})()  # type: ignore[attr-defined]
+    encoder = _FakeTextEncoder(text)
+    images, texts = list(range(40)), [str(i) for i in range(40)]
+    with_projector = calibrate(vlm, encoder, images, texts, TopologyConfig(runs=2), seed=0, scale=1.0)
+    assert with_projector.layer == "merger.mlp.0"
+    cfg = TopologyConfig(runs=2, include_projector=False)
+    without = calibrate(vlm, encoder, images, texts, cfg, seed=0, scale=1.0)
+    assert without.layer == "blocks.0.mlp.fc1"
+    assert [p.value for p in without.layer_sweep.points] == ["blocks.0.mlp.fc1"]  # type: ignore[union-attr]
+
+
 def _has_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
