@@ -1,0 +1,438 @@
+"""A Hugging Face VLM and its processor behind one small interface (docs/ARCHITECTURE.md, "VLM interface").
+
+Everything family-specific comes from the :class:`~reasonedit_plugin.model_specs.ModelSpec` row of the
+model's ``config.model_type``; every hook goes through :mod:`reasonedit_plugin.hooks`.
+
+- Keys (METHOD.md §3): :meth:`VLM.vision_features` runs only the vision part (``get_image_features``
+  or the vision tower), captures the INPUT of one module and mean-pools it over each image's tokens
+  (all crops/tiles of an image together; Qwen's packed patches split with ``image_grid_thw``). The
+  forward stops as soon as the module has fired.
+- Scoring (METHOD.md §7): :meth:`VLM.option_nll` sums the NLL of each option's tokens appended after
+  the templated prompt, batched over options, no length normalisation.
+- Patches (METHOD.md §6): :meth:`VLM.yes_probability` and :meth:`VLM.continuation_nll`.
+
+All passes are ``torch.inference_mode``, greedy, with the model in eval mode; images are thumbnailed to
+``max_image_side`` first.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import torch
+from PIL import Image
+
+from .errors import ReasonEditError, UnsupportedModelError
+from .hooks import capture_inputs, find_module
+from .model_specs import ModelSpec, get_model_spec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VLM", "load_processor", "processor_without_video"]
+
+ImageInput = Union[Image.Image, str, os.PathLike]
+
+_DEFAULT_MAX_SIDE = 512  # EmbeddingConfig.max_image_side (reference: 512)
+
+
+def processor_without_video(processor_cls: type) -> type:
+    """A subclass of ``processor_cls`` without its video sub-processor.
+
+    transformers 5 requires and type-checks every sub-processor; the video processors need torchvision,
+    which an image-only project should not require. The subclass drops ``video_processor`` from the
+    processor's attributes, so it is neither checked nor loaded by ``from_pretrained``; videos are never
+    passed here.
+    """
+
+    class ImageOnly(processor_cls):  # type: ignore[misc, valid-type]
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [name for name in super().get_attributes() if "video" not in name]
+
+    ImageOnly.__name__ = processor_cls.__name__
+    ImageOnly.__qualname__ = processor_cls.__qualname__
+    ImageOnly.__module__ = processor_cls.__module__
+    return ImageOnly
+
+
+def _torchvision_available() -> bool:
+    try:
+        from transformers.utils import is_torchvision_available
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(is_torchvision_available())
+
+
+def load_processor(path: Union[str, os.PathLike], spec: ModelSpec) -> Any:
+    """The processor of a local model folder; image processors fall back to their PIL backends and
+    processors that want a video processor load without one when torchvision is missing."""
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    if not (spec.needs_video_processor and not _torchvision_available()):
+        return transformers.AutoProcessor.from_pretrained(str(path), local_files_only=True)
+    name = PROCESSOR_MAPPING_NAMES.get(spec.model_type)
+    processor_cls = getattr(transformers, name, None) if name else None
+    if processor_cls is None:
+        raise UnsupportedModelError(
+            f"transformers {transformers.__version__} has no processor class for {spec.model_type!r}.")
+    return processor_without_video(processor_cls).from_pretrained(str(path), local_files_only=True)
+
+
+def _load_image(image: ImageInput) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as img:
+                img.load()
+                return img.copy()
+        except (OSError, ValueError) as exc:
+            raise ReasonEditError(f"cannot read image {str(image)!r}: {exc}. Give a PIL image or a readable "
+                                  "image file.") from exc
+    raise ReasonEditError(f"expected a PIL image or an image path, got {type(image).__name__}.")
+
+
+class VLM:
+    """A Hugging Face vision-language model + processor, driven by its :class:`ModelSpec` row."""
+
+    def __init__(self, model: torch.nn.Module, processor: Any, spec: ModelSpec | None = None,
+                 device: Union[str, torch.device, None] = None, max_image_side: int = _DEFAULT_MAX_SIDE):
+        self.spec = spec if spec is not None else get_model_spec(model)
+        if device is not None:
+            model = model.to(device)
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        if max_image_side < 16:
+            raise ReasonEditError(f"max_image_side={max_image_side} must be >= 16.")
+        self.max_image_side = int(max_image_side)
+        find_module(self.model, self.spec.vision_tower)  # fail early if the row does not fit the class
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = None,
+                        device: Union[str, torch.device, None] = None,
+                        max_image_side: int = _DEFAULT_MAX_SIDE) -> "VLM":
+        """Load a VLM from a LOCAL folder (nothing is downloaded), with the class its spec row names."""
+        import transformers
+
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise ReasonEditError(
+                f"{str(path)!r} is not a local model folder with a config.json; download the model first "
+                "(e.g. `huggingface-cli download <name> --local-dir <folder>`) and pass the folder.")
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        spec = get_model_spec(config)
+        model_cls = getattr(transformers, spec.model_class, None) or transformers.AutoModelForImageTextToText
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        model = model_cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+        processor = load_processor(folder, spec)
+        return cls(model, processor, spec=spec, device=device, max_image_side=max_image_side)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # ------------------------------------------------------------------ layers
+    def num_blocks(self) -> int:
+        return self.spec.num_blocks(self.model.config)
+
+    def vision_candidates(self) -> list[str]:
+        """AutoLayer candidates (METHOD.md §5): every linear of every vision block's MLP, then the
+        linears of the projector/merger modules (the projector itself when it has none)."""
+        out: list[str] = []
+        for block in range(self.num_blocks()):
+            mlp_path = self.spec.mlp_template.format(L=block)
+            mlp = find_module(self.model, mlp_path)
+            out.extend(f"{mlp_path}.{name}" for name, mod in mlp.named_modules()
+                       if name and isinstance(mod, torch.nn.Linear))
+        for proj_path in self.spec.projectors:
+            proj = find_module(self.model, proj_path)
+            linears = [f"{proj_path}.{name}" for name, mod in proj.named_modules()
+                       if name and isinstance(mod, torch.nn.Linear)]
+            out.extend(linears or [proj_path])
+        return out
+
+    def resolve_layer(self, layer: Union[int, str, None]) -> str:
+        """None -> the spec's default block; int -> that block's first MLP linear; str -> a validated
+        module path (older layouts, e.g. the reference's ``visual.blocks.24.mlp.linear_fc1``, are
+        rewritten through the row's ``legacy_prefixes``)."""
+        if isinstance(layer, bool):
+            raise ReasonEditError("layer must be None, a block index or a module path, not a bool.")
+        if layer is None:
+            return self.spec.layer_path(self.spec.default_layer(self.model.config))
+        if isinstance(layer, int):
+            blocks = self.num_blocks()
+            index = layer + blocks if layer < 0 else layer
+            if not 0 <= index < blocks:
+                raise ReasonEditError(
+                    f"layer={layer} is out of range: {self.spec.model_type} has {blocks} vision blocks "
+                    f"(0..{blocks - 1}).")
+            return self.spec.layer_path(index)
+        if isinstance(layer, str):
+            if layer == "auto":
+                raise ReasonEditError(
+                    "layer='auto' is resolved by AutoLayer (topology.calibrate / ReasonEditor with a "
+                    "calibration set), not by VLM.resolve_layer; pass a block index or module path here.")
+            if layer.lstrip("-").isdigit():
+                return self.resolve_layer(int(layer))
+            return self._existing_path(layer)
+        raise ReasonEditError(f"layer must be None, an int or a module path, got {type(layer).__name__}.")
+
+    def _existing_path(self, path: str) -> str:
+        names = {name for name, _ in self.model.named_modules()}
+        if path in names:
+            return path
+        for current, legacy in self.spec.legacy_prefixes:
+            if path.startswith(legacy) and current + path[len(legacy):] in names:
+                rewritten = current + path[len(legacy):]
+                logger.info("module path %r rewritten to %r (transformers 5 layout)", path, rewritten)
+                return rewritten
+        find_module(self.model, path)  # raises with the closest paths
+        return path  # pragma: no cover
+
+    # ------------------------------------------------------------------ prompts and inputs
+    def _chat_template(self) -> str | None:
+        return getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+
+    def prompt_text(self, text: str) -> str:
+        """The full prompt string: one user turn with the image then ``text``, generation prompt added
+        (the chat template when the family uses one, else the row's ``prompt_template``)."""
+        template = self._chat_template() if self.spec.chat_template else None
+        if template:
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+            # rendered by the tokenizer's template engine: some processors' apply_chat_template reads
+            # video settings (SmolVLM) that an image-only processor does not have
+            return self.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                                      add_generation_prompt=True)
+        if self.spec.prompt_template is None:
+            raise UnsupportedModelError(
+                f"the processor of this {self.spec.model_type} model has no chat template and its ModelSpec "
+                "row no prompt_template; load a processor with a chat template or register a row with one.")
+        return self.spec.prompt_template.replace("{text}", text)
+
+    def _prepare_images(self, images: Sequence[ImageInput]) -> list[Any]:
+        out = []
+        for image in images:
+            img = _load_image(image).convert("RGB")
+            if max(img.size) > self.max_image_side:
+                img = img.copy()
+                img.thumbnail((self.max_image_side, self.max_image_side))
+            out.append([img] if self.spec.nest_images else img)
+        return out
+
+    def build_inputs(self, images: Sequence[ImageInput], texts: Sequence[str]) -> Any:
+        """Processor outputs (a BatchFeature on the model's device) for one image + user text per sample."""
+        if len(images) != len(texts):
+            raise ReasonEditError(f"{len(images)} images but {len(texts)} texts; give one text per image.")
+        if not images:
+            raise ReasonEditError("build_inputs needs at least one image.")
+        prompts = [self.prompt_text(t) for t in texts]
+        inputs = self.processor(images=self._prepare_images(images), text=prompts, return_tensors="pt",
+                                padding=True)
+        return inputs.to(self.device)
+
+    # ------------------------------------------------------------------ vision features (keys)
+    def vision_features(self, images: Sequence[ImageInput], module: str) -> torch.Tensor:
+        """float32 [B, D]: the INPUT of ``module`` mean-pooled over each image's tokens."""
+        return self.vision_features_multi(images, [module])[module]
+
+    def vision_features_multi(self, images: Sequence[ImageInput], modules: Sequence[str]) -> dict[str, torch.Tensor]:
+        """One vision pass, several modules (AutoLayer): {module: float32 [B, D]}."""
+        if not images:
+            raise ReasonEditError("vision_features needs at least one image.")
+        inputs = self.build_inputs(images, [""] * len(images))
+        return self._vision_pass(inputs, modules)
+
+    def vision_features_from_inputs(self, inputs: Mapping[str, Any], module: str) -> torch.Tensor:
+        """As :meth:`vision_features`, from processor outputs (pixel tensors and their side inputs)."""
+        return self._vision_pass(inputs, [module])[module]
+
+    def _vision_pass(self, inputs: Mapping[str, Any], modules: Sequence[str]) -> dict[str, torch.Tensor]:
+        if isinstance(modules, str):
+            modules = [modules]
+        paths = [self._existing_path(m) for m in modules]
+        if "pixel_values" not in inputs or inputs["pixel_values"] is None:
+            raise ReasonEditError("the inputs have no pixel_values; pass processor outputs made with images.")
+        kwargs: dict[str, Any] = {}
+        for key in self.spec.vision_inputs:
+            value = inputs.get(key) if hasattr(inputs, "get") else None
+            if value is None:
+                continue
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device)
+                if value.is_floating_point():
+                    value = value.to(self.dtype)
+            kwargs[key] = value
+        units = self._image_units(inputs)
+        with torch.inference_mode(), capture_inputs(self.model, paths, stop=True) as captured:
+            self._run_vision(kwargs)
+        return {name: _pool_per_image(captured[path], units, path) for name, path in zip(modules, paths)}
+
+    def _run_vision(self, kwargs: dict[str, Any]) -> None:
+        if self.spec.vision_call == "get_image_features":
+            self.model.get_image_features(**kwargs)
+        else:
+            find_module(self.model, self.spec.vision_tower)(pixel_values=kwargs["pixel_values"])
+
+    def _image_units(self, inputs: Mapping[str, Any]) -> list[int]:
+        """Per image, a number proportional to its share of the vision tower's rows."""
+        pixels = inputs["pixel_values"]
+        kind = self.spec.image_units
+        if kind == "grid_thw":
+            grid = inputs.get("image_grid_thw")
+            if grid is None:
+                raise ReasonEditError(f"{self.spec.model_type} inputs need image_grid_thw next to pixel_values.")
+            return [int(v) for v in torch.as_tensor(grid).prod(-1).tolist()]
+        if kind == "anyres":
+            return self._anyres_units(inputs)
+        if kind == "pixel_padding" and pixels.dim() == 5:
+            real = ~(pixels == 0).flatten(2).all(-1)  # the model drops all-zero padding tiles
+            counts = [int(c) for c in real.sum(1).tolist()]
+            if sum(counts) == 0:
+                counts[0] = 1
+            return counts
+        if kind == "num_crops" and inputs.get("num_crops") is not None:
+            return [int(n) + 1 for n in torch.as_tensor(inputs["num_crops"]).flatten().tolist()]
+        if kind == "image_tokens" and inputs.get("input_ids") is not None:
+            ids = torch.as_tensor(inputs["input_ids"])
+            if pixels.shape[0] != ids.shape[0]:
+                token_id = getattr(self.processor, "image_token_id", None)
+                if token_id is None:
+                    token_id = getattr(self.model.config, "image_token_id", None)
+                counts = (ids == token_id).sum(1).tolist()
+                if any(c == 0 for c in counts):
+                    raise ReasonEditError("each sample must hold exactly one image to split tiles per image.")
+                return [int(c) for c in counts]
+        return [1] * int(pixels.shape[0])
+
+    def _anyres_units(self, inputs: Mapping[str, Any]) -> list[int]:
+        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+        sizes = inputs.get("image_sizes")
+        if sizes is None:
+            raise ReasonEditError(f"{self.spec.model_type} inputs need image_sizes next to pixel_values.")
+        config = self.model.config
+        batch_num = inputs.get("batch_num_images")
+        flags = ([int(n) == 1 for n in torch.as_tensor(batch_num).tolist() for _ in range(int(n))]
+                 if batch_num is not None else [True] * len(sizes))
+        return [image_size_to_num_patches(image_size=size, grid_pinpoints=config.image_grid_pinpoints,
+                                          patch_size=config.vision_config.image_size) if flag else 1
+                for size, flag in zip(torch.as_tensor(sizes).tolist(), flags)]
+
+    # ------------------------------------------------------------------ language side
+    def generate(self, image: ImageInput, text: str, max_new_tokens: int = 16) -> str:
+        """Greedy answer to ``text`` about ``image`` (the decoded new tokens only, stripped)."""
+        inputs = self.build_inputs([image], [text])
+        config = copy.deepcopy(self.model.generation_config)
+        config.do_sample = False
+        config.num_beams = 1
+        config.temperature = config.top_p = config.top_k = None
+        config.max_new_tokens = int(max_new_tokens)
+        if config.pad_token_id is None:
+            config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=config)
+        prompt = inputs["input_ids"][0]
+        new = out[0, prompt.shape[0]:] if torch.equal(out[0, : prompt.shape[0]], prompt) else out[0]
+        return self.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+    def _continuation_logprobs(self, image: ImageInput, text: str, continuations: Sequence[str]
+                               ) -> list[torch.Tensor]:
+        """Per continuation, the log-probabilities of its tokens appended after the prompt."""
+        if not continuations:
+            raise ReasonEditError("give at least one option/continuation.")
+        token_lists = []
+        for cont in continuations:
+            ids = self.tokenizer(cont, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ReasonEditError(f"option {cont!r} tokenizes to nothing; give a non-empty option.")
+            token_lists.append(ids)
+        n = len(continuations)
+        base = self.build_inputs([image] * n, [text] * n)
+        prompt_ids = base["input_ids"]
+        if not bool((prompt_ids == prompt_ids[:1]).all()):
+            raise ReasonEditError("internal: the repeated prompt was tokenized differently per row.")
+        p_len, longest = prompt_ids.shape[1], max(len(t) for t in token_lists)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        cont = torch.full((n, longest), pad_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+        real = torch.zeros((n, longest), dtype=torch.bool, device=prompt_ids.device)
+        for row, ids in enumerate(token_lists):
+            cont[row, : len(ids)] = torch.tensor(ids, dtype=prompt_ids.dtype)
+            real[row, : len(ids)] = True
+        inputs = dict(base)
+        for key, value in base.items():
+            if not (isinstance(value, torch.Tensor) and value.shape == prompt_ids.shape) or key == "input_ids":
+                continue
+            tail = real.to(value.dtype) if key == "attention_mask" else torch.zeros_like(cont, dtype=value.dtype)
+            inputs[key] = torch.cat([value, tail], dim=1)
+        inputs["input_ids"] = torch.cat([prompt_ids, cont], dim=1)
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits.float()
+        # models that prepend image embeddings outside input_ids (legacy BLIP) have longer logits
+        offset = logits.shape[1] - inputs["input_ids"].shape[1]
+        pred = logits[:, offset + p_len - 1: offset + p_len - 1 + longest].log_softmax(-1)
+        picked = pred.gather(-1, cont.unsqueeze(-1)).squeeze(-1)
+        return [picked[row, : len(ids)].cpu() for row, ids in enumerate(token_lists)]
+
+    def option_nll(self, image: ImageInput, text: str, options: Sequence[str]) -> list[float]:
+        """Summed NLL of each option's tokens after the prompt of ``text`` (METHOD.md §7; no length
+        normalisation). The lowest is the model's choice."""
+        return [float(-lp.sum()) for lp in self._continuation_logprobs(image, text, list(options))]
+
+    def continuation_nll(self, image: ImageInput, text: str, continuation: str) -> float:
+        """Mean per-token NLL of ``continuation`` after the prompt of ``text`` (METHOD.md §6)."""
+        (lp,) = self._continuation_logprobs(image, text, [continuation])
+        return float(-lp.mean())
+
+    def _first_token_ids(self, words: Sequence[str]) -> set[int]:
+        ids = set()
+        for word in words:
+            tokens = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+            if tokens:
+                ids.add(int(tokens[0]))
+        return ids
+
+    def yes_probability(self, image: ImageInput, question: str) -> float:
+        """P(yes) / (P(yes) + P(no)) from the first generated token's distribution (METHOD.md §6).
+        Case and leading-space variants of yes/no count; first tokens shared by both are ignored."""
+        yes = self._first_token_ids(["Yes", "yes", " Yes", " yes"])
+        no = self._first_token_ids(["No", "no", " No", " no"])
+        yes, no = yes - no, no - yes
+        if not yes or not no:
+            raise ReasonEditError("the tokenizer gives 'yes' and 'no' the same first token; yes_probability "
+                                  "cannot tell them apart.")
+        inputs = self.build_inputs([image], [question])
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits[0, -1].float()
+        probs = logits.softmax(-1)
+        p_yes, p_no = probs[sorted(yes)].sum(), probs[sorted(no)].sum()
+        total = p_yes + p_no
+        return float(p_yes / total) if total > 0 else 0.5
+
+
+def _pool_per_image(activation: torch.Tensor, units: list[int], path: str) -> torch.Tensor:
+    """Split the captured rows per image (in proportion to ``units``) and mean-pool each: float32 [B, D]."""
+    x = activation.float()
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    rows, total = x.shape[0], sum(units)
+    if x.dim() >= 3 and rows == 1 and len(units) > 1 and x.shape[1] % total == 0:
+        x = x[0]  # packed sequence with a leading batch of 1
+        rows = x.shape[0]
+    if total <= 0 or any((u * rows) % total for u in units):
+        raise ReasonEditError(
+            f"cannot split the input of {path!r} (shape {tuple(activation.shape)}) into {len(units)} images "
+            f"with shares {units}; this module's rows do not follow the images. Choose a vision-block module.")
+    sizes = [u * rows // total for u in units]
+    return torch.stack([chunk.reshape(-1, x.shape[-1]).mean(0) for chunk in torch.split(x, sizes, dim=0)])
