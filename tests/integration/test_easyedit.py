@@ -1,0 +1,200 @@
+"""End to end through EasyEdit's real ``MultimodalEditor.edit`` on a tiny Qwen2-VL (single and sequential).
+
+Needs EasyEdit importable (a checkout on PYTHONPATH, with torchvision); skipped otherwise. See
+docs/EASYEDIT.md for the set-up these tests were run with. The model is a tiny random Qwen2-VL saved to
+a folder whose name contains 'qwen2-vl', which is how EasyEdit picks its Qwen2-VL loader.
+
+Two editors are exercised: the real ReasonEditor (skipped while the engine's VLM interface or text
+encoder is unavailable) and a stand-in whose retrieval is keyed by question text, which checks the
+EasyEdit plumbing independently of the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+pytestmark = pytest.mark.easyedit
+
+METRIC_KEYS = {"rewrite_acc", "rephrase_acc", "image_rephrase_acc", "locality_acc", "multimodal_locality_acc"}
+RATIONALES = ["It has no corners. Its edge is round.", "It has three corners. Its sides are straight."]
+
+
+@pytest.fixture(scope="module")
+def easyedit():
+    try:
+        multimodal_editor = importlib.import_module("easyeditor.editors.multimodal_editor")
+    except Exception as exc:  # not installed, or an EasyEdit that does not import here
+        pytest.skip(f"easyeditor is not importable ({type(exc).__name__}: {exc}); put an EasyEdit checkout on "
+                    "PYTHONPATH in an environment with torchvision (docs/EASYEDIT.md)")
+    from reasonedit_plugin.easyedit_adapter import register
+
+    register(rationales_kwarg=True)
+    return multimodal_editor
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    from reasonedit_plugin.hparams import ASSETS_DIR
+
+    shipped = ASSETS_DIR / "tiny-qwen2-vl-shapes"
+    if (shipped / "config.json").is_file():
+        return shipped
+    try:
+        from tests.tiny_models import FamilyUnavailable, build_tiny
+    except ImportError as exc:
+        pytest.skip(f"no shipped tiny model and tests/tiny_models.build_tiny unavailable: {exc}")
+    try:
+        model, processor = build_tiny("qwen2_vl")
+    except FamilyUnavailable as exc:
+        pytest.skip(str(exc))
+    folder = tmp_path_factory.mktemp("models") / "tiny-qwen2-vl"
+    model.save_pretrained(folder)
+    # The tiny processor has no video processor (transformers' needs torchvision), which
+    # ProcessorMixin.save_pretrained cannot save: save its parts; AutoProcessor rebuilds the rest.
+    processor.tokenizer.save_pretrained(folder)
+    processor.image_processor.save_pretrained(folder)
+    (folder / "chat_template.jinja").write_text(processor.chat_template, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("images")
+    colours = {"red": (220, 20, 20), "red2": (200, 30, 30), "blue": (20, 20, 220), "green": (20, 200, 20)}
+    paths = {}
+    for name, colour in colours.items():
+        path = folder / f"{name}.png"
+        Image.new("RGB", (56, 56), colour).save(path)
+        paths[name] = str(path)
+    return paths
+
+
+def make_hparams(folder: Path, **extra: Any):
+    from reasonedit_plugin.hparams import ReasonEditHyperParams
+
+    values = {"alg_name": "ReasonEdit", "model_name": str(folder), "device": "cpu", "dtype": "float32",
+              "only_edit_errors": False, "augment": {"enabled": False}, "guard": {"policy": "off"}}
+    values.update(extra)
+    return ReasonEditHyperParams.from_dict(values)
+
+
+def edit_kwargs(images: dict[str, str]) -> dict[str, Any]:
+    return dict(
+        prompts=["What shape is this?", "What shape is shown here?"],
+        targets=["circle", "triangle"],
+        image=[images["red"], images["green"]],
+        rephrase_prompts=["Which shape is this?", "Which shape is shown?"],
+        rephrase_image=[images["red2"], images["green"]],
+        locality_inputs={
+            "text": {"prompt": ["What is the capital of France?"] * 2, "ground_truth": ["Paris"] * 2},
+            "vision": {"image": [images["blue"]] * 2, "prompt": ["What colour is the sky?"] * 2,
+                       "ground_truth": ["blue"] * 2},
+        },
+        rationales=RATIONALES,
+    )
+
+
+def base_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_metrics(metrics: list[dict], n: int) -> None:
+    assert len(metrics) == n
+    for m in metrics:
+        assert METRIC_KEYS <= set(m["post"]), sorted(m["post"])
+        assert {"rewrite_acc", "rephrase_acc", "image_rephrase_acc"} <= set(m["pre"])
+        for key in METRIC_KEYS:
+            value = float(m["post"][key])
+            assert 0.0 <= value <= 1.0
+        # a text-only locality query has no image key: ReasonEdit answers it unedited
+        assert float(m["post"]["locality_acc"]) == 1.0
+
+
+@pytest.fixture(params=["engine", "stand-in"])
+def editor_kind(request, monkeypatch):
+    from reasonedit_plugin import easyedit_adapter
+
+    if request.param == "engine":
+        try:
+            from reasonedit_plugin.text_encoder import shared_text_encoder
+            from reasonedit_plugin.vlm import VLM  # noqa: F401
+
+            shared_text_encoder()
+        except Exception as exc:
+            pytest.skip(f"the engine's VLM / text encoder is unavailable here: {exc}")
+    else:
+        from tests.test_adapter import StandInEditor
+
+        monkeypatch.setattr(easyedit_adapter, "_default_editor", lambda model, tok, hp: StandInEditor(hp.fusion))
+    yield request.param
+    easyedit_adapter._SESSIONS.clear()
+
+
+def test_single_mode_through_multimodal_editor(easyedit, tiny_folder, images, editor_kind):
+    from reasonedit_plugin.easyedit_adapter import ReasonEditModel, RestoreEdits
+
+    editor = easyedit.MultimodalEditor.from_hparams(make_hparams(tiny_folder))
+    assert editor.model_name == "qwen2-vl"
+    before = base_state(editor.model)
+    metrics, edited_model, weights_copy = editor.edit(sequential_edit=False, **edit_kwargs(images))
+    assert_metrics(metrics, 2)
+    assert isinstance(edited_model, ReasonEditModel) and isinstance(weights_copy, RestoreEdits)
+    # EasyEdit restored after each request: the last wrapper is empty and the base model untouched.
+    assert edited_model.editor.edit_ids() == []
+    assert edited_model.model is editor.model
+    after = base_state(editor.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sequential_mode_through_multimodal_editor(easyedit, tiny_folder, images, editor_kind):
+    editor = easyedit.MultimodalEditor.from_hparams(make_hparams(tiny_folder))
+    before = base_state(editor.model)
+    metrics, edited_model, weights_copy = editor.edit(sequential_edit=True, **edit_kwargs(images))
+    assert_metrics(metrics, 2)
+    # one wrapper, one codebook across the sequence
+    assert len(edited_model.editor.edit_ids()) == 2
+    assert edited_model.edit_log == ["easyedit-00001", "easyedit-00002"]
+
+    # the edit is visible: the wrapper retrieves for the first edited question
+    from easyeditor.evaluate.multimodal_evaluate import prepare_multimodal_hf_edit
+
+    request = {"prompt": "What shape is this?", "target": "circle"}
+    image = editor.vis_tok(images["red"], file_type="image")
+    batch = prepare_multimodal_hf_edit(editor.hparams, editor.tok, request["target"], request["prompt"], image, "image")
+    with torch.no_grad():
+        edited_logits = edited_model(**batch["multimodal_inputs"]).logits
+        base_logits = editor.model(**batch["multimodal_inputs"]).logits
+    assert edited_model.last_retrieval.accepted
+    assert edited_logits.shape == base_logits.shape
+
+    # restore (what restore_after_edit calls for CALLABLE_RESTORE_ALGS) undoes every edit
+    with torch.no_grad():
+        weights_copy()
+    assert edited_model.editor.edit_ids() == []
+    with torch.no_grad():
+        assert torch.equal(edited_model(**batch["multimodal_inputs"]).logits, base_logits)
+    after = base_state(editor.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_rationale_source_with_plain_edit(easyedit, tiny_folder, images, editor_kind, tmp_path):
+    import json
+
+    data = [{"src": "What shape is this?", "alt": "circle", "rationale": RATIONALES[0]}]
+    (tmp_path / "rationales.json").write_text(json.dumps(data), encoding="utf-8")
+    editor = easyedit.MultimodalEditor.from_hparams(
+        make_hparams(tiny_folder, rationale_source=str(tmp_path / "rationales.json")))
+    kwargs = edit_kwargs(images)
+    kwargs.pop("rationales")
+    for key in ("prompts", "targets", "image", "rephrase_prompts", "rephrase_image"):
+        kwargs[key] = kwargs[key][:1]
+    kwargs["locality_inputs"] = {k: {kk: vv[:1] for kk, vv in v.items()} for k, v in kwargs["locality_inputs"].items()}
+    metrics, edited_model, _ = editor.edit(sequential_edit=True, **kwargs)
+    assert_metrics(metrics, 1)
+    assert len(edited_model.editor.edit_ids()) == 1
