@@ -4,24 +4,22 @@ An :class:`Entry` is one key with its text values. Every edit that contributed t
 :class:`Contribution` (its own key, radius and value), so that removing an edit recomputes the entry
 from the contributions that remain — a merged entry splits back exactly.
 
-Hubness: every key carries sigma = the median of the L2 distances to its min(k, N-1) nearest other keys.
-The neighbour lists are kept up to date incrementally: adding a key costs one distance row (O(N·D));
-removing one recomputes only the lists that contained it.
+Hubness: every key carries sigma = the median of the L2 distances to its min(k, N-1) nearest other keys,
+kept up to date incrementally by ``hubness.HubnessTable``.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
-import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .config import CodebookConfig, RetrievalConfig
 from .errors import ReasonEditError
+from .hubness import HubnessTable
 from .index import VectorIndex, make_index
 
 logger = logging.getLogger(__name__)
@@ -117,8 +115,7 @@ class Codebook:
         self._next_id = 0
         self.version = 0
         """Bumped on every change; caches (the rejection gate) compare it."""
-        self._neighbours: dict[int, list[tuple[float, int]]] = {}
-        self._sigma_cache: tuple[int, dict[int, float]] | None = None
+        self._hubness = HubnessTable(dim, self.retrieval.hubness_k)
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
@@ -139,16 +136,12 @@ class Codebook:
         ids = self.entry_ids() if ids is None else ids
         if not ids:
             return torch.zeros(0, self.dim)
-        return torch.stack([self.entries[i].key for i in ids])
+        return self._hubness.keys(ids)
 
     def sigma_table(self) -> dict[int, float]:
         """Hubness sigma of every entry: the median distance to its min(k, N-1) nearest other keys
-        (1.0 for a lone key). Cached per codebook version."""
-        if self._sigma_cache is None or self._sigma_cache[0] != self.version:
-            table = {i: statistics.median(d for d, _ in neigh) if neigh else 1.0
-                     for i, neigh in self._neighbours.items()}
-            self._sigma_cache = (self.version, table)
-        return self._sigma_cache[1]
+        (1.0 for a lone key)."""
+        return self._hubness.sigma_table()
 
     def sigma(self, ids: Sequence[int]) -> torch.Tensor:
         table = self.sigma_table()
@@ -225,51 +218,18 @@ class Codebook:
 
     # ------------------------------------------------------------------ index + hubness bookkeeping
     def _add_key(self, entry_id: int, key: torch.Tensor) -> None:
-        k = self.retrieval.hubness_k
-        others = [i for i in self.entries if i != entry_id and i in self._neighbours]
-        if others:
-            dists = torch.cdist(key[None].double(), self.keys(others).double())[0].tolist()
-            mine = sorted(zip(dists, others))[:k]
-            for d, j in zip(dists, others):
-                neigh = self._neighbours[j]
-                if len(neigh) < k or (d, entry_id) < neigh[-1]:
-                    bisect.insort(neigh, (d, entry_id))
-                    if len(neigh) > k:
-                        neigh.pop()
-        else:
-            mine = []
-        self._neighbours[entry_id] = mine
+        self._hubness.add(entry_id, key)
         self.index.add(torch.tensor([entry_id], dtype=torch.int64).numpy(), key[None].numpy())
 
     def _delete(self, entry_id: int) -> None:
         self.index.remove(torch.tensor([entry_id], dtype=torch.int64).numpy())
+        self._hubness.remove(entry_id)
         del self.entries[entry_id]
-        del self._neighbours[entry_id]
-        stale = [j for j, neigh in self._neighbours.items() if any(i == entry_id for _, i in neigh)]
-        if stale:
-            self._recompute_neighbours(stale)
-
-    def _recompute_neighbours(self, ids: Iterable[int]) -> None:
-        ids = list(ids)
-        k = self.retrieval.hubness_k
-        n = len(self.entries)
-        if n <= 1:
-            for j in ids:
-                self._neighbours[j] = []
-            return
-        res = self.index.search(self.keys(ids).numpy(), min(k + 1, n))
-        for j, dists, nids in zip(ids, res.distances.tolist(), res.ids.tolist()):
-            pairs = sorted((float(d), int(i)) for d, i in zip(dists, nids) if int(i) != j)
-            self._neighbours[j] = pairs[:k]
 
     def rebuild(self) -> None:
         """Recompute the index and every neighbour list from the entries (after loading)."""
         self.index = make_index(self.retrieval.backend, self.dim)
-        self._neighbours = {}
-        if not self.entries:
-            return
-        ids = self.entry_ids()
-        self.index.add(torch.tensor(ids, dtype=torch.int64).numpy(), self.keys(ids).numpy())
-        self._neighbours = {i: [] for i in ids}
-        self._recompute_neighbours(ids)
+        self._hubness = HubnessTable(self.dim, self.retrieval.hubness_k)
+        for entry_id, entry in self.entries.items():
+            self._add_key(entry_id, entry.key)
         self.version += 1
