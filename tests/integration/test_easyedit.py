@@ -19,10 +19,21 @@ import pytest
 import torch
 from PIL import Image
 
+try:  # resolved at import, before the tests change the working directory
+    from tests.test_adapter import StandInEditor
+except ImportError:  # pragma: no cover - the tests package is always importable from the repo root
+    StandInEditor = None
+
 pytestmark = pytest.mark.easyedit
 
 METRIC_KEYS = {"rewrite_acc", "rephrase_acc", "image_rephrase_acc", "locality_acc", "multimodal_locality_acc"}
 RATIONALES = ["It has no corners. Its edge is round.", "It has three corners. Its sides are straight."]
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """MultimodalEditor writes logs/run.log into the working directory: keep it out of the repository."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +140,6 @@ def editor_kind(request, monkeypatch):
         except Exception as exc:
             pytest.skip(f"the engine's VLM / text encoder is unavailable here: {exc}")
     else:
-        from tests.test_adapter import StandInEditor
-
         monkeypatch.setattr(easyedit_adapter, "_default_editor", lambda model, tok, hp: StandInEditor(hp.fusion))
     yield request.param
     easyedit_adapter._SESSIONS.clear()
