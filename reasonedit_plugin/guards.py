@@ -10,8 +10,10 @@ Three checks, each switchable in :class:`~reasonedit_plugin.config.GuardConfig`:
    weigh 0.5-0.6, so two weak signals are needed. The rationale sentences, the target and the question are
    checked, since all of them end up in retrieved values.
 2. **contradiction** — with existing entries of the same key region. The new edit's answer key is looked up:
-   an accepted retrieval whose answer entry is for the same question (same normalised text or sentence-
-   embedding cosine >= :data:`SAME_QUESTION_COSINE`) and states another answer is flagged. Each rationale
+   a retrieved answer entry (accepted by the gate, or within its radius) whose key is near-identical — the
+   same image (vision parts within :attr:`RationaleGuard.same_image_tolerance`) and the same question (same
+   normalised text or sentence-embedding cosine >= :data:`SAME_QUESTION_COSINE`) — and that states another
+   answer is flagged. Each rationale
    sentence's key is looked up too: a retrieved sentence with the same subject and relation but another value
    ("Red shapes belong to the Vol tribe." vs "... the Kem tribe."), or the same claim negated, is flagged.
    Claims about "the image"/"this shape" are only compared between near-identical images (vision parts of the
@@ -256,7 +258,7 @@ class RationaleGuard:
                 m = answer_re.match(c.value) if c.kind == "answer" else None
                 if m is None or normalize_answer(m.group("answer")) == normalize_answer(record.target):
                     continue
-                if self._same_question(m.group("question"), record.prompt):
+                if self._same_image(keys[0], c.key) and self._same_question(m.group("question"), record.prompt):
                     flags.append(GuardFlag("contradiction", f"edit {c.edit_id!r} already answers this question "
                                            f"for a near-identical key with {m.group('answer')!r}, this edit says "
                                            f"{record.target!r}", record.prompt))
@@ -269,7 +271,7 @@ class RationaleGuard:
                 for c in entry.contributions:
                     old = parse_claim(c.value) if c.kind != "answer" else None
                     why = conflicts(new, old) if old is not None else None
-                    if why is None or (new.deictic and not self._same_image(key, entry.key)):
+                    if why is None or (new.deictic and not self._same_image(key, c.key)):
                         continue
                     flags.append(GuardFlag("contradiction", f"{why} {c.value!r} (edit {c.edit_id!r})", sentence))
         return _dedupe(flags)
