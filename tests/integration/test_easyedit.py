@@ -51,11 +51,6 @@ def easyedit():
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
-    from reasonedit_plugin.hparams import ASSETS_DIR
-
-    shipped = ASSETS_DIR / "tiny-qwen2-vl-shapes"
-    if (shipped / "config.json").is_file():
-        return shipped
     try:
         from tests.tiny_models import FamilyUnavailable, build_tiny
     except ImportError as exc:
@@ -207,3 +202,20 @@ def test_rationale_source_with_plain_edit(easyedit, tiny_folder, images, editor_
     metrics, edited_model, _ = editor.edit(sequential_edit=True, **kwargs)
     assert_metrics(metrics, 1)
     assert len(edited_model.editor.edit_ids()) == 1
+
+
+def test_shipped_default_model_through_multimodal_editor(easyedit, images):
+    """The embedded default (hparams/ReasonEdit/tiny-qwen2-vl-shapes.yaml) as EasyEdit loads it."""
+    from reasonedit_plugin.hparams import ASSETS_DIR, ReasonEditHyperParams
+
+    if not (ASSETS_DIR / "tiny-qwen2-vl-shapes" / "config.json").is_file():
+        pytest.skip("the shipped default model is not built")
+    yaml_path = Path(__file__).resolve().parents[2] / "hparams" / "ReasonEdit" / "tiny-qwen2-vl-shapes.yaml"
+    hparams = ReasonEditHyperParams.from_hparams(yaml_path)
+    editor = easyedit.MultimodalEditor.from_hparams(hparams)  # EasyEdit's AutoProcessor.from_pretrained
+    kwargs = edit_kwargs(images)
+    for key in ("prompts", "targets", "image", "rephrase_prompts", "rephrase_image", "rationales"):
+        kwargs[key] = kwargs[key][:1]
+    kwargs["locality_inputs"] = {k: {kk: vv[:1] for kk, vv in v.items()} for k, v in kwargs["locality_inputs"].items()}
+    metrics, _, _ = editor.edit(sequential_edit=False, **kwargs)
+    assert_metrics(metrics, 1)
