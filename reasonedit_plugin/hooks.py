@@ -103,7 +103,7 @@ def capture_inputs(
                 captured.stopped = True
                 raise _StopForward
 
-        return hook
+        return _tag(hook)
 
     try:
         for path, module in modules.items():
@@ -124,16 +124,30 @@ def modify_outputs(
     """Within the block, ``module_path``'s output is replaced by ``fn(module, inputs, output)``
     (``fn`` returning None keeps the output). The hook is removed on exit, also on error."""
     module = find_module(model, module_path)
-    handle = module.register_forward_hook(fn)
+
+    def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        return fn(mod, inputs, output)
+
+    handle = module.register_forward_hook(_tag(hook))
     try:
         yield module
     finally:
         handle.remove()
 
 
+_TAG = "_reasonedit_hook"
+
+
+def _tag(hook: Callable[..., Any]) -> Callable[..., Any]:
+    setattr(hook, _TAG, True)
+    return hook
+
+
 def hook_count(model: nn.Module) -> int:
-    """Number of forward (pre-)hooks attached anywhere in ``model`` (tests check it returns to 0)."""
+    """Number of ReasonEdit forward (pre-)hooks attached anywhere in ``model`` (0 outside the context
+    managers). Hooks that transformers installs itself (output recorders) are not counted."""
     total = 0
     for module in model.modules():
-        total += len(module._forward_hooks) + len(module._forward_pre_hooks)
+        for hook in list(module._forward_hooks.values()) + list(module._forward_pre_hooks.values()):
+            total += bool(getattr(hook, _TAG, False))
     return total

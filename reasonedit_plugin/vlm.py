@@ -18,8 +18,10 @@ All passes are ``torch.inference_mode``, greedy, with the model in eval mode; im
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
+import types
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
@@ -51,8 +53,21 @@ def processor_without_video(processor_cls: type) -> type:
     class ImageOnly(processor_cls):  # type: ignore[misc, valid-type]
         @classmethod
         def get_attributes(cls) -> list[str]:
-            return [name for name in super().get_attributes() if "video" not in name]
+            return [name for name in processor_cls.get_attributes() if "video" not in name]
 
+    init = processor_cls.__init__
+    video = inspect.signature(init).parameters.get("video_processor")
+    if video is not None and video.default is inspect.Parameter.empty:
+        # SmolVLM requires the argument: the same __init__ (ProcessorMixin.from_args_and_dict reads its
+        # code object) with a None default for it
+        code = init.__code__
+        names = code.co_varnames[1:code.co_argcount]
+        defaults = init.__defaults__ or ()
+        missing = len(names) - len(defaults) - names.index("video_processor")
+        patched = types.FunctionType(code, init.__globals__, init.__name__, (None,) * missing + defaults,
+                                     init.__closure__)
+        patched.__kwdefaults__ = init.__kwdefaults__
+        ImageOnly.__init__ = patched  # type: ignore[method-assign]
     ImageOnly.__name__ = processor_cls.__name__
     ImageOnly.__qualname__ = processor_cls.__qualname__
     ImageOnly.__module__ = processor_cls.__module__
@@ -203,7 +218,10 @@ class VLM:
 
     # ------------------------------------------------------------------ prompts and inputs
     def _chat_template(self) -> str | None:
-        return getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        if isinstance(template, Mapping):  # several named templates: the default one
+            template = template.get("default") or next(iter(template.values()), None)
+        return template
 
     def prompt_text(self, text: str) -> str:
         """The full prompt string: one user turn with the image then ``text``, generation prompt added
@@ -340,7 +358,8 @@ class VLM:
         config.temperature = config.top_p = config.top_k = None
         config.max_new_tokens = int(max_new_tokens)
         if config.pad_token_id is None:
-            config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+            pad = self.tokenizer.pad_token_id
+            config.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         with torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=config)
         prompt = inputs["input_ids"][0]
