@@ -48,3 +48,23 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+def _register_with_easyedit() -> None:
+    """Register ReasonEdit with EasyEdit when it is installed, without importing it here: registration
+    happens at once if ``easyeditor`` is already imported, else right after ``import easyeditor``
+    (see docs/EASYEDIT.md). ``reasonedit_plugin.register()`` does it explicitly."""
+    import importlib.util
+    import sys
+
+    try:
+        installed = "easyeditor" in sys.modules or importlib.util.find_spec("easyeditor") is not None
+    except (ImportError, ValueError):
+        installed = False
+    if installed:
+        from .easyedit_adapter import register_on_import
+
+        register_on_import()
+
+
+_register_with_easyedit()
