@@ -36,7 +36,7 @@ __all__ = [
     "register_model_spec",
 ]
 
-IMAGE_UNITS = ("single", "grid_thw", "anyres", "pixel_padding", "num_crops", "image_tokens")
+IMAGE_UNITS = ("single", "grid_thw", "anyres", "pixel_padding", "image_tokens")
 """How the rows of a captured vision activation are split per image (see ``ModelSpec.image_units``)."""
 
 VISION_CALLS = ("get_image_features", "vision_tower")
@@ -83,8 +83,9 @@ class ModelSpec:
     image_units: str = "single"
     """Per-image split of captured rows: ``single`` (one crop per image), ``grid_thw`` (packed
     patches, Qwen), ``anyres`` (LLaVA-NeXT crops from ``image_sizes``), ``pixel_padding`` (Idefics3
-    crops that are not all-zero padding), ``num_crops`` (Gemma 3 pan-and-scan), ``image_tokens``
-    (count of image tokens per sample in ``input_ids``; InternVL drops ``num_patches``)."""
+    crops that are not all-zero padding), ``image_tokens`` (when there are more crops than samples,
+    shares are the counts of image tokens per sample in ``input_ids``: InternVL and Gemma 3 processors
+    drop ``num_patches`` / ``num_crops``; one image per sample)."""
     chat_template: bool = True
     """Prompts go through the processor's chat template (one user turn: image, then text)."""
     prompt_template: str | None = None
@@ -349,11 +350,12 @@ _ROWS: list[ModelSpec] = [
         num_blocks_attr="vision_config.num_hidden_layers",
         language_model="model.language_model",
         projectors=("model.multi_modal_projector",),
-        image_units="num_crops",
+        image_units="image_tokens",
         nest_images=True,
         legacy_prefixes=(("model.vision_tower.", "vision_tower.vision_model."),),
         notes="Projector is a pooled matrix product (no nn.Linear): the projector module itself is the "
-        "candidate. Pan-and-scan crops (off by default) are averaged with the full image.",
+        "candidate. Pan-and-scan crops (off by default) are averaged with the full image; the processor "
+        "drops num_crops, so crops per image are counted from the image tokens in input_ids.",
     ),
     ModelSpec(
         model_type="internvl",

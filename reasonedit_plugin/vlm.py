@@ -320,8 +320,6 @@ class VLM:
             if sum(counts) == 0:
                 counts[0] = 1
             return counts
-        if kind == "num_crops" and inputs.get("num_crops") is not None:
-            return [int(n) + 1 for n in torch.as_tensor(inputs["num_crops"]).flatten().tolist()]
         if kind == "image_tokens" and inputs.get("input_ids") is not None:
             ids = torch.as_tensor(inputs["input_ids"])
             if pixels.shape[0] != ids.shape[0]:
