@@ -143,6 +143,10 @@ class Codebook:
         (1.0 for a lone key)."""
         return self._hubness.sigma_table()
 
+    def scaled_topk(self, query: torch.Tensor, k: int, eps: float) -> list[tuple[float, float, int]]:
+        """Exact k best entries by hubness-scaled distance d / (sigma + eps): (score, distance, id)."""
+        return self._hubness.scaled_topk(query, k, eps)
+
     def sigma(self, ids: Sequence[int]) -> torch.Tensor:
         table = self.sigma_table()
         return torch.tensor([table[i] for i in ids], dtype=torch.float64)

@@ -32,6 +32,7 @@ class HubnessTable:
         self._lists: dict[int, list[tuple[float, int]]] = {}
         self._reverse: dict[int, set[int]] = {}
         self._sigma: dict[int, float] | None = None
+        self._sigma_rows = torch.zeros(0, dtype=torch.float64)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -50,7 +51,26 @@ class HubnessTable:
         if self._sigma is None:
             self._sigma = {i: statistics.median(d for d, _ in lst) if lst else 1.0
                            for i, lst in self._lists.items()}
+            self._sigma_rows = torch.tensor([self._sigma[i] for i in self._rows], dtype=torch.float64)
         return self._sigma
+
+    def distances(self, vec: torch.Tensor) -> torch.Tensor:
+        """Exact float64 L2 distances from ``vec`` to every stored key, in row order. (Elementwise, not
+        torch.cdist, which is several times slower for one row on CPU.)"""
+        n = len(self._rows)
+        return torch.linalg.vector_norm(self._mat[:n] - vec.to(torch.float64), dim=1)
+
+    def scaled_topk(self, vec: torch.Tensor, k: int, eps: float) -> list[tuple[float, float, int]]:
+        """The k keys of lowest d / (sigma + eps) as (score, distance, id), ties by id; exact."""
+        self.sigma_table()
+        d = self.distances(vec)
+        scores = d / (self._sigma_rows + eps)
+        take = min(k, len(d))
+        if take == 0:
+            return []
+        cutoff = torch.kthvalue(scores, take).values
+        rows = torch.nonzero(scores <= cutoff).flatten().tolist()
+        return sorted((float(scores[r]), float(d[r]), self._rows[r]) for r in rows)[:take]
 
     # ------------------------------------------------------------------ changes
     def add(self, key_id: int, key: torch.Tensor) -> None:
@@ -61,7 +81,7 @@ class HubnessTable:
         n = len(self._rows)
         mine: list[tuple[float, int]] = []
         if n:
-            d = torch.cdist(vec[None], self._mat[:n])[0]
+            d = self.distances(vec)
             mine = self._nearest(d)
             for row in torch.nonzero(d <= self._kth[:n]).flatten().tolist():
                 self._offer(self._rows[row], (float(d[row]), key_id))
@@ -89,8 +109,8 @@ class HubnessTable:
         stale = sorted(self._reverse.pop(key_id))
         if stale:
             n = len(self._rows)
-            d = torch.cdist(self._mat[[self._pos[j] for j in stale]], self._mat[:n])
-            for j, row_d in zip(stale, d):
+            for j in stale:
+                row_d = self.distances(self._mat[self._pos[j]])
                 self._set_list(j, self._nearest(row_d, exclude=self._pos[j]))
 
     # ------------------------------------------------------------------ internals

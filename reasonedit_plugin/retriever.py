@@ -6,9 +6,8 @@ upper triangle of up to ``gate_sample`` seeded-sampled keys. The reference recom
 scratch after every edit (O(N^2)); here sigma is incremental (``codebook.py``) and tau is cached per
 codebook version over a bounded sample, with the same answers.
 
-The scaled top-k is exact although the index is only asked for a partial k-NN by raw distance: the
-candidate set doubles until no unseen key can beat the cap-th score (an unseen key has d >= the last
-candidate's d, so its score >= d_last / (sigma_max + eps)).
+With hubness on, the scaled top-k is one exact vectorised pass over the keys (a score is not a metric, so
+a raw-distance index cannot prune it safely); with hubness off the index backend (torch / faiss) serves.
 """
 
 from __future__ import annotations
@@ -119,25 +118,10 @@ class Retriever:
 
     def _scaled_topk(self, query: torch.Tensor, cap: int) -> tuple[list[int], list[float], list[float]]:
         cb = self.codebook
-        n = len(cb)
-        want = min(cap, n)
+        want = min(cap, len(cb))
         if not self.config.hubness:
             res = cb.index.search(query.numpy(), want)
-            d = res.distances[0].tolist()
+            d = res.distances[0].astype(np.float64).tolist()
             return [int(i) for i in res.ids[0]], d, d
-        sigma_max = max(cb.sigma_table().values())
-        m = min(n, max(4 * want, 64))
-        while True:
-            res = cb.index.search(query.numpy(), m)
-            ids = [int(i) for i in res.ids[0]]
-            dists = res.distances[0].astype(np.float64)
-            sig = cb.sigma(ids).numpy()
-            scores = dists / (sig + EPS)
-            order = sorted(range(len(ids)), key=lambda j: (scores[j], ids[j]))[:want]
-            if m >= n:
-                break
-            bound = dists[-1] / (sigma_max + EPS)
-            if scores[order[-1]] <= bound:
-                break
-            m = min(n, 2 * m)
-        return ([ids[j] for j in order], [float(dists[j]) for j in order], [float(scores[j]) for j in order])
+        best = cb.scaled_topk(query[0], want, EPS)
+        return [i for _, _, i in best], [d for _, d, _ in best], [s for s, _, _ in best]
