@@ -1,0 +1,194 @@
+"""Measure the embedded default VLM (tiny Qwen2-VL) on what ReasonEdit needs from it.
+
+Multiple-choice scoring as in METHOD.md §7: the summed negative log-likelihood of each option's tokens
+appended after the prompt, lowest wins; correct = case-insensitive exact match. Facts are fused as
+METHOD.md §4 says: facts joined by single spaces, one space, then the question (one user turn after
+the image, with a generation prompt).
+
+Rows:
+* easy-vqa test          plain easy-vqa *test* questions (target >= 0.90)
+* held-out, no fact      ShapeRules questions on held-out rules, nothing in the prompt (should be near chance)
+* held-out + answer      the answer entry "The answer to '<q>' is <a>." before the question
+* held-out + rationale   the rationale sentences only
+* held-out + both        answer entry and rationale (target >= 0.90 for these three)
+* ... + 3 other edits    the same plus every fact of 3 other edits (up to 11 entries, shuffled): noisy retrieval
+* T-Gen / I-Gen / R-Gen  rephrased question / other image / yes-no question, with the edit's facts
+* locality (+ facts)     plain questions on unrelated images, alone and with the edit's facts prepended
+* hard locality (+ facts) near-miss questions, alone and with the edit's facts
+
+Usage::
+
+    python examples/measure_default_model.py                 # shipped model, 200 edits, 1000 easy-vqa questions
+    python examples/measure_default_model.py --model PATH --n 100 --plain-n 500 --json out.json
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # a script: idle OpenMP threads must not spin
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from reasonedit_plugin.data.shaperules import (
+    SENTENCE_SPLIT,
+    answer_choices,
+    answer_entry,
+    easy_vqa_root,
+    generate_split,
+    load_jsonl,
+    plain_questions,
+    write_jsonl,
+)
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
+Scorer = Callable[[str, str, Sequence[str]], list[float]]
+
+
+def make_scorer(model_dir: Path) -> tuple[Scorer, str]:
+    """``VLM.option_nll`` from ``reasonedit_plugin.vlm`` when it exists, else a small local scorer."""
+    try:
+        from reasonedit_plugin.vlm import VLM
+    except ImportError:
+        VLM = None
+    if VLM is not None and hasattr(VLM, "option_nll"):
+        vlm = VLM.from_pretrained(model_dir)
+        return (lambda image, text, options: vlm.option_nll(image, text, options)), "reasonedit_plugin.vlm.VLM.option_nll"
+
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+
+    from reasonedit_plugin.data.train_default_model import Example, ImageCache, build_image_processor, \
+        TrainConfig, option_nlls
+
+    model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    config = json.loads((model_dir / "training_args.json").read_text())["config"]
+    images = ImageCache(build_image_processor(TrainConfig(**{k: v for k, v in config.items()})))
+    root = easy_vqa_root()
+
+    def score(image: str, text: str, options: Sequence[str]) -> list[float]:
+        rel = str(Path(image).relative_to(root))
+        return option_nlls(model, tokenizer, images, Example("eval", rel, text, options[0]), options)
+
+    return score, "local scorer (train_default_model.option_nlls)"
+
+
+def fuse(facts: Sequence[str], question: str) -> str:
+    return " ".join([*facts, question]) if facts else question
+
+
+def edit_facts(record: dict[str, Any], mode: str = "both") -> list[str]:
+    """What ReasonEdit stores for an edit: the answer entry and/or the rationale sentences."""
+    facts = []
+    if mode in ("answer", "both"):
+        facts.append(answer_entry(record["prompt"], record["target"]))
+    if mode in ("rationale", "both"):
+        facts += [s for s in SENTENCE_SPLIT.split(record["rationale"]) if s]
+    return facts
+
+
+def accuracy(score: Scorer, items: Sequence[tuple[str, str, Sequence[str], str]], desc: str) -> float:
+    correct = 0
+    for image, text, options, truth in tqdm(items, desc=desc, leave=False, dynamic_ncols=True):
+        nll = score(image, text, options)
+        best = min(range(len(options)), key=lambda j: (nll[j], j))
+        correct += options[best].lower() == truth.lower()
+    return correct / max(1, len(items))
+
+
+def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> list[tuple[str, list, float]]:
+    """(name, items, chance) per row; items are (image, text, options, truth)."""
+    rng = random.Random(f"measure:{seed}")
+    root = easy_vqa_root()
+
+    def with_noise(i: int, facts: list[str]) -> list[str]:
+        others = [r for j, r in enumerate(records) if j != i and r["meta"]["key"] != records[i]["meta"]["key"]]
+        noisy = list(facts)
+        for other in rng.sample(others, 3):
+            noisy += edit_facts(other)
+        rng.shuffle(noisy)
+        return noisy
+
+    rows: list[tuple[str, list, float]] = []
+    rows.append(("easy-vqa test", [(str(root / q.image), q.question, answer_choices(q.answer), q.answer)
+                                   for q in plain], float("nan")))
+    chance = sum(1 / len(r["choices"]) for r in records) / len(records)
+    for mode, name in (("none", "held-out, no fact"), ("answer", "held-out + answer entry"),
+                       ("rationale", "held-out + rationale"), ("both", "held-out + both")):
+        facts = [edit_facts(r, mode) if mode != "none" else [] for r in records]
+        rows.append((name, [(r["image"], fuse(f, r["prompt"]), r["choices"], r["target"])
+                            for r, f in zip(records, facts)], chance))
+    for mode, name in (("answer", "held-out + answer + 3 other edits"), ("rationale", "held-out + rationale + 3 other edits"),
+                       ("both", "held-out + both + 3 other edits")):
+        rows.append((name, [(r["image"], fuse(with_noise(i, edit_facts(r, mode)), r["prompt"]), r["choices"],
+                             r["target"]) for i, r in enumerate(records)], chance))
+    rows.append(("T-Gen (+ both)", [(r["image"], fuse(edit_facts(r), r["rephrase_prompt"]), r["choices"], r["target"])
+                                    for r in records], chance))
+    rows.append(("I-Gen (+ both)", [(r["image_rephrase"], fuse(edit_facts(r), r["prompt"]), r["choices"], r["target"])
+                                    for r in records], chance))
+    rows.append(("R-Gen (+ both)", [(r["image"], fuse(edit_facts(r), r["rgen_prompt"]), r["rgen_choices"],
+                                     r["rgen_target"]) for r in records], 0.5))
+    rows.append(("R-Gen, no fact", [(r["image"], r["rgen_prompt"], r["rgen_choices"], r["rgen_target"])
+                                    for r in records], 0.5))
+    for prefix, name in (("multimodal_locality", "locality"), ("hard_locality", "hard locality")):
+        for facts_on, suffix in ((False, ""), (True, " + edit's facts")):
+            rows.append((name + suffix, [
+                (r[f"{prefix}_image"], fuse(edit_facts(r) if facts_on else [], r[f"{prefix}_prompt"]),
+                 r[f"{prefix}_choices"], r[f"{prefix}_ground_truth"]) for r in records], float("nan")))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--n", type=int, default=200, help="held-out-rule edits (generated, seeded)")
+    parser.add_argument("--plain-n", type=int, default=1000, help="easy-vqa test questions (0: all 9,673)")
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--edits", type=Path, default=None, help="a ShapeRules JSONL instead of generating")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    score, scorer_name = make_scorer(args.model)
+    if args.edits is not None:
+        records = load_jsonl(args.edits)
+    else:
+        records = generate_split("measure", args.n, args.seed)
+        tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"shaperules_measure_{args.n}_{args.seed}.jsonl"
+        records = load_jsonl(write_jsonl(records, tmp))
+    questions = list(plain_questions("test"))
+    plain = questions if args.plain_n <= 0 else random.Random(args.seed).sample(questions, args.plain_n)
+    results = []
+    for name, items, chance in build_rows(records, plain, args.seed):
+        acc = accuracy(score, items, name)
+        results.append({"row": name, "n": len(items), "accuracy": round(acc, 4),
+                        "chance": None if chance != chance else round(chance, 4)})
+        print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
+              file=sys.stderr, flush=True)
+    size_mb = sum(p.stat().st_size for p in args.model.iterdir() if p.is_file()) / 2**20
+    print(f"\nmodel: {args.model} ({size_mb:.1f} MB)   scorer: {scorer_name}   "
+          f"edits: {len(records)} held-out-rule records (seed {args.seed})   {time.time() - start:.0f} s")
+    print(f"| {'row':<40} | {'n':>5} | {'accuracy':>8} | {'chance':>6} |")
+    print(f"|{'-' * 42}|{'-' * 7}|{'-' * 10}|{'-' * 8}|")
+    for r in results:
+        chance = "" if r["chance"] is None else f"{r['chance']:.3f}"
+        print(f"| {r['row']:<40} | {r['n']:>5} | {r['accuracy']:>8.3f} | {chance:>6} |")
+    out = {"model": str(args.model), "size_mb": round(size_mb, 2), "scorer": scorer_name, "seed": args.seed,
+           "rows": results}
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,634 @@
+"""Train the embedded default VLM (a tiny Qwen2-VL) on easy-vqa and ShapeRules facts, from scratch.
+
+What it learns (METHOD.md §4 fusion: facts joined by single spaces, one space, then the question, in
+one user turn after the image, with a generation prompt):
+
+* ``plain``       easy-vqa train questions, no facts;
+* ``facts``       rule questions on *train* rules with the relevant fact(s) in the prompt, as ReasonEdit
+                  retrieves them: the answer entry "The answer to '<q>' is <a>.", rationale sentences,
+                  or both, shuffled among distractor facts about other rules, shapes and colours. The
+                  fact's value is drawn at random (counterfactual), so the model must *read* it;
+* ``known``       rule questions on train rules without their fact (sometimes with distractors),
+                  answered by the world's value: the model's own "knowledge", which hard-locality
+                  probes test and which a stored fact must override;
+* ``plain_noisy`` easy-vqa questions with irrelevant facts prepended (locality under retrieval noise);
+* ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``).
+
+Held-out rules (the only ones edit splits use) never occur: not as facts, not as distractors, not as
+questions. Loss is on the answer tokens (and the closing ``<|im_end|>``) only.
+
+CLI (deterministic for a seed and a thread count)::
+
+    python -m reasonedit_plugin.data.train_default_model --out reasonedit_plugin/assets/tiny-qwen2-vl-shapes
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # CLI only: idle OpenMP threads must not spin on a shared 2-core machine
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from PIL import Image
+
+from .shaperules import (
+    COLOURS,
+    EVIDENCE_FORMS,
+    ONLY_MATTERS,
+    PROPERTIES,
+    PROPERTY_BY_NAME,
+    SHAPES,
+    SPLIT_EVIDENCE,
+    TRIVIA,
+    YES_NO,
+    ImageInfo,
+    Property,
+    Rule,
+    RuleWorld,
+    answer_choices,
+    answer_entry,
+    easy_vqa_root,
+    evidence_sentence,
+    format_question,
+    image_catalogue,
+    plain_questions,
+    rationale_sentences,
+    rule_sentence,
+    rule_world,
+)
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>")
+UNK_TOKEN = "<unk>"
+PAD_TOKEN = "<|endoftext|>"
+EOS_TOKEN = "<|im_end|>"
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+# Qwen2-VL's chat template (one user turn: image, then text; a default system turn).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+EXTRA_WORDS = (
+    "New Fact: Question: Answer: Picture Video Describe this image. Does the image show a the an of and "
+    "or not no yes is are what which who how why where when it this that these those image picture "
+    "photo colour color shape object here there in on at with to for from by"
+)
+"""Words of prompts other tools put around a question (EasyEdit's IKE, METHOD.md §6), so they are not <unk>."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines the trained weights (with the thread count)."""
+
+    out: str = str(Path(__file__).resolve().parent.parent / "assets" / "tiny-qwen2-vl-shapes")
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    threads: int = 2
+    # language model
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    # vision tower (patch 8 and merge 2: a 64x64 image is 8x8 patches, 16 image tokens)
+    vision_dim: int = 96
+    vision_depth: int = 3
+    vision_heads: int = 4
+    vision_mlp_ratio: int = 2
+    patch_size: int = 8
+    min_pixels: int = 32 * 32
+    max_pixels: int = 64 * 64
+    # training mix (relative weights)
+    mix: dict[str, float] = field(default_factory=lambda: {
+        "plain": 0.34, "facts": 0.36, "known": 0.12, "plain_noisy": 0.15, "trivia": 0.03})
+    max_facts: int = 7
+    eval_every: int = 250
+    eval_n: int = 96
+    world_seed: int | None = None
+    save_every_eval: bool = False
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads or self.vision_dim % self.vision_heads:
+            raise ValueError("hidden_size / vision_dim must be divisible by their head counts.")
+        unknown = set(self.mix) - set(MIX_KINDS)
+        if unknown:
+            raise ValueError(f"unknown mix kinds {sorted(unknown)}; valid: {list(MIX_KINDS)}.")
+
+
+MIX_KINDS = ("plain", "facts", "known", "plain_noisy", "trivia")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training or evaluation sample: ``image`` relative to easy-vqa's data folder (None: text only)."""
+
+    kind: str
+    image: str | None
+    text: str
+    answer: str
+    choices: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer, processor, model
+# --------------------------------------------------------------------------------------------------
+
+def vocabulary_corpus(world: RuleWorld) -> list[str]:
+    """Every sentence form the model can meet, rendered for every colour, shape and value."""
+    texts = [SYSTEM_PROMPT, "system user assistant", EXTRA_WORDS]
+    texts += [q.question for split in ("train", "test") for q in plain_questions(split)]
+    texts += [f"{q} {a}" for q, a in TRIVIA]
+    texts += list(ONLY_MATTERS.values()) + list(SPLIT_EVIDENCE)
+    for colour in COLOURS:
+        for shape in SHAPES:
+            info = ImageInfo("train", 0, colour, shape)
+            for prop in PROPERTIES:
+                for value in prop.values:
+                    for template in prop.questions + prop.yes_no:
+                        texts.append(answer_entry(format_question(template, info, value), value))
+                    for form in range(len(prop.rule_forms)):
+                        texts.append(rule_sentence(prop, prop.key_of(info), value, form))
+                for form in range(3):
+                    texts.append(evidence_sentence(prop, info, form))
+    texts += [" ".join(YES_NO)]
+    return [t.format(colour="", shape="") if "{" in t else t for t in texts]
+
+
+def build_tokenizer(world: RuleWorld) -> Any:
+    """A lower-cased word-level tokenizer over the project's own corpus, with Qwen2-VL's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words, no space before punctuation
+    trainer = trainers.WordLevelTrainer(special_tokens=[UNK_TOKEN, *SPECIAL_TOKENS], min_frequency=1,
+                                        show_progress=False)
+    tok.train_from_iterator(vocabulary_corpus(world), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token=UNK_TOKEN, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN,
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]), chat_template=CHAT_TEMPLATE,
+        model_max_length=1024, padding_side="right",
+    )
+
+
+def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str = CHAT_TEMPLATE) -> Any:
+    """A ``Qwen2VLProcessor`` without its video processor.
+
+    transformers 5 builds every sub-processor of a processor and the Qwen2-VL video processor needs
+    torchvision (huggingface/transformers#48558); images alone do not. ``reasonedit_plugin.vlm``
+    loads the saved folder the same way when torchvision is missing.
+    """
+    from transformers.models.qwen2_vl import Qwen2VLProcessor
+
+    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [name for name in super().get_attributes() if "video" not in name]
+
+    return ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                     chat_template=chat_template)
+
+
+def build_image_processor(cfg: TrainConfig) -> Any:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(patch_size=cfg.patch_size, temporal_patch_size=2, merge_size=2,
+                                    min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Split head_dim/2 rotary frequencies over (time, height, width) as Qwen2-VL does (16, 24, 24 of 64)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def build_model(cfg: TrainConfig, tokenizer: Any) -> Any:
+    from transformers.models.qwen2_vl import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = cfg.hidden_size // cfg.num_heads
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=1024, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": _mrope_section(head_dim)},
+            tie_word_embeddings=True, bos_token_id=ids[PAD_TOKEN], eos_token_id=ids[EOS_TOKEN],
+            pad_token_id=ids[PAD_TOKEN],
+        ),
+        vision_config=dict(
+            depth=cfg.vision_depth, embed_dim=cfg.vision_dim, hidden_size=cfg.hidden_size,
+            num_heads=cfg.vision_heads, mlp_ratio=cfg.vision_mlp_ratio, patch_size=cfg.patch_size,
+            spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids[EOS_TOKEN]
+    model.generation_config.pad_token_id = ids[PAD_TOKEN]
+    model.generation_config.bos_token_id = ids[PAD_TOKEN]
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# The training mix
+# --------------------------------------------------------------------------------------------------
+
+def fuse(facts: Sequence[str], question: str) -> str:
+    """METHOD.md §4: facts joined by single spaces, one space, then the question (no facts: the question)."""
+    return " ".join([*facts, question]) if facts else question
+
+
+class MixSampler:
+    """Seeded generator of training examples; touches train rules and easy-vqa *train* images only."""
+
+    def __init__(self, world: RuleWorld, cfg: TrainConfig, rng: random.Random, image_split: str = "train"):
+        self.world, self.cfg, self.rng = world, cfg, rng
+        self.images = list(image_catalogue(image_split))
+        self.questions = list(plain_questions(image_split))
+        self.train_keys = {(r.prop, r.key) for r in world.train_rules}
+        # (property, image) pairs whose rule is a train rule
+        self.rule_images = [(p, x) for p in PROPERTIES for x in self.images
+                            if (p.name, p.key_of(x)) in self.train_keys]
+        self.kinds = list(cfg.mix)
+        self.weights = [cfg.mix[k] for k in self.kinds]
+
+    def sample(self) -> Example:
+        kind = self.rng.choices(self.kinds, self.weights)[0]
+        return getattr(self, f"_{kind}")()
+
+    # --- pieces -------------------------------------------------------------------------------
+    def _rule_question(self, prop: Property, info: ImageInfo, value: str) -> tuple[str, str, tuple[str, ...]]:
+        """A property question (answer: value) or a yes/no question about a value."""
+        if self.rng.random() < 0.7:
+            return format_question(self.rng.choice(prop.questions), info), value, prop.values
+        asked = value if self.rng.random() < 0.5 else self.rng.choice([v for v in prop.values if v != value])
+        question = format_question(self.rng.choice(prop.yes_no), info, asked)
+        return question, "yes" if asked == value else "no", YES_NO
+
+    def distractors(self, n: int, avoid: tuple[str, str] | None, allow_same_question: bool = False) -> list[str]:
+        """``n`` facts about other train rules, other images, or other questions (random values)."""
+        facts: list[str] = []
+        while len(facts) < n:
+            u = self.rng.random()
+            prop = self.rng.choice(PROPERTIES)
+            other = self.rng.choice(self.images)
+            key = prop.key_of(other)
+            if (prop.name, key) not in self.train_keys or (prop.name, key) == avoid:
+                continue
+            value = self.rng.choice(prop.values)
+            if u < 0.4:
+                facts.append(rule_sentence(prop, key, value, self.rng.randrange(len(prop.rule_forms))))
+            elif u < 0.65:
+                facts.append(evidence_sentence(prop, other, self.rng.randrange(3)))
+            elif u < 0.72:
+                facts.append(self.rng.choice(list(ONLY_MATTERS.values()) + [SPLIT_EVIDENCE[1].format(
+                    shape=other.shape)]))
+            else:
+                if avoid is not None and prop.name == avoid[0] and not allow_same_question:
+                    continue
+                template = self.rng.choice(prop.questions + prop.yes_no)
+                answer = self.rng.choice(YES_NO) if template in prop.yes_no else value
+                facts.append(answer_entry(format_question(template, other, value), answer))
+        return facts
+
+    # --- kinds --------------------------------------------------------------------------------
+    def _plain(self) -> Example:
+        q = self.rng.choice(self.questions)
+        return Example("plain", q.image, q.question, q.answer, tuple(answer_choices(q.answer)))
+
+    def _plain_noisy(self) -> Example:
+        q = self.rng.choice(self.questions)
+        facts = self.distractors(self.rng.randint(1, 5), None)
+        return Example("plain_noisy", q.image, fuse(facts, q.question), q.answer, tuple(answer_choices(q.answer)))
+
+    def _trivia(self) -> Example:
+        question, answer = self.rng.choice(TRIVIA)
+        return Example("trivia", None, question, answer)
+
+    def _known(self) -> Example:
+        prop, info = self.rng.choice(self.rule_images)
+        rule = self.world.rule_for(prop, info)
+        question, answer, choices = self._rule_question(prop, info, rule.value)
+        n = self.rng.randint(1, 5) if self.rng.random() < 0.5 else 0
+        facts = self.distractors(n, (prop.name, rule.key))
+        self.rng.shuffle(facts)
+        return Example("known", info.path, fuse(facts, question), answer, choices)
+
+    def _facts(self) -> Example:
+        prop, info = self.rng.choice(self.rule_images)
+        key = prop.key_of(info)
+        value = self.rng.choice(prop.values)  # counterfactual: the prompt decides, not memory
+        question, answer, choices = self._rule_question(prop, info, value)
+        entry_q = format_question(self.rng.choice(prop.questions), info)
+        mode = self.rng.choices(("answer", "rationale", "both"), (0.3, 0.35, 0.35))[0]
+        relevant: list[str] = []
+        if mode in ("answer", "both"):
+            relevant.append(answer_entry(entry_q, value))
+        if mode in ("rationale", "both"):
+            relevant += rationale_sentences(prop, info, value, self.rng)
+        room = max(0, self.cfg.max_facts - len(relevant))
+        n = min(room, self.rng.randint(0, 4))
+        facts = relevant + self.distractors(n, (prop.name, key), allow_same_question=(mode == "both"))
+        self.rng.shuffle(facts)
+        return Example("facts", info.path, fuse(facts, question), answer, choices)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------------
+
+def chat_text(tokenizer: Any, text: str, with_image: bool) -> str:
+    """The templated prompt: one user turn (the image, then the text) and a generation prompt."""
+    content: list[dict[str, str]] = [{"type": "image"}] if with_image else []
+    content.append({"type": "text", "text": text})
+    return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+class ImageCache:
+    """Processed pixels per image path (each 64x64 easy-vqa image is processed once)."""
+
+    def __init__(self, image_processor: Any):
+        self.image_processor = image_processor
+        self.root = easy_vqa_root()
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, rel_path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if rel_path not in self._cache:
+            with Image.open(self.root / rel_path) as im:
+                out = self.image_processor(images=[im.convert("RGB")], return_tensors="pt")
+            self._cache[rel_path] = (out["pixel_values"], out["image_grid_thw"][0])
+        return self._cache[rel_path]
+
+
+def encode(tokenizer: Any, images: ImageCache, examples: Sequence[Example], answers: Sequence[str] | None,
+           merge: int = 4, with_eos: bool = True) -> dict[str, torch.Tensor]:
+    """Model inputs for prompts + continuations; ``labels`` mark the continuation tokens only.
+
+    ``answers`` defaults to each example's answer; the continuation is followed by ``<|im_end|>``
+    when ``with_eos`` (training), and is bare for option scoring (METHOD.md §7).
+    """
+    pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    image_pad = "<|image_pad|>"
+    rows, labels, pixel_values, grids = [], [], [], []
+    for i, ex in enumerate(examples):
+        prompt = chat_text(tokenizer, ex.text, ex.image is not None)
+        if ex.image is not None:
+            pixels, grid = images.get(ex.image)
+            prompt = prompt.replace(image_pad, image_pad * int(grid.prod().item() // merge), 1)
+            pixel_values.append(pixels)
+            grids.append(grid)
+        answer = ex.answer if answers is None else answers[i]
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer + (EOS_TOKEN if with_eos else ""), add_special_tokens=False)["input_ids"]
+        rows.append(prompt_ids + answer_ids)
+        labels.append([-100] * len(prompt_ids) + answer_ids)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    label_t = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, lab) in enumerate(zip(rows, labels)):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        label_t[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(r)] = 1
+    image_id = tokenizer.convert_tokens_to_ids(image_pad)
+    batch = {"input_ids": input_ids, "attention_mask": mask, "labels": label_t,
+             "mm_token_type_ids": (input_ids == image_id).long()}
+    if pixel_values:
+        batch["pixel_values"] = torch.cat(pixel_values)
+        batch["image_grid_thw"] = torch.stack(grids)
+    return batch
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation (multiple-choice: summed NLL of each option's tokens, lowest wins; METHOD.md §7)
+# --------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def option_nlls(model: Any, tokenizer: Any, images: ImageCache, example: Example,
+                options: Sequence[str]) -> list[float]:
+    batch = encode(tokenizer, images, [example] * len(options), list(options), with_eos=False)
+    labels = batch.pop("labels")
+    logits = model(**batch).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    target = labels[:, 1:]
+    picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (-(picked * (target != -100))).sum(dim=1).tolist()
+
+
+def mc_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequence[Example]) -> float:
+    correct = 0
+    for ex in examples:
+        scores = option_nlls(model, tokenizer, images, ex, ex.choices)
+        best = min(range(len(scores)), key=lambda j: (scores[j], j))
+        correct += ex.choices[best].lower() == ex.answer.lower()
+    return correct / max(1, len(examples))
+
+
+def held_out_examples(world: RuleWorld, n: int, seed: int, mode: str, distractors: int = 0,
+                      image_split: str = "test") -> list[Example]:
+    """Questions on held-out rules (test images). ``mode``: none | answer | rationale | both."""
+    rng = random.Random(f"held-out-eval:{seed}:{mode}:{distractors}")
+    images = list(image_catalogue(image_split))
+    held = world.held_out_rules
+    sampler = MixSampler(world, TrainConfig(), rng, image_split)
+    out = []
+    for i in range(n):
+        rule = held[i % len(held)]
+        prop = PROPERTY_BY_NAME[rule.prop]
+        info = rng.choice([x for x in images if prop.key_of(x) == rule.key])
+        question = format_question(rng.choice(prop.questions), info)
+        facts: list[str] = []
+        if mode in ("answer", "both"):
+            facts.append(answer_entry(format_question(rng.choice(prop.questions), info), rule.value))
+        if mode in ("rationale", "both"):
+            facts += rationale_sentences(prop, info, rule.value, rng)
+        facts += sampler.distractors(distractors, (prop.name, rule.key))
+        rng.shuffle(facts)
+        out.append(Example(f"held_out_{mode}", info.path, fuse(facts, question), rule.value, prop.values))
+    return out
+
+
+def plain_examples(n: int, seed: int, image_split: str = "test") -> list[Example]:
+    rng = random.Random(f"plain-eval:{seed}:{image_split}")
+    qs = rng.sample(list(plain_questions(image_split)), n)
+    return [Example("plain", q.image, q.question, q.answer, tuple(answer_choices(q.answer))) for q in qs]
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def video_processor_config(image_processor: Any) -> dict[str, Any]:
+    """Config of a ``Qwen2VLVideoProcessor`` matching the image processor (AutoProcessor builds one
+    wherever torchvision is installed; the model never sees videos)."""
+    keys = ("do_convert_rgb", "do_normalize", "do_rescale", "do_resize", "image_mean", "image_std",
+            "merge_size", "patch_size", "resample", "rescale_factor", "size", "temporal_patch_size")
+    config = {k: v for k, v in image_processor.to_dict().items() if k in keys}
+    config["video_processor_type"] = "Qwen2VLVideoProcessor"
+    return config
+
+
+def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path, cfg: TrainConfig,
+                    history: list[dict[str, Any]]) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor = image_only_processor(image_processor, tokenizer)
+    processor.save_pretrained(tmp)
+    # Saved as the stock Qwen2VLProcessor: AutoProcessor loads it wherever torchvision is installed.
+    config_path = tmp / "processor_config.json"
+    processor_config = json.loads(config_path.read_text())
+    processor_config["processor_class"] = "Qwen2VLProcessor"
+    config_path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
+    # Stand-alone sub-processor files too: older transformers 5.x and the torchvision path read these.
+    image_processor.save_pretrained(tmp)
+    (tmp / "video_preprocessor_config.json").write_text(json.dumps(video_processor_config(image_processor),
+                                                                   indent=2, sort_keys=True) + "\n")
+    (tmp / "training_args.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(cfg), "history": history}, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    world = rule_world() if cfg.world_seed is None else rule_world(cfg.world_seed)
+    tokenizer = build_tokenizer(world)
+    image_processor = build_image_processor(cfg)
+    model = build_model(cfg, tokenizer)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("tiny Qwen2-VL: %.2fM parameters, vocabulary %d", n_params / 1e6, len(tokenizer))
+    images = ImageCache(image_processor)
+    sampler = MixSampler(world, cfg, random.Random(f"train-mix:{cfg.seed}"))
+    batch_rng = random.Random(f"train-batches:{cfg.seed}")
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    evals = {
+        "plain_test": plain_examples(cfg.eval_n, seed=1),
+        "held_out_both": held_out_examples(world, cfg.eval_n, seed=1, mode="both", distractors=2),
+        "held_out_none": held_out_examples(world, cfg.eval_n, seed=1, mode="none"),
+    }
+    history: list[dict[str, Any]] = []
+    start = time.time()
+    running = 0.0
+    bar = tqdm(range(cfg.steps), desc="train", disable=not progress, dynamic_ncols=True)
+    pending: list[list[Example]] = []
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        if not pending:  # draw 4 batches at once and group by length: less padding, same examples
+            pool = sorted((sampler.sample() for _ in range(4 * cfg.batch_size)), key=lambda e: len(e.text))
+            pending = [pool[i:i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
+            batch_rng.shuffle(pending)
+        batch = encode(tokenizer, images, pending.pop(), None)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{running:.3f}")
+        if not progress and (step + 1) % 25 == 0:
+            logger.info("step %d loss %.4f (%.2f s/step)", step + 1, running, (time.time() - start) / (step + 1))
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            model.eval()
+            row = {"step": step + 1, "loss": round(running, 4), "minutes": round((time.time() - start) / 60, 2)}
+            row.update({name: round(mc_accuracy(model, tokenizer, images, exs), 3) for name, exs in evals.items()})
+            model.train()
+            history.append(row)
+            logger.info("%s", json.dumps(row))
+            if cfg.save_every_eval:
+                save_checkpoint(model, tokenizer, image_processor, Path(cfg.out), cfg, history)
+    model.eval()
+    out = Path(cfg.out)
+    save_checkpoint(model, tokenizer, image_processor, out, cfg, history)
+    size_mb = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    logger.info("saved %s (%.1f MB) after %.1f minutes", out, size_mb, (time.time() - start) / 60)
+    return {"history": history, "minutes": (time.time() - start) / 60, "size_mb": size_mb}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "mix":
+            continue
+        default = getattr(defaults, f.name)
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            continue
+        kind = type(default) if default is not None else int
+        parser.add_argument(flag, type=kind, default=default)
+    parser.add_argument("--mix", type=json.loads, default=None, help="JSON dict of mix weights")
+    parser.add_argument("--no-progress", action="store_true")
+    args = vars(parser.parse_args(argv))
+    progress = not args.pop("no_progress")
+    if args["mix"] is None:
+        args.pop("mix")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = TrainConfig(**args)
+    logger.info("config: %s", json.dumps(dataclasses.asdict(cfg)))
+    train(cfg, progress=progress)
+
+
+if __name__ == "__main__":
+    main()

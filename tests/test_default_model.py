@@ -1,0 +1,177 @@
+"""Contracts of the shipped default VLM (``reasonedit_plugin/assets/tiny-qwen2-vl-shapes``): it loads
+offline with ``from_pretrained``, its processor works without torchvision, it generates, and it does
+what ReasonEdit needs (answers easy-vqa, reads facts). Fast (seconds, CPU) except those marked slow."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from reasonedit_plugin.data import shaperules as sr
+from reasonedit_plugin.data import train_default_model as tdm
+
+MODEL_DIR = Path(tdm.TrainConfig().out)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline():
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import Qwen2VLForConditionalGeneration
+
+    return Qwen2VLForConditionalGeneration.from_pretrained(MODEL_DIR, local_files_only=True).eval()
+
+
+@pytest.fixture(scope="module")
+def processor():
+    from transformers import AutoConfig
+
+    try:
+        from reasonedit_plugin.model_specs import get_model_spec
+        from reasonedit_plugin.vlm import load_processor
+    except ImportError:  # the VLM interface is not there yet: the same image-only construction
+        from transformers import AutoTokenizer
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return tdm.image_only_processor(Qwen2VLImageProcessorPil.from_pretrained(MODEL_DIR),
+                                        AutoTokenizer.from_pretrained(MODEL_DIR))
+    return load_processor(MODEL_DIR, get_model_spec(AutoConfig.from_pretrained(MODEL_DIR)))
+
+
+def _image(rel: str) -> Image.Image:
+    with Image.open(sr.easy_vqa_root() / rel) as im:
+        return im.convert("RGB")
+
+
+def test_folder_is_a_small_standard_checkpoint():
+    assert "qwen2-vl" in MODEL_DIR.name  # how EasyEdit's MultimodalEditor recognises the family
+    names = {p.name for p in MODEL_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json", "processor_config.json", "chat_template.jinja", "training_args.json"} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+    size_mb = sum(p.stat().st_size for p in MODEL_DIR.iterdir()) / 2**20
+    assert size_mb < 15
+    config = json.loads((MODEL_DIR / "config.json").read_text())
+    assert config["model_type"] == "qwen2_vl"
+    assert json.loads((MODEL_DIR / "processor_config.json").read_text())["processor_class"] == "Qwen2VLProcessor"
+
+
+def test_model_loads_offline_with_the_family_class(model):
+    from transformers import Qwen2VLForConditionalGeneration
+
+    assert isinstance(model, Qwen2VLForConditionalGeneration)
+    assert model.config.model_type == "qwen2_vl"
+    assert sum(p.numel() for p in model.parameters()) < 4_000_000
+
+
+def test_model_spec_row_fits_the_shipped_model(model):
+    specs = pytest.importorskip("reasonedit_plugin.model_specs")
+    spec = specs.get_model_spec(model)
+    assert spec.model_type == "qwen2_vl"
+    model.get_submodule(spec.vision_tower)
+
+
+def test_processor_works_without_torchvision(processor):
+    from transformers.utils import is_torchvision_available
+
+    if not is_torchvision_available():
+        assert "pil" in type(processor.image_processor).__name__.lower() or \
+            type(processor.image_processor).__module__.endswith("image_processing_pil_qwen2_vl")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what shape is present?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    assert "<|vision_start|><|image_pad|><|vision_end|>what shape is present?<|im_end|>" in text
+    inputs = processor(text=[text], images=[_image("test/images/0.png")], return_tensors="pt")
+    image_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((inputs["input_ids"] == image_id).sum()) == 16  # 64x64, patch 8, merge 2
+    assert inputs["image_grid_thw"].tolist() == [[1, 8, 8]]
+    assert processor.tokenizer.unk_token_id not in inputs["input_ids"][0].tolist()
+
+
+def test_training_encoding_matches_the_processor(processor):
+    cfg = tdm.TrainConfig()
+    images = tdm.ImageCache(tdm.build_image_processor(cfg))
+    ex = tdm.Example("plain", "test/images/3.png", "The answer to 'what?' is red. is there a red shape?", "yes")
+    ours = tdm.encode(processor.tokenizer, images, [ex], None)
+    prompt = tdm.chat_text(processor.tokenizer, ex.text, True) + "yes" + tdm.EOS_TOKEN
+    theirs = processor(text=[prompt], images=[_image(ex.image)], return_tensors="pt")
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    assert torch.allclose(ours["pixel_values"], theirs["pixel_values"])
+    assert ours["labels"][0].tolist()[-2:] == processor.tokenizer.convert_tokens_to_ids(["yes", "<|im_end|>"])
+
+
+def test_generates_a_short_answer_and_stops(model, processor):
+    q = next(q for q in sr.plain_questions("test") if q.question == "what shape is in the image?")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q.question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[_image(q.image)], return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1]:]
+    answer = processor.tokenizer.decode(new, skip_special_tokens=True).strip()
+    assert answer in sr.SHAPES
+    assert new[-1].item() == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def _accuracy(model, processor, examples) -> float:
+    images = tdm.ImageCache(tdm.build_image_processor(tdm.TrainConfig()))
+    return tdm.mc_accuracy(model, processor.tokenizer, images, examples)
+
+
+def test_answers_easy_vqa_test_questions(model, processor):
+    assert _accuracy(model, processor, tdm.plain_examples(24, seed=7)) >= 0.8
+
+
+def test_reads_held_out_facts_but_does_not_know_them(model, processor):
+    records = sr.generate_split("fast-test", 20, seed=11)
+    with_fact, without = [], []
+    for r in records:
+        facts = [sr.answer_entry(r["prompt"], r["target"])] + sr.SENTENCE_SPLIT.split(r["rationale"])
+        with_fact.append(tdm.Example("f", r["image"], tdm.fuse(facts, r["prompt"]), r["target"], tuple(r["choices"])))
+        without.append(tdm.Example("n", r["image"], r["prompt"], r["target"], tuple(r["choices"])))
+    assert _accuracy(model, processor, with_fact) >= 0.8
+    assert _accuracy(model, processor, without) <= 0.6
+
+
+def test_tokenizer_is_the_shipped_one(processor):
+    tok = processor.tokenizer
+    for special in tdm.SPECIAL_TOKENS:
+        assert tok.convert_tokens_to_ids(special) != tok.unk_token_id
+    ids = tok("The answer to 'Which tribe owns this shape?' is Vol.", add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.decode(ids) == "the answer to ' which tribe owns this shape? ' is vol."
+
+
+def test_tokenizer_is_rebuilt_identically():
+    rebuilt = tdm.build_tokenizer(sr.rule_world())
+    shipped = json.loads((MODEL_DIR / "tokenizer.json").read_text())
+    assert rebuilt.backend_tokenizer.get_vocab() == shipped["model"]["vocab"]
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import Qwen2VLForConditionalGeneration
+
+    outs = []
+    for name in ("a", "b"):
+        cfg = tdm.TrainConfig(out=str(tmp_path / f"tiny-qwen2-vl-{name}"), steps=2, batch_size=4, eval_every=2,
+                              eval_n=2, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                              intermediate_size=64, vision_dim=32, vision_depth=1, vision_heads=2)
+        tdm.train(cfg, progress=False)
+        outs.append(load_file(str(Path(cfg.out) / "model.safetensors")))
+        Qwen2VLForConditionalGeneration.from_pretrained(cfg.out, local_files_only=True)
+    assert outs[0].keys() == outs[1].keys()
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
