@@ -17,7 +17,7 @@ from reasonedit_plugin.errors import ReasonEditError, UnsupportedModelError
 from reasonedit_plugin.hooks import ModulePathError, capture_inputs, hook_count, modify_outputs
 from reasonedit_plugin.model_specs import MODEL_SPECS, ModelSpec, get_model_spec, register_model_spec
 from reasonedit_plugin.vlm import VLM
-from tests.tiny_models import FAMILIES, build_or_skip
+from tiny_models import FAMILIES, build_or_skip
 
 ASSET = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
 

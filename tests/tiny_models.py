@@ -2,9 +2,11 @@
 
 No downloads: configs come from the config classes of the installed ``transformers``, tokenizers are
 byte-level BPE vocabularies without merges (every byte is a token, so any text round-trips), and
-image processors use the PIL backends (no torchvision needed). Other test modules import this::
+image processors use the PIL backends (no torchvision needed), and processors that want a video
+processor get none (``reasonedit_plugin.vlm.processor_without_video``). Other test modules import this
+(pytest puts ``tests/`` on ``sys.path``)::
 
-    from tests.tiny_models import FAMILIES, FamilyUnavailable, build_tiny
+    from tiny_models import FAMILIES, FamilyUnavailable, build_or_skip, build_tiny
     model, processor = build_tiny("qwen2_vl")
 
 ``build_tiny`` raises :class:`FamilyUnavailable` (with the reason) when the installed transformers
