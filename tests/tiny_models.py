@@ -228,7 +228,7 @@ def _blip_parts(seed: int, family: str) -> tuple[Any, Any]:
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                   image_size=28, patch_size=14)
     qformer = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                   intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=64)
+                   intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=512)
     if instruct:
         text = _llama_text()
     else:
