@@ -284,50 +284,62 @@ def _pick(choices: Sequence[str], nll: Sequence[float]) -> str:
     return choices[min(range(len(choices)), key=lambda i: (nll[i], i))]
 
 
+def _text_only_inputs(vlm: Any, user_text: str) -> Any:
+    """Processor outputs of a text-only user turn (EasyEdit's ``file_type="text"`` locality prompts)."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": user_text}]}]
+    render = getattr(vlm.processor, "apply_chat_template", None) or vlm.tokenizer.apply_chat_template
+    try:
+        chat = render(messages, add_generation_prompt=True, tokenize=False)
+    except (ValueError, TypeError):  # no template: the bare question
+        chat = user_text
+    return vlm.tokenizer([chat], return_tensors="pt")
+
+
 def vlm_teacher_forced(vlm: Any, image: ImageLike | None, user_text: str, target: str) -> TeacherForced | None:
     """Teacher-forced logits of ``target`` after the chat prompt of ``user_text`` (EasyEdit's
-    ``prepare_multimodal_hf_edit``: chat template with a generation prompt, then the target string; the
-    labels are the target's tokens at the end). Uses ``vlm.teacher_forced(image, text, target)`` when the
-    VLM provides it, else its processor and model; None when it has neither."""
+    ``prepare_multimodal_hf_edit``: the chat template with a generation prompt, then the target's tokens;
+    the labels mark the target at the end). Uses ``vlm.teacher_forced(image, text, target)`` when the VLM
+    provides one, else ``vlm.build_inputs`` and ``vlm.model``; None when the VLM has neither."""
     own = getattr(vlm, "teacher_forced", None)
     if callable(own):
         out = own(image, user_text, target)
-        if out is None:
-            return None
-        if isinstance(out, TeacherForced):
+        if out is None or isinstance(out, TeacherForced):
             return out
         logits, labels = out
         return TeacherForced(torch.as_tensor(logits), torch.as_tensor(labels))
-    processor = getattr(vlm, "processor", None)
-    model = getattr(vlm, "model", None)
-    if processor is None or model is None or not hasattr(processor, "apply_chat_template"):
+    if not all(hasattr(vlm, name) for name in ("build_inputs", "model", "tokenizer")):
         return None
-    tokenizer = getattr(processor, "tokenizer", processor)
-    if image is not None:
-        chat = vlm.prompt_text(user_text)
-        inputs = processor(images=[load_image(image)], text=[chat + target], return_tensors="pt")
-    else:
-        chat = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "text", "text": user_text}]}],
-            add_generation_prompt=True, tokenize=False)
-        inputs = processor(text=[chat + target], return_tensors="pt")
-    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    target_ids = vlm.tokenizer(target, add_special_tokens=False)["input_ids"]
     if not target_ids:
         raise ReasonEditError(f"target {target!r} tokenizes to nothing; EasyEdit metrics need a non-empty target.")
-    ids = inputs["input_ids"][0]
-    labels = torch.full_like(ids, -100)
-    n = min(len(target_ids), ids.shape[0])
-    labels[-n:] = torch.tensor(target_ids[-n:], dtype=ids.dtype)
-    try:
-        device = next(model.parameters()).device
-        dtype = next(model.parameters()).dtype
-    except StopIteration:  # pragma: no cover - a model without parameters
-        device, dtype = torch.device("cpu"), torch.float32
-    batch = {k: (v.to(device=device, dtype=dtype) if torch.is_tensor(v) and v.is_floating_point()
-                 else v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
-    with torch.no_grad():
-        logits = model(**batch).logits[0].detach().float().cpu()
-    return TeacherForced(logits, labels.cpu())
+    if image is not None:
+        base = vlm.build_inputs([load_image(image)], [user_text])
+    else:
+        base = _text_only_inputs(vlm, user_text)
+    prompt_ids = base["input_ids"]
+    device = prompt_ids.device
+    cont = torch.tensor([target_ids], dtype=prompt_ids.dtype, device=device)
+    inputs = dict(base)
+    for key, value in base.items():  # extend every per-token tensor (attention mask, token types)
+        if key == "input_ids" or not (torch.is_tensor(value) and value.shape == prompt_ids.shape):
+            continue
+        tail = torch.ones_like(cont, dtype=value.dtype) if key == "attention_mask" else \
+            torch.zeros_like(cont, dtype=value.dtype)
+        inputs[key] = torch.cat([value, tail], dim=1)
+    inputs["input_ids"] = torch.cat([prompt_ids, cont], dim=1)
+    model = vlm.model
+    dtype = next(model.parameters()).dtype
+    inputs = {k: v.to(device=model.device if hasattr(model, "device") else device, dtype=dtype)
+              if torch.is_tensor(v) and v.is_floating_point() else
+              v.to(model.device if hasattr(model, "device") else device) if torch.is_tensor(v) else v
+              for k, v in inputs.items()}
+    with torch.inference_mode():
+        logits = model(**inputs).logits[0].detach().float().cpu()
+    offset = logits.shape[0] - inputs["input_ids"].shape[1]  # image embeddings outside input_ids
+    logits = logits[offset:]
+    labels = torch.full((inputs["input_ids"].shape[1],), -100, dtype=torch.long)
+    labels[-len(target_ids):] = torch.tensor(target_ids, dtype=torch.long)
+    return TeacherForced(logits, labels)
 
 
 class UneditedMethod:

@@ -1,0 +1,438 @@
+"""Reports of a comparison: a results table (markdown and HTML), PNG plots and a JSON file with every raw
+number, the exact configuration, package versions, the seed and the command line.
+
+Files written by :func:`write_report` into one folder:
+
+- ``report.md`` / ``report.html``: one row per method (skipped rows say why), EasyEdit's keys, the plots;
+- ``results.json``: the whole :class:`~reasonedit_plugin.baselines.Comparison` (every probe's answer,
+  distance, scaled score and gate decision; every checkpoint; every edit's time), plus ``environment``;
+- ``metrics_vs_edits.png``: the paper metrics at each checkpoint of the sequential protocol;
+- ``retrieval_distances.png``: the best hubness-scaled score (and raw distance) of edited vs unrelated
+  queries for ReasonEdit, with the gate threshold τ marked;
+- ``topology_scale.png`` / ``topology_layer.png``: the AutoScaler / AutoLayer sweep, when one ran.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import importlib.metadata
+import json
+import math
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+from .errors import ReasonEditError
+
+PAPER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("reliability", "Rel."), ("t_gen", "T-Gen"), ("i_gen", "I-Gen"), ("r_gen", "R-Gen"), ("gen", "Gen (HM)"),
+    ("locality", "Loc."), ("hard_locality", "Hard Loc."), ("overall", "Overall (HM)"),
+)
+EASYEDIT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("rewrite_acc", "rewrite_acc"), ("rephrase_acc", "rephrase_acc"), ("image_rephrase_acc", "image_rephrase_acc"),
+    ("locality_acc", "locality_acc"), ("multimodal_locality_acc", "multimodal_locality_acc"),
+)
+PLOT_METRICS: tuple[tuple[str, str], ...] = (
+    ("reliability", "Reliability"), ("gen", "Generalisation (HM of T/I/R-Gen)"), ("locality", "Locality"),
+    ("hard_locality", "Hard locality"),
+)
+EDIT_KINDS = ("reliability", "t_gen", "i_gen", "r_gen")
+UNRELATED_KINDS = ("locality", "hard_locality")
+PACKAGES = ("torch", "transformers", "faiss-cpu", "faiss-gpu", "sentence-transformers", "numpy", "pillow",
+            "easy-vqa", "matplotlib", "reasonedit-plugin")
+
+
+@dataclass
+class ReportFiles:
+    folder: Path
+    markdown: Path
+    html: Path
+    json: Path
+    plots: list[Path] = field(default_factory=list)
+
+
+# ================================================================================================
+# Environment
+# ================================================================================================
+
+def _git_commit(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform, package versions, the EasyEdit commit (if importable) and this project's commit."""
+    from .baselines import easyedit_commit, easyedit_status
+
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    ok, reason = easyedit_status()
+    torch_info: dict[str, Any] = {}
+    try:
+        import torch
+
+        torch_info = {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return {
+        "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+        "packages": versions, "torch_runtime": torch_info,
+        "easyeditor": {"importable": ok, "reason": reason, "commit": easyedit_commit() if ok else None},
+        "reasonedit_plugin_commit": _git_commit(Path(__file__).resolve().parent),
+    }
+
+
+# ================================================================================================
+# Tables
+# ================================================================================================
+
+def _pct(value: Any) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(comparison: Any) -> list[dict[str, str]]:
+    """One dict per method: display strings for every column (metrics in %)."""
+    rows = []
+    for m in comparison.methods:
+        row = {"Method": m.label or m.name, "Status": m.status}
+        ev = m.evaluation
+        if ev is None:
+            for _, title in PAPER_COLUMNS + EASYEDIT_COLUMNS:
+                row[title] = "—"
+            row["s / edit"] = row["retrieval p50 / p95 ms"] = row["lookup p50 / p95 ms"] = row["n"] = "—"
+            row["Notes"] = f"{m.status}: {m.reason}" if m.reason else m.status
+        else:
+            s = ev.final
+            for key, title in PAPER_COLUMNS:
+                row[title] = _pct(getattr(s, key))
+            for key, title in EASYEDIT_COLUMNS:
+                row[title] = _pct(s.easyedit.get(key))
+            row["s / edit"] = "—" if m.kind == "unedited" else _num(ev.time_per_edit, 3)
+            for title, lat in (("retrieval p50 / p95 ms", ev.retrieval_latency),
+                               ("lookup p50 / p95 ms", ev.lookup_latency)):
+                row[title] = "—" if lat is None or lat.p50_ms is None else f"{lat.p50_ms:.1f} / {lat.p95_ms:.1f}"
+            row["n"] = str(ev.num_edited)
+            row["Notes"] = _notes(m)
+        rows.append(row)
+    return rows
+
+
+def _notes(m: Any) -> str:
+    if m.kind == "ablation" and m.reason:
+        return m.reason
+    if m.kind in ("reasonedit", "ablation") and m.config.get("embedding"):
+        emb = m.config["embedding"]
+        note = f"layer {emb.get('layer')}, λ={_num(emb.get('scale'), 3)}"
+        if m.topology is not None and getattr(m.topology, "balanced", False):
+            note += " (AutoLayer/AutoScaler)"
+        return note
+    return ""
+
+
+def _markdown_table(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
+    out = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    for row in rows:
+        out.append("| " + " | ".join(row.get(c, "").replace("|", "\\|") for c in columns) + " |")
+    return "\n".join(out)
+
+
+def _html_table(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cls = "" if row.get("Status") == "ok" else f' class="{html.escape(row.get("Status", ""))}"'
+        cells = "".join(f"<td>{html.escape(row.get(c, ''))}</td>" for c in columns)
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+PAPER_TABLE = ["Method", "n"] + [t for _, t in PAPER_COLUMNS] + ["s / edit", "retrieval p50 / p95 ms",
+                                                                  "lookup p50 / p95 ms", "Notes"]
+EASYEDIT_TABLE = ["Method"] + [t for _, t in EASYEDIT_COLUMNS]
+
+
+def _summary_lines(comparison: Any) -> list[str]:
+    ref = comparison.reference
+    p = comparison.protocol
+    protocol = "single-edit (fresh codebook per edit)" if comparison.single else (
+        f"sequential, in dataset order, evaluated every {p.eval_every or 'N'} edits on a seeded "
+        f"{p.eval_subsample}-edit subsample and at the end on all")
+    edited = ref.get("records_edited", 0)
+    correct = len(ref.get("already_correct", []))
+    return [
+        f"- Model: `{comparison.model_path}`",
+        f"- Records: {edited + correct}; edited (unedited model wrong): {edited}; "
+        f"already correct, not edited: {correct}",
+        f"- Protocol: {protocol}; seed {p.seed}",
+        f"- Locality pool: {ref.get('locality_kept')} of {ref.get('locality_candidates')} unrelated probes kept "
+        f"(the unedited model answered them right); hard locality: {ref.get('hard_locality_kept')} of "
+        f"{ref.get('hard_locality_candidates')}",
+        f"- EasyEdit keys: {'computed' if not ref.get('easyedit_unavailable') else 'not computed: ' + str(ref['easyedit_unavailable'])}",
+        f"- Wall time of the whole run: {comparison.seconds:.0f} s",
+    ]
+
+
+DEFINITIONS = """\
+Definitions (METHOD.md §7). Metrics in %. Multiple-choice probes: the option of lowest summed NLL,
+case-insensitive exact match; open answers: normalised exact match. **Rel.**: the edited question;
+**T-Gen**: a rephrasing, same image; **I-Gen**: same question, another image needing the same rule;
+**R-Gen**: another question answered by the rationale; **Loc.**: unrelated probes the unedited model got
+right, still right; **Hard Loc.**: near-miss probes (same filter); **Gen (HM)**: harmonic mean of
+T/I/R-Gen; **Overall (HM)**: the true harmonic mean of Rel., Gen and Loc. **s / edit**: wall time of one
+edit (for ReasonEdit: the unedited-answer check, keys, radii, codebook insert); **retrieval**: query key
+(vision + text encoder) plus codebook search, per query; **lookup**: the codebook search alone. EasyEdit keys:
+teacher-forced token accuracy of the target (rewrite/rephrase/image_rephrase) and agreement of post-edit
+top-1 (text) / top-10 (multimodal) tokens with the unedited model's (locality), as EasyEdit computes them."""
+
+
+def render_markdown(comparison: Any, title: str, command: str | None, plots: Sequence[Path]) -> str:
+    rows = table_rows(comparison)
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["Regenerate with:", "", "```bash", command, "```", ""]
+    lines += _summary_lines(comparison) + ["", "## Results", "", _markdown_table(rows, PAPER_TABLE), ""]
+    ok_rows = [r for r in rows if r["Status"] == "ok"]
+    if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):
+        lines += ["## EasyEdit metrics", "", _markdown_table(ok_rows, EASYEDIT_TABLE), ""]
+    skipped = [r for r in rows if r["Status"] != "ok"]
+    if skipped:
+        lines += ["## Not run", ""] + [f"- **{r['Method']}**: {r['Notes']}" for r in skipped] + [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    lines += [DEFINITIONS, "", "Raw numbers, configuration and versions: `results.json`.", ""]
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child,td:last-child{text-align:left}
+tr.skipped td,tr.failed td{color:#888}img{max-width:100%;margin:1em 0;border:1px solid #eee}
+pre{background:#f6f6f6;padding:.6em}"""
+
+
+def render_html(comparison: Any, title: str, command: str | None, plots: Sequence[Path]) -> str:
+    rows = table_rows(comparison)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    if command:
+        parts.append(f"<p>Regenerate with:</p><pre>{html.escape(command)}</pre>")
+    parts.append("<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in _summary_lines(comparison))
+                 + "</ul>")
+    parts.append("<h2>Results</h2>" + _html_table(rows, PAPER_TABLE))
+    ok_rows = [r for r in rows if r["Status"] == "ok"]
+    if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):
+        parts.append("<h2>EasyEdit metrics</h2>" + _html_table(ok_rows, EASYEDIT_TABLE))
+    for p in plots:
+        parts.append(f"<img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'>")
+    parts.append(f"<p>{html.escape(DEFINITIONS)}</p><p>Raw numbers: results.json</p></body></html>")
+    return "".join(parts)
+
+
+# ================================================================================================
+# Plots
+# ================================================================================================
+
+def _figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Any, Any]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise ReasonEditError("plots need matplotlib: pip install matplotlib") from exc
+    fig = Figure(figsize=(width, height))  # no pyplot: no global state, no display
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    return path
+
+
+_STYLE = {"ReasonEdit": dict(color="black", linewidth=2.4, marker="o", zorder=5),
+          "unedited": dict(color="tab:gray", linestyle="--", marker="s")}
+
+
+def plot_metrics_vs_edits(comparison: Any, path: Union[str, Path]) -> Path | None:
+    """The paper metrics after each checkpoint, one line per method that ran (None if nothing to plot)."""
+    runs = [m for m in comparison.methods if m.ok and m.evaluation is not None and m.evaluation.checkpoints]
+    if not runs:
+        return None
+    fig, axes = _figure(10.5, 6.8, 2, 2)
+    cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+            "tab:olive", "tab:cyan"]
+    colours = {}
+    for m in runs:
+        if m.name not in _STYLE:
+            colours[m.name] = cmap[len(colours) % len(cmap)]
+    for ax, (key, title) in zip(axes.reshape(-1), PLOT_METRICS):
+        for m in runs:
+            pts = [(c.num_edits, c.scores.metric(key)) for c in m.evaluation.checkpoints
+                   if c.scores.metric(key) is not None]
+            if not pts:
+                continue
+            style = dict(_STYLE.get(m.name, dict(color=colours.get(m.name), marker="o", markersize=4,
+                                                 linewidth=1.3)))
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], label=m.label or m.name, **style)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("number of sequential edits")
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    last = runs[0].evaluation.checkpoints[-1]
+    fig.suptitle(f"Metrics vs number of edits (intermediate points: seeded subsample; last point: all "
+                 f"{last.num_edits} edits)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    return path
+
+
+def plot_retrieval_distances(result: Any, path: Union[str, Path]) -> Path | None:
+    """Histograms of the best scaled score and raw distance of edited vs unrelated queries (final
+    evaluation of one ReasonEdit row), with the gate threshold τ."""
+    ev = result.evaluation
+    if ev is None:
+        return None
+    edited = [p for p in ev.probes if p.kind in EDIT_KINDS and p.best_score is not None]
+    unrelated = [p for p in ev.probes if p.kind in UNRELATED_KINDS and p.best_score is not None]
+    if not edited and not unrelated:
+        return None
+    import numpy as np
+
+    fig, axes = _figure(11.0, 4.0, 1, 2)
+    for ax, attr, title in ((axes[0, 0], "best_score", "best hubness-scaled score  d / σ"),
+                            (axes[0, 1], "best_distance", "best raw L2 distance")):
+        groups = [
+            ("edited queries (Rel/T/I/R-Gen)", [getattr(p, attr) for p in edited], "tab:blue"),
+            ("unrelated: locality", [getattr(p, attr) for p in unrelated if p.kind == "locality"], "tab:green"),
+            ("unrelated: hard locality", [getattr(p, attr) for p in unrelated if p.kind == "hard_locality"],
+             "tab:red"),
+        ]
+        values = [v for _, vs, _ in groups for v in vs if v is not None]
+        if not values:
+            continue
+        bins = np.linspace(min(values), max(values) + 1e-9, 31)
+        for label, vs, colour in groups:
+            if vs:
+                ax.hist(vs, bins=bins, alpha=0.55, color=colour, label=f"{label} (n={len(vs)})")
+        if attr == "best_score" and ev.gate_threshold is not None:
+            ax.axvline(ev.gate_threshold, color="black", linestyle="--", linewidth=1.5,
+                       label=f"gate τ = {ev.gate_threshold:.3f} (final codebook)")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("queries")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    n_acc = sum(1 for p in unrelated if p.accepted)
+    fig.suptitle(f"{result.label or result.name}: nearest codebook entry per query after all edits "
+                 f"({n_acc}/{len(unrelated)} unrelated queries passed the gate)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    return path
+
+
+def plot_topology(calibration: Any, folder: Union[str, Path]) -> list[Path]:
+    """The AutoScaler / AutoLayer sweep PNGs of a Calibration (``topology.py`` draws them)."""
+    if calibration is None or not hasattr(calibration, "plot"):
+        return []
+    return [Path(p) for p in calibration.plot(Path(folder) / "topology.png")]
+
+
+# ================================================================================================
+# Writing
+# ================================================================================================
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def write_report(comparison: Any, folder: Union[str, Path], *, title: str = "ReasonEdit evaluation",
+                 command: str | None = None, hparams: Any = None, extra: dict[str, Any] | None = None,
+                 topology: Any = None) -> ReportFiles:
+    """Write report.md, report.html, results.json and the PNGs into ``folder``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReasonEditError(f"cannot create the report folder {str(folder)!r}: {exc}") from exc
+    plots: list[Path] = []
+    p = plot_metrics_vs_edits(comparison, folder / "metrics_vs_edits.png")
+    if p is not None:
+        plots.append(p)
+    main = comparison.method("ReasonEdit")
+    if main is not None and main.ok:
+        p = plot_retrieval_distances(main, folder / "retrieval_distances.png")
+        if p is not None:
+            plots.append(p)
+    if topology is None and main is not None and main.topology is not None \
+            and getattr(main.topology, "balanced", False):
+        topology = main.topology
+    plots += plot_topology(topology, folder)
+    md = folder / "report.md"
+    md.write_text(render_markdown(comparison, title, command, plots), encoding="utf-8")
+    page = folder / "report.html"
+    page.write_text(render_html(comparison, title, command, plots), encoding="utf-8")
+    payload = {
+        "title": title, "command": command, "argv": list(sys.argv), "seed": comparison.protocol.seed,
+        "environment": environment(),
+        "hparams": _jsonable(hparams.to_dict() if hasattr(hparams, "to_dict") else hparams),
+        "comparison": _jsonable(comparison.to_dict()),
+        "topology": _jsonable(topology),
+        "extra": _jsonable(extra or {}),
+    }
+    js = folder / "results.json"
+    js.write_text(json.dumps(payload, indent=1, allow_nan=False), encoding="utf-8")
+    return ReportFiles(folder, md, page, js, plots)
+
+
+def summary_text(comparison: Any) -> str:
+    """A compact plain-text table for the terminal."""
+    rows = table_rows(comparison)
+    cols = ["Method", "n", "Rel.", "T-Gen", "I-Gen", "R-Gen", "Loc.", "Hard Loc.", "Overall (HM)", "s / edit",
+            "lookup p50 / p95 ms"]
+    widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    for r in rows:
+        line = "  ".join(r.get(c, "").ljust(widths[c]) for c in cols)
+        if r["Status"] != "ok":
+            line = f"{r['Method'].ljust(widths['Method'])}  {r['Notes']}"
+        lines.append(line)
+    return "\n".join(lines)

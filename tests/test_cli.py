@@ -1,0 +1,130 @@
+"""The ``reasonedit`` command: help texts, clear one-line errors (exit 2), and a small end-to-end
+comparison on the embedded default model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reasonedit_plugin.cli import build_parser, main
+
+COMMANDS = ("demo", "edit", "eval", "compare", "inspect")
+ROOT = Path(__file__).resolve().parent.parent
+ASSET = ROOT / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes" / "model.safetensors"
+
+
+def test_top_level_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_subcommand_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"reasonedit {command}" in out and "--hparams" in out
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "usage: reasonedit" in capsys.readouterr().out
+
+
+def run_cli(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "reasonedit_plugin.cli", *args], capture_output=True,
+                          text=True, cwd=str(ROOT), env=env, timeout=300)
+
+
+def test_bad_edit_path_is_one_line_exit_2(tmp_path):
+    proc = run_cli("edit", "--edits", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "cb"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"reasonedit edit: error: edit file {str(tmp_path / 'missing.jsonl')!r} does not exist."]
+
+
+def test_bad_hparams_path_and_bad_key(tmp_path, capsys):
+    assert main(["compare", "--hparams", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "nope.yaml" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("alg_name: ReasonEdit\nmodel_name: /tmp/m\nretrieval:\n  cap_key: 3\n")
+    assert main(["eval", "--hparams", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "cap_key" in err and "Did you mean 'cap_keys'" in err
+
+
+def test_bad_model_and_codebook_paths(tmp_path, capsys):
+    assert main(["inspect", "--codebook", str(tmp_path / "none")]) == 2
+    assert "codebook folder" in capsys.readouterr().err
+    assert main(["demo", "--model", str(tmp_path / "no-model")]) == 2
+    assert "model folder" in capsys.readouterr().err
+    assert main(["demo", "--split", "huge"]) == 2
+    assert "no shipped ShapeRules split 'huge'" in capsys.readouterr().err
+
+
+def test_inspect_needs_both_image_and_question(tmp_path, capsys):
+    (tmp_path / "cb").mkdir()
+    assert main(["inspect", "--codebook", str(tmp_path / "cb"), "--image", "x.png"]) == 2
+    assert "both --image and --question" in capsys.readouterr().err
+
+
+def test_bad_numbers_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--subsample", "0"])
+    assert exc.value.code == 2
+    assert "--subsample must be >= 1" in capsys.readouterr().err
+
+
+def test_parser_methods_choices():
+    args = build_parser().parse_args(["compare", "--methods", "ReasonEdit", "no-gate", "IKE"])
+    assert args.methods == ["ReasonEdit", "no-gate", "IKE"] and args.balance == "auto"
+
+
+@pytest.mark.skipif(not ASSET.is_file(), reason="the embedded default model is not built yet")
+def test_small_comparison_end_to_end_on_embedded_default(tmp_path, capsys):
+    """Four ShapeRules edits on the shipped tiny Qwen2-VL: ReasonEdit, the unedited model, one ablation and
+    one EasyEdit baseline (skipped with its reason without EasyEdit); then edit -> inspect on a codebook."""
+    out = tmp_path / "compare"
+    code = main(["-q", "--threads", "1", "compare", "--limit", "4", "--methods", "ReasonEdit", "unedited",
+                 "no-gate", "IKE", "--balance", "yaml", "--eval-every", "2", "--subsample", "2",
+                 "--locality-size", "12", "--out", str(out)])
+    assert code == 0
+    data = json.loads((out / "results.json").read_text())
+    rows = {m["name"]: m for m in data["comparison"]["methods"]}
+    assert rows["ReasonEdit"]["status"] == "ok" and rows["unedited"]["status"] == "ok"
+    final = rows["ReasonEdit"]["evaluation"]["final"]
+    for key in ("reliability", "t_gen", "i_gen", "r_gen", "locality", "hard_locality"):
+        assert final[key] is None or 0.0 <= final[key] <= 1.0
+    assert set(final["easyedit"]) == {"rewrite_acc", "rephrase_acc", "image_rephrase_acc", "locality_acc",
+                                      "multimodal_locality_acc"}
+    assert rows["unedited"]["evaluation"]["final"]["locality"] == 1.0
+    if rows["IKE"]["status"] == "skipped":
+        assert rows["IKE"]["reason"]
+    for name in ("report.md", "report.html", "metrics_vs_edits.png", "retrieval_distances.png"):
+        assert (out / name).is_file()
+    with Image.open(out / "metrics_vs_edits.png") as im:
+        im.verify()
+
+    edits = tmp_path / "edits.jsonl"
+    from reasonedit_plugin.data.shaperules import load_split
+
+    rows = load_split("small")[:3]
+    edits.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["-q", "--threads", "1", "edit", "--edits", str(edits), "--out", str(tmp_path / "cb")]) == 0
+    capsys.readouterr()
+    assert main(["--threads", "1", "inspect", "--codebook", str(tmp_path / "cb"), "--image", rows[1]["image"],
+                 "--question", rows[1]["prompt"], "--choices", *rows[1]["choices"]]) == 0
+    shown = capsys.readouterr().out
+    assert "gate:" in shown and "fused question:" in shown and "distance" in shown and "answer:" in shown

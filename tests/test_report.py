@@ -1,0 +1,110 @@
+"""The comparison runner and its report files, on the fake VLM (fast)."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from fakes import FakeVLM
+from reasonedit_plugin.baselines import (
+    ABLATIONS, EASYEDIT_METHODS, MethodResult, ablation_config, easyedit_status, full_config,
+    register_easyedit_runner, run_baseline, run_comparison,
+)
+from reasonedit_plugin.errors import ConfigError
+from reasonedit_plugin.evaluation import ProtocolConfig
+from reasonedit_plugin.report import EASYEDIT_TABLE, PAPER_TABLE, environment, table_rows, write_report
+from test_evaluation import cfg, records
+
+METHODS = ("ReasonEdit", "unedited", "answer-only", "no-gate", "no-balance", "no-patches", "IKE", "MEND")
+
+
+@pytest.fixture(scope="module")
+def comparison(text_encoder):
+    return run_comparison(FakeVLM(), records(), cfg(), METHODS,
+                          ProtocolConfig(eval_every=2, eval_subsample=2, easyedit_metrics=False),
+                          model_path="fake://vlm", text_encoder=text_encoder)
+
+
+def test_rows_ok_and_skipped_with_reasons(comparison):
+    by = {m.name: m for m in comparison.methods}
+    assert [m.name for m in comparison.methods] == list(METHODS)
+    assert by["ReasonEdit"].ok and by["unedited"].ok and by["answer-only"].ok and by["no-gate"].ok
+    assert by["ReasonEdit"].evaluation.final.reliability == 1.0
+    assert by["unedited"].evaluation.final.reliability == 0.0
+    # identical configs are not re-run, they say why
+    assert by["no-balance"].status == "skipped" and "identical to the ReasonEdit row" in by["no-balance"].reason
+    assert by["no-patches"].status == "skipped" and "patch" in by["no-patches"].reason
+    ok, reason = easyedit_status()
+    if not ok:  # this venv has no EasyEdit: the rows say exactly that, and carry no numbers
+        for name in ("IKE", "MEND"):
+            assert by[name].status == "skipped" and by[name].evaluation is None
+            assert "easyeditor is not importable" in by[name].reason
+    # no-gate retrieves for everything: the unrelated probes are now answered from the codebook
+    gate_off = by["no-gate"].evaluation.probes
+    assert all(p.accepted for p in gate_off)
+
+
+def test_table_rows(comparison):
+    rows = table_rows(comparison)
+    assert [r["Method"] for r in rows][:2] == ["ReasonEdit", "unedited model"]
+    main = rows[0]
+    assert main["Rel."] == "100.0" and main["Loc."] == "100.0" and main["Status"] == "ok"
+    assert set(PAPER_TABLE) <= set(main) and set(EASYEDIT_TABLE) <= set(main)
+    skipped = [r for r in rows if r["Status"] == "skipped"]
+    assert skipped and all(r["Rel."] == "—" and r["Notes"].startswith("skipped: ") for r in skipped)
+
+
+def test_report_files(comparison, tmp_path):
+    files = write_report(comparison, tmp_path / "rep", title="Test report", command="reasonedit compare --x",
+                         hparams={"alg_name": "ReasonEdit", "seed": 0})
+    md = files.markdown.read_text()
+    assert md.startswith("# Test report") and "reasonedit compare --x" in md.split("## Results")[0]
+    assert "| ReasonEdit |" in md and "## Not run" in md and "easyeditor" in md.lower()
+    assert "<table>" in files.html.read_text()
+    data = json.loads(files.json.read_text())
+    assert {"command", "argv", "seed", "environment", "hparams", "comparison"} <= set(data)
+    env = data["environment"]["packages"]
+    assert {"torch", "transformers", "faiss-cpu", "sentence-transformers"} <= set(env)
+    assert "easyeditor" in data["environment"]
+    methods = data["comparison"]["methods"]
+    assert [m["name"] for m in methods] == list(METHODS)
+    main = methods[0]["evaluation"]
+    assert main["final"]["reliability"] == 1.0 and main["probes"] and main["edit_seconds"]
+    assert {"best_distance", "best_score", "accepted", "threshold"} <= set(main["probes"][0])
+    names = sorted(p.name for p in files.plots)
+    assert names == ["metrics_vs_edits.png", "retrieval_distances.png"]
+    for p in files.plots:
+        with Image.open(p) as im:
+            im.verify()
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size[0] > 600 and im.size[1] > 300
+
+
+def test_environment_has_versions():
+    env = environment()
+    assert env["packages"]["torch"] and env["python"]
+
+
+def test_config_transforms():
+    base = cfg()
+    assert ablation_config(base, ABLATIONS["answer-only"]).codebook.rationale_entries is False
+    no_hub = ablation_config(base, ABLATIONS["no-hubness"]).retrieval
+    assert not no_hub.hubness and not no_hub.gate
+    assert full_config(base, balance="auto").embedding.scale == "auto"
+    assert full_config(base, patches="on").patches.enabled
+    with pytest.raises(ConfigError, match="balance"):
+        full_config(base, balance="sometimes")
+
+
+def test_run_baseline_single_protocol_and_unknown(text_encoder):
+    result = run_baseline("answer-only", None, records(), config=cfg(), vlm=FakeVLM(), text_encoder=text_encoder,
+                          protocol=ProtocolConfig(easyedit_metrics=False), single=True)
+    assert isinstance(result, MethodResult) and result.ok and result.evaluation.protocol == "single"
+    with pytest.raises(ConfigError, match="unknown method"):
+        run_baseline("ROME", None, records(), config=cfg(), vlm=FakeVLM(), text_encoder=text_encoder)
+
+
+def test_register_easyedit_runner_validates():
+    with pytest.raises(ConfigError, match="unknown EasyEdit method"):
+        register_easyedit_runner("ROEM", lambda **kw: None)
+    assert "SERAC" in EASYEDIT_METHODS and "MEND" in EASYEDIT_METHODS
