@@ -108,3 +108,21 @@ def test_register_easyedit_runner_validates():
     with pytest.raises(ConfigError, match="unknown EasyEdit method"):
         register_easyedit_runner("ROEM", lambda **kw: None)
     assert "SERAC" in EASYEDIT_METHODS and "MEND" in EASYEDIT_METHODS
+
+
+def test_topology_sweep_plot_in_report(comparison, tmp_path):
+    import torch
+
+    from reasonedit_plugin.config import TopologyConfig
+    from reasonedit_plugin.topology import Calibration, auto_scale
+
+    g = torch.Generator().manual_seed(0)
+    sweep = auto_scale(torch.randn(12, 6, generator=g), torch.randn(12, 5, generator=g),
+                       TopologyConfig(scale_samples=6, runs=2, scale_steps=5), seed=0, layer="fake.layer")
+    calib = Calibration("fake.layer", sweep.best, sweep.best_point, balanced=True, scale_sweep=sweep,
+                        samples=6, runs=2)
+    files = write_report(comparison, tmp_path / "topo", topology=calib)
+    assert "topology_scale.png" in [p.name for p in files.plots]
+    assert "![topology_scale](topology_scale.png)" in files.markdown.read_text()
+    data = json.loads(files.json.read_text())
+    assert data["topology"]["scale"] == pytest.approx(sweep.best)
