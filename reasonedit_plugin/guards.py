@@ -10,13 +10,13 @@ Three checks, each switchable in :class:`~reasonedit_plugin.config.GuardConfig`:
    weigh 0.5-0.6, so two weak signals are needed. The rationale sentences, the target and the question are
    checked, since all of them end up in retrieved values.
 2. **contradiction** — with existing entries of the same key region. The new edit's answer key is looked up:
-   a retrieved answer entry (accepted by the gate, or within its radius) whose key is near-identical — the
+   one of the nearest answer entries (hubness-scaled, gate ignored) whose key is near-identical — the
    same image (vision parts within :attr:`RationaleGuard.same_image_tolerance`) and the same question (same
    normalised text or sentence-embedding cosine >= :data:`SAME_QUESTION_COSINE`) — and that states another
    answer is flagged. Each rationale
-   sentence's key is looked up too: a retrieved sentence with the same subject and relation but another value
+   sentence's key is looked up too: a nearby sentence with the same subject and relation but another value
    ("Red shapes belong to the Vol tribe." vs "... the Kem tribe."), or the same claim negated, is flagged.
-   Claims about "the image"/"this shape" are only compared between near-identical images (vision parts of the
+   Claims about the particular image ("the shape in the image", "the shape", "it") are only compared between near-identical images (vision parts of the
    keys within :attr:`RationaleGuard.same_image_tolerance`, relative).
 3. **visual** (off by default; one VLM pass per sentence) — sentences that describe the image are asked back
    as ``patches.question_template`` ("Does the image show <claim>?"), and flagged when
@@ -80,8 +80,10 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           r"\b(ignore|disregard|forget|override|bypass|skip)\b[^.!?]{0,40}\b(instructions?|rules?|prompts?|context|"
           r"guidelines|directions|facts|everything|above|previous|prior|earlier)\b",
           1.0, "asks to ignore or override instructions"),
-    _rule("always_answer", r"\b(always|only|must|should)\s+(answer|respond|reply|say|output|choose|pick|select|"
+    _rule("always_answer", r"\b(always|only|must|should|never)\s+(answer|respond|reply|say|output|choose|pick|select|"
           r"return|print)\b", 1.0, "dictates what to answer"),
+    _rule("reveal_prompt", r"\b(print|reveal|show|repeat|output|leak)\b[^.!?]{0,30}\b(hidden|system|secret|original)\s+"
+          r"(prompt|instructions?|message)|\brepeat\s+after\s+me\b", 1.0, "asks to reveal or parrot prompts"),
     _rule("regardless", r"\b(regardless\s+of|no\s+matter\s+(what|which|how)|irrespective\s+of|whatever\s+the\s+"
           r"(question|image|picture|user))\b", 1.0, "answer independent of the input"),
     _rule("role_play", r"\b(you\s+are\s+now|you're\s+now|act\s+as|pretend\s+(to\s+be|you\s+are|that)|role[- ]?play|"
@@ -97,12 +99,14 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           0.6, "second-person command"),
     _rule("imperative_opening", r"^\s*[\"']?(ignore|disregard|forget|answer|respond|reply|say|output|print|repeat|"
           r"write|do\s+not|don't|never|always|stop|override|pretend|tell)\b", 0.6, "opens with an imperative"),
+    _rule("imperative_clause", r"[;:,]\s*(just\s+|then\s+|simply\s+)?(say|answer|reply|respond|output|print|choose)\b",
+          0.6, "a clause commanding an answer"),
     _rule("reply_format", r"\b(reply|respond|answer)\s+(only\s+)?(with|in)\b", 0.6, "dictates the reply format"),
     _rule("addresses_model", r"\b(the|this|you)\s+(model|assistant|AI|chatbot|language\s+model|LLM|bot)\b|\bAI\b",
           0.5, "addresses the model"),
     _rule("url", r"(https?://|www\.)\S+|\b[\w-]+\.(com|net|org|io|ru|xyz|ly)\b", 0.6, "a URL"),
     _rule("code", r"```|<script\b|\beval\s*\(|\bexec\s*\(|\bos\.system|\bsubprocess\b|\brm\s+-rf\b|\bDROP\s+TABLE\b|"
-          r"\$\(|\{\{|\}\}|\bimport\s+[a-z_]+\b", 0.6, "code"),
+          r"\$\(|\{\{|\}\}|\bimport\s+[a-z_]+\b", 1.0, "code"),
 )
 """The injection rule set: (name, regex, weight, why). Edit or extend it; scores are sums of weights."""
 
@@ -133,11 +137,9 @@ class Claim:
     relation: str
     value: str
     negated: bool
-
-    @property
-    def deictic(self) -> bool:
-        """About the particular image ("the shape in the image"), not a general rule."""
-        return bool(_DEICTIC.search(self.subject))
+    deictic: bool = False
+    """About the particular image ("the shape in the image", "the shape", "it"), not a general rule
+    ("red shapes", "every red shape")."""
 
 
 def _stem(text: str) -> str:
@@ -151,10 +153,12 @@ def parse_claim(sentence: str) -> Claim | None:
     if m is None:
         return None
     rel = _REL.get(" ".join(m.group("rel").lower().split()))
-    subject, value = _stem(m.group("subject")), _stem(m.group("value"))
+    raw = m.group("subject").strip()
+    subject, value = _stem(raw), _stem(m.group("value"))
     if rel is None or not subject or not value:
         return None
-    return Claim(subject, rel, value, bool(m.group("neg1") or m.group("neg2")))
+    deictic = bool(_DEICTIC.search(raw) or re.fullmatch(r"(the|this|that|its)\s+\w+|it|this|that", raw, re.I))
+    return Claim(subject, rel, value, bool(m.group("neg1") or m.group("neg2")), deictic)
 
 
 def conflicts(new: Claim, old: Claim) -> str | None:
@@ -218,15 +222,14 @@ class RationaleGuard:
         return flags
 
     # ------------------------------------------------------------------ 2. contradiction
+    neighbours: int = 10
+    """How many nearest entries (hubness-scaled, gate ignored) a key is compared with. The semantic tests
+    (same question and image; same subject and relation) are strict, so a wider pool costs little precision."""
+
     def _neighbours(self, key: torch.Tensor) -> list[tuple[int, float]]:
-        """Entries the retriever would return for ``key`` (accepted), or whose radius covers it."""
-        ed = self.editor
-        retrieval = ed.retriever.search(key)
-        out = []
-        for eid, d in zip(retrieval.entry_ids, retrieval.distances):
-            if retrieval.accepted or d <= ed.codebook.entries[eid].radius:
-                out.append((eid, d))
-        return out
+        """The ``neighbours`` nearest entries of ``key`` by the retriever's scaled distance."""
+        retrieval = self.editor.retriever.search(key, k=self.neighbours)
+        return list(zip(retrieval.entry_ids, retrieval.distances))
 
     def _same_image(self, key: torch.Tensor, entry_key: torch.Tensor) -> bool:
         vd = self.editor.keys.setup.vision_dim
