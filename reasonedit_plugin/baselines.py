@@ -406,6 +406,8 @@ class Comparison:
     model_path: str | None
     seconds: float
     single: bool = False
+    shared: Reference | None = field(default=None, repr=False, compare=False)
+    """The reference object itself (not serialised; ``reference`` is its summary)."""
 
     def method(self, name: str) -> MethodResult | None:
         return next((m for m in self.methods if m.name == name), None)
@@ -452,4 +454,4 @@ def run_comparison(vlm: Any, records: Sequence[EditRecord | Mapping[str, Any]], 
             on_method(result)
     results.sort(key=lambda r: list(methods).index(r.name))
     return Comparison(results, reference.summary(), protocol, row_config.to_dict(),
-                      str(model_path) if model_path else None, time.perf_counter() - start, single)
+                      str(model_path) if model_path else None, time.perf_counter() - start, single, reference)

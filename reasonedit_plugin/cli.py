@@ -148,7 +148,7 @@ def _print(args: argparse.Namespace, *text: Any) -> None:
 
 def _run_and_report(args: argparse.Namespace, hparams: Any, records: list, methods: Sequence[str], title: str,
                     balance: str = "yaml", patches: str = "yaml", single: bool = False,
-                    command: str | None = None) -> Any:
+                    command: str | None = None, after: Any = None) -> Any:
     from .baselines import run_comparison
     from .report import summary_text, write_report
 
@@ -168,8 +168,11 @@ def _run_and_report(args: argparse.Namespace, hparams: Any, records: list, metho
                                 balance=balance, patches=patches, extra_locality=extra,
                                 easyedit_hparams_dir=getattr(args, "easyedit_hparams", None), single=single,
                                 progress=progress, on_method=announce)
+    extra_report = {"hparams_path": getattr(hparams, "source_path", None)}
+    if after is not None:
+        extra_report.update(after(comparison, vlm) or {})
     files = write_report(comparison, args.out, title=title, command=command or _command_line(),
-                         hparams=hparams, extra={"hparams_path": getattr(hparams, "source_path", None)})
+                         hparams=hparams, extra=extra_report)
     _print(args, "")
     _print(args, summary_text(comparison))
     _print(args, "")
@@ -212,10 +215,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
         hparams = load_hparams(args.hparams, args.model, args.device)
         records = load_edit_records(args.edits, args.split, args.image_root, args.limit)
         methods = ["ReasonEdit"] + ([] if args.no_unedited else ["unedited"])
+        after = _edit_k(args, hparams) if args.edit_k else None
         _run_and_report(args, hparams, records, methods, title="ReasonEdit evaluation",
-                        single=args.protocol == "single")
+                        single=args.protocol == "single", after=after)
         return 0
     return _eval_codebook(args)
+
+
+def _edit_k(args: argparse.Namespace, hparams: Any) -> Any:
+    """Edit-k generality (METHOD.md §7) after the main evaluation, on the same reference."""
+    def run(comparison: Any, vlm: Any) -> dict[str, Any]:
+        from .editor import ReasonEditor
+        from .evaluation import ReasonEditMethod, evaluate_edit_k
+
+        config = hparams.to_config()
+        method = ReasonEditMethod(lambda: ReasonEditor(vlm, config))
+        result = evaluate_edit_k(method, comparison.shared, args.edit_k, args.rounds, config.seed,
+                                 progress=not args.quiet)
+        _print(args, "edit-k generality (accuracy on the edit questions of records not edited): " + ", ".join(
+            f"k={k}: {'—' if v is None else f'{100 * v:.1f}%'}" for k, v in result.accuracy.items()))
+        return {"edit_k": result.to_dict()}
+
+    return run
 
 
 def _eval_codebook(args: argparse.Namespace) -> int:
@@ -431,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", choices=("sequential", "single"), default="sequential",
                     help="sequential edits (default) or single-edit (fresh codebook per edit)")
     ev.add_argument("--no-unedited", action="store_true", help="skip the unedited model's row")
+    ev.add_argument("--edit-k", nargs="+", type=int, metavar="K",
+                    help="also measure edit-k generality: edit K random records on a fresh codebook, test the "
+                         "edit questions of the rest (paper: 1 5 10)")
+    ev.add_argument("--rounds", type=int, default=10, metavar="N", help="edit-k rounds per K (default 10)")
     _add_protocol(ev, eval_every=200, subsample=50, out="runs/eval")
     ev.set_defaults(func=cmd_eval)
 

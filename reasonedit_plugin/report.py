@@ -201,7 +201,18 @@ teacher-forced token accuracy of the target (rewrite/rephrase/image_rephrase) an
 top-1 (text) / top-10 (multimodal) tokens with the unedited model's (locality), as EasyEdit computes them."""
 
 
-def render_markdown(comparison: Any, title: str, command: str | None, plots: Sequence[Path]) -> str:
+def _edit_k_lines(extra: dict[str, Any] | None) -> list[str]:
+    ek = (extra or {}).get("edit_k")
+    if not ek:
+        return []
+    cells = ", ".join(f"k={k}: {_pct(v)}" for k, v in ek["accuracy"].items())
+    return ["## Edit-k generality", "",
+            f"Edit k random records on a fresh codebook, then ask the edit questions of all other records "
+            f"({ek['rounds']} seeded rounds, mean accuracy in %): {cells}", ""]
+
+
+def render_markdown(comparison: Any, title: str, command: str | None, plots: Sequence[Path],
+                    extra: dict[str, Any] | None = None) -> str:
     rows = table_rows(comparison)
     lines = [f"# {title}", ""]
     if command:
@@ -210,6 +221,7 @@ def render_markdown(comparison: Any, title: str, command: str | None, plots: Seq
     ok_rows = [r for r in rows if r["Status"] == "ok"]
     if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):
         lines += ["## EasyEdit metrics", "", _markdown_table(ok_rows, EASYEDIT_TABLE), ""]
+    lines += _edit_k_lines(extra)
     skipped = [r for r in rows if r["Status"] != "ok"]
     if skipped:
         lines += ["## Not run", ""] + [f"- **{r['Method']}**: {r['Notes']}" for r in skipped] + [""]
@@ -279,18 +291,23 @@ def plot_metrics_vs_edits(comparison: Any, path: Union[str, Path]) -> Path | Non
     fig, axes = _figure(10.5, 6.8, 2, 2)
     cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
             "tab:olive", "tab:cyan"]
-    colours = {}
-    for m in runs:
-        if m.name not in _STYLE:
-            colours[m.name] = cmap[len(colours) % len(cmap)]
+    markers = ["^", "v", "D", "P", "X", "<", ">", "h"]
+    styles: dict[str, dict[str, Any]] = {}
+    for m in runs:  # distinct colour AND marker, so methods with equal numbers stay visible
+        if m.name in _STYLE:
+            styles[m.name] = dict(_STYLE[m.name])
+        else:
+            i = len([n for n in styles if n not in _STYLE])
+            styles[m.name] = dict(color=cmap[i % len(cmap)], marker=markers[i % len(markers)],
+                                  markersize=7 - (i % 3), linewidth=1.3, alpha=0.85,
+                                  linestyle=("-", "--", "-.", ":")[i % 4])
     for ax, (key, title) in zip(axes.reshape(-1), PLOT_METRICS):
         for m in runs:
             pts = [(c.num_edits, c.scores.metric(key)) for c in m.evaluation.checkpoints
                    if c.scores.metric(key) is not None]
             if not pts:
                 continue
-            style = dict(_STYLE.get(m.name, dict(color=colours.get(m.name), marker="o", markersize=4,
-                                                 linewidth=1.3)))
+            style = styles[m.name]
             ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], label=m.label or m.name, **style)
         ax.set_title(title, fontsize=10)
         ax.set_ylim(-3, 103)
@@ -407,7 +424,7 @@ def write_report(comparison: Any, folder: Union[str, Path], *, title: str = "Rea
         topology = main.topology
     plots += plot_topology(topology, folder)
     md = folder / "report.md"
-    md.write_text(render_markdown(comparison, title, command, plots), encoding="utf-8")
+    md.write_text(render_markdown(comparison, title, command, plots, extra), encoding="utf-8")
     page = folder / "report.html"
     page.write_text(render_html(comparison, title, command, plots), encoding="utf-8")
     payload = {

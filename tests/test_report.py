@@ -126,3 +126,13 @@ def test_topology_sweep_plot_in_report(comparison, tmp_path):
     assert "![topology_scale](topology_scale.png)" in files.markdown.read_text()
     data = json.loads(files.json.read_text())
     assert data["topology"]["scale"] == pytest.approx(sweep.best)
+
+
+def test_edit_k_section(comparison, tmp_path):
+    from reasonedit_plugin.evaluation import EditKResult
+
+    res = EditKResult("ReasonEdit", {1: 0.5, 5: None}, {1: [0.5, 0.5], 5: []}, rounds=2, seed=0)
+    files = write_report(comparison, tmp_path / "ek", extra={"edit_k": res.to_dict()})
+    md = files.markdown.read_text()
+    assert "## Edit-k generality" in md and "k=1: 50.0, k=5: —" in md
+    assert json.loads(files.json.read_text())["extra"]["edit_k"]["accuracy"] == {"1": 0.5, "5": None}
