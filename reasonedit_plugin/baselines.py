@@ -263,8 +263,13 @@ def _reasonedit_method(ctx: RunContext, config: ReasonEditConfig, name: str) -> 
 
 def _evaluate(ctx: RunContext, method: EditMethod) -> EvaluationResult:
     if ctx.single:
-        return evaluate_single(method, ctx.reference, ctx.protocol, progress=ctx.progress)
-    return evaluate_sequential(method, ctx.reference, ctx.protocol, progress=ctx.progress)
+        result = evaluate_single(method, ctx.reference, ctx.protocol, progress=ctx.progress)
+    else:
+        result = evaluate_sequential(method, ctx.reference, ctx.protocol, progress=ctx.progress)
+    extra = getattr(method, "extra", None)  # e.g. EasyEdit's own per-edit metrics of a baseline
+    if extra:
+        result.extra["method"] = extra() if callable(extra) else extra
+    return result
 
 
 def _config_dict(config: ReasonEditConfig) -> dict[str, Any]:
