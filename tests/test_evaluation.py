@@ -271,3 +271,29 @@ def test_easyedit_keys_absent_with_reason_on_plain_fake(vlm):
     assert "teacher-forced" in ref.easyedit_unavailable
     res = evaluate_sequential(UneditedMethod(vlm), ref, ProtocolConfig())
     assert res.final.easyedit == {} and not math.isnan(res.final.locality)
+
+
+def test_vlm_teacher_forced_matches_easyedit_joint_tokenization():
+    """On a tiny Qwen2-VL: our logits equal those of EasyEdit's prepare_multimodal_hf_edit input (the chat
+    prompt string + target, processed together), and the labels mark the target's tokens at the end."""
+    from tiny_models import FamilyUnavailable, build_tiny
+
+    from reasonedit_plugin.evaluation import vlm_teacher_forced
+    from reasonedit_plugin.vlm import VLM
+
+    try:
+        model, processor = build_tiny("qwen2_vl")
+    except FamilyUnavailable as exc:
+        pytest.skip(str(exc))
+    vlm = VLM(model, processor)
+    image = pattern(1)
+    tf = vlm_teacher_forced(vlm, image, "What colour?", "red")
+    joint = processor(images=[image], text=[vlm.prompt_text("What colour?") + "red"], return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**joint).logits[0].float()
+    assert torch.allclose(tf.logits, expected, atol=1e-4)
+    target_ids = processor.tokenizer("red", add_special_tokens=False)["input_ids"]
+    assert tf.labels[-len(target_ids):].tolist() == target_ids
+    assert (tf.labels[:-len(target_ids)] == -100).all()
+    text_only = vlm_teacher_forced(vlm, None, "How many legs?", "eight")
+    assert int((text_only.labels != -100).sum()) == len(processor.tokenizer("eight", add_special_tokens=False)["input_ids"])
