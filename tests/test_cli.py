@@ -128,3 +128,15 @@ def test_small_comparison_end_to_end_on_embedded_default(tmp_path, capsys):
                  "--question", rows[1]["prompt"], "--choices", *rows[1]["choices"]]) == 0
     shown = capsys.readouterr().out
     assert "gate:" in shown and "fused question:" in shown and "distance" in shown and "answer:" in shown
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ASSET.is_file(), reason="the embedded default model is not built yet")
+def test_demo_main_job_full_split(tmp_path):
+    """The README's main command on the whole shipped split (minutes on 2 cores)."""
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ReasonEdit" in proc.stdout and "Rel." in proc.stdout
+    data = json.loads((tmp_path / "demo" / "results.json").read_text())
+    final = data["comparison"]["methods"][0]["evaluation"]["final"]
+    assert final["counts"]["reliability"] == data["comparison"]["reference"]["records_edited"]
