@@ -339,7 +339,7 @@ def plot_retrieval_distances(result: Any, path: Union[str, Path]) -> Path | None
         return None
     import numpy as np
 
-    fig, axes = _figure(11.0, 4.0, 1, 2)
+    fig, axes = _figure(11.0, 4.8, 1, 2)
     for ax, attr, title in ((axes[0, 0], "best_score", "best hubness-scaled score  d / σ"),
                             (axes[0, 1], "best_distance", "best raw L2 distance")):
         groups = [
@@ -360,7 +360,8 @@ def plot_retrieval_distances(result: Any, path: Union[str, Path]) -> Path | None
                        label=f"gate τ = {ev.gate_threshold:.3f} (final codebook)")
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("queries")
-        ax.legend(fontsize=7)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
         ax.grid(alpha=0.3)
     n_acc = sum(1 for p in unrelated if p.accepted)
     fig.suptitle(f"{result.label or result.name}: nearest codebook entry per query after all edits "
