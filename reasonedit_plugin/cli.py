@@ -84,7 +84,14 @@ def load_vlm(hparams: Any) -> Any:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif isinstance(device, int):
         device = f"cuda:{device}"
-    return VLM.from_pretrained(str(model_path), dtype=hparams.dtype, device=device)
+    try:
+        return VLM.from_pretrained(str(model_path), dtype=hparams.dtype, device=device)
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, ReasonEditError):
+            raise
+        message = " ".join(str(exc).split())
+        raise ReasonEditError(f"could not load the model from {str(model_path)!r} "
+                              f"({type(exc).__name__}: {message})") from exc
 
 
 def load_edit_records(edits: str | None, split: str | None, image_root: str | None, limit: int | None) -> list:

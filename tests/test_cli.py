@@ -140,3 +140,12 @@ def test_demo_main_job_full_split(tmp_path):
     data = json.loads((tmp_path / "demo" / "results.json").read_text())
     final = data["comparison"]["methods"][0]["evaluation"]["final"]
     assert final["counts"]["reliability"] == data["comparison"]["reference"]["records_edited"]
+
+
+def test_unloadable_model_folder_is_a_clean_error(tmp_path, capsys):
+    folder = tmp_path / "broken-qwen2-vl"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+    assert main(["demo", "--model", str(folder), "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "could not load the model" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
