@@ -68,6 +68,24 @@ def _git_commit(folder: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def model_files(folder: Union[str, Path, None], hash_limit: int = 100 * 2**20) -> dict[str, Any]:
+    """The model folder's weight/config files with sizes, and sha256 for files under ``hash_limit`` bytes
+    (so a report names exactly which weights produced it; big checkpoints are not hashed)."""
+    import hashlib
+
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    out: dict[str, Any] = {}
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file() or path.suffix not in (".safetensors", ".json", ".bin", ".jinja"):
+            continue
+        entry: dict[str, Any] = {"bytes": path.stat().st_size}
+        if entry["bytes"] <= hash_limit:
+            entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        out[path.name] = entry
+    return out
+
+
 def environment() -> dict[str, Any]:
     """Python, platform, package versions, the EasyEdit commit (if importable) and this project's commit."""
     from .baselines import easyedit_commit, easyedit_status
@@ -431,6 +449,7 @@ def write_report(comparison: Any, folder: Union[str, Path], *, title: str = "Rea
     payload = {
         "title": title, "command": command, "argv": list(sys.argv), "seed": comparison.protocol.seed,
         "environment": environment(),
+        "model_files": model_files(comparison.model_path),
         "hparams": _jsonable(hparams.to_dict() if hasattr(hparams, "to_dict") else hparams),
         "comparison": _jsonable(comparison.to_dict()),
         "topology": _jsonable(topology),

@@ -62,7 +62,7 @@ def test_report_files(comparison, tmp_path):
     assert "| ReasonEdit |" in md and "## Not run" in md and "easyeditor" in md.lower()
     assert "<table>" in files.html.read_text()
     data = json.loads(files.json.read_text())
-    assert {"command", "argv", "seed", "environment", "hparams", "comparison"} <= set(data)
+    assert {"command", "argv", "seed", "environment", "hparams", "comparison", "model_files"} <= set(data)
     env = data["environment"]["packages"]
     assert {"torch", "transformers", "faiss-cpu", "sentence-transformers"} <= set(env)
     assert "easyeditor" in data["environment"]
