@@ -366,6 +366,9 @@ class EasyEditMethod:
         self.vlm = VLM(self.editor.model, processor)
         self.native_metrics: list[dict[str, Any]] = []
         self.applied: list[EditRecord] = []
+        self.last_apply_seconds: float | None = None
+        """EasyEdit's own ``time`` of the last edit (the apply function alone, without the pre/post
+        evaluation ``MultimodalEditor.edit`` runs around it)."""
         self.config: dict[str, Any] = {
             "alg_name": name, "hparams_file": hparams_file, "hparams": hparams_to_dict(hparams),
             "easyedit_commit": easyedit_commit(), "model_folder_added": list(folder.added),
@@ -394,6 +397,7 @@ class EasyEditMethod:
         metrics, _, _ = self.editor.edit(**edit_arguments([record]), sequential_edit=True, verbose=False,
                                          **self._edit_kwargs())
         self.native_metrics.extend(_plain(m) for m in metrics)
+        self.last_apply_seconds = self.native_metrics[-1].get("time") if self.native_metrics else None
         self.editor.model.eval()
 
     def predict(self, image: ImageLike | None, question: str, choices: Sequence[str] | None) -> Prediction:
@@ -554,6 +558,7 @@ class MENDMethod(EasyEditMethod):
                 if n in inner:
                     p.copy_(state[n])
         self.native_metrics.append({"time": time.perf_counter() - start})
+        self.last_apply_seconds = self.native_metrics[-1]["time"]
         self.editor.model.eval()
 
     @property
@@ -631,6 +636,11 @@ def train_mend(results_dir: Union[str, Path] = "runs/easyedit", hparams_file: Un
     if max_iters is not None:
         config["max_iters"] = int(max_iters)
     hparams = MENDMultimodalTrainingHparams(**HyperParams.construct_float_from_scientific_notation(config))
+    # easyeditor/trainer/models.py reads config.dtype for Qwen-VL models, a field the training hparams
+    # class does not declare (AttributeError otherwise); BaseTrainer then casts Qwen-VL models to bfloat16
+    import torch
+
+    hparams.dtype = torch.float32
     train = [vqa_record(r) for r in generate_split("easyedit-mend-train", train_n, seed, image_split="train")]
     val = [vqa_record(r) for r in generate_split("easyedit-mend-val", val_n, seed + 1, image_split="train")]
     files = {}
