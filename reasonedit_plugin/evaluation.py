@@ -738,10 +738,11 @@ def _probes_for(records: Sequence[EditRecord], reference: Reference) -> list[Pro
 
 
 def _gate_threshold(method: EditMethod) -> float | None:
-    editor = getattr(method, "editor", None)
-    if editor is None or len(editor.codebook) == 0:
+    """The rejection gate's tau of a ReasonEdit method (None for other methods, e.g. EasyEdit baselines,
+    whose ``editor`` is EasyEdit's)."""
+    if not isinstance(method, ReasonEditMethod) or len(method.editor.codebook) == 0:
         return None
-    return editor.retriever.threshold()
+    return method.editor.retriever.threshold()
 
 
 def evaluate_sequential(method: EditMethod, reference: Reference, config: ProtocolConfig | None = None,

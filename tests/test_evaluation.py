@@ -297,3 +297,16 @@ def test_vlm_teacher_forced_matches_easyedit_joint_tokenization():
     assert (tf.labels[:-len(target_ids)] == -100).all()
     text_only = vlm_teacher_forced(vlm, None, "How many legs?", "eight")
     assert int((text_only.labels != -100).sum()) == len(processor.tokenizer("eight", add_special_tokens=False)["input_ids"])
+
+
+def test_foreign_method_with_an_editor_attribute(vlm):
+    """A baseline may hold its own ``editor`` (EasyEdit's MultimodalEditor): not mistaken for ReasonEdit's."""
+
+    class Foreign(UneditedMethod):
+        def __init__(self, vlm):
+            super().__init__(vlm, name="foreign")
+            self.editor = object()
+
+    ref = prepare_reference(UneditedMethod(vlm), records(), ProtocolConfig(easyedit_metrics=False))
+    result = evaluate_sequential(Foreign(vlm), ref, ProtocolConfig(easyedit_metrics=False))
+    assert result.gate_threshold is None and result.final.locality == 1.0
