@@ -472,4 +472,10 @@ def summary_text(comparison: Any) -> str:
         if r["Status"] != "ok":
             line = f"{r['Method'].ljust(widths['Method'])}  {r['Notes']}"
         lines.append(line)
+    ok = [r for r in rows if r["Status"] == "ok" and any(r[t] != "—" for _, t in EASYEDIT_COLUMNS)]
+    if ok:
+        ecols = EASYEDIT_TABLE
+        ew = {c: max(len(c), *(len(r.get(c, "")) for r in ok)) for c in ecols}
+        lines += ["", "EasyEdit keys (%):", "  ".join(c.ljust(ew[c]) for c in ecols)]
+        lines += ["  ".join(r.get(c, "").ljust(ew[c]) for c in ecols) for r in ok]
     return "\n".join(lines)

@@ -136,3 +136,11 @@ def test_edit_k_section(comparison, tmp_path):
     md = files.markdown.read_text()
     assert "## Edit-k generality" in md and "k=1: 50.0, k=5: —" in md
     assert json.loads(files.json.read_text())["extra"]["edit_k"]["accuracy"] == {"1": 0.5, "5": None}
+
+
+def test_summary_text_lists_every_row(comparison):
+    from reasonedit_plugin.report import summary_text
+
+    text = summary_text(comparison)
+    assert text.splitlines()[0].startswith("Method")
+    assert "ReasonEdit" in text and "skipped: " in text and "Hard Loc." in text
