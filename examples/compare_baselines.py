@@ -37,18 +37,26 @@ HPARAMS_CLASS = {  # alg_name -> the class EasyEdit's own examples load it with
 KEYS = ("rewrite_acc", "rephrase_acc", "image_rephrase_acc", "locality_acc", "multimodal_locality_acc")
 
 
-def load_hparams(path: Path) -> Any:
-    """The hparams object of the YAML's ``alg_name`` (EasyEdit's ``<Class>.from_hparams``)."""
+def load_hparams(path: Path, model_folder: Path | None = None) -> Any:
+    """The hparams object of the YAML's ``alg_name`` (EasyEdit's hparams class for the method).
+
+    ``model_folder`` replaces ``model_name`` (the run copy of the model, see ``main``); the ShapeRules YAMLs
+    say ``model_name: package://tiny-qwen2-vl-shapes``, which EasyEdit's own ``from_hparams`` cannot resolve,
+    so EasyEdit methods load through ``reasonedit_plugin.easyedit_baselines.load_hparams`` (the same
+    classes as ``HPARAMS_CLASS``, plus package paths and a did-you-mean for unknown keys)."""
     alg_name = (yaml.safe_load(path.read_text()) or {}).get("alg_name")
     if alg_name == "ReasonEdit":
         from reasonedit_plugin import ReasonEditHyperParams
 
-        return ReasonEditHyperParams.from_hparams(str(path))
+        hparams = ReasonEditHyperParams.from_hparams(str(path))
+        if model_folder is not None:
+            hparams.model_name = hparams.name = str(model_folder)
+        return hparams
     if alg_name not in HPARAMS_CLASS:
         raise ValueError(f"{path}: alg_name {alg_name!r} is not one of {list(HPARAMS_CLASS) + ['ReasonEdit']}")
-    import easyeditor
+    from reasonedit_plugin.easyedit_baselines import load_hparams as load_easyedit_hparams
 
-    return getattr(easyeditor, HPARAMS_CLASS[alg_name]).from_hparams(str(path))
+    return load_easyedit_hparams(alg_name, path, model_folder)
 
 
 def requests_of(records: list[dict]) -> dict[str, Any]:
@@ -77,17 +85,35 @@ def mean_post(metrics: list[dict]) -> dict[str, float]:
     return out
 
 
-def run_method(path: Path, records: list[dict]) -> dict[str, Any]:
+def run_method(path: Path, records: list[Any], model_folder: Path | None) -> dict[str, Any]:
+    """Sequential editing the way EasyEdit's loop does it: one ``MultimodalEditor.edit`` call per record
+    on the same editor (``sequential_edit=True``), EasyEdit's metrics after each."""
     from easyeditor import MultimodalEditor
+    from reasonedit_plugin.easyedit_baselines import edit_arguments, train_request
 
     start = time.perf_counter()
     try:
-        hparams = load_hparams(path)
+        hparams = load_hparams(path, model_folder)
         editor = MultimodalEditor.from_hparams(hparams)
-        kwargs = requests_of(records)
-        if hparams.alg_name == "ReasonEdit":
-            kwargs["rationales"] = [r["rationale"] for r in records]
-        metrics, _, _ = editor.edit(**kwargs, sequential_edit=True, keep_original_weight=False, verbose=False)
+        metrics: list[dict] = []
+        for i, record in enumerate(records):
+            kwargs = edit_arguments([record])
+            if hparams.alg_name == "ReasonEdit":
+                kwargs["rationales"] = [" ".join(record.rationale)]
+            if hparams.alg_name == "IKE":  # IKE's demonstrations: the facts edited so far
+                from easyeditor.models.ike.util import encode_ike_facts_multimodal
+                from sentence_transformers import SentenceTransformer
+                from reasonedit_plugin.text_encoder import resolve_text_encoder_path
+
+                hparams.sentence_model_name = str(resolve_text_encoder_path(str(hparams.sentence_model_name)))
+                if getattr(hparams, "results_dir", None) in (None, "", "."):
+                    hparams.results_dir = str(model_folder.parent / "scratch")
+                train_ds = [train_request(r) for r in records[: i + 1]]
+                encode_ike_facts_multimodal(SentenceTransformer(hparams.sentence_model_name, device="cpu"),
+                                            train_ds, hparams)
+                kwargs["train_ds"] = train_ds
+            out, _, _ = editor.edit(**kwargs, sequential_edit=True, keep_original_weight=False, verbose=False)
+            metrics.extend(out)
     except Exception as exc:  # noqa: BLE001 - one failing method must not sink the table
         return {"method": path.parent.name, "hparams": str(path), "status": "failed",
                 "reason": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
@@ -98,6 +124,7 @@ def run_method(path: Path, records: list[dict]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hparams", nargs="+", type=Path, help="one YAML per method (alg_name selects it)")
+    parser.add_argument("--model", help="local model folder (default: the embedded tiny-qwen2-vl-shapes)")
     parser.add_argument("--split", default="small", help="shipped ShapeRules split")
     parser.add_argument("--limit", type=int, default=12, help="first N records (default 12)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare-easyedit"), help="report folder")
@@ -117,11 +144,20 @@ def main() -> int:
     register(rationales_kwarg=True)
 
     from reasonedit_plugin.data.shaperules import load_split
+    from reasonedit_plugin.records import make_records
 
-    records = load_split(args.split)[: args.limit]
+    records = make_records(load_split(args.split)[: args.limit])
     paths = args.hparams or [p for m in METHODS
                              if (p := ROOT / "hparams" / m / "tiny-qwen2-vl-shapes.yaml").is_file()]
-    rows = [run_method(p, records) for p in paths]
+    # EasyEdit loads the model by path; a run copy of the embedded model gets the video-processor config
+    # that transformers asks for when torchvision is installed (the shipped folder is image-only)
+    from reasonedit_plugin.easyedit_baselines import ModelFolder
+    from reasonedit_plugin.hparams import resolve_model_name
+
+    model = Path(args.model) if args.model else Path(resolve_model_name("package://tiny-qwen2-vl-shapes"))
+    copy = ModelFolder(model)
+    rows = [run_method(p, records, copy.path) for p in paths]
+    copy.cleanup()
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "easyedit_results.json").write_text(json.dumps(rows, indent=1, default=str))
