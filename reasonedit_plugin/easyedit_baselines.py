@@ -87,7 +87,15 @@ indices must be integers``); :class:`EasyEditMethod` wraps its editor's ``apply_
 LOADER_KEYS = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3.5", "llava-onevision")
 """Substrings of ``model_name`` by which EasyEdit's MultimodalEditor picks a Hugging Face loader."""
 
+SERAC_REASON = (
+    "EasyEdit's multimodal SERAC supports only its LAVIS BLIP-2/MiniGPT-4 models: "
+    "SeracMultimodalRewriteExecutor.apply_to_model builds a LAVIS batch (torch.stack of request['image'] "
+    "tensors, text_input, prompts_len), and trainer/algs/SERAC.py's image-aware branches are written for "
+    "model_name 'blip2'/'minigpt4' only (any other model takes the text-only path: input_ids into a text "
+    "replacement model, no image); there is no hparams/TRAINING/SERAC for any Hugging Face VLM")
+
 NOT_SUPPORTED: dict[str, str] = {
+    "SERAC": SERAC_REASON,
     "FT": ("EasyEdit has no multimodal FT: 'FT' is not in easyeditor.util.alg_dict.ALG_MULTIMODAL_DICT "
            "(nor MULTIMODAL_EDIT_ALGS), so MultimodalEditor cannot run it; EasyEdit's FT "
            "(apply_ft_to_model) is text-only (it tokenises prompt + target_new with a text tokenizer, no "
@@ -357,13 +365,14 @@ class EasyEditMethod:
         self.folder = folder
         self.processor = processor
         self.max_new_tokens = max_new_tokens
-        self.editor = editor_cls.from_hparams(hparams)
+        # not ``editor``: the protocol reads ``method.editor`` as a ReasonEditor (codebook, retriever)
+        self.mm_editor = editor_cls.from_hparams(hparams)
         if name in LIST_REQUEST_ALGS:
-            self.editor.apply_algo = _list_request(self.editor.apply_algo)
-        self.editor.model.eval()
-        self._pristine = copy.deepcopy(self.editor.model)
+            self.mm_editor.apply_algo = _list_request(self.mm_editor.apply_algo)
+        self.mm_editor.model.eval()
+        self._pristine = copy.deepcopy(self.mm_editor.model)
         self._vlm_cls = VLM
-        self.vlm = VLM(self.editor.model, processor)
+        self.vlm = VLM(self.mm_editor.model, processor)
         self.native_metrics: list[dict[str, Any]] = []
         self.applied: list[EditRecord] = []
         self.last_apply_seconds: float | None = None
@@ -384,21 +393,21 @@ class EasyEditMethod:
         return {}
 
     def reset(self) -> None:
-        self.editor.model = copy.deepcopy(self._pristine)
-        algo = getattr(self.editor.apply_algo, "__self__", None)
+        self.mm_editor.model = copy.deepcopy(self._pristine)
+        algo = getattr(self.mm_editor.apply_algo, "__self__", None)
         if algo is not None and hasattr(algo, "is_init"):  # MEND's executor caches the model it wraps
             algo.is_init = False
-        self.vlm = self._vlm_cls(self.editor.model, self.processor)
+        self.vlm = self._vlm_cls(self.mm_editor.model, self.processor)
         self.native_metrics = []
         self.applied = []
 
     def apply(self, record: EditRecord) -> None:
         self.applied.append(record)
-        metrics, _, _ = self.editor.edit(**edit_arguments([record]), sequential_edit=True, verbose=False,
+        metrics, _, _ = self.mm_editor.edit(**edit_arguments([record]), sequential_edit=True, verbose=False,
                                          **self._edit_kwargs())
         self.native_metrics.extend(_plain(m) for m in metrics)
         self.last_apply_seconds = self.native_metrics[-1].get("time") if self.native_metrics else None
-        self.editor.model.eval()
+        self.mm_editor.model.eval()
 
     def predict(self, image: ImageLike | None, question: str, choices: Sequence[str] | None) -> Prediction:
         img = load_image(image) if image is not None else None
@@ -543,9 +552,9 @@ class MENDMethod(EasyEditMethod):
         import torch
 
         self.applied.append(record)
-        executor = self.editor.apply_algo.__self__
+        executor = self.mm_editor.apply_algo.__self__
         if not getattr(executor, "is_init", False):
-            executor.init_model(self.editor.model, self.editor.tok, self.hparams)
+            executor.init_model(self.mm_editor.model, self.mm_editor.tok, self.hparams)
         item = self._item(record)  # creates the VQADataset on first use
         batch = self._dataset.collate_fn([item])
         start = time.perf_counter()
@@ -554,12 +563,12 @@ class MENDMethod(EasyEditMethod):
         inner = set(self.hparams.inner_params)
         state = edited.model.state_dict()
         with torch.no_grad():
-            for n, p in self.editor.model.named_parameters():
+            for n, p in self.mm_editor.model.named_parameters():
                 if n in inner:
                     p.copy_(state[n])
         self.native_metrics.append({"time": time.perf_counter() - start})
         self.last_apply_seconds = self.native_metrics[-1]["time"]
-        self.editor.model.eval()
+        self.mm_editor.model.eval()
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -711,8 +720,6 @@ def make_method(name: str, model_path: Union[str, Path, None] = None,
     hparams = load_hparams(name, path, folder.path, overrides)
     if ALGORITHMS[name].training:
         _check_archive(name, hparams, path)
-    if name == "SERAC":
-        raise BaselineUnavailable(SERAC_REASON)
     processor = vlm.processor if vlm is not None else None
     if processor is None:
         from .vlm import load_processor
@@ -729,14 +736,6 @@ def make_method(name: str, model_path: Union[str, Path, None] = None,
                 setattr(hparams, key, str(easy_vqa_root()) + "/")
     cls = {"IKE": IKEMethod, "MEND": MENDMethod}.get(name, EasyEditMethod)
     return cls(name, hparams, processor, folder, max_new_tokens=max_new_tokens, hparams_file=str(path))
-
-
-SERAC_REASON = (
-    "EasyEdit's multimodal SERAC supports only its LAVIS BLIP-2/MiniGPT-4 models: "
-    "SeracMultimodalRewriteExecutor.apply_to_model builds a LAVIS batch (torch.stack of request['image'] "
-    "tensors, text_input, prompts_len) and trainer/algs/SERAC.py's multimodal path calls "
-    "self.model(batch)/replacement(batch) with that batch, which a Hugging Face Qwen2-VL forward cannot take; "
-    "there is no hparams/TRAINING/SERAC for any Hugging Face VLM")
 
 
 def _runner(name: str) -> Any:
