@@ -5,7 +5,6 @@ what ReasonEdit needs (answers easy-vqa, reads facts). Fast (seconds, CPU) excep
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest

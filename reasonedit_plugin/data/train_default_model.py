@@ -12,10 +12,15 @@ one user turn after the image, with a generation prompt):
                   answered by the world's value: the model's own "knowledge", which hard-locality
                   probes test and which a stored fact must override;
 * ``plain_noisy`` easy-vqa questions with irrelevant facts prepended (locality under retrieval noise);
+* ``describe``    "Describe this image." answered with an evidence sentence ("The shape in the image is
+                  a red circle."): a dense visual signal, and what METHOD.md §6 scores patches with;
 * ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``).
 
 Held-out rules (the only ones edit splits use) never occur: not as facts, not as distractors, not as
-questions. Loss is on the answer tokens (and the closing ``<|im_end|>``) only.
+questions. Loss is on the answer tokens (and the closing ``<|im_end|>``) only, plus an auxiliary
+colour/shape loss on the mean-pooled vision tokens through a linear head that is not saved: without
+it the vision tower of a from-scratch model collapses to an image-independent vector within a few
+hundred steps and the model answers from question priors alone.
 
 CLI (deterministic for a seed and a thread count)::
 
@@ -39,7 +44,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from PIL import Image
@@ -56,7 +61,6 @@ from .shaperules import (
     YES_NO,
     ImageInfo,
     Property,
-    Rule,
     RuleWorld,
     answer_choices,
     answer_entry,
@@ -109,7 +113,7 @@ class TrainConfig:
 
     out: str = str(Path(__file__).resolve().parent.parent / "assets" / "tiny-qwen2-vl-shapes")
     seed: int = 0
-    steps: int = 3000
+    steps: int = 1500
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
@@ -118,14 +122,14 @@ class TrainConfig:
     grad_clip: float = 1.0
     threads: int = 2
     # language model
-    hidden_size: int = 128
-    num_layers: int = 4
+    hidden_size: int = 96
+    num_layers: int = 3
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 384
+    intermediate_size: int = 288
     # vision tower (patch 8 and merge 2: a 64x64 image is 8x8 patches, 16 image tokens)
-    vision_dim: int = 96
-    vision_depth: int = 3
+    vision_dim: int = 64
+    vision_depth: int = 2
     vision_heads: int = 4
     vision_mlp_ratio: int = 2
     patch_size: int = 8
@@ -133,22 +137,45 @@ class TrainConfig:
     max_pixels: int = 64 * 64
     # training mix (relative weights)
     mix: dict[str, float] = field(default_factory=lambda: {
-        "plain": 0.34, "facts": 0.36, "known": 0.12, "plain_noisy": 0.15, "trivia": 0.03})
+        "plain": 0.3, "describe": 0.1, "facts": 0.35, "known": 0.1, "plain_noisy": 0.12, "trivia": 0.03})
     max_facts: int = 7
-    eval_every: int = 250
-    eval_n: int = 96
+    fact_modes: dict[str, float] = field(default_factory=lambda: {"answer": 0.3, "rationale": 0.35, "both": 0.35})
+    """How relevant facts appear: the answer entry, the rationale sentences, or both (relative weights)."""
+    same_question: float = 0.5
+    """Share of answer entries quoting exactly the asked question (else a paraphrase)."""
+    aux_weight: float = 1.0
+    """Weight of the auxiliary colour/shape loss on mean-pooled vision tokens (head discarded after
+    training). Without it the vision tower collapses to an image-independent vector early on."""
+    noise_warmup: float = 0.2
+    """Fraction of the steps (after the curriculum) over which distractors next to relevant facts ramp
+    from 0 to 4."""
+    curriculum_steps: int = 500
+    """First steps on an easy mix: facts without distractors, answer entries quoting the question.
+    Copying a fact is learnt in a few hundred steps this way, and hardly at all in the full mix, where
+    the model first learns to answer train rules from memory and then never unlearns it."""
+    easy_mix: dict[str, float] = field(default_factory=lambda: {"describe": 0.2, "facts": 0.8})
+    easy_fact_modes: dict[str, float] = field(default_factory=lambda: {"answer": 0.7, "both": 0.3})
+    eval_every: int = 100
+    eval_n: int = 48
     world_seed: int | None = None
     save_every_eval: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads or self.vision_dim % self.vision_heads:
             raise ValueError("hidden_size / vision_dim must be divisible by their head counts.")
-        unknown = set(self.mix) - set(MIX_KINDS)
-        if unknown:
-            raise ValueError(f"unknown mix kinds {sorted(unknown)}; valid: {list(MIX_KINDS)}.")
+        for name, weights, valid in (("mix", self.mix, MIX_KINDS), ("easy_mix", self.easy_mix, MIX_KINDS),
+                                     ("fact_modes", self.fact_modes, FACT_MODES),
+                                     ("easy_fact_modes", self.easy_fact_modes, FACT_MODES)):
+            unknown = set(weights) - set(valid)
+            if unknown or not weights or min(weights.values()) < 0:
+                raise ValueError(f"{name}={weights}: keys must be among {list(valid)}, weights >= 0.")
 
 
-MIX_KINDS = ("plain", "facts", "known", "plain_noisy", "trivia")
+FACT_MODES = ("answer", "rationale", "both")
+DICT_FIELDS = ("mix", "fact_modes", "easy_mix", "easy_fact_modes")
+MIX_KINDS = ("plain", "describe", "facts", "known", "plain_noisy", "trivia")
+DESCRIBE_PROMPT = "Describe this image."
+"""METHOD.md §6 scores rationale sentences under this prompt; the model learns to answer it with one."""
 
 
 @dataclass(frozen=True)
@@ -291,11 +318,14 @@ class MixSampler:
         # (property, image) pairs whose rule is a train rule
         self.rule_images = [(p, x) for p in PROPERTIES for x in self.images
                             if (p.name, p.key_of(x)) in self.train_keys]
-        self.kinds = list(cfg.mix)
-        self.weights = [cfg.mix[k] for k in self.kinds]
+        self.max_distractors = 4
+        """Distractors next to relevant facts; the training loop ramps it up (noise curriculum)."""
+        self.easy = False
+        """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
 
     def sample(self) -> Example:
-        kind = self.rng.choices(self.kinds, self.weights)[0]
+        mix = self.cfg.easy_mix if self.easy else self.cfg.mix
+        kind = self.rng.choices(list(mix), list(mix.values()))[0]
         return getattr(self, f"_{kind}")()
 
     # --- pieces -------------------------------------------------------------------------------
@@ -343,6 +373,11 @@ class MixSampler:
         facts = self.distractors(self.rng.randint(1, 5), None)
         return Example("plain_noisy", q.image, fuse(facts, q.question), q.answer, tuple(answer_choices(q.answer)))
 
+    def _describe(self) -> Example:
+        info = self.rng.choice(self.images)
+        sentence = EVIDENCE_FORMS["colour+shape"][self.rng.randrange(3)].format(colour=info.colour, shape=info.shape)
+        return Example("describe", info.path, DESCRIBE_PROMPT, sentence)
+
     def _trivia(self) -> Example:
         question, answer = self.rng.choice(TRIVIA)
         return Example("trivia", None, question, answer)
@@ -361,15 +396,19 @@ class MixSampler:
         key = prop.key_of(info)
         value = self.rng.choice(prop.values)  # counterfactual: the prompt decides, not memory
         question, answer, choices = self._rule_question(prop, info, value)
-        entry_q = format_question(self.rng.choice(prop.questions), info)
-        mode = self.rng.choices(("answer", "rationale", "both"), (0.3, 0.35, 0.35))[0]
+        if answer == value and (self.easy or self.rng.random() < self.cfg.same_question):  # reliability case
+            entry_q = question
+        else:  # a paraphrase (T-Gen) or a yes/no question (R-Gen)
+            entry_q = format_question(self.rng.choice(prop.questions), info)
+        modes = self.cfg.easy_fact_modes if self.easy else self.cfg.fact_modes
+        mode = self.rng.choices(list(modes), list(modes.values()))[0]
         relevant: list[str] = []
         if mode in ("answer", "both"):
             relevant.append(answer_entry(entry_q, value))
         if mode in ("rationale", "both"):
             relevant += rationale_sentences(prop, info, value, self.rng)
         room = max(0, self.cfg.max_facts - len(relevant))
-        n = min(room, self.rng.randint(0, 4))
+        n = min(room, self.rng.randint(0, self.max_distractors))
         facts = relevant + self.distractors(n, (prop.name, key), allow_same_question=(mode == "both"))
         self.rng.shuffle(facts)
         return Example("facts", info.path, fuse(facts, question), answer, choices)
@@ -501,6 +540,24 @@ def plain_examples(n: int, seed: int, image_split: str = "test") -> list[Example
 # Training
 # --------------------------------------------------------------------------------------------------
 
+class AttributeProbe(torch.nn.Module):
+    """Auxiliary head: colour and shape of each image from its mean-pooled merged vision tokens."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.colour = torch.nn.Linear(hidden_size, len(COLOURS))
+        self.shape = torch.nn.Linear(hidden_size, len(SHAPES))
+        self.labels = {info.path: (COLOURS.index(info.colour), SHAPES.index(info.shape))
+                       for info in image_catalogue("train")}
+
+    def loss(self, merged: torch.Tensor, grids: torch.Tensor, paths: Sequence[str], merge: int = 4) -> torch.Tensor:
+        sizes = (grids.prod(-1) // merge).tolist()
+        pooled = torch.stack([chunk.mean(0) for chunk in merged.split(sizes)])
+        targets = torch.tensor([self.labels.get(p, (-100, -100)) for p in paths])
+        return (torch.nn.functional.cross_entropy(self.colour(pooled), targets[:, 0], ignore_index=-100)
+                + torch.nn.functional.cross_entropy(self.shape(pooled), targets[:, 1], ignore_index=-100))
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -535,8 +592,11 @@ def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path,
     image_processor.save_pretrained(tmp)
     (tmp / "video_preprocessor_config.json").write_text(json.dumps(video_processor_config(image_processor),
                                                                    indent=2, sort_keys=True) + "\n")
+    config = dataclasses.asdict(cfg)
+    config["out"] = out.name  # no local absolute paths in a shipped file
     (tmp / "training_args.json").write_text(json.dumps(
-        {"config": dataclasses.asdict(cfg), "history": history}, indent=2) + "\n")
+        {"config": config, "threads": torch.get_num_threads(), "torch": torch.__version__,
+         "history": history}, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -557,8 +617,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     images = ImageCache(image_processor)
     sampler = MixSampler(world, cfg, random.Random(f"train-mix:{cfg.seed}"))
     batch_rng = random.Random(f"train-batches:{cfg.seed}")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    probe = AttributeProbe(cfg.hidden_size)
+    params = list(model.named_parameters()) + list(probe.named_parameters())
+    decay = [p for n, p in params if p.ndim >= 2]
+    no_decay = [p for n, p in params if p.ndim < 2]
+    merged: list[torch.Tensor] = []
+    hook = model.model.visual.merger.register_forward_hook(lambda mod, args, out: merged.append(out))
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     evals = {
@@ -567,36 +631,50 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         "held_out_none": held_out_examples(world, cfg.eval_n, seed=1, mode="none"),
     }
     history: list[dict[str, Any]] = []
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     running = 0.0
     bar = tqdm(range(cfg.steps), desc="train", disable=not progress, dynamic_ncols=True)
     pending: list[list[Example]] = []
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        if not pending:  # draw 4 batches at once and group by length: less padding, same examples
-            pool = sorted((sampler.sample() for _ in range(4 * cfg.batch_size)), key=lambda e: len(e.text))
-            pending = [pool[i:i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
-            batch_rng.shuffle(pending)
-        batch = encode(tokenizer, images, pending.pop(), None)
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{running:.3f}")
-        if not progress and (step + 1) % 25 == 0:
-            logger.info("step %d loss %.4f (%.2f s/step)", step + 1, running, (time.time() - start) / (step + 1))
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            model.eval()
-            row = {"step": step + 1, "loss": round(running, 4), "minutes": round((time.time() - start) / 60, 2)}
-            row.update({name: round(mc_accuracy(model, tokenizer, images, exs), 3) for name, exs in evals.items()})
-            model.train()
-            history.append(row)
-            logger.info("%s", json.dumps(row))
-            if cfg.save_every_eval:
-                save_checkpoint(model, tokenizer, image_processor, Path(cfg.out), cfg, history)
+    try:
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            sampler.easy = step < cfg.curriculum_steps
+            ramp = max(1.0, cfg.noise_warmup * (cfg.steps - cfg.curriculum_steps))
+            sampler.max_distractors = 0 if sampler.easy else min(4, int(5 * (step - cfg.curriculum_steps) / ramp))
+            if step == cfg.curriculum_steps:
+                pending = []  # the next batches come from the full mix
+            if not pending:  # draw 4 batches at once and group by length: less padding, same examples
+                pool = sorted((sampler.sample() for _ in range(4 * cfg.batch_size)), key=lambda e: len(e.text))
+                pending = [pool[i:i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
+                batch_rng.shuffle(pending)
+            examples = pending.pop()
+            batch = encode(tokenizer, images, examples, None)
+            merged.clear()
+            loss = model(**batch).loss
+            if cfg.aux_weight > 0 and merged:
+                paths = [ex.image for ex in examples if ex.image is not None]
+                loss = loss + cfg.aux_weight * probe.loss(merged[0], batch["image_grid_thw"], paths)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{running:.3f}")
+            if not progress and (step + 1) % 25 == 0:
+                logger.info("step %d loss %.4f (%.2f s/step)", step + 1, running, (time.time() - start) / (step + 1))
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                model.eval()
+                row = {"step": step + 1, "loss": round(running, 4), "minutes": round((time.time() - start) / 60, 2),
+                   "cpu_minutes": round((time.process_time() - cpu_start) / 60, 2)}
+                row.update({name: round(mc_accuracy(model, tokenizer, images, exs), 3) for name, exs in evals.items()})
+                model.train()
+                history.append(row)
+                logger.info("%s", json.dumps(row))
+                if cfg.save_every_eval:
+                    save_checkpoint(model, tokenizer, image_processor, Path(cfg.out), cfg, history)
+    finally:  # the probe hook never outlives training
+        hook.remove()
     model.eval()
     out = Path(cfg.out)
     save_checkpoint(model, tokenizer, image_processor, out, cfg, history)
@@ -609,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "mix":
+        if f.name in DICT_FIELDS:
             continue
         default = getattr(defaults, f.name)
         flag = f"--{f.name.replace('_', '-')}"
@@ -618,12 +696,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             continue
         kind = type(default) if default is not None else int
         parser.add_argument(flag, type=kind, default=default)
-    parser.add_argument("--mix", type=json.loads, default=None, help="JSON dict of mix weights")
+    for name in DICT_FIELDS:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=json.loads, default=None,
+                            help="JSON dict of relative weights")
     parser.add_argument("--no-progress", action="store_true")
     args = vars(parser.parse_args(argv))
     progress = not args.pop("no_progress")
-    if args["mix"] is None:
-        args.pop("mix")
+    for name in DICT_FIELDS:
+        if args[name] is None:
+            args.pop(name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(**args)
     logger.info("config: %s", json.dumps(dataclasses.asdict(cfg)))
