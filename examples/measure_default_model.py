@@ -11,7 +11,8 @@ Rows:
 * held-out + answer      the answer entry "The answer to '<q>' is <a>." before the question
 * held-out + rationale   the rationale sentences only
 * held-out + both        answer entry and rationale (target >= 0.90 for these three)
-* ... + 3 other edits    the same plus every fact of 3 other edits (up to 11 entries, shuffled): noisy retrieval
+* ..., 7 entries         the same plus entries of other edits (other rules) up to 7 in all, shuffled:
+                         what retrieval returns when the cap is filled (METHOD.md §4, Qwen cap)
 * T-Gen / I-Gen / R-Gen  rephrased question / other image / yes-no question, with the edit's facts
 * locality (+ facts)     plain questions on unrelated images, alone and with the edit's facts prepended
 * hard locality (+ facts) near-miss questions, alone and with the edit's facts
@@ -40,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reasonedit_plugin.data.shaperules import (
+    IMAGE_FIELDS,
     SENTENCE_SPLIT,
     answer_choices,
     answer_entry,
@@ -47,10 +49,11 @@ from reasonedit_plugin.data.shaperules import (
     generate_split,
     load_jsonl,
     plain_questions,
-    write_jsonl,
 )
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
+CAP_KEYS = 7
+"""Retrieved entries per query for Qwen models (paper: 5; 7 for Qwen; METHOD.md §4)."""
 Scorer = Callable[[str, str, Sequence[str]], list[float]]
 
 
@@ -111,10 +114,10 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> li
     root = easy_vqa_root()
 
     def with_noise(i: int, facts: list[str]) -> list[str]:
-        others = [r for j, r in enumerate(records) if j != i and r["meta"]["key"] != records[i]["meta"]["key"]]
-        noisy = list(facts)
-        for other in rng.sample(others, 3):
-            noisy += edit_facts(other)
+        """The edit's facts plus entries of other edits (other rules) up to the Qwen cap of 7 (METHOD.md §4)."""
+        rule = (records[i]["meta"]["property"], records[i]["meta"]["key"])
+        pool = sorted({f for r in records if (r["meta"]["property"], r["meta"]["key"]) != rule for f in edit_facts(r)})
+        noisy = list(facts) + rng.sample(pool, max(0, CAP_KEYS - len(facts)))
         rng.shuffle(noisy)
         return noisy
 
@@ -127,8 +130,8 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> li
         facts = [edit_facts(r, mode) if mode != "none" else [] for r in records]
         rows.append((name, [(r["image"], fuse(f, r["prompt"]), r["choices"], r["target"])
                             for r, f in zip(records, facts)], chance))
-    for mode, name in (("answer", "held-out + answer + 3 other edits"), ("rationale", "held-out + rationale + 3 other edits"),
-                       ("both", "held-out + both + 3 other edits")):
+    for mode, name in (("answer", "held-out + answer, 7 entries"), ("rationale", "held-out + rationale, 7 entries"),
+                       ("both", "held-out + both, 7 entries")):
         rows.append((name, [(r["image"], fuse(with_noise(i, edit_facts(r, mode)), r["prompt"]), r["choices"],
                              r["target"]) for i, r in enumerate(records)], chance))
     rows.append(("T-Gen (+ both)", [(r["image"], fuse(edit_facts(r), r["rephrase_prompt"]), r["choices"], r["target"])
@@ -163,9 +166,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.edits is not None:
         records = load_jsonl(args.edits)
     else:
+        root = easy_vqa_root()
         records = generate_split("measure", args.n, args.seed)
-        tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"shaperules_measure_{args.n}_{args.seed}.jsonl"
-        records = load_jsonl(write_jsonl(records, tmp))
+        for record in records:
+            for name in IMAGE_FIELDS:
+                record[name] = str(root / record[name])
     questions = list(plain_questions("test"))
     plain = questions if args.plain_n <= 0 else random.Random(args.seed).sample(questions, args.plain_n)
     results = []

