@@ -31,6 +31,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import pickle
 import shutil
 import statistics
 import tempfile
@@ -607,8 +608,10 @@ class MendTraining:
     archive: str
     seconds: float
     iterations: int
+    """Steps EasyEdit trained (it bounds max_iters by whole epochs: round(max_iters / len(train)) epochs)."""
     train_records: int
     val_records: int
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -660,9 +663,20 @@ def train_mend(results_dir: Union[str, Path] = "runs/easyedit", hparams_file: Un
     val_ds = VQADataset(str(files["val"]), config=hparams)
     start = time.perf_counter()
     trainer = MultimodalTrainer(config=hparams, train_set=train_ds, val_set=val_ds)
-    trainer.run()
+    note = None
+    try:
+        trainer.run()
+    except pickle.UnpicklingError as exc:
+        # BaseTrainer.run's final evaluation re-reads the archive with torch.load's default
+        # weights_only=True (torch >= 2.6), which refuses the pickled model config EasyEdit saves in it.
+        # Training and the archive are complete at that point; editing loads it with weights_only=False.
+        if not Path(trainer.save_path).is_file():
+            raise
+        note = f"EasyEdit's final evaluation skipped: it cannot reload its own archive ({str(exc).splitlines()[0]})"
+        logger.warning(note)
     seconds = time.perf_counter() - start
-    return MendTraining(str(trainer.save_path), seconds, int(hparams.max_iters or 0), len(train_ds), len(val_ds))
+    return MendTraining(str(trainer.save_path), seconds, int(getattr(trainer, "global_iter", 0) or 0),
+                        len(train_ds), len(val_ds), note)
 
 
 # ================================================================================================

@@ -75,24 +75,34 @@ def test_unknown_hparams_key_is_an_error(easyedit, tmp_path):
 
     bad = tmp_path / "GRACE.yaml"
     bad.write_text(eb.hparams_path("GRACE").read_text() + "n_iters: 3\n")
-    with pytest.raises(ConfigError, match="did you mean 'n_iter'"):
+    with pytest.raises(ConfigError, match="Did you mean 'n_iter'"):
         eb.load_hparams("GRACE", bad)
 
 
-def test_run_copy_gets_a_video_processor_config(easyedit, model_path):
+def test_run_copy_loads_with_autoprocessor(easyedit, model_path, tmp_path):
+    """EasyEdit calls AutoProcessor.from_pretrained on the model folder; with torchvision installed a
+    Qwen2-VL processor wants a video processor. A folder without its config gets one derived from the
+    image processor in the run copy; the source folder is never changed."""
+    import shutil
+
     from transformers import AutoProcessor
 
     from reasonedit_plugin import easyedit_baselines as eb
 
-    folder = eb.ModelFolder(model_path)
-    try:
-        assert folder.path.name == Path(model_path).name
-        assert folder.added == ["video_preprocessor_config.json"]
-        assert not (Path(model_path) / "video_preprocessor_config.json").exists()  # the asset is untouched
-        processor = AutoProcessor.from_pretrained(str(folder.path))  # what EasyEdit calls
-        assert processor.image_processor.patch_size == 8
-    finally:
-        folder.cleanup()
+    source = tmp_path / Path(model_path).name
+    shutil.copytree(model_path, source)
+    (source / "video_preprocessor_config.json").unlink(missing_ok=True)
+    for folder_source, added in ((Path(model_path), None), (source, ["video_preprocessor_config.json"])):
+        folder = eb.ModelFolder(folder_source)
+        try:
+            assert folder.path.name == folder_source.name
+            if added is not None:
+                assert folder.added == added
+                assert not (source / "video_preprocessor_config.json").exists()  # source untouched
+            processor = AutoProcessor.from_pretrained(str(folder.path))  # what EasyEdit calls
+            assert processor.image_processor.patch_size == 8
+        finally:
+            folder.cleanup()
 
 
 @pytest.mark.parametrize("name", ["FT", "SERAC"])
