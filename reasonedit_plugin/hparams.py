@@ -141,6 +141,18 @@ def resolve_model_name(model_name: str) -> str:
     return str(path)
 
 
+def portable_model_name(path: Union[str, Path, None]) -> str:
+    """The inverse of :func:`resolve_model_name` for reports: a packaged folder as ``package://<folder>``
+    (so a committed report names no machine's path); anything else unchanged."""
+    if path is None:
+        return "none"
+    try:
+        relative = Path(path).resolve().relative_to(ASSETS_DIR)
+    except ValueError:
+        return str(path)
+    return PACKAGE_SCHEME + relative.as_posix()
+
+
 @dataclass
 class ReasonEditHyperParams(HyperParamsCompat):
     """EasyEdit hyper-parameters of ReasonEdit; ``to_config()`` gives the engine's ``ReasonEditConfig``.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 from .errors import ReasonEditError
+from .hparams import portable_model_name
 
 PAPER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("reliability", "Rel."), ("t_gen", "T-Gen"), ("i_gen", "I-Gen"), ("r_gen", "R-Gen"), ("gen", "Gen (HM)"),
@@ -194,7 +195,7 @@ def _summary_lines(comparison: Any) -> list[str]:
     edited = ref.get("records_edited", 0)
     correct = len(ref.get("already_correct", []))
     return [
-        f"- Model: `{comparison.model_path}`",
+        f"- Model: `{portable_model_name(comparison.model_path)}`",
         f"- Records: {edited + correct}; edited (unedited model wrong): {edited}; "
         f"already correct, not edited: {correct}",
         f"- Protocol: {protocol}; seed {p.seed}",

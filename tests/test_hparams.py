@@ -100,6 +100,15 @@ def test_package_scheme_resolves_to_the_installed_asset(tmp_path):
     assert "qwen2-vl" in hp.model_name.lower()
 
 
+def test_portable_model_name_is_the_inverse_for_reports(tmp_path):
+    from reasonedit_plugin.hparams import portable_model_name, resolve_model_name
+
+    name = f"package://{TINY}"
+    assert portable_model_name(resolve_model_name(name)) == name
+    assert portable_model_name(tmp_path) == str(tmp_path)
+    assert portable_model_name(None) == "none"
+
+
 def test_unknown_package_folder_is_a_clear_error():
     with pytest.raises(ConfigError, match="no packaged model folder 'nope'"):
         ReasonEditHyperParams(model_name="package://nope")
