@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,24 @@ def test_training_mix_never_mentions_a_held_out_rule():
                 ex.text.endswith(sr.format_question(t, info, v)) for t in p.questions + p.yes_no for v in p.values)]
             assert asked, ex.text
             assert not any(world.rule(p.name, p.key_of(info)).held_out for p in asked), ex.text
+
+
+def test_train_rules_do_not_predict_held_out_values():
+    world = sr.rule_world()
+    chance = sum(1 / len(p.values) for p in sr.PROPERTIES) / len(sr.PROPERTIES)
+    assert abs(sr.neighbour_guess_accuracy(world) - chance) <= sr.PRIOR_TOLERANCE
+
+
+def test_neighbour_guess_detects_a_leaky_world():
+    world = sr.rule_world()
+    leaky = []
+    for rule in world.rules:  # every held-out value copied from the train rules that share a colour or shape
+        if rule.held_out:
+            train = [r for r in world.train_rules if r.prop == rule.prop]
+            same = [r.value for r in train if set(r.key.split()) & set(rule.key.split())] or [r.value for r in train]
+            rule = sr.Rule(rule.prop, rule.key, Counter(same).most_common(1)[0][0], True)
+        leaky.append(rule)
+    assert sr.neighbour_guess_accuracy(sr.RuleWorld(world.seed, tuple(leaky))) > 0.5
 
 
 def test_rule_world_is_fixed():

@@ -9,8 +9,10 @@ both ("Which tribe owns this shape?" -> "Kesh"). The rationale states the visual
 The rule world (which key has which value, and which rules are *held out*) is fixed by
 :data:`WORLD_SEED`. The default model is trained on the **train rules** only (with the facts in its
 prompt); every edit split uses **held-out rules** only, so an unedited model cannot know them and the
-edits are genuinely needed. Edit images come from easy-vqa's *test* images; training uses its *train*
-images.
+edits are genuinely needed. The held-out values are dealt so that the train rules do not predict them
+either (:func:`neighbour_guess_accuracy` at chance): a model that generalises from neighbouring rules
+("red circles are Kesh, so red triangles probably are too") still has to guess. Edit images come from
+easy-vqa's *test* images; training uses its *train* images.
 
 Image paths in the JSONL files are relative to :func:`easy_vqa_root` (the package's ``data`` folder,
 whose location depends on the environment); :func:`load_split` and :func:`load_jsonl` make them absolute.
@@ -28,6 +30,7 @@ import json
 import logging
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -275,16 +278,52 @@ class RuleWorld:
         return [r for r in self.rules if r.held_out]
 
 
+PRIOR_TOLERANCE = 0.05
+"""How far from chance (1 / number of values) :func:`neighbour_guess_accuracy` may be for a world."""
+
+
+def neighbour_guess_accuracy(world: RuleWorld) -> float:
+    """Expected accuracy on the held-out rules of a model-free guess from the train rules alone.
+
+    For a held-out key, the guess is the most common value among the same property's train keys that
+    share its colour or its shape (or among all of the property's train keys when none does); ties
+    are split evenly. Averaged over held-out rules, which edit splits use round-robin. This is what a
+    learner that generalises from neighbouring rules gets *without the fact*; it should be chance.
+    """
+    scores = []
+    for rule in world.held_out_rules:
+        train = [r for r in world.train_rules if r.prop == rule.prop]
+        parts = set(rule.key.split())
+        votes = Counter(r.value for r in train if parts & set(r.key.split())) or Counter(r.value for r in train)
+        top = max(votes.values())
+        best = [v for v, c in votes.items() if c == top]
+        scores.append(1 / len(best) if rule.value in best else 0.0)
+    return sum(scores) / len(scores)
+
+
 @functools.lru_cache(maxsize=4)
 def rule_world(seed: int = WORLD_SEED) -> RuleWorld:
     """The seeded rule world: balanced values per property, about a third of the keys held out.
 
     Held-out keys are chosen so every colour and shape still occurs among a property's train keys,
     and values are dealt round-robin so that both the train and the held-out rules use every value.
+    Deals are redrawn (deterministically) until the train rules say nothing about the held-out
+    values: :func:`neighbour_guess_accuracy` within :data:`PRIOR_TOLERANCE` of chance. Otherwise an
+    unedited model could guess held-out answers from neighbouring rules, and edits would not be
+    genuinely needed.
     """
+    chance = sum(1 / len(p.values) for p in PROPERTIES) / len(PROPERTIES)
+    for attempt in range(1000):
+        world = RuleWorld(seed, _deal_rules(seed, attempt))
+        if abs(neighbour_guess_accuracy(world) - chance) <= PRIOR_TOLERANCE:
+            return world
+    raise RuntimeError(f"no rule world for seed {seed} within {PRIOR_TOLERANCE} of chance in 1000 deals")
+
+
+def _deal_rules(seed: int, attempt: int) -> tuple[Rule, ...]:
     rules = []
     for prop in PROPERTIES:
-        rng = random.Random(f"shaperules-world:{seed}:{prop.name}")
+        rng = random.Random(f"shaperules-world:{seed}:{attempt}:{prop.name}")
         keys = prop.keys()
         n_held = HELD_OUT_PER_PROPERTY[prop.name]
         while True:
@@ -301,7 +340,7 @@ def rule_world(seed: int = WORLD_SEED) -> RuleWorld:
             for j, key in enumerate(group):
                 value = prop.values[(j + offset) % len(prop.values)]
                 rules.append(Rule(prop.name, key, value, is_held))
-    return RuleWorld(seed, tuple(sorted(rules, key=lambda r: (r.prop, r.key))))
+    return tuple(sorted(rules, key=lambda r: (r.prop, r.key)))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -112,8 +112,12 @@ class TrainConfig:
     """Everything that determines the trained weights (with the thread count)."""
 
     out: str = str(Path(__file__).resolve().parent.parent / "assets" / "tiny-qwen2-vl-shapes")
-    seed: int = 0
-    steps: int = 3000
+    seed: int = 2
+    """Whether copying from the prompt is learnt in the curriculum depends on the seed: in the rule world
+    of this commit, seeds 1 and 2 learnt it within 300-500 steps (held-out facts 0.65 / 0.52 at step 500),
+    seeds 0 and 3 had not by step 500 (0.25, chance; seed 0 still 0.29 at step 1,600), so they were
+    stopped. Watch ``held_out_both`` in the log when changing anything here."""
+    steps: int = 4000
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
@@ -137,7 +141,7 @@ class TrainConfig:
     max_pixels: int = 64 * 64
     # training mix (relative weights)
     mix: dict[str, float] = field(default_factory=lambda: {
-        "plain": 0.3, "describe": 0.1, "facts": 0.35, "known": 0.1, "plain_noisy": 0.12, "trivia": 0.03})
+        "plain": 0.38, "describe": 0.07, "facts": 0.3, "known": 0.08, "plain_noisy": 0.14, "trivia": 0.03})
     max_facts: int = 7
     fact_modes: dict[str, float] = field(default_factory=lambda: {"answer": 0.3, "rationale": 0.35, "both": 0.35})
     """How relevant facts appear: the answer entry, the rationale sentences, or both (relative weights)."""
