@@ -189,9 +189,13 @@ EASYEDIT_TABLE = ["Method"] + [t for _, t in EASYEDIT_COLUMNS]
 def _summary_lines(comparison: Any) -> list[str]:
     ref = comparison.reference
     p = comparison.protocol
-    protocol = "single-edit (fresh codebook per edit)" if comparison.single else (
-        f"sequential, in dataset order, evaluated every {p.eval_every or 'N'} edits on a seeded "
-        f"{p.eval_subsample}-edit subsample and at the end on all")
+    if comparison.single:
+        protocol = "single-edit (fresh codebook per edit)"
+    elif p.eval_every:
+        protocol = (f"sequential, in dataset order, evaluated every {p.eval_every} edits on a seeded "
+                    f"{p.eval_subsample}-edit subsample and at the end on all")
+    else:
+        protocol = "sequential, in dataset order, evaluated once after the last edit, on all"
     edited = ref.get("records_edited", 0)
     correct = len(ref.get("already_correct", []))
     return [

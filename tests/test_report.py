@@ -1,5 +1,6 @@
 """The comparison runner and its report files, on the fake VLM (fast)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -144,3 +145,11 @@ def test_summary_text_lists_every_row(comparison):
     text = summary_text(comparison)
     assert text.splitlines()[0].startswith("Method")
     assert "ReasonEdit" in text and "skipped: " in text and "Hard Loc." in text
+
+
+def test_protocol_line_says_when_it_was_evaluated(comparison, tmp_path):
+    md = write_report(comparison, tmp_path / "a", title="t", command="c").markdown.read_text()
+    assert "evaluated every 2 edits" in md
+    final_only = dataclasses.replace(comparison, protocol=dataclasses.replace(comparison.protocol, eval_every=0))
+    md = write_report(final_only, tmp_path / "b", title="t", command="c").markdown.read_text()
+    assert "evaluated once after the last edit" in md and "every 0" not in md and "every N" not in md
