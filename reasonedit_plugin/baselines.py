@@ -33,7 +33,7 @@ from .evaluation import (
     EditMethod, EvaluationResult, Probe, ProtocolConfig, ReasonEditMethod, Reference, UneditedMethod,
     evaluate_sequential, evaluate_single, prepare_reference,
 )
-from .records import EditRecord, make_records
+from .records import EditRecord, load_image, make_records
 
 logger = logging.getLogger(__name__)
 
@@ -413,6 +413,9 @@ class Comparison:
     single: bool = False
     shared: Reference | None = field(default=None, repr=False, compare=False)
     """The reference object itself (not serialised; ``reference`` is its summary)."""
+    topology: Any = None
+    """The topology-balance sweep for the report: the ReasonEdit row's own AutoLayer/AutoScaler run when
+    it balanced, else :func:`topology_sweep` at the row's fixed layer (the row keeps its λ)."""
 
     def method(self, name: str) -> MethodResult | None:
         return next((m for m in self.methods if m.name == name), None)
@@ -421,6 +424,26 @@ class Comparison:
         return {"methods": [m.to_dict() for m in self.methods], "reference": self.reference,
                 "protocol": self.protocol.to_dict(), "config": self.config, "model_path": self.model_path,
                 "seconds": self.seconds, "protocol_name": "single" if self.single else "sequential"}
+
+
+def topology_sweep(ctx: RunContext, row: MethodResult) -> Any:
+    """AutoScaler's λ sweep at the ReasonEdit row's layer, on the run's calibration pairs (images and
+    questions, no answers): what METHOD.md §5 would choose next to the λ the row used. ``None`` when
+    the row failed or there are fewer than two pairs."""
+    from .topology import calibrate
+
+    if not row.ok or len(ctx.calibration or []) < 2:
+        return None
+    emb = row.config["embedding"]
+    try:
+        pairs = [(load_image(image), question) for image, question in ctx.calibration]
+        result = calibrate(ctx.vlm, _text_encoder(ctx), [p[0] for p in pairs], [p[1] for p in pairs],
+                           ctx.config.topology, seed=ctx.config.seed, layer=emb["layer"], scale="auto")
+    except Exception as exc:  # a diagnostic for the report: it must not fail the comparison
+        logger.warning("topology-balance sweep for the report skipped: %s: %s", type(exc).__name__, exc)
+        return None
+    result.scale_sweep.used = float(emb["scale"])
+    return dataclasses.replace(result, balanced=False, scale=float(emb["scale"]))
 
 
 def run_comparison(vlm: Any, records: Sequence[EditRecord | Mapping[str, Any]], config: ReasonEditConfig,
@@ -458,5 +481,12 @@ def run_comparison(vlm: Any, records: Sequence[EditRecord | Mapping[str, Any]], 
         if on_method is not None:
             on_method(result)
     results.sort(key=lambda r: list(methods).index(r.name))
+    full = next((r for r in results if r.name == REASONEDIT), None)
+    topology = None
+    if full is not None and full.topology is not None and getattr(full.topology, "balanced", False):
+        topology = full.topology
+    elif full is not None:
+        topology = topology_sweep(ctx, full)
     return Comparison(results, reference.summary(), protocol, row_config.to_dict(),
-                      str(model_path) if model_path else None, time.perf_counter() - start, single, reference)
+                      str(model_path) if model_path else None, time.perf_counter() - start, single, reference,
+                      topology)

@@ -443,6 +443,8 @@ def write_report(comparison: Any, folder: Union[str, Path], *, title: str = "Rea
         p = plot_retrieval_distances(main, folder / "retrieval_distances.png")
         if p is not None:
             plots.append(p)
+    if topology is None:
+        topology = getattr(comparison, "topology", None)
     if topology is None and main is not None and main.topology is not None \
             and getattr(main.topology, "balanced", False):
         topology = main.topology

@@ -312,6 +312,8 @@ class ScaleSweep:
     seed: int
     layer: Optional[str] = None
     """The vision layer whose features were used, when known."""
+    used: Optional[float] = None
+    """The λ actually used, when it was fixed rather than chosen by this sweep (marked in the plot)."""
 
     @property
     def best_point(self) -> BalancePoint:
@@ -332,6 +334,8 @@ class ScaleSweep:
         ax.fill_between(lam, [a - b for a, b in zip(h, sd)], [a + b for a, b in zip(h, sd)],
                         color="black", alpha=0.12, linewidth=0)
         ax.axvline(self.best, color="tab:red", linestyle="--", label=f"best λ = {self.best:.3g}")
+        if self.used is not None and self.used != self.best:
+            ax.axvline(self.used, color="tab:green", linestyle=":", linewidth=2, label=f"used λ = {self.used:.3g}")
         ax.axhline(0.0, color="grey", linewidth=0.5)
         if all(x > 0 for x in lam) and len(lam) > 1:
             ax.set_xscale("log")

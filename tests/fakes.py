@@ -36,6 +36,10 @@ class FakeVLM:
                  for im in images]
         return torch.tensor(np.stack(feats))
 
+    def vision_features_multi(self, images: Sequence[Image.Image], modules: Sequence[str]) -> dict[str, torch.Tensor]:
+        feats = self.vision_features(images, modules[0])
+        return {m: feats for m in modules}
+
     def vision_features_from_inputs(self, inputs, module):
         return self.vision_features(inputs["images"], module)
 

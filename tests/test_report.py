@@ -73,7 +73,12 @@ def test_report_files(comparison, tmp_path):
     assert main["final"]["reliability"] == 1.0 and main["probes"] and main["edit_seconds"]
     assert {"best_distance", "best_score", "accepted", "threshold"} <= set(main["probes"][0])
     names = sorted(p.name for p in files.plots)
-    assert names == ["metrics_vs_edits.png", "retrieval_distances.png"]
+    assert names == ["metrics_vs_edits.png", "retrieval_distances.png", "topology_scale.png"]
+    # the ReasonEdit row used a fixed λ: the report still shows AutoScaler's sweep, marking the λ used
+    used = methods[0]["config"]["embedding"]["scale"]
+    assert data["topology"]["balanced"] is False and data["topology"]["scale"] == pytest.approx(used)
+    assert data["topology"]["scale_sweep"]["used"] == pytest.approx(used)
+    assert len(data["topology"]["scale_sweep"]["points"]) > 3
     for p in files.plots:
         with Image.open(p) as im:
             im.verify()
@@ -153,3 +158,13 @@ def test_protocol_line_says_when_it_was_evaluated(comparison, tmp_path):
     final_only = dataclasses.replace(comparison, protocol=dataclasses.replace(comparison.protocol, eval_every=0))
     md = write_report(final_only, tmp_path / "b", title="t", command="c").markdown.read_text()
     assert "evaluated once after the last edit" in md and "every 0" not in md and "every N" not in md
+
+
+def test_report_sweep_never_fails_the_comparison(text_encoder, caplog):
+    class NoMultiLayer(FakeVLM):
+        vision_features_multi = None  # a VLM wrapper without AutoLayer support
+
+    comparison = run_comparison(NoMultiLayer(), records(), cfg(), ("ReasonEdit",),
+                                ProtocolConfig(eval_every=0, easyedit_metrics=False), text_encoder=text_encoder)
+    assert comparison.method("ReasonEdit").ok and comparison.topology is None
+    assert "topology-balance sweep for the report skipped" in caplog.text
