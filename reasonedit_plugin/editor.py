@@ -209,7 +209,8 @@ class ReasonEditor:
                     outcomes[r.id] = EditOutcome(r.id, "skipped_correct", base_answer=base,
                                                  seconds=time.perf_counter() - start)
                     continue
-            flags = self.guard.check(r, image) if self.guard is not None else []
+            flags = (self.guard.check(r, image, [(p.record, p.pending) for p in prepared])
+                     if self.guard is not None else [])
             if flags and guard.policy == "reject":
                 self.audit.record("rejected", r.id, who=who_why({**meta, **r.meta})[0],
                                   why=who_why({**meta, **r.meta})[1], flags=[str(f) for f in flags])

@@ -17,7 +17,9 @@ Three checks, each switchable in :class:`~reasonedit_plugin.config.GuardConfig`:
    sentence's key is looked up too: a nearby sentence with the same subject and relation but another value
    ("Red shapes belong to the Vol tribe." vs "... the Kem tribe."), or the same claim negated, is flagged.
    Claims about the particular image ("the shape in the image", "the shape", "it") are only compared between near-identical images (vision parts of the
-   keys within :attr:`RationaleGuard.same_image_tolerance`, relative).
+   keys within :attr:`RationaleGuard.same_image_tolerance`, relative). Edits accepted earlier in the same
+   ``edit`` call are compared the same way (all their entries, not only the nearest): a batch cannot
+   contradict itself.
 3. **visual** (off by default; one VLM pass per sentence) — sentences that describe the image are asked back
    as ``patches.question_template`` ("Does the image show <claim>?"), and flagged when
    ``vlm.yes_probability`` is below ``guard.visual_threshold``.
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -199,12 +201,15 @@ class RationaleGuard:
             raise ConfigError("guard.visual needs a VLM with yes_probability(image, question); this one has none. "
                               "Set guard.visual: false.")
 
-    def check(self, record: EditRecord, image: Image.Image) -> list[GuardFlag]:
+    def check(self, record: EditRecord, image: Image.Image,
+              batch: Sequence[tuple[EditRecord, Sequence[Any]]] = ()) -> list[GuardFlag]:
+        """Flags for ``record``. ``batch``: the (record, pending entries) of edits accepted earlier in the
+        same ``edit`` call, which are not in the codebook yet but must not be contradicted either."""
         flags: list[GuardFlag] = []
         if self.config.injection:
             flags += self.check_injection(record)
         if self.config.contradiction:
-            flags += self.check_contradiction(record, image)
+            flags += self.check_contradiction(record, image, batch)
         if self.config.visual:
             flags += self.check_visual(record, image)
         return flags
@@ -248,35 +253,47 @@ class RationaleGuard:
         emb = self.editor.text_encoder.encode([a, b])
         return float(torch.nn.functional.cosine_similarity(emb[0:1], emb[1:2])) >= SAME_QUESTION_COSINE
 
-    def check_contradiction(self, record: EditRecord, image: Image.Image) -> list[GuardFlag]:
+    def check_contradiction(self, record: EditRecord, image: Image.Image,
+                            batch: Sequence[tuple[EditRecord, Sequence[Any]]] = ()) -> list[GuardFlag]:
+        """Answers and rule sentences that contradict the codebook's nearest entries, or an edit earlier
+        in the same batch (``batch``: (record, pending entries) pairs)."""
         ed = self.editor
-        if ed._codebook is None or len(ed.codebook) == 0:
+        stored = ed._codebook is not None and len(ed.codebook) > 0
+        if not stored and not batch:
             return []
         texts = [record.prompt] + list(record.rationale)
         keys = ed.keys.encode([image] * len(texts), texts)
+
+        def nearby(key: torch.Tensor) -> Iterator[tuple[str, str, str, torch.Tensor, str]]:
+            """(edit id, kind, value, key, where) of what ``key`` is compared with."""
+            if stored:
+                for eid, _ in self._neighbours(key):
+                    for c in ed.codebook.entries[eid].contributions:
+                        yield c.edit_id, c.kind, c.value, c.key, ""
+            for other, pending in batch:
+                for entry in pending:
+                    yield other.id, entry.kind, entry.value, entry.key, ", same batch"
+
         flags: list[GuardFlag] = []
         answer_re = self._answer_pattern()
-        for eid, _ in self._neighbours(keys[0]):
-            for c in ed.codebook.entries[eid].contributions:
-                m = answer_re.match(c.value) if c.kind == "answer" else None
-                if m is None or normalize_answer(m.group("answer")) == normalize_answer(record.target):
-                    continue
-                if self._same_image(keys[0], c.key) and self._same_question(m.group("question"), record.prompt):
-                    flags.append(GuardFlag("contradiction", f"edit {c.edit_id!r} already answers this question "
-                                           f"for a near-identical key with {m.group('answer')!r}, this edit says "
-                                           f"{record.target!r}", record.prompt))
-        for sentence, key in zip(record.rationale, keys[1:]):
+        for edit_id, kind, value, key, where in nearby(keys[0]):
+            m = answer_re.match(value) if kind == "answer" else None
+            if m is None or normalize_answer(m.group("answer")) == normalize_answer(record.target):
+                continue
+            if self._same_image(keys[0], key) and self._same_question(m.group("question"), record.prompt):
+                flags.append(GuardFlag("contradiction", f"edit {edit_id!r}{where} already answers this question "
+                                       f"for a near-identical key with {m.group('answer')!r}, this edit says "
+                                       f"{record.target!r}", record.prompt))
+        for sentence, new_key in zip(record.rationale, keys[1:]):
             new = parse_claim(sentence)
             if new is None:
                 continue
-            for eid, _ in self._neighbours(key):
-                entry = ed.codebook.entries[eid]
-                for c in entry.contributions:
-                    old = parse_claim(c.value) if c.kind != "answer" else None
-                    why = conflicts(new, old) if old is not None else None
-                    if why is None or (new.deictic and not self._same_image(key, c.key)):
-                        continue
-                    flags.append(GuardFlag("contradiction", f"{why} {c.value!r} (edit {c.edit_id!r})", sentence))
+            for edit_id, kind, value, key, where in nearby(new_key):
+                old = parse_claim(value) if kind != "answer" else None
+                why = conflicts(new, old) if old is not None else None
+                if why is None or (new.deictic and not self._same_image(new_key, key)):
+                    continue
+                flags.append(GuardFlag("contradiction", f"{why} {value!r} (edit {edit_id!r}{where})", sentence))
         return _dedupe(flags)
 
     # ------------------------------------------------------------------ 3. visual claims

@@ -121,3 +121,20 @@ def test_visual_needs_yes_probability(text_encoder):
 
     with pytest.raises(ConfigError, match="yes_probability"):
         ReasonEditor(NoYes(), ReasonEditConfig(guard={"visual": True}), text_encoder=text_encoder)
+
+
+def test_contradiction_inside_one_batch(text_encoder):
+    ed = editor(text_encoder, "reject", injection=False)
+    contradicting = rec("b2", target="Kem", rationale="The shape in the image is red. Red shapes belong to the Kem tribe.")
+    with pytest.raises(ReasonEditError, match="contradiction") as info:
+        ed.edit([rec("b1"), contradicting])
+    assert "same batch" in str(info.value) and "'b1'" in str(info.value)
+    assert ed.edit_ids() == []  # all-or-nothing: b1 was not committed either
+    # quarantine keeps the first and holds the second
+    ed = editor(text_encoder, "quarantine", injection=False)
+    report = ed.edit([rec("b1"), contradicting])
+    assert report.added == ["b1"] and report.quarantined == ["b2"]
+    # two consistent edits about different images in one batch pass
+    ed = editor(text_encoder, "reject", injection=False)
+    ed.edit([rec("c1"), rec("c2", BLUE, "Kem", "The shape in the image is blue. Blue shapes belong to the Kem tribe.")])
+    assert ed.edit_ids() == ["c1", "c2"]
