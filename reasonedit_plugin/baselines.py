@@ -414,8 +414,7 @@ class Comparison:
     shared: Reference | None = field(default=None, repr=False, compare=False)
     """The reference object itself (not serialised; ``reference`` is its summary)."""
     topology: Any = None
-    """The topology-balance sweep for the report: the ReasonEdit row's own AutoLayer/AutoScaler run when
-    it balanced, else :func:`topology_sweep` at the row's fixed layer (the row keeps its λ)."""
+    """The topology-balance sweep for the report (:func:`topology_sweep`)."""
 
     def method(self, name: str) -> MethodResult | None:
         return next((m for m in self.methods if m.name == name), None)
@@ -427,18 +426,22 @@ class Comparison:
 
 
 def topology_sweep(ctx: RunContext, row: MethodResult) -> Any:
-    """AutoScaler's λ sweep at the ReasonEdit row's layer, on the run's calibration pairs (images and
-    questions, no answers): what METHOD.md §5 would choose next to the λ the row used. ``None`` when
-    the row failed or there are fewer than two pairs."""
+    """The topology-balance sweep the report shows for the ReasonEdit row: its own AutoLayer/AutoScaler
+    run when it balanced; else AutoScaler's λ sweep at the row's layer on the run's calibration pairs
+    (images and questions, no answers), with the λ the row used marked. ``None`` when the row failed,
+    there are fewer than two pairs, or the sweep cannot be computed (logged: it is a diagnostic)."""
     from .topology import calibrate
 
+    if row.topology is not None and getattr(row.topology, "balanced", False):
+        return row.topology
     if not row.ok or len(ctx.calibration or []) < 2:
         return None
     emb = row.config["embedding"]
     try:
-        pairs = [(load_image(image), question) for image, question in ctx.calibration]
-        result = calibrate(ctx.vlm, _text_encoder(ctx), [p[0] for p in pairs], [p[1] for p in pairs],
-                           ctx.config.topology, seed=ctx.config.seed, layer=emb["layer"], scale="auto")
+        images = [load_image(image) for image, _ in ctx.calibration]
+        questions = [question for _, question in ctx.calibration]
+        result = calibrate(ctx.vlm, _text_encoder(ctx), images, questions, ctx.config.topology,
+                           seed=ctx.config.seed, layer=emb["layer"], scale="auto")
     except Exception as exc:  # a diagnostic for the report: it must not fail the comparison
         logger.warning("topology-balance sweep for the report skipped: %s: %s", type(exc).__name__, exc)
         return None
@@ -482,11 +485,7 @@ def run_comparison(vlm: Any, records: Sequence[EditRecord | Mapping[str, Any]], 
             on_method(result)
     results.sort(key=lambda r: list(methods).index(r.name))
     full = next((r for r in results if r.name == REASONEDIT), None)
-    topology = None
-    if full is not None and full.topology is not None and getattr(full.topology, "balanced", False):
-        topology = full.topology
-    elif full is not None:
-        topology = topology_sweep(ctx, full)
+    topology = topology_sweep(ctx, full) if full is not None else None
     return Comparison(results, reference.summary(), protocol, row_config.to_dict(),
                       str(model_path) if model_path else None, time.perf_counter() - start, single, reference,
                       topology)

@@ -9,7 +9,8 @@ Files written by :func:`write_report` into one folder:
 - ``metrics_vs_edits.png``: the paper metrics at each checkpoint of the sequential protocol;
 - ``retrieval_distances.png``: the best hubness-scaled score (and raw distance) of edited vs unrelated
   queries for ReasonEdit, with the gate threshold τ marked;
-- ``topology_scale.png`` / ``topology_layer.png``: the AutoScaler / AutoLayer sweep, when one ran.
+- ``topology_scale.png`` / ``topology_layer.png``: the ReasonEdit row's AutoScaler / AutoLayer sweep, or a
+  diagnostic λ sweep at its layer when its λ was fixed (``baselines.topology_sweep``).
 """
 
 from __future__ import annotations
@@ -445,9 +446,6 @@ def write_report(comparison: Any, folder: Union[str, Path], *, title: str = "Rea
             plots.append(p)
     if topology is None:
         topology = getattr(comparison, "topology", None)
-    if topology is None and main is not None and main.topology is not None \
-            and getattr(main.topology, "balanced", False):
-        topology = main.topology
     plots += plot_topology(topology, folder)
     md = folder / "report.md"
     md.write_text(render_markdown(comparison, title, command, plots, extra), encoding="utf-8")

@@ -168,3 +168,12 @@ def test_report_sweep_never_fails_the_comparison(text_encoder, caplog):
                                 ProtocolConfig(eval_every=0, easyedit_metrics=False), text_encoder=text_encoder)
     assert comparison.method("ReasonEdit").ok and comparison.topology is None
     assert "topology-balance sweep for the report skipped" in caplog.text
+
+
+def test_report_reuses_the_rows_own_autoscaler_run(text_encoder):
+    config = cfg(embedding={"layer": None, "scale": "auto"}, topology={"scale_samples": 6, "runs": 2})
+    comparison = run_comparison(FakeVLM(), records(), config, ("ReasonEdit",),
+                                ProtocolConfig(eval_every=0, easyedit_metrics=False), text_encoder=text_encoder)
+    row = comparison.method("ReasonEdit")
+    assert row.topology.balanced and comparison.topology is row.topology
+    assert comparison.topology.scale_sweep.used is None  # λ was chosen by this sweep, nothing else to mark
