@@ -63,7 +63,6 @@ SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type
 """Per-token inputs that are spliced when facts enter the prompt (everything else passes unchanged)."""
 
 _SENTINEL = "\u2063REASONEDIT_QUESTION\u2063"
-_QWEN_IMAGE_TOKENS = "<|vision_start|><|image_pad|><|vision_end|>"
 
 EditorFactory = Callable[[torch.nn.Module, Any, ReasonEditHyperParams], Any]
 
@@ -388,9 +387,11 @@ class ReasonEditModel(torch.nn.Module):
         content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": _SENTINEL}]
         render = getattr(processor, "apply_chat_template", None) or tok.apply_chat_template
         chat = render([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
-        model_type = str(getattr(getattr(self.model, "config", None), "model_type", "")).lower()
-        if with_image and model_type.startswith("qwen") and "|vision_start|" not in chat:
-            chat = _QWEN_IMAGE_TOKENS + chat  # what EasyEdit prepends for Qwen-VL templates without images
+        from .model_specs import get_model_spec
+
+        image_prefix = get_model_spec(self.model).easyedit_image_prefix  # e.g. Qwen-VL's vision tokens
+        if with_image and image_prefix and image_prefix not in chat:
+            chat = image_prefix + chat  # what EasyEdit prepends for templates that render no image
         if chat.count(_SENTINEL) != 1:
             raise UnsupportedModelError("the chat template does not place the question text exactly once; "
                                         "ReasonEditModel cannot locate the question in EasyEdit's prompts.")

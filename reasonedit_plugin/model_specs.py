@@ -17,12 +17,15 @@ Adding a family is adding a row::
 
 from __future__ import annotations
 
+import importlib
 import logging
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence, Union
 
-from .errors import UnsupportedModelError, did_you_mean
+from . import families
+from .errors import UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +34,12 @@ __all__ = [
     "KnownDefault",
     "MODEL_SPECS",
     "ModelSpec",
+    "SCORERS",
+    "TOKEN_FILLS",
+    "TokenInput",
     "VISION_CALLS",
     "get_model_spec",
+    "load_model_specs",
     "register_model_spec",
 ]
 
@@ -41,7 +48,45 @@ IMAGE_UNITS = ("single", "grid_thw", "anyres", "pixel_padding", "image_tokens")
 
 VISION_CALLS = ("get_image_features", "vision_tower")
 """How the vision part is run: the model's ``get_image_features`` (tower + projector, no language
-model) or the vision tower module alone (when the projector needs text, as InstructBLIP's Q-Former)."""
+model) or the vision tower module alone (when the projector needs text, as InstructBLIP's Q-Former).
+A row may instead give a callable ``fn(vlm, vision_kwargs)`` (see :mod:`reasonedit_plugin.families`)."""
+
+SCORERS = ("causal_lm", "encoder_decoder", "image_text_similarity")
+"""How options/continuations are scored (:mod:`reasonedit_plugin.scoring`): a decoder-only LM reading
+the prompt (most VLMs), an encoder-decoder whose text encoder reads the prompt and whose decoder
+produces the answer (BLIP VQA), or image-text similarity (CLIP: multiple choice only)."""
+
+TOKEN_FILLS = ("mask", "last")
+"""How a per-token input is extended over appended option tokens (``TokenInput.fill``), besides an int."""
+
+
+@dataclass(frozen=True)
+class TokenInput:
+    """A processor output with one entry per text token that option scoring must extend when it appends
+    option tokens after the prompt (METHOD.md §7)."""
+
+    name: str
+    """Processor output key, e.g. ``"token_type_ids"`` or ``"cross_attention_mask"``."""
+    fill: Union[str, int] = 0
+    """Value at appended positions: an int (e.g. ``1`` puts them in PaliGemma's causal suffix; ``0`` in its
+    bidirectional prefix, where an option's tokens would see themselves), ``"mask"`` (1 on real option
+    tokens, 0 on padding: attention masks) or ``"last"`` (repeat the last prompt position: which images
+    a token attends to in cross-attention masks, as ``generate`` does)."""
+    seq_dim: int = 1
+    """Axis of the text positions (any rank: a 4-D ``[batch, text, images, tiles]`` mask has 1)."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise UnsupportedModelError("TokenInput needs a processor output name.")
+        if isinstance(self.fill, str) and self.fill not in TOKEN_FILLS:
+            raise UnsupportedModelError(f"TokenInput {self.name!r}: fill {self.fill!r} is not an int or one of "
+                                        f"{list(TOKEN_FILLS)}.")
+        if self.seq_dim < 1:
+            raise UnsupportedModelError(f"TokenInput {self.name!r}: seq_dim={self.seq_dim} must be >= 1 (0 is "
+                                        "the batch).")
+
+
+DEFAULT_TOKEN_INPUTS = (TokenInput("attention_mask", "mask"),)
 
 
 @dataclass(frozen=True)
@@ -77,15 +122,29 @@ class ModelSpec:
     """Module path of the language model (never run for keys; tests assert it)."""
     projectors: tuple[str, ...] = ()
     """Vision-to-language projector/merger modules (AutoLayer candidates: their linears)."""
-    vision_call: str = "get_image_features"
+    vision_call: Union[str, Callable[[Any, dict[str, Any]], Any]] = "get_image_features"
+    """One of :data:`VISION_CALLS`, or ``fn(vlm, vision_kwargs)`` that runs the vision part."""
     vision_inputs: tuple[str, ...] = ("pixel_values",)
-    """Processor outputs passed to the vision call (those present)."""
-    image_units: str = "single"
+    """Processor outputs passed to the vision call (those present), e.g. Mllama's ``aspect_ratio_ids``
+    and ``aspect_ratio_mask`` next to ``pixel_values``."""
+    image_units: Union[str, Callable[[Any, Mapping[str, Any]], list[int]]] = "single"
     """Per-image split of captured rows: ``single`` (one crop per image), ``grid_thw`` (packed
     patches, Qwen), ``anyres`` (LLaVA-NeXT crops from ``image_sizes``), ``pixel_padding`` (Idefics3
     crops that are not all-zero padding), ``image_tokens`` (when there are more crops than samples,
     shares are the counts of image tokens per sample in ``input_ids``: InternVL and Gemma 3 processors
-    drop ``num_patches`` / ``num_crops``; one image per sample)."""
+    drop ``num_patches`` / ``num_crops``; one image per sample), or ``fn(vlm, inputs) -> shares``
+    (e.g. :func:`reasonedit_plugin.families.anyres_units`)."""
+    scorer: str = "causal_lm"
+    """How options and continuations are scored: one of :data:`SCORERS`."""
+    token_inputs: tuple[TokenInput, ...] = DEFAULT_TOKEN_INPUTS
+    """Per-token processor outputs and how option scoring extends them. Outputs not listed here that are
+    shaped like ``input_ids`` are extended with 0; any other output with a text axis is an error."""
+    decoder_module: str | None = None
+    """``encoder_decoder`` scorer: module whose output ``.logits`` are the answer decoder's."""
+    decoder_start_attr: str = "text_config.bos_token_id"
+    """``encoder_decoder`` scorer: config attribute of the decoder's first token."""
+    max_text_tokens_attr: str | None = None
+    """Config attribute bounding the text length (CLIP: 77 positions); longer texts are truncated."""
     chat_template: bool = True
     """Prompts go through the processor's chat template (one user turn: image, then text)."""
     prompt_template: str | None = None
@@ -94,6 +153,14 @@ class ModelSpec:
     """The processor wants one list of images per sample (``[[img], [img]]``)."""
     needs_video_processor: bool = False
     """The processor class requires a video processor (torchvision in transformers 5)."""
+    optional_processor_args: tuple[str, ...] = ()
+    """Processor ``__init__`` arguments that are required but may be None when it loads without its
+    video processor (SmolVLM's ``video_processor``)."""
+    processor_kwargs: tuple[tuple[str, Any], ...] = ()
+    """Extra keyword arguments of every processor call, e.g. ``(("truncation", True),)``."""
+    easyedit_image_prefix: str | None = None
+    """Text EasyEdit prepends to prompts for images when the chat template renders none (Qwen-VL:
+    ``<|vision_start|><|image_pad|><|vision_end|>``); the EasyEdit wrapper uses it to find the question."""
     known_defaults: tuple[KnownDefault, ...] = ()
     default_fraction: float = 2 / 3
     """Default block when no known size matches: ``round(fraction * (blocks - 1))``."""
@@ -108,10 +175,19 @@ class ModelSpec:
             problems.append("model_type is empty")
         if "{L}" not in self.mlp_template:
             problems.append(f"mlp_template {self.mlp_template!r} must contain '{{L}}'")
-        if self.vision_call not in VISION_CALLS:
-            problems.append(f"vision_call {self.vision_call!r} is not one of {list(VISION_CALLS)}")
-        if self.image_units not in IMAGE_UNITS:
-            problems.append(f"image_units {self.image_units!r} is not one of {list(IMAGE_UNITS)}")
+        if not callable(self.vision_call) and self.vision_call not in VISION_CALLS:
+            problems.append(f"vision_call {self.vision_call!r} is not a callable or one of {list(VISION_CALLS)}")
+        if not callable(self.image_units) and self.image_units not in IMAGE_UNITS:
+            problems.append(f"image_units {self.image_units!r} is not a callable or one of {list(IMAGE_UNITS)}")
+        if self.scorer not in SCORERS:
+            problems.append(f"scorer {self.scorer!r} is not one of {list(SCORERS)}")
+        if self.scorer == "encoder_decoder" and not self.decoder_module:
+            problems.append("the encoder_decoder scorer needs decoder_module (the module returning the "
+                            "answer decoder's logits)")
+        if not all(isinstance(t, TokenInput) for t in self.token_inputs):
+            problems.append("token_inputs must be TokenInput(name, fill, seq_dim) values")
+        elif len({t.name for t in self.token_inputs}) != len(self.token_inputs):
+            problems.append("token_inputs name an output twice")
         if not self.chat_template and not self.prompt_template:
             problems.append("a row without chat_template needs a prompt_template")
         if self.prompt_template is not None and "{text}" not in self.prompt_template:
@@ -155,6 +231,8 @@ def _get_attr_path(obj: Any, dotted: str) -> Any:
     return obj
 
 
+_QWEN_IMAGE_TOKENS = "<|vision_start|><|image_pad|><|vision_end|>"
+
 _LLAVA_NOTES = (
     "Processor needs patch_size, vision_feature_select_strategy and num_additional_image_tokens=1 "
     "(CLS) to count image tokens. transformers 4.x path: vision_tower.vision_model.encoder..."
@@ -190,13 +268,14 @@ _ROWS: list[ModelSpec] = [
         language_model="model.language_model",
         projectors=("model.multi_modal_projector",),
         vision_inputs=("pixel_values", "image_sizes"),
-        image_units="anyres",
+        image_units=families.anyres_units,
         prompt_template="[INST] <image>\n{text} [/INST]",
         legacy_prefixes=(
             ("model.vision_tower.", "vision_tower.vision_model."),
             ("model.multi_modal_projector", "multi_modal_projector"),
         ),
-        notes="AnyRes: several crops per image (count from image_sizes and image_grid_pinpoints); the key "
+        notes="AnyRes: several crops per image (counted from image_sizes and image_grid_pinpoints by "
+        "families.anyres_units); the key "
         "averages over all crops' tokens. " + _LLAVA_NOTES,
     ),
     ModelSpec(
@@ -209,7 +288,7 @@ _ROWS: list[ModelSpec] = [
         language_model="model.language_model",
         projectors=("model.multi_modal_projector",),
         vision_inputs=("pixel_values", "image_sizes", "batch_num_images"),
-        image_units="anyres",
+        image_units=families.anyres_units,
         needs_video_processor=True,
         legacy_prefixes=(("model.vision_tower.", "vision_tower.vision_model."),),
         notes="SigLIP tower, AnyRes crops (as llava_next); processor also wants a video processor.",
@@ -227,6 +306,7 @@ _ROWS: list[ModelSpec] = [
         image_units="grid_thw",
         needs_video_processor=True,
         legacy_prefixes=(("model.visual.", "visual."),),
+        easyedit_image_prefix=_QWEN_IMAGE_TOKENS,
         notes="Patches of all images are packed in one sequence; split with image_grid_thw. Resolution "
         "follows min_pixels/max_pixels of the image processor.",
     ),
@@ -243,6 +323,7 @@ _ROWS: list[ModelSpec] = [
         image_units="grid_thw",
         needs_video_processor=True,
         legacy_prefixes=(("model.visual.", "visual."),),
+        easyedit_image_prefix=_QWEN_IMAGE_TOKENS,
         notes="Gated MLP (gate_proj and up_proj read the same input); window attention blocks.",
     ),
     ModelSpec(
@@ -262,6 +343,7 @@ _ROWS: list[ModelSpec] = [
             KnownDefault(24, 2560, 21, "Qwen3-VL-4B (paper)"),
         ),
         legacy_prefixes=(("model.visual.", "visual."),),
+        easyedit_image_prefix=_QWEN_IMAGE_TOKENS,
         notes="Reference paths visual.blocks.{L}.mlp.linear_fc1; deepstack mergers feed LM layers.",
     ),
     ModelSpec(
@@ -277,6 +359,7 @@ _ROWS: list[ModelSpec] = [
         image_units="grid_thw",
         needs_video_processor=True,
         legacy_prefixes=(("model.visual.", "visual."),),
+        easyedit_image_prefix=_QWEN_IMAGE_TOKENS,
         notes="Qwen3-VL-style vision tower with a hybrid linear-attention LM; uses Qwen3VLProcessor.",
     ),
     ModelSpec(
@@ -338,6 +421,7 @@ _ROWS: list[ModelSpec] = [
         image_units="pixel_padding",
         nest_images=True,
         needs_video_processor=True,
+        optional_processor_args=("video_processor",),
         notes="As idefics3; SmolVLMProcessor needs the num2words package, and its apply_chat_template "
         "reads video settings, so prompts are rendered with the tokenizer's template engine.",
     ),
@@ -371,6 +455,97 @@ _ROWS: list[ModelSpec] = [
         notes="HF-format InternVL (InternVL3 '-hf' checkpoints), not the trust_remote_code ones. Tiles "
         "(crop_to_patches) are averaged; the processor drops num_patches, so tiles per image are "
         "counted from the image tokens in input_ids.",
+    ),
+    ModelSpec(
+        model_type="mllama",
+        model_class="MllamaForConditionalGeneration",
+        vision_tower="model.vision_model",
+        mlp_template="model.vision_model.transformer.layers.{L}.mlp",
+        first_linear="fc1",
+        num_blocks_attr="vision_config.num_hidden_layers",
+        language_model="model.language_model",
+        vision_call="vision_tower",
+        vision_inputs=("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"),
+        token_inputs=DEFAULT_TOKEN_INPUTS + (TokenInput("cross_attention_mask", "last"),),
+        nest_images=True,
+        notes="Llama 3.2 Vision: the vision model also needs aspect_ratio_ids and aspect_ratio_mask; the "
+        "language model reads the image through cross-attention layers whose 4-D mask [batch, text, "
+        "images, tiles] is extended over option tokens by repeating the last prompt position. The key "
+        "averages all tiles of the local transformer (padding tiles included: their count follows the "
+        "aspect ratio). The global transformer's blocks and the projector (applied by the model's forward "
+        "after the vision model, not inside it) are not AutoLayer candidates.",
+    ),
+    ModelSpec(
+        model_type="paligemma",
+        model_class="PaliGemmaForConditionalGeneration",
+        vision_tower="model.vision_tower",
+        mlp_template="model.vision_tower.encoder.layers.{L}.mlp",
+        first_linear="fc1",
+        num_blocks_attr="vision_config.num_hidden_layers",
+        language_model="model.language_model",
+        projectors=("model.multi_modal_projector",),
+        chat_template=False,
+        prompt_template="<image>{text}",
+        token_inputs=DEFAULT_TOKEN_INPUTS + (TokenInput("token_type_ids", 1),),
+        legacy_prefixes=(("model.vision_tower.", "vision_tower.vision_model."),),
+        notes="Prefix-LM: token_type_ids 0 is the bidirectional prefix (image + prompt), 1 the causal "
+        "suffix. Appended option tokens get 1, as the processor gives a `suffix`; with 0 an option's "
+        "tokens would be visible to the positions that predict them. The processor adds <bos> after "
+        "the image tokens and a newline after the prompt.",
+    ),
+    ModelSpec(
+        model_type="blip",
+        model_class="BlipForQuestionAnswering",
+        vision_tower="vision_model",
+        mlp_template="vision_model.encoder.layers.{L}.mlp",
+        first_linear="fc1",
+        num_blocks_attr="vision_config.num_hidden_layers",
+        language_model="text_encoder",
+        vision_call="vision_tower",
+        chat_template=False,
+        prompt_template="{text}",
+        scorer="encoder_decoder",
+        decoder_module="text_decoder",
+        notes="BLIP VQA (seed model of the paper), encoder-decoder: the text encoder reads the question "
+        "(facts fused into it) with cross-attention to the image; the answer decoder starts from "
+        "text_config.bos_token_id and is scored with teacher forcing. The vision tower has no "
+        "projector inside the model (the text encoder cross-attends to it).",
+    ),
+    ModelSpec(
+        model_type="idefics",
+        model_class="IdeficsForVisionText2Text",
+        vision_tower="model.vision_model",
+        mlp_template="model.vision_model.encoder.layers.{L}.mlp",
+        first_linear="fc1",
+        num_blocks_attr="vision_config.num_hidden_layers",
+        language_model="model.layers",
+        vision_call=families.flatten_images_vision_call,
+        chat_template=False,
+        prompt_template="User: {text}\nAssistant:",
+        token_inputs=DEFAULT_TOKEN_INPUTS + (TokenInput("image_attention_mask", "last"),),
+        notes="IDEFICS (open Flamingo): gated cross-attention from the LM to the image; pixel_values is "
+        "[batch, images, C, H, W] (flattened for the tower) and image_attention_mask [batch, text, "
+        "images] is extended over option tokens by repeating the last prompt position. The processor "
+        "puts the image before the text itself. Perceiver resampler (off by default) is not a candidate.",
+    ),
+    ModelSpec(
+        model_type="clip",
+        model_class="CLIPModel",
+        vision_tower="vision_model",
+        mlp_template="vision_model.encoder.layers.{L}.mlp",
+        first_linear="fc1",
+        num_blocks_attr="vision_config.num_hidden_layers",
+        language_model="text_model",
+        projectors=("visual_projection",),
+        chat_template=False,
+        prompt_template="{text}",
+        scorer="image_text_similarity",
+        max_text_tokens_attr="text_config.max_position_embeddings",
+        notes="CLIP-ViT as a multiple-choice answerer (seed model of the paper): each option is scored by "
+        "image-text similarity of the text '<option>. <fused question>', cut to the text encoder's 77 "
+        "positions from the end (so the option always stays and what is cut is the question's tail, "
+        "then the lowest-ranked facts). It cannot generate: answers need choices; captions, patches "
+        "and yes-probabilities are not available.",
     ),
 ]
 
@@ -412,9 +587,71 @@ def get_model_spec(model_or_config: Any) -> ModelSpec:
         return _REGISTRY[model_type]
     except KeyError:
         raise UnsupportedModelError(
-            f"model_type {model_type!r} has no ModelSpec.{did_you_mean(model_type, _REGISTRY)} "
+            f"model_type {model_type!r} has no ModelSpec.{suggest_model_type(model_type)} "
             f"Supported: {sorted(_REGISTRY)}. To add one, register a row: "
-            "reasonedit_plugin.model_specs.register_model_spec(ModelSpec(model_type=..., model_class=..., "
-            "vision_tower=..., mlp_template='...blocks.{L}.mlp', first_linear=..., num_blocks_attr=..., "
-            "language_model=...)) — see model_specs.py for the fields."
+            "register_model_spec(ModelSpec(model_type=..., model_class=..., vision_tower=..., "
+            "mlp_template='...blocks.{L}.mlp', first_linear=..., num_blocks_attr=..., language_model=...)) "
+            "from reasonedit_plugin, and name its module in the hparams (model_specs: [my_pkg.specs]) or "
+            "on the command line (--model-specs my_pkg.specs); see docs/ADDING_A_FAMILY.md."
         ) from None
+
+
+def _stem(model_type: str) -> str:
+    """The family name without versions and variants: ``qwen2_5_vl`` -> ``qwen``, ``blip-2`` -> ``blip``."""
+    match = re.match(r"[a-z]+", model_type.lower())
+    return match.group(0) if match else model_type.lower()
+
+
+def suggest_model_type(model_type: str) -> str:
+    """A hint for an unknown model_type: rows of the same family (a registered model_type it extends, or
+    the same name stem), never an unrelated family that merely looks alike; what transformers knows
+    about it (a text-only model, or an image-text class to put in a row)."""
+    known = sorted(_REGISTRY)
+    longer = [k for k in known if model_type.startswith(k)]
+    same_family = ([max(longer, key=len)] if longer
+                   else [k for k in known if _stem(k) == _stem(model_type)])
+    hint = ""
+    if same_family:
+        hint = " Rows of the same family: " + ", ".join(repr(k) for k in same_family) + " (a new variant " \
+               "usually needs its own row; copy the closest one and adjust the paths)."
+    try:
+        from transformers.models.auto import modeling_auto as auto
+    except ImportError:  # pragma: no cover
+        return hint
+    multimodal = None
+    for name in ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", "MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES",
+                 "MODEL_FOR_VISUAL_QUESTION_ANSWERING_MAPPING_NAMES",
+                 "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"):
+        mapping = getattr(auto, name, {})
+        if multimodal is None and model_type in mapping:
+            multimodal = mapping[model_type]
+    text_only = model_type in getattr(auto, "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", {}) and multimodal is None
+    if text_only:
+        hint += (f" {model_type!r} is a text-only language model in transformers; ReasonEdit edits "
+                 "vision-language models (keys come from a vision encoder).")
+    elif multimodal:
+        hint += f" transformers loads it with {multimodal}: use that as the row's model_class."
+    return hint
+
+
+def load_model_specs(modules: Union[str, Sequence[str]]) -> list[str]:
+    """Import Python modules that register ModelSpec rows (``model_specs: [my_pkg.specs]`` in the hparams,
+    ``--model-specs`` on the command line); returns the model_types they added. Importing a module twice
+    is a no-op (Python caches modules), so rows are registered once."""
+    if isinstance(modules, str):
+        modules = [modules]
+    before = set(_REGISTRY)
+    for name in modules:
+        if not isinstance(name, str) or not name.strip():
+            raise UnsupportedModelError(f"model_specs entries must be module names like 'my_pkg.specs', got "
+                                        f"{name!r}.")
+        try:
+            importlib.import_module(name.strip())
+        except ImportError as exc:
+            raise UnsupportedModelError(
+                f"model_specs: cannot import module {name!r} ({exc}); put its package on PYTHONPATH or "
+                "install it, and give its dotted name (my_pkg.specs), not a file path.") from exc
+    added = sorted(set(_REGISTRY) - before)
+    if added:
+        logger.info("model specs registered by %s: %s", ", ".join(modules), ", ".join(added))
+    return added

@@ -8,7 +8,8 @@ model's ``config.model_type``; every hook goes through :mod:`reasonedit_plugin.h
   (all crops/tiles of an image together; Qwen's packed patches split with ``image_grid_thw``). The
   forward stops as soon as the module has fired.
 - Scoring (METHOD.md §7): :meth:`VLM.option_nll` sums the NLL of each option's tokens appended after
-  the templated prompt, batched over options, no length normalisation.
+  the templated prompt, batched over options, no length normalisation; how depends on the row's
+  ``scorer`` (:mod:`reasonedit_plugin.scoring`: decoder-only, encoder-decoder, image-text similarity).
 - Patches (METHOD.md §6): :meth:`VLM.yes_probability` and :meth:`VLM.continuation_nll`.
 
 All passes are ``torch.inference_mode``, greedy, with the model in eval mode; images are thumbnailed to
@@ -17,8 +18,6 @@ All passes are ``torch.inference_mode``, greedy, with the model in eval mode; im
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import os
 import types
@@ -28,6 +27,7 @@ from typing import Any, Mapping, Sequence, Union
 import torch
 from PIL import Image
 
+from . import scoring
 from .errors import ReasonEditError, UnsupportedModelError
 from .hooks import capture_inputs, find_module
 from .model_specs import ModelSpec, get_model_spec
@@ -41,13 +41,14 @@ ImageInput = Union[Image.Image, str, os.PathLike]
 _DEFAULT_MAX_SIDE = 512  # EmbeddingConfig.max_image_side (reference: 512)
 
 
-def processor_without_video(processor_cls: type) -> type:
+def processor_without_video(processor_cls: type, optional_args: Sequence[str] = ()) -> type:
     """A subclass of ``processor_cls`` without its video sub-processor.
 
     transformers 5 requires and type-checks every sub-processor; the video processors need torchvision,
     which an image-only project should not require. The subclass drops ``video_processor`` from the
     processor's attributes, so it is neither checked nor loaded by ``from_pretrained``; videos are never
-    passed here.
+    passed here. ``optional_args`` (a row's ``optional_processor_args``) are ``__init__`` arguments that
+    the class requires and that get a None default (SmolVLM requires ``video_processor``).
     """
 
     class ImageOnly(processor_cls):  # type: ignore[misc, valid-type]
@@ -55,23 +56,30 @@ def processor_without_video(processor_cls: type) -> type:
         def get_attributes(cls) -> list[str]:
             return [name for name in processor_cls.get_attributes() if "video" not in name]
 
-    init = processor_cls.__init__
-    video = inspect.signature(init).parameters.get("video_processor")
-    if video is not None and video.default is inspect.Parameter.empty:
-        # SmolVLM requires the argument: the same __init__ (ProcessorMixin.from_args_and_dict reads its
-        # code object) with a None default for it
-        code = init.__code__
-        names = code.co_varnames[1:code.co_argcount]
-        defaults = init.__defaults__ or ()
-        missing = len(names) - len(defaults) - names.index("video_processor")
-        patched = types.FunctionType(code, init.__globals__, init.__name__, (None,) * missing + defaults,
-                                     init.__closure__)
-        patched.__kwdefaults__ = init.__kwdefaults__
-        ImageOnly.__init__ = patched  # type: ignore[method-assign]
+    if optional_args:
+        ImageOnly.__init__ = _with_none_defaults(processor_cls.__init__, optional_args)  # type: ignore[method-assign]
     ImageOnly.__name__ = processor_cls.__name__
     ImageOnly.__qualname__ = processor_cls.__qualname__
     ImageOnly.__module__ = processor_cls.__module__
     return ImageOnly
+
+
+def _with_none_defaults(init: Any, names: Sequence[str]) -> Any:
+    """The same ``__init__`` (ProcessorMixin.from_args_and_dict reads its code object) with a None default
+    for each argument in ``names`` and for the required ones before them."""
+    code = init.__code__
+    params = code.co_varnames[1:code.co_argcount]
+    positions = [params.index(n) for n in names if n in params]
+    if not positions:
+        return init
+    defaults = init.__defaults__ or ()
+    missing = len(params) - len(defaults) - min(positions)
+    if missing <= 0:
+        return init
+    patched = types.FunctionType(code, init.__globals__, init.__name__, (None,) * missing + defaults,
+                                 init.__closure__)
+    patched.__kwdefaults__ = init.__kwdefaults__
+    return patched
 
 
 def _torchvision_available() -> bool:
@@ -95,7 +103,8 @@ def load_processor(path: Union[str, os.PathLike], spec: ModelSpec) -> Any:
     if processor_cls is None:
         raise UnsupportedModelError(
             f"transformers {transformers.__version__} has no processor class for {spec.model_type!r}.")
-    return processor_without_video(processor_cls).from_pretrained(str(path), local_files_only=True)
+    return processor_without_video(processor_cls, spec.optional_processor_args).from_pretrained(
+        str(path), local_files_only=True)
 
 
 def _load_image(image: ImageInput) -> Image.Image:
@@ -257,7 +266,7 @@ class VLM:
             raise ReasonEditError("build_inputs needs at least one image.")
         prompts = [self.prompt_text(t) for t in texts]
         inputs = self.processor(images=self._prepare_images(images), text=prompts, return_tensors="pt",
-                                padding=True)
+                                padding=True, **dict(self.spec.processor_kwargs))
         return inputs.to(self.device)
 
     # ------------------------------------------------------------------ vision features (keys)
@@ -298,22 +307,25 @@ class VLM:
         return {name: _pool_per_image(captured[path], units, path) for name, path in zip(modules, paths)}
 
     def _run_vision(self, kwargs: dict[str, Any]) -> None:
-        if self.spec.vision_call == "get_image_features":
+        call = self.spec.vision_call
+        if callable(call):
+            call(self, kwargs)
+        elif call == "get_image_features":
             self.model.get_image_features(**kwargs)
         else:
-            find_module(self.model, self.spec.vision_tower)(pixel_values=kwargs["pixel_values"])
+            find_module(self.model, self.spec.vision_tower)(**kwargs)
 
     def _image_units(self, inputs: Mapping[str, Any]) -> list[int]:
         """Per image, a number proportional to its share of the vision tower's rows."""
         pixels = inputs["pixel_values"]
         kind = self.spec.image_units
+        if callable(kind):
+            return [int(u) for u in kind(self, inputs)]
         if kind == "grid_thw":
             grid = inputs.get("image_grid_thw")
             if grid is None:
                 raise ReasonEditError(f"{self.spec.model_type} inputs need image_grid_thw next to pixel_values.")
             return [int(v) for v in torch.as_tensor(grid).prod(-1).tolist()]
-        if kind == "anyres":
-            return self._anyres_units(inputs)
         if kind == "pixel_padding" and pixels.dim() == 5:
             real = ~(pixels == 0).flatten(2).all(-1)  # the model drops all-zero padding tiles
             counts = [int(c) for c in real.sum(1).tolist()]
@@ -332,85 +344,26 @@ class VLM:
                 return [int(c) for c in counts]
         return [1] * int(pixels.shape[0])
 
-    def _anyres_units(self, inputs: Mapping[str, Any]) -> list[int]:
-        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
-
-        sizes = inputs.get("image_sizes")
-        if sizes is None:
-            raise ReasonEditError(f"{self.spec.model_type} inputs need image_sizes next to pixel_values.")
-        config = self.model.config
-        batch_num = inputs.get("batch_num_images")
-        flags = ([int(n) == 1 for n in torch.as_tensor(batch_num).tolist() for _ in range(int(n))]
-                 if batch_num is not None else [True] * len(sizes))
-        return [image_size_to_num_patches(image_size=size, grid_pinpoints=config.image_grid_pinpoints,
-                                          patch_size=config.vision_config.image_size) if flag else 1
-                for size, flag in zip(torch.as_tensor(sizes).tolist(), flags)]
-
     # ------------------------------------------------------------------ language side
     def generate(self, image: ImageInput, text: str, max_new_tokens: int = 16) -> str:
         """Greedy answer to ``text`` about ``image`` (the decoded new tokens only, stripped)."""
-        inputs = self.build_inputs([image], [text])
-        config = copy.deepcopy(self.model.generation_config)
-        config.do_sample = False
-        config.num_beams = 1
-        config.temperature = config.top_p = config.top_k = None
-        config.max_new_tokens = int(max_new_tokens)
-        if config.pad_token_id is None:
-            pad = self.tokenizer.pad_token_id
-            config.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=config)
-        prompt = inputs["input_ids"][0]
-        new = out[0, prompt.shape[0]:] if torch.equal(out[0, : prompt.shape[0]], prompt) else out[0]
-        return self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return scoring.generate(self, image, text, max_new_tokens)
 
-    def _continuation_logprobs(self, image: ImageInput, text: str, continuations: Sequence[str]
-                               ) -> list[torch.Tensor]:
-        """Per continuation, the log-probabilities of its tokens appended after the prompt."""
-        if not continuations:
-            raise ReasonEditError("give at least one option/continuation.")
-        token_lists = []
-        for cont in continuations:
-            ids = self.tokenizer(cont, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise ReasonEditError(f"option {cont!r} tokenizes to nothing; give a non-empty option.")
-            token_lists.append(ids)
-        n = len(continuations)
-        base = self.build_inputs([image] * n, [text] * n)
-        prompt_ids = base["input_ids"]
-        if not bool((prompt_ids == prompt_ids[:1]).all()):
-            raise ReasonEditError("internal: the repeated prompt was tokenized differently per row.")
-        p_len, longest = prompt_ids.shape[1], max(len(t) for t in token_lists)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        cont = torch.full((n, longest), pad_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
-        real = torch.zeros((n, longest), dtype=torch.bool, device=prompt_ids.device)
-        for row, ids in enumerate(token_lists):
-            cont[row, : len(ids)] = torch.tensor(ids, dtype=prompt_ids.dtype)
-            real[row, : len(ids)] = True
-        inputs = dict(base)
-        for key, value in base.items():
-            if not (isinstance(value, torch.Tensor) and value.shape == prompt_ids.shape) or key == "input_ids":
-                continue
-            tail = real.to(value.dtype) if key == "attention_mask" else torch.zeros_like(cont, dtype=value.dtype)
-            inputs[key] = torch.cat([value, tail], dim=1)
-        inputs["input_ids"] = torch.cat([prompt_ids, cont], dim=1)
-        with torch.inference_mode():
-            logits = self.model(**inputs).logits.float()
-        # models that prepend image embeddings outside input_ids (legacy BLIP) have longer logits
-        offset = logits.shape[1] - inputs["input_ids"].shape[1]
-        pred = logits[:, offset + p_len - 1: offset + p_len - 1 + longest].log_softmax(-1)
-        picked = pred.gather(-1, cont.unsqueeze(-1)).squeeze(-1)
-        return [picked[row, : len(ids)].cpu() for row, ids in enumerate(token_lists)]
+    def token_scores(self, image: ImageInput, text: str, continuations: Sequence[str]) -> list[scoring.TokenScores]:
+        """Per continuation, teacher-forced log-probabilities and argmax tokens after the prompt of ``text``
+        (batched; the row's scorer decides how: see :mod:`reasonedit_plugin.scoring`)."""
+        return scoring.token_scores(self, image, text, list(continuations))
 
     def option_nll(self, image: ImageInput, text: str, options: Sequence[str]) -> list[float]:
         """Summed NLL of each option's tokens after the prompt of ``text`` (METHOD.md §7; no length
-        normalisation). The lowest is the model's choice."""
-        return [float(-lp.sum()) for lp in self._continuation_logprobs(image, text, list(options))]
+        normalisation; CLIP-like rows: minus the log-softmax of image-text similarity). The lowest is
+        the model's choice."""
+        return scoring.option_nll(self, image, text, list(options))
 
     def continuation_nll(self, image: ImageInput, text: str, continuation: str) -> float:
         """Mean per-token NLL of ``continuation`` after the prompt of ``text`` (METHOD.md §6)."""
-        (lp,) = self._continuation_logprobs(image, text, [continuation])
-        return float(-lp.mean())
+        (scores,) = scoring.token_scores(self, image, text, [continuation])
+        return float(-scores.logprobs.mean())
 
     def _first_token_ids(self, words: Sequence[str]) -> set[int]:
         ids = set()
@@ -429,10 +382,7 @@ class VLM:
         if not yes or not no:
             raise ReasonEditError("the tokenizer gives 'yes' and 'no' the same first token; yes_probability "
                                   "cannot tell them apart.")
-        inputs = self.build_inputs([image], [question])
-        with torch.inference_mode():
-            logits = self.model(**inputs).logits[0, -1].float()
-        probs = logits.softmax(-1)
+        probs = scoring.next_token_logits(self, image, question).softmax(-1)
         p_yes, p_no = probs[sorted(yes)].sum(), probs[sorted(no)].sum()
         total = p_yes + p_no
         return float(p_yes / total) if total > 0 else 0.5

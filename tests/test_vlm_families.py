@@ -6,6 +6,8 @@ classes the installed transformers lacks is skipped with the reason.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ from PIL import Image
 
 from reasonedit_plugin.errors import ReasonEditError, UnsupportedModelError
 from reasonedit_plugin.hooks import ModulePathError, capture_inputs, hook_count, modify_outputs
-from reasonedit_plugin.model_specs import MODEL_SPECS, ModelSpec, get_model_spec, register_model_spec
+from reasonedit_plugin.model_specs import (DEFAULT_TOKEN_INPUTS, MODEL_SPECS, ModelSpec, TokenInput, get_model_spec,
+                                           register_model_spec)
 from reasonedit_plugin.vlm import VLM
 from tiny_models import FAMILIES, build_or_skip
 
@@ -147,32 +150,134 @@ def test_language_side(family: str, images: list[Image.Image]) -> None:
     nll = vlm.option_nll(images[0], "Which shape is red?", ["circle", "square", "a big triangle"])
     assert len(nll) == 3 and all(np.isfinite(nll)) and all(v > 0 for v in nll)
     assert nll == vlm.option_nll(images[0], "Which shape is red?", ["circle", "square", "a big triangle"])
+    if vlm.spec.scorer == "image_text_similarity":  # multiple choice only, and it says so
+        for call in (lambda: vlm.continuation_nll(images[0], "Describe this image.", "A red circle."),
+                     lambda: vlm.yes_probability(images[0], "Does the image show a circle?"),
+                     lambda: vlm.generate(images[0], "What is it?", max_new_tokens=3)):
+            with pytest.raises(UnsupportedModelError, match="give choices"):
+                call()
+        return
     mean = vlm.continuation_nll(images[0], "Describe this image.", "A red circle.")
     assert np.isfinite(mean) and mean > 0
+    (scores,) = vlm.token_scores(images[0], "Describe this image.", ["A red circle."])
+    assert scores.targets.shape == scores.predicted.shape == scores.logprobs.shape
+    assert 0.0 <= scores.accuracy <= 1.0 and mean == pytest.approx(scores.nll / len(scores.targets))
     p = vlm.yes_probability(images[0], "Does the image show a circle?")
     assert 0.0 <= p <= 1.0
     assert isinstance(vlm.generate(images[0], "What is it?", max_new_tokens=3), str)
 
 
-def test_option_nll_matches_hand_computed_logits(images: list[Image.Image]) -> None:
-    vlm = tiny_vlm("qwen2_vl")
-    question, options = "Which shape is red?", ["circle", "square", "a big triangle"]
-    expected = []
-    for option in options:
-        # byte tokenizer without merges: tokenizing prompt + option == concatenating the token ids
-        inputs = vlm.processor(images=[images[0]], text=[vlm.prompt_text(question) + option], return_tensors="pt")
-        n = len(vlm.tokenizer(option, add_special_tokens=False)["input_ids"])
-        with torch.no_grad():
-            logits = vlm.model(**inputs).logits[0].float()
-        ids = inputs["input_ids"][0]
-        logp = logits[-n - 1:-1].log_softmax(-1).gather(-1, ids[-n:, None]).squeeze(-1)
-        expected.append(float(-logp.sum()))
-    got = vlm.option_nll(images[0], question, options)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-    assert int(np.argmin(got)) == int(np.argmin(expected))
-    mean = vlm.continuation_nll(images[0], question, options[2])
-    n = len(vlm.tokenizer(options[2], add_special_tokens=False)["input_ids"])
-    assert mean == pytest.approx(expected[2] / n, rel=1e-4)
+# --- option scoring against a hand computation, for every row ------------------------------------
+
+def _hand_causal(vlm: VLM, image: Image.Image, question: str, option: str, suffix: bool) -> float:
+    """One unpadded forward of prompt + option, built by the processor itself (byte tokenizers without
+    merges: tokenizing prompt + option concatenates the ids). ``suffix``: the option is passed the way
+    the family's processor marks an answer (PaliGemma's ``suffix=``: causal token types)."""
+    pixels = vlm._prepare_images([image])
+    prompt = vlm.prompt_text(question)
+    n = len(vlm.tokenizer(option, add_special_tokens=False)["input_ids"])
+    start = vlm.build_inputs([image], [question])["input_ids"].shape[1]
+    if suffix:
+        inputs = vlm.processor(images=pixels, text=[prompt], suffix=[option], return_tensors="pt")
+        inputs.pop("labels")
+    else:
+        inputs = vlm.processor(images=pixels, text=[prompt + option], return_tensors="pt")
+        # text inputs not aligned with input_ids describe the prompt alone (InstructBLIP's Q-Former
+        # reads the instruction, never the answer)
+        alone = vlm.processor(images=pixels, text=[prompt], return_tensors="pt")
+        for key, value in alone.items():
+            full = inputs[key]
+            if key != "input_ids" and value.dim() >= 2 and full.shape != value.shape \
+                    and full.shape[1] != inputs["input_ids"].shape[1]:
+                inputs[key] = value
+    ids = inputs["input_ids"][0]
+    assert ids.shape[0] >= start + n
+    with torch.no_grad():
+        logits = vlm.model(**inputs).logits[0].float()
+    offset = logits.shape[0] - ids.shape[0]
+    logp = logits[offset + start - 1: offset + start - 1 + n].log_softmax(-1)
+    return float(-logp.gather(-1, ids[start:start + n, None]).sum())
+
+
+def _hand_blip(vlm: VLM, image: Image.Image, question: str, option: str) -> float:
+    """BLIP VQA by its parts: vision model -> text encoder over the question -> answer decoder."""
+    model = vlm.model
+    inputs = vlm.processor(images=vlm._prepare_images([image]), text=[vlm.prompt_text(question)], return_tensors="pt")
+    ids = vlm.tokenizer(option, add_special_tokens=False)["input_ids"]
+    decoder_ids = torch.tensor([[model.config.text_config.bos_token_id] + ids])
+    with torch.no_grad():
+        image_embeds = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
+        question = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                      encoder_hidden_states=image_embeds).last_hidden_state
+        logits = model.text_decoder(input_ids=decoder_ids, encoder_hidden_states=question,
+                                    encoder_attention_mask=inputs["attention_mask"]).logits[0].float()
+    logp = logits[:-1].log_softmax(-1)
+    return float(-logp.gather(-1, torch.tensor(ids)[:, None]).sum())
+
+
+def _hand_clip(vlm: VLM, image: Image.Image, question: str, options: list[str]) -> list[float]:
+    """CLIP: cosine similarity of the image and each '<option>. <question>' text, times the logit scale,
+    as -log_softmax over the options."""
+    model = vlm.model
+    pixels = vlm.processor.image_processor(vlm._prepare_images([image]), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=pixels).pooler_output
+        sims = []
+        for option in options:
+            ids = vlm.tokenizer([f"{option}. {question}"], return_tensors="pt")
+            txt = model.get_text_features(**ids).pooler_output
+            sims.append(float(model.logit_scale.exp() * torch.nn.functional.cosine_similarity(img, txt)[0]))
+    return [float(v) for v in -torch.tensor(sims).log_softmax(-1)]
+
+
+def hand_option_nll(vlm: VLM, image: Image.Image, question: str, options: list[str]) -> list[float]:
+    if vlm.spec.scorer == "image_text_similarity":
+        return _hand_clip(vlm, image, question, options)
+    if vlm.spec.scorer == "encoder_decoder":
+        return [_hand_blip(vlm, image, question, o) for o in options]
+    # a prefix-LM marks an answer with its own processor argument; everyone else just appends it
+    suffix = "suffix" in inspect.signature(type(vlm.processor).__call__).parameters
+    return [_hand_causal(vlm, image, question, o, suffix) for o in options]
+
+
+OPTIONS = ["circle", "square", "a big triangle"]
+HAND_ATOL = 1e-4
+"""float32 sums of ~15 log-probabilities, batched and padded vs one by one: agree to ~1e-5."""
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_option_nll_matches_hand_computation(family: str, images: list[Image.Image]) -> None:
+    """Batched, padded option scoring == one plain forward per option, for every row (catches per-token
+    inputs extended wrongly: PaliGemma token types, Mllama/IDEFICS cross-attention masks)."""
+    vlm = tiny_vlm(family)
+    question = "Which shape is red?"
+    expected = hand_option_nll(vlm, images[0], question, OPTIONS)
+    got = vlm.option_nll(images[0], question, OPTIONS)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=HAND_ATOL)
+    if vlm.spec.scorer != "image_text_similarity":
+        mean = vlm.continuation_nll(images[0], question, OPTIONS[2])
+        n = len(vlm.tokenizer(OPTIONS[2], add_special_tokens=False)["input_ids"])
+        assert mean == pytest.approx(expected[2] / n, rel=1e-4)
+
+
+def test_prefix_lm_option_tokens_stay_out_of_the_prefix(images: list[Image.Image]) -> None:
+    """The token-type leak: with appended options in PaliGemma's bidirectional prefix (token type 0,
+    the default for an unlisted per-token input) the scores differ from the hand computation."""
+    vlm = tiny_vlm("paligemma")
+    expected = hand_option_nll(vlm, images[0], "Which shape is red?", OPTIONS)
+    leaky_row = dataclasses.replace(vlm.spec, token_inputs=DEFAULT_TOKEN_INPUTS)
+    leaky = VLM(vlm.model, vlm.processor, spec=leaky_row)
+    got = leaky.option_nll(images[0], "Which shape is red?", OPTIONS)
+    assert np.abs(np.subtract(got, expected)).max() > 10 * HAND_ATOL, "the leak was not detected"
+    np.testing.assert_allclose(vlm.option_nll(images[0], "Which shape is red?", OPTIONS), expected,
+                               rtol=0, atol=HAND_ATOL)
+
+
+def test_unlisted_per_token_input_of_another_rank_is_an_error(images: list[Image.Image]) -> None:
+    vlm = tiny_vlm("mllama")
+    row = dataclasses.replace(vlm.spec, token_inputs=DEFAULT_TOKEN_INPUTS)
+    with pytest.raises(UnsupportedModelError, match="TokenInput\\('cross_attention_mask'"):
+        VLM(vlm.model, vlm.processor, spec=row).option_nll(images[0], "q?", ["a", "bc"])
 
 
 def test_images_are_thumbnailed(images: list[Image.Image]) -> None:
@@ -187,9 +292,16 @@ def test_unknown_model_type_lists_supported() -> None:
     with pytest.raises(UnsupportedModelError) as info:
         get_model_spec("llama")
     message = str(info.value)
-    assert "Did you mean 'llava'" in message and "register_model_spec" in message
+    assert "text-only" in message and "'llava'" not in message.split("Supported")[0]  # no look-alike hint
+    assert "register_model_spec" in message and "model_specs" in message and "ADDING_A_FAMILY" in message
     for model_type in MODEL_SPECS:
         assert repr(model_type) in message
+    hint = str(pytest.raises(UnsupportedModelError, get_model_spec, "qwen2_5_omni").value).split("Supported")[0]
+    assert all(repr(q) in hint for q in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5")) and "'llava'" not in hint
+    hint = str(pytest.raises(UnsupportedModelError, get_model_spec, "llava_next_video").value).split("Supported")[0]
+    assert "'llava_next'" in hint and "LlavaNextVideoForConditionalGeneration" in hint
+    hint = str(pytest.raises(UnsupportedModelError, get_model_spec, "vipllava").value).split("Supported")[0]
+    assert "VipLlavaForConditionalGeneration" in hint and "text-only" not in hint
 
     class Config:
         model_type = "mystery_vlm"
@@ -253,3 +365,74 @@ def test_shipped_tiny_qwen2_vl_loads_through_the_spec(images: list[Image.Image])
     feats = vlm.vision_features(images, vlm.resolve_layer(None))
     assert feats.shape[0] == len(images) and torch.isfinite(feats).all()
     assert len(vlm.option_nll(images[0], "what shape is it?", ["circle", "square"])) == 2
+
+
+# --- a family added from outside the package (docs/ADDING_A_FAMILY.md) ---------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def build_tiny_vipllava(seed: int = 0) -> tuple[object, object]:
+    """The test template of docs/ADDING_A_FAMILY.md: a tiny random model + processor from config
+    classes (no download), reusing the byte-level tokenizer of tiny_models."""
+    from tiny_models import LLAVA_TEMPLATE, _clip_vision, _cls, _instantiate, _llama_text, tiny_tokenizer
+
+    tok = tiny_tokenizer(["<pad>", "<s>", "</s>", "<image>"], LLAVA_TEMPLATE, pad_token="<pad>", bos_token="<s>",
+                         eos_token="</s>")
+    config = _cls("", "VipLlavaConfig")(vision_config=_clip_vision(), text_config=_llama_text(),
+                                        image_token_index=3, vision_feature_layers=[-2, -1])
+    image_processor = _cls("", "LlavaImageProcessorPil")(size={"shortest_edge": 28},
+                                                         crop_size={"height": 28, "width": 28})
+    processor = _cls("", "LlavaProcessor")(image_processor=image_processor, tokenizer=tok, patch_size=14,
+                                           vision_feature_select_strategy="default",
+                                           num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
+    return _instantiate("VipLlavaForConditionalGeneration", config, seed), processor
+
+
+@pytest.fixture
+def outside_row(monkeypatch: pytest.MonkeyPatch):
+    """Registers examples/family_vipllava.py the way `model_specs: [family_vipllava]` does; unregisters after."""
+    import sys
+
+    from reasonedit_plugin import model_specs
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    try:
+        assert model_specs.load_model_specs(["family_vipllava"]) == ["vipllava"]
+        assert model_specs.load_model_specs("family_vipllava") == []  # imported once: no duplicate error
+        yield MODEL_SPECS["vipllava"]
+    finally:
+        model_specs._REGISTRY.pop("vipllava", None)
+        sys.modules.pop("family_vipllava", None)
+
+
+def test_a_family_added_from_outside_by_a_row(outside_row: ModelSpec, images: list[Image.Image], text_encoder) -> None:
+    from fakes import pattern
+
+    from reasonedit_plugin import ModelSpec as Exported, ReasonEditor, register_model_spec as exported_register
+    from reasonedit_plugin.config import ReasonEditConfig
+
+    assert Exported is ModelSpec and exported_register is register_model_spec
+    model, processor = build_tiny_vipllava()
+    vlm = VLM(model, processor)
+    assert vlm.spec is outside_row
+    layer = vlm.resolve_layer(None)
+    feats = vlm.vision_features(images, layer)
+    assert feats.shape == (3, model.get_submodule(layer).in_features)
+    torch.testing.assert_close(feats, torch.cat([vlm.vision_features([im], layer) for im in images]))
+    np.testing.assert_allclose(vlm.option_nll(images[0], "Which shape is red?", OPTIONS),
+                               hand_option_nll(vlm, images[0], "Which shape is red?", OPTIONS), rtol=0, atol=HAND_ATOL)
+    editor = ReasonEditor(vlm, ReasonEditConfig(only_edit_errors=False, guard={"policy": "off"}),
+                          text_encoder=text_encoder)
+    editor.edit([{"id": "e1", "image": pattern(1, size=64), "prompt": "Which tribe owns the shape?",
+                  "target": "Vol", "rationale": "Red circles belong to the Vol tribe."}])
+    assert "Vol tribe" in editor.answer(pattern(1, size=64), "Which tribe owns the shape?", ["Vol", "Kem"]).prompt
+
+
+def test_load_model_specs_errors_name_the_fix() -> None:
+    from reasonedit_plugin.model_specs import load_model_specs
+
+    with pytest.raises(UnsupportedModelError, match="cannot import module 'no_such_pkg.specs'.*PYTHONPATH"):
+        load_model_specs(["no_such_pkg.specs"])
+    with pytest.raises(UnsupportedModelError, match="module names"):
+        load_model_specs([""])

@@ -352,6 +352,97 @@ def _build_internvl(seed: int) -> tuple[Any, Any]:
     return _instantiate("InternVLForConditionalGeneration", config, seed), processor
 
 
+MLLAMA_TEMPLATE = (
+    "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}{{ '<|image|>' }}"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{{ '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def _build_mllama(seed: int) -> tuple[Any, Any]:
+    specials = ["<|finetune_right_pad_id|>", "<|begin_of_text|>", "<|eot_id|>", "<|image|>", "<|start_header_id|>",
+                "<|end_header_id|>"]
+    tok = tiny_tokenizer(specials, MLLAMA_TEMPLATE, pad_token="<|finetune_right_pad_id|>",
+                         bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    # 28 px tiles, up to 2 per image (aspect ratios 1x1, 1x2, 2x1); cross-attention in LM layer 1
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1, attention_heads=4,
+                  image_size=28, patch_size=14, max_num_tiles=2, intermediate_layers_indices=[0],
+                  supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]], vision_output_dim=64)
+    text = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, cross_attention_layers=[1], max_position_embeddings=512, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    config = _cls("", "MllamaConfig")(vision_config=vision, text_config=text,
+                                      image_token_index=tok.convert_tokens_to_ids("<|image|>"))
+    image_processor = _cls("", "MllamaImageProcessorPil")(size={"height": 28, "width": 28}, max_image_tiles=2)
+    processor = _cls("", "MllamaProcessor")(image_processor=image_processor, tokenizer=tok,
+                                            chat_template=MLLAMA_TEMPLATE)
+    return _instantiate("MllamaForConditionalGeneration", config, seed), processor
+
+
+def _build_paligemma(seed: int) -> tuple[Any, Any]:
+    tok = tiny_tokenizer(["<pad>", "<eos>", "<bos>", "<image>"], None, pad_token="<pad>", eos_token="<eos>",
+                         bos_token="<bos>", extra_special_tokens={"image_token": "<image>"})
+    text = _cls("", "GemmaConfig")(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                   max_position_embeddings=512, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    vision = _cls("", "SiglipVisionConfig")(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, image_size=28, patch_size=14, projection_dim=32)
+    config = _cls("", "PaliGemmaConfig")(vision_config=vision, text_config=text, projection_dim=32, hidden_size=32,
+                                         image_token_index=tok.convert_tokens_to_ids("<image>"))
+    image_processor = _cls("", "SiglipImageProcessorPil")(size={"height": 28, "width": 28})
+    image_processor.image_seq_length = 4  # (28 / 14) ** 2 patches, as the hub's preprocessor_config says
+    processor = _cls("", "PaliGemmaProcessor")(image_processor=image_processor, tokenizer=tok)
+    return _instantiate("PaliGemmaForConditionalGeneration", config, seed), processor
+
+
+def _build_blip_vqa(seed: int) -> tuple[Any, Any]:
+    tok = tiny_tokenizer(["[PAD]", "[CLS]", "[SEP]", "[DEC]"], None, pad_token="[PAD]", cls_token="[CLS]",
+                         sep_token="[SEP]", bos_token="[DEC]", eos_token="[SEP]")
+    text = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                encoder_hidden_size=32, max_position_embeddings=512, pad_token_id=0, bos_token_id=3,
+                sep_token_id=2, eos_token_id=2)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+                  patch_size=14)
+    config = _cls("", "BlipConfig")(text_config=text, vision_config=vision, projection_dim=32)
+    image_processor = _cls("", "BlipImageProcessorPil")(size={"height": 28, "width": 28})
+    processor = _cls("", "BlipProcessor")(image_processor=image_processor, tokenizer=tok)
+    return _instantiate("BlipForQuestionAnswering", config, seed), processor
+
+
+def _build_idefics(seed: int) -> tuple[Any, Any]:
+    tok = tiny_tokenizer(["<unk>", "<s>", "</s>", "<fake_token_around_image>", "<image>", "<end_of_utterance>"],
+                         None, pad_token="<unk>", bos_token="<s>", eos_token="</s>")
+    vision = dict(embed_dim=32, image_size=28, intermediate_size=64, patch_size=14, num_hidden_layers=2,
+                  num_attention_heads=4)
+    config = _cls("", "IdeficsConfig")(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vision_config=vision, cross_layer_interval=1, max_position_embeddings=512, additional_vocab_size=0,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    image_processor = _cls("", "IdeficsImageProcessorPil")(image_size=28)
+    processor = _cls("", "IdeficsProcessor")(image_processor=image_processor, tokenizer=tok)
+    return _instantiate("IdeficsForVisionText2Text", config, seed), processor
+
+
+def _build_clip(seed: int) -> tuple[Any, Any]:
+    from tokenizers.processors import TemplateProcessing
+
+    tok = tiny_tokenizer(["<|endoftext|>", "<|startoftext|>"], None, pad_token="<|endoftext|>",
+                         bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    # CLIP pools the text at its end-of-text token: the tokenizer adds it, as CLIP's does
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 1), ("<|endoftext|>", 0)])
+    text = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=77, pad_token_id=0, bos_token_id=1, eos_token_id=0)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+                  patch_size=14)
+    config = _cls("", "CLIPConfig")(text_config=text, vision_config=vision, projection_dim=16)
+    image_processor = _cls("", "CLIPImageProcessorPil")(size={"shortest_edge": 28},
+                                                        crop_size={"height": 28, "width": 28})
+    processor = _cls("", "CLIPProcessor")(image_processor=image_processor, tokenizer=tok)
+    return _instantiate("CLIPModel", config, seed), processor
+
+
 _BUILDERS: dict[str, Callable[[int], tuple[Any, Any]]] = {
     "llava": _build_llava,
     "llava_next": _build_llava_next,
@@ -363,6 +454,11 @@ _BUILDERS: dict[str, Callable[[int], tuple[Any, Any]]] = {
     "smolvlm": lambda seed: _build_idefics3_like("smolvlm", seed),
     "gemma3": _build_gemma3,
     "internvl": _build_internvl,
+    "mllama": _build_mllama,
+    "paligemma": _build_paligemma,
+    "blip": _build_blip_vqa,
+    "idefics": _build_idefics,
+    "clip": _build_clip,
 }
 
 FAMILIES: list[str] = list(_BUILDERS)
