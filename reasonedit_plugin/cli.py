@@ -383,6 +383,9 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                         f"hparams/ReasonEdit/{DEFAULT_HPARAMS_NAME}")
     g.add_argument("--model", metavar="PATH", help="local model folder; overrides model_name of the YAML")
     g.add_argument("--device", help="cpu, cuda or cuda:N; overrides device of the YAML")
+    g.add_argument("--model-specs", nargs="+", metavar="MODULE",
+                   help="Python modules that register ModelSpec rows for families not in the table "
+                        "(as model_specs: in the YAML; see docs/ADDING_A_FAMILY.md)")
 
 
 def _add_records(p: argparse.ArgumentParser, split_default: str | None = None) -> None:
@@ -537,6 +540,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
+        if getattr(args, "model_specs", None):
+            from .model_specs import load_model_specs
+
+            load_model_specs(args.model_specs)
         return int(args.func(args) or 0)
     except ReasonEditError as exc:
         print(f"reasonedit {args.command}: error: {exc}", file=sys.stderr)

@@ -198,6 +198,10 @@ class ReasonEditHyperParams(HyperParamsCompat):
     """``error``: an edit without a rationale raises (names the ways to give one); ``answer_only``: store
     the answer entry alone (the paper's 'no rationale' ablation)."""
 
+    model_specs: list = field(default_factory=list)
+    """Python modules that register ModelSpec rows for families not in the table (``[my_pkg.specs]``),
+    imported when the hparams load; see docs/ADDING_A_FAMILY.md."""
+
     seed: int = 0
     only_edit_errors: bool = True
     max_new_tokens: int = 16
@@ -241,6 +245,12 @@ class ReasonEditHyperParams(HyperParamsCompat):
                 f"missing_rationale={self.missing_rationale!r} is not one of "
                 f"{list(MISSING_RATIONALE_POLICIES)}.{did_you_mean(self.missing_rationale, MISSING_RATIONALE_POLICIES)}"
             )
+        if isinstance(self.model_specs, str) or not all(isinstance(m, str) for m in self.model_specs):
+            raise ConfigError(f"model_specs={self.model_specs!r}: give a list of module names, e.g. [my_pkg.specs].")
+        if self.model_specs:
+            from .model_specs import load_model_specs
+
+            load_model_specs(list(self.model_specs))
         # The engine's config validates the shared fields and the nested sections.
         config = ReasonEditConfig(
             seed=self.seed,

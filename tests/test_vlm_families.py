@@ -390,20 +390,56 @@ def build_tiny_vipllava(seed: int = 0) -> tuple[object, object]:
 
 
 @pytest.fixture
-def outside_row(monkeypatch: pytest.MonkeyPatch):
-    """Registers examples/family_vipllava.py the way `model_specs: [family_vipllava]` does; unregisters after."""
+def examples_on_path(monkeypatch: pytest.MonkeyPatch):
+    """examples/ on sys.path; the example row is unregistered afterwards whoever registered it."""
     import sys
 
     from reasonedit_plugin import model_specs
 
     monkeypatch.syspath_prepend(str(EXAMPLES))
+    assert "vipllava" not in MODEL_SPECS
     try:
-        assert model_specs.load_model_specs(["family_vipllava"]) == ["vipllava"]
-        assert model_specs.load_model_specs("family_vipllava") == []  # imported once: no duplicate error
-        yield MODEL_SPECS["vipllava"]
+        yield
     finally:
         model_specs._REGISTRY.pop("vipllava", None)
         sys.modules.pop("family_vipllava", None)
+
+
+@pytest.fixture
+def outside_row(examples_on_path):
+    """Registers examples/family_vipllava.py the way `model_specs: [family_vipllava]` does."""
+    from reasonedit_plugin.model_specs import load_model_specs
+
+    assert load_model_specs(["family_vipllava"]) == ["vipllava"]
+    assert load_model_specs("family_vipllava") == []  # imported once: no duplicate error
+    return MODEL_SPECS["vipllava"]
+
+
+def test_yaml_and_cli_name_modules_that_register_rows(examples_on_path, tmp_path: Path, capsys) -> None:
+    from reasonedit_plugin import model_specs
+    from reasonedit_plugin.cli import main
+    from reasonedit_plugin.errors import ConfigError
+    from reasonedit_plugin.hparams import ReasonEditHyperParams
+
+    yaml_path = tmp_path / "vip.yaml"
+    yaml_path.write_text("alg_name: ReasonEdit\nmodel_name: package://tiny-qwen2-vl-shapes\n"
+                         "model_specs: [family_vipllava]\n")
+    hparams = ReasonEditHyperParams.from_hparams(str(yaml_path))
+    assert hparams.model_specs == ["family_vipllava"] and "vipllava" in MODEL_SPECS
+    assert hparams.to_dict()["model_specs"] == ["family_vipllava"]
+    with pytest.raises(ConfigError, match="list of module names"):
+        ReasonEditHyperParams.from_dict({"alg_name": "ReasonEdit", "model_name": "m", "model_specs": "family_vipllava"})
+
+    model_specs._REGISTRY.pop("vipllava")
+    import sys
+
+    sys.modules.pop("family_vipllava")
+    # the command line loads the modules before the command runs (here it then fails on the missing edits)
+    code = main(["edit", "--model-specs", "family_vipllava", "--edits", str(tmp_path / "none.jsonl"),
+                 "--out", str(tmp_path / "cb")])
+    assert code != 0 and "vipllava" in MODEL_SPECS
+    assert main(["edit", "--model-specs", "no_such_pkg.specs", "--edits", "x.jsonl", "--out", "cb"]) != 0
+    assert "cannot import module 'no_such_pkg.specs'" in capsys.readouterr().err
 
 
 def test_a_family_added_from_outside_by_a_row(outside_row: ModelSpec, images: list[Image.Image], text_encoder) -> None:
