@@ -322,6 +322,29 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    """Caption edits (captioning.py): apply them one after another, write the caption metrics."""
+    from . import captioning
+    from .editor import ReasonEditor
+
+    hparams = load_hparams(args.hparams, args.model, args.device)
+    if args.edits:
+        records = captioning.load_caption_records(args.edits, args.image_root, args.rephrase_root)
+    else:
+        from .data import easy_vqa_root
+
+        records = captioning.caption_records(captioning.caption_split(args.generate, args.seed), easy_vqa_root())
+    records = records[: args.limit] if args.limit else records
+    vlm = load_vlm(hparams)
+    editor = ReasonEditor(vlm, hparams.to_config(), calibration=records if _needs_calibration(hparams) else None)
+    _print(args, f"{len(records)} caption records, model {hparams.model_name}")
+    results = captioning.evaluate_captions(editor, records, args.max_new_tokens, progress=not args.quiet)
+    out = captioning.write_results(results, args.out, {"command": _command_line(), "model": hparams.model_name})
+    _print(args, captioning.results_table(results) + f"\nwritten: {out / 'caption_results.json'}, "
+                 f"{out / 'caption_report.md'}")
+    return 0
+
+
 def _needs_calibration(hparams: Any) -> bool:
     return hparams.embedding.layer == "auto" or hparams.embedding.scale == "auto"
 
@@ -504,6 +527,22 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--choices", nargs="+", metavar="OPTION", help="answer options (lowest summed NLL wins)")
     ins.add_argument("--limit", type=int, default=40, metavar="N", help="entries to list (default 40)")
     ins.set_defaults(func=cmd_inspect)
+
+    cap = sub.add_parser("caption", help="caption edits: apply them and report caption metrics",
+                         description="Apply caption edits (EasyEdit E-IC fields or edit-record fields) one after "
+                                     "another and report EasyEdit's caption token accuracies and the paper's "
+                                     "reliability / generality / locality on captions (docs/ARCHITECTURE.md).")
+    _add_model(cap)
+    src = cap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--edits", metavar="JSON", help="caption records (JSON list or JSON lines)")
+    src.add_argument("--generate", type=int, metavar="N", help="N generated caption edits over easy-vqa images")
+    cap.add_argument("--seed", type=int, default=0, help="seed of --generate (default 0)")
+    cap.add_argument("--image-root", metavar="DIR", help="root of image and m_loc paths (EasyEdit's coco_image)")
+    cap.add_argument("--rephrase-root", metavar="DIR", help="root of image_rephrase paths (rephrase_image)")
+    cap.add_argument("--limit", type=int, metavar="N", help="use only the first N records")
+    cap.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="caption length (default 16)")
+    cap.add_argument("--out", default="runs/captions", metavar="DIR", help="report folder (default runs/captions)")
+    cap.set_defaults(func=cmd_caption)
     return parser
 
 

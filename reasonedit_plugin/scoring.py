@@ -29,7 +29,10 @@ from .model_specs import TokenInput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TokenScores", "extend_token_inputs", "generate", "next_token_logits", "option_nll", "token_scores"]
+TOP_K = 10
+"""Top-k of EasyEdit's multimodal locality (``multimodal_locality_acc``: top-10 token agreement)."""
+
+__all__ = ["TOP_K", "TokenScores", "extend_token_inputs", "generate", "next_token_logits", "option_nll", "token_scores"]
 
 
 @dataclass
@@ -43,6 +46,9 @@ class TokenScores:
     predicted: torch.Tensor
     """The model's most likely token at each of those positions, long [T] (EasyEdit's token accuracy
     compares it with ``targets``)."""
+    top_ids: torch.Tensor
+    """The TOP_K most likely tokens at each position, long [T, TOP_K] (EasyEdit's locality compares the
+    pre- and post-edit lists)."""
 
     @property
     def nll(self) -> float:
@@ -191,7 +197,9 @@ def token_scores(vlm: Any, image: Any, text: str, continuations: Sequence[str]) 
     logp = pred.log_softmax(-1)
     picked = logp.gather(-1, cont.unsqueeze(-1)).squeeze(-1)
     best = pred.argmax(-1)
-    return [TokenScores(cont[row, : len(ids)].cpu(), picked[row, : len(ids)].cpu(), best[row, : len(ids)].cpu())
+    top = torch.topk(pred, k=min(TOP_K, pred.shape[-1]), dim=-1).indices
+    return [TokenScores(cont[row, : len(ids)].cpu(), picked[row, : len(ids)].cpu(), best[row, : len(ids)].cpu(),
+                        top[row, : len(ids)].cpu())
             for row, ids in enumerate(token_lists)]
 
 
