@@ -309,6 +309,9 @@ def vlm_teacher_forced(vlm: Any, image: ImageLike | None, user_text: str, target
         return TeacherForced(torch.as_tensor(logits), torch.as_tensor(labels))
     if not all(hasattr(vlm, name) for name in ("build_inputs", "model", "tokenizer")):
         return None
+    spec = getattr(vlm, "spec", None)
+    if getattr(spec, "scorer", "causal_lm") != "causal_lm":  # BLIP VQA, CLIP: no decoder-only logits
+        return None
     target_ids = vlm.tokenizer(target, add_special_tokens=False)["input_ids"]
     if not target_ids:
         raise ReasonEditError(f"target {target!r} tokenizes to nothing; EasyEdit metrics need a non-empty target.")
@@ -319,14 +322,19 @@ def vlm_teacher_forced(vlm: Any, image: ImageLike | None, user_text: str, target
     prompt_ids = base["input_ids"]
     device = prompt_ids.device
     cont = torch.tensor([target_ids], dtype=prompt_ids.dtype, device=device)
-    inputs = dict(base)
-    for key, value in base.items():  # extend every per-token tensor (attention mask, token types)
-        if key == "input_ids" or not (torch.is_tensor(value) and value.shape == prompt_ids.shape):
-            continue
-        tail = torch.ones_like(cont, dtype=value.dtype) if key == "attention_mask" else \
-            torch.zeros_like(cont, dtype=value.dtype)
-        inputs[key] = torch.cat([value, tail], dim=1)
-    inputs["input_ids"] = torch.cat([prompt_ids, cont], dim=1)
+    if hasattr(spec, "token_inputs"):  # per-token inputs extended as the family's row says (scoring.py)
+        from .scoring import extend_token_inputs
+
+        inputs = extend_token_inputs(spec, base, cont, torch.ones_like(cont, dtype=torch.bool))
+    else:
+        inputs = dict(base)
+        for key, value in base.items():  # extend every per-token tensor (attention mask, token types)
+            if key == "input_ids" or not (torch.is_tensor(value) and value.shape == prompt_ids.shape):
+                continue
+            tail = torch.ones_like(cont, dtype=value.dtype) if key == "attention_mask" else \
+                torch.zeros_like(cont, dtype=value.dtype)
+            inputs[key] = torch.cat([value, tail], dim=1)
+        inputs["input_ids"] = torch.cat([prompt_ids, cont], dim=1)
     model = vlm.model
     dtype = next(model.parameters()).dtype
     inputs = {k: v.to(device=model.device if hasattr(model, "device") else device, dtype=dtype)

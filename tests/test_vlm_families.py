@@ -472,3 +472,21 @@ def test_load_model_specs_errors_name_the_fix() -> None:
         load_model_specs(["no_such_pkg.specs"])
     with pytest.raises(UnsupportedModelError, match="module names"):
         load_model_specs([""])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_easyedit_teacher_forced_logits_follow_the_row(family: str, images: list[Image.Image]) -> None:
+    """evaluation.vlm_teacher_forced (EasyEdit's token accuracy / locality) extends per-token inputs as the
+    row says: its target log-likelihood equals the hand computation; non-decoder scorers report none."""
+    from reasonedit_plugin.evaluation import vlm_teacher_forced
+
+    vlm = tiny_vlm(family)
+    question, option = "Which shape is red?", OPTIONS[2]
+    tf = vlm_teacher_forced(vlm, images[0], question, option)
+    if vlm.spec.scorer != "causal_lm":
+        assert tf is None
+        return
+    mask = tf.labels[1:] != -100
+    logp = tf.logits[:-1].log_softmax(-1)[mask].gather(-1, tf.labels[1:][mask][:, None])
+    (expected,) = hand_option_nll(vlm, images[0], question, [option])
+    assert float(-logp.sum()) == pytest.approx(expected, abs=HAND_ATOL)
