@@ -340,7 +340,8 @@ def test_known_default_layers() -> None:
     assert MODEL_SPECS["qwen3_vl"].layer_path(24) == "model.visual.blocks.24.mlp.linear_fc1"
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "instructblip", "smolvlm"])
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "instructblip", "smolvlm", "mllama", "paligemma", "blip",
+                                    "idefics", "clip"])
 def test_from_pretrained_local_folder(family: str, tmp_path: Path, images: list[Image.Image]) -> None:
     """Saved and reloaded offline, with PIL image processors and no video processor (no torchvision)."""
     model, processor = build_or_skip(family)
