@@ -38,6 +38,7 @@ __all__ = [
     "TOKEN_FILLS",
     "TokenInput",
     "VISION_CALLS",
+    "config_value",
     "get_model_spec",
     "load_model_specs",
     "register_model_spec",
@@ -221,6 +222,11 @@ class ModelSpec:
             if known.vision_blocks == blocks and known.text_hidden == hidden:
                 return known.layer
         return min(blocks - 1, max(0, round(self.default_fraction * (blocks - 1))))
+
+
+def config_value(config: Any, dotted: str) -> Any:
+    """``config.a.b`` for ``dotted == "a.b"``; None when any part is missing."""
+    return _get_attr_path(config, dotted)
 
 
 def _get_attr_path(obj: Any, dotted: str) -> Any:

@@ -25,7 +25,7 @@ import torch
 
 from .errors import ReasonEditError, UnsupportedModelError
 from .hooks import modify_outputs
-from .model_specs import TokenInput
+from .model_specs import TokenInput, config_value
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +150,7 @@ def _repeated_prompt(vlm: Any, image: Any, text: str, n: int) -> Any:
 
 
 def _decoder_start(vlm: Any) -> int:
-    from .model_specs import _get_attr_path
-
-    start = _get_attr_path(vlm.model.config, vlm.spec.decoder_start_attr)
+    start = config_value(vlm.model.config, vlm.spec.decoder_start_attr)
     if start is None:
         raise UnsupportedModelError(f"{vlm.spec.model_type}: config has no {vlm.spec.decoder_start_attr!r}; fix the "
                                     "row's decoder_start_attr.")
@@ -230,11 +228,9 @@ def option_nll(vlm: Any, image: Any, text: str, options: Sequence[str]) -> list[
 
 
 def _text_limit(vlm: Any) -> int | None:
-    from .model_specs import _get_attr_path
-
     if vlm.spec.max_text_tokens_attr is None:
         return None
-    value = _get_attr_path(vlm.model.config, vlm.spec.max_text_tokens_attr)
+    value = config_value(vlm.model.config, vlm.spec.max_text_tokens_attr)
     return int(value) if value is not None else None
 
 

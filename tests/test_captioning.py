@@ -159,3 +159,19 @@ def test_caption_command(tmp_path: Path, vlm: VLM, cli_logging) -> None:
     data = json.loads((out / "caption_results.json").read_text())
     assert [r["method"] for r in data["results"]] == ["ReasonEdit", "unedited"]
     assert "rewrite_acc" in (out / "caption_report.md").read_text()
+
+
+@pytest.mark.parametrize("family", ["blip", "paligemma", "mllama", "idefics"])
+def test_caption_edits_on_other_families(family: str, text_encoder) -> None:
+    """The caption path on an encoder-decoder (BLIP), a prefix-LM (PaliGemma) and the cross-attention
+    families (Mllama, IDEFICS): token accuracy equals the scorer's, facts fused into the caption prompt."""
+    model, processor = build_or_skip(family)
+    vlm = VLM(model, processor)
+    editor = ReasonEditor(vlm, ReasonEditConfig(only_edit_errors=False, guard={"policy": "off"}, max_new_tokens=2),
+                          text_encoder=text_encoder)
+    edited, unedited = evaluate_captions(editor, caption_records([eic_row()]), max_new_tokens=2)
+    rel = next(p for p in edited.probes if p.kind == "rel")
+    assert rel.retrieved and "Vol tribe" in rel.prompt
+    (scores,) = vlm.token_scores(pattern(1, size=64), rel.prompt, [TARGET])
+    assert rel.token_accuracy == scores.accuracy
+    assert unedited.easyedit["rewrite_acc"] is not None and edited.paper["overall_hm"] is not None
