@@ -25,7 +25,7 @@ import torch
 
 from .errors import ReasonEditError, UnsupportedModelError
 from .hooks import modify_outputs
-from .model_specs import TokenInput, config_value
+from .model_spec import TokenInput, config_value
 
 logger = logging.getLogger(__name__)
 
