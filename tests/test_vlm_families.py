@@ -503,3 +503,25 @@ def test_easyedit_teacher_forced_logits_follow_the_row(family: str, images: list
     logp = tf.logits[:-1].log_softmax(-1)[mask].gather(-1, tf.labels[1:][mask][:, None])
     (expected,) = hand_option_nll(vlm, images[0], question, [option])
     assert float(-logp.sum()) == pytest.approx(expected, abs=HAND_ATOL)
+
+
+def test_clip_text_is_cut_to_77_tokens_keeping_the_option(images: list[Image.Image]) -> None:
+    """CLIP reads '<option>. <fused question>' cut to its 77 positions from the end: a fused question
+    far longer than that still scores, the option stays, and the question's tail is what is cut."""
+    vlm = tiny_vlm("clip")
+    long_question = "Red circles belong to the Vol tribe. " * 6 + "Which tribe owns the shape?"
+    options = ["Vol", "Kem"]
+    got = vlm.option_nll(images[0], long_question, options)
+    model = vlm.model
+    pixels = vlm.processor.image_processor(vlm._prepare_images([images[0]]), return_tensors="pt")["pixel_values"]
+    sims = []
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=pixels).pooler_output
+        for option in options:
+            ids = vlm.tokenizer(f"{option}. {long_question}")["input_ids"]
+            assert len(ids) > 77
+            kept = ids[:76] + [ids[-1]]  # the start (option first), then the end-of-text token CLIP pools at
+            assert vlm.tokenizer.decode(kept[1:4]).startswith(option)
+            txt = model.get_text_features(input_ids=torch.tensor([kept])).pooler_output
+            sims.append(float(model.logit_scale.exp() * torch.nn.functional.cosine_similarity(img, txt)[0]))
+    np.testing.assert_allclose(got, [float(v) for v in -torch.tensor(sims).log_softmax(-1)], rtol=0, atol=HAND_ATOL)
