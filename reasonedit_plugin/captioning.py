@@ -16,6 +16,9 @@ Metrics (:func:`evaluate_captions`), after all edits are applied one after anoth
   (normalised), and locality as the share of unrelated images whose greedy caption is unchanged;
   overall = harmonic mean of reliability, generality (HM of T/I-Gen) and locality.
 
+The text-only locality question of E-IC (``loc`` / ``loc_ans``) is kept on the record but not scored here
+(it has no image); EasyEdit's own ``edit_dataset`` scores it (``locality_acc``).
+
 :func:`caption_split` writes caption edits over easy-vqa images (a caption plus a rule that only the
 rationale carries: "A red circle of the Vol tribe."). ``reasonedit caption`` runs it all from the
 command line.
@@ -93,9 +96,9 @@ def caption_records(rows: Iterable[Mapping[str, Any]], image_root: Union[str, Pa
         data["id"] = rid
         if meta:
             data["meta"] = meta
-        root = Path(rephrase_root) if rephrase_root is not None else None
-        if root is not None and isinstance(data.get("image_rephrase"), str) and not Path(data["image_rephrase"]).is_absolute():
-            data["image_rephrase"] = str(root / data["image_rephrase"])
+        rephrased = data.get("image_rephrase")
+        if rephrase_root is not None and isinstance(rephrased, str) and not Path(rephrased).is_absolute():
+            data["image_rephrase"] = str(Path(rephrase_root) / rephrased)
         out.append(data)
     return make_records(out, image_root)
 
@@ -264,14 +267,14 @@ def results_table(results: Sequence[CaptionResult]) -> str:
             "image_rephrase_acc | multimodal_locality_acc |\n" + "| --- " * 11 + "|\n")
     rows = []
     for r in results:
-        p, e = r.paper, r.easyedit
-        rows.append(f"| {r.method} | {len(r.edited)} | {pct(p['reliability'])} | {pct(p['t_gen'])} | "
-                    f"{pct(p['i_gen'])} | {pct(p['locality'])} | {pct(p['overall_hm'])} | {pct(e['rewrite_acc'])} | "
-                    f"{pct(e['rephrase_acc'])} | {pct(e['image_rephrase_acc'])} | {pct(e['multimodal_locality_acc'])} |")
+        cells = [r.paper[k] for k in ("reliability", "t_gen", "i_gen", "locality", "overall_hm")]
+        cells += [r.easyedit[k] for k in ("rewrite_acc", "rephrase_acc", "image_rephrase_acc", "multimodal_locality_acc")]
+        rows.append(f"| {r.method} | {len(r.edited)} | " + " | ".join(pct(v) for v in cells) + " |")
     return head + "\n".join(rows) + "\n"
 
 
-def write_results(results: Sequence[CaptionResult], out: Union[str, Path], extra: Mapping[str, Any] | None = None) -> Path:
+def write_results(results: Sequence[CaptionResult], out: Union[str, Path],
+                  extra: Mapping[str, Any] | None = None) -> Path:
     """``<out>/caption_results.json`` (every probe) and ``<out>/caption_report.md`` (the table)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,9 @@ def test_eic_fields_map_onto_edit_records(tmp_path: Path) -> None:
     (r,) = caption_records([eic_row()])
     assert (r.prompt, r.target, r.rephrase_prompt) == ("Describe this image.", TARGET, "What does this image show?")
     assert (r.locality_prompt, r.locality_ground_truth) == ("What is the capital of France?", "Paris")
-    assert (r.multimodal_locality_prompt, r.multimodal_locality_ground_truth) == ("Describe this image.", "A blue square.")
-    assert r.meta == {"pred": "A red circle."} and r.rationale == RATIONALE.split(" Red")[:1] + ["Red circles belong "
-                                                                                                 "to the Vol tribe."]
+    assert (r.multimodal_locality_prompt, r.multimodal_locality_ground_truth) == (CAPTION_PROMPT, "A blue square.")
+    assert r.meta == {"pred": "A red circle."}
+    assert r.rationale == ["The shape in the picture is a red circle.", "Red circles belong to the Vol tribe."]
     assert caption_records([eic_row(alt="")]) == []  # EasyEdit skips empty targets
     (plain,) = caption_records([{"id": "p", "image": pattern(1, size=64), "target": "A red circle."}])
     assert plain.prompt == CAPTION_PROMPT
@@ -83,7 +83,8 @@ def test_caption_edit_through_the_engine(vlm: VLM, text_encoder) -> None:
     edited, unedited = evaluate_captions(editor, caption_records([eic_row()]), max_new_tokens=3)
     assert edited.edited == ["c1"] and editor.edit_ids() == ["c1"]
     rel = next(p for p in edited.probes if p.kind == "rel")
-    assert rel.retrieved and "Red circles belong to the Vol tribe." in rel.prompt and rel.prompt.endswith(CAPTION_PROMPT)
+    assert rel.retrieved and "Red circles belong to the Vol tribe." in rel.prompt
+    assert rel.prompt.endswith(CAPTION_PROMPT)
     assert {p.kind for p in edited.probes} == {"rel", "tgen", "igen", "loc"}
     assert {p.kind for p in unedited.probes} == {"rel", "tgen", "igen"}
     u_rel = next(p for p in unedited.probes if p.kind == "rel")
