@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
+from .baseline_registry import (  # noqa: F401 -- re-exported: the comparison's public names
+    EASYEDIT_METHODS, BaselineUnavailable, EasyEditRunner, easyedit_commit, easyedit_runners, easyedit_status,
+    register_easyedit_runner,
+)
 from .config import ReasonEditConfig
 from .errors import ConfigError, ReasonEditError, did_you_mean
 from .evaluation import (
@@ -65,9 +67,6 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
              "no image-region entries for rationale sentences"),
 )}
 
-EASYEDIT_METHODS: tuple[str, ...] = ("IKE", "GRACE", "WISE", "LoRA", "FT", "MEND", "SERAC")
-"""EasyEdit's multimodal methods compared when ``easyeditor`` is importable."""
-
 DEFAULT_METHODS: tuple[str, ...] = (REASONEDIT, UNEDITED) + tuple(ABLATIONS) + EASYEDIT_METHODS
 
 
@@ -105,85 +104,25 @@ class MethodResult:
                 "topology": topo}
 
 
-class BaselineUnavailable(ReasonEditError):
-    """A baseline cannot run here; the message is the exact reason shown in its row."""
-
-
 # ================================================================================================
-# EasyEdit baselines
+# EasyEdit baselines (the registry lives in baseline_registry.py, shared with easyedit_baselines.py)
 # ================================================================================================
-
-EasyEditRunner = Callable[..., EditMethod]
-"""``runner(model_path=..., hparams_path=..., records=..., reference=..., protocol=..., vlm=...) -> EditMethod``;
-raise :class:`BaselineUnavailable` with the reason when the method cannot run on this model."""
-
-_EASYEDIT_RUNNERS: dict[str, EasyEditRunner] = {}
-
-
-def register_easyedit_runner(name: str, runner: EasyEditRunner, overwrite: bool = False) -> None:
-    """Register how one EasyEdit method is set up (an :class:`EditMethod` wrapping ``MultimodalEditor``)."""
-    if name not in EASYEDIT_METHODS:
-        raise ConfigError(f"unknown EasyEdit method {name!r}; known: {list(EASYEDIT_METHODS)}."
-                          f"{did_you_mean(name, EASYEDIT_METHODS)}")
-    if not callable(runner):
-        raise ConfigError(f"the runner for {name} must be callable.")
-    if name in _EASYEDIT_RUNNERS and not overwrite:
-        raise ConfigError(f"an EasyEdit runner for {name} is already registered; pass overwrite=True.")
-    _EASYEDIT_RUNNERS[name] = runner
-
-
-def easyedit_status() -> tuple[bool, str | None]:
-    """Whether ``easyeditor`` is importable here, and if not the exact reason."""
-    try:
-        importlib.import_module("easyeditor")
-    except Exception as exc:  # noqa: BLE001 - any import failure is a reason to skip, reported verbatim
-        return False, (f"easyeditor is not importable in {sys.executable} ({type(exc).__name__}: {exc}); "
-                       "install EasyEdit (or put its checkout on PYTHONPATH) to run EasyEdit's baselines")
-    return True, None
-
-
-def easyedit_commit() -> str | None:
-    """The git commit of the importable EasyEdit checkout, if it is one (no import when absent)."""
-    spec = importlib.util.find_spec("easyeditor") if "easyeditor" not in sys.modules else None
-    path = None
-    if "easyeditor" in sys.modules:
-        path = getattr(sys.modules["easyeditor"], "__file__", None)
-    elif spec is not None:
-        path = spec.origin
-    if not path:
-        return None
-    root = Path(path).resolve().parent.parent
-    head = root / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            ref_file = root / ".git" / ref[5:]
-            if ref_file.is_file():
-                return ref_file.read_text().strip()
-            packed = root / ".git" / "packed-refs"
-            for line in packed.read_text().splitlines() if packed.is_file() else []:
-                if line.endswith(ref[5:]):
-                    return line.split()[0]
-            return None
-        return ref
-    except OSError:
-        return None
-
 
 def _easyedit_runner(name: str) -> EasyEditRunner:
     ok, reason = easyedit_status()
     if not ok:
         raise BaselineUnavailable(reason or "easyeditor is not importable")
-    if name not in _EASYEDIT_RUNNERS:
-        try:  # the adapter side may register runners when imported
+    if name not in easyedit_runners():
+        try:  # the EasyEdit side registers its runners when imported
             importlib.import_module(".easyedit_baselines", __package__)
         except ImportError:
             pass
-    if name not in _EASYEDIT_RUNNERS:
+    runner = easyedit_runners().get(name)
+    if runner is None:
         raise BaselineUnavailable(
             f"no EasyEdit runner is registered for {name} in this version of reasonedit_plugin "
             "(reasonedit_plugin.baselines.register_easyedit_runner)")
-    return _EASYEDIT_RUNNERS[name]
+    return runner
 
 
 # ================================================================================================
