@@ -399,6 +399,18 @@ def cmd_hparams(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upstream(args: argparse.Namespace) -> int:
+    """``reasonedit upstream --easyedit PATH``: write ReasonEdit into an EasyEdit checkout (upstream.py)."""
+    from .upstream import write_contribution
+
+    done = write_contribution(args.easyedit)
+    for label, paths in (("created", done.created), ("changed", done.changed), ("already there", done.unchanged)):
+        for path in paths:
+            _print(args, f"{label:>13}  {path}")
+    _print(args, f"ReasonEdit written into {done.root}; review with `git -C {done.root} diff --stat` (docs/UPSTREAM.md).")
+    return 0
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--hparams", metavar="YAML",
@@ -529,6 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--check", action="store_true",
                     help="load each copy with EasyEdit's own hyper-parameter class (needs easyeditor importable)")
     hp.set_defaults(func=cmd_hparams)
+
+    up = sub.add_parser(
+        "upstream", help="write ReasonEdit into an EasyEdit checkout (the upstream pull request)",
+        description="Write easyeditor/models/reasonedit/ (importing the pip-installed engine), the alg_dict / "
+                    "CALLABLE_RESTORE_ALGS entries, edit(rationales=...), hparams/ReasonEdit/*.yaml, "
+                    "examples/run_reasonedit_editing.py and a README section into an EasyEdit checkout "
+                    "(idempotent; see docs/UPSTREAM.md).")
+    up.add_argument("--easyedit", required=True, metavar="PATH", help="root of an EasyEdit git checkout")
+    up.set_defaults(func=cmd_upstream)
 
     ins = sub.add_parser("inspect", help="show a codebook, and for one query what is retrieved and why",
                          description="List a saved codebook's entries (kinds, radius, hubness σ, edits, values) "

@@ -43,6 +43,10 @@ not loaded; when it is, its own ``is_qwen_vl_model`` decides."""
 
 LOADER_HINT = "qwen2-vl, qwen3-vl, qwen3.5, llava-onevision"
 
+NATIVE_MODULE = "easyeditor.models.reasonedit"
+"""EasyEdit's own ReasonEdit method folder (``reasonedit upstream``). When EasyEdit carries it, EasyEdit
+registers the method itself and the plugin's hook stands down."""
+
 LAVIS_MODELS = ("blip2", "minigpt4")
 """``model_name`` values that select EasyEdit's LAVIS models."""
 
@@ -175,6 +179,8 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module: Any) -> None:
             original_exec(module)
+            if NATIVE_MODULE in sys.modules:
+                return  # this EasyEdit ships ReasonEdit itself
             try:
                 register()
             except Exception:  # never break the user's import of EasyEdit
@@ -200,8 +206,12 @@ def register_on_import() -> str:
 
     Never imports EasyEdit itself. The hook is installed even when ``easyeditor`` is not findable yet (a
     checkout put on ``sys.path`` later is still registered on import; the hook ignores every other
-    import). Returns ``"registered"`` or ``"deferred"``."""
+    import). Does nothing when EasyEdit carries ReasonEdit itself (its ``easyeditor.models.reasonedit``
+    imports this package while EasyEdit is being imported). Returns ``"registered"``, ``"deferred"`` or
+    ``"native"``."""
     global _HOOK
+    if NATIVE_MODULE in sys.modules:
+        return "native"
     if "easyeditor" in sys.modules:
         return "registered" if register_if_loaded() else "deferred"
     if _HOOK is None:
