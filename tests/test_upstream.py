@@ -106,3 +106,13 @@ def test_plugin_hook_stands_down_when_easyedit_ships_reasonedit(monkeypatch):
     monkeypatch.setitem(sys.modules, registration.NATIVE_MODULE, type(sys)(registration.NATIVE_MODULE))
     assert registration.register_on_import() == "native"
     assert not any(isinstance(f, registration._RegisterAfterImport) for f in sys.meta_path)
+
+
+def test_cli_upstream(checkout, tmp_path, capsys):
+    from reasonedit_plugin.cli import main
+
+    assert main(["upstream", "--easyedit", str(checkout)]) == 0
+    out = capsys.readouterr().out
+    assert "created  easyeditor/models/reasonedit/reasonedit_main.py" in out and "git -C" in out
+    assert main(["upstream", "--easyedit", str(tmp_path / "nowhere")]) == 2
+    assert "is not an EasyEdit checkout" in capsys.readouterr().err
