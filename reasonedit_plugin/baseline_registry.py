@@ -17,8 +17,12 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, ReasonEditError, did_you_mean
 
-EASYEDIT_METHODS: tuple[str, ...] = ("IKE", "GRACE", "WISE", "LoRA", "FT", "MEND", "SERAC")
+EASYEDIT_METHODS: tuple[str, ...] = ("IKE", "GRACE", "WISE", "LoRA", "MEND", "SERAC")
 """EasyEdit's multimodal methods compared when ``easyeditor`` is importable."""
+
+OWN_BASELINES: tuple[str, ...] = ("FT",)
+"""Baselines this project implements for Hugging Face VLMs where EasyEdit has none (``finetune_baseline.py``);
+they run without EasyEdit."""
 
 
 class BaselineUnavailable(ReasonEditError):

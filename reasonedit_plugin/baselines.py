@@ -13,6 +13,8 @@ gives a row with ``status="skipped"`` and the exact reason — never zeros.
   config equals the ReasonEdit row's is reported as skipped ("identical to ReasonEdit").
 - EasyEdit baselines (:data:`EASYEDIT_METHODS`): need ``easyeditor`` importable and a runner registered
   with :func:`register_easyedit_runner` (the EasyEdit-specific code lives with the adapter).
+- this project's baselines (:data:`OWN_BASELINES`): FT for Hugging Face VLMs (``finetune_baseline.py``),
+  with EasyEdit's FT settings from ``hparams/FT/<model>.yaml``; no EasyEdit needed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from .baseline_registry import (  # noqa: F401 -- re-exported: the comparison's public names
-    EASYEDIT_METHODS, BaselineUnavailable, EasyEditRunner, easyedit_commit, easyedit_runners, easyedit_status,
+    EASYEDIT_METHODS, OWN_BASELINES, BaselineUnavailable, EasyEditRunner, easyedit_commit, easyedit_runners, easyedit_status,
     register_easyedit_runner,
 )
 from .config import ReasonEditConfig
@@ -67,7 +69,11 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
              "no image-region entries for rationale sentences"),
 )}
 
-DEFAULT_METHODS: tuple[str, ...] = (REASONEDIT, UNEDITED) + tuple(ABLATIONS) + EASYEDIT_METHODS
+BASELINE_ORDER: tuple[str, ...] = ("IKE", "GRACE", "WISE", "LoRA", "FT", "MEND", "SERAC")
+"""The baseline rows, in the report's order (EasyEdit's and this project's)."""
+assert set(BASELINE_ORDER) == set(EASYEDIT_METHODS) | set(OWN_BASELINES)
+
+DEFAULT_METHODS: tuple[str, ...] = (REASONEDIT, UNEDITED) + tuple(ABLATIONS) + BASELINE_ORDER
 
 
 # ================================================================================================
@@ -80,7 +86,7 @@ class MethodResult:
 
     name: str
     kind: str
-    """``reasonedit``, ``unedited``, ``ablation`` or ``easyedit``."""
+    """``reasonedit``, ``unedited``, ``ablation``, ``easyedit`` or ``baseline`` (this project's FT)."""
     status: str
     """``ok``, ``skipped`` (could not or need not run; see ``reason``) or ``failed`` (an error; see ``reason``)."""
     reason: str | None = None
@@ -252,6 +258,11 @@ def run_method(name: str, ctx: RunContext, reasonedit_config: ReasonEditConfig |
             return MethodResult(name, "ablation", "ok", label=ablation.label, config=_resolved(method, config),
                                 evaluation=ev, seconds=time.perf_counter() - start,
                                 topology=method.editor.topology_report)
+        if name in OWN_BASELINES:
+            method = _finetune_method(ctx)
+            ev = _evaluate(ctx, method)
+            return MethodResult(name, "baseline", "ok", label=method.label, evaluation=ev, config=method.config,
+                                seconds=time.perf_counter() - start)
         if name in EASYEDIT_METHODS:
             runner = _easyedit_runner(name)
             method = runner(model_path=ctx.model_path, hparams_path=_easyedit_hparams(ctx, name),
@@ -262,15 +273,20 @@ def run_method(name: str, ctx: RunContext, reasonedit_config: ReasonEditConfig |
                                 config=dict(getattr(method, "config", {}) or {}),
                                 seconds=time.perf_counter() - start)
     except BaselineUnavailable as exc:
-        kind = "easyedit" if name in EASYEDIT_METHODS else "ablation" if name in ABLATIONS else name
+        kind = _kind(name)
         return MethodResult(name, kind, "skipped", reason=str(exc), seconds=time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - one failing row must not sink the comparison
         logger.exception("method %s failed", name)
-        kind = "easyedit" if name in EASYEDIT_METHODS else "ablation" if name in ABLATIONS else name
+        kind = _kind(name)
         return MethodResult(name, kind, "failed", reason=f"{type(exc).__name__}: {exc}",
                             seconds=time.perf_counter() - start)
     raise ConfigError(f"unknown method {name!r}.{did_you_mean(name, DEFAULT_METHODS)} "
                       f"Known: {list(DEFAULT_METHODS)}.")
+
+
+def _kind(name: str) -> str:
+    return ("easyedit" if name in EASYEDIT_METHODS else "baseline" if name in OWN_BASELINES
+            else "ablation" if name in ABLATIONS else name)
 
 
 def _identical_reason(ablation: Ablation, base: ReasonEditConfig) -> str:
@@ -282,6 +298,17 @@ def _identical_reason(ablation: Ablation, base: ReasonEditConfig) -> str:
         return ("identical to the ReasonEdit row: it already uses the default layer and λ = 30 "
                 "(run with balance='auto' to compare against AutoLayer/AutoScaler)")
     return f"identical to the ReasonEdit row ({ablation.note})"
+
+
+def _finetune_method(ctx: RunContext) -> Any:
+    from .finetune_baseline import FineTuneConfig, FineTuneMethod
+
+    model = Path(ctx.model_path or "").name or "tiny-qwen2-vl-shapes"
+    path = _easyedit_hparams(ctx, "FT") or str(Path(__file__).resolve().parent.parent / "hparams" / "FT" /
+                                                f"{model}.yaml")
+    if not Path(path).is_file():
+        raise BaselineUnavailable(f"no FT hparams for this model: {path} does not exist (EasyEdit's FT YAML form)")
+    return FineTuneMethod(ctx.vlm, FineTuneConfig.from_yaml(path, seed=ctx.config.seed), ctx.config.max_new_tokens)
 
 
 def _easyedit_hparams(ctx: RunContext, name: str) -> str | None:

@@ -73,10 +73,6 @@ SERAC_REASON = (
 
 NOT_SUPPORTED: dict[str, str] = {
     "SERAC": SERAC_REASON,
-    "FT": ("EasyEdit has no multimodal FT: 'FT' is not in easyeditor.util.alg_dict.ALG_MULTIMODAL_DICT "
-           "(nor MULTIMODAL_EDIT_ALGS), so MultimodalEditor cannot run it; EasyEdit's FT "
-           "(apply_ft_to_model) is text-only (it tokenises prompt + target_new with a text tokenizer, no "
-           "image). Its multimodal fine-tuning baseline is LoRA."),
 }
 
 
