@@ -383,32 +383,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # ================================================================================================
 
 def cmd_hparams(args: argparse.Namespace) -> int:
-    """``reasonedit hparams --materialize YAML...``: EasyEdit-readable copies (easyedit_materialize.py)."""
-    from .easyedit_materialize import load_with_easyedit, materialize
+    from .easyedit_materialize import materialize_command
 
-    for source in args.materialize:
-        done = materialize(source, args.out, model=args.model)
-        _print(args, f"{done.source} -> {done.path}   ({done.easyedit_class}.from_hparams)")
-        for line in done.changes:
-            _print(args, f"  {line}")
-        for line in done.warnings:
-            print(f"  warning: {line}", file=sys.stderr)
-        if args.check:
-            load_with_easyedit(done.path, done.alg_name)
-            _print(args, f"  loaded with {done.easyedit_class.split(':')[1]}.from_hparams: ok")
-    return 0
+    return materialize_command(args.materialize, args.out, args.model, args.check, lambda *t: _print(args, *t))
 
 
 def cmd_upstream(args: argparse.Namespace) -> int:
-    """``reasonedit upstream --easyedit PATH``: write ReasonEdit into an EasyEdit checkout (upstream.py)."""
-    from .upstream import write_contribution
+    from .upstream import upstream_command
 
-    done = write_contribution(args.easyedit)
-    for label, paths in (("created", done.created), ("changed", done.changed), ("already there", done.unchanged)):
-        for path in paths:
-            _print(args, f"{label:>13}  {path}")
-    _print(args, f"ReasonEdit written into {done.root}; review with `git -C {done.root} diff --stat` (docs/UPSTREAM.md).")
-    return 0
+    return upstream_command(args.easyedit, lambda *t: _print(args, *t))
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Sequence, Union
 
 import yaml
 
@@ -176,3 +177,19 @@ def load_with_easyedit(path: Union[str, os.PathLike], alg_name: str) -> Any:
 
     module, cls = EASYEDIT_CLASSES[alg_name]
     return getattr(importlib.import_module(module), cls).from_hparams(str(path))
+
+
+def materialize_command(sources: Sequence[str], out: str | None, model: str | None, check: bool,
+                        say: Callable[..., None] = print) -> int:
+    """``reasonedit hparams --materialize YAML... [--out DIR] [--model PATH] [--check]``."""
+    for source in sources:
+        done = materialize(source, out, model=model)
+        say(f"{done.source} -> {done.path}   ({done.easyedit_class}.from_hparams)")
+        for line in done.changes:
+            say(f"  {line}")
+        for line in done.warnings:
+            print(f"  warning: {line}", file=sys.stderr)
+        if check:
+            load_with_easyedit(done.path, done.alg_name)
+            say(f"  loaded with {done.easyedit_class.split(':')[1]}.from_hparams: ok")
+    return 0

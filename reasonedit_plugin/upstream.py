@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import yaml
 
@@ -335,3 +335,13 @@ def write_contribution(easyedit: Union[str, Path]) -> Contribution:
     _edit(root / "README.md", readme, report, root)
     return report
 
+
+
+def upstream_command(easyedit: Union[str, Path], say: Callable[..., None] = print) -> int:
+    """``reasonedit upstream --easyedit PATH``."""
+    done = write_contribution(easyedit)
+    for label, paths in (("created", done.created), ("changed", done.changed), ("already there", done.unchanged)):
+        for path in paths:
+            say(f"{label:>13}  {path}")
+    say(f"ReasonEdit written into {done.root}; review with `git -C {done.root} diff --stat` (docs/UPSTREAM.md).")
+    return 0
