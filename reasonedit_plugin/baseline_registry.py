@@ -17,12 +17,12 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, ReasonEditError, did_you_mean
 
-EASYEDIT_METHODS: tuple[str, ...] = ("IKE", "GRACE", "WISE", "LoRA", "MEND", "SERAC")
+EASYEDIT_METHODS: tuple[str, ...] = ("IKE", "GRACE", "WISE", "LoRA", "MEND")
 """EasyEdit's multimodal methods compared when ``easyeditor`` is importable."""
 
-OWN_BASELINES: tuple[str, ...] = ("FT",)
-"""Baselines this project implements for Hugging Face VLMs where EasyEdit has none (``finetune_baseline.py``);
-they run without EasyEdit."""
+OWN_BASELINES: tuple[str, ...] = ("FT", "SERAC")
+"""Baselines this project implements for Hugging Face VLMs where EasyEdit cannot run them on such models
+(``finetune_baseline.py``, ``serac_baseline.py``); they run without EasyEdit."""
 
 
 class BaselineUnavailable(ReasonEditError):

@@ -13,8 +13,9 @@ gives a row with ``status="skipped"`` and the exact reason — never zeros.
   config equals the ReasonEdit row's is reported as skipped ("identical to ReasonEdit").
 - EasyEdit baselines (:data:`EASYEDIT_METHODS`): need ``easyeditor`` importable and a runner registered
   with :func:`register_easyedit_runner` (the EasyEdit-specific code lives with the adapter).
-- this project's baselines (:data:`OWN_BASELINES`): FT for Hugging Face VLMs (``finetune_baseline.py``),
-  with EasyEdit's FT settings from ``hparams/FT/<model>.yaml``; no EasyEdit needed.
+- this project's baselines (:data:`OWN_BASELINES`) for Hugging Face VLMs: FT (``finetune_baseline.py``,
+  EasyEdit's FT settings from ``hparams/FT/<model>.yaml``) and SERAC (``serac_baseline.py``: scope
+  classifier + counterfactual model, trained on a disjoint split); no EasyEdit needed.
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def run_method(name: str, ctx: RunContext, reasonedit_config: ReasonEditConfig |
                                 evaluation=ev, seconds=time.perf_counter() - start,
                                 topology=method.editor.topology_report)
         if name in OWN_BASELINES:
-            method = _finetune_method(ctx)
+            method = _finetune_method(ctx) if name == "FT" else _serac_method(ctx)
             ev = _evaluate(ctx, method)
             return MethodResult(name, "baseline", "ok", label=method.label, evaluation=ev, config=method.config,
                                 seconds=time.perf_counter() - start)
@@ -300,15 +301,27 @@ def _identical_reason(ablation: Ablation, base: ReasonEditConfig) -> str:
     return f"identical to the ReasonEdit row ({ablation.note})"
 
 
+def _own_hparams(ctx: RunContext, name: str) -> str:
+    model = Path(ctx.model_path or "").name or "tiny-qwen2-vl-shapes"
+    path = _easyedit_hparams(ctx, name) or str(Path(__file__).resolve().parent.parent / "hparams" / name /
+                                                f"{model}.yaml")
+    if not Path(path).is_file():
+        raise BaselineUnavailable(f"no {name} hparams for this model: {path} does not exist")
+    return path
+
+
 def _finetune_method(ctx: RunContext) -> Any:
     from .finetune_baseline import FineTuneConfig, FineTuneMethod
 
-    model = Path(ctx.model_path or "").name or "tiny-qwen2-vl-shapes"
-    path = _easyedit_hparams(ctx, "FT") or str(Path(__file__).resolve().parent.parent / "hparams" / "FT" /
-                                                f"{model}.yaml")
-    if not Path(path).is_file():
-        raise BaselineUnavailable(f"no FT hparams for this model: {path} does not exist (EasyEdit's FT YAML form)")
-    return FineTuneMethod(ctx.vlm, FineTuneConfig.from_yaml(path, seed=ctx.config.seed), ctx.config.max_new_tokens)
+    config = FineTuneConfig.from_yaml(_own_hparams(ctx, "FT"), seed=ctx.config.seed)
+    return FineTuneMethod(ctx.vlm, config, ctx.config.max_new_tokens)
+
+
+def _serac_method(ctx: RunContext) -> Any:
+    from .serac_baseline import SeracConfig, SeracMethod
+
+    config = SeracConfig.from_yaml(_own_hparams(ctx, "SERAC"), seed=ctx.config.seed)
+    return SeracMethod(ctx.vlm, config, _text_encoder(ctx), ctx.config.max_new_tokens)
 
 
 def _easyedit_hparams(ctx: RunContext, name: str) -> str | None:

@@ -42,9 +42,9 @@ EASYEDIT_CLASSES: dict[str, tuple[str, str]] = {
 """alg_name -> (module, class) whose ``from_hparams`` reads the materialised copy."""
 
 NOT_MATERIALIZABLE = {
-    "SERAC": ("hparams/SERAC only names the method: EasyEdit's multimodal SERAC (alg_name SERAC_MULTI) runs "
-              "only its LAVIS BLIP-2/MiniGPT-4 models, so there is no EasyEdit SERAC configuration for this "
-              "model to write (docs/BASELINES.md)"),
+    "SERAC": ("hparams/SERAC configures this project's SERAC for Hugging Face VLMs; EasyEdit's multimodal SERAC "
+              "(alg_name SERAC_MULTI) runs only its LAVIS BLIP-2/MiniGPT-4 models, so there is no EasyEdit SERAC "
+              "configuration for this model to write (docs/BASELINES.md)"),
 }
 
 PATH_KEYS = ("archive", "results_dir", "rationale_source")

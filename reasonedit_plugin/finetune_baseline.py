@@ -124,23 +124,9 @@ class FineTuneMethod:
                 w.copy_(self._pristine[name])
         self.losses = []
 
-    def _inputs(self, record: EditRecord) -> tuple[dict[str, Any], torch.Tensor]:
-        target_ids = self.vlm.tokenizer(record.target, add_special_tokens=False)["input_ids"]
-        base = self.vlm.build_inputs([load_image(record.image)], [record.prompt])
-        prompt = base["input_ids"]
-        cont = torch.tensor([target_ids], dtype=prompt.dtype, device=prompt.device)
-        inputs = dict(base)
-        for key, value in base.items():
-            if key != "input_ids" and torch.is_tensor(value) and value.shape == prompt.shape:
-                tail = torch.ones_like(cont, dtype=value.dtype) if key == "attention_mask" else \
-                    torch.zeros_like(cont, dtype=value.dtype)
-                inputs[key] = torch.cat([value, tail], dim=1)
-        inputs["input_ids"] = torch.cat([prompt, cont], dim=1)
-        return inputs, cont[0]
-
     def apply(self, record: EditRecord) -> None:
         start = time.perf_counter()
-        inputs, target = self._inputs(record)
+        inputs, target = target_inputs(self.vlm, record.image, record.prompt, record.target)
         torch.manual_seed(self.settings.seed)
         weights = list(self.weights.values())
         before = [w.detach().clone() for w in weights]
@@ -179,6 +165,23 @@ class FineTuneMethod:
 
     def teacher_forced(self, image: ImageLike | None, question: str, target: str) -> TeacherForced | None:
         return vlm_teacher_forced(self.vlm, image, question, target)
+
+
+def target_inputs(vlm: Any, image: ImageLike, text: str, target: str) -> tuple[dict[str, Any], torch.Tensor]:
+    """Processor inputs of (image, the chat prompt of ``text``) followed by ``target``'s tokens, and those
+    tokens (the teacher-forced layout of EasyEdit's ``prepare_multimodal_hf_edit``), for training."""
+    ids = vlm.tokenizer(target, add_special_tokens=False)["input_ids"]
+    base = vlm.build_inputs([load_image(image)], [text])
+    prompt = base["input_ids"]
+    cont = torch.tensor([ids], dtype=prompt.dtype, device=prompt.device)
+    inputs = dict(base)
+    for key, value in base.items():
+        if key != "input_ids" and torch.is_tensor(value) and value.shape == prompt.shape:
+            tail = torch.ones_like(cont, dtype=value.dtype) if key == "attention_mask" else \
+                torch.zeros_like(cont, dtype=value.dtype)
+            inputs[key] = torch.cat([value, tail], dim=1)
+    inputs["input_ids"] = torch.cat([prompt, cont], dim=1)
+    return inputs, cont[0]
 
 
 def _mean(values: Sequence[float]) -> float | None:
