@@ -132,7 +132,7 @@ def main() -> int:
 
     try:
         import easyeditor  # noqa: F401
-        from reasonedit_plugin.easyedit_adapter import register
+        from reasonedit_plugin import register
     except Exception as exc:  # noqa: BLE001
         print(f"EasyEdit is not importable here ({type(exc).__name__}: {exc}); put an EasyEdit checkout on "
               "PYTHONPATH (docs/EASYEDIT.md). Running `reasonedit compare` (ReasonEdit, unedited, ablations; "

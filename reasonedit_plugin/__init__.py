@@ -43,7 +43,7 @@ _EXPORTS = {
     "EditInfo": "audit",
     "ReasonEditHyperParams": "hparams",
     "apply_reasonedit_to_multimodal_model": "easyedit_adapter",
-    "register": "easyedit_adapter",
+    "register": "easyedit_registration",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -63,20 +63,12 @@ def __dir__() -> list[str]:
 
 
 def _register_with_easyedit() -> None:
-    """Register ReasonEdit with EasyEdit when it is installed, without importing it here: registration
-    happens at once if ``easyeditor`` is already imported, else right after ``import easyeditor``
-    (see docs/EASYEDIT.md). ``reasonedit_plugin.register()`` does it explicitly."""
-    import importlib.util
-    import sys
+    """Register ReasonEdit with EasyEdit without importing it here: at once if ``easyeditor`` is already
+    imported, else right after ``import easyeditor`` (a one-shot import hook; see docs/EASYEDIT.md).
+    ``reasonedit_plugin.register()`` does it explicitly."""
+    from .easyedit_registration import register_on_import
 
-    try:
-        installed = "easyeditor" in sys.modules or importlib.util.find_spec("easyeditor") is not None
-    except (ImportError, ValueError):
-        installed = False
-    if installed:
-        from .easyedit_adapter import register_on_import
-
-        register_on_import()
+    register_on_import()
 
 
 _register_with_easyedit()

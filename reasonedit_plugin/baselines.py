@@ -13,20 +13,25 @@ gives a row with ``status="skipped"`` and the exact reason — never zeros.
   config equals the ReasonEdit row's is reported as skipped ("identical to ReasonEdit").
 - EasyEdit baselines (:data:`EASYEDIT_METHODS`): need ``easyeditor`` importable and a runner registered
   with :func:`register_easyedit_runner` (the EasyEdit-specific code lives with the adapter).
+- this project's baselines (:data:`OWN_BASELINES`) for Hugging Face VLMs: FT (``finetune_baseline.py``,
+  EasyEdit's FT settings from ``hparams/FT/<model>.yaml``) and SERAC (``serac_baseline.py``: scope
+  classifier + counterfactual model, trained on a disjoint split); no EasyEdit needed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
+from .baseline_registry import (  # noqa: F401 -- re-exported: the comparison's public names
+    EASYEDIT_METHODS, OWN_BASELINES, BaselineUnavailable, EasyEditRunner, easyedit_commit, easyedit_runners, easyedit_status,
+    register_easyedit_runner,
+)
 from .config import ReasonEditConfig
 from .errors import ConfigError, ReasonEditError, did_you_mean
 from .evaluation import (
@@ -65,10 +70,11 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
              "no image-region entries for rationale sentences"),
 )}
 
-EASYEDIT_METHODS: tuple[str, ...] = ("IKE", "GRACE", "WISE", "LoRA", "FT", "MEND", "SERAC")
-"""EasyEdit's multimodal methods compared when ``easyeditor`` is importable."""
+BASELINE_ORDER: tuple[str, ...] = ("IKE", "GRACE", "WISE", "LoRA", "FT", "MEND", "SERAC")
+"""The baseline rows, in the report's order (EasyEdit's and this project's)."""
+assert set(BASELINE_ORDER) == set(EASYEDIT_METHODS) | set(OWN_BASELINES)
 
-DEFAULT_METHODS: tuple[str, ...] = (REASONEDIT, UNEDITED) + tuple(ABLATIONS) + EASYEDIT_METHODS
+DEFAULT_METHODS: tuple[str, ...] = (REASONEDIT, UNEDITED) + tuple(ABLATIONS) + BASELINE_ORDER
 
 
 # ================================================================================================
@@ -81,7 +87,7 @@ class MethodResult:
 
     name: str
     kind: str
-    """``reasonedit``, ``unedited``, ``ablation`` or ``easyedit``."""
+    """``reasonedit``, ``unedited``, ``ablation``, ``easyedit`` or ``baseline`` (this project's FT)."""
     status: str
     """``ok``, ``skipped`` (could not or need not run; see ``reason``) or ``failed`` (an error; see ``reason``)."""
     reason: str | None = None
@@ -105,85 +111,25 @@ class MethodResult:
                 "topology": topo}
 
 
-class BaselineUnavailable(ReasonEditError):
-    """A baseline cannot run here; the message is the exact reason shown in its row."""
-
-
 # ================================================================================================
-# EasyEdit baselines
+# EasyEdit baselines (the registry lives in baseline_registry.py, shared with easyedit_baselines.py)
 # ================================================================================================
-
-EasyEditRunner = Callable[..., EditMethod]
-"""``runner(model_path=..., hparams_path=..., records=..., reference=..., protocol=..., vlm=...) -> EditMethod``;
-raise :class:`BaselineUnavailable` with the reason when the method cannot run on this model."""
-
-_EASYEDIT_RUNNERS: dict[str, EasyEditRunner] = {}
-
-
-def register_easyedit_runner(name: str, runner: EasyEditRunner, overwrite: bool = False) -> None:
-    """Register how one EasyEdit method is set up (an :class:`EditMethod` wrapping ``MultimodalEditor``)."""
-    if name not in EASYEDIT_METHODS:
-        raise ConfigError(f"unknown EasyEdit method {name!r}; known: {list(EASYEDIT_METHODS)}."
-                          f"{did_you_mean(name, EASYEDIT_METHODS)}")
-    if not callable(runner):
-        raise ConfigError(f"the runner for {name} must be callable.")
-    if name in _EASYEDIT_RUNNERS and not overwrite:
-        raise ConfigError(f"an EasyEdit runner for {name} is already registered; pass overwrite=True.")
-    _EASYEDIT_RUNNERS[name] = runner
-
-
-def easyedit_status() -> tuple[bool, str | None]:
-    """Whether ``easyeditor`` is importable here, and if not the exact reason."""
-    try:
-        importlib.import_module("easyeditor")
-    except Exception as exc:  # noqa: BLE001 - any import failure is a reason to skip, reported verbatim
-        return False, (f"easyeditor is not importable in {sys.executable} ({type(exc).__name__}: {exc}); "
-                       "install EasyEdit (or put its checkout on PYTHONPATH) to run EasyEdit's baselines")
-    return True, None
-
-
-def easyedit_commit() -> str | None:
-    """The git commit of the importable EasyEdit checkout, if it is one (no import when absent)."""
-    spec = importlib.util.find_spec("easyeditor") if "easyeditor" not in sys.modules else None
-    path = None
-    if "easyeditor" in sys.modules:
-        path = getattr(sys.modules["easyeditor"], "__file__", None)
-    elif spec is not None:
-        path = spec.origin
-    if not path:
-        return None
-    root = Path(path).resolve().parent.parent
-    head = root / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            ref_file = root / ".git" / ref[5:]
-            if ref_file.is_file():
-                return ref_file.read_text().strip()
-            packed = root / ".git" / "packed-refs"
-            for line in packed.read_text().splitlines() if packed.is_file() else []:
-                if line.endswith(ref[5:]):
-                    return line.split()[0]
-            return None
-        return ref
-    except OSError:
-        return None
-
 
 def _easyedit_runner(name: str) -> EasyEditRunner:
     ok, reason = easyedit_status()
     if not ok:
         raise BaselineUnavailable(reason or "easyeditor is not importable")
-    if name not in _EASYEDIT_RUNNERS:
-        try:  # the adapter side may register runners when imported
+    if name not in easyedit_runners():
+        try:  # the EasyEdit side registers its runners when imported
             importlib.import_module(".easyedit_baselines", __package__)
         except ImportError:
             pass
-    if name not in _EASYEDIT_RUNNERS:
+    runner = easyedit_runners().get(name)
+    if runner is None:
         raise BaselineUnavailable(
             f"no EasyEdit runner is registered for {name} in this version of reasonedit_plugin "
             "(reasonedit_plugin.baselines.register_easyedit_runner)")
-    return _EASYEDIT_RUNNERS[name]
+    return runner
 
 
 # ================================================================================================
@@ -313,6 +259,11 @@ def run_method(name: str, ctx: RunContext, reasonedit_config: ReasonEditConfig |
             return MethodResult(name, "ablation", "ok", label=ablation.label, config=_resolved(method, config),
                                 evaluation=ev, seconds=time.perf_counter() - start,
                                 topology=method.editor.topology_report)
+        if name in OWN_BASELINES:
+            method = _finetune_method(ctx) if name == "FT" else _serac_method(ctx)
+            ev = _evaluate(ctx, method)
+            return MethodResult(name, "baseline", "ok", label=method.label, evaluation=ev, config=method.config,
+                                seconds=time.perf_counter() - start)
         if name in EASYEDIT_METHODS:
             runner = _easyedit_runner(name)
             method = runner(model_path=ctx.model_path, hparams_path=_easyedit_hparams(ctx, name),
@@ -323,15 +274,20 @@ def run_method(name: str, ctx: RunContext, reasonedit_config: ReasonEditConfig |
                                 config=dict(getattr(method, "config", {}) or {}),
                                 seconds=time.perf_counter() - start)
     except BaselineUnavailable as exc:
-        kind = "easyedit" if name in EASYEDIT_METHODS else "ablation" if name in ABLATIONS else name
+        kind = _kind(name)
         return MethodResult(name, kind, "skipped", reason=str(exc), seconds=time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - one failing row must not sink the comparison
         logger.exception("method %s failed", name)
-        kind = "easyedit" if name in EASYEDIT_METHODS else "ablation" if name in ABLATIONS else name
+        kind = _kind(name)
         return MethodResult(name, kind, "failed", reason=f"{type(exc).__name__}: {exc}",
                             seconds=time.perf_counter() - start)
     raise ConfigError(f"unknown method {name!r}.{did_you_mean(name, DEFAULT_METHODS)} "
                       f"Known: {list(DEFAULT_METHODS)}.")
+
+
+def _kind(name: str) -> str:
+    return ("easyedit" if name in EASYEDIT_METHODS else "baseline" if name in OWN_BASELINES
+            else "ablation" if name in ABLATIONS else name)
 
 
 def _identical_reason(ablation: Ablation, base: ReasonEditConfig) -> str:
@@ -343,6 +299,29 @@ def _identical_reason(ablation: Ablation, base: ReasonEditConfig) -> str:
         return ("identical to the ReasonEdit row: it already uses the default layer and λ = 30 "
                 "(run with balance='auto' to compare against AutoLayer/AutoScaler)")
     return f"identical to the ReasonEdit row ({ablation.note})"
+
+
+def _own_hparams(ctx: RunContext, name: str) -> str:
+    model = Path(ctx.model_path or "").name or "tiny-qwen2-vl-shapes"
+    path = _easyedit_hparams(ctx, name) or str(Path(__file__).resolve().parent.parent / "hparams" / name /
+                                                f"{model}.yaml")
+    if not Path(path).is_file():
+        raise BaselineUnavailable(f"no {name} hparams for this model: {path} does not exist")
+    return path
+
+
+def _finetune_method(ctx: RunContext) -> Any:
+    from .finetune_baseline import FineTuneConfig, FineTuneMethod
+
+    config = FineTuneConfig.from_yaml(_own_hparams(ctx, "FT"), seed=ctx.config.seed)
+    return FineTuneMethod(ctx.vlm, config, ctx.config.max_new_tokens)
+
+
+def _serac_method(ctx: RunContext) -> Any:
+    from .serac_baseline import SeracConfig, SeracMethod
+
+    config = SeracConfig.from_yaml(_own_hparams(ctx, "SERAC"), seed=ctx.config.seed)
+    return SeracMethod(ctx.vlm, config, _text_encoder(ctx), ctx.config.max_new_tokens)
 
 
 def _easyedit_hparams(ctx: RunContext, name: str) -> str | None:

@@ -94,10 +94,16 @@ def load_vlm(hparams: Any) -> Any:
                               f"({type(exc).__name__}: {message})") from exc
 
 
-def load_edit_records(edits: str | None, split: str | None, image_root: str | None, limit: int | None) -> list:
-    """Records from a JSONL/JSON file, or a shipped ShapeRules split."""
+def load_edit_records(edits: str | None, split: str | None, image_root: str | None, limit: int | None,
+                      dataset: Sequence[str] | None = None) -> list:
+    """Records from a JSONL/JSON file, a benchmark file (``dataset``: [format, path]; dataset_loaders.py),
+    or a shipped ShapeRules split."""
     from .records import load_records, make_records
 
+    if dataset:
+        from .dataset_loaders import load_dataset
+
+        return load_dataset(dataset[0], dataset[1], image_root=image_root, limit=limit)
     if edits is not None:
         path = Path(edits)
         if not path.is_file():
@@ -209,7 +215,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .baselines import DEFAULT_METHODS
 
     hparams = load_hparams(args.hparams, args.model, args.device)
-    records = load_edit_records(args.edits, args.split, args.image_root, args.limit)
+    records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
     methods = args.methods or list(DEFAULT_METHODS)
     source = args.edits or f"ShapeRules '{args.split or 'small'}'"
     _run_and_report(args, hparams, records, methods, title=f"ReasonEdit vs baselines on {source}",
@@ -220,7 +226,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.codebook is None:
         hparams = load_hparams(args.hparams, args.model, args.device)
-        records = load_edit_records(args.edits, args.split, args.image_root, args.limit)
+        records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
         methods = ["ReasonEdit"] + ([] if args.no_unedited else ["unedited"])
         after = _edit_k(args, hparams) if args.edit_k else None
         _run_and_report(args, hparams, records, methods, title="ReasonEdit evaluation",
@@ -259,7 +265,7 @@ def _eval_codebook(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     editor = ReasonEditor.load(codebook, vlm)
     stored = set(editor.edit_ids())
-    records = [r for r in load_edit_records(args.edits, args.split, args.image_root, args.limit) if r.id in stored]
+    records = [r for r in load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset) if r.id in stored]
     if not records:
         raise ReasonEditError(f"none of the records' ids is an edit of the codebook {str(codebook)!r} "
                               f"({len(stored)} edits); evaluate the edit file the codebook was built from.")
@@ -303,7 +309,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from .editor import ReasonEditor
 
     hparams = load_hparams(args.hparams, args.model, args.device)
-    records = load_edit_records(args.edits, args.split, args.image_root, args.limit)
+    records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
     out = Path(args.out)
     vlm = load_vlm(hparams)
     if out.exists() and any(out.iterdir()):
@@ -399,6 +405,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # Parser
 # ================================================================================================
 
+def cmd_hparams(args: argparse.Namespace) -> int:
+    from .easyedit_materialize import materialize_command
+
+    return materialize_command(args.materialize, args.out, args.model, args.check, lambda *t: _print(args, *t))
+
+
+def cmd_upstream(args: argparse.Namespace) -> int:
+    from .upstream import upstream_command
+
+    return upstream_command(args.easyedit, lambda *t: _print(args, *t))
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--hparams", metavar="YAML",
@@ -418,8 +436,12 @@ def _add_records(p: argparse.ArgumentParser, split_default: str | None = None) -
                      help="edit records (EasyEdit field names + rationale, choices, id; METHOD.md §8)")
     src.add_argument("--split", default=split_default,
                      help="a shipped ShapeRules split instead of --edits (default: small)")
+    src.add_argument("--dataset", nargs=2, metavar=("FORMAT", "PATH"),
+                     help="a benchmark file instead of --edits: evqa / eic (EasyEdit's E-VQA / E-IC JSON) or "
+                          "rationalevqa (question, answer, rationale, image id); JSON, JSONL or Parquet")
     g.add_argument("--image-root", metavar="DIR",
-                   help="folder that relative image paths in --edits resolve against (default: the file's folder)")
+                   help="folder that relative image paths (and RationaleVQA image ids) in --edits / --dataset "
+                        "resolve against (EasyEdit's coco_image; default: the file's folder)")
     g.add_argument("--limit", type=int, metavar="N", help="use only the first N records")
 
 
@@ -516,6 +538,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol(cmp_, eval_every=10, subsample=20, out="runs/compare")
     cmp_.set_defaults(func=cmd_compare)
 
+    hp = sub.add_parser(
+        "hparams", help="write copies of hparams YAMLs that EasyEdit's own from_hparams reads (real paths)",
+        description="Materialise shipped hparams YAMLs (package:// models, the packaged sentence encoder, "
+                    "relative archives, named WISE margins) into copies with this machine's paths and EasyEdit's "
+                    "own forms, for MultimodalEditor.from_hparams(<EasyEdit class>.from_hparams(copy)).")
+    hp.add_argument("--materialize", nargs="+", required=True, metavar="YAML", help="hparams YAMLs to copy")
+    hp.add_argument("--out", metavar="DIR", help="output folder (<DIR>/<METHOD>/<file>) or one .yaml file "
+                                                 "(default runs/hparams)")
+    hp.add_argument("--model", metavar="PATH", help="local model folder replacing model_name / name")
+    hp.add_argument("--check", action="store_true",
+                    help="load each copy with EasyEdit's own hyper-parameter class (needs easyeditor importable)")
+    hp.set_defaults(func=cmd_hparams)
+
+    up = sub.add_parser(
+        "upstream", help="write ReasonEdit into an EasyEdit checkout (the upstream pull request)",
+        description="Write easyeditor/models/reasonedit/ (importing the pip-installed engine), the alg_dict / "
+                    "CALLABLE_RESTORE_ALGS entries, edit(rationales=...), hparams/ReasonEdit/*.yaml, "
+                    "examples/run_reasonedit_editing.py and a README section into an EasyEdit checkout "
+                    "(idempotent; see docs/UPSTREAM.md).")
+    up.add_argument("--easyedit", required=True, metavar="PATH", help="root of an EasyEdit git checkout")
+    up.set_defaults(func=cmd_upstream)
+
     ins = sub.add_parser("inspect", help="show a codebook, and for one query what is retrieved and why",
                          description="List a saved codebook's entries (kinds, radius, hubness σ, edits, values) "
                                      "and, for --image/--question, the retrieved entries with distances and "
@@ -563,6 +607,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    dataset = getattr(args, "dataset", None)
+    if dataset:
+        from .dataset_loaders import DATASET_FORMATS
+
+        if dataset[0] not in DATASET_FORMATS:
+            parser.error(f"--dataset FORMAT must be one of {', '.join(DATASET_FORMATS)}, got {dataset[0]!r}")
     for name in ("limit", "eval_every", "subsample", "locality_size"):
         value = getattr(args, name, None)
         if value is not None and value < (1 if name in ("limit", "subsample") else 0):

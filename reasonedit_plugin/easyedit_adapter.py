@@ -15,25 +15,15 @@ Modes (EasyEdit's ``MultimodalEditor.edit``):
   appends to the same codebook. Passing a :class:`ReasonEditModel` as ``model`` appends to it too. The
   session ends when its restore callable runs (or :func:`end_session`).
 
-Rationales: EasyEdit's ``edit()`` does not forward unknown keyword arguments into requests, and its
-datasets drop unknown fields. A request's rationale comes from, in order: the request's ``rationale``
-field (filled by ``MultimodalEditor.edit(..., rationales=[...])`` after ``register(rationales_kwarg=True)``,
-or by hand); ``hparams.rationale_source`` (a JSON/JSONL file of records with the question and its
-rationale, e.g. the dataset file given to ``edit_dataset``). Without one, ``hparams.missing_rationale``
-decides: ``error`` (default) or ``answer_only``. See docs/EASYEDIT.md.
-
-Nothing here imports ``easyeditor`` at module import; :func:`register` does.
+Rationales: ``easyedit_rationales.py`` (the request's ``rationale`` field, filled by
+``MultimodalEditor.edit(..., rationales=[...])``; ``hparams.rationale_source``). Registration with EasyEdit:
+``easyedit_registration.py``. Nothing here imports ``easyeditor``. See docs/EASYEDIT.md.
 """
 
 from __future__ import annotations
 
 import copy as copy_module
-import importlib.abc
-import importlib.util
-import json
 import logging
-import os
-import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -44,7 +34,8 @@ import torch
 from PIL import Image
 
 from .errors import ConfigError, ReasonEditError, RecordError, UnsupportedModelError
-from .hparams import ALG_NAME, ReasonEditHyperParams, adopt_easyedit_base
+from .easyedit_rationales import RationaleSource, request_rationale
+from .hparams import ReasonEditHyperParams
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +44,6 @@ __all__ = [
     "RestoreEdits",
     "RationaleSource",
     "apply_reasonedit_to_multimodal_model",
-    "register",
-    "register_if_loaded",
-    "register_on_import",
     "end_session",
 ]
 
@@ -65,106 +53,6 @@ SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type
 _SENTINEL = "\u2063REASONEDIT_QUESTION\u2063"
 
 EditorFactory = Callable[[torch.nn.Module, Any, ReasonEditHyperParams], Any]
-
-
-# ==================================================================================== rationales
-class RationaleSource:
-    """Rationales read from a JSON (list of records, or ``{"data": [...]}``) or JSONL file.
-
-    A record names its question as ``prompt`` (or EasyEdit's ``src``, or ``question``), its answer as
-    ``target`` (``alt``, ``answer``; optional) and carries ``rationale`` (a string or a list of sentences).
-    Lookup is by (question, answer), then by question alone when that is unambiguous."""
-
-    def __init__(self, path: Union[str, os.PathLike]):
-        self.path = str(path)
-        if not os.path.isfile(self.path):
-            raise ConfigError(f"rationale_source={self.path!r} does not exist; give the JSON/JSONL file "
-                              "whose records carry 'rationale' next to the question.")
-        self._by_pair: dict[tuple[str, str], Any] = {}
-        self._by_prompt: dict[str, list[Any]] = {}
-        for i, record in enumerate(self._read()):
-            if not isinstance(record, Mapping):
-                raise ConfigError(f"{self.path}: record #{i} is not a mapping.")
-            prompt = _first(record, ("prompt", "src", "question"))
-            rationale = record.get("rationale")
-            if prompt is None or rationale in (None, "", []):
-                continue
-            target = _first(record, ("target", "alt", "answer"))
-            if target is not None:
-                self._by_pair[(prompt, target)] = rationale
-            self._by_prompt.setdefault(prompt, [])
-            if rationale not in self._by_prompt[prompt]:
-                self._by_prompt[prompt].append(rationale)
-
-    def _read(self) -> list[Any]:
-        with open(self.path, "r", encoding="utf-8") as f:
-            text = f.read()
-        try:
-            if self.path.endswith(".jsonl"):
-                return [json.loads(line) for line in text.splitlines() if line.strip()]
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"rationale_source {self.path}: not valid JSON ({exc}).") from exc
-        if isinstance(data, Mapping):
-            data = data.get("data", data.get("records"))
-        if not isinstance(data, list):
-            raise ConfigError(f"rationale_source {self.path}: expected a list of records (or JSONL).")
-        return data
-
-    def __len__(self) -> int:
-        return len(self._by_prompt)
-
-    def lookup(self, prompt: str, target: Optional[str] = None) -> Any:
-        if target is not None and (prompt, target) in self._by_pair:
-            return self._by_pair[(prompt, target)]
-        found = self._by_prompt.get(prompt, [])
-        if len(found) > 1:
-            raise RecordError(f"rationale_source {self.path} has {len(found)} different rationales for this "
-                              "question and none matches the target; give each record its target/alt.",
-                              field="rationale")
-        return found[0] if found else None
-
-
-def _first(record: Mapping[str, Any], names: Sequence[str]) -> Optional[str]:
-    for name in names:
-        value = record.get(name)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-_SOURCES: dict[tuple[str, float], RationaleSource] = {}
-
-
-def _rationale_source(path: str) -> RationaleSource:
-    key = (os.path.abspath(path), os.path.getmtime(path) if os.path.exists(path) else 0.0)
-    if key not in _SOURCES:
-        _SOURCES[key] = RationaleSource(path)
-    return _SOURCES[key]
-
-
-MISSING_RATIONALE_HELP = (
-    "Give it in one of these ways: MultimodalEditor.edit(..., rationales=[...]) after "
-    "reasonedit_plugin.register(rationales_kwarg=True); 'rationale_source: <json/jsonl file>' in the "
-    "ReasonEdit YAML (records with prompt/src and rationale; use this with edit_dataset); or a "
-    "'rationale' field in the request dict. Or set 'missing_rationale: answer_only' to store the answer "
-    "alone (the paper's 'no rationale' ablation)."
-)
-
-
-def request_rationale(request: Mapping[str, Any], hparams: ReasonEditHyperParams) -> Any:
-    """The rationale of one EasyEdit request (see the module docstring for the order), or None."""
-    rationale = request.get("rationale")
-    if rationale not in (None, "", []):
-        return rationale
-    if hparams.rationale_source:
-        found = _rationale_source(hparams.rationale_source).lookup(request.get("prompt"), request.get("target"))
-        if found is not None:
-            return found
-    if hparams.missing_rationale == "answer_only":
-        return None
-    raise RecordError(f"EasyEdit request {request.get('prompt')!r} -> {request.get('target')!r} has no "
-                      f"rationale. {MISSING_RATIONALE_HELP}", field="rationale")
 
 
 # ==================================================================================== requests
@@ -574,118 +462,3 @@ def apply_reasonedit_to_multimodal_model(
                     _SESSIONS[model] = wrapper
     wrapper.add_requests(request_list, hparams)
     return wrapper, RestoreEdits(wrapper)
-
-
-# ==================================================================================== registration
-_PATCH_MARK = "_reasonedit_rationales_kwarg"
-
-
-def register(rationales_kwarg: bool = False) -> bool:
-    """Register ReasonEdit with EasyEdit (idempotent). Imports ``easyeditor``.
-
-    Adds ``'ReasonEdit'`` to ``ALG_MULTIMODAL_DICT`` (mutated in place: ``MultimodalEditor`` imported it
-    with ``import *``), ``MULTIMODAL_EDIT_ALGS`` and ``CALLABLE_RESTORE_ALGS``, and makes
-    ``ReasonEditHyperParams`` a subclass of EasyEdit's ``HyperParams``. With ``rationales_kwarg=True`` it
-    also lets ``MultimodalEditor.edit(..., rationales=[...])`` put each rationale into its request (a
-    wrapper around ``MultimodalEditor._prepare_requests``, the change an upstream pull request would make).
-    Returns True."""
-    try:
-        from easyeditor.editors import multimodal_editor, utils as editor_utils
-        from easyeditor.util import alg_dict
-    except ImportError as exc:
-        raise ImportError(f"register() needs EasyEdit (easyeditor) importable: {exc}. Put an EasyEdit checkout on "
-                          "PYTHONPATH (see docs/EASYEDIT.md).") from exc
-    alg_dict.ALG_MULTIMODAL_DICT[ALG_NAME] = apply_reasonedit_to_multimodal_model
-    alg_dict.MULTIMODAL_EDIT_ALGS.add(ALG_NAME)
-    editor_utils.CALLABLE_RESTORE_ALGS.add(ALG_NAME)
-    editor_dict = getattr(multimodal_editor, "ALG_MULTIMODAL_DICT", None)
-    if editor_dict is not None and editor_dict is not alg_dict.ALG_MULTIMODAL_DICT:
-        editor_dict[ALG_NAME] = apply_reasonedit_to_multimodal_model  # in case it was ever copied
-    adopt_easyedit_base()
-    if rationales_kwarg:
-        _patch_prepare_requests(multimodal_editor.MultimodalEditor)
-    return True
-
-
-def _patch_prepare_requests(editor_cls: type) -> None:
-    original = editor_cls._prepare_requests
-    if getattr(original, _PATCH_MARK, False):
-        return
-
-    def _prepare_requests(self, prompts, targets, image, *args, **kwargs):  # noqa: ANN001
-        rationales = kwargs.pop("rationales", None)
-        requests = original(self, prompts, targets, image, *args, **kwargs)
-        if rationales is not None:
-            if isinstance(rationales, str):
-                rationales = [rationales]
-            if len(rationales) != len(requests):
-                raise RecordError(f"rationales has {len(rationales)} items for {len(requests)} prompts; give one "
-                                  "rationale (a string or a list of sentences) per prompt.", field="rationale")
-            for request, rationale in zip(requests, rationales):
-                request["rationale"] = rationale
-        return requests
-
-    setattr(_prepare_requests, _PATCH_MARK, True)
-    _prepare_requests.__wrapped__ = original
-    editor_cls._prepare_requests = _prepare_requests
-
-
-def register_if_loaded() -> bool:
-    """Register when ``easyeditor`` is already imported (never imports it). Returns whether it did."""
-    if "easyeditor.util.alg_dict" not in sys.modules:
-        return False
-    return register()
-
-
-class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """One-shot import hook: runs :func:`register` right after ``import easyeditor`` completes."""
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "easyeditor":
-            return None
-        _remove_hook()
-        spec = importlib.util.find_spec(fullname)
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        original_exec = loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            original_exec(module)
-            try:
-                register()
-            except Exception:  # never break the user's import of EasyEdit
-                logger.warning("ReasonEdit: registering with EasyEdit failed; call reasonedit_plugin.register().",
-                               exc_info=True)
-
-        loader.exec_module = exec_module
-        return spec
-
-
-_HOOK: Optional[_RegisterAfterImport] = None
-
-
-def _remove_hook() -> None:
-    global _HOOK
-    if _HOOK is not None and _HOOK in sys.meta_path:
-        sys.meta_path.remove(_HOOK)
-    _HOOK = None
-
-
-def register_on_import() -> str:
-    """Register now if EasyEdit is loaded, else as soon as it is imported (if it is installed).
-
-    Never imports EasyEdit itself. Returns ``"registered"``, ``"deferred"`` or ``"unavailable"``."""
-    global _HOOK
-    if "easyeditor" in sys.modules:
-        return "registered" if register_if_loaded() else "deferred"
-    try:
-        available = importlib.util.find_spec("easyeditor") is not None
-    except (ImportError, ValueError):
-        available = False
-    if not available:
-        return "unavailable"
-    if _HOOK is None:
-        _HOOK = _RegisterAfterImport()
-        sys.meta_path.insert(0, _HOOK)
-    return "deferred"

@@ -16,9 +16,9 @@ method, needs torchvision and calls ``logging.basicConfig``. The class therefore
 
 * if ``easyeditor.util.hparams`` is already imported when this module is imported, it is a base
   from the start;
-* otherwise :func:`adopt_easyedit_base` (called by ``easyedit_adapter.register()``, which runs when
-  ``reasonedit_plugin`` is imported after ``easyeditor``, and again whenever a hyper-parameter object
-  is built while ``easyeditor`` is loaded) inserts it into the bases. EasyEdit itself only reads
+* otherwise :func:`adopt_easyedit_base` (called by ``easyedit_registration.register()``, which runs
+  when ``reasonedit_plugin`` is imported after ``easyeditor``, or right after ``import easyeditor``)
+  inserts it into the bases. EasyEdit itself only reads
   attributes (it never type-checks hparams), so both states behave the same; the rebase only makes
   ``isinstance(hparams, HyperParams)`` true for code that asks.
 """
@@ -260,7 +260,6 @@ class ReasonEditHyperParams(HyperParamsCompat):
         )
         for name in SECTIONS:
             setattr(self, name, getattr(config, name))
-        _register_if_easyedit_loaded()
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -348,13 +347,6 @@ def adopt_easyedit_base() -> bool:
     if not issubclass(ReasonEditHyperParams, base):
         ReasonEditHyperParams.__bases__ = (base, HyperParamsCompat)
     return True
-
-
-def _register_if_easyedit_loaded() -> None:
-    if "easyeditor.util.alg_dict" in sys.modules:
-        from .easyedit_adapter import register  # local: the adapter imports this module
-
-        register()
 
 
 adopt_easyedit_base()

@@ -17,16 +17,17 @@ import torch
 from PIL import Image
 
 from reasonedit_plugin import easyedit_adapter as adapter
+from reasonedit_plugin import easyedit_registration as registration
 from reasonedit_plugin.config import FusionConfig
 from reasonedit_plugin.easyedit_adapter import (
     ReasonEditModel,
     RestoreEdits,
     apply_reasonedit_to_multimodal_model,
     end_session,
-    register,
-    register_on_import,
     request_to_record,
 )
+from reasonedit_plugin.easyedit_rationales import RationaleSource
+from reasonedit_plugin.easyedit_registration import check_model_name, register, register_on_import
 from reasonedit_plugin.errors import ConfigError, ReasonEditError, RecordError, UnsupportedModelError
 from reasonedit_plugin.fusion import fuse
 from reasonedit_plugin.hparams import ReasonEditHyperParams
@@ -206,6 +207,25 @@ def test_rationale_source_in_easyedit_dataset_format(tmp_path):
         request_to_record(easyedit_request(target="hexagon"), hp, "c")
     # the request's own field wins
     assert request_to_record(easyedit_request(rationale="Own."), hp, "d")["rationale"] == "Own."
+
+
+def test_rationale_source_with_edit_dataset_template(tmp_path):
+    # MultimodalEditor.edit_dataset(ds, template="Question: {} Short answer:") rewrites request['prompt'].
+    template = "Question: {} Short answer:"
+    data = [{"src": "How many points does this shape have?", "alt": "nine", "image": "a.png",
+             "rationale": "It is a nonagon."},
+            {"src": "How many points?", "alt": "three", "image": "b.png", "rationale": "A triangle."},
+            {"src": "What shape is this?", "alt": "circle", "image": "c.png", "rationale": RATIONALE},
+            {"src": "What shape is this?", "alt": "square", "image": "d.png", "rationale": "Four corners."}]
+    (tmp_path / "ds.json").write_text(json.dumps(data), encoding="utf-8")
+    hp = hparams(rationale_source=str(tmp_path / "ds.json"))
+    ask = lambda q, t: request_to_record(easyedit_request(template.format(q), t), hp, "x")["rationale"]  # noqa: E731
+    assert ask("How many points does this shape have?", "nine") == "It is a nonagon."  # longest contained
+    assert ask("How many points?", "three") == "A triangle."
+    assert ask("What shape is this?", "square") == "Four corners."  # the answer disambiguates
+    with pytest.raises(RecordError, match="has no rationale"):
+        ask("Which colour is it?", "red")
+    assert RationaleSource(tmp_path / "ds.json").recorded_question("Q: What shape is this? A:") == "What shape is this?"
 
 
 def test_rationale_source_jsonl_relative_to_yaml(tmp_path):
@@ -498,6 +518,10 @@ def _fake_easyeditor(monkeypatch) -> types.SimpleNamespace:
         pass
 
     class MultimodalEditor:
+        def __init__(self, hparams=None):
+            self.hparams = hparams
+            self.loaded = True
+
         def _prepare_requests(self, prompts, targets, image, rephrase_prompts=None, rephrase_image=None,
                               locality_inputs=None, file_type=None, **kwargs):
             return [{"prompt": p, "target": t, "image": i} for p, t, i in zip(prompts, targets, image)]
@@ -531,8 +555,15 @@ def test_register_mutates_easyedit_registries_idempotently(monkeypatch):
     assert ee.alg_dict.MULTIMODAL_EDIT_ALGS == {"GRACE", "ReasonEdit"}
     assert ee.utils.CALLABLE_RESTORE_ALGS == {"GRACE", "ReasonEdit"}
     assert isinstance(hparams(), ee.HyperParams)  # subclass of EasyEdit's HyperParams once it is loaded
-    # EasyEdit's own methods are untouched unless asked for
-    assert not hasattr(ee.MultimodalEditor._prepare_requests, "__wrapped__")
+    # edit(..., rationales=[...]) works by default (the wrapper is applied once)
+    assert not hasattr(ee.MultimodalEditor._prepare_requests.__wrapped__, "__wrapped__")
+
+
+def test_register_can_leave_prepare_requests_alone(monkeypatch):
+    ee = _fake_easyeditor(monkeypatch)
+    original = ee.MultimodalEditor._prepare_requests
+    register(rationales_kwarg=False)
+    assert ee.MultimodalEditor._prepare_requests is original
 
 
 def test_rationales_kwarg_patch(monkeypatch):
@@ -550,10 +581,38 @@ def test_rationales_kwarg_patch(monkeypatch):
         editor._prepare_requests(["q1", "q2"], ["a1", "a2"], ["i1", "i2"], rationales=["only one"])
 
 
-def test_hparams_register_when_easyedit_is_loaded(monkeypatch):
+def test_register_on_import_registers_at_once_when_easyedit_is_loaded(monkeypatch):
     ee = _fake_easyeditor(monkeypatch)
-    hparams()
+    assert register_on_import() == "registered"
     assert "ReasonEdit" in ee.alg_dict.ALG_MULTIMODAL_DICT
+    requests = ee.MultimodalEditor()._prepare_requests(["q"], ["a"], ["i"], rationales=["Because."])
+    assert requests[0]["rationale"] == "Because."  # the README's rationales=[...] needs nothing else
+
+
+def test_multimodal_editor_refuses_placeholder_and_unmappable_model_names(monkeypatch, tmp_path):
+    ee = _fake_easyeditor(monkeypatch)
+    register()
+    with pytest.raises(ConfigError, match="placeholder: replace it"):
+        ee.MultimodalEditor(types.SimpleNamespace(model_name="/path/to/Qwen2-VL-7B-Instruct"))
+    folder = tmp_path / "my-finetuned-model"
+    with pytest.raises(ConfigError, match=r"ln -s .*my-finetuned-model-qwen2-vl") as info:
+        ee.MultimodalEditor(types.SimpleNamespace(model_name=str(folder)))
+    assert "\n" not in str(info.value)
+    assert ee.MultimodalEditor(types.SimpleNamespace(model_name=str(tmp_path / "tiny-qwen2-vl"))).loaded
+    assert ee.MultimodalEditor(types.SimpleNamespace(model_name="blip2")).loaded
+
+
+@pytest.mark.parametrize("name, ok", [("/m/Qwen2-VL-7B-Instruct", True), ("/m/qwen3_vl_8b", True),
+                                      ("/m/Qwen3.5-9B", True), ("/m/llava-onevision-qwen2-7b-ov-hf", True),
+                                      ("minigpt4", True), ("/m/Qwen2.5-VL-7B", False), ("/m/llava-1.5-7b-hf", False),
+                                      ("/path/to/Qwen2-VL-7B-Instruct", False)])
+def test_check_model_name_mirrors_easyedit_loaders(name, ok):
+    if ok:
+        check_model_name(name)
+    else:
+        with pytest.raises(ConfigError, match="model_name="):
+            check_model_name(name)
+    check_model_name((object(), object()))  # a (model, tokenizer) pair is EasyEdit's other form
 
 
 def test_register_without_easyedit_says_how_to_get_it(monkeypatch):
@@ -580,24 +639,31 @@ def test_register_on_import_waits_for_easyedit(tmp_path, monkeypatch):
     try:
         assert register_on_import() == "deferred"
         assert register_on_import() == "deferred"  # one hook only
-        assert sum(isinstance(f, adapter._RegisterAfterImport) for f in sys.meta_path) == 1
+        assert sum(isinstance(f, registration._RegisterAfterImport) for f in sys.meta_path) == 1
         import easyeditor  # noqa: F401  -- the hook registers right after this import
 
         assert sys.modules["easyeditor.util.alg_dict"].ALG_MULTIMODAL_DICT["ReasonEdit"] \
             is apply_reasonedit_to_multimodal_model
         assert "ReasonEdit" in sys.modules["easyeditor.editors.utils"].CALLABLE_RESTORE_ALGS
-        assert not any(isinstance(f, adapter._RegisterAfterImport) for f in sys.meta_path)
+        assert not any(isinstance(f, registration._RegisterAfterImport) for f in sys.meta_path)
     finally:
-        adapter._remove_hook()
+        registration._remove_hook()
         for name in [n for n in sys.modules if n == "easyeditor" or n.startswith("easyeditor.")]:
             del sys.modules[name]
 
 
-def test_register_on_import_without_easyedit(monkeypatch):
+def test_register_on_import_without_easyedit_leaves_other_imports_alone(monkeypatch):
     for name in [n for n in sys.modules if n == "easyeditor" or n.startswith("easyeditor.")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(adapter.importlib.util, "find_spec", lambda name: None)
-    assert register_on_import() == "unavailable"
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not (p and __import__("os").path.isdir(
+        __import__("os").path.join(p, "easyeditor")))])
+    try:
+        assert register_on_import() == "deferred"  # a checkout put on sys.path later still registers
+        with pytest.raises(ImportError):
+            import easyeditor  # noqa: F401
+        import json as again  # noqa: F401  -- every other import is untouched
+    finally:
+        registration._remove_hook()
 
 
 # ------------------------------------------------------------------------------ the real engine

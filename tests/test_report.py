@@ -113,7 +113,7 @@ def test_run_baseline_single_protocol_and_unknown(text_encoder):
 def test_register_easyedit_runner_validates():
     with pytest.raises(ConfigError, match="unknown EasyEdit method"):
         register_easyedit_runner("ROEM", lambda **kw: None)
-    assert "SERAC" in EASYEDIT_METHODS and "MEND" in EASYEDIT_METHODS
+    assert "MEND" in EASYEDIT_METHODS and "IKE" in EASYEDIT_METHODS
 
 
 def test_topology_sweep_plot_in_report(comparison, tmp_path):

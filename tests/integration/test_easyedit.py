@@ -43,7 +43,7 @@ def easyedit():
     except Exception as exc:  # not installed, or an EasyEdit that does not import here
         pytest.skip(f"easyeditor is not importable ({type(exc).__name__}: {exc}); put an EasyEdit checkout on "
                     "PYTHONPATH in an environment with torchvision (docs/EASYEDIT.md)")
-    from reasonedit_plugin.easyedit_adapter import register
+    from reasonedit_plugin import register
 
     register(rationales_kwarg=True)
     return multimodal_editor
