@@ -65,11 +65,11 @@ def test_merge_then_remove_splits_back():
     assert merged_b and a == b and len(cb) == 1
     e = cb.entries[a]
     assert e.values == ["fact A", "fact B"] and e.edit_ids == ["A", "B"]
-    assert e.radius == pytest.approx(1.05)            # max(r_old, d + r_new)
+    assert e.radius == pytest.approx(1.05, rel=1e-3)  # max(r_old, d + r_new), d between float16 keys
     cb.remove_edit("A")                                # the merged entry falls back to B's own key
     (e,) = cb.entries.values()
     assert e.values == ["fact B"] and e.radius == pytest.approx(1.0)
-    assert torch.allclose(e.key, torch.tensor([0.05, 0.0]))
+    assert torch.equal(e.key, torch.tensor([0.05, 0.0]).half().float())  # B's key, at key precision
     cb.remove_edit("B")
     assert len(cb) == 0 and cb.index.count == 0
 

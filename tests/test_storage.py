@@ -80,7 +80,7 @@ def test_round_trip_identical(saved, text_encoder):
 def test_files_are_safetensors_and_json_no_pickle(saved):
     _, path = saved
     meta = read_meta(path)
-    assert meta["format"] == "reasonedit-codebook" and meta["format_version"] == 1
+    assert meta["format"] == "reasonedit-codebook" and meta["format_version"] == 2
     assert set(meta["setup"]) == {"model_type", "model_fingerprint", "vision_module", "scale", "text_encoder",
                                   "vision_dim", "text_dim"}
     assert meta["config"]["embedding"]["layer"] == "fake.vision.mlp"
