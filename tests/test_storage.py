@@ -208,3 +208,72 @@ def test_torn_audit_tail_and_leftovers_are_recovered(saved, text_encoder, tmp_pa
     events = read_events(copy / "audit.jsonl")
     assert [e.action for e in events] == ["added"] * 3 + ["removed"]
     assert [p.name for p in copy.iterdir() if p.name.startswith(("snapshot", ".tmp"))] == ["snapshot-000002"]
+
+
+# ---------------------------------------------------------------------------------------------- format 2
+def _as_format_1(path):
+    """Rewrite a saved folder's live snapshot the way format 1 stored it (float32 keys, every contribution's
+    key, no neighbour lists), with matching checksums."""
+    import hashlib
+
+    import numpy as np
+    from safetensors.numpy import load as st_load
+    from safetensors.numpy import save as st_save
+
+    snap = path / (path / "CURRENT").read_text().strip()
+    arrays = st_load((snap / "keys.safetensors").read_bytes())
+    table = json.loads((snap / "entries.json").read_text())
+    keys, rows, entries = arrays["entry_keys"].astype(np.float32), [], []
+    for e, key in zip(table["entries"], keys):
+        cs = []
+        for c in e["c"]:
+            own = arrays["contribution_keys"][c.pop("key_row")] if "key_row" in c else key
+            cs.append({**c, "meta": c.get("meta", {}), "key_row": len(rows)})
+            rows.append(own.astype(np.float32))
+        entries.append({"id": e["id"], "radius": e.get("radius", cs[0]["radius"]), "contributions": cs})
+    blobs = {"keys.safetensors": st_save({"entry_ids": arrays["entry_ids"], "entry_keys": keys,
+                                          "contribution_keys": np.stack(rows)}),
+             "entries.json": json.dumps({"dim": table["dim"], "next_id": table["next_id"],
+                                         "version": table["version"], "entries": entries}).encode()}
+    meta = json.loads((snap / "meta.json").read_text())
+    for name, data in blobs.items():
+        (snap / name).write_bytes(data)
+        meta["files"][name] = hashlib.sha256(data).hexdigest()
+    meta["format_version"] = 1
+    (snap / "meta.json").write_text(json.dumps(meta))
+
+
+def test_format_1_is_migrated_once_with_a_message(saved, text_encoder, tmp_path, caplog, monkeypatch):
+    ed, path = saved
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    _as_format_1(old)
+    with caplog.at_level("WARNING", logger="reasonedit_plugin.storage"):
+        loaded = ReasonEditor.load(old, FakeVLM(), text_encoder=text_encoder)
+    assert any("migrated from format 1 to 2" in r.message for r in caplog.records)
+    assert read_meta(old)["format_version"] == 2
+    assert state(loaded) == state(ed) and loaded.codebook.sigma_table() == ed.codebook.sigma_table()
+    for image, question in QUERIES:
+        a, b = ed.retrieve(image, question), loaded.retrieve(image, question)
+        assert (a.accepted, a.entry_ids, a.scores, a.threshold) == (b.accepted, b.entry_ids, b.scores, b.threshold)
+    # the second load reads the saved neighbour lists: no K-NN search at all
+    from reasonedit_plugin import keystore
+
+    monkeypatch.setattr(keystore.KeyStore, "search", lambda *a, **k: pytest.fail("load searched"))
+    monkeypatch.setattr(keystore.KeyStore, "knn_all", lambda *a, **k: pytest.fail("load rebuilt the graph"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="reasonedit_plugin.storage"):
+        again = load_codebook(old)
+    assert not caplog.records and again.codebook.sigma_table() == ed.codebook.sigma_table()
+
+
+def test_keys_are_float16_once_on_disk(saved):
+    from safetensors.numpy import load as st_load
+
+    _, path = saved
+    snap = path / (path / "CURRENT").read_text().strip()
+    arrays = st_load((snap / "keys.safetensors").read_bytes())
+    assert str(arrays["entry_keys"].dtype) == "float16"
+    assert arrays["contribution_keys"].shape[0] == sum(
+        len(e["c"]) - 1 for e in json.loads((snap / "entries.json").read_text())["entries"])
+    assert arrays["nbr"].dtype.name == "int32" and arrays["sigma"].shape == arrays["entry_ids"].shape
