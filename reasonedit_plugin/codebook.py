@@ -475,9 +475,13 @@ class Codebook:
     @classmethod
     def bulk(cls, keys: Any, values: Sequence[str], edit_ids: Sequence[str], radius: float | Sequence[float],
              kind: str = "reasoning", config: CodebookConfig | None = None,
-             retrieval: RetrievalConfig | None = None, progress: Any = None) -> "Codebook":
+             retrieval: RetrievalConfig | None = None, progress: Any = None,
+             graph_lists: int | None = None) -> "Codebook":
         """A codebook of one entry per key, built at once (a bulk import; nothing is merged): the neighbour
-        lists come from one block-wise exact K-NN pass instead of N incremental adds."""
+        lists come from one block-wise exact K-NN pass instead of N incremental adds. ``graph_lists``
+        caps the IVF lists each block compares with: an approximate graph (sigma from near-nearest
+        neighbours) for imports whose exact graph would cost O(N^2) (say, a million high-dimensional keys);
+        searches stay exact for the sigma stored, and later edits keep the lists up to date."""
         keys = _as_numpy_matrix(keys)
         n = len(keys)
         radii = np.broadcast_to(np.asarray(radius, np.float64), (n,))
@@ -493,7 +497,7 @@ class Codebook:
             book._parts[i] = _Part(edit_id, kind, value, float(radii[i]), now, _NO_META, None)
             book._note_edit(edit_id, i)
         book._next_id = n
-        book._graph.build(np.arange(n, dtype=np.int64), keys, progress)
+        book._graph.build(np.arange(n, dtype=np.int64), keys, progress, graph_lists)
         book.version = 1
         return book
 

@@ -76,6 +76,8 @@ class KeyEncoder:
         self.batch_size = batch_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_cache_size = 16 * cache_size
         self._setup: KeySetup | None = None
 
     @property
@@ -118,7 +120,7 @@ class KeyEncoder:
         """concat[v; scale * t(text)] for precomputed vision features and texts (same length)."""
         if len(texts) != vision.shape[0]:
             raise ReasonEditError(f"{vision.shape[0]} images but {len(texts)} texts; give one text per image.")
-        text = self.text_encoder.encode(list(texts))
+        text = self.text(texts)
         keys = torch.cat([vision.float(), self.scale * text], dim=1)
         if not torch.isfinite(keys).all():
             raise ReasonEditError(
@@ -126,6 +128,20 @@ class KeyEncoder:
                 f"{self.vision_module!r} produced non-finite activations for this image. "
                 "Check the image and the model dtype (use float32 on CPU), or choose another layer.")
         return keys
+
+    def text(self, texts: Sequence[str]) -> torch.Tensor:
+        """t(text) for each text, float32 [B, Dt]: new texts are encoded in one batch, repeated ones (the
+        same question asked of many images) come from an LRU cache."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            for t, emb in zip(missing, self.text_encoder.encode(missing)):
+                self._text_cache[t] = emb
+        out = torch.stack([self._text_cache[t] for t in texts]) if texts else self.text_encoder.encode([])
+        for t in dict.fromkeys(texts):
+            self._text_cache.move_to_end(t)
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+        return out
 
     def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         """Keys E(image_i, text_i), float32 [B, Dv + Dt]."""

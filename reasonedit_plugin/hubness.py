@@ -122,8 +122,9 @@ class HubnessGraph:
         for j in stale:
             self._recompute(s.row(j))
 
-    def build(self, ids: np.ndarray, keys: np.ndarray, progress: Any = None) -> None:
-        """Add many keys at once (an empty graph): store them, then one exact K-NN search per key."""
+    def build(self, ids: np.ndarray, keys: np.ndarray, progress: Any = None, max_lists: int | None = None) -> None:
+        """Add many keys at once (an empty graph): store them, then one block-wise exact K-NN pass
+        (``max_lists``: an approximate one, see :meth:`KeyStore.knn_all`)."""
         s = self.store
         if len(s):
             raise ValueError("HubnessGraph.build needs an empty store; use add() for single keys.")
@@ -131,7 +132,7 @@ class HubnessGraph:
         if len(ids) and (ids.min() < 0 or ids.max() > _MAX_ID):
             raise ValueError("key ids must lie in [0, 2**31).")
         s.add_many(ids, keys)
-        nbr_ids, dist = s.knn_all(self.k, progress)
+        nbr_ids, dist = s.knn_all(self.k, progress, max_lists)
         n = nbr_ids.shape[1]
         s.column("nbr")[:, :n] = nbr_ids
         s.column("nlen")[:] = n

@@ -460,11 +460,14 @@ class KeyStore:
                 kth = float(best[0][-1]) * (1 + _TOL)
         return Hits(best[1], best[2], best[0], best[3], scored)
 
-    def knn_all(self, k: int, progress: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Every row's min(k, n-1) nearest other rows, (distance, id) order, exact: ids int64 [n, k'] and
-        float32 distances. Block-wise: the rows of one IVF list against the lists the triangle bound cannot
-        rule out, screened by float32 matrix products with a proven rounding margin, then re-ranked by
-        exact differences; a row whose screen is not conclusive falls back to :meth:`search`."""
+    def knn_all(self, k: int, progress: Any = None, max_lists: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's min(k, n-1) nearest other rows, (distance, id) order: ids int64 [n, k'] and float32
+        distances. Block-wise: the rows of one IVF list against the lists the triangle bound cannot rule
+        out, screened by float32 matrix products with a proven rounding margin, then re-ranked by exact
+        differences; a row whose screen is not conclusive falls back to :meth:`search`. Exact, but
+        O(N^2) when the bound prunes little (K-NN distances of high-dimensional keys are large next to
+        the lists' radii). ``max_lists`` caps the lists each block visits (nearest first): an
+        approximate graph for bulk imports too large for the exact one (no fallback then)."""
         n = self.n
         kk = min(k, n - 1)
         ids_out = np.full((n, max(kk, 0)), -1, np.int64)
@@ -502,8 +505,8 @@ class KeyStore:
             best_d2 = np.full((m, k2), np.inf, np.float32)
             best_rows = np.full((m, k2), -1, np.int64)
             ub = np.full(m, np.inf)
-            for c2 in np.argsort(block_lb, kind="stable"):
-                if block_lb[c2] > ub.max():
+            for visited, c2 in enumerate(np.argsort(block_lb, kind="stable")):
+                if block_lb[c2] > ub.max() or (max_lists is not None and visited >= max_lists):
                     break
                 if not (lbq[:, c2] <= ub).any():
                     continue
@@ -529,6 +532,8 @@ class KeyStore:
             # conclusive when every candidate left out is provably farther than the k-th
             lo_out = np.sqrt(np.maximum(best_d2.max(axis=1).astype(np.float64) - self._margin * qsq - e_max, 0.0))
             doubtful = (lo_out <= d_out[rows, kk - 1].astype(np.float64) * (1 + _TOL)) & (k2 < n - 1)
+            if max_lists is not None:
+                doubtful[:] = False
             for row in rows[doubtful].tolist():
                 single(row)
             if progress is not None:
