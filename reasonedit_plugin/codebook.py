@@ -182,6 +182,17 @@ def _priority(ids: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
 
 
+def _percentile_inplace(values: np.ndarray, percentile: float) -> float:
+    """``np.percentile(values, percentile)`` (linear interpolation) by one partition of ``values`` in place."""
+    h = (len(values) - 1) * percentile / 100.0
+    lo = int(np.floor(h))
+    hi = min(lo + 1, len(values) - 1)
+    values.partition([lo, hi] if hi != lo else [lo])
+    a, b = float(values[lo]), float(values[hi])
+    t = h - lo
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
+
+
 class _GateSample:
     """Up to ``size`` entries (lowest priority) and their pairwise key distances, kept under edits."""
 
@@ -246,7 +257,7 @@ class _GateSample:
             self._pairs = (self.dist, self.dist[i, j].astype(np.float64), j.astype(np.int32))
         _, d, j = self._pairs
         values = d / (sigma + EPS)[j]  # d_ij / (sigma_j + eps): sigma of the later entry
-        tau = float(np.percentile(values, percentile))
+        tau = _percentile_inplace(values, percentile)
         self._cache = (fingerprint, tau)
         return tau
 
@@ -270,6 +281,7 @@ class Codebook:
         self._store = KeyStore(dim, self.config.key_dtype, self.config.exact_search_below,
                                self.config.ivf_lists, self.config.seed)
         self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS)
+        self._store.add_column("hits", (), np.int64, 0)
         self._gate: _GateSample | None = None
 
     # ------------------------------------------------------------------ queries
@@ -343,6 +355,31 @@ class Codebook:
         if self._gate is None or (self._gate.size, self._gate.seed) != (sample, seed):
             self._gate = _GateSample(self, sample, seed)
         return self._gate.threshold(percentile)
+
+    # ------------------------------------------------------------------ usage and eviction
+    def note_retrieved(self, entry_ids: Sequence[int]) -> None:
+        """Count that these entries were retrieved (an accepted query); eviction spares them."""
+        ids = [i for i in entry_ids if i in self._store]
+        if ids:
+            np.add.at(self._store.column("hits"), self._store.rows(ids), 1)
+
+    def hits(self, entry_ids: Sequence[int]) -> np.ndarray:
+        return self._store.column("hits")[self._store.rows(entry_ids)].copy()
+
+    def unretrieved_edits(self, older_than: float, now: float | None = None) -> list[str]:
+        """Edits none of whose entries was ever retrieved and all of whose contributions are older than
+        ``older_than`` seconds (what the optional eviction policy removes)."""
+        now = time.time() if now is None else now
+        hits = self._store.column("hits")
+        out = []
+        for edit_id, entry_ids in self._edits.items():
+            rows = self._store.rows(entry_ids)
+            if hits[rows].any():
+                continue
+            parts = [p for e in entry_ids for p in self._parts_of(e) if p.edit_id == edit_id]
+            if all(now - p.created >= older_than for p in parts):
+                out.append(edit_id)
+        return out
 
     # ------------------------------------------------------------------ entries
     def _entry(self, entry_id: int) -> Entry:
@@ -512,6 +549,7 @@ class Codebook:
             "entry_keys": s.matrix[rows] if len(rows) else np.zeros((0, self.dim), s.dtype),
             "nbr": s.column("nbr")[rows], "nlen": s.column("nlen")[rows].astype(np.int16),
             "sigma": s.column("sigma")[rows], "reach": s.column("reach")[rows],
+            "hits": s.column("hits")[rows],
         }
         part = s.partition_state()
         if part:
@@ -585,6 +623,8 @@ class Codebook:
                            "rebuilding them (%d keys)", table.get("hubness_k"), table.get("key_dtype"),
                            book._graph.k, book._store.dtype, len(ids))
             book._graph.build(ids, keys)
+        if "hits" in arrays and len(ids):
+            book._store.column("hits")[book._store.rows(ids)] = arrays["hits"]
         book.version = int(table.get("version", 0))
         return book
 

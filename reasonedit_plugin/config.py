@@ -138,11 +138,16 @@ class CodebookConfig:
     """Number of IVF lists; None: 2 * sqrt(N), retrained when the codebook has grown fourfold."""
     seed: int = 0
     """Seeds the IVF k-means sample."""
+    evict_unretrieved_after: Union[float, None] = None
+    """Pruning (off by default): ``editor.save()`` first removes edits none of whose entries was ever
+    retrieved and that are older than this many seconds; each is logged as ``evicted`` in the audit log."""
 
     def __post_init__(self) -> None:
         _choice("codebook.key_dtype", self.key_dtype, ("float16", "float32"))
         _check(self.exact_search_below >= 1, "codebook.exact_search_below must be >= 1.")
         _check(self.ivf_lists is None or self.ivf_lists >= 1, "codebook.ivf_lists must be >= 1 or null.")
+        _check(self.evict_unretrieved_after is None or self.evict_unretrieved_after >= 0,
+               "codebook.evict_unretrieved_after must be >= 0 seconds or null (off).")
         _check(self.answer_entries or self.rationale_entries,
                "codebook: answer_entries and rationale_entries are both false; nothing would be stored.")
         _check(0 <= self.merge_center_ratio < 1, "codebook.merge_center_ratio must be in [0, 1).")

@@ -277,3 +277,21 @@ def test_keys_are_float16_once_on_disk(saved):
     assert arrays["contribution_keys"].shape[0] == sum(
         len(e["c"]) - 1 for e in json.loads((snap / "entries.json").read_text())["entries"])
     assert arrays["nbr"].dtype.name == "int32" and arrays["sigma"].shape == arrays["entry_ids"].shape
+
+
+def test_eviction_of_never_retrieved_edits_is_off_by_default_and_audited(text_encoder, tmp_path):
+    ed = make_editor(text_encoder, retrieval={"cap_keys": 1})
+    ed.edit(EDITS, author="bob", reason="initial")
+    ed.save(tmp_path / "a")
+    assert sorted(ed.edit_ids()) == ["blue", "green", "red"]  # default: nothing evicted
+    res = ed.retrieve(RED, Q)
+    assert res.accepted
+    used = {c for i in res.entry_ids for c in ed.codebook.entries[i].edit_ids}
+    on = make_editor(text_encoder, codebook={"evict_unretrieved_after": 0.0})
+    on._codebook, on.edit_records, on.audit = ed.codebook, ed.edit_records, ed.audit
+    on.save(tmp_path / "b")
+    assert set(on.edit_ids()) == used and 0 < len(used) < 3
+    evicted = [e for e in read_events(tmp_path / "b" / "audit.jsonl") if e.action == "evicted"]
+    assert {e.edit_id for e in evicted} == {"red", "blue", "green"} - used
+    loaded = load_codebook(tmp_path / "b").codebook  # usage counts are saved with the codebook
+    assert all(loaded.hits(loaded.entries_of(e)).sum() > 0 for e in used)
