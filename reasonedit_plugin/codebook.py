@@ -274,7 +274,9 @@ class Codebook:
         self.retrieval = retrieval or RetrievalConfig()
         self._parts: dict[int, _Part | list[_Part]] = {}
         self._radius: dict[int, float] = {}  # merged entries only; a single part carries its radius
-        self._edits: dict[str, list[int]] = {}  # edit id -> its entry ids, in order of first appearance
+        self._edits: dict[str, int | list[int] | None] = {}
+        """edit id -> its entry id (an int, the common case, saving a list per edit) or ids, in order of
+        first appearance."""
         self._next_id = 0
         self.version = 0
         """Bumped on every change; caches (the rejection gate) compare it."""
@@ -315,7 +317,11 @@ class Codebook:
 
     def entries_of(self, edit_id: str) -> list[int]:
         """Ids of the entries an edit contributed to."""
-        return list(self._edits.get(edit_id, []))
+        return self._edit_entries(edit_id)
+
+    def _edit_entries(self, edit_id: str) -> list[int]:
+        ids = self._edits.get(edit_id)
+        return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
     def entry_ids(self) -> list[int]:
         return list(self._parts)
@@ -372,7 +378,8 @@ class Codebook:
         now = time.time() if now is None else now
         hits = self._store.column("hits")
         out = []
-        for edit_id, entry_ids in self._edits.items():
+        for edit_id in self._edits:
+            entry_ids = self._edit_entries(edit_id)
             rows = self._store.rows(entry_ids)
             if hits[rows].any():
                 continue
@@ -413,7 +420,7 @@ class Codebook:
     def remove_edit(self, edit_id: str) -> list[int]:
         """Remove an edit: its own entries go; merged entries are recomputed from what remains.
         Returns the ids of the entries that were deleted or changed."""
-        touched = self._edits.get(edit_id)
+        touched = self._edit_entries(edit_id)
         if not touched:
             known = self.edit_ids()
             raise ReasonEditError(f"no edit {edit_id!r} in the codebook; known edits: "
@@ -474,8 +481,13 @@ class Codebook:
         return eid, False
 
     def _note_edit(self, edit_id: str, entry_id: int) -> None:
-        ids = self._edits.setdefault(edit_id, [])
-        if entry_id not in ids:
+        ids = self._edits.get(edit_id)
+        if ids is None:
+            self._edits[edit_id] = entry_id
+        elif isinstance(ids, int):
+            if ids != entry_id:
+                self._edits[edit_id] = [ids, entry_id]
+        elif entry_id not in ids:
             ids.append(entry_id)
 
     def _set_parts(self, entry_id: int, parts: list[_Part], key: np.ndarray) -> None:
@@ -502,10 +514,13 @@ class Codebook:
         hubness k changed): one bulk build, O(N) exact K-NN searches."""
         ids = np.array(self.entry_ids(), np.int64)
         keys = self._store.vectors(self._store.rows(ids)) if len(ids) else np.zeros((0, self.dim), np.float32)
+        hits = self.hits(ids.tolist())
         self._store = KeyStore(self.dim, self.config.key_dtype, self.config.exact_search_below,
                                self.config.ivf_lists, self.config.seed)
         self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS)
+        self._store.add_column("hits", (), np.int64, 0)
         self._graph.build(ids, keys)
+        self._store.column("hits")[:] = hits
         self._gate = None
         self.version += 1
 
@@ -554,29 +569,74 @@ class Codebook:
         part = s.partition_state()
         if part:
             arrays.update(centroids=part["centroids"], assign=part["assign"][rows], rad=part["rad"][rows])
+        # contributions as columns (numbers here, strings once each in the JSON table): a load builds the
+        # final objects directly instead of a million transient dicts
+        edits = self.edit_ids()
+        edit_index = {e: i for i, e in enumerate(edits)}
+        values: dict[str, int] = {}
+        metas: dict[int, int] = {}
+        meta_list: list[dict[str, Any]] = []
+        cols: dict[str, list[Any]] = {k: [] for k in ("c_entry", "c_edit", "c_value", "c_kind", "c_radius",
+                                                      "c_created", "c_meta", "c_key_row")}
         extra_keys: list[np.ndarray] = []
-        entries = []
-        for eid in ids.tolist():
-            rows_out = []
-            for p in self._parts_of(eid):
-                row = {"edit_id": p.edit_id, "kind": p.kind, "value": p.value, "radius": p.radius,
-                       "created": p.created}
+        e_radius = np.empty(len(ids), np.float64)
+        for n, eid in enumerate(ids.tolist()):
+            parts = self._parts_of(eid)
+            e_radius[n] = self._radius.get(eid, parts[0].radius)
+            for p in parts:
+                cols["c_entry"].append(eid)
+                cols["c_edit"].append(edit_index[p.edit_id])
+                cols["c_value"].append(values.setdefault(p.value, len(values)))
+                cols["c_kind"].append(ENTRY_KINDS.index(p.kind))
+                cols["c_radius"].append(p.radius)
+                cols["c_created"].append(p.created)
                 if p.meta:
-                    row["meta"] = dict(p.meta)
+                    if id(p.meta) not in metas:
+                        metas[id(p.meta)] = len(meta_list)
+                        meta_list.append(dict(p.meta))
+                    cols["c_meta"].append(metas[id(p.meta)])
+                else:
+                    cols["c_meta"].append(-1)
                 if p.key is not None:
-                    row["key_row"] = len(extra_keys)
+                    cols["c_key_row"].append(len(extra_keys))
                     extra_keys.append(p.key)
-                rows_out.append(row)
-            entry = {"id": eid, "c": rows_out}
-            if eid in self._radius:
-                entry["radius"] = self._radius[eid]
-            entries.append(entry)
+                else:
+                    cols["c_key_row"].append(-1)
+        dtypes = {"c_entry": np.int64, "c_edit": np.int32, "c_value": np.int32, "c_kind": np.int8,
+                  "c_radius": np.float64, "c_created": np.float64, "c_meta": np.int32, "c_key_row": np.int32}
+        arrays.update({k: np.asarray(v, dtypes[k]) for k, v in cols.items()})
+        arrays["e_radius"] = e_radius
         arrays["contribution_keys"] = (np.stack(extra_keys).astype(s.dtype) if extra_keys
                                        else np.zeros((0, self.dim), s.dtype))
         table = {"dim": self.dim, "next_id": self._next_id, "version": self.version,
-                 "hubness_k": self._graph.k, "key_dtype": str(s.dtype), "edit_order": self.edit_ids(),
-                 "entries": entries}
+                 "hubness_k": self._graph.k, "key_dtype": str(s.dtype), "layout": "columns",
+                 "edit_order": edits, "values": list(values), "metas": meta_list, "kinds": list(ENTRY_KINDS)}
         return arrays, table
+
+    def _parts_from_columns(self, arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
+                            ids: np.ndarray) -> None:
+        _parts_from_columns(self, arrays, table, ids)
+
+    def _parts_from_rows(self, table: Mapping[str, Any], extra: np.ndarray) -> None:
+        """The row layout (one dict per entry, as a format-1 migration produces)."""
+        meta_cache: dict[str, Mapping[str, Any]] = {}
+        values: dict[str, str] = {}
+        for e in table["entries"]:
+            parts = []
+            for c in e["c"]:
+                meta = c.get("meta")
+                if meta:
+                    meta = meta_cache.setdefault(json.dumps(meta, sort_keys=True), meta)
+                key = extra[c["key_row"]].astype(self._store.dtype) if "key_row" in c else None
+                value = values.setdefault(c["value"], c["value"])
+                parts.append(_Part(c["edit_id"], c["kind"], value, float(c["radius"]), float(c["created"]),
+                                   meta or _NO_META, key))
+            if not parts:
+                raise ReasonEditError(f"entry {e['id']} has no contributions.")
+            eid = int(e["id"])
+            self._parts[eid] = parts[0] if len(parts) == 1 else parts
+            if len(parts) > 1:
+                self._radius[eid] = float(e["radius"])
 
     @classmethod
     def from_state(cls, arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
@@ -586,29 +646,15 @@ class Codebook:
         book = cls(int(table["dim"]), config, retrieval)
         ids = np.asarray(arrays["entry_ids"], np.int64)
         extra = arrays["contribution_keys"]
-        meta_cache: dict[str, Mapping[str, Any]] = {}
-        values: dict[str, str] = {}
-        for e in table["entries"]:
-            parts = []
-            for c in e["c"]:
-                meta = c.get("meta")
-                if meta:
-                    meta = meta_cache.setdefault(json.dumps(meta, sort_keys=True), meta)
-                key = extra[c["key_row"]].astype(book._store.dtype) if "key_row" in c else None
-                value = values.setdefault(c["value"], c["value"])
-                parts.append(_Part(c["edit_id"], c["kind"], value, float(c["radius"]), float(c["created"]),
-                                   meta or _NO_META, key))
-            if not parts:
-                raise ReasonEditError(f"entry {e['id']} has no contributions.")
-            eid = int(e["id"])
-            book._parts[eid] = parts[0] if len(parts) == 1 else parts
-            if len(parts) > 1:
-                book._radius[eid] = float(e["radius"])
-        for edit_id in table.get("edit_order", []):
-            book._edits[edit_id] = []
-        for eid in ids.tolist():
-            for p in book._parts_of(eid):
-                book._note_edit(p.edit_id, eid)
+        if table.get("layout") == "columns":
+            book._parts_from_columns(arrays, table, ids)
+        else:
+            book._parts_from_rows(table, extra)
+            for edit_id in table.get("edit_order", []):
+                book._edits[edit_id] = None
+            for eid in ids.tolist():
+                for p in book._parts_of(eid):
+                    book._note_edit(p.edit_id, eid)
         book._next_id = max(int(table["next_id"]), int(ids.max()) + 1 if len(ids) else 0)
         keys = np.asarray(arrays["entry_keys"])
         fits = (int(table.get("hubness_k", -1)) == book._graph.k and "nbr" in arrays
@@ -627,6 +673,40 @@ class Codebook:
             book._store.column("hits")[book._store.rows(ids)] = arrays["hits"]
         book.version = int(table.get("version", 0))
         return book
+
+
+def _parts_from_columns(book: "Codebook", arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
+                        ids: np.ndarray) -> None:
+    edits = list(table["edit_order"])
+    values = list(table["values"])
+    metas = [MappingProxyType(dict(m)) for m in table["metas"]]
+    kinds = list(table["kinds"])
+    extra = arrays["contribution_keys"]
+    dtype = book._store.dtype
+    created: dict[float, float] = {}
+    ent = arrays["c_entry"].tolist()
+    edit, value, kind = arrays["c_edit"].tolist(), arrays["c_value"].tolist(), arrays["c_kind"].tolist()
+    radius, made = arrays["c_radius"].tolist(), arrays["c_created"].tolist()
+    meta, key_row = arrays["c_meta"].tolist(), arrays["c_key_row"].tolist()
+    e_radius = dict(zip(ids.tolist(), arrays["e_radius"].tolist()))
+    parts_of: dict[int, Any] = book._parts
+    book._edits = dict.fromkeys(edits)
+    note = book._note_edit
+    for i, eid in enumerate(ent):
+        part = _Part(edits[edit[i]], kinds[kind[i]], values[value[i]], radius[i],
+                     created.setdefault(made[i], made[i]), metas[meta[i]] if meta[i] >= 0 else _NO_META,
+                     extra[key_row[i]].astype(dtype) if key_row[i] >= 0 else None)
+        have = parts_of.get(eid)
+        if have is None:
+            parts_of[eid] = part
+        elif isinstance(have, _Part):
+            parts_of[eid] = [have, part]
+            book._radius[eid] = e_radius[eid]
+        else:
+            have.append(part)
+        note(part.edit_id, eid)
+    if len(parts_of) != len(ids):
+        raise ReasonEditError(f"{len(ids)} entry keys but contributions for {len(parts_of)} entries.")
 
 
 def _as_numpy_matrix(x: Any) -> np.ndarray:

@@ -130,18 +130,21 @@ class KeyEncoder:
         return keys
 
     def text(self, texts: Sequence[str]) -> torch.Tensor:
-        """t(text) for each text, float32 [B, Dt]: new texts are encoded in one batch, repeated ones (the
-        same question asked of many images) come from an LRU cache."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        if missing:
-            for t, emb in zip(missing, self.text_encoder.encode(missing)):
-                self._text_cache[t] = emb
-        out = torch.stack([self._text_cache[t] for t in texts]) if texts else self.text_encoder.encode([])
-        for t in dict.fromkeys(texts):
-            self._text_cache.move_to_end(t)
-        while len(self._text_cache) > self._text_cache_size:
-            self._text_cache.popitem(last=False)
-        return out
+        """t(text) for each text, float32 [B, Dt]. A single text (a question at answer time) comes from an
+        LRU cache when it was asked before (the same question is asked of many images); batches (edits)
+        are encoded together as they always were, so a cached value is exactly what encoding the text
+        alone gives and the cache never changes a key."""
+        if len(texts) != 1:
+            return self.text_encoder.encode(list(texts))
+        text = texts[0]
+        hit = self._text_cache.get(text)
+        if hit is None:
+            hit = self._text_cache[text] = self.text_encoder.encode([text])[0]
+            while len(self._text_cache) > self._text_cache_size:
+                self._text_cache.popitem(last=False)
+        else:
+            self._text_cache.move_to_end(text)
+        return hit[None]
 
     def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         """Keys E(image_i, text_i), float32 [B, Dv + Dt]."""

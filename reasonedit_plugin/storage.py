@@ -299,7 +299,7 @@ def _codebook_from_tables(tensors: Mapping[str, np.ndarray], table: Mapping[str,
         tensors, table = _migrate_v1(tensors, table)
     ids = np.asarray(tensors["entry_ids"])
     entry_keys = tensors["entry_keys"]
-    if len(table["entries"]) != len(ids) or entry_keys.shape != (len(ids), dim):
+    if entry_keys.shape != (len(ids), dim) or ("entries" in table and len(table["entries"]) != len(ids)):
         raise CodebookCorruptError("keys.safetensors and entries.json disagree (entry ids or key shapes).")
     for name in ("entry_keys", "contribution_keys"):
         t = tensors[name]
@@ -393,7 +393,7 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "saved": time.time(),
             "setup": setup_values, "config": config_values,
             "counts": {"entries": len(codebook), "edits": len(active), "contributions":
-                       sum(len(e["c"]) for e in table["entries"]), "records": len(rows),
+                       int(tensors["c_entry"].shape[0]), "records": len(rows),
                        "quarantined": len(quarantine or {})},
             "missing_raw": sorted(set(active) - {r["record"]["id"] for r in rows if r["status"] == "committed"}),
             "files": {name: _sha256(data) for name, data in payloads.items()},

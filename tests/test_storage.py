@@ -213,28 +213,25 @@ def test_torn_audit_tail_and_leftovers_are_recovered(saved, text_encoder, tmp_pa
 # ---------------------------------------------------------------------------------------------- format 2
 def _as_format_1(path):
     """Rewrite a saved folder's live snapshot the way format 1 stored it (float32 keys, every contribution's
-    key, no neighbour lists), with matching checksums."""
+    key, one dict per entry, no neighbour lists), with matching checksums."""
     import hashlib
 
     import numpy as np
-    from safetensors.numpy import load as st_load
     from safetensors.numpy import save as st_save
 
+    cb = load_codebook(path).codebook
     snap = path / (path / "CURRENT").read_text().strip()
-    arrays = st_load((snap / "keys.safetensors").read_bytes())
-    table = json.loads((snap / "entries.json").read_text())
-    keys, rows, entries = arrays["entry_keys"].astype(np.float32), [], []
-    for e, key in zip(table["entries"], keys):
+    rows, entries = [], []
+    for eid, e in cb.entries.items():
         cs = []
-        for c in e["c"]:
-            own = arrays["contribution_keys"][c.pop("key_row")] if "key_row" in c else key
-            cs.append({**c, "meta": c.get("meta", {}), "key_row": len(rows)})
-            rows.append(own.astype(np.float32))
-        entries.append({"id": e["id"], "radius": e.get("radius", cs[0]["radius"]), "contributions": cs})
-    blobs = {"keys.safetensors": st_save({"entry_ids": arrays["entry_ids"], "entry_keys": keys,
-                                          "contribution_keys": np.stack(rows)}),
-             "entries.json": json.dumps({"dim": table["dim"], "next_id": table["next_id"],
-                                         "version": table["version"], "entries": entries}).encode()}
+        for c in e.contributions:
+            cs.append({**c.to_dict(), "key_row": len(rows)})
+            rows.append(c.key.numpy().astype(np.float32))
+        entries.append({"id": eid, "radius": e.radius, "contributions": cs})
+    blobs = {"keys.safetensors": st_save({"entry_ids": np.array(cb.entry_ids(), np.int64),
+                                          "entry_keys": cb.keys().numpy(), "contribution_keys": np.stack(rows)}),
+             "entries.json": json.dumps({"dim": cb.dim, "next_id": cb._next_id, "version": cb.version,
+                                         "entries": entries}).encode()}
     meta = json.loads((snap / "meta.json").read_text())
     for name, data in blobs.items():
         (snap / name).write_bytes(data)
@@ -274,8 +271,7 @@ def test_keys_are_float16_once_on_disk(saved):
     snap = path / (path / "CURRENT").read_text().strip()
     arrays = st_load((snap / "keys.safetensors").read_bytes())
     assert str(arrays["entry_keys"].dtype) == "float16"
-    assert arrays["contribution_keys"].shape[0] == sum(
-        len(e["c"]) - 1 for e in json.loads((snap / "entries.json").read_text())["entries"])
+    assert arrays["contribution_keys"].shape[0] == len(arrays["c_entry"]) - len(arrays["entry_ids"])
     assert arrays["nbr"].dtype.name == "int32" and arrays["sigma"].shape == arrays["entry_ids"].shape
 
 
