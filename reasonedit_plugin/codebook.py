@@ -683,7 +683,7 @@ def _parts_from_columns(book: "Codebook", arrays: Mapping[str, np.ndarray], tabl
     kinds = list(table["kinds"])
     extra = arrays["contribution_keys"]
     dtype = book._store.dtype
-    created: dict[float, float] = {}
+    created: dict[float, float] = {}  # interned floats (creation times and radii repeat): one object each
     ent = arrays["c_entry"].tolist()
     edit, value, kind = arrays["c_edit"].tolist(), arrays["c_value"].tolist(), arrays["c_kind"].tolist()
     radius, made = arrays["c_radius"].tolist(), arrays["c_created"].tolist()
@@ -693,7 +693,7 @@ def _parts_from_columns(book: "Codebook", arrays: Mapping[str, np.ndarray], tabl
     book._edits = dict.fromkeys(edits)
     note = book._note_edit
     for i, eid in enumerate(ent):
-        part = _Part(edits[edit[i]], kinds[kind[i]], values[value[i]], radius[i],
+        part = _Part(edits[edit[i]], kinds[kind[i]], values[value[i]], created.setdefault(radius[i], radius[i]),
                      created.setdefault(made[i], made[i]), metas[meta[i]] if meta[i] >= 0 else _NO_META,
                      extra[key_row[i]].astype(dtype) if key_row[i] >= 0 else None)
         have = parts_of.get(eid)
