@@ -144,8 +144,12 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
     data = np.load(queries_file)
     gc.collect()
     rss0 = rss_bytes()
+    from reasonedit_plugin.config import CodebookConfig
+
+    probe = os.environ.get("BENCH_GRAPH_PROBE")
     t = time.perf_counter()
-    stored = load_codebook(path)
+    stored = load_codebook(path, codebook_config=CodebookConfig(merge=False,
+                                                                graph_probe=int(probe) if probe else None))
     load_s = time.perf_counter() - t
     gc.collect()
     cb = stored.codebook
@@ -156,15 +160,17 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
     tau = retr.threshold()
     gate_init_s = time.perf_counter() - t
     out: dict[str, Any] = {"entries": len(cb), "dim": cb.dim, "load_s": load_s, "gate_init_s": gate_init_s,
+                           "graph_probe": int(probe) if probe else None,
                            "rss_codebook_bytes": rss_loaded, "raw_fp16_key_bytes": raw_fp16,
                            "rss_ratio": rss_loaded / raw_fp16, "tau": tau, "queries": {}}
     for name in [k for k in data.files if k.startswith("q_")]:
         qs = torch.from_numpy(data[name])
-        lat, recall, order_equal, gate_equal, scored = [], [], [], [], []
+        lat, recall, order_equal, gate_equal, accepted = [], [], [], [], []
         for i, q in enumerate(qs):
             t = time.perf_counter()
             res = retr.search(q)
             lat.append((time.perf_counter() - t) * 1e3)
+            accepted.append(res.accepted)
             if i < exact_queries:
                 exact = cb.scaled_topk(q, 5, exact_scan=True)
                 ids = [e for _, _, e in exact]
@@ -176,8 +182,7 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
             "exact_compared": len(recall), "recall_at_5": float(np.mean(recall)) if recall else None,
             "order_identical": float(np.mean(order_equal)) if order_equal else None,
             "gate_agreement": float(np.mean(gate_equal)) if gate_equal else None,
-            "accepted": None}
-        out["queries"][name[2:]]["accepted"] = float(np.mean([retr.search(q).accepted for q in qs[:50]]))
+            "accepted": float(np.mean(accepted))}
     # edits: add_edit, then the first query after it (sigma upkeep + gate sample + search)
     adds, firsts = [], []
     probe = torch.from_numpy(data[[k for k in data.files if k.startswith("q_")][0]])
@@ -238,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--exact-graph-max", type=int, default=100000,
                     help="above this many keys the bulk import builds an approximate K-NN graph (--graph-lists)")
     ap.add_argument("--graph-lists", type=int, default=16)
+    ap.add_argument("--graph-probe", type=int, default=None,
+                    help="codebook.graph_probe for the served codebooks above --exact-graph-max (edits keep an "
+                         "approximate graph with bounded work); default: exact upkeep")
     ap.add_argument("--sigma-check", type=int, default=40, help="rows whose sigma is checked against exact K-NN")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="/tmp/bench_scale")
@@ -301,8 +309,11 @@ def main(argv: list[str] | None = None) -> None:
             qfile = work / f"{kind}-{n}-queries.npz"
             np.savez(qfile, adds=adds, **{f"q_{k}": v for k, v in queries.items()})
             exact = args.exact_queries if n < 1_000_000 else args.exact_queries_1m
+            env = dict(os.environ)
+            if args.graph_probe and lists is not None:
+                env["BENCH_GRAPH_PROBE"] = str(args.graph_probe)
             proc = subprocess.run([sys.executable, __file__, "--serve", str(path), str(qfile), str(exact)],
-                                  capture_output=True, text=True, check=False)
+                                  capture_output=True, text=True, check=False, env=env)
             if proc.returncode:
                 raise SystemExit(f"serve {kind}-{n} failed:\n{proc.stderr[-3000:]}")
             row = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -282,7 +282,7 @@ class Codebook:
         """Bumped on every change; caches (the rejection gate) compare it."""
         self._store = KeyStore(dim, self.config.key_dtype, self.config.exact_search_below,
                                self.config.ivf_lists, self.config.seed)
-        self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS)
+        self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
         self._store.add_column("hits", (), np.int64, 0)
         self._gate: _GateSample | None = None
 
@@ -517,7 +517,7 @@ class Codebook:
         hits = self.hits(ids.tolist())
         self._store = KeyStore(self.dim, self.config.key_dtype, self.config.exact_search_below,
                                self.config.ivf_lists, self.config.seed)
-        self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS)
+        self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
         self._store.add_column("hits", (), np.int64, 0)
         self._graph.build(ids, keys)
         self._store.column("hits")[:] = hits

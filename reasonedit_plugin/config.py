@@ -138,6 +138,10 @@ class CodebookConfig:
     """Number of IVF lists; None: 2 * sqrt(N), retrained when the codebook has grown fourfold."""
     seed: int = 0
     """Seeds the IVF k-means sample."""
+    graph_probe: Union[int, None] = None
+    """None: the hubness K-NN graph is kept exact under edits (an edit's work grows with N where the
+    IVF bounds prune little). An int: an edit's neighbour searches visit only that many IVF lists, nearest
+    first (approximate sigma, bounded work per edit). Searches stay exact for the sigma stored."""
     evict_unretrieved_after: Union[float, None] = None
     """Pruning (off by default): ``editor.save()`` first removes edits none of whose entries was ever
     retrieved and that are older than this many seconds; each is logged as ``evicted`` in the audit log."""
@@ -146,6 +150,7 @@ class CodebookConfig:
         _choice("codebook.key_dtype", self.key_dtype, ("float16", "float32"))
         _check(self.exact_search_below >= 1, "codebook.exact_search_below must be >= 1.")
         _check(self.ivf_lists is None or self.ivf_lists >= 1, "codebook.ivf_lists must be >= 1 or null.")
+        _check(self.graph_probe is None or self.graph_probe >= 1, "codebook.graph_probe must be >= 1 or null.")
         _check(self.evict_unretrieved_after is None or self.evict_unretrieved_after >= 0,
                "codebook.evict_unretrieved_after must be >= 0 seconds or null (off).")
         _check(self.answer_entries or self.rationale_entries,

@@ -49,10 +49,13 @@ def _medians(d: np.ndarray) -> np.ndarray:
 class HubnessGraph:
     """K-NN lists and sigma of every key in a :class:`KeyStore`, kept exact under adds and removals."""
 
-    def __init__(self, store: KeyStore, k: int, eps: float = EPS):
+    def __init__(self, store: KeyStore, k: int, eps: float = EPS, probe: int | None = None):
         self.store = store
         self.k = int(k)
         self.eps = float(eps)
+        self.probe = probe
+        """None: exact upkeep. An int: an add's (or a repair's) K-NN and reverse searches look only at that
+        many IVF lists, nearest first (approximate sigma, constant work per edit at any size)."""
         store.add_column("nbr", (self.k,), np.int32, -1)
         store.add_column("nlen", (), np.int16, 0)
         store.add_column("sigma", (), np.float64, 1.0)
@@ -101,8 +104,8 @@ class HubnessGraph:
         if not 0 <= key_id <= _MAX_ID:
             raise ValueError(f"key id {key_id} is outside [0, 2**31).")
         q = s.round(key)
-        own = s.search(q, self.k, scaled=False)
-        others, d_others = s.within_reach(q)
+        own = s.search(q, self.k, scaled=False, max_lists=self.probe)
+        others, d_others = s.within_reach(q, max_lists=self.probe)
         n = len(own.ids)
         sigma = _median(own.distances)
         row = s.add(key_id, q, den=sigma + self.eps, reach=own.distances[-1] if n >= self.k else np.inf)
@@ -114,7 +117,7 @@ class HubnessGraph:
         s = self.store
         row = s.row(key_id)
         q = s.vectors(np.array([row]))[0]
-        near, _ = s.within_reach(q, exclude=row)
+        near, _ = s.within_reach(q, exclude=row, max_lists=self.probe)
         nbr, nlen = s.column("nbr"), s.column("nlen")
         held = near[(nbr[near] == key_id).any(axis=1)] if len(near) else near
         stale = s.ids[held].tolist()
@@ -181,7 +184,7 @@ class HubnessGraph:
     def _recompute(self, row: int, refresh_bounds: bool = True) -> None:
         s = self.store
         q = s.vectors(np.array([row]))[0]
-        hits = s.search(q, self.k, scaled=False, exclude=row)
+        hits = s.search(q, self.k, scaled=False, exclude=row, max_lists=self.probe)
         if refresh_bounds:
             self._set_list(row, hits.ids, hits.distances)
         else:  # bulk build: list bounds are recomputed once at the end

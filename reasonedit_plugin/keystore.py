@@ -389,11 +389,12 @@ class KeyStore:
 
     # ------------------------------------------------------------------ search
     def search(self, q: np.ndarray, k: int, scaled: bool = True, exclude: int = -1,
-               force_scan: bool = False) -> Hits:
+               force_scan: bool = False, max_lists: int | None = None) -> Hits:
         """The k rows of lowest d(q, x) / den_x (``scaled``) or d(q, x), ties by id; exact.
 
         ``q`` is float32 at key precision (see :meth:`round`); ``exclude`` leaves one row out;
-        ``force_scan`` computes every distance exactly (the reference the pruned path must equal)."""
+        ``force_scan`` computes every distance exactly (the reference the pruned path must equal);
+        ``max_lists`` (approximate) stops after that many IVF lists, nearest bound first."""
         n = self.n
         k = min(k, n - (0 <= exclude < n))
         best = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
@@ -429,7 +430,8 @@ class KeyStore:
             else:
                 parts, total = [], 0
                 target = _CHUNK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
-                while i < len(order) and lb_list[order[i]] <= kth and total < target:
+                while (i < len(order) and lb_list[order[i]] <= kth and total < target
+                       and (max_lists is None or i < max_lists)):
                     c = order[i]
                     parts.append(self._lists[c][: self._list_len[c]])
                     total += self._list_len[c]
@@ -540,8 +542,10 @@ class KeyStore:
                 progress(m)
         return ids_out, d_out
 
-    def within_reach(self, q: np.ndarray, exclude: int = -1) -> tuple[np.ndarray, np.ndarray]:
-        """Rows x with d(q, x) <= reach_x (exact), and those distances."""
+    def within_reach(self, q: np.ndarray, exclude: int = -1, max_lists: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows x with d(q, x) <= reach_x (exact; ``max_lists``: only in that many lists, nearest first),
+        and those distances."""
         n = self.n
         reach = self._columns["reach"]
         if self.centroids is None or n <= self.exact_below:
@@ -550,6 +554,8 @@ class KeyStore:
             dqc = np.sqrt(((self.centroids - q) ** 2).sum(1)).astype(np.float32)
             near = dqc - self._list_rmax - _TOL * (dqc + self._list_rmax) <= self._list_reach_max
             lists = np.flatnonzero(near & (self._list_len > 0))
+            if max_lists is not None and len(lists) > max_lists:
+                lists = lists[np.argsort(dqc[lists] - self._list_rmax[lists], kind="stable")[:max_lists]]
             if not len(lists):
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             rows = np.concatenate([self._lists[c][: self._list_len[c]] for c in lists])

@@ -196,3 +196,21 @@ def test_bulk_equals_incremental():
         inc.add_edit(f"e{i}", [PendingEntry("reasoning", f"v{i}", keys[i], 0.2)])
     assert bulk.sigma_table() == inc.sigma_table() and bulk.edit_ids() == inc.edit_ids()
     assert bulk.scaled_topk(keys[3], 5) == inc.scaled_topk(keys[3], 5)
+
+
+def test_approximate_graph_upkeep_keeps_search_exact():
+    """graph_probe bounds an edit's neighbour searches; sigma is then approximate, the search stays exact."""
+    keys = _keys("clustered", 500, 6, 8)
+    cfg = CodebookConfig(merge=False, exact_search_below=64, graph_probe=2)
+    cb = Codebook(6, cfg, RetrievalConfig(hubness_k=5, gate=False))
+    exact = Codebook(6, CodebookConfig(merge=False, exact_search_below=64), RetrievalConfig(hubness_k=5, gate=False))
+    for i in range(300):
+        for book in (cb, exact):
+            book.add_edit(f"e{i}", [PendingEntry("reasoning", f"v{i}", keys[i], 0.1)])
+    cb.remove_edit("e3")
+    exact.remove_edit("e3")
+    got, want = cb.sigma_table(), exact.sigma_table()
+    close = np.mean([abs(got[i] - want[i]) <= 1e-6 * want[i] for i in want])
+    assert 0.5 < close and all(got[i] >= want[i] - 1e-6 for i in want)  # near-nearest: never smaller
+    for q in keys[300:340]:
+        assert cb.scaled_topk(q, 5) == cb.scaled_topk(q, 5, exact_scan=True)
