@@ -290,8 +290,8 @@ class KeyStore:
         n = self.n
         nlist = min(self._nlist_for(n), n)
         rng = np.random.default_rng(self.seed)
-        sample = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
-        km = faiss.Kmeans(self.dim, nlist, niter=12, seed=self.seed, verbose=False,
+        sample = np.sort(rng.choice(n, size=min(n, 32 * nlist), replace=False))
+        km = faiss.Kmeans(self.dim, nlist, niter=10, seed=self.seed, verbose=False,
                           min_points_per_centroid=1, max_points_per_centroid=256)
         km.train(np.ascontiguousarray(self._mat[sample].astype(np.float32)))
         self.set_partition(km.centroids.astype(np.float32))

@@ -47,14 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
-import torch
 from PIL import Image
 import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from .audit import AuditEvent, AuditLog, EditInfo, append_events, read_events, who_why
-from .codebook import Codebook, Contribution, Entry, PendingEntry
+from .codebook import Codebook, PendingEntry
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
 from .errors import CodebookMismatchError, ReasonEditError, RecordError
 from .records import EditRecord, make_record

@@ -100,7 +100,7 @@ def test_provenance_kept():
 # ---------------------------------------------------------------------------------------------- at scale
 import numpy as np  # noqa: E402
 
-from reasonedit_plugin.codebook import _priority  # noqa: E402
+from reasonedit_plugin.gate_sample import priority as _priority  # noqa: E402
 from reasonedit_plugin.retriever import EPS, Retriever, gate_percentile, gate_threshold  # noqa: E402
 
 
