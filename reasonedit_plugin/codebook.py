@@ -587,34 +587,45 @@ class Codebook:
 
 def _parts_from_columns(book: "Codebook", arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
                         ids: np.ndarray) -> None:
+    """Build the slotted contribution records from the column layout, a chunk at a time (so the
+    temporary Python numbers of one chunk are reused by the next instead of piling up)."""
     edits = list(table["edit_order"])
     values = list(table["values"])
     metas = [MappingProxyType(dict(m)) for m in table["metas"]]
     kinds = list(table["kinds"])
     extra = arrays["contribution_keys"]
     dtype = book._store.dtype
-    created: dict[float, float] = {}  # interned floats (creation times and radii repeat): one object each
-    ent = arrays["c_entry"].tolist()
-    edit, value, kind = arrays["c_edit"].tolist(), arrays["c_value"].tolist(), arrays["c_kind"].tolist()
-    radius, made = arrays["c_radius"].tolist(), arrays["c_created"].tolist()
-    meta, key_row = arrays["c_meta"].tolist(), arrays["c_key_row"].tolist()
-    e_radius = dict(zip(ids.tolist(), arrays["e_radius"].tolist()))
+    interned: dict[float, float] = {}  # creation times and radii repeat: one float object each
+    c_entry = np.asarray(arrays["c_entry"], np.int64)
+    uniq, counts = np.unique(c_entry, return_counts=True)
+    merged = set(uniq[counts > 1].tolist())
+    merged_radius: dict[int, float] = {}
+    if merged:
+        where = {int(e): i for i, e in enumerate(ids.tolist()) if int(e) in merged}
+        merged_radius = {e: float(arrays["e_radius"][where[e]]) for e in merged}
     parts_of: dict[int, Any] = book._parts
     book._edits = dict.fromkeys(edits)
     note = book._note_edit
-    for i, eid in enumerate(ent):
-        part = _Part(edits[edit[i]], kinds[kind[i]], values[value[i]], created.setdefault(radius[i], radius[i]),
-                     created.setdefault(made[i], made[i]), metas[meta[i]] if meta[i] >= 0 else _NO_META,
-                     extra[key_row[i]].astype(dtype) if key_row[i] >= 0 else None)
-        have = parts_of.get(eid)
-        if have is None:
-            parts_of[eid] = part
-        elif isinstance(have, _Part):
-            parts_of[eid] = [have, part]
-            book._radius[eid] = e_radius[eid]
-        else:
-            have.append(part)
-        note(part.edit_id, eid)
+    for start in range(0, len(c_entry), 65536):
+        sl = slice(start, start + 65536)
+        ent = c_entry[sl].tolist()
+        edit, value, kind = arrays["c_edit"][sl].tolist(), arrays["c_value"][sl].tolist(), arrays["c_kind"][sl].tolist()
+        radius, made = arrays["c_radius"][sl].tolist(), arrays["c_created"][sl].tolist()
+        meta, key_row = arrays["c_meta"][sl].tolist(), arrays["c_key_row"][sl].tolist()
+        for i, eid in enumerate(ent):
+            part = _Part(edits[edit[i]], kinds[kind[i]], values[value[i]],
+                         interned.setdefault(radius[i], radius[i]), interned.setdefault(made[i], made[i]),
+                         metas[meta[i]] if meta[i] >= 0 else _NO_META,
+                         extra[key_row[i]].astype(dtype) if key_row[i] >= 0 else None)
+            have = parts_of.get(eid)
+            if have is None:
+                parts_of[eid] = part
+            elif isinstance(have, _Part):
+                parts_of[eid] = [have, part]
+                book._radius[eid] = merged_radius[eid]
+            else:
+                have.append(part)
+            note(part.edit_id, eid)
     if len(parts_of) != len(ids):
         raise ReasonEditError(f"{len(ids)} entry keys but contributions for {len(parts_of)} entries.")
 
