@@ -27,10 +27,10 @@ from .errors import ReasonEditError
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = ("added", "merged", "removed", "quarantined", "approved", "rejected", "imported", "exported",
+ACTIONS = ("added", "merged", "removed", "evicted", "quarantined", "approved", "rejected", "imported", "exported",
            "saved")
 """``added``: an edit's entries were committed; ``merged``: one of its entries joined an existing entry;
-``removed``: an edit was undone; ``quarantined`` / ``approved`` / ``rejected``: rationale-guard outcomes;
+``removed``: an edit was undone; ``evicted``: removed by the optional never-retrieved pruning; ``quarantined`` / ``approved`` / ``rejected``: rationale-guard outcomes;
 ``imported`` / ``exported``: knowledge modules; ``saved``: a snapshot was written."""
 
 

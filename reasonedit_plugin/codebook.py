@@ -5,22 +5,34 @@ An :class:`Entry` is one key with its text values. Every edit that contributed t
 from the contributions that remain — a merged entry splits back exactly.
 
 Hubness: every key carries sigma = the median of the L2 distances to its min(k, N-1) nearest other keys,
-kept up to date incrementally by ``hubness.HubnessTable``.
+kept up to date incrementally by ``hubness.HubnessGraph``.
+
+Scale: every entry key is stored once, at key precision (float16 by default), in a
+:class:`~.keystore.KeyStore` whose IVF bounds make the scaled top-k exact yet sub-linear; contributions
+are kept as slotted records (a merged contribution keeps its own key copy), entries are built on access
+(:class:`EntryView`), edit ids map to their entries by dict, and the gate's key sample is maintained
+under edits (:class:`~.gate_sample.GateSample`). Saved codebooks carry the neighbour lists, sigma and the partition,
+so loading is O(N) reading.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from .config import CodebookConfig, RetrievalConfig
 from .errors import ReasonEditError
-from .hubness import HubnessTable
-from .index import VectorIndex, make_index
+from .hubness import EPS, HubnessGraph
+from .gate_sample import GateSample
+from .keystore import KeyStore, StoreIndex
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +56,77 @@ class Contribution:
                 "created": self.created, "meta": self.meta}
 
 
-@dataclass
-class Entry:
-    """A key with its values. ``key`` and ``radius`` follow from ``contributions`` (see ``_fold``)."""
+class _Part:
+    """A contribution as the codebook holds it: its key is the entry's row in the key store (``key`` None,
+    the first contribution) or its own copy at key precision (later, merged contributions)."""
 
-    id: int
-    key: torch.Tensor
-    radius: float
-    contributions: list[Contribution]
+    __slots__ = ("edit_id", "kind", "value", "radius", "created", "meta", "key")
+
+    def __init__(self, edit_id: str, kind: str, value: str, radius: float, created: float,
+                 meta: Mapping[str, Any], key: np.ndarray | None):
+        self.edit_id, self.kind, self.value, self.radius = edit_id, kind, value, radius
+        self.created, self.meta, self.key = created, meta, key
+
+
+_NO_META: Mapping[str, Any] = MappingProxyType({})
+
+
+class Entry:
+    """A key with its values (a read-only view built on access; ``key`` and ``radius`` follow from
+    ``contributions``, see ``_fold``)."""
+
+    __slots__ = ("id", "radius", "_parts", "_book", "_key")
+
+    def __init__(self, entry_id: int, radius: float, parts: Sequence[_Part], book: "Codebook"):
+        self.id, self.radius, self._parts, self._book, self._key = entry_id, radius, parts, book, None
+
+    @property
+    def key(self) -> torch.Tensor:
+        """float32 [D] (the stored key, at key precision)."""
+        if self._key is None:
+            self._key = self._book.keys([self.id])[0]
+        return self._key
+
+    @property
+    def contributions(self) -> list[Contribution]:
+        return [Contribution(p.edit_id, p.kind, p.value,
+                             self.key.clone() if p.key is None else torch.from_numpy(p.key.astype(np.float32)),
+                             p.radius, p.created, dict(p.meta)) for p in self._parts]
 
     @property
     def values(self) -> list[str]:
-        return list(dict.fromkeys(c.value for c in self.contributions))
+        return list(dict.fromkeys(p.value for p in self._parts))
 
     @property
     def edit_ids(self) -> list[str]:
-        return list(dict.fromkeys(c.edit_id for c in self.contributions))
+        return list(dict.fromkeys(p.edit_id for p in self._parts))
 
     @property
     def kinds(self) -> list[str]:
-        return list(dict.fromkeys(c.kind for c in self.contributions))
+        return list(dict.fromkeys(p.kind for p in self._parts))
+
+    def __repr__(self) -> str:
+        return f"Entry(id={self.id}, radius={self.radius:.4g}, values={self.values!r}, edits={self.edit_ids!r})"
+
+
+class EntryView(Mapping[int, Entry]):
+    """``codebook.entries``: entry id -> :class:`Entry`, in insertion order; read-only (change the codebook
+    through ``add_edit`` / ``remove_edit``)."""
+
+    def __init__(self, book: "Codebook"):
+        self._book = book
+
+    def __getitem__(self, entry_id: int) -> Entry:
+        return self._book._entry(entry_id)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._book._parts)
+
+    def __len__(self) -> int:
+        return len(self._book._parts)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._book._parts
 
 
 @dataclass(frozen=True)
@@ -100,8 +163,17 @@ def _fold(contributions: Sequence[Contribution]) -> tuple[torch.Tensor, float]:
     return key, radius
 
 
+def _fold_parts(key: np.ndarray, parts: Sequence[_Part]) -> float:
+    """The radius of an entry whose first contribution has ``key``: each later one grows it to
+    max(r, d + r_new) (see ``_fold``)."""
+    radius = parts[0].radius
+    for p in parts[1:]:
+        radius = max(radius, float(np.linalg.norm(p.key.astype(np.float64) - key)) + p.radius)
+    return radius
+
+
 class Codebook:
-    """Entries, their index, and incrementally maintained hubness sigma."""
+    """Entries, their keys (stored once, in the key store), the hubness graph and the gate sample."""
 
     def __init__(self, dim: int, config: CodebookConfig | None = None,
                  retrieval: RetrievalConfig | None = None):
@@ -110,82 +182,180 @@ class Codebook:
         self.dim = dim
         self.config = config or CodebookConfig()
         self.retrieval = retrieval or RetrievalConfig()
-        self.entries: dict[int, Entry] = {}
-        self.index: VectorIndex = make_index(self.retrieval.backend, dim)
+        self._parts: dict[int, _Part | list[_Part]] = {}
+        self._radius: dict[int, float] = {}  # merged entries only; a single part carries its radius
+        self._edits: dict[str, int | list[int] | None] = {}
+        """edit id -> its entry id (an int, the common case, saving a list per edit) or ids, in order of
+        first appearance."""
         self._next_id = 0
         self.version = 0
         """Bumped on every change; caches (the rejection gate) compare it."""
-        self._hubness = HubnessTable(dim, self.retrieval.hubness_k)
+        self._store = KeyStore(dim, self.config.key_dtype, self.config.exact_search_below,
+                               self.config.ivf_lists, self.config.seed)
+        self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
+        self._store.add_column("hits", (), np.int64, 0)
+        self._gate: GateSample | None = None
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._parts)
+
+    @property
+    def entries(self) -> EntryView:
+        """Entry id -> :class:`Entry` (read-only view, built on access)."""
+        return EntryView(self)
+
+    @property
+    def index(self) -> "StoreIndex":
+        """The keys as a read-only :class:`~.index.VectorIndex` (exact L2 search over the key store)."""
+        return StoreIndex(self._store)
+
+    @property
+    def store(self) -> KeyStore:
+        return self._store
+
+    @property
+    def num_edits(self) -> int:
+        return len(self._edits)
 
     def edit_ids(self) -> list[str]:
         """Distinct edit ids, in order of first appearance."""
-        seen: dict[str, None] = {}
-        for entry in self.entries.values():
-            for c in entry.contributions:
-                seen.setdefault(c.edit_id, None)
-        return list(seen)
+        return list(self._edits)
+
+    def has_edit(self, edit_id: str) -> bool:
+        return edit_id in self._edits
+
+    def entries_of(self, edit_id: str) -> list[int]:
+        """Ids of the entries an edit contributed to."""
+        return self._edit_entries(edit_id)
+
+    def _edit_entries(self, edit_id: str) -> list[int]:
+        ids = self._edits.get(edit_id)
+        return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
     def entry_ids(self) -> list[int]:
-        return list(self.entries)
+        return list(self._parts)
 
     def keys(self, ids: Sequence[int] | None = None) -> torch.Tensor:
+        """float32 [len(ids), D] keys (all entries, in entry order, by default)."""
         ids = self.entry_ids() if ids is None else ids
-        if not ids:
+        if len(ids) == 0:
             return torch.zeros(0, self.dim)
-        return self._hubness.keys(ids)
+        return self._graph.keys(ids)
 
     def sigma_table(self) -> dict[int, float]:
         """Hubness sigma of every entry: the median distance to its min(k, N-1) nearest other keys
         (1.0 for a lone key)."""
-        return self._hubness.sigma_table()
-
-    def scaled_topk(self, query: torch.Tensor, k: int, eps: float) -> list[tuple[float, float, int]]:
-        """Exact k best entries by hubness-scaled distance d / (sigma + eps): (score, distance, id)."""
-        return self._hubness.scaled_topk(query, k, eps)
+        return self._graph.sigma_table()
 
     def sigma(self, ids: Sequence[int]) -> torch.Tensor:
-        table = self.sigma_table()
-        return torch.tensor([table[i] for i in ids], dtype=torch.float64)
+        return torch.from_numpy(self._graph.sigma(ids).astype(np.float64))
+
+    def scaled_topk(self, query: torch.Tensor, k: int, eps: float = EPS,
+                    exact_scan: bool = False) -> list[tuple[float, float, int]]:
+        """Exact k best entries by hubness-scaled distance d / (sigma + eps): (score, distance, id), ties by
+        id. Sub-linear through the key store's IVF bounds; ``exact_scan`` scores every key (the reference)."""
+        return self._graph.scaled_topk(_as_numpy(query), k, eps, exact_scan=exact_scan)
+
+    def nearest(self, query: torch.Tensor, k: int) -> list[tuple[float, int]]:
+        """Exact k nearest entries by plain L2: (distance, id), ties by id."""
+        hits = self._store.search(self._store.round(_as_numpy(query)), k, scaled=False)
+        return list(zip(hits.distances.astype(np.float64).tolist(), hits.ids.tolist()))
+
+    def gate_threshold(self, percentile: float, sample: int, seed: int = 0) -> float | None:
+        """tau: the ``percentile`` of d_ij / (sigma_j + eps) over pairs i < j (by entry id) of up to
+        ``sample`` entries — all of them when there are that few, else a seeded uniform sample that is
+        maintained under edits (an edit changes it by at most one entry). None below two entries."""
+        if len(self) < 2:
+            return None
+        if self._gate is None or (self._gate.size, self._gate.seed) != (sample, seed):
+            self._gate = GateSample(self._store, self._graph, sample, seed)
+        return self._gate.threshold(percentile)
+
+    # ------------------------------------------------------------------ usage and eviction
+    def note_retrieved(self, entry_ids: Sequence[int]) -> None:
+        """Count that these entries were retrieved (an accepted query); eviction spares them."""
+        ids = [i for i in entry_ids if i in self._store]
+        if ids:
+            np.add.at(self._store.column("hits"), self._store.rows(ids), 1)
+
+    def hits(self, entry_ids: Sequence[int]) -> np.ndarray:
+        return self._store.column("hits")[self._store.rows(entry_ids)].copy()
+
+    def unretrieved_edits(self, older_than: float, now: float | None = None) -> list[str]:
+        """Edits none of whose entries was ever retrieved and all of whose contributions are older than
+        ``older_than`` seconds (what the optional eviction policy removes)."""
+        now = time.time() if now is None else now
+        hits = self._store.column("hits")
+        out = []
+        for edit_id in self._edits:
+            entry_ids = self._edit_entries(edit_id)
+            rows = self._store.rows(entry_ids)
+            if hits[rows].any():
+                continue
+            parts = [p for e in entry_ids for p in self._parts_of(e) if p.edit_id == edit_id]
+            if all(now - p.created >= older_than for p in parts):
+                out.append(edit_id)
+        return out
+
+    # ------------------------------------------------------------------ entries
+    def _entry(self, entry_id: int) -> Entry:
+        parts = self._parts[entry_id]
+        if isinstance(parts, _Part):
+            return Entry(entry_id, parts.radius, (parts,), self)
+        return Entry(entry_id, self._radius[entry_id], tuple(parts), self)
+
+    def _parts_of(self, entry_id: int) -> list[_Part]:
+        parts = self._parts[entry_id]
+        return [parts] if isinstance(parts, _Part) else parts
 
     # ------------------------------------------------------------------ changes
     def add_edit(self, edit_id: str, pending: Sequence[PendingEntry],
                  meta: dict[str, Any] | None = None) -> list[tuple[int, bool]]:
         """Add an edit's entries (merging where the rule says so). All-or-nothing: every entry is checked
         before anything changes. Returns (entry id, merged?) per pending entry."""
-        if edit_id in set(self.edit_ids()):
+        if edit_id in self._edits:
             raise ReasonEditError(f"edit {edit_id!r} is already in the codebook; remove it first or use "
                                   "another id.")
-        for p in pending:
-            self._check_pending(p)
+        keys = [self._check_pending(p) for p in pending]
         now = time.time()
+        shared_meta = dict(meta) if meta else _NO_META
         result = []
-        for p in pending:
-            contribution = Contribution(edit_id, p.kind, p.value, p.key.detach().float().cpu().clone(),
-                                        float(p.radius), now, dict(meta or {}))
-            result.append(self._insert(contribution))
+        for p, key in zip(pending, keys):
+            result.append(self._insert(_Part(edit_id, p.kind, p.value, float(p.radius), now, shared_meta, None),
+                                       key))
         self.version += 1
         return result
 
     def remove_edit(self, edit_id: str) -> list[int]:
         """Remove an edit: its own entries go; merged entries are recomputed from what remains.
         Returns the ids of the entries that were deleted or changed."""
-        touched = [e for e in self.entries.values() if any(c.edit_id == edit_id for c in e.contributions)]
+        touched = self._edit_entries(edit_id)
         if not touched:
+            known = self.edit_ids()
             raise ReasonEditError(f"no edit {edit_id!r} in the codebook; known edits: "
-                                  f"{self.edit_ids()[:20]}{' ...' if len(self.edit_ids()) > 20 else ''}")
-        for entry in touched:
-            rest = [c for c in entry.contributions if c.edit_id != edit_id]
-            self._delete(entry.id)
-            if rest:
-                self._restore(entry.id, rest)
+                                  f"{known[:20]}{' ...' if len(known) > 20 else ''}")
+        for eid in touched:
+            parts = self._parts_of(eid)
+            rest = [p for p in parts if p.edit_id != edit_id]
+            if not rest:
+                self._delete_key(eid)
+                del self._parts[eid]
+                self._radius.pop(eid, None)
+                continue
+            if rest[0] is parts[0]:  # the entry keeps its key: only its contributions and radius change
+                key = self._store.vectors(np.array([self._store.row(eid)]))[0]
+            else:  # its first contribution goes: the next one's key becomes the entry's key
+                key = rest[0].key.astype(np.float32)
+                rest[0].key = None
+                self._delete_key(eid)
+                self._add_key(eid, key)
+            self._set_parts(eid, rest, key)
+        del self._edits[edit_id]
         self.version += 1
-        return [e.id for e in touched]
+        return list(touched)
 
-    def _check_pending(self, p: PendingEntry) -> None:
+    def _check_pending(self, p: PendingEntry) -> np.ndarray:
         if p.kind not in ENTRY_KINDS:
             raise ReasonEditError(f"entry kind {p.kind!r} is not one of {list(ENTRY_KINDS)}.")
         if not isinstance(p.value, str) or not p.value.strip():
@@ -197,43 +367,276 @@ class Codebook:
             raise ReasonEditError("key has NaN/inf values; nothing was added.")
         if not (p.radius >= 0 and p.radius < float("inf")):
             raise ReasonEditError(f"radius {p.radius!r} must be finite and >= 0.")
+        return self._store.round(_as_numpy(p.key))
 
-    def _insert(self, c: Contribution) -> tuple[int, bool]:
-        if self.config.merge and self.entries:
-            res = self.index.search(c.key[None].numpy(), min(8, len(self.entries)))
-            for d, eid in zip(res.distances[0].tolist(), res.ids[0].tolist()):
-                old = self.entries[int(eid)]
-                if should_merge(float(d), c.radius, old.radius, self.config):
-                    old.contributions.append(c)
-                    old.radius = max(old.radius, float(d) + c.radius)
-                    logger.debug("merged a %s entry of edit %s into entry %d (d=%.4f)", c.kind, c.edit_id,
-                                 old.id, d)
-                    return old.id, True
+    def _insert(self, part: _Part, key: np.ndarray) -> tuple[int, bool]:
+        if self.config.merge and self._parts:
+            hits = self._store.search(key, min(8, len(self)), scaled=False)
+            for d, eid in zip(hits.distances.astype(np.float64).tolist(), hits.ids.tolist()):
+                old = self._entry(eid)
+                if should_merge(d, part.radius, old.radius, self.config):
+                    part.key = key.astype(self._store.dtype)
+                    parts = self._parts_of(eid) + [part]
+                    self._parts[eid] = parts
+                    self._radius[eid] = max(old.radius, d + part.radius)
+                    self._note_edit(part.edit_id, eid)
+                    logger.debug("merged a %s entry of edit %s into entry %d (d=%.4f)", part.kind,
+                                 part.edit_id, eid, d)
+                    return eid, True
         eid = self._next_id
         self._next_id += 1
-        self._restore(eid, [c])
+        self._parts[eid] = part
+        self._add_key(eid, key)
+        self._note_edit(part.edit_id, eid)
         return eid, False
 
-    def _restore(self, entry_id: int, contributions: list[Contribution]) -> None:
-        key, radius = _fold(contributions)
-        self.entries[entry_id] = Entry(entry_id, key, radius, contributions)
-        self._next_id = max(self._next_id, entry_id + 1)
-        self._add_key(entry_id, key)
+    def _note_edit(self, edit_id: str, entry_id: int) -> None:
+        ids = self._edits.get(edit_id)
+        if ids is None:
+            self._edits[edit_id] = entry_id
+        elif isinstance(ids, int):
+            if ids != entry_id:
+                self._edits[edit_id] = [ids, entry_id]
+        elif entry_id not in ids:
+            ids.append(entry_id)
 
-    # ------------------------------------------------------------------ index + hubness bookkeeping
-    def _add_key(self, entry_id: int, key: torch.Tensor) -> None:
-        self._hubness.add(entry_id, key)
-        self.index.add(torch.tensor([entry_id], dtype=torch.int64).numpy(), key[None].numpy())
+    def _set_parts(self, entry_id: int, parts: list[_Part], key: np.ndarray) -> None:
+        if len(parts) == 1:
+            self._parts[entry_id] = parts[0]
+            self._radius.pop(entry_id, None)
+        else:
+            self._parts[entry_id] = parts
+            self._radius[entry_id] = _fold_parts(key, parts)
 
-    def _delete(self, entry_id: int) -> None:
-        self.index.remove(torch.tensor([entry_id], dtype=torch.int64).numpy())
-        self._hubness.remove(entry_id)
-        del self.entries[entry_id]
+    # ------------------------------------------------------------------ key store + hubness bookkeeping
+    def _add_key(self, entry_id: int, key: np.ndarray) -> None:
+        self._graph.add(entry_id, key)
+        if self._gate is not None:
+            self._gate.added(entry_id)
+
+    def _delete_key(self, entry_id: int) -> None:
+        if self._gate is not None:
+            self._gate.removed(entry_id)
+        self._graph.remove(entry_id)
 
     def rebuild(self) -> None:
-        """Recompute the index and every neighbour list from the entries (after loading)."""
-        self.index = make_index(self.retrieval.backend, self.dim)
-        self._hubness = HubnessTable(self.dim, self.retrieval.hubness_k)
-        for entry_id, entry in self.entries.items():
-            self._add_key(entry_id, entry.key)
+        """Recompute the key partition and every neighbour list from the keys (a check, or after the
+        hubness k changed): one bulk build, O(N) exact K-NN searches."""
+        ids = np.array(self.entry_ids(), np.int64)
+        keys = self._store.vectors(self._store.rows(ids)) if len(ids) else np.zeros((0, self.dim), np.float32)
+        hits = self.hits(ids.tolist())
+        self._store = KeyStore(self.dim, self.config.key_dtype, self.config.exact_search_below,
+                               self.config.ivf_lists, self.config.seed)
+        self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
+        self._store.add_column("hits", (), np.int64, 0)
+        self._graph.build(ids, keys)
+        self._store.column("hits")[:] = hits
+        self._gate = None
         self.version += 1
+
+    @classmethod
+    def bulk(cls, keys: Any, values: Sequence[str], edit_ids: Sequence[str], radius: float | Sequence[float],
+             kind: str = "reasoning", config: CodebookConfig | None = None,
+             retrieval: RetrievalConfig | None = None, progress: Any = None,
+             graph_lists: int | None = None) -> "Codebook":
+        """A codebook of one entry per key, built at once (a bulk import; nothing is merged): the neighbour
+        lists come from one block-wise exact K-NN pass instead of N incremental adds. ``graph_lists``
+        caps the IVF lists each block compares with: an approximate graph (sigma from near-nearest
+        neighbours) for imports whose exact graph would cost O(N^2) (say, a million high-dimensional keys);
+        searches stay exact for the sigma stored, and later edits keep the lists up to date."""
+        keys = _as_numpy_matrix(keys)
+        n = len(keys)
+        radii = np.broadcast_to(np.asarray(radius, np.float64), (n,))
+        if len(values) != n or len(edit_ids) != n:
+            raise ReasonEditError(f"bulk: {n} keys but {len(values)} values and {len(edit_ids)} edit ids.")
+        if kind not in ENTRY_KINDS:
+            raise ReasonEditError(f"entry kind {kind!r} is not one of {list(ENTRY_KINDS)}.")
+        if not np.isfinite(keys).all() or not np.isfinite(radii).all() or (radii < 0).any():
+            raise ReasonEditError("bulk: keys and radii must be finite (radii >= 0); nothing was built.")
+        book = cls(keys.shape[1], config, retrieval)
+        now = time.time()
+        for i, (value, edit_id) in enumerate(zip(values, edit_ids)):
+            book._parts[i] = _Part(edit_id, kind, value, float(radii[i]), now, _NO_META, None)
+            book._note_edit(edit_id, i)
+        book._next_id = n
+        book._graph.build(np.arange(n, dtype=np.int64), keys, progress, graph_lists)
+        book.version = 1
+        return book
+
+    # ------------------------------------------------------------------ persistence (storage.py)
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays (keys at key precision, graph, partition; rows in entry order) and the entry table."""
+        ids = np.array(self.entry_ids(), np.int64)
+        s = self._store
+        rows = s.rows(ids)
+        arrays: dict[str, np.ndarray] = {
+            "entry_ids": ids,
+            "entry_keys": s.matrix[rows] if len(rows) else np.zeros((0, self.dim), s.dtype),
+            "nbr": s.column("nbr")[rows], "nlen": s.column("nlen")[rows].astype(np.int16),
+            "sigma": s.column("sigma")[rows], "reach": s.column("reach")[rows],
+            "hits": s.column("hits")[rows],
+        }
+        part = s.partition_state()
+        if part:
+            arrays.update(centroids=part["centroids"], assign=part["assign"][rows], rad=part["rad"][rows])
+        # contributions as columns (numbers here, strings once each in the JSON table): a load builds the
+        # final objects directly instead of a million transient dicts
+        edits = self.edit_ids()
+        edit_index = {e: i for i, e in enumerate(edits)}
+        values: dict[str, int] = {}
+        metas: dict[int, int] = {}
+        meta_list: list[dict[str, Any]] = []
+        cols: dict[str, list[Any]] = {k: [] for k in ("c_entry", "c_edit", "c_value", "c_kind", "c_radius",
+                                                      "c_created", "c_meta", "c_key_row")}
+        extra_keys: list[np.ndarray] = []
+        e_radius = np.empty(len(ids), np.float64)
+        for n, eid in enumerate(ids.tolist()):
+            parts = self._parts_of(eid)
+            e_radius[n] = self._radius.get(eid, parts[0].radius)
+            for p in parts:
+                cols["c_entry"].append(eid)
+                cols["c_edit"].append(edit_index[p.edit_id])
+                cols["c_value"].append(values.setdefault(p.value, len(values)))
+                cols["c_kind"].append(ENTRY_KINDS.index(p.kind))
+                cols["c_radius"].append(p.radius)
+                cols["c_created"].append(p.created)
+                if p.meta:
+                    if id(p.meta) not in metas:
+                        metas[id(p.meta)] = len(meta_list)
+                        meta_list.append(dict(p.meta))
+                    cols["c_meta"].append(metas[id(p.meta)])
+                else:
+                    cols["c_meta"].append(-1)
+                if p.key is not None:
+                    cols["c_key_row"].append(len(extra_keys))
+                    extra_keys.append(p.key)
+                else:
+                    cols["c_key_row"].append(-1)
+        dtypes = {"c_entry": np.int64, "c_edit": np.int32, "c_value": np.int32, "c_kind": np.int8,
+                  "c_radius": np.float64, "c_created": np.float64, "c_meta": np.int32, "c_key_row": np.int32}
+        arrays.update({k: np.asarray(v, dtypes[k]) for k, v in cols.items()})
+        arrays["e_radius"] = e_radius
+        arrays["contribution_keys"] = (np.stack(extra_keys).astype(s.dtype) if extra_keys
+                                       else np.zeros((0, self.dim), s.dtype))
+        table = {"dim": self.dim, "next_id": self._next_id, "version": self.version,
+                 "hubness_k": self._graph.k, "key_dtype": str(s.dtype), "layout": "columns",
+                 "edit_order": edits, "values": list(values), "metas": meta_list, "kinds": list(ENTRY_KINDS)}
+        return arrays, table
+
+    def _parts_from_columns(self, arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
+                            ids: np.ndarray) -> None:
+        _parts_from_columns(self, arrays, table, ids)
+
+    def _parts_from_rows(self, table: Mapping[str, Any], extra: np.ndarray) -> None:
+        """The row layout (one dict per entry, as a format-1 migration produces)."""
+        meta_cache: dict[str, Mapping[str, Any]] = {}
+        values: dict[str, str] = {}
+        for e in table["entries"]:
+            parts = []
+            for c in e["c"]:
+                meta = c.get("meta")
+                if meta:
+                    meta = meta_cache.setdefault(json.dumps(meta, sort_keys=True), meta)
+                key = extra[c["key_row"]].astype(self._store.dtype) if "key_row" in c else None
+                value = values.setdefault(c["value"], c["value"])
+                parts.append(_Part(c["edit_id"], c["kind"], value, float(c["radius"]), float(c["created"]),
+                                   meta or _NO_META, key))
+            if not parts:
+                raise ReasonEditError(f"entry {e['id']} has no contributions.")
+            eid = int(e["id"])
+            self._parts[eid] = parts[0] if len(parts) == 1 else parts
+            if len(parts) > 1:
+                self._radius[eid] = float(e["radius"])
+
+    @classmethod
+    def from_state(cls, arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
+                   config: CodebookConfig | None = None, retrieval: RetrievalConfig | None = None) -> "Codebook":
+        """The inverse of :meth:`export_state`: O(N) reading; the graph is rebuilt only if the saved one
+        does not fit (another hubness k or key dtype)."""
+        book = cls(int(table["dim"]), config, retrieval)
+        ids = np.asarray(arrays["entry_ids"], np.int64)
+        extra = arrays["contribution_keys"]
+        if table.get("layout") == "columns":
+            book._parts_from_columns(arrays, table, ids)
+        else:
+            book._parts_from_rows(table, extra)
+            for edit_id in table.get("edit_order", []):
+                book._edits[edit_id] = None
+            for eid in ids.tolist():
+                for p in book._parts_of(eid):
+                    book._note_edit(p.edit_id, eid)
+        book._next_id = max(int(table["next_id"]), int(ids.max()) + 1 if len(ids) else 0)
+        keys = np.asarray(arrays["entry_keys"])
+        fits = (int(table.get("hubness_k", -1)) == book._graph.k and "nbr" in arrays
+                and str(table.get("key_dtype")) == str(book._store.dtype))
+        if fits:
+            partition = ({"centroids": arrays["centroids"], "assign": arrays["assign"], "rad": arrays["rad"]}
+                         if "centroids" in arrays else None)
+            book._graph.restore(ids, keys, arrays["nbr"], arrays["nlen"], arrays["sigma"], arrays["reach"],
+                                partition)
+        else:
+            logger.warning("codebook: neighbour lists saved for hubness k=%s / %s keys do not fit k=%d / %s; "
+                           "rebuilding them (%d keys)", table.get("hubness_k"), table.get("key_dtype"),
+                           book._graph.k, book._store.dtype, len(ids))
+            book._graph.build(ids, keys)
+        if "hits" in arrays and len(ids):
+            book._store.column("hits")[book._store.rows(ids)] = arrays["hits"]
+        book.version = int(table.get("version", 0))
+        return book
+
+
+def _parts_from_columns(book: "Codebook", arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
+                        ids: np.ndarray) -> None:
+    """Build the slotted contribution records from the column layout, a chunk at a time (so the
+    temporary Python numbers of one chunk are reused by the next instead of piling up)."""
+    edits = list(table["edit_order"])
+    values = list(table["values"])
+    metas = [MappingProxyType(dict(m)) for m in table["metas"]]
+    kinds = list(table["kinds"])
+    extra = arrays["contribution_keys"]
+    dtype = book._store.dtype
+    interned: dict[float, float] = {}  # creation times and radii repeat: one float object each
+    c_entry = np.asarray(arrays["c_entry"], np.int64)
+    uniq, counts = np.unique(c_entry, return_counts=True)
+    merged = set(uniq[counts > 1].tolist())
+    merged_radius: dict[int, float] = {}
+    if merged:
+        where = {int(e): i for i, e in enumerate(ids.tolist()) if int(e) in merged}
+        merged_radius = {e: float(arrays["e_radius"][where[e]]) for e in merged}
+    parts_of: dict[int, Any] = book._parts
+    book._edits = dict.fromkeys(edits)
+    note = book._note_edit
+    for start in range(0, len(c_entry), 65536):
+        sl = slice(start, start + 65536)
+        ent = c_entry[sl].tolist()
+        edit, value, kind = arrays["c_edit"][sl].tolist(), arrays["c_value"][sl].tolist(), arrays["c_kind"][sl].tolist()
+        radius, made = arrays["c_radius"][sl].tolist(), arrays["c_created"][sl].tolist()
+        meta, key_row = arrays["c_meta"][sl].tolist(), arrays["c_key_row"][sl].tolist()
+        for i, eid in enumerate(ent):
+            part = _Part(edits[edit[i]], kinds[kind[i]], values[value[i]],
+                         interned.setdefault(radius[i], radius[i]), interned.setdefault(made[i], made[i]),
+                         metas[meta[i]] if meta[i] >= 0 else _NO_META,
+                         extra[key_row[i]].astype(dtype) if key_row[i] >= 0 else None)
+            have = parts_of.get(eid)
+            if have is None:
+                parts_of[eid] = part
+            elif isinstance(have, _Part):
+                parts_of[eid] = [have, part]
+                book._radius[eid] = merged_radius[eid]
+            else:
+                have.append(part)
+            note(part.edit_id, eid)
+    if len(parts_of) != len(ids):
+        raise ReasonEditError(f"{len(ids)} entry keys but contributions for {len(parts_of)} entries.")
+
+
+def _as_numpy_matrix(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().float().numpy()
+    return np.asarray(x, np.float32)
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().float().reshape(-1).numpy()
+    return np.asarray(x, np.float32).reshape(-1)

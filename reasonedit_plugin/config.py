@@ -128,8 +128,31 @@ class CodebookConfig:
     merge_overlap: float = 0.9
     """... or when the balls' overlap covers more than this of both (reference: 0.9)."""
     answer_template: str = "The answer to '{question}' is {answer}."
+    key_dtype: str = "float16"
+    """Precision keys are stored in, in memory and on disk: ``float16`` (half the memory; queries are
+    rounded to it, scores computed in float32) or ``float32`` (the reference's precision)."""
+    exact_search_below: int = 4096
+    """Below this many entries every query scores every key; from it on the keys are partitioned into
+    IVF lists and searched with exact triangle-inequality bounds (same answers, less work)."""
+    ivf_lists: Union[int, None] = None
+    """Number of IVF lists; None: 2 * sqrt(N), retrained when the codebook has grown fourfold."""
+    seed: int = 0
+    """Seeds the IVF k-means sample."""
+    graph_probe: Union[int, None] = None
+    """None: the hubness K-NN graph is kept exact under edits (an edit's work grows with N where the
+    IVF bounds prune little). An int: an edit's neighbour searches visit only that many IVF lists, nearest
+    first (approximate sigma, bounded work per edit). Searches stay exact for the sigma stored."""
+    evict_unretrieved_after: Union[float, None] = None
+    """Pruning (off by default): ``editor.save()`` first removes edits none of whose entries was ever
+    retrieved and that are older than this many seconds; each is logged as ``evicted`` in the audit log."""
 
     def __post_init__(self) -> None:
+        _choice("codebook.key_dtype", self.key_dtype, ("float16", "float32"))
+        _check(self.exact_search_below >= 1, "codebook.exact_search_below must be >= 1.")
+        _check(self.ivf_lists is None or self.ivf_lists >= 1, "codebook.ivf_lists must be >= 1 or null.")
+        _check(self.graph_probe is None or self.graph_probe >= 1, "codebook.graph_probe must be >= 1 or null.")
+        _check(self.evict_unretrieved_after is None or self.evict_unretrieved_after >= 0,
+               "codebook.evict_unretrieved_after must be >= 0 seconds or null (off).")
         _check(self.answer_entries or self.rationale_entries,
                "codebook: answer_entries and rationale_entries are both false; nothing would be stored.")
         _check(0 <= self.merge_center_ratio < 1, "codebook.merge_center_ratio must be in [0, 1).")

@@ -292,6 +292,9 @@ class ReasonEditor:
         """Atomically save the codebook, raw edit records, quarantine and audit log to folder ``path``."""
         from .storage import save_editor
 
+        after = self.config.codebook.evict_unretrieved_after
+        if after is not None and self._codebook is not None:
+            self.evict_unretrieved(after)
         return save_editor(self, path)
 
     @classmethod
@@ -388,14 +391,30 @@ class ReasonEditor:
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
         key = self.keys.encode([_open_image(image)], [question])[0]
-        return self.retriever.search(key)
+        return self._noted(self.retriever.search(key))
 
     def retrieve_from_inputs(self, inputs: Mapping[str, Any], question: str) -> Retrieval:
         """Like ``retrieve``, from processor outputs (pixel tensors) instead of a PIL image."""
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
         key = self.keys.encode_from_inputs(inputs, [question])[0]
-        return self.retriever.search(key)
+        return self._noted(self.retriever.search(key))
+
+    def _noted(self, retrieval: Retrieval) -> Retrieval:
+        if retrieval.accepted:  # usage counts for the optional eviction of never-retrieved edits
+            self.codebook.note_retrieved(retrieval.entry_ids)
+        return retrieval
+
+    def evict_unretrieved(self, older_than: float) -> list[str]:
+        """Remove edits none of whose entries was ever retrieved and older than ``older_than`` seconds;
+        each is logged as ``evicted``. Returns their ids."""
+        evicted = self.codebook.unretrieved_edits(older_than)
+        for edit_id in evicted:
+            touched = self.codebook.remove_edit(edit_id)
+            self.edit_records.pop(edit_id, None)
+            self.audit.record("evicted", edit_id, entry_ids=touched,
+                              why=f"never retrieved in {older_than:g} s (codebook.evict_unretrieved_after)")
+        return evicted
 
     def fused_question(self, question: str, retrieval: Retrieval) -> str:
         """The user-turn text: the question with retrieved facts fused in (unchanged if none)."""

@@ -76,6 +76,8 @@ class KeyEncoder:
         self.batch_size = batch_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_cache_size = 16 * cache_size
         self._setup: KeySetup | None = None
 
     @property
@@ -118,7 +120,7 @@ class KeyEncoder:
         """concat[v; scale * t(text)] for precomputed vision features and texts (same length)."""
         if len(texts) != vision.shape[0]:
             raise ReasonEditError(f"{vision.shape[0]} images but {len(texts)} texts; give one text per image.")
-        text = self.text_encoder.encode(list(texts))
+        text = self.text(texts)
         keys = torch.cat([vision.float(), self.scale * text], dim=1)
         if not torch.isfinite(keys).all():
             raise ReasonEditError(
@@ -126,6 +128,23 @@ class KeyEncoder:
                 f"{self.vision_module!r} produced non-finite activations for this image. "
                 "Check the image and the model dtype (use float32 on CPU), or choose another layer.")
         return keys
+
+    def text(self, texts: Sequence[str]) -> torch.Tensor:
+        """t(text) for each text, float32 [B, Dt]. A single text (a question at answer time) comes from an
+        LRU cache when it was asked before (the same question is asked of many images); batches (edits)
+        are encoded together as they always were, so a cached value is exactly what encoding the text
+        alone gives and the cache never changes a key."""
+        if len(texts) != 1:
+            return self.text_encoder.encode(list(texts))
+        text = texts[0]
+        hit = self._text_cache.get(text)
+        if hit is None:
+            hit = self._text_cache[text] = self.text_encoder.encode([text])[0]
+            while len(self._text_cache) > self._text_cache_size:
+                self._text_cache.popitem(last=False)
+        else:
+            self._text_cache.move_to_end(text)
+        return hit[None]
 
     def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         """Keys E(image_i, text_i), float32 [B, Dv + Dt]."""

@@ -1,166 +1,235 @@
-"""Hubness sigma, maintained incrementally (METHOD.md §4.2).
+"""Hubness sigma from an incrementally maintained k-nearest-neighbour graph (METHOD.md §4.2).
 
-sigma_k = the median of the L2 distances from key k to its min(K, N-1) nearest other keys. The reference
-recomputes all of it from an N x N distance matrix after every edit; this table keeps every key's sorted
-neighbour list, its K-th distance and a reverse map, so that
+sigma_x = the median of the L2 distances from key x to its min(K, N-1) nearest other keys (1.0 for a lone
+key). The reference recomputes it from an N x N distance matrix after every edit. Here every key's
+neighbour list (ids, sorted by (distance, id)) lives as columns of the :class:`~.keystore.KeyStore`, next to
+its K-th distance (the store's ``reach``) and sigma, and
 
-* adding a key costs one distance row (O(N·D)) plus work only for the keys whose lists it enters;
-* removing a key recomputes only the lists that contained it.
+* adding key x costs one exact K-NN search for x's own list plus one exact reverse search — the keys y
+  with d(x, y) <= reach_y, found through the store's IVF bounds — whose lists x enters;
+* removing key x recomputes only the lists that held x (found the same way).
 
-Ties are broken by id, so the table equals a from-scratch build exactly (tested).
+Neighbour distances are not stored (they are recomputed from the keys for the <= K lists an edit touches),
+so the graph costs 4 bytes per neighbour. The lists equal a from-scratch build exactly (tested), and they
+are saved with the codebook, so loading reads them instead of recomputing anything.
 """
 
 from __future__ import annotations
 
-import bisect
-import statistics
-from typing import Sequence
+import logging
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 
+from .keystore import KeyStore
 
-class HubnessTable:
-    """Keys (float64 rows), their K-nearest-neighbour lists and sigma."""
+logger = logging.getLogger(__name__)
 
-    def __init__(self, dim: int, k: int):
-        self.dim = dim
-        self.k = k
-        self._mat = torch.zeros(16, dim, dtype=torch.float64)
-        self._kth = torch.full((16,), float("inf"), dtype=torch.float64)
-        self._sqnorm = torch.zeros(16, dtype=torch.float64)
-        self._rows: list[int] = []
-        self._pos: dict[int, int] = {}
-        self._lists: dict[int, list[tuple[float, int]]] = {}
-        self._reverse: dict[int, set[int]] = {}
-        self._sigma: dict[int, float] | None = None
-        self._sigma_rows = torch.zeros(0, dtype=torch.float64)
+EPS = 1e-6
+"""The score's denominator is sigma + EPS (METHOD.md §4.2)."""
+_MAX_ID = 2 ** 31 - 1
+
+
+def _median(d: np.ndarray) -> float:
+    """Median of distances sorted ascending (mean of the middle two for an even count); 1.0 if none."""
+    n = len(d)
+    if n == 0:
+        return 1.0
+    return float(d[n // 2]) if n % 2 else (float(d[n // 2 - 1]) + float(d[n // 2])) / 2.0
+
+
+def _medians(d: np.ndarray) -> np.ndarray:
+    """Row medians of a [m, n] array sorted along rows (n >= 1)."""
+    n = d.shape[1]
+    d = d.astype(np.float64)
+    return d[:, n // 2] if n % 2 else (d[:, n // 2 - 1] + d[:, n // 2]) / 2.0
+
+
+class HubnessGraph:
+    """K-NN lists and sigma of every key in a :class:`KeyStore`, kept exact under adds and removals."""
+
+    def __init__(self, store: KeyStore, k: int, eps: float = EPS, probe: int | None = None):
+        self.store = store
+        self.k = int(k)
+        self.eps = float(eps)
+        self.probe = probe
+        """None: exact upkeep. An int: an add's (or a repair's) K-NN and reverse searches look only at that
+        many IVF lists, nearest first (approximate sigma, constant work per edit at any size)."""
+        store.add_column("nbr", (self.k,), np.int32, -1)
+        store.add_column("nlen", (), np.int16, 0)
+        store.add_column("sigma", (), np.float64, 1.0)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.store)
 
     def __contains__(self, key_id: object) -> bool:
-        return key_id in self._pos
+        return key_id in self.store
 
-    def keys(self, ids: Sequence[int]) -> torch.Tensor:
-        rows = [self._pos[i] for i in ids]
-        return self._mat[rows].float()
-
+    # ------------------------------------------------------------------ reads
     def neighbours(self, key_id: int) -> list[tuple[float, int]]:
-        return list(self._lists[key_id])
+        """(distance, id) of a key's neighbours, nearest first."""
+        s = self.store
+        row = s.row(key_id)
+        ids = s.column("nbr")[row, : s.column("nlen")[row]].astype(np.int64)
+        d = s.distances(s.rows(ids), s.vectors(np.array([row]))[0])
+        return list(zip(d.astype(np.float64).tolist(), ids.tolist()))
+
+    def sigma(self, ids: Sequence[int]) -> np.ndarray:
+        return self.store.column("sigma")[self.store.rows(ids)]
 
     def sigma_table(self) -> dict[int, float]:
-        if self._sigma is None:
-            self._sigma = {i: statistics.median(d for d, _ in lst) if lst else 1.0
-                           for i, lst in self._lists.items()}
-            self._sigma_rows = torch.tensor([self._sigma[i] for i in self._rows], dtype=torch.float64)
-        return self._sigma
+        return dict(zip(self.store.ids.tolist(), self.store.column("sigma").tolist()))
 
-    def distances(self, vec: torch.Tensor) -> torch.Tensor:
-        """float64 L2 distances from ``vec`` to every stored key, in row order, as
-        sqrt(|k|^2 + |v|^2 - 2 k.v) with cached |k|^2: one BLAS matrix-vector product (error ~1e-7 at
-        worst for near-identical keys, far below any radius)."""
-        n = len(self._rows)
-        v = vec.reshape(-1).to(torch.float64)
-        sq = self._sqnorm[:n] + v.dot(v) - 2.0 * (self._mat[:n] @ v)
-        return sq.clamp_(min=0.0).sqrt_()
+    def keys(self, ids: Sequence[int]) -> torch.Tensor:
+        return torch.from_numpy(self.store.vectors(self.store.rows(ids)))
 
-    def scaled_topk(self, vec: torch.Tensor, k: int, eps: float) -> list[tuple[float, float, int]]:
-        """The k keys of lowest d / (sigma + eps) as (score, distance, id), ties by id; exact."""
-        self.sigma_table()
-        d = self.distances(vec)
-        scores = d / (self._sigma_rows + eps)
-        take = min(k, len(d))
-        if take == 0:
-            return []
-        cutoff = torch.kthvalue(scores, take).values
-        rows = torch.nonzero(scores <= cutoff).flatten().tolist()
-        return sorted((float(scores[r]), float(d[r]), self._rows[r]) for r in rows)[:take]
+    def scaled_topk(self, vec: Any, k: int, eps: float = EPS, exact_scan: bool = False
+                    ) -> list[tuple[float, float, int]]:
+        """The k keys of lowest d / (sigma + eps) as (score, distance, id), ties by id; exact.
+        ``exact_scan`` scores every key (the reference path the pruned search must equal)."""
+        if eps != self.eps:
+            self.eps = float(eps)
+            s = self.store
+            s.set_den(np.arange(len(s)), s.column("sigma") + self.eps)
+        hits = self.store.search(self.store.round(vec), k, scaled=True, force_scan=exact_scan)
+        return list(zip(hits.scores.tolist(), hits.distances.astype(np.float64).tolist(), hits.ids.tolist()))
 
     # ------------------------------------------------------------------ changes
-    def add(self, key_id: int, key: torch.Tensor) -> None:
-        if key_id in self._pos:
+    def add(self, key_id: int, key: Any) -> None:
+        """Store ``key`` under ``key_id`` and update every list it enters."""
+        s = self.store
+        if key_id in s:
             raise KeyError(f"key {key_id} is already in the hubness table")
-        self._sigma = None
-        vec = key.detach().reshape(-1).to(torch.float64)
-        n = len(self._rows)
-        mine: list[tuple[float, int]] = []
-        if n:
-            d = self.distances(vec)
-            mine = self._nearest(d)
-            for row in torch.nonzero(d <= self._kth[:n]).flatten().tolist():
-                self._offer(self._rows[row], (float(d[row]), key_id))
-        self._ensure_capacity(n + 1)
-        self._mat[n] = vec
-        self._sqnorm[n] = vec.dot(vec)
-        self._rows.append(key_id)
-        self._pos[key_id] = n
-        self._reverse.setdefault(key_id, set())
-        self._set_list(key_id, mine)
+        if not 0 <= key_id <= _MAX_ID:
+            raise ValueError(f"key id {key_id} is outside [0, 2**31).")
+        q = s.round(key)
+        own = s.search(q, self.k, scaled=False, max_lists=self.probe)
+        others, d_others = s.within_reach(q, max_lists=self.probe)
+        n = len(own.ids)
+        sigma = _median(own.distances)
+        row = s.add(key_id, q, den=sigma + self.eps, reach=own.distances[-1] if n >= self.k else np.inf)
+        self._set_list(row, own.ids, own.distances)
+        self._offer(others, key_id, d_others)
 
     def remove(self, key_id: int) -> None:
-        self._sigma = None
-        row = self._pos.pop(key_id)
-        last = len(self._rows) - 1
-        if row != last:  # swap-remove keeps rows contiguous
-            moved = self._rows[last]
-            self._mat[row] = self._mat[last]
-            self._sqnorm[row] = self._sqnorm[last]
-            self._kth[row] = self._kth[last]
-            self._rows[row] = moved
-            self._pos[moved] = row
-        self._rows.pop()
-        self._kth[last] = float("inf")
-        for _, m in self._lists.pop(key_id):
-            self._reverse[m].discard(key_id)
-        stale = sorted(self._reverse.pop(key_id))
-        if stale:
-            n = len(self._rows)
-            for j in stale:
-                row_d = self.distances(self._mat[self._pos[j]])
-                self._set_list(j, self._nearest(row_d, exclude=self._pos[j]))
+        """Remove a key; the lists that held it are recomputed by exact search."""
+        s = self.store
+        row = s.row(key_id)
+        q = s.vectors(np.array([row]))[0]
+        near, _ = s.within_reach(q, exclude=row, max_lists=self.probe)
+        nbr, nlen = s.column("nbr"), s.column("nlen")
+        held = near[(nbr[near] == key_id).any(axis=1)] if len(near) else near
+        stale = s.ids[held].tolist()
+        s.remove(key_id)
+        for j in stale:
+            self._recompute(s.row(j))
+
+    def build(self, ids: np.ndarray, keys: np.ndarray, progress: Any = None, max_lists: int | None = None) -> None:
+        """Add many keys at once (an empty graph): store them, then one block-wise exact K-NN pass
+        (``max_lists``: an approximate one, see :meth:`KeyStore.knn_all`)."""
+        s = self.store
+        if len(s):
+            raise ValueError("HubnessGraph.build needs an empty store; use add() for single keys.")
+        ids = np.asarray(ids, np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() > _MAX_ID):
+            raise ValueError("key ids must lie in [0, 2**31).")
+        s.add_many(ids, keys)
+        nbr_ids, dist = s.knn_all(self.k, progress, max_lists)
+        n = nbr_ids.shape[1]
+        s.column("nbr")[:, :n] = nbr_ids
+        s.column("nlen")[:] = n
+        sigma = _medians(dist) if n else np.ones(len(s))
+        s.column("sigma")[:] = sigma
+        s.column("den")[:] = sigma + self.eps
+        s.column("reach")[:] = dist[:, -1] if n >= self.k else np.inf
+        if s.trained:  # list bounds from the final columns
+            part = s.partition_state()
+            s.set_partition(s.centroids, part["assign"], part["rad"])
+
+    def restore(self, ids: np.ndarray, keys: np.ndarray, nbr: np.ndarray, nlen: np.ndarray,
+                sigma: np.ndarray, reach: np.ndarray, partition: dict[str, np.ndarray] | None) -> None:
+        """Install a saved graph (an empty store): O(N) copying, no distance computed."""
+        s = self.store
+        if len(s):
+            raise ValueError("HubnessGraph.restore needs an empty store.")
+        exact_below, s.exact_below = s.exact_below, 1 << 62  # no training while rows go in
+        try:
+            s.add_many(ids, keys)
+        finally:
+            s.exact_below = exact_below
+        s.column("nbr")[:] = nbr
+        s.column("nlen")[:] = nlen
+        s.column("sigma")[:] = sigma
+        s.column("den")[:] = sigma + self.eps
+        s.column("reach")[:] = reach
+        if partition:
+            s.set_partition(partition["centroids"], partition["assign"], partition["rad"])
+        elif len(s) >= s.exact_below:
+            s.train()
 
     # ------------------------------------------------------------------ internals
-    def _nearest(self, d: torch.Tensor, exclude: int | None = None) -> list[tuple[float, int]]:
-        """The k nearest rows of the distance row ``d`` by (distance, id), leaving out row ``exclude``."""
-        available = len(d) - (exclude is not None)
-        take = min(available, self.k)
-        if take <= 0:
-            return []
-        if exclude is not None:
-            d = d.clone()
-            d[exclude] = float("inf")
-        cutoff = torch.kthvalue(d, take).values
-        rows = torch.nonzero(d <= cutoff).flatten().tolist()
-        return sorted((float(d[r]), self._rows[r]) for r in rows)[:take]
+    def _set_list(self, row: int, ids: np.ndarray, d: np.ndarray) -> None:
+        s = self.store
+        n = len(ids)
+        s.column("nbr")[row, :n] = ids
+        s.column("nbr")[row, n:] = -1
+        s.column("nlen")[row] = n
+        sigma = _median(d)
+        s.column("sigma")[row] = sigma
+        rows = np.array([row])
+        s.set_den(rows, np.array([sigma + self.eps]))
+        s.set_reach(rows, np.array([d[-1] if n >= self.k else np.inf], np.float32))
 
-    def _offer(self, owner: int, pair: tuple[float, int]) -> None:
-        lst = self._lists[owner]
-        if len(lst) >= self.k and pair >= lst[-1]:
+    def _recompute(self, row: int, refresh_bounds: bool = True) -> None:
+        s = self.store
+        q = s.vectors(np.array([row]))[0]
+        hits = s.search(q, self.k, scaled=False, exclude=row, max_lists=self.probe)
+        if refresh_bounds:
+            self._set_list(row, hits.ids, hits.distances)
+        else:  # bulk build: list bounds are recomputed once at the end
+            n = len(hits.ids)
+            s.column("nbr")[row, :n] = hits.ids
+            s.column("nlen")[row] = n
+            sigma = _median(hits.distances)
+            s.column("sigma")[row] = sigma
+            s.column("den")[row] = sigma + self.eps
+            s.column("reach")[row] = hits.distances[-1] if n >= self.k else np.inf
+
+    def _offer(self, rows: np.ndarray, key_id: int, d: np.ndarray) -> None:
+        """Key ``key_id`` lies at distances ``d`` from the keys of ``rows``: it enters the lists it belongs
+        to (sorted by (distance, id), truncated to K)."""
+        s = self.store
+        nbr, nlen, reach = s.column("nbr"), s.column("nlen"), s.column("reach")
+        last = nbr[rows, self.k - 1].astype(np.int64)
+        enter = (nlen[rows] < self.k) | (d < reach[rows]) | ((d == reach[rows]) & (key_id < last))
+        rows, d = rows[enter], d[enter]
+        if not len(rows):
             return
-        bisect.insort(lst, pair)
-        self._reverse.setdefault(pair[1], set()).add(owner)
-        if len(lst) > self.k:
-            _, dropped = lst.pop()
-            self._reverse[dropped].discard(owner)
-        self._kth[self._pos[owner]] = lst[-1][0] if len(lst) >= self.k else float("inf")
-
-    def _set_list(self, owner: int, pairs: list[tuple[float, int]]) -> None:
-        for _, m in self._lists.get(owner, []):
-            if m in self._reverse:  # a key being removed has no reverse set any more
-                self._reverse[m].discard(owner)
-        self._lists[owner] = pairs
-        for _, m in pairs:
-            self._reverse.setdefault(m, set()).add(owner)
-        self._kth[self._pos[owner]] = pairs[-1][0] if len(pairs) >= self.k else float("inf")
-
-    def _ensure_capacity(self, n: int) -> None:
-        if n <= len(self._mat):
+        full = nlen[rows] >= self.k
+        for y, dy in zip(rows[~full].tolist(), d[~full].tolist()):  # lists still short (N <= K)
+            n = int(nlen[y])
+            ids = nbr[y, :n].astype(np.int64)
+            dist = s.distances(s.rows(ids), s.vectors(np.array([y]))[0])
+            all_ids, all_d = np.append(ids, key_id), np.append(dist, np.float32(dy))
+            order = np.lexsort((all_ids, all_d))[: self.k]
+            self._set_list(y, all_ids[order], all_d[order])
+        rows, d = rows[full], d[full]
+        if not len(rows):
             return
-        cap = max(n, 2 * len(self._mat))
-        mat = torch.zeros(cap, self.dim, dtype=torch.float64)
-        mat[: len(self._rows)] = self._mat[: len(self._rows)]
-        kth = torch.full((cap,), float("inf"), dtype=torch.float64)
-        kth[: len(self._rows)] = self._kth[: len(self._rows)]
-        sqnorm = torch.zeros(cap, dtype=torch.float64)
-        sqnorm[: len(self._rows)] = self._sqnorm[: len(self._rows)]
-        self._mat, self._kth, self._sqnorm = mat, kth, sqnorm
+        m, k = len(rows), self.k
+        ids = nbr[rows].astype(np.int64)  # [m, k]
+        own = s._fp32(rows)  # [m, D]
+        # exactly as KeyStore.distances does (differences, per pair) so ties stay consistent
+        diff = s._fp32(s.rows(ids.reshape(-1))).reshape(m, k, -1) - own[:, None, :]
+        dist = diff.mul_(diff).sum(dim=2).sqrt_().numpy()
+        all_ids = np.concatenate([ids, np.full((m, 1), key_id, np.int64)], axis=1)
+        all_d = np.concatenate([dist, d.astype(np.float32)[:, None]], axis=1)
+        order = np.lexsort((all_ids, all_d), axis=-1)
+        new_ids = np.take_along_axis(all_ids, order, 1)[:, :k]
+        new_d = np.take_along_axis(all_d, order, 1)[:, :k]
+        nbr[rows] = new_ids
+        sigma = _medians(new_d)
+        s.column("sigma")[rows] = sigma
+        s.set_den(rows, sigma + self.eps)
+        s.set_reach(rows, new_d[:, -1])

@@ -1,19 +1,19 @@
 """Retrieval at inference: hubness-scaled nearest entries, the rejection gate, cap and dedupe (METHOD.md §4).
 
 score(q, k) = d(q, k) / (sigma_k + 1e-6); the query side is not scaled. The gate threshold tau is the
-p-th percentile (p = max(1, 100 / distinct edits)) of the scaled pairwise distances d_ij / sigma_j over the
-upper triangle of up to ``gate_sample`` seeded-sampled keys. The reference recomputes sigma and tau from
-scratch after every edit (O(N^2)); here sigma is incremental (``codebook.py``) and tau is cached per
-codebook version over a bounded sample, with the same answers.
+p-th percentile (p = max(1, 100 / distinct edits)) of the scaled pairwise distances d_ij / (sigma_j + 1e-6)
+(the score's own denominator) over the upper triangle of up to ``gate_sample`` keys (all of them when
+there are that few; else a seeded uniform sample the codebook maintains under edits). The reference
+recomputes sigma and tau from scratch after every edit (O(N^2)); here sigma is incremental
+(``hubness.py``) and tau is cached, with the same answers.
 
-With hubness on, the scaled top-k is one exact vectorised pass over the keys (a score is not a metric, so
-a raw-distance index cannot prune it safely); with hubness off the index backend (torch / faiss) serves.
+With hubness on, the scaled top-k is exact and sub-linear (the key store's IVF bounds, ``keystore.py``);
+with hubness off the codebook's index (exact L2 over the same keys) serves.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,10 +80,7 @@ class Retriever:
             return None
         if self._tau is not None and self._tau[0] == cb.version:
             return self._tau[1]
-        ids = cb.entry_ids()
-        if len(ids) > self.config.gate_sample:
-            ids = sorted(random.Random(f"{self.seed}:gate:{cb.version}").sample(ids, self.config.gate_sample))
-        tau = gate_threshold(cb.keys(ids), cb.sigma(ids), gate_percentile(len(cb.edit_ids()), self.config))
+        tau = cb.gate_threshold(gate_percentile(cb.num_edits, self.config), self.config.gate_sample, self.seed)
         self._tau = (cb.version, tau)
         return tau
 

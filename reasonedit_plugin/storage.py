@@ -6,7 +6,11 @@ A codebook is a folder::
     <path>/
       CURRENT                 name of the live snapshot (replaced atomically: the commit point)
       snapshot-000007/        one complete, immutable snapshot
-        keys.safetensors      entry_ids int64 [N], entry_keys float32 [N, D], contribution_keys float32 [M, D]
+        keys.safetensors      entry_ids int64 [N], entry_keys [N, D] in the key dtype (float16 by default),
+                              contribution_keys [M, D] (merged contributions' own keys), nbr int32 [N, K],
+                              nlen, sigma, reach (the hubness graph), centroids, assign, rad (IVF partition,
+                              absent below codebook.exact_search_below); format 1 (float32 keys, no graph)
+                              is migrated on load, once
         entries.json          entries with their contributions (edit id, kind, value, radius, provenance)
         records.jsonl         the raw edit records (committed and quarantined), images as images/<hash>.<ext>
         audit_new.jsonl       audit events this save adds (replayed into audit.jsonl if a crash cut it short)
@@ -43,13 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
-import torch
 from PIL import Image
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
 
 from .audit import AuditEvent, AuditLog, EditInfo, append_events, read_events, who_why
-from .codebook import Codebook, Contribution, Entry, PendingEntry
+from .codebook import Codebook, PendingEntry
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
 from .errors import CodebookMismatchError, ReasonEditError, RecordError
 from .records import EditRecord, make_record
@@ -62,7 +66,9 @@ except ImportError:  # pragma: no cover - Windows
 logger = logging.getLogger(__name__)
 
 FORMAT = "reasonedit-codebook"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""1: float32 keys, no neighbour lists (migrated on load, once). 2: keys at key precision stored once,
+neighbour lists, sigma and the IVF partition saved (load is O(N) reading)."""
 CURRENT = "CURRENT"
 AUDIT_FILE = "audit.jsonl"
 IMAGES_DIR = "images"
@@ -251,51 +257,59 @@ def _records_from_rows(root: Path, text: str) -> tuple[dict[str, EditRecord], di
 
 
 # ---------------------------------------------------------------------- codebook <-> files
-def _codebook_tables(codebook: Codebook) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    ids = codebook.entry_ids()
-    contribution_keys: list[torch.Tensor] = []
-    entries = []
-    for eid in ids:
-        entry = codebook.entries[eid]
-        rows = []
-        for c in entry.contributions:
-            rows.append({**c.to_dict(), "key_row": len(contribution_keys)})
-            contribution_keys.append(c.key.detach().float().cpu().reshape(-1))
-        entries.append({"id": eid, "radius": float(entry.radius), "contributions": rows})
-    tensors = {
-        "entry_ids": torch.tensor(ids, dtype=torch.int64),
-        "entry_keys": codebook.keys(ids).detach().float().cpu().contiguous(),
-        "contribution_keys": (torch.stack(contribution_keys) if contribution_keys
-                              else torch.zeros(0, codebook.dim)).contiguous(),
-    }
-    table = {"dim": codebook.dim, "next_id": int(getattr(codebook, "_next_id", max(ids, default=-1) + 1)),
-             "version": int(codebook.version), "entries": entries}
-    return tensors, table
+def _codebook_tables(codebook: Codebook) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Format 2: keys at key precision stored once (entry keys + merged contributions' own keys), the
+    hubness neighbour lists, sigma and the IVF partition, so that a load reads instead of recomputing."""
+    return codebook.export_state()
 
 
-def _codebook_from_tables(tensors: Mapping[str, torch.Tensor], table: Mapping[str, Any],
-                          config: CodebookConfig, retrieval: RetrievalConfig) -> Codebook:
-    dim = int(table["dim"])
+def _migrate_v1(tensors: Mapping[str, np.ndarray], table: Mapping[str, Any]) -> tuple[dict[str, np.ndarray],
+                                                                                      dict[str, Any]]:
+    """Format 1 (float32 keys, every contribution's key, no neighbour lists) -> format 2 tables."""
     entry_keys, contribution_keys = tensors["entry_keys"], tensors["contribution_keys"]
-    ids = tensors["entry_ids"].tolist()
-    if [e["id"] for e in table["entries"]] != ids or entry_keys.shape != (len(ids), dim):
+    ids = np.asarray(tensors["entry_ids"], np.int64)
+    if [e["id"] for e in table["entries"]] != ids.tolist():
+        raise CodebookCorruptError("keys.safetensors and entries.json disagree (entry ids).")
+    extra: list[np.ndarray] = []
+    entries = []
+    for e in table["entries"]:
+        rows = []
+        for j, c in enumerate(e["contributions"]):
+            row = {k: c[k] for k in ("edit_id", "kind", "value", "radius", "created")}
+            if c.get("meta"):
+                row["meta"] = c["meta"]
+            if j:
+                row["key_row"] = len(extra)
+                extra.append(contribution_keys[c["key_row"]])
+            rows.append(row)
+        entries.append({"id": e["id"], "c": rows, **({"radius": e["radius"]} if len(rows) > 1 else {})})
+    edit_order = list(dict.fromkeys(c["edit_id"] for e in table["entries"] for c in e["contributions"]))
+    arrays = {"entry_ids": ids, "entry_keys": entry_keys,
+              "contribution_keys": np.stack(extra) if extra else np.zeros((0, entry_keys.shape[1]), np.float32)}
+    return arrays, {"dim": table["dim"], "next_id": table["next_id"], "version": table["version"],
+                    "edit_order": edit_order, "entries": entries}
+
+
+def _codebook_from_tables(tensors: Mapping[str, np.ndarray], table: Mapping[str, Any],
+                          config: CodebookConfig, retrieval: RetrievalConfig, format_version: int = FORMAT_VERSION
+                          ) -> Codebook:
+    dim = int(table["dim"])
+    if format_version < 2:
+        tensors, table = _migrate_v1(tensors, table)
+    ids = np.asarray(tensors["entry_ids"])
+    entry_keys = tensors["entry_keys"]
+    if entry_keys.shape != (len(ids), dim) or ("entries" in table and len(table["entries"]) != len(ids)):
         raise CodebookCorruptError("keys.safetensors and entries.json disagree (entry ids or key shapes).")
-    for name, t in (("entry_keys", entry_keys), ("contribution_keys", contribution_keys)):
-        if t.numel() and not torch.isfinite(t).all():
+    for name in ("entry_keys", "contribution_keys"):
+        t = tensors[name]
+        if t.size and not np.isfinite(t).all():
             raise CodebookCorruptError(f"keys.safetensors: {name} holds NaN/inf values.")
-    codebook = Codebook(dim, config, retrieval)
-    for row, key in zip(table["entries"], entry_keys):
-        contributions = [Contribution(c["edit_id"], c["kind"], c["value"], contribution_keys[c["key_row"]].clone(),
-                                      float(c["radius"]), float(c["created"]), dict(c.get("meta") or {}))
-                         for c in row["contributions"]]
-        if not contributions:
-            raise CodebookCorruptError(f"entry {row['id']} has no contributions.")
-        codebook.entries[int(row["id"])] = Entry(int(row["id"]), key.clone(), float(row["radius"]), contributions)
-    # The codebook has no public restore; its index and hubness lists are rebuilt from the entries.
-    codebook._next_id = max(int(table["next_id"]), max(ids, default=-1) + 1)
-    codebook.rebuild()
-    codebook.version = max(codebook.version, int(table["version"]))
-    return codebook
+    if "nbr" in tensors and len(ids) and (tensors["nbr"].shape != (len(ids), int(table.get("hubness_k", 0)))):
+        raise CodebookCorruptError("keys.safetensors: the neighbour lists do not match the entries.")
+    try:
+        return Codebook.from_state(tensors, table, config, retrieval)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise CodebookCorruptError(f"entries.json cannot be read as a codebook ({exc!r}).") from exc
 
 
 def _setup_dict(setup: Any) -> dict[str, Any]:
@@ -368,7 +382,8 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
         new_events = audit.missing_from(file_ids) if audit is not None else []
 
         payloads = {
-            "keys.safetensors": st_save(tensors, metadata={"format": FORMAT}),
+            "keys.safetensors": st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                                        metadata={"format": FORMAT}),
             "entries.json": _json_bytes(table),
             "records.jsonl": b"".join(_json_bytes(r) + b"\n" for r in rows),
             "audit_new.jsonl": b"".join(_json_bytes(e.to_dict()) + b"\n" for e in new_events),
@@ -377,7 +392,7 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "saved": time.time(),
             "setup": setup_values, "config": config_values,
             "counts": {"entries": len(codebook), "edits": len(active), "contributions":
-                       int(tensors["contribution_keys"].shape[0]), "records": len(rows),
+                       int(tensors["c_entry"].shape[0]), "records": len(rows),
                        "quarantined": len(quarantine or {})},
             "missing_raw": sorted(set(active) - {r["record"]["id"] for r in rows if r["status"] == "committed"}),
             "files": {name: _sha256(data) for name, data in payloads.items()},
@@ -465,16 +480,40 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
             table = json.loads(blobs["entries.json"])
         except Exception as exc:  # safetensors raises its own error types
             raise CodebookCorruptError(f"{root / name}: cannot parse the keys or entries ({exc}).") from exc
+        version = int(meta["format_version"])
+        started = time.perf_counter()
         codebook = _codebook_from_tables(tensors, table, codebook_config or saved_config.codebook,
-                                         retrieval_config or saved_config.retrieval)
+                                         retrieval_config or saved_config.retrieval, version)
+        del tensors, table, blobs["keys.safetensors"]
         records, quarantine = _records_from_rows(root, blobs["records.jsonl"].decode("utf-8"))
         events = read_events(root / AUDIT_FILE)
         log = AuditLog(events)
         # events of the last save that a crash kept out of audit.jsonl (appended at the next save)
         log.merge(AuditEvent.from_dict(json.loads(line))
                   for line in blobs["audit_new.jsonl"].decode("utf-8").splitlines() if line.strip())
-    return StoredCodebook(root, name, meta, meta["setup"], meta.get("config"), codebook, records, quarantine,
-                          list(log), list(meta.get("missing_raw", [])))
+    stored = StoredCodebook(root, name, meta, meta["setup"], meta.get("config"), codebook, records, quarantine,
+                            list(log), list(meta.get("missing_raw", [])))
+    if version < FORMAT_VERSION:
+        _migrate_folder(stored, version, time.perf_counter() - started)
+    return stored
+
+
+def _migrate_folder(stored: StoredCodebook, version: int, seconds: float) -> None:
+    """Write a loaded old-format codebook back in the current format (once), saying so."""
+    try:
+        snapshot = save_codebook(stored.path, stored.codebook, stored.setup, config=stored.config,
+                                 records=stored.records, quarantine=stored.quarantine,
+                                 audit=AuditLog(stored.audit), kind=stored.meta.get("kind", "codebook"))
+    except OSError as exc:
+        logger.warning("codebook %s is in format %d: its neighbour lists were rebuilt in %.1f s; it could not "
+                       "be rewritten in format %d (%s), so the next load rebuilds them again. Save it to a "
+                       "writable folder to keep the migration.", stored.path, version, seconds, FORMAT_VERSION,
+                       exc)
+        return
+    stored.snapshot = snapshot.name
+    stored.meta = read_meta(stored.path)
+    logger.warning("codebook %s migrated from format %d to %d (neighbour lists built once in %.1f s, saved "
+                   "as %s); later loads read them.", stored.path, version, FORMAT_VERSION, seconds, snapshot.name)
 
 
 # ---------------------------------------------------------------------- the editor's side

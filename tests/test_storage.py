@@ -80,7 +80,7 @@ def test_round_trip_identical(saved, text_encoder):
 def test_files_are_safetensors_and_json_no_pickle(saved):
     _, path = saved
     meta = read_meta(path)
-    assert meta["format"] == "reasonedit-codebook" and meta["format_version"] == 1
+    assert meta["format"] == "reasonedit-codebook" and meta["format_version"] == 2
     assert set(meta["setup"]) == {"model_type", "model_fingerprint", "vision_module", "scale", "text_encoder",
                                   "vision_dim", "text_dim"}
     assert meta["config"]["embedding"]["layer"] == "fake.vision.mlp"
@@ -208,3 +208,86 @@ def test_torn_audit_tail_and_leftovers_are_recovered(saved, text_encoder, tmp_pa
     events = read_events(copy / "audit.jsonl")
     assert [e.action for e in events] == ["added"] * 3 + ["removed"]
     assert [p.name for p in copy.iterdir() if p.name.startswith(("snapshot", ".tmp"))] == ["snapshot-000002"]
+
+
+# ---------------------------------------------------------------------------------------------- format 2
+def _as_format_1(path):
+    """Rewrite a saved folder's live snapshot the way format 1 stored it (float32 keys, every contribution's
+    key, one dict per entry, no neighbour lists), with matching checksums."""
+    import hashlib
+
+    import numpy as np
+    from safetensors.numpy import save as st_save
+
+    cb = load_codebook(path).codebook
+    snap = path / (path / "CURRENT").read_text().strip()
+    rows, entries = [], []
+    for eid, e in cb.entries.items():
+        cs = []
+        for c in e.contributions:
+            cs.append({**c.to_dict(), "key_row": len(rows)})
+            rows.append(c.key.numpy().astype(np.float32))
+        entries.append({"id": eid, "radius": e.radius, "contributions": cs})
+    blobs = {"keys.safetensors": st_save({"entry_ids": np.array(cb.entry_ids(), np.int64),
+                                          "entry_keys": cb.keys().numpy(), "contribution_keys": np.stack(rows)}),
+             "entries.json": json.dumps({"dim": cb.dim, "next_id": cb._next_id, "version": cb.version,
+                                         "entries": entries}).encode()}
+    meta = json.loads((snap / "meta.json").read_text())
+    for name, data in blobs.items():
+        (snap / name).write_bytes(data)
+        meta["files"][name] = hashlib.sha256(data).hexdigest()
+    meta["format_version"] = 1
+    (snap / "meta.json").write_text(json.dumps(meta))
+
+
+def test_format_1_is_migrated_once_with_a_message(saved, text_encoder, tmp_path, caplog, monkeypatch):
+    ed, path = saved
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    _as_format_1(old)
+    with caplog.at_level("WARNING", logger="reasonedit_plugin.storage"):
+        loaded = ReasonEditor.load(old, FakeVLM(), text_encoder=text_encoder)
+    assert any("migrated from format 1 to 2" in r.message for r in caplog.records)
+    assert read_meta(old)["format_version"] == 2
+    assert state(loaded) == state(ed) and loaded.codebook.sigma_table() == ed.codebook.sigma_table()
+    for image, question in QUERIES:
+        a, b = ed.retrieve(image, question), loaded.retrieve(image, question)
+        assert (a.accepted, a.entry_ids, a.scores, a.threshold) == (b.accepted, b.entry_ids, b.scores, b.threshold)
+    # the second load reads the saved neighbour lists: no K-NN search at all
+    from reasonedit_plugin import keystore
+
+    monkeypatch.setattr(keystore.KeyStore, "search", lambda *a, **k: pytest.fail("load searched"))
+    monkeypatch.setattr(keystore.KeyStore, "knn_all", lambda *a, **k: pytest.fail("load rebuilt the graph"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="reasonedit_plugin.storage"):
+        again = load_codebook(old)
+    assert not caplog.records and again.codebook.sigma_table() == ed.codebook.sigma_table()
+
+
+def test_keys_are_float16_once_on_disk(saved):
+    from safetensors.numpy import load as st_load
+
+    _, path = saved
+    snap = path / (path / "CURRENT").read_text().strip()
+    arrays = st_load((snap / "keys.safetensors").read_bytes())
+    assert str(arrays["entry_keys"].dtype) == "float16"
+    assert arrays["contribution_keys"].shape[0] == len(arrays["c_entry"]) - len(arrays["entry_ids"])
+    assert arrays["nbr"].dtype.name == "int32" and arrays["sigma"].shape == arrays["entry_ids"].shape
+
+
+def test_eviction_of_never_retrieved_edits_is_off_by_default_and_audited(text_encoder, tmp_path):
+    ed = make_editor(text_encoder, retrieval={"cap_keys": 1})
+    ed.edit(EDITS, author="bob", reason="initial")
+    ed.save(tmp_path / "a")
+    assert sorted(ed.edit_ids()) == ["blue", "green", "red"]  # default: nothing evicted
+    res = ed.retrieve(RED, Q)
+    assert res.accepted
+    used = {c for i in res.entry_ids for c in ed.codebook.entries[i].edit_ids}
+    on = make_editor(text_encoder, codebook={"evict_unretrieved_after": 0.0})
+    on._codebook, on.edit_records, on.audit = ed.codebook, ed.edit_records, ed.audit
+    on.save(tmp_path / "b")
+    assert set(on.edit_ids()) == used and 0 < len(used) < 3
+    evicted = [e for e in read_events(tmp_path / "b" / "audit.jsonl") if e.action == "evicted"]
+    assert {e.edit_id for e in evicted} == {"red", "blue", "green"} - used
+    loaded = load_codebook(tmp_path / "b").codebook  # usage counts are saved with the codebook
+    assert all(loaded.hits(loaded.entries_of(e)).sum() > 0 for e in used)

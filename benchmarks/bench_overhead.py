@@ -1,0 +1,101 @@
+"""Retrieval overhead on the embedded default model: how much slower is an answer through ReasonEdit
+(key = vision features + MiniLM question embedding, codebook search, gate, fusion) than the unedited
+answer of the same model?
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_overhead.py --out benchmarks/results/overhead.json
+
+The codebook holds the ShapeRules ``small`` edits. Queries are easy-vqa *test* images with ShapeRules
+questions (a few templates, so question texts repeat as they do in VQA traffic). Reported: p50 of the
+unedited answer (``vlm.generate``), of ``editor.answer`` and of ``editor.retrieve`` alone, with the
+question-embedding cache cold (every text new) and warm (question texts seen before); images are always
+new (the vision-feature cache is cleared). The retrieval overhead is ``retrieve`` / unedited answer; an
+accepted retrieval also lengthens the prompt (the fused facts), which ``answer`` includes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queries", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(HERE / "results" / "overhead.json"))
+    args = ap.parse_args()
+    import torch
+
+    from reasonedit_plugin.cli import load_edit_records
+    from reasonedit_plugin.data import shaperules as sr
+    from reasonedit_plugin.editor import ReasonEditor
+    from reasonedit_plugin.hparams import ReasonEditHyperParams
+    from reasonedit_plugin.records import load_image
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    hp = ReasonEditHyperParams.from_hparams(str(HERE.parent / "hparams" / "ReasonEdit" / "tiny-qwen2-vl-shapes.yaml"))
+    cfg = hp.to_config()
+    editor = ReasonEditor.from_pretrained(hp.model_name, cfg.replace(guard={"policy": "off"}), device="cpu")
+    editor.edit(load_edit_records(None, "small", None, None))
+    rng = random.Random(args.seed)
+    images = list(sr.image_catalogue("test"))
+    rng.shuffle(images)
+    root = sr.easy_vqa_root()
+    items = []
+    for info in images[: args.queries]:
+        p = rng.choice(sr.PROPERTIES)
+        items.append((load_image(root / info.path), sr.format_question(rng.choice(p.questions), info)))
+    n_tokens = cfg.max_new_tokens
+
+    def timed(fn) -> list[float]:
+        out = []
+        for image, question in items:
+            t = time.perf_counter()
+            fn(image, question)
+            out.append((time.perf_counter() - t) * 1e3)
+        return out
+
+    timed(lambda im, q: editor.vlm.generate(im, q, n_tokens))  # warm-up
+    unedited = timed(lambda im, q: editor.vlm.generate(im, q, n_tokens))
+    def fresh(text_cache: bool) -> None:
+        """Forget the images (every query is a new image); keep seen question texts if ``text_cache``."""
+        editor.keys._cache.clear()
+        if not text_cache:
+            editor.keys._text_cache.clear()
+
+    fresh(False)
+    retrieve_cold = timed(editor.retrieve)
+    fresh(True)
+    retrieve_warm = timed(editor.retrieve)
+    fresh(False)
+    answer_cold = timed(editor.answer)
+    fresh(True)
+    answer_warm = timed(editor.answer)
+    med = statistics.median
+    res = {
+        "entries": len(editor.codebook), "queries": len(items),
+        "distinct_questions": len({q for _, q in items}),
+        "unedited_answer_p50_ms": med(unedited),
+        "answer_p50_ms": {"cold": med(answer_cold), "warm": med(answer_warm)},
+        "retrieve_p50_ms": {"cold": med(retrieve_cold), "warm": med(retrieve_warm)},
+        "overhead_vs_unedited": {"cold": med(answer_cold) / med(unedited) - 1,
+                                 "warm": med(answer_warm) / med(unedited) - 1},
+        "retrieve_share_of_unedited": {"cold": med(retrieve_cold) / med(unedited),
+                                       "warm": med(retrieve_warm) / med(unedited)},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "command": "benchmarks/bench_overhead.py",
+    }
+    print(json.dumps(res, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

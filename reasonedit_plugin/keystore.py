@@ -1,0 +1,622 @@
+"""The key store: every codebook key stored once (float16 by default), partitioned into IVF lists, with an
+exact weighted nearest-neighbour search whose work is sub-linear where the keys are clustered.
+
+Rows are contiguous (swap-remove); per-row columns (the hubness graph's neighbour ids, sigma, ...) live
+here so that they move with their row. The IVF partition (the seed's hierarchical clustering: k-means
+centroids trained with faiss on a seeded sample) stores, per row, its list and ``rad`` = its distance to
+its list's centroid. For a query q the triangle inequality gives, for every row x of list c,
+
+    d(q, x) >= | d(q, c) - rad_x |              and for the whole list    d(q, x) >= d(q, c) - max rad
+
+so a search for the k rows of lowest ``d(q, x) / den_x`` (``den`` = sigma + eps for the hubness score,
+1 for plain L2) visits lists by increasing lower bound, skips every row whose bound already exceeds the
+current k-th best score, and stops when the next list's bound does: the answer equals a full scan (same
+ids, order, distances), not an approximation. Bounds carry a relative margin of 1e-5 for float32
+rounding. How much is skipped depends on the data: clustered keys (real ones) prune well; random
+high-dimensional keys hardly prune at all (every distance is nearly the same) and cost about a scan.
+
+Distances are computed as sqrt(sum((x - q)^2)) in float32 from the stored rows, never by the expanded
+square: an exact duplicate is at distance 0. Queries are rounded to the key precision first, so a query
+equal to a stored key's original values finds it at distance 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from .errors import ReasonEditError
+from .index import IndexInputError, VectorIndex
+
+logger = logging.getLogger(__name__)
+
+KEY_DTYPES = {"float16": np.float16, "float32": np.float32}
+_TOL = 1e-5  # relative margin on every bound (float32 rounding of distances is ~1e-6 relative)
+_CHUNK = 4096  # rows scored per vectorised step
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Exact k best rows of one search, sorted by (score, id)."""
+
+    ids: np.ndarray
+    """int64 [k']"""
+    distances: np.ndarray
+    """float32 [k'] L2 distances."""
+    scores: np.ndarray
+    """float64 [k'] distance / den."""
+    rows: np.ndarray
+    """int64 [k'] store rows (valid until the next change)."""
+    scored: int = 0
+    """How many rows had their distance computed (work done; n for a scan)."""
+
+
+def _merge(best: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...], k: int) -> tuple[np.ndarray, ...]:
+    """Keep the k best of two (scores, ids, dists, rows) tuples by (score, id)."""
+    s = np.concatenate([best[0], new[0]])
+    ids = np.concatenate([best[1], new[1]])
+    order = np.lexsort((ids, s))[:k]
+    return s[order], ids[order], np.concatenate([best[2], new[2]])[order], np.concatenate([best[3], new[3]])[order]
+
+
+class KeyStore:
+    """Keys (one row each, in ``dtype``), their ids, extra per-row columns and an IVF partition."""
+
+    def __init__(self, dim: int, dtype: str = "float16", exact_below: int = 4096, nlist: int | None = None,
+                 seed: int = 0):
+        if dtype not in KEY_DTYPES:
+            raise ReasonEditError(f"key dtype {dtype!r} is not one of {sorted(KEY_DTYPES)}.")
+        self.dim = int(dim)
+        self.dtype = np.dtype(KEY_DTYPES[dtype])
+        self.exact_below = int(exact_below)
+        self.nlist = nlist
+        self.seed = int(seed)
+        self.n = 0
+        self._mat = np.zeros((0, self.dim), self.dtype)
+        self._ids = np.zeros(0, np.int64)
+        self._row_of = np.full(0, -1, np.int64)  # id -> row (-1: absent); ids are small and dense
+        self._columns: dict[str, np.ndarray] = {}
+        self._fill: dict[str, Any] = {}
+        # IVF
+        self.centroids: np.ndarray | None = None  # float32 [L, D]
+        self._trained_at = 0
+        self._assign = np.zeros(0, np.int32)
+        self._rad = np.zeros(0, np.float32)
+        self._lists: list[np.ndarray] = []
+        self._list_len = np.zeros(0, np.int64)
+        self._list_rmax = np.zeros(0, np.float32)
+        self._list_den_max = np.zeros(0, np.float64)
+        self._list_reach_max = np.zeros(0, np.float32)
+        self.add_column("den", (), np.float64, 1.0)
+        self.add_column("reach", (), np.float32, np.inf)
+        self.add_column("sqn", (), np.float32, 0.0)
+        du = self.dim * 2.0 ** -24
+        self._margin = 2.0 * (du / (1.0 - du) + 3.0 * 2.0 ** -24) * 1.01  # see index._float32_margin
+
+    # ------------------------------------------------------------------ rows
+    def __len__(self) -> int:
+        return self.n
+
+    def __contains__(self, key_id: object) -> bool:
+        try:
+            i = int(key_id)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return False
+        return 0 <= i < len(self._row_of) and self._row_of[i] >= 0
+
+    def add_column(self, name: str, tail: tuple[int, ...], dtype: Any, fill: Any) -> None:
+        self._columns[name] = np.full((len(self._mat),) + tail, fill, dtype)
+        self._fill[name] = fill
+
+    def column(self, name: str) -> np.ndarray:
+        """The live rows of a per-row column (a view; valid until the next add/remove)."""
+        return self._columns[name][: self.n]
+
+    def row(self, key_id: int) -> int:
+        if key_id not in self:
+            raise KeyError(f"key {key_id} is not stored")
+        return int(self._row_of[key_id])
+
+    def rows(self, ids: Iterable[int]) -> np.ndarray:
+        ids = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), np.int64)
+        if not len(ids):
+            return np.zeros(0, np.int64)
+        rows = self._row_of[ids] if len(ids) and ids.max() < len(self._row_of) and ids.min() >= 0 else None
+        if rows is None or (rows < 0).any():
+            raise KeyError(f"unknown key ids among {ids[:10].tolist()}")
+        return rows
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids[: self.n]
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The stored keys [n, D] in the key dtype (a view)."""
+        return self._mat[: self.n]
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self._mat[rows].astype(np.float32)
+
+    def round(self, vec: Any) -> np.ndarray:
+        """``vec`` at key precision, as float32 [D] (what a stored copy of it would be)."""
+        v = np.asarray(vec, dtype=np.float32).reshape(-1)
+        if v.shape[0] != self.dim:
+            raise ReasonEditError(f"key has dim {v.shape[0]}, the store {self.dim}.")
+        r = v.astype(self.dtype)
+        if not np.isfinite(r).all():
+            raise ReasonEditError(f"key does not fit {self.dtype} (|value| up to {float(np.abs(v).max()):.3g});"
+                                  " use codebook.key_dtype: float32.")
+        return r.astype(np.float32)
+
+    def _grow(self, needed: int) -> None:
+        cap = len(self._mat)
+        if needed <= cap:
+            return
+        new = max(needed, 2 * cap, 64)
+
+        def grow(a: np.ndarray, fill: Any) -> np.ndarray:
+            out = np.empty((new,) + a.shape[1:], a.dtype)
+            out[:cap] = a
+            out[cap:] = fill
+            return out
+
+        self._mat = grow(self._mat, 0)
+        self._ids = grow(self._ids, -1)
+        self._assign = grow(self._assign, -1)
+        self._rad = grow(self._rad, 0)
+        for name, col in self._columns.items():
+            self._columns[name] = grow(col, self._fill[name])
+
+    def add(self, key_id: int, vec: Any, **initial: Any) -> int:
+        """Store a key under a new id (``initial``: its column values, e.g. den=..., reach=...); returns
+        its row."""
+        return int(self.add_many(np.array([key_id], np.int64), np.asarray(vec, np.float32).reshape(1, -1),
+                                 **initial)[0])
+
+    def add_many(self, ids: np.ndarray, vecs: np.ndarray, **initial: Any) -> np.ndarray:
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        vecs = np.asarray(vecs).reshape(len(ids), self.dim)
+        if len(ids) and ids.min() < 0:
+            raise ReasonEditError(f"key ids must be >= 0, got {int(ids.min())}.")
+        top = int(ids.max()) + 1 if len(ids) else 0
+        if top > len(self._row_of):
+            grown = np.full(max(top, 2 * len(self._row_of), 64), -1, np.int64)
+            grown[: len(self._row_of)] = self._row_of
+            self._row_of = grown
+        if len(ids) and ((self._row_of[ids] >= 0).any() or len(np.unique(ids)) != len(ids)):
+            raise ReasonEditError(f"some of the key ids {ids[:10].tolist()} are already stored.")
+        m = len(ids)
+        start = self.n
+        self._grow(start + m)
+        block = vecs.astype(self.dtype)
+        if not np.isfinite(block).all():
+            raise ReasonEditError(f"a key does not fit {self.dtype}; use codebook.key_dtype: float32.")
+        self._mat[start:start + m] = block
+        self._ids[start:start + m] = ids
+        self._row_of[ids] = np.arange(start, start + m)
+        for name, col in self._columns.items():
+            col[start:start + m] = initial.get(name, self._fill[name])
+        for s in range(start, start + m, _CHUNK):
+            x = self._fp32(np.arange(s, min(start + m, s + _CHUNK)))
+            self._columns["sqn"][s:s + len(x)] = x.mul_(x).sum(dim=1).numpy()
+        self.n += m
+        rows = np.arange(start, start + m)
+        if self.centroids is not None:
+            self._assign_rows(rows)
+        elif self.n >= self.exact_below:
+            self.train()
+        return rows
+
+    def remove(self, key_id: int) -> tuple[int, int]:
+        """Swap-remove; returns (row freed, row that moved into it or -1)."""
+        row = self.row(key_id)
+        self._row_of[key_id] = -1
+        last = self.n - 1
+        if self.centroids is not None:
+            self._list_drop(int(self._assign[row]), row)
+        moved = -1
+        if row != last:
+            moved_id = int(self._ids[last])
+            if self.centroids is not None:
+                self._list_replace(int(self._assign[last]), last, row)
+            self._mat[row] = self._mat[last]
+            self._ids[row] = moved_id
+            self._assign[row] = self._assign[last]
+            self._rad[row] = self._rad[last]
+            for col in self._columns.values():
+                col[row] = col[last]
+            self._row_of[moved_id] = row
+            moved = last
+        self._ids[last] = -1
+        for name, col in self._columns.items():
+            col[last] = self._fill[name]
+        self.n = last
+        return row, moved
+
+    # ------------------------------------------------------------------ per-row values with list bounds
+    def set_den(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Set the score denominators (sigma + eps) of ``rows`` (> 0)."""
+        self._columns["den"][rows] = values
+        if self.centroids is not None and len(rows):
+            np.maximum.at(self._list_den_max, self._assign[rows], np.asarray(values, np.float64))
+
+    def set_reach(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Set the reach (largest distance that still matters to the row, e.g. its k-th neighbour)."""
+        self._columns["reach"][rows] = values
+        if self.centroids is not None and len(rows):
+            np.maximum.at(self._list_reach_max, self._assign[rows], np.asarray(values, np.float32))
+
+    # ------------------------------------------------------------------ distances
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """float32 L2 distances from float32 ``q`` [D] to ``rows``, by differences (duplicates give 0)."""
+        out = np.empty(len(rows), np.float32)
+        qt = torch.from_numpy(np.ascontiguousarray(q, np.float32))
+        for s in range(0, len(rows), _CHUNK):
+            diff = self._fp32(rows[s:s + _CHUNK])
+            diff.sub_(qt)
+            out[s:s + _CHUNK] = diff.mul_(diff).sum(dim=1).sqrt_().numpy()
+        return out
+
+    def _fp32(self, rows: np.ndarray) -> torch.Tensor:
+        """The keys of ``rows`` as a new float32 tensor [len(rows), D]."""
+        mat = torch.from_numpy(self._mat)
+        return mat.index_select(0, torch.from_numpy(np.asarray(rows, np.int64))).float()
+
+    def _screen(self, rows: np.ndarray, q: np.ndarray, qsq: float) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of d(q, x) for ``rows`` from one float32 matrix-vector product:
+        |x|^2 + |q|^2 - 2 x.q, off by at most _MARGIN * (|x|^2 + |q|^2) (Higham, §3.1)."""
+        d2 = self._columns["sqn"][rows] + qsq - 2.0 * (self._fp32(rows) @ torch.from_numpy(q)).numpy()
+        e = self._margin * (self._columns["sqn"][rows] + qsq)
+        return np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
+
+    # ------------------------------------------------------------------ IVF partition
+    @property
+    def trained(self) -> bool:
+        return self.centroids is not None
+
+    def _nlist_for(self, n: int) -> int:
+        return int(self.nlist) if self.nlist else max(8, min(4096, int(2 * math.sqrt(n))))
+
+    def train(self) -> None:
+        """(Re)train the k-means centroids on a seeded sample of the keys and reassign every row."""
+        import faiss
+
+        n = self.n
+        nlist = min(self._nlist_for(n), n)
+        rng = np.random.default_rng(self.seed)
+        sample = np.sort(rng.choice(n, size=min(n, 32 * nlist), replace=False))
+        km = faiss.Kmeans(self.dim, nlist, niter=10, seed=self.seed, verbose=False,
+                          min_points_per_centroid=1, max_points_per_centroid=256)
+        km.train(np.ascontiguousarray(self._mat[sample].astype(np.float32)))
+        self.set_partition(km.centroids.astype(np.float32))
+        logger.info("key store: %d IVF lists trained on %d of %d keys", nlist, len(sample), n)
+
+    def set_partition(self, centroids: np.ndarray, assign: np.ndarray | None = None,
+                      rad: np.ndarray | None = None) -> None:
+        """Install centroids; assign every row (or take ``assign``/``rad`` as read from disk)."""
+        self.centroids = np.ascontiguousarray(centroids, np.float32)
+        nlist = len(self.centroids)
+        self._trained_at = self.n
+        if assign is None or rad is None:
+            self._assign_rows(np.arange(self.n), rebuild=True)
+        else:
+            self._assign[: self.n] = assign
+            self._rad[: self.n] = rad
+            self._rebuild_lists()
+        assert len(self._lists) == nlist
+
+    def _nearest_centroids(self, x: np.ndarray) -> np.ndarray:
+        import faiss
+
+        if len(x) <= 16:
+            xf = x.astype(np.float32)
+            return np.array([int(np.argmin(((self.centroids - v) ** 2).sum(1))) for v in xf], np.int64)
+        out = np.empty(len(x), np.int64)
+        index = faiss.IndexFlatL2(self.dim)
+        index.add(self.centroids)
+        for s in range(0, len(x), 65536):
+            _, a = index.search(np.ascontiguousarray(x[s:s + 65536].astype(np.float32)), 1)
+            out[s:s + 65536] = a[:, 0]
+        return out
+
+    def _assign_rows(self, rows: np.ndarray, rebuild: bool = False) -> None:
+        if self.n > 4 * max(self._trained_at, 1) and not rebuild:
+            self.train()  # the partition was trained on far fewer keys: retrain (amortised O(1) per key)
+            return
+        a = self._nearest_centroids(self._mat[rows])
+        self._assign[rows] = a
+        for s in range(0, len(rows), _CHUNK):
+            r = rows[s:s + _CHUNK]
+            diff = self._mat[r].astype(np.float32) - self.centroids[a[s:s + _CHUNK]]
+            self._rad[r] = np.sqrt((diff * diff).sum(axis=1))
+        if rebuild:
+            self._rebuild_lists()
+        else:
+            for r, c in zip(rows.tolist(), a.tolist()):
+                self._list_add(c, r)
+
+    def _rebuild_lists(self) -> None:
+        nlist = len(self.centroids)
+        a = self._assign[: self.n].astype(np.int64)
+        order = np.argsort(a, kind="stable")
+        counts = np.bincount(a, minlength=nlist)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        self._lists = [order[bounds[c]:bounds[c + 1]].astype(np.int64) for c in range(nlist)]
+        self._list_len = counts.astype(np.int64)
+        self._list_rmax = np.zeros(nlist, np.float32)
+        np.maximum.at(self._list_rmax, a, self._rad[: self.n])
+        self._list_den_max = np.zeros(nlist, np.float64)
+        np.maximum.at(self._list_den_max, a, self._columns["den"][: self.n])
+        self._list_reach_max = np.zeros(nlist, np.float32)
+        np.maximum.at(self._list_reach_max, a, self._columns["reach"][: self.n])
+
+    def _list_add(self, c: int, row: int) -> None:
+        n = self._list_len[c]
+        lst = self._lists[c]
+        if n == len(lst):
+            grown = np.empty(max(8, 2 * n), np.int64)
+            grown[:n] = lst[:n]
+            lst = self._lists[c] = grown
+        lst[n] = row
+        self._list_len[c] = n + 1
+        self._list_rmax[c] = max(self._list_rmax[c], self._rad[row])
+        self._list_den_max[c] = max(self._list_den_max[c], self._columns["den"][row])
+        self._list_reach_max[c] = max(self._list_reach_max[c], self._columns["reach"][row])
+
+    def _list_drop(self, c: int, row: int) -> None:
+        n = self._list_len[c]
+        lst = self._lists[c]
+        pos = int(np.flatnonzero(lst[:n] == row)[0])
+        lst[pos] = lst[n - 1]
+        self._list_len[c] = n - 1
+
+    def _list_replace(self, c: int, old: int, new: int) -> None:
+        lst = self._lists[c][: self._list_len[c]]
+        lst[np.flatnonzero(lst == old)[0]] = new
+
+    def partition_state(self) -> dict[str, np.ndarray]:
+        """What to persist so a load need not reassign: centroids, each row's list and radius."""
+        if self.centroids is None:
+            return {}
+        return {"centroids": self.centroids, "assign": self._assign[: self.n].copy(),
+                "rad": self._rad[: self.n].copy()}
+
+    # ------------------------------------------------------------------ search
+    def search(self, q: np.ndarray, k: int, scaled: bool = True, exclude: int = -1,
+               force_scan: bool = False, max_lists: int | None = None) -> Hits:
+        """The k rows of lowest d(q, x) / den_x (``scaled``) or d(q, x), ties by id; exact.
+
+        ``q`` is float32 at key precision (see :meth:`round`); ``exclude`` leaves one row out;
+        ``force_scan`` computes every distance exactly (the reference the pruned path must equal);
+        ``max_lists`` (approximate) stops after that many IVF lists, nearest bound first."""
+        n = self.n
+        k = min(k, n - (0 <= exclude < n))
+        best = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        if k <= 0:
+            return Hits(best[1], best[2], best[0], best[3])
+        den = self._columns["den"]
+        if force_scan:
+            rows = np.arange(n)
+            rows = rows[rows != exclude]
+            d = self.distances(rows, q)
+            best = _merge(best, (d / den[rows] if scaled else d.astype(np.float64), self._ids[rows], d, rows), k)
+            return Hits(best[1], best[2], best[0], best[3], len(rows))
+        qsq = float(np.dot(q.astype(np.float64), q))
+        if self.centroids is None or n <= self.exact_below:
+            groups: list[np.ndarray] = [np.arange(s, min(n, s + _CHUNK)) for s in range(0, n, _CHUNK)]
+            dqc = lb_list = order = None
+        else:
+            dqc = np.sqrt(np.maximum(((self.centroids - q) ** 2).sum(1), 0.0)).astype(np.float32)
+            lb_list = np.maximum(dqc - self._list_rmax - _TOL * (dqc + self._list_rmax), 0.0).astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lb_list = lb_list / self._list_den_max if scaled else lb_list
+            lb_list = np.where(self._list_len > 0, lb_list, np.inf)
+            order = np.argsort(lb_list, kind="stable")
+            groups = []
+        kth = np.inf
+        scored = 0
+        i = 0
+        while True:
+            if dqc is None:
+                if not groups:
+                    break
+                rows = groups.pop(0)
+            else:
+                parts, total = [], 0
+                target = _CHUNK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
+                while (i < len(order) and lb_list[order[i]] <= kth and total < target
+                       and (max_lists is None or i < max_lists)):
+                    c = order[i]
+                    parts.append(self._lists[c][: self._list_len[c]])
+                    total += self._list_len[c]
+                    i += 1
+                if not parts:
+                    break
+                rows = np.concatenate(parts)
+                a = self._assign[rows]
+                gap = np.abs(dqc[a] - self._rad[rows]) - _TOL * (dqc[a] + self._rad[rows])
+                lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
+                rows = rows[lb <= kth]
+            if exclude >= 0:
+                rows = rows[rows != exclude]
+            if not len(rows):
+                continue
+            lo, hi = self._screen(rows, q, qsq)
+            if scaled:
+                lo, hi = lo / den[rows], hi / den[rows]
+            # an upper bound of the k-th best score so far: the k-th smallest of (exact best, chunk upper bounds)
+            ub = np.concatenate([best[0], hi])
+            bound = min(kth, float(np.partition(ub, k - 1)[k - 1]) * (1 + _TOL)) if len(ub) >= k else kth
+            rows = rows[lo <= bound]
+            d = self.distances(rows, q)
+            scored += len(rows)
+            sc = d / den[rows] if scaled else d.astype(np.float64)
+            best = _merge(best, (sc, self._ids[rows], d, rows), k)
+            if len(best[0]) == k:
+                kth = float(best[0][-1]) * (1 + _TOL)
+        return Hits(best[1], best[2], best[0], best[3], scored)
+
+    def knn_all(self, k: int, progress: Any = None, max_lists: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's min(k, n-1) nearest other rows, (distance, id) order: ids int64 [n, k'] and float32
+        distances. Block-wise: the rows of one IVF list against the lists the triangle bound cannot rule
+        out, screened by float32 matrix products with a proven rounding margin, then re-ranked by exact
+        differences; a row whose screen is not conclusive falls back to :meth:`search`. Exact, but
+        O(N^2) when the bound prunes little (K-NN distances of high-dimensional keys are large next to
+        the lists' radii). ``max_lists`` caps the lists each block visits (nearest first): an
+        approximate graph for bulk imports too large for the exact one (no fallback then)."""
+        n = self.n
+        kk = min(k, n - 1)
+        ids_out = np.full((n, max(kk, 0)), -1, np.int64)
+        d_out = np.zeros((n, max(kk, 0)), np.float32)
+        if kk <= 0:
+            return ids_out, d_out
+
+        def single(row: int) -> None:
+            hits = self.search(self.vectors(np.array([row]))[0], kk, scaled=False, exclude=row)
+            ids_out[row], d_out[row] = hits.ids, hits.distances
+
+        if self.centroids is None:
+            for row in range(n):
+                single(row)
+                if progress is not None:
+                    progress(1)
+            return ids_out, d_out
+        sqn = self._columns["sqn"]
+        e_max = self._margin * float(sqn[:n].max())
+        cent = torch.from_numpy(self.centroids)
+        csq = (cent * cent).sum(1).numpy()
+        k2 = min(kk + 8, n - 1)
+        for c in range(len(self._lists)):
+            rows = self._lists[c][: self._list_len[c]]
+            m = len(rows)
+            if not m:
+                continue
+            q = self._fp32(rows)
+            qsq = sqn[rows]
+            d2c = qsq[:, None] + csq[None, :] - 2.0 * (q @ cent.T).numpy()
+            dlo = np.sqrt(np.maximum(d2c - self._margin * (qsq[:, None] + csq[None, :]), 0.0))
+            lbq = dlo - self._list_rmax[None, :] - _TOL * (dlo + self._list_rmax[None, :])
+            lbq[:, self._list_len == 0] = np.inf
+            block_lb = lbq.min(axis=0)
+            best_d2 = np.full((m, k2), np.inf, np.float32)
+            best_rows = np.full((m, k2), -1, np.int64)
+            ub = np.full(m, np.inf)
+            for visited, c2 in enumerate(np.argsort(block_lb, kind="stable")):
+                if block_lb[c2] > ub.max() or (max_lists is not None and visited >= max_lists):
+                    break
+                if not (lbq[:, c2] <= ub).any():
+                    continue
+                rows2 = self._lists[c2][: self._list_len[c2]]
+                d2 = qsq[:, None] + sqn[rows2][None, :] - 2.0 * (q @ self._fp32(rows2).T).numpy()
+                if c2 == c:
+                    np.fill_diagonal(d2, np.inf)  # a row is not its own neighbour
+                cat_d = np.concatenate([best_d2, d2.astype(np.float32)], axis=1)
+                cat_r = np.concatenate([best_rows, np.broadcast_to(rows2, d2.shape)], axis=1)
+                keep = np.argpartition(cat_d, k2 - 1, axis=1)[:, :k2]
+                best_d2 = np.take_along_axis(cat_d, keep, 1)
+                best_rows = np.take_along_axis(cat_r, keep, 1)
+                kth = np.partition(best_d2, kk - 1, axis=1)[:, kk - 1].astype(np.float64)
+                ub = np.sqrt(np.maximum(kth + self._margin * qsq + e_max, 0.0)) * (1 + _TOL)
+            # exact re-rank of the k2 screened candidates
+            cand = self._fp32(best_rows.reshape(-1)).reshape(m, k2, -1)
+            cand.sub_(q[:, None, :])
+            exact = cand.mul_(cand).sum(dim=2).sqrt_().numpy()
+            cid = self._ids[best_rows]
+            order = np.lexsort((cid, exact), axis=-1)[:, :kk]
+            ids_out[rows] = np.take_along_axis(cid, order, 1)
+            d_out[rows] = np.take_along_axis(exact, order, 1)
+            # conclusive when every candidate left out is provably farther than the k-th
+            lo_out = np.sqrt(np.maximum(best_d2.max(axis=1).astype(np.float64) - self._margin * qsq - e_max, 0.0))
+            doubtful = (lo_out <= d_out[rows, kk - 1].astype(np.float64) * (1 + _TOL)) & (k2 < n - 1)
+            if max_lists is not None:
+                doubtful[:] = False
+            for row in rows[doubtful].tolist():
+                single(row)
+            if progress is not None:
+                progress(m)
+        return ids_out, d_out
+
+    def within_reach(self, q: np.ndarray, exclude: int = -1, max_lists: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows x with d(q, x) <= reach_x (exact; ``max_lists``: only in that many lists, nearest first),
+        and those distances."""
+        n = self.n
+        reach = self._columns["reach"]
+        if self.centroids is None or n <= self.exact_below:
+            rows = np.arange(n)
+        else:
+            dqc = np.sqrt(((self.centroids - q) ** 2).sum(1)).astype(np.float32)
+            near = dqc - self._list_rmax - _TOL * (dqc + self._list_rmax) <= self._list_reach_max
+            lists = np.flatnonzero(near & (self._list_len > 0))
+            if max_lists is not None and len(lists) > max_lists:
+                lists = lists[np.argsort(dqc[lists] - self._list_rmax[lists], kind="stable")[:max_lists]]
+            if not len(lists):
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            rows = np.concatenate([self._lists[c][: self._list_len[c]] for c in lists])
+            a = self._assign[rows]
+            gap = np.abs(dqc[a] - self._rad[rows]) - _TOL * (dqc[a] + self._rad[rows])
+            rows = rows[gap <= reach[rows]]
+        if exclude >= 0:
+            rows = rows[rows != exclude]
+        if len(rows):
+            lo, _ = self._screen(rows, q, float(np.dot(q.astype(np.float64), q)))
+            rows = rows[lo <= reach[rows] * (1 + _TOL)]
+        d = self.distances(rows, q)
+        keep = d <= reach[rows]
+        return rows[keep], d[keep]
+
+
+class StoreIndex(VectorIndex):
+    """A read-only :class:`~.index.VectorIndex` view of a key store (exact L2 search, the index contract's
+    (distance, id) order). Keys enter and leave through the codebook, never through this view."""
+
+    def __init__(self, store: KeyStore):
+        super().__init__(store.dim)
+        self._store = store
+
+    @property
+    def count(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._store
+
+    def all_ids(self) -> np.ndarray:
+        return np.sort(self._store.ids)
+
+    def _require_known(self, ids: np.ndarray) -> None:
+        unknown = [int(i) for i in ids if int(i) not in self._store]
+        if unknown:
+            raise IndexInputError(f"unknown ids {unknown[:10]}: they are not in the codebook's key store.")
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        raise ReasonEditError("the codebook's index is read-only; add keys with codebook.add_edit().")
+
+    def _remove(self, ids: np.ndarray) -> None:
+        raise ReasonEditError("the codebook's index is read-only; remove keys with codebook.remove_edit().")
+
+    def add(self, ids: Any, vectors: Any) -> None:  # no id bookkeeping in the base class: refuse first
+        self._add(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
+
+    def remove(self, ids: Any) -> None:
+        self._remove(np.zeros(0, np.int64))
+
+    def _reset(self) -> None:
+        raise ReasonEditError("the codebook's index is read-only.")
+
+    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._store.vectors(self._store.rows(ids))
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        out_d = np.empty((len(queries), k), np.float32)
+        out_i = np.empty((len(queries), k), np.int64)
+        for r, q in enumerate(queries):
+            hits = self._store.search(self._store.round(q), k, scaled=False)
+            out_d[r], out_i[r] = hits.distances, hits.ids
+        return out_d, out_i
