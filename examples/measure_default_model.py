@@ -77,7 +77,8 @@ def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
         from reasonedit_plugin.vlm import VLM
     except ImportError:
         VLM = None
-    if scorer == "vlm" and VLM is not None and hasattr(VLM, "option_nll"):
+    local_ok = (model_dir / "training_args.json").is_file()  # a model trained by train_default_model
+    if (scorer == "vlm" or not local_ok) and VLM is not None and hasattr(VLM, "option_nll"):
         vlm = VLM.from_pretrained(model_dir)
         return (lambda image, text, options: vlm.option_nll(image, text, options)), "reasonedit_plugin.vlm.VLM.option_nll"
 
