@@ -31,9 +31,16 @@ def test_shipped_split_has_every_field_and_existing_images(shipped):
         assert record["rgen_target"] in record["rgen_choices"]
         assert record["multimodal_locality_ground_truth"] in record["multimodal_locality_choices"]
         assert record["hard_locality_ground_truth"] in record["hard_locality_choices"]
-        assert 1 <= len(sr.SENTENCE_SPLIT.split(record["rationale"])) <= 3
+        assert 1 <= len(sr.SENTENCE_SPLIT.split(record["rationale"])) <= 5
         assert record["rephrase_prompt"] != record["prompt"]
         assert record["image_rephrase"] != record["image"]
+
+
+def test_no_rephrase_is_another_records_prompt(shipped):
+    prompts = {r["prompt"] for r in shipped}
+    assert not [r["id"] for r in shipped if r["rephrase_prompt"] in prompts]
+    big = sr.generate_split("rephrase-check", 300, seed=5)
+    assert not {r["rephrase_prompt"] for r in big} & {r["prompt"] for r in big}
 
 
 def test_shipped_paths_are_relative_to_easy_vqa():
@@ -77,9 +84,86 @@ def test_edits_use_held_out_rules_only_and_their_values():
         assert prop.key_of(_info(record["image_rephrase"])) == rule.key
         loc = _info(record["multimodal_locality_image"])
         assert loc.colour != info.colour and loc.shape != info.shape
-        if record["meta"]["hard_locality"] == "known_rule":
-            near = world.rule(prop.name, prop.key_of(_info(record["hard_locality_image"])))
-            assert not near.held_out and record["hard_locality_ground_truth"] == near.value
+        kind = record["meta"]["hard_locality"]
+        assert kind in sr.HARD_LOCALITY_KINDS
+        hard = _info(record["hard_locality_image"])
+        assert record["hard_locality_ground_truth"] in record["hard_locality_choices"]
+        if kind in ("shares_colour", "shares_shape", "same_wording"):  # the edit's wording, another known rule
+            near = world.rule(prop.name, prop.key_of(hard))
+            assert not near.held_out and near.key != rule.key and record["hard_locality_ground_truth"] == near.value
+            assert hard.image_id != info.image_id
+            template = next(t for t in prop.wordings("question", "eval") if sr.format_question(t, info) == record["prompt"])
+            assert record["hard_locality_prompt"] == sr.format_question(template, hard)
+            if kind == "shares_colour":
+                assert hard.colour == info.colour and hard.shape != info.shape
+            if kind == "shares_shape":
+                assert hard.shape == info.shape and hard.colour != info.colour
+        elif kind == "other_property":  # the edited image, a question about another (known) property
+            assert record["hard_locality_image"] == record["image"]
+            other = next(p for p in sr.PROPERTIES if record["hard_locality_choices"] == list(p.values))
+            assert other is not prop
+            assert record["hard_locality_ground_truth"] == world.rule(other.name, other.key_of(info)).value
+        else:  # a look-alike image, a plain easy-vqa question
+            assert (hard.colour, hard.shape) == (info.colour, info.shape) and hard.image_id != info.image_id
+
+
+def test_hard_locality_covers_every_kind():
+    kinds = {r["meta"]["hard_locality"] for r in sr.generate_split("kinds", 100, seed=2)}
+    assert kinds == set(sr.HARD_LOCALITY_KINDS)
+
+
+def test_calibration_split_is_disjoint_from_the_evaluated_split(shipped):
+    calib = sr.generate_split("calib", 96, seed=1)
+    assert {r["meta"]["purpose"] for r in calib} == {"calibration"}
+    evaluated = sr.generate_split("small", 300, seed=0)  # more than shipped: every eval rule and many images
+    rules = lambda rs: {(r["meta"]["property"], r["meta"]["key"]) for r in rs}  # noqa: E731
+    images = lambda rs: {r[f] for r in rs for f in sr.IMAGE_FIELDS}  # noqa: E731
+    prompts = lambda rs: {r[f] for r in rs for f in ("prompt", "rephrase_prompt", "rgen_prompt")}  # noqa: E731
+    assert rules(calib) and not rules(calib) & rules(evaluated)
+    assert not images(calib) & images(evaluated)
+    assert not prompts(calib) & prompts(evaluated)
+    world = sr.rule_world()
+    assert {(r.prop, r.key) for r in world.held_out_for("calibration")} == rules(calib)
+    assert not {(r.prop, r.key) for r in world.held_out_for("calibration")} & \
+        {(r.prop, r.key) for r in world.held_out_for("eval")}
+
+
+def test_wording_pools_are_disjoint_and_evaluated_splits_use_held_out_wordings(shipped):
+    from reasonedit_plugin.data import language
+
+    train, held = language.all_wordings("train", sr.PROPERTIES), language.all_wordings("eval", sr.PROPERTIES)
+    assert train and held and not train & held
+    for prop in sr.PROPERTIES:
+        for kind in ("question", "rephrase", "yes_no", "rule"):
+            assert prop.wordings(kind, "eval"), (prop.name, kind)
+        assert not set(prop.wordings("question", "eval")) & set(prop.wordings("rephrase", "eval"))
+    for record in sr.generate_split("wordings", 60, seed=3):
+        prop = sr.PROPERTY_BY_NAME[record["meta"]["property"]]
+        info = _info(record["image"])
+        assert record["prompt"] in {sr.format_question(t, info) for t in prop.wordings("question", "eval")}
+        assert record["rephrase_prompt"] in {sr.format_question(t, info) for t in prop.wordings("rephrase", "eval")}
+        assert record["rgen_prompt"] in {sr.format_question(t, info, v) for t in prop.wordings("yes_no", "eval")
+                                         for v in prop.values}
+
+
+def test_rationales_vary_in_structure():
+    from reasonedit_plugin.data import language
+
+    prop, info = sr.PROPERTY_BY_NAME["tribe"], sr.image_catalogue("test")[0]
+    rng = random.Random(0)
+    for style in language.RATIONALE_STYLES:
+        for _ in range(20):
+            sentences = language.rationale_sentences(prop, info, "Kesh", rng, style=style)
+            text = " ".join(sentences)
+            assert sr.SENTENCE_SPLIT.split(text) == sentences  # METHOD.md §1's splitter recovers them
+            assert "kesh" in text.lower() and info.colour in text.lower()  or style == "rule" or \
+                (info.shape in text.lower())
+            assert len(sentences) == {"rule": 1, "one-sentence": 1, "evidence-first": 2, "rule-first": 2}.get(
+                style, len(sentences))
+            if style == "long":
+                assert 4 <= len(sentences) <= 5
+    negated = language.rule_sentence(prop, "red circle", "Kesh", form=4)
+    assert "not" in negated and "Vol" not in negated or "Kesh" in negated
 
 
 def test_held_out_rules_never_in_the_training_rule_set():
@@ -98,18 +182,42 @@ def test_training_mix_never_mentions_a_held_out_rule():
     world = sr.rule_world()
     sampler = tdm.MixSampler(world, tdm.TrainConfig(), random.Random(0))
     held_rule_sentences = {
-        sr.rule_sentence(sr.PROPERTY_BY_NAME[r.prop], r.key, v, form)
-        for r in world.held_out_rules for v in sr.PROPERTY_BY_NAME[r.prop].values for form in range(3)
+        sr.rule_sentence(sr.PROPERTY_BY_NAME[r.prop], r.key, v, form, pool)
+        for r in world.held_out_rules for v in sr.PROPERTY_BY_NAME[r.prop].values for pool in ("train", "eval")
+        for form in range(len(sr.PROPERTY_BY_NAME[r.prop].wordings("rule", pool)))
     }
-    for _ in range(400):
+    held_subjects = {sr.PROPERTY_BY_NAME[r.prop].subject(r.key) for r in world.held_out_rules}
+    kinds = set()
+    for _ in range(600):
         ex = sampler.sample()
+        kinds.add(ex.kind)
         assert not any(s in ex.text for s in held_rule_sentences), ex.text
-        if ex.kind in ("facts", "known"):
+        if ex.kind in ("facts", "known", "near_miss"):
             info = _info(ex.image)
             asked = [p for p in sr.PROPERTIES if any(
                 ex.text.endswith(sr.format_question(t, info, v)) for t in p.questions + p.yes_no for v in p.values)]
             assert asked, ex.text
             assert not any(world.rule(p.name, p.key_of(info)).held_out for p in asked), ex.text
+    assert kinds == set(tdm.MIX_KINDS)
+    assert held_subjects  # (rule sentences cover every rendering of a held-out rule above)
+
+
+def test_training_mix_never_uses_a_held_out_wording():
+    tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
+    from reasonedit_plugin.data import language
+
+    # the longest literal piece of every eval template (placeholders removed) must never occur in training text
+    pieces = set()
+    for template in language.all_wordings("eval", sr.PROPERTIES):
+        literal = max((p.strip(" ,.?!;:-") for p in template.replace("}", "{").split("{")[::2]), key=len)
+        if len(literal) >= 12:
+            pieces.add(literal.lower())
+    assert len(pieces) > 20
+    sampler = tdm.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(1))
+    for _ in range(600):
+        ex = sampler.sample()
+        text = (ex.text + " " + ex.answer).lower()
+        assert not [p for p in pieces if p in text], ex.text
 
 
 def test_train_rules_do_not_predict_held_out_values():

