@@ -102,6 +102,7 @@ def main() -> None:
         asked = rule.value if yes else rng.choice([v for v in prop.values if v != rule.value])
         rgen = YES_NO[prop.name][i % 2].format(value=asked)
 
+        trivia_q, trivia_a = sr.TRIVIA[i % len(sr.TRIVIA)]  # text-only: what the model knows without an image
         far = [x for x in images if x.colour != info.colour and x.shape != info.shape]
         loc_info = rng.choice(far)
         loc_q = rng.choice(plain[loc_info.image_id])
@@ -125,6 +126,8 @@ def main() -> None:
             "rgen_prompt": rgen,
             "rgen_target": "yes" if yes else "no",
             "rgen_choices": ["yes", "no"],
+            "locality_prompt": trivia_q,
+            "locality_ground_truth": trivia_a,
             "multimodal_locality_image": loc_info.path,
             "multimodal_locality_prompt": loc_q.question,
             "multimodal_locality_ground_truth": loc_q.answer,

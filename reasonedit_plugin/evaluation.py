@@ -756,6 +756,20 @@ def _gate_threshold(method: EditMethod) -> float | None:
     return method.editor.retriever.threshold()
 
 
+def evaluate_state(method: EditMethod, records: Sequence[EditRecord], reference: Reference,
+                   locality: Sequence[Probe] | None = None, easyedit: bool = False,
+                   progress: bool = False) -> tuple[Scores, list[ProbeOutcome]]:
+    """Score a method in its current (edited) state: the edit probes and hard-locality probes of
+    ``records``, the ``locality`` probes (default: the reference's whole pool) and, with ``easyedit``,
+    EasyEdit's keys on ``records``. Applies nothing; for protocols written outside this module
+    (``benchmarks/bench_sequential.py``)."""
+    loc = list(reference.locality if locality is None else locality)
+    recorder = _Recorder(method)
+    recorder.ask(_probes_for(list(records), reference) + loc, f"{method.name}: eval", progress)
+    easy = easyedit_scores(method, list(records), reference, progress) if easyedit else {}
+    return Scores.from_outcomes(recorder.outcomes, easy), recorder.outcomes
+
+
 def evaluate_sequential(method: EditMethod, reference: Reference, config: ProtocolConfig | None = None,
                         progress: bool = False, on_checkpoint: Callable[[Checkpoint], None] | None = None
                         ) -> EvaluationResult:

@@ -11,15 +11,15 @@ built from what the method already stores:
   (the radius is the distance to the entry's own augmented copy, METHOD.md §2), and within
   ``conflict_share`` of the way to the nearest image of a *conflicting* edit. The conflicting edits are the
   editor's own null set: re-pairing edit j's image with edit k's question gives a query that must NOT get
-  k's answer whenever k and j answer the same question (text cosine >= ``text_min_cos``) differently.
+  k's answer whenever k and j answer the same question (text cosine >= ``same_question_cos``) differently.
   Those re-paired queries are known in closed form from the stored keys (a key is [v; λ·t]), so the null
   set costs no model call; each new edit updates it in O(#answer entries).
 * **text test** — the cosine between the query's text part and the entry's must be >= ``text_min_cos``
   (scale-free: λ cancels).
 
 An edit is *matched* when one of its entries passes both tests; its entries that pass the image test are
-retrieved. Matched edits whose answer entries answer the same question compete, and the one that matches
-best wins: the smallest worst-test ratio max(d_v / τ_v, (1 - cos) / (1 - text_min_cos)) — image AND text.
+retrieved. Matched edits whose answer entries answer the same question differently compete, and the one
+that matches best wins: the smallest worst-test ratio max(d_v / τ_v, (1 - cos) / (1 - text_min_cos)) — image AND text.
 Everything is deterministic (no sampling) and works from one edit (then only the radius bounds the image
 test) to any number (per-entry work; the candidate list comes from the retriever's top-k search).
 """
@@ -27,10 +27,12 @@ test) to any number (per-entry work; the candidate list comes from the retriever
 from __future__ import annotations
 
 import logging
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .codebook import Codebook
@@ -46,12 +48,20 @@ class NullSetGateConfig:
 
     image_factor: float = 1.5
     """An entry accepts query images within this many of its radii (image part of the key)."""
+    null_percentile: float = 5.0
+    """... and within this percentile of the image distances between the images of DIFFERENT edits (the
+    null set: re-pairing edits gives queries that must not match; accepting only images closer than
+    ``null_percentile`` % of those pairs bounds the false-accept rate). Needs two edits."""
+    null_sample: int = 2000
+    """Edits sampled (seeded, per codebook version) for the null distribution."""
     conflict_share: float = 0.5
     """... and within this share of the distance to the nearest image of an edit that answers the same
     question differently (0.5: the midpoint, a Voronoi boundary between the two edits)."""
     text_min_cos: float = 0.5
-    """The query's text must have at least this cosine with the entry's text (question or sentence);
-    answer entries of two edits with at least this cosine answer 'the same question'."""
+    """The query's text must have at least this cosine with the entry's text (question or sentence)."""
+    same_question_cos: float = 0.8
+    """Answer entries of two edits whose questions have at least this cosine answer 'the same question':
+    with different answers they conflict (the Voronoi bound), and only the better match is retrieved."""
     candidates: int = 32
     """How many nearest entries (the retriever's top-k) the gate examines per query."""
 
@@ -64,6 +74,14 @@ class NullSetGateConfig:
         if not -1 <= self.text_min_cos < 1:
             raise ConfigError(f"retrieval.nullset.text_min_cos={self.text_min_cos} must be in [-1, 1) "
                               "(default 0.5).")
+        if not -1 <= self.same_question_cos <= 1:
+            raise ConfigError(f"retrieval.nullset.same_question_cos={self.same_question_cos} must be in "
+                              "[-1, 1] (default 0.8).")
+        if not 0 < self.null_percentile <= 100:
+            raise ConfigError(f"retrieval.nullset.null_percentile={self.null_percentile} must be in (0, 100] "
+                              "(default 5).")
+        if self.null_sample < 2:
+            raise ConfigError(f"retrieval.nullset.null_sample={self.null_sample} must be >= 2.")
         if self.candidates < 1:
             raise ConfigError(f"retrieval.nullset.candidates={self.candidates} must be >= 1 (default 32).")
 
@@ -113,7 +131,8 @@ class GateVerdict:
     tests: list[EntryTest] = field(default_factory=list)
     winner: str | None = None
     dropped_edits: dict[str, str] = field(default_factory=dict)
-    """Matched edits that lost to a better-matching edit answering the same question: edit -> winner."""
+    """Matched edits that lost to a better-matching edit answering the same question differently:
+    edit -> winner."""
     reason: str = ""
     kept_edits: list[str] = field(default_factory=list)
     """The matched edits whose entries are retrieved (a merged entry contributes only their values)."""
@@ -142,8 +161,13 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 class NullSetGate:
     """Per-entry image and text tests with a conflict-aware image threshold (see the module doc)."""
 
-    def __init__(self, codebook: Codebook, config: NullSetGateConfig, vision_dim: int | None = None):
+    def __init__(self, codebook: Codebook, config: NullSetGateConfig, vision_dim: int | None = None,
+                 seed: int = 0):
         self.codebook = codebook
+        self.seed = seed
+        self.null_threshold: float | None = None
+        """The null-percentile image bound (None with fewer than two edits)."""
+        self.null_pairs = 0
         self.config = config
         self.vision_dim = vision_dim if vision_dim is not None else codebook.dim
         self.has_text = self.vision_dim < codebook.dim
@@ -180,7 +204,32 @@ class NullSetGate:
         new = [i for i in current if i not in self._stats]
         for i in new:
             self._add(i, current[i])
+        self._null()
         self._version = cb.version
+
+    def _null(self) -> None:
+        """The ``null_percentile`` of image distances between different edits' images (one image per edit:
+        its first contribution's; identical images, e.g. a re-edit, are not a null pair)."""
+        cb, dv = self.codebook, self.vision_dim
+        per_edit: dict[str, torch.Tensor] = {}
+        for entry in cb.entries.values():
+            for c in entry.contributions:
+                if c.kind != "patch" and c.edit_id not in per_edit:
+                    per_edit[c.edit_id] = c.key[:dv]
+        ids = sorted(per_edit)
+        if len(ids) > self.config.null_sample:
+            ids = sorted(random.Random(f"{self.seed}:nullset:{cb.version}").sample(ids, self.config.null_sample))
+        if len(ids) < 2:
+            self.null_threshold, self.null_pairs = None, 0
+            return
+        vis = torch.stack([per_edit[i] for i in ids]).double()
+        d = torch.cdist(vis, vis)
+        iu = torch.triu_indices(len(ids), len(ids), offset=1)
+        values = d[iu[0], iu[1]]
+        values = values[values > 1e-9]
+        self.null_pairs = int(values.numel())
+        self.null_threshold = (float(np.percentile(values.numpy(), self.config.null_percentile))
+                               if self.null_pairs else None)
 
     def _add(self, entry_id: tuple[int, str], stat: _AnswerStat) -> None:
         if self._stats and self.has_text:
@@ -191,7 +240,7 @@ class NullSetGate:
             dist = torch.linalg.vector_norm(vis - stat.vision, dim=1).tolist()
             for j, c, d in zip(ids, cos, dist):
                 other = self._stats[j]
-                if other.edit_id == stat.edit_id or c < self.config.text_min_cos or other.answer == stat.answer:
+                if other.edit_id == stat.edit_id or c < self.config.same_question_cos or other.answer == stat.answer:
                     continue
                 self._note(stat.edit_id, d, other.edit_id)
                 self._note(other.edit_id, d, stat.edit_id)
@@ -217,6 +266,9 @@ class NullSetGate:
             key = c.key.double()
             d_img = float(torch.linalg.vector_norm(q[:dv] - key[:dv]))
             thr, why = cfg.image_factor * c.radius, f"{cfg.image_factor:g} x radius {c.radius:.3f}"
+            if self.null_threshold is not None and self.null_threshold < thr:
+                thr, why = self.null_threshold, (f"{cfg.null_percentile:g}th percentile of {self.null_pairs} "
+                                                 "image distances between different edits")
             if c.edit_id in self._conflict:
                 d, other = self._conflict[c.edit_id]
                 if cfg.conflict_share * d < thr:
@@ -251,7 +303,7 @@ class NullSetGate:
         kept: list[str] = []
         dropped: dict[str, str] = {}
         for edit in order:
-            rival = next((k for k in kept if self._same_question(answers.get(edit), answers.get(k))), None)
+            rival = next((k for k in kept if self._conflicting(answers.get(edit), answers.get(k))), None)
             if rival is None:
                 kept.append(edit)
             else:
@@ -260,14 +312,15 @@ class NullSetGate:
         accepted = list(dict.fromkeys(t.entry_id for t in tests if t.image_ok and t.edit_id in keep))
         reason = (f"edit {order[0]} matched best (worst-test ratio {matched[order[0]]:.3f} < 1)"
                   + (f"; {len(kept) - 1} other matched edit(s) kept" if len(kept) > 1 else "")
-                  + (f"; dropped {', '.join(f'{e} (answers the same question as {w})' for e, w in dropped.items())}"
+                  + (f"; dropped {', '.join(f'{e} (answers the same question as {w}, differently)' for e, w in dropped.items())}"
                      if dropped else ""))
         return GateVerdict(accepted, tests, order[0], dropped, reason, kept)
 
-    def _same_question(self, a: _AnswerStat | None, b: _AnswerStat | None) -> bool:
-        if a is None or b is None or not self.has_text:
+    def _conflicting(self, a: _AnswerStat | None, b: _AnswerStat | None) -> bool:
+        """Two edits answer the same question differently."""
+        if a is None or b is None or not self.has_text or a.answer == b.answer:
             return False
-        return float(a.text_unit @ b.text_unit) >= self.config.text_min_cos
+        return float(a.text_unit @ b.text_unit) >= self.config.same_question_cos
 
 
 def describe(verdict: GateVerdict, text_min_cos: float, limit: int = 10) -> list[str]:

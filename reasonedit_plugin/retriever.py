@@ -84,7 +84,7 @@ class Retriever:
         self.config = config or codebook.retrieval
         self.seed = seed
         self._tau: tuple[int, float] | None = None
-        self.nullset = NullSetGate(codebook, self.config.nullset, vision_dim) \
+        self.nullset = NullSetGate(codebook, self.config.nullset, vision_dim, seed) \
             if self.config.gate == "nullset" else None
 
     def threshold(self) -> float | None:
