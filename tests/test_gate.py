@@ -33,14 +33,14 @@ def test_one_edit_image_and_text_tests():
     cb, r = book()
     cb.add_edit("a", [answer("Q", "Vol", RED, QA, radius=0.5)])
     assert r.search(key(RED, QA)).facts == ["The answer to 'Q' is Vol."]
-    assert r.search(key(RED2, QA2)).accepted                     # 0.3 <= 1.5 x 0.5; rephrase cos 0.95
+    assert r.search(key(RED2, QA2)).accepted                     # 0.3 <= 1 x radius 0.5; rephrase cos 0.95
     far = r.search(key(BLUE, QA))                                # the question wording alone: rejected
     assert not far.accepted and far.facts == [] and "no entry passed" in far.reason
     other_q = r.search(key(RED, QB))                             # the edited image, another question
     assert not other_q.accepted
     t = other_q.verdict.tests[0]
     assert t.image_ok and not t.text_ok and t.text_cos == pytest.approx(0.0)
-    assert t.image_threshold == pytest.approx(0.75) and "radius" in t.image_reason
+    assert t.image_threshold == pytest.approx(0.5) and "radius" in t.image_reason
 
 
 def test_sibling_edits_sharing_a_question_do_not_answer_for_each_other():
@@ -48,7 +48,7 @@ def test_sibling_edits_sharing_a_question_do_not_answer_for_each_other():
     cb.add_edit("red", [answer("Q", "Vol", RED, QA), PendingEntry("reasoning", "Red is Vol.", key(RED, QA2), 0.5)])
     cb.add_edit("blue", [answer("Q", "Kem", BLUE, QA, radius=3.0),
                          PendingEntry("reasoning", "Blue is Kem.", key(BLUE, QA2), 3.0)])
-    # blue's radius alone (1.5 x 3.0 = 4.5) would reach the red image; the conflict bound stops it
+    # blue's radius alone (3.0) would reach [3.0, 0]; the conflict bound (2.0) stops it
     assert r.nullset.conflicts() == {"red": (pytest.approx(4.0), "blue"), "blue": (pytest.approx(4.0), "red")}
     assert r.search(key(RED, QA)).facts == ["The answer to 'Q' is Vol.", "Red is Vol."]
     res = r.search(key(BLUE, QA))
@@ -101,7 +101,7 @@ def test_deterministic_and_explained():
     assert a.to_dict() == b.to_dict()
     lines = describe(a.verdict, 0.5)
     assert "edit red matched best" in lines[0]
-    assert any(line.strip().startswith("PASS") and "image d=0.300 <= 0.750" in line for line in lines)
+    assert any(line.strip().startswith("PASS") and "image d=0.300 <= 0.500" in line for line in lines)
     assert any("text cos=0.950" in line for line in lines)
 
 
@@ -160,3 +160,19 @@ def test_sequential_equals_single_on_sibling_edits(text_encoder, gate):
         # an unrelated question on an edited image, and an edited wording on an unedited image: rejected
         assert not ed.retrieve(recs[0]["image"], "How many legs does a spider have?").accepted
         assert not ed.retrieve(pattern(3), recs[0]["prompt"]).accepted
+
+
+def test_an_edit_matches_through_its_question_not_its_sentences():
+    """match_on: answer (default): a query close to an evidence sentence but not to the edit's question is
+    rejected; match_on: any lets the sentence match."""
+    def run(match_on):
+        cb, r = book(match_on=match_on)
+        cb.add_edit("red", [answer("Q", "Vol", RED, QA),
+                            PendingEntry("reasoning", "The picture shows red.", key(RED, QB), 0.5)])
+        return r.search(key(RED, QB))
+    assert not run("answer").accepted
+    res = run("any")
+    assert res.accepted and "The picture shows red." in res.facts
+    cb, r = book()
+    cb.add_edit("sentences-only", [PendingEntry("reasoning", "Red is Vol.", key(RED, QB), 0.5)])
+    assert r.search(key(RED, QB)).accepted        # no answer entry: its sentences can match
