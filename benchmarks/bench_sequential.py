@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot", type=Path, default=PLOT)
     ap.add_argument("--merge", type=Path, nargs="+", help="combine result files of runs with other gates")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text(encoding="utf-8"))))
+        return
     if args.merge:
         merged = json.loads(args.merge[0].read_text(encoding="utf-8"))
         merged["runs"] = [{"command": merged["command"], "seconds": merged["seconds"],
@@ -169,6 +173,28 @@ def main(argv: list[str] | None = None) -> None:
     _write(results, args, started)
     _plot(results, args.plot)
     print(f"wrote {args.out} and {args.plot}")
+
+
+def markdown_table(results: dict) -> str:
+    """One row per (gate, size): the paper metrics, EasyEdit's multimodal locality and rewrite, the
+    unrelated-accepted rate and the single-vs-sequential gap, in %."""
+    def pct(v):
+        return "—" if v is None else f"{100 * v:.1f}"
+
+    head = ["gate", "edits", "Rel.", "T-Gen", "I-Gen", "R-Gen", "Loc.", "Hard Loc.", "Overall (HM incl. hard)",
+            "Old overall", "mm_loc_acc", "rewrite_acc", "rephrase_acc", "image_rephrase_acc", "locality_acc",
+            "unrelated accepted", "single - seq. Rel.", "gen. edits Rel."]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for gate, rows in results["gates"].items():
+        for r in rows:
+            e = r.get("easyedit") or {}
+            cells = [gate, str(r["size"])] + [pct(r.get(k)) for k in (
+                "reliability", "t_gen", "i_gen", "r_gen", "locality", "hard_locality", "overall", "overall_no_hard")]
+            cells += [pct(e.get(k)) for k in ("multimodal_locality_acc", "rewrite_acc", "rephrase_acc",
+                                              "image_rephrase_acc", "locality_acc")]
+            cells += [pct(r.get("accepted_unrelated")), pct(r.get("gap")), pct(r.get("gen_reliability"))]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _drift(method, probes, base_answers, outcomes) -> float | None:
