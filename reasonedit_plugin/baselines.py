@@ -64,6 +64,9 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
              "raw L2 distances; the rejection gate is defined on scaled distances, so it is off too"),
     Ablation("no-gate", "no rejection gate", {"retrieval": {"gate": False}},
              "hubness scaling kept; the nearest entries are always retrieved"),
+    Ablation("percentile-gate", "paper's percentile gate", {"retrieval": {"gate": "percentile"}},
+             "the reference gate: best scaled distance vs the p = max(1, 100/#edits) percentile of pairwise "
+             "scaled distances (the default is the null-set gate)"),
     Ablation("no-balance", "no topology balance", {"embedding": {"layer": None, "scale": 30.0}},
              "the model-spec default vision layer and the paper's default λ = 30, nothing searched"),
     Ablation("no-patches", "no patch entries", {"patches": {"enabled": False}},

@@ -373,7 +373,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"dim {setup.dim} (vision {setup.vision_dim} + text {setup.text_dim})")
     cfg = editor.config.retrieval
     tau = editor.retriever.threshold() if len(cb) else None
-    print(f"retrieval: hubness {'on' if cfg.hubness else 'off'}, gate {'on' if cfg.gate else 'off'}"
+    gate = cfg.gate if cfg.gate != "nullset" else (
+        f"nullset (image <= {cfg.nullset.image_factor:g} x radius and <= {cfg.nullset.conflict_share:g} x "
+        f"distance to a conflicting edit; text cos >= {cfg.nullset.text_min_cos:g})")
+    print(f"retrieval: hubness {'on' if cfg.hubness else 'off'}, gate {gate}"
           + (f" (τ = {tau:.4f})" if tau is not None else "") + f", cap {cfg.cap_keys} keys")
     sigma = cb.sigma_table() if len(cb) else {}
     shown = sorted(cb.entries)[: args.limit]
@@ -390,6 +393,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     r = ans.retrieval
     print(f"\nquery: {args.question!r} on {args.image}")
     print(f"gate: {'ACCEPTED' if r.accepted else 'REJECTED'}: {r.reason}")
+    if r.verdict is not None:
+        from .gate import describe
+
+        for line in describe(r.verdict, cfg.nullset.text_min_cos, limit=args.limit)[1:]:
+            print(line)
     for rank, (eid, d, s) in enumerate(zip(r.entry_ids, r.distances, r.scores), 1):
         values = " | ".join(cb.entries[eid].values) if eid in cb.entries else "?"
         print(f"  {rank}. entry #{eid}: distance {d:.4f}, scaled {s:.4f}  {values[:110]}")

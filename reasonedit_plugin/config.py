@@ -161,6 +161,11 @@ class CodebookConfig:
             _check(key in self.answer_template, f"codebook.answer_template must contain {key}.")
 
 
+GATES = ("nullset", "percentile", "off")
+"""``nullset``: per-entry image and text tests with an editor-built null set (default, ``gate.py``);
+``percentile``: the paper's percentile threshold (reference behaviour, METHOD.md §4.3); ``off``: none."""
+
+
 @dataclass
 class RetrievalConfig:
     """Nearest-entry search with hubness correction and the rejection gate (METHOD.md §4)."""
@@ -169,24 +174,38 @@ class RetrievalConfig:
     """Index backend: ``"torch"`` (exact reference) or ``"faiss"`` (faiss-cpu / faiss-gpu)."""
     hubness: bool = True
     hubness_k: int = 30
-    gate: bool = True
-    """Needs hubness (as in the reference)."""
+    gate: Union[str, bool] = "nullset"
+    """Which rejection gate: ``nullset`` (default, an extension: ``gate.py``), ``percentile`` (the paper's;
+    needs hubness) or ``off``. ``true`` means ``nullset``, ``false`` means ``off``."""
     gate_sample: int = 2000
+    """percentile gate: keys sampled for the pairwise-distance percentile."""
     gate_percentile: Union[float, None] = None
-    """None: the paper's p = max(1, 100 / number of distinct edits)."""
+    """percentile gate: None is the paper's p = max(1, 100 / number of distinct edits)."""
+    nullset: Any = None
+    """null-set gate thresholds (a mapping of ``gate.NullSetGateConfig`` fields; None: its defaults)."""
     cap_keys: int = 5
     """Paper: 5 (7 for Qwen models)."""
 
     def __post_init__(self) -> None:
+        from .gate import NullSetGateConfig  # the gate module owns its config; imported here, no circle
+
         _choice("retrieval.backend", self.backend, ("torch", "faiss"))
         _check(self.hubness_k >= 1, "retrieval.hubness_k must be >= 1.")
-        _check(not (self.gate and not self.hubness),
-               "retrieval.gate needs retrieval.hubness (the gate is defined on hubness-scaled "
-               "distances); set gate: false, or hubness: true.")
+        if isinstance(self.gate, bool):
+            self.gate = "nullset" if self.gate else "off"
+        _choice("retrieval.gate", str(self.gate), GATES)
+        _check(not (self.gate == "percentile" and not self.hubness),
+               "retrieval.gate: percentile needs retrieval.hubness (the gate is defined on hubness-scaled "
+               "distances); set gate: nullset or off, or hubness: true.")
         _check(self.gate_sample >= 2, "retrieval.gate_sample must be >= 2.")
         if self.gate_percentile is not None:
             _check(0 < self.gate_percentile <= 100, "retrieval.gate_percentile must be in (0, 100].")
         _check(self.cap_keys >= 1, "retrieval.cap_keys must be >= 1.")
+        self.nullset = build_section(NullSetGateConfig, self.nullset, "retrieval.nullset")
+
+    @property
+    def gated(self) -> bool:
+        return self.gate != "off"
 
 
 @dataclass

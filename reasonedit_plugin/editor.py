@@ -180,7 +180,8 @@ class ReasonEditor:
     @property
     def retriever(self) -> Retriever:
         if self._retriever is None or self._retriever.codebook is not self.codebook:
-            self._retriever = Retriever(self.codebook, self.config.retrieval, self.config.seed)
+            self._retriever = Retriever(self.codebook, self.config.retrieval, self.config.seed,
+                                        vision_dim=self.keys.setup.vision_dim)
         return self._retriever
 
     # ------------------------------------------------------------------ editing

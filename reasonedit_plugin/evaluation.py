@@ -8,8 +8,12 @@ Paper metrics, per probe kind, each the fraction of probes answered correctly:
   optional plain questions) sharing neither image nor question with any edit, kept only if the unedited
   model answered them correctly; the score is the fraction still right;
 - ``hard_locality``: the records' ``hard_locality_*`` near-miss probes, same filter;
-- ``gen`` = harmonic mean of T/I/R-Gen; ``overall`` = the TRUE harmonic mean of reliability, gen and
-  locality (the reference code summed them under the name "hm"; we do not);
+- ``gen`` = harmonic mean of T/I/R-Gen; ``overall`` = the TRUE harmonic mean of reliability, gen,
+  locality AND hard locality (the reference code summed three of them under the name "hm"; we do not);
+  ``overall_no_hard`` = the previous formula, HM of reliability, gen and locality only (hard locality left
+  out, which hid near-miss failures), reported beside it;
+- ``accepted_unrelated``: the fraction of locality and hard-locality probes for which retrieval accepted
+  something (the gate's false-accept rate; None for methods without retrieval);
 - time per edit, and retrieval latency per query (p50 / p95).
 
 Multiple-choice probes are answered by the lowest summed option NLL (the model sees only the question)
@@ -52,7 +56,7 @@ EDIT_KINDS = ("reliability", "t_gen", "i_gen", "r_gen")
 """Probes built from the edited record itself (they should change)."""
 UNRELATED_KINDS = ("locality", "hard_locality")
 """Probes that should not change."""
-PAPER_METRICS = EDIT_KINDS + UNRELATED_KINDS + ("gen", "overall")
+PAPER_METRICS = EDIT_KINDS + UNRELATED_KINDS + ("gen", "overall", "overall_no_hard")
 EASYEDIT_KEYS = ("rewrite_acc", "rephrase_acc", "image_rephrase_acc", "locality_acc",
                  "multimodal_locality_acc")
 LOCALITY_TOPK = {"locality_acc": 1, "multimodal_locality_acc": 10}
@@ -470,6 +474,11 @@ class Scores:
     hard_locality: float | None = None
     gen: float | None = None
     overall: float | None = None
+    """HM of reliability, gen, locality and hard locality."""
+    overall_no_hard: float | None = None
+    """The previous formula: HM of reliability, gen and locality (hard locality left out)."""
+    accepted_unrelated: float | None = None
+    """Fraction of locality + hard-locality probes for which retrieval accepted something."""
     counts: dict[str, int] = field(default_factory=dict)
     """Number of probes behind each metric."""
     easyedit: dict[str, float] = field(default_factory=dict)
@@ -483,8 +492,10 @@ class Scores:
             by_kind.setdefault(o.kind, []).append(o.correct)
         values = {k: accuracy(by_kind.get(k, [])) for k in EDIT_KINDS + UNRELATED_KINDS}
         gen = harmonic_mean([values["t_gen"], values["i_gen"], values["r_gen"]])
-        overall = harmonic_mean([values["reliability"], gen, values["locality"]])
-        return cls(**values, gen=gen, overall=overall,
+        overall = harmonic_mean([values["reliability"], gen, values["locality"], values["hard_locality"]])
+        old = harmonic_mean([values["reliability"], gen, values["locality"]])
+        gated = [o.accepted for o in outcomes if o.kind in UNRELATED_KINDS and o.accepted is not None]
+        return cls(**values, gen=gen, overall=overall, overall_no_hard=old, accepted_unrelated=accuracy(gated),
                    counts={k: len(v) for k, v in sorted(by_kind.items())}, easyedit=dict(easyedit or {}))
 
     def metric(self, name: str) -> float | None:
@@ -751,6 +762,20 @@ def _gate_threshold(method: EditMethod) -> float | None:
     if not isinstance(method, ReasonEditMethod) or len(method.editor.codebook) == 0:
         return None
     return method.editor.retriever.threshold()
+
+
+def evaluate_state(method: EditMethod, records: Sequence[EditRecord], reference: Reference,
+                   locality: Sequence[Probe] | None = None, easyedit: bool = False,
+                   progress: bool = False) -> tuple[Scores, list[ProbeOutcome]]:
+    """Score a method in its current (edited) state: the edit probes and hard-locality probes of
+    ``records``, the ``locality`` probes (default: the reference's whole pool) and, with ``easyedit``,
+    EasyEdit's keys on ``records``. Applies nothing; for protocols written outside this module
+    (``benchmarks/bench_sequential.py``)."""
+    loc = list(reference.locality if locality is None else locality)
+    recorder = _Recorder(method)
+    recorder.ask(_probes_for(list(records), reference) + loc, f"{method.name}: eval", progress)
+    easy = easyedit_scores(method, list(records), reference, progress) if easyedit else {}
+    return Scores.from_outcomes(recorder.outcomes, easy), recorder.outcomes
 
 
 def evaluate_sequential(method: EditMethod, reference: Reference, config: ProtocolConfig | None = None,

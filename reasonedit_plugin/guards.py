@@ -233,8 +233,7 @@ class RationaleGuard:
 
     def _neighbours(self, key: torch.Tensor) -> list[tuple[int, float]]:
         """The ``neighbours`` nearest entries of ``key`` by the retriever's scaled distance."""
-        retrieval = self.editor.retriever.search(key, k=self.neighbours)
-        return list(zip(retrieval.entry_ids, retrieval.distances))
+        return self.editor.retriever.nearest(key, self.neighbours)
 
     def _same_image(self, key: torch.Tensor, entry_key: torch.Tensor) -> bool:
         vd = self.editor.keys.setup.vision_dim

@@ -32,7 +32,9 @@ from .hparams import portable_model_name
 
 PAPER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("reliability", "Rel."), ("t_gen", "T-Gen"), ("i_gen", "I-Gen"), ("r_gen", "R-Gen"), ("gen", "Gen (HM)"),
-    ("locality", "Loc."), ("hard_locality", "Hard Loc."), ("overall", "Overall (HM)"),
+    ("locality", "Loc."), ("hard_locality", "Hard Loc."),
+    ("overall", "Overall (HM incl. hard loc.)"), ("overall_no_hard", "Old overall (HM w/o hard loc.)"),
+    ("accepted_unrelated", "Unrelated accepted"),
 )
 EASYEDIT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rewrite_acc", "rewrite_acc"), ("rephrase_acc", "rephrase_acc"), ("image_rephrase_acc", "image_rephrase_acc"),
@@ -218,7 +220,10 @@ case-insensitive exact match; open answers: normalised exact match. **Rel.**: th
 **T-Gen**: a rephrasing, same image; **I-Gen**: same question, another image needing the same rule;
 **R-Gen**: another question answered by the rationale; **Loc.**: unrelated probes the unedited model got
 right, still right; **Hard Loc.**: near-miss probes (same filter); **Gen (HM)**: harmonic mean of
-T/I/R-Gen; **Overall (HM)**: the true harmonic mean of Rel., Gen and Loc. **s / edit**: wall time of one
+T/I/R-Gen; **Overall (HM incl. hard loc.)**: the true harmonic mean of Rel., Gen, Loc. and Hard Loc.;
+**Old overall (HM w/o hard loc.)**: the previous formula, Rel., Gen and Loc. only (it hid near-miss
+failures); **Unrelated accepted**: share of Loc. and Hard Loc. probes for which retrieval accepted
+anything (the gate's false-accept rate; lower is better). **s / edit**: wall time of one
 edit (for ReasonEdit: the unedited-answer check, keys, radii, codebook insert); **retrieval**: query key
 (vision + text encoder) plus codebook search, per query; **lookup**: the codebook search alone. EasyEdit keys:
 teacher-forced token accuracy of the target (rewrite/rephrase/image_rephrase) and agreement of post-edit

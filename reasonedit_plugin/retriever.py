@@ -1,10 +1,13 @@
 """Retrieval at inference: hubness-scaled nearest entries, the rejection gate, cap and dedupe (METHOD.md §4).
 
-score(q, k) = d(q, k) / (sigma_k + 1e-6); the query side is not scaled. The gate threshold tau is the
-p-th percentile (p = max(1, 100 / distinct edits)) of the scaled pairwise distances d_ij / (sigma_j + 1e-6)
-(the score's own denominator) over the upper triangle of up to ``gate_sample`` keys (all of them when
-there are that few; else a seeded uniform sample the codebook maintains under edits). The reference
-recomputes sigma and tau from scratch after every edit (O(N^2)); here sigma is incremental
+Two gates: ``retrieval.gate: nullset`` (the default, an extension; ``gate.py``: per-entry image and text
+tests, the best-matching edit wins) and ``retrieval.gate: percentile`` (the paper's, below).
+
+Percentile gate: score(q, k) = d(q, k) / (sigma_k + 1e-6); the query side is not scaled. The gate threshold
+tau is the p-th percentile (p = max(1, 100 / distinct edits)) of the scaled pairwise distances
+d_ij / (sigma_j + 1e-6) (the score's own denominator) over the upper triangle of up to ``gate_sample`` keys
+(all of them when there are that few; else a seeded uniform sample the codebook maintains under edits). The
+reference recomputes sigma and tau from scratch after every edit (O(N^2)); here sigma is incremental
 (``hubness.py``) and tau is cached, with the same answers.
 
 With hubness on, the scaled top-k is exact and sub-linear (the key store's IVF bounds, ``keystore.py``);
@@ -22,6 +25,7 @@ import torch
 
 from .codebook import Codebook
 from .config import RetrievalConfig
+from .gate import GateVerdict, NullSetGate
 
 EPS = 1e-6
 
@@ -39,13 +43,19 @@ class Retrieval:
     threshold: float | None = None
     """The gate's tau (None when the gate is off)."""
     reason: str = ""
+    verdict: GateVerdict | None = None
+    """The null-set gate's per-entry tests (None for the percentile gate or none)."""
 
     @property
     def best_score(self) -> float | None:
         return self.scores[0] if self.scores else None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        from .gate import as_dict
+
+        out = {k: v for k, v in self.__dict__.items() if k != "verdict"}
+        out["verdict"] = None if self.verdict is None else as_dict(self.verdict)
+        return out
 
 
 def gate_percentile(num_edits: int, config: RetrievalConfig) -> float:
@@ -66,17 +76,22 @@ def gate_threshold(keys: torch.Tensor, sigma: torch.Tensor, percentile: float) -
 class Retriever:
     """Searches a codebook with hubness scaling and the rejection gate."""
 
-    def __init__(self, codebook: Codebook, config: RetrievalConfig | None = None, seed: int = 0):
+    def __init__(self, codebook: Codebook, config: RetrievalConfig | None = None, seed: int = 0,
+                 vision_dim: int | None = None):
+        """``vision_dim``: where the image part of a key ends (``KeySetup.vision_dim``); the null-set gate
+        tests the two parts separately. None: the whole key is treated as the image part (no text test)."""
         self.codebook = codebook
         self.config = config or codebook.retrieval
         self.seed = seed
         self._tau: tuple[int, float] | None = None
+        self.nullset = NullSetGate(codebook, self.config.nullset, vision_dim, seed) \
+            if self.config.gate == "nullset" else None
 
     def threshold(self) -> float | None:
-        """The current gate threshold tau (cached per codebook version); None if the gate is off or
-        fewer than two keys exist (then each entry's own radius is the gate)."""
+        """The percentile gate's threshold tau (cached per codebook version); None for the other gates
+        or fewer than two keys (then each entry's own radius is the gate)."""
         cb = self.codebook
-        if not (self.config.gate and self.config.hubness) or len(cb) < 2:
+        if self.config.gate != "percentile" or not self.config.hubness or len(cb) < 2:
             return None
         if self._tau is not None and self._tau[0] == cb.version:
             return self._tau[1]
@@ -93,9 +108,11 @@ class Retriever:
         query = query.detach().float().reshape(1, -1)
         if query.shape[1] != cb.dim:
             raise ValueError(f"query key has dim {query.shape[1]}, the codebook {cb.dim}.")
+        if self.nullset is not None:
+            return self._search_nullset(query, cap)
         ids, dists, scores = self._scaled_topk(query, cap)
         tau = self.threshold()
-        if self.config.gate and self.config.hubness:
+        if self.config.gate == "percentile":
             if tau is None:  # a single key: its radius is the gate
                 entry = cb.entries[ids[0]]
                 accepted = dists[0] <= entry.radius
@@ -112,6 +129,34 @@ class Retriever:
                     if value not in facts:
                         facts.append(value)
         return Retrieval(accepted, facts, ids, dists, scores, tau, reason)
+
+    def nearest(self, query: torch.Tensor, k: int) -> list[tuple[int, float]]:
+        """The ``k`` nearest entries by the retriever's (hubness-scaled) score, no gate: (id, distance)."""
+        if len(self.codebook) == 0:
+            return []
+        ids, dists, _ = self._scaled_topk(query.detach().float().reshape(1, -1), k)
+        return list(zip(ids, dists))
+
+    def _search_nullset(self, query: torch.Tensor, cap: int) -> Retrieval:
+        """The null-set gate over the nearest ``nullset.candidates`` entries; the accepted ones (at most
+        ``cap``, nearest first) give the facts. A merged entry contributes only the values of kept edits."""
+        cb = self.codebook
+        ids, dists, scores = self._scaled_topk(query, max(cap, self.config.nullset.candidates))
+        verdict = self.nullset.decide(query[0], ids)
+        rank = {eid: n for n, eid in enumerate(ids)}
+        chosen = verdict.accepted[:cap]
+        passed = {(t.entry_id, t.edit_id) for t in verdict.tests
+                  if t.image_ok and t.edit_id in set(verdict.kept_edits)}
+        facts: list[str] = []
+        for eid in chosen:
+            for c in cb.entries[eid].contributions:
+                if (eid, c.edit_id) in passed and c.value not in facts:
+                    facts.append(c.value)
+        if not chosen:
+            chosen = ids[:cap]
+        pick = [rank[e] for e in chosen]
+        return Retrieval(bool(verdict.accepted), facts, list(chosen), [dists[j] for j in pick],
+                         [scores[j] for j in pick], None, verdict.reason, verdict)
 
     def _scaled_topk(self, query: torch.Tensor, cap: int) -> tuple[list[int], list[float], list[float]]:
         cb = self.codebook

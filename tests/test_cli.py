@@ -128,6 +128,14 @@ def test_small_comparison_end_to_end_on_embedded_default(tmp_path, capsys):
                  "--question", rows[1]["prompt"], "--choices", *rows[1]["choices"]]) == 0
     shown = capsys.readouterr().out
     assert "gate:" in shown and "fused question:" in shown and "distance" in shown and "answer:" in shown
+    # the null-set gate says which test accepted or rejected each candidate, with the numbers: rows[1] is
+    # not edited (the unedited model answers it right), so it is an unrelated query here
+    assert "gate nullset (image <=" in shown and "REJECTED: no entry passed both tests" in shown
+    assert "FAIL" in shown and "image d=" in shown and "text cos=" in shown and "x radius" in shown
+    assert main(["--threads", "1", "inspect", "--codebook", str(tmp_path / "cb"), "--image", rows[0]["image"],
+                 "--question", rows[0]["prompt"], "--choices", *rows[0]["choices"]]) == 0
+    shown = capsys.readouterr().out
+    assert "ACCEPTED: edit shaperules-small-0000 matched best" in shown and "PASS" in shown
 
 
 @pytest.mark.slow

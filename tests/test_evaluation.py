@@ -90,9 +90,13 @@ def test_scores_from_outcomes_hand_computed():
     assert (s.reliability, s.t_gen, s.i_gen, s.r_gen, s.locality) == (1.0, 0.5, 1.0, 0.5, 0.75)
     assert s.hard_locality is None
     assert s.gen == pytest.approx(3 / (2 + 1 + 2))
-    assert s.overall == pytest.approx(3 / (1 + 1 / 0.6 + 1 / 0.75))
+    assert s.overall == pytest.approx(3 / (1 + 1 / 0.6 + 1 / 0.75))   # no hard-locality probe: 3 terms
+    assert s.overall_no_hard == s.overall and s.accepted_unrelated is None
     assert s.counts == {"i_gen": 2, "locality": 4, "r_gen": 4, "reliability": 4, "t_gen": 2}
     assert set(s.to_dict()) >= {"reliability", "gen", "overall", "counts", "easyedit"}
+    s = Scores.from_outcomes(outcomes + [o("hard_locality", True), o("hard_locality", False)])
+    assert s.overall == pytest.approx(4 / (1 + 1 / 0.6 + 1 / 0.75 + 1 / 0.5))
+    assert s.overall_no_hard == pytest.approx(3 / (1 + 1 / 0.6 + 1 / 0.75))
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -139,6 +143,19 @@ def reasonedit(vlm, text_encoder):
     return ReasonEditMethod(lambda: ReasonEditor(vlm, cfg(), text_encoder=text_encoder))
 
 
+def test_nullset_gate_keeps_the_near_miss(vlm, reasonedit):
+    """The default null-set gate on the same run: the near-miss (the edit's own question about a noise
+    image) fails the image test, so hard locality holds while the edits still apply."""
+    ref = prepare_reference(UneditedMethod(vlm), records(), ProtocolConfig(easyedit_metrics=False))
+    result = evaluate_sequential(reasonedit, ref, ProtocolConfig(eval_every=0, easyedit_metrics=False))
+    final = result.final
+    assert final.reliability == 1.0 and final.t_gen == 1.0 and final.i_gen == 1.0 and final.r_gen == 1.0
+    assert final.locality == 1.0 and final.hard_locality == 1.0 and final.overall == 1.0
+    hard = [p for p in result.probes if p.kind == "hard_locality"]
+    assert hard and not any(p.accepted for p in hard)
+    assert final.accepted_unrelated == 0.0
+
+
 def test_edit_probes_and_locality_pool_filter():
     rs = records()
     kinds = [p.kind for p in edit_probes(rs[0])]
@@ -173,7 +190,10 @@ def test_predict_matches_editor_answer(reasonedit):
         assert pred.retrieval.accepted == ans.retrieval.accepted
 
 
-def test_sequential_protocol_on_fake(vlm, reasonedit):
+def test_sequential_protocol_on_fake(vlm, text_encoder):
+    """The paper's percentile gate (the reference row): its known weakness shows in hard locality."""
+    reasonedit = ReasonEditMethod(lambda: ReasonEditor(
+        vlm, cfg(retrieval={"cap_keys": 1, "gate": "percentile"}), text_encoder=text_encoder))
     ref = prepare_reference(UneditedMethod(vlm), records(), ProtocolConfig(easyedit_metrics=False))
     seen = []
     result = evaluate_sequential(reasonedit, ref, ProtocolConfig(eval_every=2, eval_subsample=1,
@@ -188,6 +208,7 @@ def test_sequential_protocol_on_fake(vlm, reasonedit):
     # the near-miss asks the edit's own question about a noise image: text dominates the fake's keys,
     # the gate lets the edit's answer through, and the probe breaks -- what hard locality is for
     assert final.hard_locality == 0.0
+    assert final.overall == 0.0 and final.overall_no_hard > 0.9   # the new HM fails, the old one hides it
     assert final.counts["reliability"] == 3 and final.counts["locality"] == 4
     assert len(result.edit_seconds) == 3 and result.time_per_edit > 0
     lat = result.retrieval_latency  # every probe of every checkpoint: 6 at the first, 19 at the end

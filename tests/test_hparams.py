@@ -123,7 +123,7 @@ def test_to_config_carries_every_engine_field(tmp_path):
     config = ReasonEditHyperParams.from_hparams(path).to_config()
     assert (config.seed, config.only_edit_errors, config.max_new_tokens) == (7, False, 5)
     assert config.embedding.layer == 12 and config.embedding.scale == 18.0
-    assert config.retrieval.cap_keys == 7 and config.retrieval.gate is False
+    assert config.retrieval.cap_keys == 7 and config.retrieval.gate == "off"
     assert config.fusion.template == "{facts}\n{question}"
     assert config.guard.policy == "reject"
 
@@ -161,7 +161,9 @@ def test_unknown_section_key_has_did_you_mean(tmp_path):
     (minimal(device=True), "device=True"),
     (minimal(missing_rationale="skip"), "missing_rationale='skip'"),
     (minimal(embedding={"scale": -1}), "embedding.scale=-1"),
-    (minimal(retrieval={"gate": True, "hubness": False}), "gate needs retrieval.hubness"),
+    (minimal(retrieval={"gate": "percentile", "hubness": False}), "percentile needs retrieval.hubness"),
+        (minimal(retrieval={"gate": "nulset"}), "retrieval.gate='nulset' is not one of"),
+        (minimal(retrieval={"nullset": {"text_min_cos": 2}}), "text_min_cos=2 must be in"),
     (minimal(embedding=[1, 2]), "section 'embedding' must be a mapping"),
     (minimal(max_new_tokens=0), "max_new_tokens must be >= 1"),
 ])

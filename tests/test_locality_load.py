@@ -1,11 +1,14 @@
 """Locality under load: hundreds of sequential edits leave unrelated answers unchanged.
 
-Tolerance: at most 2 % of the 30 unrelated probes may change (checked after 100 and 200 edits) their answer (the paper's locality metric is the
-fraction that stays right; the gate is what protects it). The FakeVLM run is fast; the slow variant uses the
-embedded default model with ShapeRules when that asset is present.
+Tolerance: at most 2 % of the 30 unrelated probes may change their answer (checked after 100 and 200
+edits; the paper's locality metric is the fraction that stays right; the gate is what protects it). The
+FakeVLM run is fast; the slow variants use the embedded default model configured by the shipped YAML
+(``hparams/ReasonEdit/tiny-qwen2-vl-shapes.yaml``): 300 edits (2 %) and 1,000 edits (the issue's 1 % drift
+target).
 """
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -45,32 +48,46 @@ def test_locality_under_200_sequential_edits(text_encoder):
         assert f"The answer to 'Which tribe owns shape {i}?' is {TRIBES[i % 5]}." in facts
 
 
-@pytest.mark.slow
-def test_locality_under_load_default_model():
-    """300 sequential ShapeRules edits on the embedded default model; multimodal-locality probes of the split."""
-    from pathlib import Path
+YAML = Path(__file__).resolve().parents[1] / "hparams" / "ReasonEdit" / "tiny-qwen2-vl-shapes.yaml"
 
-    import reasonedit_plugin
 
-    asset = Path(reasonedit_plugin.__file__).parent / "assets" / "tiny-qwen2-vl-shapes"
-    if not asset.is_dir():
-        pytest.skip("the embedded default model (assets/tiny-qwen2-vl-shapes) is not built yet")
+def _drift_run(edits: int, probes_n: int, tolerance: float) -> None:
+    """``edits`` sequential ShapeRules edits on the embedded default, configured by the shipped YAML; the
+    drift is the share of unrelated probes (the split's multimodal-locality probes and plain easy-vqa
+    questions on their images) whose answer changed from the unedited model's."""
     from reasonedit_plugin.data import shaperules
-    from reasonedit_plugin.records import make_record
+    from reasonedit_plugin.hparams import ASSETS_DIR, ReasonEditHyperParams
+    from reasonedit_plugin.records import make_records
 
-    rows = shaperules.generate_split("locality-load", 300, seed=7) if hasattr(shaperules, "generate_split") else []
-    records = [make_record(r, shaperules.easy_vqa_root()) for r in rows]
-    probes = [r for r in records if r.multimodal_locality_prompt][:50]
-    if len(records) < 300 or not probes:
-        pytest.skip("could not generate a 300-edit ShapeRules split with locality probes")
-    ed = ReasonEditor.from_pretrained(asset, ReasonEditConfig(guard={"policy": "off"}))
-
-    def loc(r):
-        return ed.answer(r.multimodal_locality_image, r.multimodal_locality_prompt,
-                         r.multimodal_locality_choices).text
-
-    base = [loc(r) for r in probes]
+    if not (ASSETS_DIR / "tiny-qwen2-vl-shapes" / "config.json").is_file():
+        pytest.skip("the embedded default model (assets/tiny-qwen2-vl-shapes) is not built")
+    hparams = ReasonEditHyperParams.from_hparams(YAML)
+    config = hparams.to_config().replace(guard={"policy": "off"}, only_edit_errors=False)
+    ed = ReasonEditor.from_pretrained(hparams.model_name, config)
+    root = shaperules.easy_vqa_root()
+    records = make_records(shaperules.generate_split("locality-load", edits, seed=7), root)
+    probes = [(r.multimodal_locality_image, r.multimodal_locality_prompt, r.multimodal_locality_choices)
+              for r in records if r.multimodal_locality_prompt][:probes_n]
+    assert len(probes) == probes_n
+    base = [ed.answer(img, q, ch).text for img, q, ch in probes]
     for r in records:
         ed.edit([r])
-    changed = sum(a != b for a, b in zip(base, [loc(r) for r in probes])) / len(probes)
-    assert changed <= TOLERANCE
+    assert len(ed.edit_ids()) == edits
+    now = [ed.answer(img, q, ch).text for img, q, ch in probes]
+    drift = sum(a != b for a, b in zip(base, now)) / len(probes)
+    accepted = sum(ed.retrieve(img, q).accepted for img, q, _ in probes) / len(probes)
+    print(f"{edits} edits: drift {drift:.3f}, unrelated probes accepted by the gate {accepted:.3f}")
+    assert drift <= tolerance, (drift, accepted)
+
+
+@pytest.mark.slow
+def test_locality_under_load_default_model():
+    """300 sequential edits with the shipped YAML: at most 2 % of 100 unrelated probes change."""
+    _drift_run(300, 100, TOLERANCE)
+
+
+@pytest.mark.slow
+def test_locality_drift_1000_edits_default_model():
+    """The issue's drift target: after 1,000 sequential edits with the shipped YAML, at most 1 % of 100
+    unrelated probes change their answer."""
+    _drift_run(1000, 100, 0.01)

@@ -95,7 +95,8 @@ def test_config_transforms():
     base = cfg()
     assert ablation_config(base, ABLATIONS["answer-only"]).codebook.rationale_entries is False
     no_hub = ablation_config(base, ABLATIONS["no-hubness"]).retrieval
-    assert not no_hub.hubness and not no_hub.gate
+    assert not no_hub.hubness and no_hub.gate == "off"
+    assert ablation_config(base, ABLATIONS["percentile-gate"]).retrieval.gate == "percentile"
     assert full_config(base, balance="auto").embedding.scale == "auto"
     assert full_config(base, patches="on").patches.enabled
     with pytest.raises(ConfigError, match="balance"):

@@ -33,7 +33,7 @@ def test_gate_percentile_rule():
 
 
 def test_gate_rejects_far_query_and_accepts_near():
-    cb = book([[0.0], [1.0], [2.0], [10.0]])
+    cb = book([[0.0], [1.0], [2.0], [10.0]], gate="percentile")
     r = Retriever(cb)
     tau = r.threshold()          # 4 edits -> 25th percentile
     near = r.search(torch.tensor([1.0625]))  # a float16 value: keys and queries compare at key precision
@@ -81,7 +81,7 @@ def test_facts_dedupe_and_order():
 
 
 def test_single_key_gate_uses_radius():
-    cb = Codebook(1, CodebookConfig(), RetrievalConfig())
+    cb = Codebook(1, CodebookConfig(), RetrievalConfig(gate="percentile"))
     cb.add_edit("a", [PendingEntry("answer", "fact", torch.tensor([0.0]), 0.5)])
     r = Retriever(cb)
     assert r.search(torch.tensor([0.4])).accepted

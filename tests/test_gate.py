@@ -1,0 +1,178 @@
+"""The null-set gate (gate.py): per-contribution image and text tests, conflicts, best match wins."""
+
+import pytest
+import torch
+
+from fakes import FakeVLM, pattern, solid
+from reasonedit_plugin.codebook import Codebook, PendingEntry
+from reasonedit_plugin.config import CodebookConfig, ReasonEditConfig, RetrievalConfig
+from reasonedit_plugin.editor import ReasonEditor
+from reasonedit_plugin.errors import ConfigError
+from reasonedit_plugin.gate import NullSetGateConfig, describe
+from reasonedit_plugin.retriever import Retriever
+
+# keys: 2 image dims, then 3 text dims (unit vectors; the gate only uses the text part's direction)
+QA, QA2, QB = [1.0, 0.0, 0.0], [0.95, 0.312, 0.0], [0.0, 0.0, 1.0]   # QA2 is a rephrase of QA (cos 0.95)
+RED, RED2, BLUE, GREEN = [0.0, 0.0], [0.3, 0.0], [4.0, 0.0], [0.0, 9.0]
+
+
+def key(image, text):
+    return torch.tensor(image + text, dtype=torch.float32)
+
+
+def answer(q, a, image, text, radius=0.5):
+    return PendingEntry("answer", f"The answer to '{q}' is {a}.", key(image, text), radius)
+
+
+def book(**nullset):
+    cb = Codebook(5, CodebookConfig(merge=False), RetrievalConfig(nullset=nullset or None))
+    return cb, Retriever(cb, vision_dim=2)
+
+
+def test_one_edit_image_and_text_tests():
+    cb, r = book()
+    cb.add_edit("a", [answer("Q", "Vol", RED, QA, radius=0.5)])
+    assert r.search(key(RED, QA)).facts == ["The answer to 'Q' is Vol."]
+    assert r.search(key(RED2, QA2)).accepted                     # 0.3 <= 1 x radius 0.5; rephrase cos 0.95
+    far = r.search(key(BLUE, QA))                                # the question wording alone: rejected
+    assert not far.accepted and far.facts == [] and "no entry passed" in far.reason
+    other_q = r.search(key(RED, QB))                             # the edited image, another question
+    assert not other_q.accepted
+    t = other_q.verdict.tests[0]
+    assert t.image_ok and not t.text_ok and t.text_cos == pytest.approx(0.0)
+    assert t.image_threshold == pytest.approx(0.5) and "radius" in t.image_reason
+
+
+def test_sibling_edits_sharing_a_question_do_not_answer_for_each_other():
+    cb, r = book()
+    cb.add_edit("red", [answer("Q", "Vol", RED, QA), PendingEntry("reasoning", "Red is Vol.", key(RED, QA2), 0.5)])
+    cb.add_edit("blue", [answer("Q", "Kem", BLUE, QA, radius=3.0),
+                         PendingEntry("reasoning", "Blue is Kem.", key(BLUE, QA2), 3.0)])
+    # blue's radius alone (3.0) would reach [3.0, 0]; the conflict bound (2.0) stops it
+    assert r.nullset.conflicts() == {"red": (pytest.approx(4.0), "blue"), "blue": (pytest.approx(4.0), "red")}
+    assert r.search(key(RED, QA)).facts == ["The answer to 'Q' is Vol.", "Red is Vol."]
+    res = r.search(key(BLUE, QA))
+    assert res.facts == ["The answer to 'Q' is Kem.", "Blue is Kem."] and res.verdict.winner == "blue"
+    test = next(t for t in res.verdict.tests if t.edit_id == "blue" and t.kind == "answer")
+    assert test.image_threshold == pytest.approx(2.0) and "conflicting edit red" in test.image_reason
+    assert not r.search(key(GREEN, QA)).accepted                 # nobody's image
+
+
+def test_best_match_wins_among_conflicting_edits():
+    cb, r = book(conflict_share=1.0, image_factor=10.0)         # both edits pass the image test
+    cb.add_edit("red", [answer("Q", "Vol", RED, QA)])
+    cb.add_edit("blue", [answer("Q", "Kem", BLUE, QA)])
+    near_red = r.search(key([1.0, 0.0], QA))
+    assert near_red.facts == ["The answer to 'Q' is Vol."]
+    assert near_red.verdict.dropped_edits == {"blue": "red"} and "dropped blue" in near_red.reason
+    assert r.search(key([3.0, 0.0], QA)).facts == ["The answer to 'Q' is Kem."]
+
+
+def test_edits_on_other_questions_are_kept_together():
+    cb, r = book()
+    cb.add_edit("tribe", [answer("Q", "Vol", RED, QA)])
+    cb.add_edit("tribe-again", [answer("Q2", "Vol", RED2, QA2)])   # the same rule re-edited: no conflict
+    cb.add_edit("points", [answer("P", "nine", RED, QB)])
+    assert r.nullset.conflicts() == {}
+    res = r.search(key(RED, QA))
+    assert set(res.verdict.kept_edits) == {"tribe", "tribe-again"} and not res.verdict.dropped_edits
+    assert "The answer to 'P' is nine." not in res.facts
+    assert r.search(key(RED, QB)).facts == ["The answer to 'P' is nine."]
+
+
+def test_re_edit_of_the_same_question_and_image_overrides():
+    cb = Codebook(5, CodebookConfig(merge=True), RetrievalConfig())   # merged into one entry
+    r = Retriever(cb, vision_dim=2)
+    cb.add_edit("old", [answer("Q", "Vol", RED, QA)])
+    cb.add_edit("new", [answer("Q", "Kem", RED, QA)])
+    assert len(cb) == 1
+    res = r.search(key(RED, QA))
+    assert res.facts == ["The answer to 'Q' is Kem."] and res.verdict.dropped_edits == {"old": "new"}
+    cb.remove_edit("new")                                          # removal rebuilds the conflict table
+    assert r.search(key(RED, QA)).facts == ["The answer to 'Q' is Vol."]
+    assert r.nullset.conflicts() == {}
+
+
+def test_deterministic_and_explained():
+    cb, r = book()
+    cb.add_edit("red", [answer("Q", "Vol", RED, QA)])
+    cb.add_edit("blue", [answer("Q", "Kem", BLUE, QA)])
+    a, b = r.search(key(RED2, QA2)), r.search(key(RED2, QA2))
+    assert a.to_dict() == b.to_dict()
+    lines = describe(a.verdict, 0.5)
+    assert "edit red matched best" in lines[0]
+    assert any(line.strip().startswith("PASS") and "image d=0.300 <= 0.500" in line for line in lines)
+    assert any("text cos=0.950" in line for line in lines)
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="image_factor"):
+        NullSetGateConfig(image_factor=0)
+    with pytest.raises(ConfigError, match="conflict_share"):
+        NullSetGateConfig(conflict_share=1.5)
+    with pytest.raises(ConfigError, match="unknown key 'factor'"):
+        RetrievalConfig(nullset={"factor": 2})
+    assert RetrievalConfig(gate=True).gate == "nullset" and RetrievalConfig(gate=False).gate == "off"
+    assert RetrievalConfig().nullset == NullSetGateConfig()
+
+
+TRIBES = ["Vol", "Kem", "Zib"]
+COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "yellow": (220, 220, 20),
+           "purple": (150, 20, 150), "cyan": (20, 200, 200)}
+
+
+def _sibling_records():
+    """Edits that share question wordings (two templates, six images, three answers)."""
+    wordings = ["Which tribe owns this shape?", "Which tribe does this shape belong to?"]
+    out = []
+    for i, (name, rgb) in enumerate(COLOURS.items()):
+        out.append({"id": name, "image": solid(rgb), "prompt": wordings[i % 2], "target": TRIBES[i % 3],
+                    "choices": TRIBES, "rationale": f"The shape is {name}. {name.title()} shapes belong to the "
+                                                    f"{TRIBES[i % 3]} tribe."})
+    return out
+
+
+@pytest.mark.parametrize("gate", ["nullset", "percentile"])
+def test_sequential_equals_single_on_sibling_edits(text_encoder, gate):
+    """The issue's interference case on the fake VLM: single-edit reliability is 1.0 for both gates; in
+    sequence the null-set gate keeps it (the percentile gate's figure is reported, not required)."""
+    def editor():
+        return ReasonEditor(FakeVLM(), ReasonEditConfig(guard={"policy": "off"}, only_edit_errors=False,
+                                                        retrieval={"gate": gate, "cap_keys": 7}),
+                            text_encoder=text_encoder)
+
+    recs = _sibling_records()
+    single = []
+    for r in recs:
+        ed = editor()
+        ed.edit([r])
+        single.append(ed.answer(r["image"], r["prompt"], TRIBES).text == r["target"])
+    ed = editor()
+    for r in recs:
+        ed.edit([r])
+    seq = [ed.answer(r["image"], r["prompt"], TRIBES).text == r["target"] for r in recs]
+    assert all(single)
+    if gate == "nullset":
+        assert all(seq)
+        for r in recs:  # nothing of another edit leaks into a query about this shape
+            facts = ed.retrieve(r["image"], r["prompt"]).facts
+            assert facts and all(r["id"] in f.lower() or f"is {r['target']}" in f for f in facts), facts
+        # an unrelated question on an edited image, and an edited wording on an unedited image: rejected
+        assert not ed.retrieve(recs[0]["image"], "How many legs does a spider have?").accepted
+        assert not ed.retrieve(pattern(3), recs[0]["prompt"]).accepted
+
+
+def test_an_edit_matches_through_its_question_not_its_sentences():
+    """match_on: answer (default): a query close to an evidence sentence but not to the edit's question is
+    rejected; match_on: any lets the sentence match."""
+    def run(match_on):
+        cb, r = book(match_on=match_on)
+        cb.add_edit("red", [answer("Q", "Vol", RED, QA),
+                            PendingEntry("reasoning", "The picture shows red.", key(RED, QB), 0.5)])
+        return r.search(key(RED, QB))
+    assert not run("answer").accepted
+    res = run("any")
+    assert res.accepted and "The picture shows red." in res.facts
+    cb, r = book()
+    cb.add_edit("sentences-only", [PendingEntry("reasoning", "Red is Vol.", key(RED, QB), 0.5)])
+    assert r.search(key(RED, QB)).accepted        # no answer entry: its sentences can match
