@@ -124,12 +124,15 @@ def test_small_comparison_end_to_end_on_embedded_default(tmp_path, capsys):
     edits.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["-q", "--threads", "1", "edit", "--edits", str(edits), "--out", str(tmp_path / "cb")]) == 0
     capsys.readouterr()
-    assert main(["--threads", "1", "inspect", "--codebook", str(tmp_path / "cb"), "--image", rows[1]["image"],
-                 "--question", rows[1]["prompt"], "--choices", *rows[1]["choices"]]) == 0
+    probe = load_split("small")[6]
+    assert probe["prompt"] == rows[1]["prompt"] and probe["image"] != rows[1]["image"]
+    assert main(["--threads", "1", "inspect", "--codebook", str(tmp_path / "cb"), "--image", probe["image"],
+                 "--question", probe["prompt"], "--choices", *probe["choices"]]) == 0
     shown = capsys.readouterr().out
     assert "gate:" in shown and "fused question:" in shown and "distance" in shown and "answer:" in shown
-    # the null-set gate says which test accepted or rejected each candidate, with the numbers: rows[1] is
-    # not edited (the unedited model answers it right), so it is an unrelated query here
+    # the null-set gate says which test accepted or rejected each candidate, with the numbers. rows[6] is
+    # not among the edits and asks rows[1]'s question word for word about another image: the wording alone
+    # must not retrieve rows[1]'s answer
     assert "gate nullset (image <=" in shown and "REJECTED: no entry passed both tests" in shown
     assert "FAIL" in shown and "image d=" in shown and "text cos=" in shown and "x radius" in shown
     assert main(["--threads", "1", "inspect", "--codebook", str(tmp_path / "cb"), "--image", rows[0]["image"],

@@ -118,7 +118,7 @@ def _keys(kind: str, n: int, dim: int, seed: int) -> torch.Tensor:
 def test_ivf_search_equals_exact_scan_through_edits(kind):
     """Retrieved ids, order, scores and the gate decision equal the full scan, while edits come and go."""
     cfg = CodebookConfig(merge=False, exact_search_below=64)
-    cb = Codebook(6, cfg, RetrievalConfig(hubness_k=5, gate_sample=50, cap_keys=5))
+    cb = Codebook(6, cfg, RetrievalConfig(hubness_k=5, gate_sample=50, cap_keys=5, gate="percentile"))
     keys = _keys(kind, 700, 6, 1)
     for i in range(400):
         cb.add_edit(f"e{i}", [PendingEntry("reasoning", f"v{i}", keys[i], 0.1)])
@@ -141,7 +141,7 @@ def test_ivf_search_equals_exact_scan_through_edits(kind):
 
 def test_exact_match_is_never_rejected():
     # many exact duplicates: sigma 0 for them, tau 0; a query equal to a stored key scores exactly 0
-    cb = Codebook(3, CodebookConfig(merge=False), RetrievalConfig(hubness_k=2, cap_keys=3))
+    cb = Codebook(3, CodebookConfig(merge=False), RetrievalConfig(hubness_k=2, cap_keys=3, gate="percentile"))
     key = torch.tensor([0.3, -1.7, 2.2])
     for i in range(6):
         cb.add_edit(f"d{i}", [PendingEntry("reasoning", f"dup {i}", key, 0.1)])
