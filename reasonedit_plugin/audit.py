@@ -28,10 +28,11 @@ from .errors import ReasonEditError
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("added", "merged", "removed", "quarantined", "approved", "rejected", "imported", "exported",
-           "saved")
+           "saved", "repaired")
 """``added``: an edit's entries were committed; ``merged``: one of its entries joined an existing entry;
 ``removed``: an edit was undone; ``quarantined`` / ``approved`` / ``rejected``: rationale-guard outcomes;
-``imported`` / ``exported``: knowledge modules; ``saved``: a snapshot was written."""
+``imported`` / ``exported``: knowledge modules; ``saved``: a snapshot was written; ``repaired``:
+``reasonedit verify --repair`` rebuilt the folder (details list what it did)."""
 
 
 def current_user() -> str | None:
