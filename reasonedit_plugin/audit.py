@@ -112,6 +112,22 @@ class AuditLog:
         """Events whose id is not in ``ids`` (those of a file): what a save must append."""
         return [e for e in self._events if e.id not in ids]
 
+    def adopt(self, events: Iterable[AuditEvent], **details: Any) -> int:
+        """Append copies of another log's events (an imported module's history), renumbered after this
+        log's last event, keeping their id, time, who and why; ``details`` are added to each (e.g. the
+        source). Events already present (same id) are skipped. Returns how many were added."""
+        have = {e.id for e in self._events}
+        added = 0
+        for e in events:
+            if e.id in have:
+                continue
+            copy = AuditEvent(self.last_seq + 1, e.id, e.time, e.action, e.edit_id, e.who, e.why,
+                              list(e.entry_ids), {**e.details, **_json_safe(details)})
+            self._events.append(copy)
+            have.add(e.id)
+            added += 1
+        return added
+
     def merge(self, events: Iterable[AuditEvent]) -> None:
         """Add events not already present (by id), keeping order; used when loading."""
         have = {e.id for e in self._events}

@@ -6,7 +6,8 @@ Every save writes ``<snapshot>/MANIFEST.json`` (inside the snapshot, so it is co
     {"format": "reasonedit-manifest", "version": 1,
      "files":  {"meta.json": sha256, "entries.json": sha256, ...},   # every other file of the snapshot
      "images": {"<hash>.png": sha256, ...},                          # every image its records use
-     "audit":  {"bytes": N, "sha256": sha256 of the first N bytes of audit.jsonl}}
+     "audit":  {"bytes": N, "sha256": sha256 of the first N bytes of audit.jsonl, "expected": true},
+     "checksum": sha256 of the above (sorted-key JSON)}
 
 ``audit.jsonl`` is append-only: the manifest pins the part written before the snapshot; the events of the
 save itself live in the snapshot's ``audit_new.jsonl`` (checksummed) and are appended after the commit.
@@ -39,6 +40,8 @@ MANIFEST_FORMAT = "reasonedit-manifest"
 MANIFEST_VERSION = 1
 CURRENT = "CURRENT"
 AUDIT_FILE = "audit.jsonl"
+AUDIT_NEW = "audit_new.jsonl"
+"""The snapshot's own audit events, appended to audit.jsonl after the commit (storage.py)."""
 IMAGES_DIR = "images"
 SNAPSHOT_PREFIX = "snapshot-"
 _CHUNK = 1 << 20
@@ -67,13 +70,22 @@ def _audit_prefix(path: Path) -> dict[str, Any]:
     return {"bytes": keep, "sha256": hashlib.sha256(data[:keep]).hexdigest()}
 
 
+def _self_checksum(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def write_manifest(snapshot_dir: Path, root: Path, image_names: Iterable[str]) -> None:
     """Write ``MANIFEST.json`` into a snapshot folder that is about to be committed (fsynced)."""
     files = {p.name: _sha256_file(p) for p in sorted(snapshot_dir.iterdir())
              if p.is_file() and p.name != MANIFEST_FILE}
     images = {name: _sha256_file(root / IMAGES_DIR / name) for name in sorted(set(image_names))}
+    audit = _audit_prefix(root / AUDIT_FILE)
+    new_events = snapshot_dir / AUDIT_NEW
+    audit["expected"] = audit["bytes"] > 0 or (new_events.is_file() and new_events.stat().st_size > 0)
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "files": files, "images": images,
-                "audit": _audit_prefix(root / AUDIT_FILE)}
+                "audit": audit}
+    manifest["checksum"] = _self_checksum(manifest)
     with open(snapshot_dir / MANIFEST_FILE, "wb") as fh:
         fh.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
         fh.flush()
@@ -132,8 +144,8 @@ def _read_manifest(snap: Path) -> dict[str, Any] | None:
                                    "from a backup.") from None
     ok = (isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
           and all(isinstance(manifest.get(k), dict) for k in ("files", "images", "audit")))
-    if not ok:
-        raise CodebookCorruptError(f"{path} is not a ReasonEdit manifest; the codebook was damaged or edited. "
+    if not ok or manifest.get("checksum") != _self_checksum(manifest):
+        raise CodebookCorruptError(f"{path} does not match its own checksum; the codebook was damaged or edited. "
                                    "Restore the folder from a backup.")
     return manifest
 
@@ -189,7 +201,7 @@ def verify_codebook(path: Union[str, Path], snapshot: str | None = None) -> Veri
     audit = root / AUDIT_FILE
     want = manifest["audit"]
     report.files_checked += 1
-    if int(want.get("bytes", 0)) > 0:
+    if int(want.get("bytes", 0)) > 0 or want.get("expected"):
         if not audit.is_file():
             report.problems.append(Problem(AUDIT_FILE, "missing", "audit", False,
                                            "the history of the codebook's edits is gone"))

@@ -614,6 +614,8 @@ def import_edits(editor: Any, path: Union[str, Path], reembed: Union[bool, str] 
         if flags and policy == "quarantine":
             held = list(flags)
     pending = _pending_by_edit(stored.codebook, order)
+    carried = set(order)  # the module's own history of these edits comes along (issue 14)
+    editor.audit.adopt([e for e in stored.audit if e.edit_id in carried], imported_from=str(path))
     added: list[str] = []
     try:
         for e in order:
