@@ -164,7 +164,9 @@ def _prepare_root(root: Path) -> None:
 
 # ---------------------------------------------------------------------- images and records
 def _store_image(value: Any, root: Path, cache: dict[int, str]) -> str:
-    """Copy an image into ``root/images`` under its content hash; returns the relative path."""
+    """Store an image in ``root/images`` under its content hash; returns the relative path. Files are
+    re-encoded as PNG from their decoded RGB pixels (what the model sees), so trailing data and metadata
+    (EXIF, GPS) of the source file are never stored or shared."""
     images = root / IMAGES_DIR
     if isinstance(value, Image.Image):
         key = id(value)
@@ -177,9 +179,14 @@ def _store_image(value: Any, root: Path, cache: dict[int, str]) -> str:
         src = Path(value)
         if src.parent.resolve() == images.resolve() and src.is_file():
             return f"{IMAGES_DIR}/{src.name}"  # already stored here under its hash
-        data, ext = src.read_bytes(), (src.suffix.lower() or ".img")
-        if not ext[1:].isalnum() or len(ext) > 8:
-            ext = ".img"
+        try:
+            with Image.open(src) as im:
+                rgb = im.convert("RGB")
+        except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise OSError(f"cannot decode {src} ({exc})") from exc
+        buf = io.BytesIO()
+        rgb.save(buf, format="PNG")
+        data, ext = buf.getvalue(), ".png"
     name = hashlib.blake2b(data, digest_size=16).hexdigest() + ext
     target = images / name
     if not target.is_file():
