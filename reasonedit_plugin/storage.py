@@ -143,9 +143,13 @@ def _current_snapshot(root: Path) -> str | None:
         name = (root / CURRENT).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
-    if not name.startswith(SNAPSHOT_PREFIX) or not (root / name).is_dir():
-        raise CodebookCorruptError(f"{root / CURRENT} names {name!r}, which is not a snapshot folder here; "
-                                   "the codebook folder was damaged or edited by hand.")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodebookCorruptError(f"{root / CURRENT} is unreadable ({type(exc).__name__}); run `reasonedit verify "
+                                   f"--codebook {root} --repair`.") from None
+    if not name.startswith(SNAPSHOT_PREFIX) or "/" in name or not (root / name).is_dir():
+        raise CodebookCorruptError(f"{root / CURRENT} names {ascii(name)[:60]}, which is not a snapshot folder "
+                                   f"here; the codebook folder was damaged or edited by hand. Run `reasonedit verify "
+                                   f"--codebook {root} --repair`.")
     return name
 
 
