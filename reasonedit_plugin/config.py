@@ -282,8 +282,9 @@ class TopologyConfig:
 class GuardConfig:
     """Checks run on a rationale before its edit is committed (issue: bad rationales)."""
 
-    policy: str = "warn"
-    """``off``, ``warn`` (log and commit), ``quarantine`` (hold for approval), ``reject`` (raise)."""
+    policy: str = "quarantine"
+    """``off`` (the paper: no guard), ``warn`` (log and commit), ``quarantine`` (hold for approval: the default,
+    ``reasonedit approve`` commits), ``reject`` (raise, nothing added)."""
     injection: bool = True
     contradiction: bool = True
     visual: bool = False

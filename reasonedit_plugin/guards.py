@@ -24,9 +24,18 @@ Three checks, each switchable in :class:`~reasonedit_plugin.config.GuardConfig`:
    as ``patches.question_template`` ("Does the image show <claim>?"), and flagged when
    ``vlm.yes_probability`` is below ``guard.visual_threshold``.
 
-The editor applies ``guard.policy`` to the flags: ``warn`` logs and commits, ``quarantine`` holds the edit for
-``editor.approve``, ``reject`` raises with nothing added. ``benchmarks/bench_guards.py`` measures detection and
-false-positive rates.
+The editor applies ``guard.policy`` to the flags: ``warn`` logs and commits, ``quarantine`` (the default) holds
+the edit for ``editor.approve`` / ``reasonedit approve``, ``reject`` raises with nothing added.
+``benchmarks/bench_guards.py`` measures detection and false-positive rates on a development set (used to write
+the rules) and on a held-out test set (not used to write them).
+
+The injection check reads each text in several forms (guard_text.py): as written, normalised (NFKC,
+confusable letters mapped to Latin, invisible characters removed, letters split by dots or spaces joined)
+and any decoded payload; structural signals (mixed scripts inside a word, full-width letters, invisible
+characters, encoded payloads, delimiters and markup) count without any word list. Rationales are meant to
+be declarative statements about the image and the world; the weak rules describe the shape of an order
+(imperative openings, second-person obligations, standing orders, "every question", a dictated answer
+word, talk about the model's instructions), so two of them are needed.
 """
 
 from __future__ import annotations
