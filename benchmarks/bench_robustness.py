@@ -12,7 +12,7 @@ still work). Outcomes: ``clear`` (exit 2, one line, no traceback, nothing writte
 exception escaped the CLI), ``accepted`` (a bad input was taken: exit 0), ``broken`` (a tolerable damage made
 the command fail). Concurrency: N simultaneous ``reasonedit edit`` processes (forked after import), lost =
 edits whose writer exited 0 but which are not in the saved codebook; audit = "added" events of edits that
-are not saved. Writes ``benchmarks/results/robustness_<label>.json`` and prints a markdown table.
+are not saved (quarantined edits count as saved: they are kept for approval). Writes ``benchmarks/results/robustness_<label>.json`` and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -302,12 +302,13 @@ def concurrency(w: Work, writers: int, trials: int) -> dict:
         want = {f"t{t}w{k}e{j}" for k, c in enumerate(codes) if c == 0 for j in range(3)}
         failed += sum(c != 0 for c in codes)
         edits += len(want)
-        try:
-            saved = set(load_codebook(cb).codebook.edit_ids())
+        try:  # a quarantined edit (rationale guard) is kept too, held for approval
+            stored = load_codebook(cb)
+            saved = set(stored.codebook.edit_ids()) | set(stored.quarantine)
         except Exception:  # noqa: BLE001
             saved = set()
         lost += len(want - saved)
-        added = {e.edit_id for e in read_events(cb / "audit.jsonl") if e.action == "added"}
+        added = {e.edit_id for e in read_events(cb / "audit.jsonl") if e.action in ("added", "quarantined")}
         audit_bad += len(added - saved)
     cli.load_vlm = REAL_LOAD_VLM
     return {"trials": trials, "writers": writers, "edits": edits, "lost": lost, "audit_not_saved": audit_bad,

@@ -75,11 +75,23 @@ def _self_checksum(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def _previous_image_hashes(root: Path) -> dict[str, str]:
+    """Image checksums of the live snapshot's manifest (verified when that snapshot was loaded)."""
+    try:
+        name = (root / CURRENT).read_text(encoding="utf-8").strip()
+        manifest = json.loads((root / name / MANIFEST_FILE).read_text(encoding="utf-8"))
+        images = manifest["images"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in images.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(images, dict) else {}
+
+
 def write_manifest(snapshot_dir: Path, root: Path, image_names: Iterable[str]) -> None:
     """Write ``MANIFEST.json`` into a snapshot folder that is about to be committed (fsynced)."""
     files = {p.name: _sha256_file(p) for p in sorted(snapshot_dir.iterdir())
              if p.is_file() and p.name != MANIFEST_FILE}
-    images = {name: _sha256_file(root / IMAGES_DIR / name) for name in sorted(set(image_names))}
+    known = _previous_image_hashes(root)  # images are write-once and content-addressed: hash each once
+    images = {name: known.get(name) or _sha256_file(root / IMAGES_DIR / name) for name in sorted(set(image_names))}
     audit = _audit_prefix(root / AUDIT_FILE)
     new_events = snapshot_dir / AUDIT_NEW
     audit["expected"] = audit["bytes"] > 0 or (new_events.is_file() and new_events.stat().st_size > 0)
