@@ -263,6 +263,58 @@ def damage_cases(w: Work) -> dict:
     return out
 
 
+def write_error_cases(w: Work) -> dict:
+    """`reasonedit edit` into an existing codebook when the disk refuses the save: a real ``ulimit -f``
+    (RLIMIT_FSIZE) and, simulated, a full disk (ENOSPC from fsync) and a read-only folder (EROFS from
+    rename). Each runs in a forked child; the codebook must still load with its old edits."""
+    import errno
+    import resource
+
+    from reasonedit_plugin.storage import load_codebook
+
+    cases = {}
+    for name in ("ulimit -f 1 KB", "full disk (ENOSPC)", "read-only folder (EROFS)"):
+        cb, yaml = build_codebook(w)
+        before = load_codebook(cb).codebook.edit_ids()
+        more = [w.row(f"x{w.n}", image=str(w.red), prompt="Is it red?", target="yes", rationale="It is red.")]
+        argv = ["-q", "edit", "--hparams", str(yaml), "--edits", str(w.edits(more)), "--out", str(cb)]
+        log = w.root / f"werr{w.n}.txt"
+        pid = os.fork()
+        if pid == 0:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            code = 1
+            try:
+                if name.startswith("ulimit"):
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+                elif "ENOSPC" in name:
+                    def fsync(fd_):
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    os.fsync = fsync
+                else:
+                    def rename(a, b, **kw):
+                        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(a))
+                    os.rename = os.replace = rename
+                result = run_cli(argv)
+                os.write(fd, json.dumps(result).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.waitpid(pid, 0)
+        try:
+            result = json.loads(log.read_text())
+        except ValueError:
+            result = {"code": 1, "traceback": "child died", "stderr": [], "one_line": False}
+        try:
+            intact = load_codebook(cb).codebook.edit_ids() == before
+        except Exception:  # noqa: BLE001
+            intact = False
+        kind = classify(result, bad=True)
+        if not intact:
+            kind = "lost"
+        cases[name] = (kind, result)
+    return cases
+
+
 def concurrency(w: Work, writers: int, trials: int) -> dict:
     """Forked simultaneous `reasonedit edit` writers; returns lost edits and audit mismatches."""
     from reasonedit_plugin.audit import read_events
@@ -328,7 +380,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         w = Work(Path(tmp))
         for area, fn in (("edit records (JSONL, images)", record_cases), ("hparams YAML, devices, weights", yaml_cases),
-                         ("CLI paths", path_cases), ("damaged codebooks", damage_cases)):
+                         ("CLI paths", path_cases), ("damaged codebooks", damage_cases),
+                         ("full disk, read-only folder, ulimit -f", write_error_cases)):
             cases = fn(w)
             results["areas"][area] = {name: {"outcome": kind, **r} for name, (kind, r) in cases.items()}
         results["concurrency"] = [concurrency(w, n, args.trials) for n in (2, 4)]
@@ -341,7 +394,7 @@ def main() -> None:
     for area, cases in results["areas"].items():
         kinds = [c["outcome"] for c in cases.values()]
         print(f"| {area} | {len(kinds)} | {kinds.count('clear') + kinds.count('ok')} | {kinds.count('traceback')} | "
-              f"{kinds.count('accepted')} | {kinds.count('broken') + kinds.count('unclear')} | – |")
+              f"{kinds.count('accepted')} | {kinds.count('broken') + kinds.count('unclear')} | {kinds.count('lost')} |")
     for c in results["concurrency"]:
         print(f"| concurrent writers ×{c['writers']} ({c['trials']} trials, {c['edits']} edits) | {c['trials']} | "
               f"– | – | audit lists {c['audit_not_saved']} unsaved edits as added | {c['writers_failed']} writers "
