@@ -89,8 +89,9 @@ def check_out_folder(out: Path, what: str = "codebook") -> None:
 
     if out.exists() and not out.is_dir():
         raise ReasonEditError(f"--out {str(out)!r} is a file; give a folder for the {what}.")
-    if out.is_dir() and not is_codebook(out):
-        foreign = [p.name for p in out.iterdir() if p.name != "LOCK"]
+    if out.is_dir() and not is_codebook(out):  # a writer may be creating it: its own files are not foreign
+        foreign = [p.name for p in out.iterdir()
+                   if p.name not in ("LOCK", "images", "audit.jsonl") and not p.name.startswith((".tmp-", "snapshot-"))]
         if foreign:
             raise ReasonEditError(f"--out {str(out)!r} is a non-empty folder that is not a ReasonEdit codebook "
                                   f"(it holds {sorted(foreign)[:3]}); give a new or empty folder.")
@@ -104,12 +105,12 @@ def writing(path: Path, timeout: float) -> Iterator[None]:
     from .storage import is_codebook
 
     created = not path.exists()
-    try:
-        with codebook_lock(path, timeout=timeout):
+    with codebook_lock(path, timeout=timeout):
+        try:
             yield
-    finally:
-        if created and path.is_dir() and not is_codebook(path):
-            shutil.rmtree(path, ignore_errors=True)
+        finally:  # still under the lock; a waiting writer notices the removed LOCK file and retries
+            if created and path.is_dir() and not is_codebook(path):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def report_quarantine(command: str, codebook: Path, outcomes: Sequence[Any]) -> None:

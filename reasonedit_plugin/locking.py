@@ -119,32 +119,25 @@ def codebook_lock(path: Union[str, Path], *, shared: bool = False,
         yield
         return
     lock = root / LOCK_FILE
-    if not shared:
-        root.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
+    deadline = time.monotonic() + timeout
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    while True:  # until we hold a lock on the file that is (still) <root>/LOCK
         if not shared:
-            raise
+            root.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(lock, os.O_RDONLY)
-        except OSError:  # read-only copy without a LOCK file: nothing can write it concurrently
-            yield
-            return
-    try:
-        deadline = time.monotonic() + timeout
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            if not shared:
+                raise
             try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise CodebookBusyError(
-                        f"codebook {str(root)!r} is busy: {_holder_text(lock)} holds its lock; waited "
-                        f"{timeout:g} s. Try again when that writer has finished (or raise --lock-timeout)."
-                    ) from None
-                time.sleep(_POLL)
+                fd = os.open(lock, os.O_RDONLY)
+            except OSError:  # read-only copy without a LOCK file: nothing can write it concurrently
+                yield
+                return
+        if _acquire(fd, mode, deadline, timeout, root, lock):
+            break
+        os.close(fd)  # the holder removed the folder it had created: start again
+    try:
         if not shared:
             info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                     "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))}
@@ -165,6 +158,28 @@ def codebook_lock(path: Union[str, Path], *, shared: bool = False,
                 fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _acquire(fd: int, mode: int, deadline: float, timeout: float, root: Path, lock: Path) -> bool:
+    """flock ``fd`` (polling until ``deadline``); False if the locked file is no longer ``lock``."""
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise CodebookBusyError(
+                    f"codebook {str(root)!r} is busy: {_holder_text(lock)} holds its lock; waited {timeout:g} s. "
+                    "Try again when that writer has finished (or raise --lock-timeout).") from None
+            time.sleep(_POLL)
+    try:
+        same = os.path.samestat(os.fstat(fd), os.stat(lock))
+    except FileNotFoundError:
+        same = False
+    if not same:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    return same
 
 
 # ---------------------------------------------------------------------- optimistic versioning
