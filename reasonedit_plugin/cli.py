@@ -355,6 +355,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     check_out_folder(out)
     vlm = load_vlm(hparams)
     with writing(out, args.lock_timeout):  # load -> edit -> save under the codebook lock
+        check_out_folder(out)
         if is_codebook(out):
             editor = open_editor(out, hparams, vlm, "edit")
             _print(args, f"adding to the codebook at {out} ({len(editor.edit_ids())} edits)")
