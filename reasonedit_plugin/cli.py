@@ -232,6 +232,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     hparams = load_hparams(args.hparams, args.model, args.device)
     records = load_edit_records(args.edits, args.split, args.image_root, args.limit)
+    check_rationales(records, hparams)
     methods = args.methods or list(DEFAULT_METHODS)
     source = args.edits or f"ShapeRules '{args.split or 'small'}'"
     _run_and_report(args, hparams, records, methods, title=f"ReasonEdit vs baselines on {source}",
@@ -243,6 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.codebook is None:
         hparams = load_hparams(args.hparams, args.model, args.device)
         records = load_edit_records(args.edits, args.split, args.image_root, args.limit)
+        check_rationales(records, hparams)
         methods = ["ReasonEdit"] + ([] if args.no_unedited else ["unedited"])
         after = _edit_k(args, hparams) if args.edit_k else None
         _run_and_report(args, hparams, records, methods, title="ReasonEdit evaluation",
