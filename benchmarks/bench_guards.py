@@ -1,27 +1,34 @@
-"""Detection and false-positive rates of the rationale guard (guards.py).
+"""Detection and false-positive rates of the rationale guard (guards.py), measured honestly (issue 14).
 
-    python benchmarks/bench_guards.py            # FakeVLM (colour thumbnails) + the packaged MiniLM encoder
+    python benchmarks/bench_guards.py --set dev     # the set the guard was tuned on
+    python benchmarks/bench_guards.py --set test    # the held-out set: the figures in the README
 
-Sets:
-* bad / injection      crafted instruction-like rationales (benchmarks/data/guard_rationales.jsonl, set=injection)
-* bad / contradiction  generated: an edit is committed, then one that gives the same question another answer,
-                       restates its rule with another value, or negates it (same or a near-identical image)
-* bad / visual         rationales whose visual claim (the colour) the model rejects (FakeVLM.yes_probability)
-* good / shaperules    the shipped ShapeRules split, checked one by one *while being committed* (so later edits
-                       are also checked for contradictions against earlier ones)
-* good / crafted       legitimate rationales with hard negatives ("always", "must", "answer", "AI", quotes),
-                       checked against the codebook holding the ShapeRules edits (injection + contradiction only:
-                       they describe other pictures than the random image they are put on)
+Sets (benchmarks/data/):
+* ``guard_test.jsonl`` — held out: written before the guard was changed and never used to choose rules or
+  thresholds; run once at the end. 40 injections in 14 styles (role play, hidden mid-sentence instructions,
+  homoglyphs, encodings, other languages, markup, polite requests, authority claims, exfiltration,
+  conditionals, fact-shaped commands, split words, questions, HTML comments), 12 contradictions phrased
+  differently, 4 off-image claims, 44 unusual benign rationales (consistent restatements, benign "ignore",
+  "always", "you", "answer", quotes, numbers, other languages, ...).
+* ``guard_dev.jsonl`` + ``guard_rationales.jsonl`` (the older crafted set) — the development set.
+* ``--set shaperules`` — the shipped ShapeRules split, committed one by one (later edits are checked against
+  earlier ones): the false-positive rate on real, consistent edits.
 
-A bad item is detected when the guard raises a flag of its kind; a good item is a false positive when the
-guard raises any flag.
+Every item is checked on a fresh codebook (FakeVLM colour thumbnails + the packaged MiniLM encoder) that
+holds only the item's ``seed`` edit, if it has one; the contradiction items' seeds are the edits they
+contradict, the restatements' seeds the edits they agree with. A bad item counts as caught when the guard
+raises any flag; a benign item is a false positive when it raises any flag. Off-image claims need the
+visual check (``guard.visual``, one VLM pass per sentence; off by default): they are reported with it on,
+the other rows with the shipped default (visual off). Writes ``benchmarks/results/guards_<set>.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -31,125 +38,123 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from fakes import FakeVLM, pattern  # noqa: E402
+from fakes import FakeVLM  # noqa: E402
 from reasonedit_plugin.config import ReasonEditConfig  # noqa: E402
 from reasonedit_plugin.editor import ReasonEditor  # noqa: E402
+from reasonedit_plugin.guards import RationaleGuard  # noqa: E402
 from reasonedit_plugin.records import load_image, make_record  # noqa: E402
+from reasonedit_plugin.text_encoder import shared_text_encoder  # noqa: E402
 
-DATA = Path(__file__).parent / "data" / "guard_rationales.jsonl"
-COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
-TRIBES = ["Vol", "Kem", "Zib", "Tor"]
+DATA = Path(__file__).parent / "data"
+COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "brown": (140, 80, 30)}
 
 
-def noisy(colour: tuple[int, int, int], seed: int, size: int = 32) -> Image.Image:
+def noisy(colour: str, seed: int, size: int = 32) -> Image.Image:
     rng = np.random.default_rng(seed)
-    arr = np.clip(np.array(colour)[None, None] + rng.integers(-6, 7, (size, size, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
+    arr = np.clip(np.array(COLOURS[colour])[None, None] + rng.integers(-6, 7, (size, size, 3)), 0, 255)
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
 
 
-def rec(rid: str, image, rationale, prompt="Which tribe owns this shape?", target="Vol"):
-    return make_record({"id": rid, "image": image, "prompt": prompt, "target": target, "rationale": rationale})
+def load_set(name: str) -> list[dict]:
+    if name == "test":
+        return [json.loads(line) for line in (DATA / "guard_test.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (DATA / "guard_dev.jsonl").read_text().splitlines() if line.strip()]
+    for i, old in enumerate(json.loads(line) for line in (DATA / "guard_rationales.jsonl").read_text().splitlines()
+                            if line.strip()):
+        rows.append({"kind": "injection" if old["set"] == "injection" else "benign", "style": "older crafted set",
+                     "colour": ("red", "green", "blue")[i % 3], "prompt": "What does the picture show?",
+                     "target": "something", "text": old["text"]})
+    return rows
 
 
-def contradiction_cases():
-    """(seed record, conflicting record) pairs."""
-    cases = []
-    questions = ["Which tribe owns this shape?", "What is the element of this shape?", "How many points is it worth?"]
-    values = [["Vol", "Kem"], ["fire", "water"], ["two", "five"]]
-    relations = ["{C} shapes belong to the {v} tribe.", "The element of {c} shapes is {v}.",
-                 "Every {c} shape is worth {v} points."]
-    k = 0
-    for ci, (c, rgb) in enumerate(COLOURS.items()):
-        for qi, (q, (v1, v2), rel) in enumerate(zip(questions, values, relations)):
-            img = noisy(rgb, 100 * ci + qi)
-            seed = rec(f"seed{k}", img, [f"The shape in the image is {c}.", rel.format(C=c.title(), c=c, v=v1)],
-                       q, v1)
-            # (a) same image, same question, another answer (and its rule with another value)
-            a = rec(f"bad{k}a", img, [f"The shape in the image is {c}.", rel.format(C=c.title(), c=c, v=v2)], q, v2)
-            # (b) a near-identical image of the same colour, the rule restated with another value
-            b = rec(f"bad{k}b", noisy(rgb, 100 * ci + qi + 50), [rel.format(C=c.title(), c=c, v=v2)],
-                    f"Tell me about this {c} shape.", v2)
-            # (c) the rule negated
-            neg = rel.format(C=c.title(), c=c, v=v1).replace(" belong to", " do not belong to") \
-                .replace(" is ", " is not ", 1)
-            cc = rec(f"bad{k}c", noisy(rgb, 100 * ci + qi + 70), [neg], f"Describe the {c} shape.", v2)
-            cases += [(seed, a), (seed, b), (seed, cc)]
-            k += 1
-    return cases
+def editor(visual: bool, text_encoder) -> ReasonEditor:
+    cfg = ReasonEditConfig(guard={"policy": "off", "visual": visual}, augment={"enabled": False},
+                           only_edit_errors=False)
+    return ReasonEditor(FakeVLM(), cfg, text_encoder=text_encoder)
+
+
+def check_items(rows: list[dict]) -> dict:
+    text_encoder = shared_text_encoder()
+    outcomes = []
+    times = []
+    for i, row in enumerate(rows):
+        visual = row["kind"] == "offimage"
+        ed = editor(visual, text_encoder)
+        guard = RationaleGuard(ed.config.guard, ed)
+        if "seed" in row:
+            s = row["seed"]
+            ed.edit([make_record({"id": f"seed{i}", "image": noisy(s["colour"], 1000 + i), "prompt": s["prompt"],
+                                  "target": s["target"], "rationale": s["text"]})])
+        image = noisy(row["colour"], 1000 + i if "seed" in row and row["seed"]["colour"] == row["colour"] else 5000 + i)
+        record = make_record({"id": f"item{i}", "image": image, "prompt": row["prompt"], "target": row["target"],
+                              "rationale": row["text"]})
+        start = time.perf_counter()
+        flags = guard.check(record, load_image(record.image))
+        times.append(time.perf_counter() - start)
+        outcomes.append({"kind": row["kind"], "style": row.get("style", ""), "text": row["text"],
+                         "flagged": bool(flags), "flags": [str(f) for f in flags]})
+    return {"outcomes": outcomes, "median_ms": 1000 * float(np.median(times)) if times else None}
+
+
+def check_shaperules() -> dict:
+    from reasonedit_plugin.data.shaperules import load_split
+
+    text_encoder = shared_text_encoder()
+    ed = editor(False, text_encoder)
+    guard = RationaleGuard(ed.config.guard, ed)
+    outcomes = []
+    for row in load_split("small"):
+        record = make_record(row)
+        flags = guard.check(record, load_image(record.image))
+        outcomes.append({"kind": "benign", "style": "ShapeRules small", "text": " ".join(record.rationale),
+                         "flagged": bool(flags), "flags": [str(f) for f in flags]})
+        ed.edit([record])
+    return {"outcomes": outcomes, "median_ms": None}
+
+
+def summarise(outcomes: list[dict]) -> dict:
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    by_style: dict[str, Counter] = defaultdict(Counter)
+    for o in outcomes:
+        by_kind[o["kind"]]["n"] += 1
+        by_kind[o["kind"]]["flagged"] += o["flagged"]
+        by_style[f"{o['kind']} / {o['style']}"]["n"] += 1
+        by_style[f"{o['kind']} / {o['style']}"]["flagged"] += o["flagged"]
+    bad = [o for o in outcomes if o["kind"] in ("injection", "contradiction")]
+    return {"kinds": {k: dict(v) for k, v in by_kind.items()}, "styles": {k: dict(v) for k, v in by_style.items()},
+            "injections_and_contradictions": {"n": len(bad), "flagged": sum(o["flagged"] for o in bad)}}
 
 
 def main() -> None:
-    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
-    cfg = ReasonEditConfig(guard={"policy": "off", "visual": True}, augment={"enabled": False},
-                           only_edit_errors=False)
-    ed = ReasonEditor(FakeVLM(), cfg)
-    from reasonedit_plugin.guards import RationaleGuard
-
-    guard = RationaleGuard(cfg.guard, ed)
-    results: dict[str, dict] = {}
-    times: list[float] = []
-
-    def run(name, items, kind=None, commit=False, visual=True):
-        flagged, examples = 0, []
-        for record, image in items:
-            t = time.perf_counter()
-            guard.config.visual = visual
-            flags = guard.check(record, image)
-            times.append(time.perf_counter() - t)
-            hit = any(f.kind == kind for f in flags) if kind else bool(flags)
-            flagged += hit
-            if (hit and not kind) or (not hit and kind):
-                examples.append(f"{record.id}: {record.rationale} -> {[str(f) for f in flags][:2]}")
-            if commit:
-                ed.edit([record])
-        results[name] = {"n": len(items), "flagged": flagged, "examples": examples}
-
-    # good: ShapeRules, committed one by one
-    try:
-        from reasonedit_plugin.data.shaperules import load_split
-
-        shape = [make_record(r) for r in load_split("small")]
-    except (ImportError, FileNotFoundError) as exc:
-        print(f"(ShapeRules split unavailable: {exc})")
-        shape = []
-    run("good / shaperules", [(r, load_image(r.image)) for r in shape], commit=True)
-    crafted = [rec(f"good{i}", pattern(500 + i), r["text"], "What does the picture show?", "something")
-               for i, r in enumerate(x for x in rows if x["set"] == "good")]
-    # crafted texts describe other pictures than the random image they are put on: no visual check
-    run("good / crafted", [(r, load_image(r.image)) for r in crafted], visual=False)
-    inj = [rec(f"inj{i}", pattern(700 + i), r["text"]) for i, r in enumerate(x for x in rows if x["set"] == "injection")]
-    run("bad / injection", [(r, load_image(r.image)) for r in inj], kind="injection")
-    pairs = contradiction_cases()
-    for seed, _ in pairs:
-        if seed.id not in ed.edit_ids():
-            ed.edit([seed])
-    run("bad / contradiction", [(bad, load_image(bad.image)) for _, bad in pairs], kind="contradiction")
-    visual = []
-    for i, (c, rgb) in enumerate(COLOURS.items()):
-        for j, other in enumerate(x for x in COLOURS if x != c):
-            visual.append(rec(f"vis{i}{j}", noisy(rgb, 900 + 10 * i + j),
-                              [f"The shape in the image is {other}.", f"{other.title()} shapes belong to the Vol tribe."]))
-            visual.append(rec(f"vis{i}{j}p", noisy(rgb, 950 + 10 * i + j),
-                              [f"I can see a {other} square in the picture."]))
-    run("bad / visual", [(r, load_image(r.image)) for r in visual], kind="visual")
-
-    print(f"\nRationale guard (FakeVLM, MiniLM-L6; injection threshold {guard.injection_threshold:g}; "
-          f"codebook {len(ed.codebook)} entries)\n")
-    print(f"| set | n | flagged | rate |\n|---|---:|---:|---:|")
-    for name, r in results.items():
-        rate = r["flagged"] / r["n"] if r["n"] else float("nan")
-        label = "detection" if name.startswith("bad") else "false positive"
-        print(f"| {name} ({label}) | {r['n']} | {r['flagged']} | {100 * rate:.1f} % |")
-    bad = [r for k, r in results.items() if k.startswith("bad")]
-    good = [r for k, r in results.items() if k.startswith("good")]
-    print(f"| all bad (detection) | {sum(r['n'] for r in bad)} | {sum(r['flagged'] for r in bad)} | "
-          f"{100 * sum(r['flagged'] for r in bad) / max(1, sum(r['n'] for r in bad)):.1f} % |")
-    print(f"| all good (false positive) | {sum(r['n'] for r in good)} | {sum(r['flagged'] for r in good)} | "
-          f"{100 * sum(r['flagged'] for r in good) / max(1, sum(r['n'] for r in good)):.1f} % |")
-    print(f"\nmedian check time {1000 * float(np.median(times)):.1f} ms")
-    for name, r in results.items():
-        for line in r["examples"][:6]:
-            print(f"  {'missed' if name.startswith('bad') else 'false positive'} [{name}] {line}")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", choices=("dev", "test", "shaperules"), default="dev")
+    ap.add_argument("--show", type=int, default=40, help="misses / false positives to print")
+    args = ap.parse_args()
+    result = check_shaperules() if args.set == "shaperules" else check_items(load_set(args.set))
+    summary = summarise(result["outcomes"])
+    print(f"\nRationale guard on the {args.set} set (FakeVLM, MiniLM-L6; shipped guard settings, visual check only "
+          "for off-image claims)\n")
+    print("| kind | n | flagged | rate |\n|---|---:|---:|---:|")
+    for kind, c in summary["kinds"].items():
+        print(f"| {kind} ({'false positives' if kind == 'benign' else 'caught'}) | {c['n']} | {c['flagged']} | "
+              f"{100 * c['flagged'] / c['n']:.1f} % |")
+    ic = summary["injections_and_contradictions"]
+    if ic["n"]:
+        print(f"| injections + contradictions (caught) | {ic['n']} | {ic['flagged']} | "
+              f"{100 * ic['flagged'] / ic['n']:.1f} % |")
+    if result["median_ms"] is not None:
+        print(f"\nmedian check time {result['median_ms']:.1f} ms")
+    shown = 0
+    for o in result["outcomes"]:
+        wrong = o["flagged"] if o["kind"] == "benign" else not o["flagged"]
+        if wrong and shown < args.show:
+            label = "FALSE POSITIVE" if o["kind"] == "benign" else "MISSED"
+            print(f"  {label} [{o['kind']} / {o['style']}] {o['text'][:110]!r}" + (
+                f" -> {o['flags'][0][:140]}" if o["flags"] else ""))
+            shown += 1
+    out = ROOT / "benchmarks" / "results" / f"guards_{args.set}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"set": args.set, "summary": summary, **result}, indent=1, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ from .errors import ReasonEditError
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("added", "merged", "removed", "evicted", "quarantined", "approved", "rejected", "imported", "exported",
-           "saved")
+           "saved", "repaired")
 """``added``: an edit's entries were committed; ``merged``: one of its entries joined an existing entry;
-``removed``: an edit was undone; ``evicted``: removed by the optional never-retrieved pruning; ``quarantined`` / ``approved`` / ``rejected``: rationale-guard outcomes;
-``imported`` / ``exported``: knowledge modules; ``saved``: a snapshot was written."""
+``removed``: an edit was undone; ``evicted``: removed by the optional never-retrieved pruning;
+``quarantined`` / ``approved`` / ``rejected``: rationale-guard outcomes; ``imported`` / ``exported``:
+knowledge modules; ``saved``: a snapshot was written; ``repaired``: ``reasonedit verify --repair`` rebuilt
+the folder (details list what it did)."""
 
 
 def current_user() -> str | None:
@@ -110,6 +112,22 @@ class AuditLog:
     def missing_from(self, ids: set[str]) -> list[AuditEvent]:
         """Events whose id is not in ``ids`` (those of a file): what a save must append."""
         return [e for e in self._events if e.id not in ids]
+
+    def adopt(self, events: Iterable[AuditEvent], **details: Any) -> int:
+        """Append copies of another log's events (an imported module's history), renumbered after this
+        log's last event, keeping their id, time, who and why; ``details`` are added to each (e.g. the
+        source). Events already present (same id) are skipped. Returns how many were added."""
+        have = {e.id for e in self._events}
+        added = 0
+        for e in events:
+            if e.id in have:
+                continue
+            copy = AuditEvent(self.last_seq + 1, e.id, e.time, e.action, e.edit_id, e.who, e.why,
+                              list(e.entry_ids), {**e.details, **_json_safe(details)})
+            self._events.append(copy)
+            have.add(e.id)
+            added += 1
+        return added
 
     def merge(self, events: Iterable[AuditEvent]) -> None:
         """Add events not already present (by id), keeping order; used when loading."""

@@ -7,10 +7,11 @@
     reasonedit eval    --edits E.jsonl [--codebook CODEBOOK] [--hparams YAML] [--out DIR]
     reasonedit compare [--edits E.jsonl | --split small] [--methods ...] [--out DIR]
     reasonedit inspect --codebook CODEBOOK [--image IMG --question Q [--choices A B C]]
+    reasonedit remove | approve | export | import | verify ...   (cli_codebook.py)
 
 Without ``--hparams`` the embedded default (``hparams/ReasonEdit/tiny-qwen2-vl-shapes.yaml``: the tiny
-Qwen2-VL shipped in the package) is used. A user error (bad path, bad config) prints one line and exits
-with status 2.
+Qwen2-VL shipped in the package) is used. A user error (bad path, bad config, bad record, a busy or
+damaged codebook, a full disk) prints one line and exits with status 2; nothing is written.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import logging
 import os
 import random
+import re
 import shlex
 import sys
 import time
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import ConfigError, ReasonEditError
+from .errors import ConfigError, ReasonEditError, RecordError
 
 logger = logging.getLogger("reasonedit_plugin.cli")
 
@@ -70,6 +72,28 @@ def load_hparams(path: str | None, model: str | None = None, device: str | None 
     return hparams
 
 
+def resolve_device(device: Any) -> str:
+    """``hparams.device`` -> a torch device string that exists on this machine, or a one-line error."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if isinstance(device, int):
+        device = f"cuda:{device}"
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d{1,3}))?", str(device))
+    if m is None:
+        raise ConfigError(f"device={device!r} is not a device; give cpu, cuda, cuda:N, mps or a GPU number.")
+    kind, index = m.group(1), int(m.group(2)) if m.group(2) else 0
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= count:
+            raise ConfigError(f"device={device!r}: this machine has {count} CUDA device(s); use "
+                              + ("cpu" if count == 0 else f"cuda:0..cuda:{count - 1} or cpu") + " (--device).")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={device!r}: MPS is not available here; use cpu (--device cpu).")
+    return str(device)
+
+
 def load_vlm(hparams: Any) -> Any:
     from .vlm import VLM
 
@@ -77,21 +101,16 @@ def load_vlm(hparams: Any) -> Any:
     if not model_path.exists():
         raise ReasonEditError(f"model folder {str(model_path)!r} does not exist; set model_name in the hparams "
                               "YAML or pass --model PATH.")
-    device = hparams.device
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif isinstance(device, int):
-        device = f"cuda:{device}"
+    device = resolve_device(hparams.device)
     try:
         return VLM.from_pretrained(str(model_path), dtype=hparams.dtype, device=device)
-    except (OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, ReasonEditError):
-            raise
-        message = " ".join(str(exc).split())
-        raise ReasonEditError(f"could not load the model from {str(model_path)!r} "
-                              f"({type(exc).__name__}: {message})") from exc
+    except ReasonEditError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the loading libraries raise their own types (e.g. SafetensorError)
+        message = " ".join(str(exc).split())[:300]
+        raise ReasonEditError(f"could not load the model from {str(model_path)!r} ({type(exc).__name__}: "
+                              f"{message}); check that the folder holds a complete model (re-copy truncated "
+                              "weight files).") from exc
 
 
 def load_edit_records(edits: str | None, split: str | None, image_root: str | None, limit: int | None,
@@ -108,7 +127,10 @@ def load_edit_records(edits: str | None, split: str | None, image_root: str | No
         path = Path(edits)
         if not path.is_file():
             raise ReasonEditError(f"edit file {edits!r} does not exist.")
-        return load_records(path, image_root=image_root, limit=limit)
+        records = load_records(path, image_root=image_root, limit=limit)
+        if not records:
+            raise RecordError(f"{path} holds no edit records; one JSON object per line.")
+        return records
     from .data.shaperules import load_split
 
     name = split or "small"
@@ -216,6 +238,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     hparams = load_hparams(args.hparams, args.model, args.device)
     records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
+    check_rationales(records, hparams)
     methods = args.methods or list(DEFAULT_METHODS)
     source = args.edits or f"ShapeRules '{args.split or 'small'}'"
     _run_and_report(args, hparams, records, methods, title=f"ReasonEdit vs baselines on {source}",
@@ -227,6 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.codebook is None:
         hparams = load_hparams(args.hparams, args.model, args.device)
         records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
+        check_rationales(records, hparams)
         methods = ["ReasonEdit"] + ([] if args.no_unedited else ["unedited"])
         after = _edit_k(args, hparams) if args.edit_k else None
         _run_and_report(args, hparams, records, methods, title="ReasonEdit evaluation",
@@ -255,15 +279,15 @@ def _edit_k(args: argparse.Namespace, hparams: Any) -> Any:
 def _eval_codebook(args: argparse.Namespace) -> int:
     """Evaluate a saved codebook on the records' probes (no edits are applied)."""
     from .baselines import Comparison, MethodResult
-    from .editor import ReasonEditor
+    from .cli_codebook import open_editor
     from .evaluation import ReasonEditMethod, UneditedMethod, evaluate_sequential, prepare_reference
     from .report import summary_text, write_report
 
     hparams = load_hparams(args.hparams, args.model, args.device)
     vlm = load_vlm(hparams)
-    codebook = _codebook_path(args.codebook)
+    codebook = codebook_folder(args.codebook)
     start = time.perf_counter()
-    editor = ReasonEditor.load(codebook, vlm)
+    editor = open_editor(codebook, hparams, vlm, "eval")
     stored = set(editor.edit_ids())
     records = [r for r in load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset) if r.id in stored]
     if not records:
@@ -298,6 +322,18 @@ def _eval_codebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def codebook_folder(path: str) -> Path:
+    from .storage import is_codebook
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ReasonEditError(f"codebook folder {path!r} does not exist; create one with `reasonedit edit`.")
+    if not is_codebook(p):
+        raise ReasonEditError(f"{path!r} is not a ReasonEdit codebook (no CURRENT file); `reasonedit verify "
+                              f"--codebook {path} --repair` may restore it, or create one with `reasonedit edit`.")
+    return p
+
+
 def _codebook_path(path: str) -> Path:
     p = Path(path)
     if not p.is_dir():
@@ -305,26 +341,44 @@ def _codebook_path(path: str) -> Path:
     return p
 
 
+def check_rationales(records: Sequence[Any], hparams: Any) -> None:
+    """``missing_rationale: error`` (the default): every record needs a rationale."""
+    if getattr(hparams, "missing_rationale", "error") != "error":
+        return
+    for r in records:
+        if not r.rationale:
+            raise RecordError("has no rationale, and the hparams say missing_rationale: error; add a 'rationale' "
+                              "(the human reasoning) or set missing_rationale: answer_only.", r.id, "rationale")
+
+
 def cmd_edit(args: argparse.Namespace) -> int:
+    from .cli_codebook import check_out_folder, open_editor, report_quarantine, writing
     from .editor import ReasonEditor
+    from .storage import is_codebook
 
     hparams = load_hparams(args.hparams, args.model, args.device)
     records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
+    check_rationales(records, hparams)
     out = Path(args.out)
+    check_out_folder(out)
     vlm = load_vlm(hparams)
-    if out.exists() and any(out.iterdir()):
-        editor = ReasonEditor.load(out, vlm)
-        _print(args, f"adding to the codebook at {out} ({len(editor.edit_ids())} edits)")
-    else:
-        editor = ReasonEditor(vlm, hparams.to_config(), calibration=records if _needs_calibration(hparams) else None)
-    start = time.perf_counter()
-    report = editor.edit(records, progress=not args.quiet)
-    seconds = time.perf_counter() - start
-    editor.save(out)
+    with writing(out, args.lock_timeout):  # load -> edit -> save under the codebook lock
+        check_out_folder(out)
+        if is_codebook(out):
+            editor = open_editor(out, hparams, vlm, "edit")
+            _print(args, f"adding to the codebook at {out} ({len(editor.edit_ids())} edits)")
+        else:
+            editor = ReasonEditor(vlm, hparams.to_config(),
+                                  calibration=records if _needs_calibration(hparams) else None)
+        start = time.perf_counter()
+        report = editor.edit(records, progress=not args.quiet)
+        seconds = time.perf_counter() - start
+        editor.save(out)
     _print(args, f"added {len(report.added)}, already correct (skipped) {len(report.skipped)}, quarantined "
                  f"{len(report.quarantined)} of {len(records)} records in {seconds:.1f} s "
                  f"({seconds / max(1, len(records)):.2f} s per record)")
     _print(args, f"codebook: {out} ({len(editor.codebook)} entries, {len(editor.edit_ids())} edits)")
+    report_quarantine("edit", out, report.outcomes)
     return 0
 
 
@@ -503,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(edit)
     _add_records(edit)
     edit.add_argument("--out", required=True, metavar="DIR", help="codebook folder to write")
+    edit.add_argument("--lock-timeout", type=float, default=120.0, metavar="S",
+                      help="seconds to wait while another command writes the codebook (default 120)")
     edit.set_defaults(func=cmd_edit)
 
     ev = sub.add_parser("eval", help="evaluate ReasonEdit on edit records (or a saved codebook)",
@@ -595,6 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="caption length (default 16)")
     cap.add_argument("--out", default="runs/captions", metavar="DIR", help="report folder (default runs/captions)")
     cap.set_defaults(func=cmd_caption)
+
+    from .cli_codebook import add_parsers
+
+    add_parsers(sub, _add_model)
     return parser
 
 
@@ -643,11 +703,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_model_specs(args.model_specs)
         return int(args.func(args) or 0)
     except ReasonEditError as exc:
-        print(f"reasonedit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"reasonedit {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, UnicodeError, RecursionError, MemoryError) as exc:  # the environment, not the code
+        print(f"reasonedit {args.command}: error: {_environment_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("reasonedit: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    """Error text on one line, control characters shown escaped (ids or paths must not drive the terminal)."""
+    text = " ".join(text.split())
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _environment_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _one_line(f"{exc.strerror or exc}{where}; check the path, free space and permissions, then "
+                         "run the command again.")
+    if isinstance(exc, RecursionError):
+        return "an input file is nested too deeply to read; flatten it."
+    if isinstance(exc, MemoryError):
+        return "out of memory while reading the inputs; use smaller files (--limit)."
+    return _one_line(f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":  # pragma: no cover

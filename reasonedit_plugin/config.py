@@ -11,6 +11,9 @@ did-you-mean, and every ``__post_init__`` checks its fields against each other.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Type, TypeVar, Union
 
@@ -34,6 +37,62 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         )
 
 
+MAX_INT = 2 ** 63 - 1
+"""Integers in a config must fit in 64 bits (seeds, counts)."""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        return {list: "a list", dict: "a mapping"}.get(origin, str(origin))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, getattr(
+        tp, "__name__", str(tp)))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT
+    if tp is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= 1e300
+                and math.isfinite(value))
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def check_types(cls: type, values: Mapping[str, Any], section: str) -> None:
+    """Strict YAML types: true/false for switches (a quoted 'no' is not false), integers where integers
+    (no 2.5, no bool), finite numbers (no .nan), strings where strings. Raises ConfigError naming the field."""
+    hints = typing.get_type_hints(cls)
+    prefix = f"{section}." if section else ""
+    for key, value in values.items():
+        tp = hints.get(key)
+        if tp is None or _matches(value, tp):
+            continue
+        shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a huge integer"
+        hint = ""
+        if tp is bool and isinstance(value, str):
+            hint = " Write true or false without quotes."
+        elif isinstance(value, float) and not math.isfinite(value):
+            hint = " NaN and infinity are not allowed."
+        elif isinstance(value, int) and abs(value) > MAX_INT:
+            hint = " Integers must be below 2**63."
+        raise ConfigError(f"{prefix}{key}={shown[:60]}: expected {_type_name(tp)}, got {type(value).__name__}.{hint}")
+
+
 def build_section(cls: Type[T], values: Any, section: str) -> T:
     """Build dataclass ``cls`` from a mapping (or pass an instance through), rejecting unknown keys."""
     if isinstance(values, cls):
@@ -48,9 +107,10 @@ def build_section(cls: Type[T], values: Any, section: str) -> T:
     for key in values:
         if key not in known:
             raise ConfigError(
-                f"unknown key {key!r} in section {section!r}.{did_you_mean(str(key), known)} "
+                f"unknown key {str(key)[:40]!r} in section {section!r}.{did_you_mean(str(key), known)} "
                 f"Valid keys: {sorted(known)}."
             )
+    check_types(cls, values, section)
     try:
         return cls(**dict(values))
     except TypeError as exc:  # wrong arity is already excluded; keep the message readable
@@ -264,8 +324,9 @@ class TopologyConfig:
 class GuardConfig:
     """Checks run on a rationale before its edit is committed (issue: bad rationales)."""
 
-    policy: str = "warn"
-    """``off``, ``warn`` (log and commit), ``quarantine`` (hold for approval), ``reject`` (raise)."""
+    policy: str = "quarantine"
+    """``off`` (the paper: no guard), ``warn`` (log and commit), ``quarantine`` (hold for approval: the default,
+    ``reasonedit approve`` commits), ``reject`` (raise, nothing added)."""
     injection: bool = True
     contradiction: bool = True
     visual: bool = False
@@ -310,16 +371,20 @@ class ReasonEditConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
 
     def __post_init__(self) -> None:
+        check_types(type(self), {k: getattr(self, k) for k in ("seed", "only_edit_errors", "max_new_tokens")}, "")
         for name, cls in SECTIONS.items():
             setattr(self, name, build_section(cls, getattr(self, name), name))
         _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1.")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ReasonEditConfig":
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"a ReasonEdit config must be a mapping, got {type(values).__name__}.")
         known = {f.name for f in fields(cls)}
         for key in values:
             if key not in known:
-                raise ConfigError(f"unknown key {key!r}.{did_you_mean(str(key), known)} Valid keys: {sorted(known)}.")
+                raise ConfigError(f"unknown key {str(key)[:40]!r}.{did_you_mean(str(key), known)} Valid keys: "
+                                  f"{sorted(known)}.")
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:

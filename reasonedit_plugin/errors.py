@@ -41,6 +41,10 @@ class CodebookMismatchError(ReasonEditError):
     """A saved codebook was built for a different model / layer / scale / text encoder."""
 
 
+class CodebookCorruptError(ReasonEditError):
+    """A saved codebook's files do not match their checksums or cannot be parsed."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -49,6 +50,7 @@ from .config import (
     RetrievalConfig,
     TopologyConfig,
     build_section,
+    check_types,
 )
 from .errors import ConfigError, did_you_mean
 
@@ -66,6 +68,9 @@ PLACEHOLDER_PREFIX = "/path/to/"
 """Shipped YAMLs for large models use ``/path/to/<model folder>``; replace it with your local copy."""
 
 MISSING_RATIONALE_POLICIES = ("error", "answer_only")
+
+DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:\d{1,3})?")
+"""Devices a YAML may name (whether it exists on this machine is checked when the model is loaded)."""
 
 _DTYPES = {
     "float32": torch.float32,
@@ -230,8 +235,10 @@ class ReasonEditHyperParams(HyperParamsCompat):
             self.name = self.model_name
         else:
             self.name = resolve_model_name(self.name)
-        if isinstance(self.device, bool) or not isinstance(self.device, (int, str, type(None))):
-            raise ConfigError(f"device={self.device!r}: give cpu, cuda, cuda:N, a GPU number or null.")
+        if isinstance(self.device, bool) or not isinstance(self.device, (int, str, type(None))) or (
+                isinstance(self.device, int) and not 0 <= self.device < 1024) or (
+                isinstance(self.device, str) and not DEVICE_PATTERN.fullmatch(self.device)):
+            raise ConfigError(f"device={str(self.device)[:40]!r}: give cpu, cuda, cuda:N, mps, a GPU number or null.")
         self.dtype = parse_dtype(self.dtype)
         if self.batch_size != 1:
             raise ConfigError(
@@ -283,6 +290,7 @@ class ReasonEditHyperParams(HyperParamsCompat):
             raise ConfigError("ReasonEdit hparams need model_name (a local model folder).")
         if "alg_name" not in values:
             raise ConfigError(f"ReasonEdit hparams need alg_name: {ALG_NAME}.")
+        check_types(cls, {k: v for k, v in values.items() if k not in SECTIONS}, "")
         for name, cls_ in SECTIONS.items():
             if name in values:
                 values[name] = build_section(cls_, values[name], name)
@@ -302,11 +310,21 @@ class ReasonEditHyperParams(HyperParamsCompat):
             path += ".yaml"
         if not os.path.isfile(path):
             raise ConfigError(f"hparams file {path!r} does not exist.")
-        with open(path, "r", encoding="utf-8") as stream:
-            try:
-                values = yaml.safe_load(stream)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        with open(path, "rb") as stream:
+            data = stream.read()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8.") from None
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+        except ValueError as exc:  # a number beyond Python's digit limit
+            raise ConfigError(f"{path}: a value cannot be read ({str(exc)[:80]}); use shorter numbers.") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: the YAML is nested too deeply; hparams are flat sections.") from None
         if values is None:
             raise ConfigError(f"{path} is empty.")
         try:

@@ -25,6 +25,17 @@ SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+")
 MAX_IMAGE_PIXELS = 64_000_000
 """Images above this many pixels are refused (decompression bombs, accidental raw scans)."""
 
+MAX_ASPECT_RATIO = 100.0
+"""Longer side / shorter side. Vision processors refuse extreme strips (Qwen2-VL: 200 after resizing), so
+they are refused here, before the model sees them."""
+
+MAX_IMAGE_OVERHEAD_BYTES = 4 << 20
+"""An image file may exceed its raw decoded size (8 bytes per pixel) by at most this much (headers,
+colour profiles): more means trailing data appended to the image."""
+
+MAX_ID_CHARS = 200
+_ID_FORBIDDEN = re.compile(r"[/\\]")
+
 ImageLike = Union[str, Path, Image.Image]
 
 
@@ -110,7 +121,8 @@ def _check_text(value: Any, record_id: str, name: str, required: bool, max_chars
 
 
 def check_image(image: ImageLike, record_id: str | None = None, name: str = "image") -> ImageLike:
-    """Validate an image path or PIL image without keeping the file open."""
+    """Validate an image path or PIL image without keeping the file open: readable, decoded size and aspect
+    ratio within limits, no trailing data beyond what the pixels can need."""
     if isinstance(image, Image.Image):
         w, h = image.size
     elif isinstance(image, (str, Path)):
@@ -122,14 +134,22 @@ def check_image(image: ImageLike, record_id: str | None = None, name: str = "ima
             with Image.open(path) as im:
                 w, h = im.size
                 im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise RecordError(f"image file {str(path)!r} is not a readable image ({exc}); "
                               "replace or re-export it.", record_id, name) from exc
+        if w >= 1 and h >= 1:
+            size, bound = path.stat().st_size, 8 * w * h + MAX_IMAGE_OVERHEAD_BYTES
+            if size > bound:
+                raise RecordError(f"image file {str(path)!r} is {size} bytes for a {w}x{h} image (at most {bound} "
+                                  "expected): it carries trailing data; re-export the image.", record_id, name)
     else:
         raise RecordError(f"must be a path or a PIL.Image, got {type(image).__name__}.", record_id, name)
     if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
         raise RecordError(f"image is {w}x{h}; it must have between 1 and {MAX_IMAGE_PIXELS} pixels "
                           "(resize it first).", record_id, name)
+    if max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
+        raise RecordError(f"image is {w}x{h}, an aspect ratio of {max(w, h) / min(w, h):.0f}:1 (limit "
+                          f"{MAX_ASPECT_RATIO:g}:1); crop or pad it first.", record_id, name)
     return image
 
 
@@ -141,6 +161,30 @@ def load_image(image: ImageLike) -> Image.Image:
         return im.convert("RGB")
 
 
+def check_record_id(value: Any, index: int = 0) -> str:
+    """A record id: a string (or an integer) of printable characters, at most :data:`MAX_ID_CHARS` long,
+    without path separators; None gives ``#<index>``. Ids name files, log lines and terminal output."""
+    if value is None:
+        return f"#{index}"
+    fix = (f"give a printable id of at most {MAX_ID_CHARS} characters without '/', '\\' or control "
+           "characters.")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RecordError(f"record #{index}: field 'id' must be a string, got {type(value).__name__} "
+                          f"({ascii(value)[:40]}); {fix}")
+    if isinstance(value, int) and abs(value) >= 10 ** 18:
+        raise RecordError(f"record #{index}: field 'id' is a number of more than 18 digits; {fix}")
+    text = str(value)
+    if not text.strip() or text != text.strip() or text in (".", ".."):
+        raise RecordError(f"record #{index}: field 'id' {ascii(text)[:60]} is empty, padded with spaces or a "
+                          f"dot path; {fix}")
+    if len(text) > MAX_ID_CHARS:
+        raise RecordError(f"record #{index}: field 'id' has {len(text)} characters (limit {MAX_ID_CHARS}); {fix}")
+    if not text.isprintable() or _ID_FORBIDDEN.search(text):
+        raise RecordError(f"record #{index}: field 'id' {ascii(text)[:60]} contains a control character or a "
+                          f"path separator; {fix}")
+    return text
+
+
 def make_record(values: Union[EditRecord, Mapping[str, Any]], image_root: Union[str, Path, None] = None,
                 index: int = 0, max_rationale_chars: int = 4000, max_sentences: int = 32) -> EditRecord:
     """Validate one record (a mapping with EasyEdit field names, or an EditRecord) and resolve image paths."""
@@ -149,8 +193,7 @@ def make_record(values: Union[EditRecord, Mapping[str, Any]], image_root: Union[
     if not isinstance(values, Mapping):
         raise RecordError(f"record #{index} must be a mapping of field: value, got {type(values).__name__}.")
     data = dict(values)
-    record_id = data.get("id", data.get("case_id"))
-    record_id = str(record_id) if record_id is not None else f"#{index}"
+    record_id = check_record_id(data.get("id", data.get("case_id")), index)
     data.pop("case_id", None)
     for alias, name in _ALIASES.items():
         if alias in data and name is not None and name not in data:
@@ -245,13 +288,10 @@ def load_records(path: Union[str, Path], image_root: Union[str, Path, None] = No
     if not path.is_file():
         raise RecordError(f"edit file {str(path)!r} does not exist.")
     root = Path(image_root) if image_root is not None else path.parent
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "edit file")
     rows: list[Any]
     if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}: not valid JSON ({exc}).") from exc
+        rows = _parse_json(text, f"{path}")
         if not isinstance(rows, list):
             raise RecordError(f"{path}: a .json edit file must hold a list of records.")
     else:
@@ -259,13 +299,33 @@ def load_records(path: Union[str, Path], image_root: Union[str, Path, None] = No
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"{path}:{lineno}: not valid JSON ({exc.msg}); one record per line.") from exc
+            rows.append(_parse_json(line, f"{path}:{lineno}"))
     if limit is not None:
         rows = rows[:limit]
     return make_records(rows, root, **limits)
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file, or a RecordError naming the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RecordError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start}, line {line}: "
+                          f"{data[exc.start:exc.start + 1]!r}); save it as UTF-8.") from None
+
+
+def _parse_json(text: str, where: str) -> Any:
+    """One JSON value; syntax errors, numbers beyond Python's digit limit and deep nesting are RecordErrors."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); one record per line.") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise RecordError(f"{where}: a number is too large to read ({str(exc)[:80]}); use shorter numbers.") from None
+    except RecursionError:
+        raise RecordError(f"{where}: the JSON is nested too deeply; records are flat objects.") from None
 
 
 def replace(record: EditRecord, **changes: Any) -> EditRecord:

@@ -17,7 +17,8 @@ A codebook is a folder::
         meta.json             format + version, KeySetup, config, counts, sha256 of every file above (written last)
       images/<blake2b>.<ext>  content-addressed copies of the records' images (write-once)
       audit.jsonl             append-only audit log
-      LOCK                    held (flock) while saving
+      LOCK                    held (flock) by a writer over load -> edit -> save (locking.py)
+      snapshot-*/MANIFEST.json  checksums of every file of the codebook (manifest.py)
 
 A save writes a new snapshot into a temporary folder, fsyncs every file and the folder, renames it into
 place, then replaces ``CURRENT`` (write temp, fsync, rename, fsync the folder), then appends the audit
@@ -45,7 +46,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence, Union
 
 from PIL import Image
 import numpy as np
@@ -55,13 +56,10 @@ from safetensors.numpy import save as st_save
 from .audit import AuditEvent, AuditLog, EditInfo, append_events, read_events, who_why
 from .codebook import Codebook, PendingEntry
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
-from .errors import CodebookMismatchError, ReasonEditError, RecordError
+from .errors import CodebookCorruptError, CodebookMismatchError, ReasonEditError, RecordError
+from .locking import check_unchanged, codebook_lock, editor_token, write_errors
+from .manifest import write_manifest, require_intact
 from .records import EditRecord, make_record
-
-try:  # POSIX advisory lock; elsewhere saves are not protected against a concurrent writer
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +80,6 @@ IMAGE_FIELDS = ("image", "image_rephrase", "multimodal_locality_image", "hard_lo
 _NO_LIMIT = 10 ** 9
 
 
-class CodebookCorruptError(ReasonEditError):
-    """A saved codebook's files do not match their checksums or cannot be parsed."""
-
-
 @dataclass
 class StoredCodebook:
     """Everything read from a codebook folder."""
@@ -102,6 +96,8 @@ class StoredCodebook:
     audit: list[AuditEvent] = field(default_factory=list)
     missing_raw: list[str] = field(default_factory=list)
     """Committed edits whose raw record (or one of its images) was not kept: they cannot be re-embedded."""
+    dropped_quarantine: list[str] = field(default_factory=list)
+    """Quarantined edits left out because an image of theirs is missing from the folder."""
 
 
 # ---------------------------------------------------------------------- low-level durable writes
@@ -144,26 +140,6 @@ def _json_bytes(value: Any) -> bytes:
         raise ReasonEditError(f"cannot save: a value is not JSON-serialisable without NaN/inf ({exc}).") from exc
 
 
-@contextlib.contextmanager
-def _locked(root: Path, shared: bool = False) -> Iterator[None]:
-    if fcntl is None:
-        yield
-        return
-    lock = root / LOCK_FILE
-    try:
-        fh = open(lock, "r" if shared else "a+")
-    except OSError:  # read-only copy without a LOCK file: nothing can write it concurrently
-        yield
-        return
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        fh.close()
-
-
 def is_codebook(path: Union[str, Path]) -> bool:
     return (Path(path) / CURRENT).is_file()
 
@@ -173,9 +149,13 @@ def _current_snapshot(root: Path) -> str | None:
         name = (root / CURRENT).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
-    if not name.startswith(SNAPSHOT_PREFIX) or not (root / name).is_dir():
-        raise CodebookCorruptError(f"{root / CURRENT} names {name!r}, which is not a snapshot folder here; "
-                                   "the codebook folder was damaged or edited by hand.")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodebookCorruptError(f"{root / CURRENT} is unreadable ({type(exc).__name__}); run `reasonedit verify "
+                                   f"--codebook {root} --repair`.") from None
+    if not name.startswith(SNAPSHOT_PREFIX) or "/" in name or not (root / name).is_dir():
+        raise CodebookCorruptError(f"{root / CURRENT} names {ascii(name)[:60]}, which is not a snapshot folder "
+                                   f"here; the codebook folder was damaged or edited by hand. Run `reasonedit verify "
+                                   f"--codebook {root} --repair`.")
     return name
 
 
@@ -194,7 +174,9 @@ def _prepare_root(root: Path) -> None:
 
 # ---------------------------------------------------------------------- images and records
 def _store_image(value: Any, root: Path, cache: dict[int, str]) -> str:
-    """Copy an image into ``root/images`` under its content hash; returns the relative path."""
+    """Store an image in ``root/images`` under its content hash; returns the relative path. Files are
+    re-encoded as PNG from their decoded RGB pixels (what the model sees), so trailing data and metadata
+    (EXIF, GPS) of the source file are never stored or shared."""
     images = root / IMAGES_DIR
     if isinstance(value, Image.Image):
         key = id(value)
@@ -207,9 +189,14 @@ def _store_image(value: Any, root: Path, cache: dict[int, str]) -> str:
         src = Path(value)
         if src.parent.resolve() == images.resolve() and src.is_file():
             return f"{IMAGES_DIR}/{src.name}"  # already stored here under its hash
-        data, ext = src.read_bytes(), (src.suffix.lower() or ".img")
-        if not ext[1:].isalnum() or len(ext) > 8:
-            ext = ".img"
+        try:
+            with Image.open(src) as im:
+                rgb = im.convert("RGB")
+        except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise OSError(f"cannot decode {src} ({exc})") from exc
+        buf = io.BytesIO()
+        rgb.save(buf, format="PNG")
+        data, ext = buf.getvalue(), ".png"
     name = hashlib.blake2b(data, digest_size=16).hexdigest() + ext
     target = images / name
     if not target.is_file():
@@ -240,13 +227,24 @@ def _record_row(record: EditRecord, status: str, root: Path, cache: dict[int, st
     return {"status": status, "record": row}
 
 
-def _records_from_rows(root: Path, text: str) -> tuple[dict[str, EditRecord], dict[str, EditRecord]]:
+def _records_from_rows(root: Path, text: str, skipped: list[tuple[str, str]] | None = None
+                       ) -> tuple[dict[str, EditRecord], dict[str, EditRecord]]:
+    """Committed and quarantined raw records; a record whose image file is gone is left out (its id and
+    status go to ``skipped``): images are only needed to re-embed."""
     committed: dict[str, EditRecord] = {}
     quarantined: dict[str, EditRecord] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         row = json.loads(line)
+        gone = [f for f in IMAGE_FIELDS if isinstance(row["record"].get(f), str)
+                and not (root / row["record"][f]).is_file()]
+        if gone:
+            logger.warning("%s: edit %s: its %s is missing from the folder; it cannot be re-embedded.", root,
+                           row["record"].get("id"), gone[0])
+            if skipped is not None:
+                skipped.append((str(row["record"].get("id")), str(row.get("status"))))
+            continue
         try:
             record = make_record(row["record"], image_root=root, index=lineno, max_rationale_chars=_NO_LIMIT,
                                  max_sentences=_NO_LIMIT)
@@ -362,8 +360,9 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
         raise ReasonEditError(f"the key setup gives dim {setup_values['vision_dim'] + setup_values['text_dim']} "
                               f"but the codebook has dim {codebook.dim}.")
     config_values = config.to_dict() if hasattr(config, "to_dict") else (dict(config) if config else None)
-    _prepare_root(root)
-    with _locked(root):
+    with write_errors(root):
+        _prepare_root(root)
+    with write_errors(root), codebook_lock(root):
         tensors, table = _codebook_tables(codebook)
         image_cache: dict[int, str] = {}
         rows = []
@@ -404,7 +403,8 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
         tmp.mkdir()
         for fname, data in payloads.items():
             _write_file(tmp / fname, data)
-        _write_file(tmp / "meta.json", _json_bytes(meta))  # last: a snapshot with meta.json is complete
+        _write_file(tmp / "meta.json", _json_bytes(meta))
+        write_manifest(tmp, root, _image_names(rows))  # last: a snapshot with its manifest is complete
         _fsync_dir(tmp)
         final = root / name
         if final.exists():  # left by a crash between rename and commit; never current
@@ -429,13 +429,17 @@ def _cleanup(root: Path, current: str, rows: Sequence[Mapping[str, Any]]) -> Non
             else:
                 with contextlib.suppress(OSError):
                     child.unlink()
-    used = {Path(r["record"][f]).name for r in rows for f in IMAGE_FIELDS if isinstance(r["record"].get(f), str)}
+    used = _image_names(rows)
     images = root / IMAGES_DIR
     if images.is_dir():
         for child in images.iterdir():
             if child.name not in used:
                 with contextlib.suppress(OSError):
                     child.unlink()
+
+
+def _image_names(rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    return {Path(r["record"][f]).name for r in rows for f in IMAGE_FIELDS if isinstance(r["record"].get(f), str)}
 
 
 def read_meta(path: Union[str, Path]) -> dict[str, Any]:
@@ -445,8 +449,14 @@ def read_meta(path: Union[str, Path]) -> dict[str, Any]:
     if name is None:
         raise ReasonEditError(f"no ReasonEdit codebook at {str(root)!r} (no {CURRENT} file); give the folder "
                               "that editor.save() or editor.export_edits() wrote.")
-    meta = json.loads((root / name / "meta.json").read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
+    try:
+        meta = json.loads((root / name / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CodebookCorruptError(
+            f"{root / name / 'meta.json'} is missing or unreadable ({type(exc).__name__}); the codebook was "
+            f"damaged. Run `reasonedit verify --codebook {root}` to see what else is affected, or restore it "
+            "from a backup.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CodebookCorruptError(f"{root / name / 'meta.json'} is not a ReasonEdit codebook's metadata.")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -461,10 +471,11 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
     """Read a codebook folder. With ``setup``, refuse (CodebookMismatchError) if it differs from the saved
     one. The index and hubness lists are rebuilt; retrieval answers equal those before saving."""
     root = Path(path)
-    with _locked(root, shared=True):
+    with codebook_lock(root, shared=True):
         meta = read_meta(root)
         name = _current_snapshot(root)
         assert name is not None
+        require_intact(root, name)
         if setup is not None:
             check_setup(meta["setup"], setup, root)
         blobs = {}
@@ -485,14 +496,16 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
         codebook = _codebook_from_tables(tensors, table, codebook_config or saved_config.codebook,
                                          retrieval_config or saved_config.retrieval, version)
         del tensors, table, blobs["keys.safetensors"]
-        records, quarantine = _records_from_rows(root, blobs["records.jsonl"].decode("utf-8"))
+        skipped: list[tuple[str, str]] = []
+        records, quarantine = _records_from_rows(root, blobs["records.jsonl"].decode("utf-8"), skipped)
         events = read_events(root / AUDIT_FILE)
         log = AuditLog(events)
         # events of the last save that a crash kept out of audit.jsonl (appended at the next save)
         log.merge(AuditEvent.from_dict(json.loads(line))
                   for line in blobs["audit_new.jsonl"].decode("utf-8").splitlines() if line.strip())
+    missing_raw = sorted(set(meta.get("missing_raw", [])) | {i for i, s in skipped if s != "quarantined"})
     stored = StoredCodebook(root, name, meta, meta["setup"], meta.get("config"), codebook, records, quarantine,
-                            list(log), list(meta.get("missing_raw", [])))
+                            list(log), missing_raw, [i for i, s in skipped if s == "quarantined"])
     if version < FORMAT_VERSION:
         _migrate_folder(stored, version, time.perf_counter() - started)
     return stored
@@ -526,8 +539,13 @@ def _save_config(editor: Any) -> dict[str, Any]:
 
 
 def save_editor(editor: Any, path: Union[str, Path]) -> Path:
-    snapshot = save_codebook(path, editor.codebook, editor.keys.setup, config=_save_config(editor),
-                             records=editor.edit_records, quarantine=editor.quarantine, audit=editor.audit)
+    """Save under the codebook lock, refusing when another writer changed the folder since ``editor``
+    loaded it (locking.check_unchanged)."""
+    with write_errors(path), codebook_lock(path):
+        check_unchanged(editor, path)
+        snapshot = save_codebook(path, editor.codebook, editor.keys.setup, config=_save_config(editor),
+                                 records=editor.edit_records, quarantine=editor.quarantine, audit=editor.audit)
+        editor_token(editor, path)
     return snapshot
 
 
@@ -537,8 +555,10 @@ def load_editor(cls: type, path: Union[str, Path], vlm: Any, config: Any = None,
     if config is None and meta.get("config"):
         config = ReasonEditConfig.from_dict(meta["config"])
     editor = cls(vlm, config, text_encoder=text_encoder, **kwargs)
-    stored = load_codebook(path, editor.keys.setup, codebook_config=editor.config.codebook,
-                           retrieval_config=editor.config.retrieval)
+    with codebook_lock(path, shared=True):
+        stored = load_codebook(path, editor.keys.setup, codebook_config=editor.config.codebook,
+                               retrieval_config=editor.config.retrieval)
+        editor_token(editor, path)
     editor._codebook = stored.codebook
     editor._retriever = None
     editor.edit_records = dict(stored.records)
@@ -644,6 +664,8 @@ def import_edits(editor: Any, path: Union[str, Path], reembed: Union[bool, str] 
         if flags and policy == "quarantine":
             held = list(flags)
     pending = _pending_by_edit(stored.codebook, order)
+    carried = set(order)  # the module's own history of these edits comes along (issue 14)
+    editor.audit.adopt([e for e in stored.audit if e.edit_id in carried], imported_from=str(path))
     added: list[str] = []
     try:
         for e in order:

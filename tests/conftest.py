@@ -16,3 +16,15 @@ def text_encoder():
     from reasonedit_plugin.text_encoder import shared_text_encoder
 
     return shared_text_encoder()
+
+
+@pytest.fixture(autouse=True)
+def _restore_package_logger():
+    """``cli.main`` configures the package logger (own handler, no propagation); tests that call it in-process
+    must not hide later tests' log records from ``caplog``."""
+    import logging
+
+    logger = logging.getLogger("reasonedit_plugin")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]

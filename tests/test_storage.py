@@ -167,7 +167,7 @@ def test_export_import_same_setup_uses_keys(saved, text_encoder, tmp_path):
     dst = {c.value: c.key for e in target.codebook.entries.values() for c in e.contributions if c.edit_id == "red"}
     assert src.keys() == dst.keys() and all(torch.equal(src[k], dst[k]) for k in src)
     assert target.answer(RED, Q, ["Vol", "Kem", "Zib"]).text == "Vol"
-    assert [e.action for e in target.audit.events("red")] == ["imported"]
+    assert [e.action for e in target.audit.events("red")] == ["added", "imported"]  # its history comes along
     with pytest.raises(ReasonEditError, match="already exist"):
         target.import_edits(tmp_path / "module")
     assert target.edit_ids() == ["other", "red", "green"]
