@@ -43,6 +43,9 @@ AUDIT_FILE = "audit.jsonl"
 AUDIT_NEW = "audit_new.jsonl"
 """The snapshot's own audit events, appended to audit.jsonl after the commit (storage.py)."""
 IMAGES_DIR = "images"
+FIRST_FORMAT_WITH_MANIFEST = 2
+"""Codebooks of format 1 (``meta.json``'s ``format_version``) were written before manifests: they load
+(their snapshot files are still checked against ``meta.json``'s checksums) and are rewritten with one."""
 SNAPSHOT_PREFIX = "snapshot-"
 _CHUNK = 1 << 20
 
@@ -102,6 +105,16 @@ def write_manifest(snapshot_dir: Path, root: Path, image_names: Iterable[str]) -
         fh.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _format_version(snap: Path) -> int:
+    """The snapshot's format version from its meta.json (a large number when unreadable: then the manifest
+    rule applies)."""
+    try:
+        version = json.loads((snap / "meta.json").read_text(encoding="utf-8")).get("format_version")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return 1 << 30
+    return version if isinstance(version, int) else 1 << 30
 
 
 @dataclass
@@ -188,8 +201,12 @@ def verify_codebook(path: Union[str, Path], snapshot: str | None = None) -> Veri
     snap = root / snapshot
     manifest = _read_manifest(snap)
     if manifest is None:
-        report.problems.append(Problem(f"{snapshot}/{MANIFEST_FILE}", "missing", "snapshot", True,
-                                       "the checksums of this codebook are gone; it was damaged or edited"))
+        if _format_version(snap) < FIRST_FORMAT_WITH_MANIFEST:
+            report.problems.append(Problem(f"{snapshot}/{MANIFEST_FILE}", "missing", "snapshot", False,
+                                           "written before manifests (format 1); loading rewrites it with one"))
+        else:
+            report.problems.append(Problem(f"{snapshot}/{MANIFEST_FILE}", "missing", "snapshot", True,
+                                           "the checksums of this codebook are gone; it was damaged or edited"))
         return report
     for name, digest in sorted(manifest["files"].items()):
         rel, file = f"{snapshot}/{name}", snap / name

@@ -98,6 +98,8 @@ class StoredCodebook:
     """Committed edits whose raw record (or one of its images) was not kept: they cannot be re-embedded."""
     dropped_quarantine: list[str] = field(default_factory=list)
     """Quarantined edits left out because an image of theirs is missing from the folder."""
+    rebuild_seconds: float = 0.0
+    """Time spent rebuilding what an older format did not store (neighbour lists); 0 for the current one."""
 
 
 # ---------------------------------------------------------------------- low-level durable writes
@@ -467,9 +469,11 @@ def read_meta(path: Union[str, Path]) -> dict[str, Any]:
 
 def load_codebook(path: Union[str, Path], setup: Any = None, *,
                   codebook_config: CodebookConfig | None = None,
-                  retrieval_config: RetrievalConfig | None = None) -> StoredCodebook:
+                  retrieval_config: RetrievalConfig | None = None, migrate: bool = True) -> StoredCodebook:
     """Read a codebook folder. With ``setup``, refuse (CodebookMismatchError) if it differs from the saved
-    one. The index and hubness lists are rebuilt; retrieval answers equal those before saving."""
+    one. The index and hubness lists are rebuilt; retrieval answers equal those before saving. An older
+    format is rewritten in the current one (once) unless ``migrate`` is False (the caller then calls
+    :func:`migrate_folder` when it holds no read lock)."""
     root = Path(path)
     with codebook_lock(root, shared=True):
         meta = read_meta(root)
@@ -505,28 +509,36 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
                   for line in blobs["audit_new.jsonl"].decode("utf-8").splitlines() if line.strip())
     missing_raw = sorted(set(meta.get("missing_raw", [])) | {i for i, s in skipped if s != "quarantined"})
     stored = StoredCodebook(root, name, meta, meta["setup"], meta.get("config"), codebook, records, quarantine,
-                            list(log), missing_raw, [i for i, s in skipped if s == "quarantined"])
-    if version < FORMAT_VERSION:
-        _migrate_folder(stored, version, time.perf_counter() - started)
+                            list(log), missing_raw, [i for i, s in skipped if s == "quarantined"],
+                            time.perf_counter() - started if version < FORMAT_VERSION else 0.0)
+    if migrate:
+        migrate_folder(stored)
     return stored
 
 
-def _migrate_folder(stored: StoredCodebook, version: int, seconds: float) -> None:
-    """Write a loaded old-format codebook back in the current format (once), saying so."""
+def migrate_folder(stored: StoredCodebook) -> bool:
+    """Write a loaded old-format codebook back in the current format (once), saying so. Returns whether
+    it did; a folder that cannot be written keeps its format (a warning says so)."""
+    version = int(stored.meta["format_version"])
+    seconds = stored.rebuild_seconds
+    if version >= FORMAT_VERSION:
+        return False
     try:
-        snapshot = save_codebook(stored.path, stored.codebook, stored.setup, config=stored.config,
-                                 records=stored.records, quarantine=stored.quarantine,
-                                 audit=AuditLog(stored.audit), kind=stored.meta.get("kind", "codebook"))
-    except OSError as exc:
+        with codebook_lock(stored.path):
+            snapshot = save_codebook(stored.path, stored.codebook, stored.setup, config=stored.config,
+                                     records=stored.records, quarantine=stored.quarantine,
+                                     audit=AuditLog(stored.audit), kind=stored.meta.get("kind", "codebook"))
+    except (OSError, ReasonEditError) as exc:
         logger.warning("codebook %s is in format %d: its neighbour lists were rebuilt in %.1f s; it could not "
                        "be rewritten in format %d (%s), so the next load rebuilds them again. Save it to a "
                        "writable folder to keep the migration.", stored.path, version, seconds, FORMAT_VERSION,
                        exc)
-        return
+        return False
     stored.snapshot = snapshot.name
     stored.meta = read_meta(stored.path)
     logger.warning("codebook %s migrated from format %d to %d (neighbour lists built once in %.1f s, saved "
                    "as %s); later loads read them.", stored.path, version, FORMAT_VERSION, seconds, snapshot.name)
+    return True
 
 
 # ---------------------------------------------------------------------- the editor's side
@@ -561,7 +573,9 @@ def load_editor(cls: type, path: Union[str, Path], vlm: Any, config: Any = None,
     editor = cls(vlm, config, text_encoder=text_encoder, **kwargs)
     with codebook_lock(path, shared=True):
         stored = load_codebook(path, editor.keys.setup, codebook_config=editor.config.codebook,
-                               retrieval_config=editor.config.retrieval)
+                               retrieval_config=editor.config.retrieval, migrate=False)
+        editor_token(editor, path)
+    if migrate_folder(stored):  # outside the read lock: migrating writes a snapshot
         editor_token(editor, path)
     editor._codebook = stored.codebook
     editor._retriever = None

@@ -238,6 +238,7 @@ def _as_format_1(path):
         meta["files"][name] = hashlib.sha256(data).hexdigest()
     meta["format_version"] = 1
     (snap / "meta.json").write_text(json.dumps(meta))
+    (snap / "MANIFEST.json").unlink()  # format 1 was written before manifests
 
 
 def test_format_1_is_migrated_once_with_a_message(saved, text_encoder, tmp_path, caplog, monkeypatch):
