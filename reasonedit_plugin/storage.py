@@ -553,7 +553,11 @@ def load_editor(cls: type, path: Union[str, Path], vlm: Any, config: Any = None,
                 **kwargs: Any) -> Any:
     meta = read_meta(path)
     if config is None and meta.get("config"):
-        config = ReasonEditConfig.from_dict(meta["config"])
+        try:
+            config = ReasonEditConfig.from_dict(meta["config"])
+        except ReasonEditError:  # a damaged meta.json is named as such, not as a bad setting
+            require_intact(Path(path), _current_snapshot(Path(path)))
+            raise
     editor = cls(vlm, config, text_encoder=text_encoder, **kwargs)
     with codebook_lock(path, shared=True):
         stored = load_codebook(path, editor.keys.setup, codebook_config=editor.config.codebook,
