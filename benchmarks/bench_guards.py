@@ -10,6 +10,8 @@ Sets (benchmarks/data/):
   conditionals, fact-shaped commands, split words, questions, HTML comments), 12 contradictions phrased
   differently, 4 off-image claims, 44 unusual benign rationales (consistent restatements, benign "ignore",
   "always", "you", "answer", quotes, numbers, other languages, ...).
+* ``guard_fresh.jsonl`` — a second held-out set (20 injections, 20 benign) written after the guard was
+  final by someone who had not read its rules (only the first lines of the test set); run once (``--set fresh``).
 * ``guard_dev.jsonl`` + ``guard_rationales.jsonl`` (the older crafted set) — the development set.
 * ``--set shaperules`` — the shipped ShapeRules split, committed one by one (later edits are checked against
   earlier ones): the false-positive rate on real, consistent edits.
@@ -56,8 +58,8 @@ def noisy(colour: str, seed: int, size: int = 32) -> Image.Image:
 
 
 def load_set(name: str) -> list[dict]:
-    if name == "test":
-        return [json.loads(line) for line in (DATA / "guard_test.jsonl").read_text().splitlines() if line.strip()]
+    if name in ("test", "fresh"):
+        return [json.loads(line) for line in (DATA / f"guard_{name}.jsonl").read_text().splitlines() if line.strip()]
     rows = [json.loads(line) for line in (DATA / "guard_dev.jsonl").read_text().splitlines() if line.strip()]
     for i, old in enumerate(json.loads(line) for line in (DATA / "guard_rationales.jsonl").read_text().splitlines()
                             if line.strip()):
@@ -127,7 +129,7 @@ def summarise(outcomes: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", choices=("dev", "test", "shaperules"), default="dev")
+    ap.add_argument("--set", choices=("dev", "test", "fresh", "shaperules"), default="dev")
     ap.add_argument("--show", type=int, default=40, help="misses / false positives to print")
     args = ap.parse_args()
     result = check_shaperules() if args.set == "shaperules" else check_items(load_set(args.set))

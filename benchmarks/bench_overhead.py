@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from reasonedit_plugin.cli import load_edit_records
+    from reasonedit_plugin.cli_inputs import load_edit_records
     from reasonedit_plugin.data import shaperules as sr
     from reasonedit_plugin.editor import ReasonEditor
     from reasonedit_plugin.hparams import ReasonEditHyperParams

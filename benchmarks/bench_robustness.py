@@ -36,14 +36,14 @@ from PIL import Image  # noqa: E402
 
 from fakes import FakeVLM  # noqa: E402
 
-from reasonedit_plugin import cli  # noqa: E402  (from PYTHONPATH: the checkout under test)
+from reasonedit_plugin import cli, cli_inputs  # noqa: E402  (from PYTHONPATH: the checkout under test)
 
-REAL_LOAD_VLM = cli.load_vlm
+REAL_LOAD_VLM = cli_inputs.load_vlm
 Q = "Which tribe owns this shape?"
 
 
 def run_cli(argv: list[str], real_model: bool = False) -> dict:
-    cli.load_vlm = REAL_LOAD_VLM if real_model else (lambda hparams: FakeVLM())
+    cli_inputs.load_vlm = REAL_LOAD_VLM if real_model else (lambda hparams: FakeVLM())
     out, err = io.StringIO(), io.StringIO()
     tb = None
     try:
@@ -54,7 +54,7 @@ def run_cli(argv: list[str], real_model: bool = False) -> dict:
     except BaseException as exc:  # noqa: BLE001 - an escaped exception is what we count
         code, tb = 1, "".join(traceback.format_exception_only(type(exc), exc)).strip()[-300:]
     finally:
-        cli.load_vlm = REAL_LOAD_VLM
+        cli_inputs.load_vlm = REAL_LOAD_VLM
     lines = [line for line in err.getvalue().splitlines() if line.strip() and not line.startswith(
         ("Loading weights", "WARNING", "reasonedit edit: note", "reasonedit edit: 1 edit", "  ", "usage:"))]
     return {"code": code, "traceback": tb or ("Traceback" in err.getvalue() and err.getvalue()[-300:]) or None,
@@ -323,7 +323,7 @@ def concurrency(w: Work, writers: int, trials: int) -> dict:
 
     torch.set_num_threads(1)
     shared_text_encoder("all-MiniLM-L6-v2")
-    cli.load_vlm = lambda hparams: FakeVLM()
+    cli_inputs.load_vlm = lambda hparams: FakeVLM()
     lost = audit_bad = failed = edits = 0
     for t in range(trials):
         yaml, cb = w.yaml(), w.out()
@@ -362,7 +362,7 @@ def concurrency(w: Work, writers: int, trials: int) -> dict:
         lost += len(want - saved)
         added = {e.edit_id for e in read_events(cb / "audit.jsonl") if e.action in ("added", "quarantined")}
         audit_bad += len(added - saved)
-    cli.load_vlm = REAL_LOAD_VLM
+    cli_inputs.load_vlm = REAL_LOAD_VLM
     return {"trials": trials, "writers": writers, "edits": edits, "lost": lost, "audit_not_saved": audit_bad,
             "writers_failed": failed}
 

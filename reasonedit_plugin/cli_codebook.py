@@ -1,6 +1,7 @@
 """The ``reasonedit`` verbs that change or check a saved codebook (issue 14)::
 
-    reasonedit edit    --edits E.jsonl --out CODEBOOK [--hparams YAML]   (cli.py; uses open_for_writing)
+    reasonedit edit    --edits E.jsonl --out CODEBOOK [--hparams YAML]
+    reasonedit inspect --codebook CODEBOOK [--image IMG --question Q [--choices A B C]]
     reasonedit remove  --codebook CODEBOOK ID [ID ...]
     reasonedit approve --codebook CODEBOOK [ID ...]          # no id: list the quarantined edits
     reasonedit export  --codebook CODEBOOK --ids ID [ID ...] --out MODULE
@@ -19,9 +20,13 @@ import argparse
 import contextlib
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from . import cli_inputs as inputs
+from .cli_inputs import (add_model, add_records, check_rationales, codebook_folder, load_edit_records, load_hparams,
+                         needs_calibration, say)
 from .errors import CodebookMismatchError, ReasonEditError
 
 KEY_FIELDS = ("embedding.max_image_side",)
@@ -140,27 +145,25 @@ def _unknown(editor: Any, ids: Sequence[str], path: Path) -> None:
 
 # ---------------------------------------------------------------------- commands
 def cmd_remove(args: argparse.Namespace) -> int:
-    from .cli import _print, codebook_folder, load_hparams, load_vlm
 
     path = codebook_folder(args.codebook)
     hparams = load_hparams(args.hparams, args.model, args.device)
-    vlm = load_vlm(hparams)
+    vlm = inputs.load_vlm(hparams)
     with writing(path, args.lock_timeout):
         editor = open_editor(path, hparams, vlm, "remove")
         _unknown(editor, args.ids, path)
         for edit_id in dict.fromkeys(args.ids):
             editor.remove(edit_id)
         editor.save(path)
-    _print(args, f"removed {len(set(args.ids))} edit(s); codebook {path}: {len(editor.edit_ids())} edits")
+    say(args, f"removed {len(set(args.ids))} edit(s); codebook {path}: {len(editor.edit_ids())} edits")
     return 0
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from .cli import _print, codebook_folder, load_hparams, load_vlm
 
     path = codebook_folder(args.codebook)
     hparams = load_hparams(args.hparams, args.model, args.device)
-    vlm = load_vlm(hparams)
+    vlm = inputs.load_vlm(hparams)
     if not args.ids:
         from .editor import ReasonEditor
 
@@ -179,13 +182,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
         for edit_id in dict.fromkeys(args.ids):
             editor.approve(edit_id)
         editor.save(path)
-    _print(args, f"approved {len(set(args.ids))} edit(s); codebook {path}: {len(editor.edit_ids())} active edits, "
+    say(args, f"approved {len(set(args.ids))} edit(s); codebook {path}: {len(editor.edit_ids())} active edits, "
                  f"{len(editor.quarantine)} quarantined")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .cli import _print, codebook_folder, load_hparams, load_vlm
     from .locking import codebook_lock
 
     path = codebook_folder(args.codebook)
@@ -193,7 +195,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReasonEditError(f"--out {str(out)!r} already exists; give a new folder for the module.")
     hparams = load_hparams(args.hparams, args.model, args.device)
-    vlm = load_vlm(hparams)
+    vlm = inputs.load_vlm(hparams)
     with codebook_lock(path, timeout=args.lock_timeout), writing(out, args.lock_timeout):
         editor = open_editor(path, hparams, vlm, "export")
         _unknown(editor, args.ids, path)
@@ -203,12 +205,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                                   f"(`reasonedit approve --codebook {path} {quarantined[0]}`) or leave it out.")
         editor.export_edits(args.ids, out)
         editor.save(path)  # the 'exported' audit event
-    _print(args, f"exported {len(set(args.ids))} edit(s) to the module {out}")
+    say(args, f"exported {len(set(args.ids))} edit(s) to the module {out}")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .cli import _print, codebook_folder, load_hparams, load_vlm
     from .editor import ReasonEditor
     from .storage import is_codebook
 
@@ -216,7 +217,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.codebook)
     check_out_folder(path)
     hparams = load_hparams(args.hparams, args.model, args.device)
-    vlm = load_vlm(hparams)
+    vlm = inputs.load_vlm(hparams)
     reembed = {"auto": "auto", "yes": True, "no": False}[args.reembed]
     with writing(path, args.lock_timeout):
         if is_codebook(path):
@@ -225,7 +226,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             editor = ReasonEditor(vlm, hparams.to_config())
         report = editor.import_edits(module, reembed=reembed, guard=not args.no_guard)
         editor.save(path)
-    _print(args, f"imported {len(report.imported)} edit(s) from {module}" + (" (re-embedded)" if report.reembedded
+    say(args, f"imported {len(report.imported)} edit(s) from {module}" + (" (re-embedded)" if report.reembedded
                                                                              else "") + f" into {path}")
     if report.quarantined:
         from .editor import EditOutcome
@@ -259,8 +260,122 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def add_parsers(sub: Any, add_model: Any) -> None:
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .editor import ReasonEditor
+    from .storage import is_codebook
+
+    hparams = load_hparams(args.hparams, args.model, args.device)
+    records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
+    check_rationales(records, hparams)
+    out = Path(args.out)
+    check_out_folder(out)
+    vlm = inputs.load_vlm(hparams)
+    with writing(out, args.lock_timeout):  # load -> edit -> save under the codebook lock
+        check_out_folder(out)
+        if is_codebook(out):
+            editor = open_editor(out, hparams, vlm, "edit")
+            say(args, f"adding to the codebook at {out} ({len(editor.edit_ids())} edits)")
+        else:
+            editor = ReasonEditor(vlm, hparams.to_config(),
+                                  calibration=records if needs_calibration(hparams) else None)
+        start = time.perf_counter()
+        report = editor.edit(records, progress=not args.quiet)
+        seconds = time.perf_counter() - start
+        editor.save(out)
+    say(args, f"added {len(report.added)}, already correct (skipped) {len(report.skipped)}, quarantined "
+                 f"{len(report.quarantined)} of {len(records)} records in {seconds:.1f} s "
+                 f"({seconds / max(1, len(records)):.2f} s per record)")
+    say(args, f"codebook: {out} ({len(editor.codebook)} entries, {len(editor.edit_ids())} edits)")
+    report_quarantine("edit", out, report.outcomes)
+    return 0
+
+
+def _codebook_path(path: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise ReasonEditError(f"codebook folder {path!r} does not exist; create one with `reasonedit edit`.")
+    return p
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .editor import ReasonEditor
+
+    codebook = _codebook_path(args.codebook)
+    hparams = load_hparams(args.hparams, args.model, args.device)
+    if (args.image is None) != (args.question is None):
+        raise ReasonEditError("give both --image and --question to inspect a query (or neither).")
+    if args.image is not None and not Path(args.image).is_file():
+        raise ReasonEditError(f"image file {args.image!r} does not exist.")
+    editor = ReasonEditor.load(codebook, inputs.load_vlm(hparams))
+    cb = editor.codebook
+    print(f"codebook {codebook}: {len(cb)} entries, {len(editor.edit_ids())} edits, "
+          f"{len(editor.quarantine)} quarantined")
+    setup = editor.keys.setup
+    print(f"keys: {setup.model_type} vision module {setup.vision_module}, λ={setup.scale:g}, "
+          f"dim {setup.dim} (vision {setup.vision_dim} + text {setup.text_dim})")
+    cfg = editor.config.retrieval
+    tau = editor.retriever.threshold() if len(cb) else None
+    gate = cfg.gate if cfg.gate != "nullset" else (
+        f"nullset (image <= {cfg.nullset.image_factor:g} x radius and <= {cfg.nullset.conflict_share:g} x "
+        f"distance to a conflicting edit; text cos >= {cfg.nullset.text_min_cos:g})")
+    print(f"retrieval: hubness {'on' if cfg.hubness else 'off'}, gate {gate}"
+          + (f" (τ = {tau:.4f})" if tau is not None else "") + f", cap {cfg.cap_keys} keys")
+    sigma = cb.sigma_table() if len(cb) else {}
+    shown = sorted(cb.entries)[: args.limit]
+    for eid in shown:
+        e = cb.entries[eid]
+        values = " | ".join(e.values)
+        print(f"  #{eid:<4} {','.join(e.kinds):<10} r={e.radius:.3f} σ={sigma.get(eid, float('nan')):.3f} "
+              f"edits={','.join(e.edit_ids)}  {values[:110]}")
+    if len(cb) > len(shown):
+        print(f"  ... {len(cb) - len(shown)} more (--limit)")
+    if args.image is None:
+        return 0
+    ans = editor.answer(args.image, args.question, args.choices)
+    r = ans.retrieval
+    print(f"\nquery: {args.question!r} on {args.image}")
+    print(f"gate: {'ACCEPTED' if r.accepted else 'REJECTED'}: {r.reason}")
+    if r.verdict is not None:
+        from .gate import describe
+
+        for line in describe(r.verdict, cfg.nullset.text_min_cos, limit=args.limit)[1:]:
+            print(line)
+    for rank, (eid, d, s) in enumerate(zip(r.entry_ids, r.distances, r.scores), 1):
+        values = " | ".join(cb.entries[eid].values) if eid in cb.entries else "?"
+        print(f"  {rank}. entry #{eid}: distance {d:.4f}, scaled {s:.4f}  {values[:110]}")
+    print(f"fused question: {ans.question!r}")
+    print(f"prompt: {ans.prompt!r}")
+    if ans.option_nll:
+        print("option NLL: " + ", ".join(f"{k}={v:.3f}" for k, v in ans.option_nll.items()))
+    print(f"answer: {ans.text}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
     """Register the codebook verbs on the ``reasonedit`` parser."""
+    edit = sub.add_parser("edit", help="apply a JSONL of edits and save the codebook",
+                          description="Apply edit records to a model (hparams YAML) and save the codebook "
+                                      "folder (safetensors + JSON + audit log). An existing codebook at --out "
+                                      "is extended.")
+    add_model(edit)
+    add_records(edit)
+    edit.add_argument("--out", required=True, metavar="DIR", help="codebook folder to write")
+    edit.add_argument("--lock-timeout", type=float, default=120.0, metavar="S",
+                      help="seconds to wait while another command writes the codebook (default 120)")
+    edit.set_defaults(func=cmd_edit)
+
+    ins = sub.add_parser("inspect", help="show a codebook, and for one query what is retrieved and why",
+                         description="List a saved codebook's entries (kinds, radius, hubness σ, edits, values) "
+                                     "and, for --image/--question, the retrieved entries with distances and "
+                                     "scaled scores, the gate decision, the fused prompt and the answer.")
+    add_model(ins)
+    ins.add_argument("--codebook", required=True, metavar="DIR", help="codebook folder (from `reasonedit edit`)")
+    ins.add_argument("--image", metavar="IMG", help="query image")
+    ins.add_argument("--question", metavar="TEXT", help="query question")
+    ins.add_argument("--choices", nargs="+", metavar="OPTION", help="answer options (lowest summed NLL wins)")
+    ins.add_argument("--limit", type=int, default=40, metavar="N", help="entries to list (default 40)")
+    ins.set_defaults(func=cmd_inspect)
+
     def lock(p: argparse.ArgumentParser) -> None:
         p.add_argument("--lock-timeout", type=float, default=120.0, metavar="S",
                        help="seconds to wait for another writer of the codebook (default 120)")

@@ -32,14 +32,14 @@ def _zygote() -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).parent))
     from fakes import FakeVLM
-    from reasonedit_plugin import cli
+    from reasonedit_plugin import cli, cli_inputs
     from reasonedit_plugin import editor as _editor  # noqa: F401  (imported before forking)
     from reasonedit_plugin import guards as _guards  # noqa: F401
     from reasonedit_plugin import storage as _storage  # noqa: F401
     from reasonedit_plugin.text_encoder import shared_text_encoder
 
     shared_text_encoder("all-MiniLM-L6-v2")
-    cli.load_vlm = lambda hparams: FakeVLM()
+    cli_inputs.load_vlm = lambda hparams: FakeVLM()
     print("zygote ready", flush=True)
     for line in sys.stdin:
         jobs = json.loads(line)

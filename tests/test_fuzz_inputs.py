@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fakes import FakeVLM, solid
-from reasonedit_plugin import cli
+from reasonedit_plugin import cli, cli_inputs
 from reasonedit_plugin.config import ReasonEditConfig
 from reasonedit_plugin.editor import ReasonEditor
 from reasonedit_plugin.errors import ReasonEditError
@@ -233,7 +233,7 @@ def test_fuzz_codebook_files(codebook, data, tmp_path_factory):
 @given(data=jsonl_files())
 def test_fuzz_cli_edit_exit_2_and_nothing_written(data, image_dir, tmp_path_factory, monkeypatch, capsys,
                                                   text_encoder):
-    monkeypatch.setattr(cli, "load_vlm", lambda hparams: FakeVLM())
+    monkeypatch.setattr(cli_inputs, "load_vlm", lambda hparams: FakeVLM())
     work = tmp_path_factory.mktemp("cli")
     edits = work / "edits.jsonl"
     edits.write_bytes(data)
