@@ -118,7 +118,7 @@ class HubnessGraph:
         row = s.row(key_id)
         q = s.vectors(np.array([row]))[0]
         near, _ = s.within_reach(q, exclude=row, max_lists=self.probe)
-        nbr, nlen = s.column("nbr"), s.column("nlen")
+        nbr = s.column("nbr")
         held = near[(nbr[near] == key_id).any(axis=1)] if len(near) else near
         stale = s.ids[held].tolist()
         s.remove(key_id)

@@ -16,7 +16,6 @@ with hubness off the codebook's index (exact L2 over the same keys) serves.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
