@@ -96,6 +96,9 @@ class StoredCodebook:
     audit: list[AuditEvent] = field(default_factory=list)
     missing_raw: list[str] = field(default_factory=list)
     """Committed edits whose raw record (or one of its images) was not kept: they cannot be re-embedded."""
+    extra: dict[str, bytes] = field(default_factory=dict)
+    """Side files saved with the snapshot (``save_codebook(extra=...)``, e.g. hidden-state fusion vectors
+    and gate weights), checksum-verified; empty for codebooks saved without them."""
 
 
 # ---------------------------------------------------------------------- low-level durable writes
@@ -338,10 +341,16 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
                   config: ReasonEditConfig | Mapping[str, Any] | None = None,
                   records: Mapping[str, EditRecord] | None = None,
                   quarantine: Mapping[str, EditRecord] | None = None,
-                  audit: AuditLog | None = None, kind: str = "codebook") -> Path:
+                  audit: AuditLog | None = None, kind: str = "codebook",
+                  extra: Mapping[str, bytes] | None = None) -> Path:
     """Atomically write ``codebook`` (plus raw records, quarantine and new audit events) to folder ``path``.
 
-    Returns the snapshot folder. ``setup`` is ``editor.keys.setup`` (or its dict)."""
+    Returns the snapshot folder. ``setup`` is ``editor.keys.setup`` (or its dict). ``extra``: side files
+    (name -> bytes) written into the snapshot and covered by its checksums."""
+    extra = dict(extra or {})
+    for name in extra:
+        if name in SNAPSHOT_FILES or name == "meta.json" or "/" in name or name.startswith("."):
+            raise ReasonEditError(f"extra file name {name!r} is reserved or not a plain file name.")
     root = Path(path)
     setup_values = _setup_dict(setup)
     if setup_values["vision_dim"] + setup_values["text_dim"] != codebook.dim:
@@ -372,6 +381,7 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
             "entries.json": _json_bytes(table),
             "records.jsonl": b"".join(_json_bytes(r) + b"\n" for r in rows),
             "audit_new.jsonl": b"".join(_json_bytes(e.to_dict()) + b"\n" for e in new_events),
+            **extra,
         }
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "saved": time.time(),
@@ -453,7 +463,7 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
         if setup is not None:
             check_setup(meta["setup"], setup, root)
         blobs = {}
-        for fname in SNAPSHOT_FILES:
+        for fname in list(SNAPSHOT_FILES) + sorted(set(meta["files"]) - set(SNAPSHOT_FILES)):
             data = (root / name / fname).read_bytes()
             if _sha256(data) != meta["files"].get(fname):
                 raise CodebookCorruptError(f"{root / name / fname} does not match its checksum in meta.json; "
@@ -474,7 +484,8 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
         log.merge(AuditEvent.from_dict(json.loads(line))
                   for line in blobs["audit_new.jsonl"].decode("utf-8").splitlines() if line.strip())
     return StoredCodebook(root, name, meta, meta["setup"], meta.get("config"), codebook, records, quarantine,
-                          list(log), list(meta.get("missing_raw", [])))
+                          list(log), list(meta.get("missing_raw", [])),
+                          {f: blobs[f] for f in blobs if f not in SNAPSHOT_FILES})
 
 
 # ---------------------------------------------------------------------- the editor's side
@@ -488,7 +499,8 @@ def _save_config(editor: Any) -> dict[str, Any]:
 
 def save_editor(editor: Any, path: Union[str, Path]) -> Path:
     snapshot = save_codebook(path, editor.codebook, editor.keys.setup, config=_save_config(editor),
-                             records=editor.edit_records, quarantine=editor.quarantine, audit=editor.audit)
+                             records=editor.edit_records, quarantine=editor.quarantine, audit=editor.audit,
+                             extra=editor.side_files())
     return snapshot
 
 
@@ -505,6 +517,7 @@ def load_editor(cls: type, path: Union[str, Path], vlm: Any, config: Any = None,
     editor.edit_records = dict(stored.records)
     editor.quarantine = dict(stored.quarantine)
     editor.audit = AuditLog(stored.audit)
+    editor.load_side_files(stored.extra)
     return editor
 
 
