@@ -11,6 +11,8 @@ probe) and context tokens added to the prompt per answered probe (over probes wh
     python -m reasonedit_plugin.data.shaperules --split seq --n 420 --seed 3 --out /tmp/seq.jsonl
     python examples/compare_fusion.py --edits-file /tmp/seq.jsonl --edits 300 --every 10 --out docs/fusion/seq_300
 
+(``--variant NAME YAML`` runs one variant; ``--limit N`` uses the first N records only.)
+
 ``--every K`` overrides ``fusion.gate_every`` and ``key_tuning.every`` (training after every K edits
 instead of every edit, to fit long runs on a CPU). Writes ``results.json`` and ``table.md`` into ``--out``.
 """
@@ -90,11 +92,14 @@ def main() -> None:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--split", default="small", help="shipped ShapeRules split (default small)")
     src.add_argument("--edits-file", help="a ShapeRules JSONL (image paths relative to the easy-vqa root)")
+    parser.add_argument("--limit", type=int, help="use only the first N records (a cheaper reference)")
     parser.add_argument("--edits", type=int, default=10, help="edit the first N error records")
     parser.add_argument("--every", type=int, help="override fusion.gate_every and key_tuning.every")
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "YAML"),
                         help="a variant (repeatable); default: prompt, hidden_bias, gated, prompt + contrastive")
     parser.add_argument("--locality-size", type=int, default=100)
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="also score a seeded 50-record subsample every K edits (logged and saved)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -105,8 +110,8 @@ def main() -> None:
     first = next(iter(hparams.values()))
     vlm = load_vlm(first)
     base = first.to_config()
-    protocol = ProtocolConfig(eval_every=0, seed=base.seed, locality_size=args.locality_size)
-    records = _records(args)
+    protocol = ProtocolConfig(eval_every=args.checkpoint_every, seed=base.seed, locality_size=args.locality_size)
+    records = _records(args)[:args.limit]
     extra = shaperules_plain_probes(2 * args.locality_size, base.seed)
     start = time.perf_counter()
     reference = prepare_reference(UneditedMethod(vlm, base.max_new_tokens), records, protocol, extra)
@@ -129,7 +134,8 @@ def main() -> None:
         text_encoder = text_encoder or inner.editor.text_encoder
         method = TimedMethod(inner)
         t0 = time.perf_counter()
-        result = evaluate_sequential(method, reference, protocol)
+        result = evaluate_sequential(method, reference, protocol, on_checkpoint=lambda c, n=name: logger.info(
+            "checkpoint %s @%d: %s", n, c.num_edits, {k: c.scores.metric(k) for k in PAPER}))
         wall = time.perf_counter() - t0
         s = result.final
         editor = inner.editor
@@ -148,6 +154,8 @@ def main() -> None:
             "key_tuning": (editor.keys.tuner.describe() if getattr(editor.keys, "tuner", None) is not None
                            and config.retrieval.tuning == "contrastive" else None),
             "gate": editor.hidden.gate.describe() if editor.hidden is not None and editor.hidden.gate else None,
+            "checkpoints": [{"edits": c.num_edits, "probed_edits": c.evaluated_edits,
+                             **{k: c.scores.metric(k) for k in PAPER}} for c in result.checkpoints],
         }
         logger.info("%s", {k: v for k, v in row.items() if not isinstance(v, dict)})
         rows.append(row)
