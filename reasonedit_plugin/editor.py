@@ -381,7 +381,8 @@ class ReasonEditor:
 
             nulls = list(self.config.key_tuning.null_prompts)
             raw = RawKeys(keys, aug_keys, encoder.encode([image] * len(nulls), nulls) if nulls
-                          else torch.zeros(0, keys.shape[1]), self.config.augment.default_radius)
+                          else torch.zeros(0, keys.shape[1]), self.config.augment.default_radius,
+                          [kind for kind, _, _ in items], [value for _, _, value in items])
             tuner.stage(record.id, raw)
             keys, radii = tuner.project(keys), tuner.radii(raw)
         elif aug_keys is None:

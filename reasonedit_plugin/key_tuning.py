@@ -46,6 +46,10 @@ class RawKeys:
     aug: torch.Tensor | None
     nulls: torch.Tensor
     default_radius: float = 1.0
+    kinds: list[str] = field(default_factory=list)
+    """Entry kind per key row (the edit's pending order)."""
+    values: list[str] = field(default_factory=list)
+    """Entry value per key row."""
 
 
 @dataclass
@@ -151,11 +155,8 @@ class KeyTuner:
         Edits without raw keys (added before tuning was on, or imported as keys) keep their keys."""
         start = time.perf_counter()
         order = [e for e in codebook.edit_ids() if e in self.raw]
-        saved = {}
-        for e in order:
-            contributions = [c for eid in sorted(codebook.entries) for c in codebook.entries[eid].contributions
-                             if c.edit_id == e]
-            saved[e] = contributions
+        saved = {e: [c for entry in codebook.entries.values() for c in entry.contributions if c.edit_id == e]
+                 for e in order}
         from .codebook import PendingEntry
 
         for e in order:
@@ -165,7 +166,8 @@ class KeyTuner:
             raw = self.raw[e]
             keys = self.project(raw.keys)
             radii = self.radii(raw)
-            pending = [PendingEntry(c.kind, c.value, k, r) for c, k, r in zip(contributions, keys, radii)]
+            # the raw rows are in the edit's pending order (answer entry, then sentences, then patches)
+            pending = [PendingEntry(kind, value, k, r) for kind, value, k, r in zip(raw.kinds, raw.values, keys, radii)]
             codebook.add_edit(e, pending, dict(contributions[0].meta) if contributions else {})
             created = {c.value: c.created for c in contributions}
             for entry in codebook.entries.values():
@@ -191,7 +193,8 @@ class KeyTuner:
             tensors[f"nulls.{i}"] = r.nulls.contiguous()
             if r.aug is not None:
                 tensors[f"aug.{i}"] = r.aug.contiguous()
-            rows.append({"edit_id": e, "row": i, "default_radius": r.default_radius})
+            rows.append({"edit_id": e, "row": i, "default_radius": r.default_radius, "kinds": r.kinds,
+                         "values": r.values})
         meta = {"version": self.version, "dim": self.dim, "pending": self.pending, "rows": rows}
         return {TUNING_FILE: st_save(tensors), TUNING_META: json.dumps(meta, sort_keys=True).encode("utf-8")}
 
@@ -206,7 +209,8 @@ class KeyTuner:
         self.projection = tensors["projection"].float()
         self.version, self.pending = int(meta["version"]), int(meta["pending"])
         self.raw = {r["edit_id"]: RawKeys(tensors[f"keys.{r['row']}"], tensors.get(f"aug.{r['row']}"),
-                                          tensors[f"nulls.{r['row']}"], float(r["default_radius"]))
+                                          tensors[f"nulls.{r['row']}"], float(r["default_radius"]),
+                                          list(r["kinds"]), list(r["values"]))
                     for r in meta["rows"]}
         return True
 

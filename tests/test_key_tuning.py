@@ -44,7 +44,7 @@ def _clusters(seed=0, n=6, d=8):
         keys[:, 3:] = 2.0 * torch.randn(2, d - 3, generator=g)  # nuisance dimensions
         aug = keys.clone()
         aug[:, 3:] = 2.0 * torch.randn(2, d - 3, generator=g)
-        tuner.stage(f"e{i}", RawKeys(keys, aug, torch.zeros(0, d)))
+        tuner.stage(f"e{i}", RawKeys(keys, aug, torch.zeros(0, d), 1.0, ["answer", "reasoning"], [f"a{i}", f"r{i}"]))
         tuner.commit([f"e{i}"])
     return tuner
 
@@ -92,9 +92,10 @@ def test_stored_keys_are_reprojected_consistently(vlm, records, text_encoder):
     for entry in cb.entries.values():
         for c in entry.contributions:
             raw = tuner.raw[c.edit_id]
-            row = [x.value for e in cb.entries.values() for x in e.contributions if x.edit_id == c.edit_id]
-            expected = tuner.project(raw.keys)[row.index(c.value)]
-            assert torch.allclose(c.key, expected, atol=1e-5)
+            row = raw.values.index(c.value)
+            assert raw.kinds[row] == c.kind
+            assert torch.allclose(c.key, tuner.project(raw.keys)[row], atol=1e-5)
+            assert abs(c.radius - tuner.radii(raw)[row]) < 1e-4
     # the hubness table and index follow the projected keys: equal to a fresh rebuild
     fresh = Codebook(cb.dim, cb.config, cb.retrieval)
     for e in cb.edit_ids():
@@ -102,7 +103,7 @@ def test_stored_keys_are_reprojected_consistently(vlm, records, text_encoder):
         from reasonedit_plugin.codebook import PendingEntry
 
         fresh.add_edit(e, [PendingEntry(x.kind, x.value, x.key, x.radius) for x in contribs])
-    assert fresh.sigma_table().values().__len__() == cb.sigma_table().values().__len__()
+    assert len(fresh.sigma_table()) == len(cb.sigma_table())
     assert sorted(round(v, 4) for v in fresh.sigma_table().values()) == \
         sorted(round(v, 4) for v in cb.sigma_table().values())
     # queries are projected too: the edited question retrieves its own answer entry
@@ -138,3 +139,27 @@ def test_remove_forgets_raw_keys(vlm, records, text_encoder):
     editor.remove(records[1].id)
     assert records[1].id not in editor.keys.tuner.raw
     assert records[1].id not in editor.codebook.edit_ids()
+
+
+def test_rekey_pairs_keys_with_their_values_when_an_entry_merged_into_an_older_one():
+    """An edit whose second entry merged into an older edit's entry: re-keying must still give every
+    value its own key (entry-id order differs from the edit's own order here)."""
+    from reasonedit_plugin.codebook import PendingEntry
+
+    a, b = torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 5.0, 0, 0])
+    cb = Codebook(4)
+    tuner = KeyTuner(4, KeyTuningConfig())
+    edits = {"e0": (["answer"], ["x"], torch.stack([a])),
+             "e1": (["answer", "reasoning"], ["y", "x2"], torch.stack([b, a + 0.001]))}
+    for e, (kinds, values, keys) in edits.items():
+        raw = RawKeys(keys, keys + 0.5, torch.zeros(0, 4), 1.0, kinds, values)
+        tuner.stage(e, raw)
+        tuner.commit([e])
+        cb.add_edit(e, [PendingEntry(k, v, key, r) for k, v, key, r in zip(kinds, values, keys, tuner.radii(raw))])
+    assert len(cb) == 2  # "x2" merged into the entry of "x"
+    tuner.projection = torch.diag(torch.tensor([2.0, 3.0, 1.0, 1.0]))
+    tuner.rekey(cb)
+    for entry in cb.entries.values():
+        for c in entry.contributions:
+            raw = tuner.raw[c.edit_id]
+            assert torch.allclose(c.key, tuner.project(raw.keys)[raw.values.index(c.value)])
