@@ -141,7 +141,7 @@ def main() -> None:
         editor = inner.editor
         learning = sum(editor.learning_seconds) / max(1, len(result.edit_seconds))
         row = {
-            "variant": name, "hparams": str(variants[name]), "fusion": config.fusion.kind,
+            "variant": name, "hparams": _portable(variants[name]), "fusion": config.fusion.kind,
             "tuning": config.retrieval.tuning, "edits": result.num_edited,
             **{k: s.metric(k) for k in PAPER}, **{k: s.easyedit.get(k) for k in EASYEDIT_KEYS},
             "time_per_edit_s": result.time_per_edit, "learning_s_per_edit": learning,
@@ -166,6 +166,14 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (args.out / "table.md").write_text(table(rows, meta))
     print(table(rows, meta))
+
+
+def _portable(path: Path) -> str:
+    """A YAML path relative to the repository when it is inside it (reports name no machine path)."""
+    try:
+        return str(Path(path).resolve().relative_to(HPARAMS.parent.parent))
+    except ValueError:
+        return str(path)
 
 
 def _pct(v: Any) -> str:
