@@ -245,6 +245,9 @@ class RetrievalConfig:
     """null-set gate thresholds (a mapping of ``gate.NullSetGateConfig`` fields; None: its defaults)."""
     cap_keys: int = 5
     """Paper: 5 (7 for Qwen models)."""
+    tuning: str = "off"
+    """``off`` (paper: a fixed key encoder) or ``contrastive`` (extension: a projection over keys trained
+    with InfoNCE as edits accumulate; settings in the ``key_tuning`` section)."""
 
     def __post_init__(self) -> None:
         from .gate import NullSetGateConfig  # the gate module owns its config; imported here, no circle
@@ -261,6 +264,7 @@ class RetrievalConfig:
         if self.gate_percentile is not None:
             _check(0 < self.gate_percentile <= 100, "retrieval.gate_percentile must be in (0, 100].")
         _check(self.cap_keys >= 1, "retrieval.cap_keys must be >= 1.")
+        _choice("retrieval.tuning", self.tuning, ("off", "contrastive"))
         self.nullset = build_section(NullSetGateConfig, self.nullset, "retrieval.nullset")
 
     @property
@@ -270,16 +274,85 @@ class RetrievalConfig:
 
 @dataclass
 class FusionConfig:
-    """How retrieved facts enter the model (METHOD.md §4.5)."""
+    """How retrieved facts enter the model (METHOD.md §4.5; §4 (a) for the hidden-state extensions)."""
 
     kind: str = "prompt"
+    """``prompt`` (paper: facts in the text), ``hidden_bias`` (extension: each fact's LM vector, scaled,
+    added to the hidden states at ``layer``) or ``gated`` (extension: the same bias through a learned gate)."""
     template: str = "{facts} {question}"
     """Paper: facts joined by single spaces, one space, the question, no header."""
     fact_separator: str = " "
+    layer: Union[int, None] = None
+    """Hidden-state kinds: the language-model block whose OUTPUT gets the bias and whose output, mean-pooled
+    over a fact's tokens, is that fact's vector (negative counts from the end); None: the last block."""
+    scale: float = 1.0
+    """Hidden-state kinds: the bias is ``scale * sum_i g_i * v(fact_i)`` (g_i = 1 for ``hidden_bias``)."""
+    max_facts: int = 0
+    """Hidden-state kinds: bias with only the first this many retrieved facts (they come ordered by score,
+    best entry first); 0: all of them. A sum of vectors cannot pick the relevant fact as attention over a
+    prompt can, so the nearest facts alone may work better (chosen by calibration)."""
+    positions: str = "text"
+    """Hidden-state kinds: where the bias is added: ``question`` (the question's tokens) or ``text`` (every
+    non-special text token, generated ones included)."""
+    gate_hidden: int = 16
+    """``gated``: hidden width of the gate MLP over [h; v; h*v] (h: the query's mean hidden state)."""
+    gate_steps: int = 200
+    """``gated``: Adam steps each time the gate is trained (on CPU, a few hundred)."""
+    gate_lr: float = 0.01
+    gate_every: int = 1
+    """``gated``: train the gate after every this many edits (examples accumulate in between)."""
+    null_prompts: tuple[str, ...] = ("What shape is this?", "What color is the shape?", "Is there a shape in the image?",
+                           "Describe this image.")
+    """``gated`` negatives: questions unrelated to any edit, asked about the edit's own image (null probes)."""
 
     def __post_init__(self) -> None:
         for key in ("{facts}", "{question}"):
             _check(key in self.template, f"fusion.template must contain {key}, got {self.template!r}.")
+        if self.layer is not None:
+            _check(isinstance(self.layer, int) and not isinstance(self.layer, bool),
+                   f"fusion.layer={self.layer!r} must be a language-model block index or null.")
+        _check(float(self.scale) >= 0, f"fusion.scale={self.scale!r} must be >= 0 (0 adds nothing).")
+        self.scale = float(self.scale)
+        _choice("fusion.positions", self.positions, ("question", "text"))
+        _check(self.max_facts >= 0, f"fusion.max_facts={self.max_facts} must be >= 0 (0: all facts).")
+        _check(self.gate_hidden >= 1 and self.gate_steps >= 1 and self.gate_every >= 1,
+               "fusion.gate_hidden, gate_steps and gate_every must be >= 1.")
+        _check(self.gate_lr > 0, f"fusion.gate_lr={self.gate_lr} must be > 0.")
+        self.null_prompts = tuple(self.null_prompts)
+        _check(all(isinstance(q, str) and q.strip() for q in self.null_prompts),
+               "fusion.null_prompts must be non-empty strings.")
+
+    @property
+    def hidden(self) -> bool:
+        """True for the kinds that act on hidden states (the prompt text stays the question)."""
+        return self.kind in HIDDEN_FUSIONS
+
+
+HIDDEN_FUSIONS = ("hidden_bias", "gated")
+
+
+@dataclass
+class KeyTuningConfig:
+    """Contrastive tuning of a projection over keys (METHOD.md §4 (b), an extension; on with
+    ``retrieval.tuning: contrastive``)."""
+
+    every: int = 1
+    """Train after every this many edits."""
+    steps: int = 50
+    """Adam steps per training round."""
+    lr: float = 0.001
+    temperature: float = 0.1
+    """InfoNCE temperature on negative squared L2 distances divided by the mean positive distance."""
+    identity_weight: float = 1.0
+    """Weight of ||P - I||^2 (keeps the projection near the identity it starts from)."""
+    null_prompts: tuple[str, ...] = ("What shape is this?", "What color is the shape?", "Describe this image.")
+    """Negatives besides other edits' keys: these questions on each edit's image."""
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 1 and self.steps >= 1, "key_tuning.every and key_tuning.steps must be >= 1.")
+        _check(self.lr > 0 and self.temperature > 0 and self.identity_weight >= 0,
+               "key_tuning: lr and temperature must be > 0, identity_weight >= 0.")
+        self.null_prompts = tuple(self.null_prompts)
 
 
 @dataclass
@@ -350,6 +423,7 @@ SECTIONS: dict[str, type] = {
     "patches": PatchConfig,
     "topology": TopologyConfig,
     "guard": GuardConfig,
+    "key_tuning": KeyTuningConfig,
 }
 
 
@@ -369,6 +443,7 @@ class ReasonEditConfig:
     patches: PatchConfig = field(default_factory=PatchConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    key_tuning: KeyTuningConfig = field(default_factory=KeyTuningConfig)
 
     def __post_init__(self) -> None:
         check_types(type(self), {k: getattr(self, k) for k in ("seed", "only_edit_errors", "max_new_tokens")}, "")

@@ -22,6 +22,7 @@ Rationales: ``easyedit_rationales.py`` (the request's ``rationale`` field, fille
 
 from __future__ import annotations
 
+import contextlib
 import copy as copy_module
 import logging
 import threading
@@ -147,6 +148,7 @@ class ReasonEditModel(torch.nn.Module):
         """The Retrieval of the most recent forward pass (None when no query was made)."""
         self._marks: dict[bool, _TemplateMarks] = {}
         self._counter = 0
+        self._hidden_plan: Optional[tuple[str, Any, tuple[int, int]]] = None
 
     # -- attribute fallback: EasyEdit and users may read .config, .device, .dtype of the model
     def __getattr__(self, name: str) -> Any:
@@ -208,23 +210,34 @@ class ReasonEditModel(torch.nn.Module):
     def _forward_hf(self, inputs: dict[str, Any]) -> Any:
         splice = self._plan_hf(inputs)
         if splice is None:
-            return self.model(**inputs)
+            with self._hidden_fusion():  # hidden-state fusions: same tokens, a bias inside the model
+                return self.model(**inputs)
         length = inputs["input_ids"].shape[1]
         outputs = self.model(**self._apply_splice(inputs, splice))
         return _trim_outputs(outputs, length, drop_left=None)
+
+    def _hidden_fusion(self) -> Any:
+        """The editor's hidden-state fusion for the query planned last (a no-op for prompt fusion)."""
+        plan, self._hidden_plan = self._hidden_plan, None
+        context = getattr(self.editor, "fusion_context", None)
+        if plan is None or context is None:
+            return contextlib.nullcontext()
+        return context(*plan)
 
     @torch.no_grad()
     def generate(self, **inputs: Any) -> torch.Tensor:
         """Generate with the edits; the returned sequences start with the caller's own prompt ids."""
         splice = self._plan_hf(inputs) if "input_ids" in inputs else None
         if splice is None:
-            return self.model.generate(**inputs)
+            with self._hidden_fusion():
+                return self.model.generate(**inputs)
         new_inputs = self._apply_splice(inputs, splice)
         out = self.model.generate(**new_inputs)
         return torch.cat([inputs["input_ids"], out[:, new_inputs["input_ids"].shape[1]:]], dim=1)
 
     def _plan_hf(self, inputs: Mapping[str, Any]) -> Optional[_Splice]:
         self.last_retrieval = None
+        self._hidden_plan = None
         ids = inputs["input_ids"]
         has_image = any(k.startswith("pixel_values") for k in inputs if inputs[k] is not None)
         if not has_image:
@@ -242,6 +255,7 @@ class ReasonEditModel(torch.nn.Module):
         self.last_retrieval = retrieval
         fused = self.editor.fused_question(question, retrieval)
         if fused == question:
+            self._hidden_plan = (question, retrieval, (start, end))
             return None
         new_ids = tok(fused, add_special_tokens=False)["input_ids"]
         return _Splice(start, end, list(new_ids))

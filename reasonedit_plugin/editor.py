@@ -6,6 +6,7 @@ retrieves entries for the query, fuses their text into the prompt, and runs the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -87,6 +88,7 @@ class _Prepared:
     base_answer: str | None
     flags: list[Any]
     seconds: float
+    image: Any = None
 
 
 class ReasonEditor:
@@ -124,8 +126,20 @@ class ReasonEditor:
                     "(image, question) pairs, >= topology.layer_samples of them) so AutoLayer/AutoScaler "
                     "can choose, or give a fixed layer and scale.")
             module, scale = self._calibrate(calibration)
-        self.keys = KeyEncoder(vlm, self.text_encoder, vlm.resolve_layer(module), float(scale),
-                               batch_size=config.embedding.batch_size)
+        self.keys: Any = KeyEncoder(vlm, self.text_encoder, vlm.resolve_layer(module), float(scale),
+                                    batch_size=config.embedding.batch_size)
+        if config.retrieval.tuning == "contrastive":  # extension: keys go through a tuned projection
+            from .key_tuning import KeyTuner, ProjectedKeys
+
+            self.keys = ProjectedKeys(self.keys, lambda dim: KeyTuner(dim, config.key_tuning, config.seed))
+        self.hidden: Any = None
+        """Hidden-state fusion (fusion.kind hidden_bias / gated; extension): fact vectors, hook, gate."""
+        if config.fusion.hidden:
+            from .hidden_fusion import HiddenFusion
+
+            self.hidden = HiddenFusion(vlm, config.fusion, config.seed)
+        self.learning_seconds: list[float] = []
+        """Per committed edit() call: seconds spent training the fusion gate and the key projection."""
         self._codebook = codebook
         self._retriever: Retriever | None = None
         self.quarantine: dict[str, EditRecord] = {}
@@ -224,7 +238,7 @@ class ReasonEditor:
             if flags:
                 logger.warning("edit %s: rationale guard flags: %s", r.id, "; ".join(map(str, flags)))
             pending = self._pending_entries(r, image)
-            prepared.append(_Prepared(r, pending, base, flags, time.perf_counter() - start))
+            prepared.append(_Prepared(r, pending, base, flags, time.perf_counter() - start, image))
 
         committed: list[str] = []
         try:
@@ -234,6 +248,7 @@ class ReasonEditor:
                 committed.append(p.record.id)
                 outcomes[p.record.id] = EditOutcome(p.record.id, "added", [i for i, _ in result],
                                                     [m for _, m in result], p.base_answer, p.flags, p.seconds)
+            self._after_commit([(p.record, p.image) for p in prepared])
         except BaseException:
             for edit_id in reversed(committed):
                 self.codebook.remove_edit(edit_id)
@@ -257,6 +272,7 @@ class ReasonEditor:
         image = load_image(record.image)
         pending = self._pending_entries(record, image)
         result = self.codebook.add_edit(edit_id, pending, {**record.meta, "approved": True})
+        self._after_commit([(record, image)])
         del self.quarantine[edit_id]
         outcome = EditOutcome(edit_id, "added", [i for i, _ in result], [m for _, m in result])
         self.edit_records[edit_id] = record
@@ -273,6 +289,11 @@ class ReasonEditor:
             return []
         touched = self.codebook.remove_edit(edit_id)
         self.edit_records.pop(edit_id, None)
+        tuner = getattr(self.keys, "tuner", None)
+        if tuner is not None:
+            tuner.forget(edit_id)
+        if self.hidden is not None:
+            self.hidden.forget(edit_id, [v for e in self.codebook.entries.values() for v in e.values])
         self.audit.record("removed", edit_id, entry_ids=touched)
         return touched
 
@@ -355,26 +376,91 @@ class ReasonEditor:
                 items.append(("patch", sentence, sentence))
                 images.append(crop)
                 texts.append(sentence)
-        keys = self.keys.encode(images, texts)
-        radii = self._radii(record.id, images, texts, keys)
+        encoder = getattr(self.keys, "raw", self.keys)  # unprojected when keys are tuned
+        keys = encoder.encode(images, texts)
+        aug_keys = self._augmented_keys(record.id, images, texts, encoder)
+        tuner = getattr(self.keys, "tuner", None)
+        if tuner is not None:  # contrastive tuning: store projected keys, keep the raw ones for retraining
+            from .key_tuning import RawKeys
+
+            nulls = list(self.config.key_tuning.null_prompts)
+            raw = RawKeys(keys, aug_keys, encoder.encode([image] * len(nulls), nulls) if nulls
+                          else torch.zeros(0, keys.shape[1]), self.config.augment.default_radius,
+                          [kind for kind, _, _ in items], [value for _, _, value in items])
+            tuner.stage(record.id, raw)
+            keys, radii = tuner.project(keys), tuner.radii(raw)
+        elif aug_keys is None:
+            radii = [self.config.augment.default_radius] * len(texts)
+        else:  # distance from each key to the key of ONE seeded augmented copy of its (image, text)
+            radii = torch.linalg.vector_norm(keys - aug_keys, dim=1).tolist()
         return [PendingEntry(kind, value, key, radius)
                 for (kind, _, value), key, radius in zip(items, keys, radii)]
 
-    def _radii(self, edit_id: str, images: Sequence[Image.Image], texts: Sequence[str],
-               keys: torch.Tensor) -> list[float]:
-        """Distance from each key to the key of ONE seeded augmented copy of its (image, text)."""
+    def _augmented_image(self, edit_id: str, image: Image.Image) -> Image.Image:
+        return augment_image(image, random.Random(f"{self.config.seed}:{edit_id}:img"), self.config.augment)
+
+    def _augmented_keys(self, edit_id: str, images: Sequence[Image.Image], texts: Sequence[str],
+                        encoder: Any) -> torch.Tensor | None:
+        """Keys of ONE seeded augmented copy of each (image, text); None when augmentation is off."""
         aug = self.config.augment
         if not aug.enabled:
-            return [aug.default_radius] * len(texts)
+            return None
         aug_images, aug_texts, cache = [], [], {}
         for i, (image, text) in enumerate(zip(images, texts)):
             rng = random.Random(f"{self.config.seed}:{edit_id}:{i}")
             if id(image) not in cache:  # one augmented copy per distinct image, as in the reference
-                cache[id(image)] = augment_image(image, random.Random(f"{self.config.seed}:{edit_id}:img"), aug)
+                cache[id(image)] = self._augmented_image(edit_id, image)
             aug_images.append(cache[id(image)])
             aug_texts.append(paraphrase(text, rng, aug.paraphrase))
-        aug_keys = self.keys.encode(aug_images, aug_texts)
-        return torch.linalg.vector_norm(keys - aug_keys, dim=1).tolist()
+        return encoder.encode(aug_images, aug_texts)
+
+    # ------------------------------------------------------------------ continual learning (extensions)
+    def _after_commit(self, committed: Sequence[tuple[EditRecord, Image.Image]]) -> None:
+        """After edits are in the codebook: train the key projection (``retrieval.tuning: contrastive``)
+        and re-project the stored keys when due; encode the facts and train the gate (hidden fusion)."""
+        if not committed:
+            return
+        start = time.perf_counter()
+        tuner = getattr(self.keys, "tuner", None)
+        if tuner is not None:
+            tuner.commit([r.id for r, _ in committed])
+            if tuner.due:
+                tuner.train()
+                tuner.rekey(self.codebook)
+        if self.hidden is not None:
+            self.hidden.on_edits([self._gate_edit(r, image) for r, image in committed])
+        if tuner is not None or (self.hidden is not None and self.hidden.gate is not None):
+            self.learning_seconds.append(time.perf_counter() - start)
+
+    def _gate_edit(self, record: EditRecord, image: Image.Image) -> Any:
+        """The gate's training material of one edit (see fusion_gate.py): facts, positives, null probes."""
+        from .fusion_gate import GateEdit
+
+        facts = list(dict.fromkeys(v for _, _, v in self._entry_texts(record)))
+        positives = [(image, record.prompt)]
+        if self.config.augment.enabled:
+            rng = random.Random(f"{self.config.seed}:{record.id}:gate")
+            positives.append((self._augmented_image(record.id, image),
+                              paraphrase(record.prompt, rng, self.config.augment.paraphrase)))
+        nulls = [(image, q) for q in self.config.fusion.null_prompts]
+        return GateEdit(record.id, facts, positives, nulls)
+
+    def side_files(self) -> dict[str, bytes]:
+        """Files saved next to the codebook: fact vectors and gate (hidden fusion), key projection (tuning)."""
+        files: dict[str, bytes] = {}
+        if self.hidden is not None:
+            files.update(self.hidden.side_files())
+        tuner = getattr(self.keys, "tuner", None)
+        if tuner is not None:
+            files.update(tuner.side_files())
+        return files
+
+    def load_side_files(self, files: Mapping[str, bytes]) -> None:
+        if self.hidden is not None:
+            self.hidden.load_side_files(files)
+        tuner = getattr(self.keys, "tuner", None)
+        if tuner is not None:
+            tuner.load_side_files(files)
 
     # ------------------------------------------------------------------ inference
     def _base_answer(self, image: Image.Image, question: str, choices: Sequence[str] | None) -> str:
@@ -418,9 +504,20 @@ class ReasonEditor:
         return evicted
 
     def fused_question(self, question: str, retrieval: Retrieval) -> str:
-        """The user-turn text: the question with retrieved facts fused in (unchanged if none)."""
+        """The user-turn text: the question with retrieved facts fused in (unchanged if none, and always
+        unchanged for the hidden-state fusions)."""
         facts = retrieval.facts if retrieval.accepted else []
         return fuse(question, facts, self.config.fusion)
+
+    def fusion_context(self, question: str, retrieval: Retrieval | None,
+                       question_span: tuple[int, int] | None = None) -> Any:
+        """A context manager inside which the model's forwards carry the hidden-state fusion of
+        ``retrieval`` (fusion.kind hidden_bias / gated); a no-op for prompt fusion or when nothing was
+        retrieved. ``question_span``: the question's token positions when the caller knows them."""
+        if self.hidden is None or retrieval is None or not retrieval.accepted or not retrieval.facts:
+            return contextlib.nullcontext({"gates": None})
+        facts = retrieval.facts[:self.config.fusion.max_facts or None]
+        return self.hidden.apply(question, facts, question_span)
 
     def answer(self, image: ImageLike, question: str, choices: Sequence[str] | None = None) -> Answer:
         """Answer with the edited model. With ``choices``, the option of lowest summed NLL wins."""
@@ -431,12 +528,13 @@ class ReasonEditor:
         retrieval = self.retrieve(img, question)
         fused = self.fused_question(question, retrieval)
         option_nll = None
-        if choices:
-            nll = self.vlm.option_nll(img, fused, list(choices))
-            option_nll = dict(zip(choices, nll))
-            text = choices[min(range(len(choices)), key=lambda i: (nll[i], i))]
-        else:
-            text = self.vlm.generate(img, fused, self.config.max_new_tokens)
+        with self.fusion_context(question, retrieval):
+            if choices:
+                nll = self.vlm.option_nll(img, fused, list(choices))
+                option_nll = dict(zip(choices, nll))
+                text = choices[min(range(len(choices)), key=lambda i: (nll[i], i))]
+            else:
+                text = self.vlm.generate(img, fused, self.config.max_new_tokens)
         return Answer(text, fused, self.vlm.prompt_text(fused), retrieval, option_nll)
 
 

@@ -424,18 +424,20 @@ class ReasonEditMethod:
         img = load_image(image)
         retrieval, total, lookup = self._retrieve(img, question)
         fused = editor.fused_question(question, retrieval)
-        if choices:
-            text = _pick(choices, editor.vlm.option_nll(img, fused, list(choices)))
-        else:
-            text = editor.vlm.generate(img, fused, editor.config.max_new_tokens)
+        with editor.fusion_context(question, retrieval):  # hidden-state fusions; a no-op for prompt fusion
+            if choices:
+                text = _pick(choices, editor.vlm.option_nll(img, fused, list(choices)))
+            else:
+                text = editor.vlm.generate(img, fused, editor.config.max_new_tokens)
         return Prediction(text, retrieval, total, lookup)
 
     def teacher_forced(self, image: ImageLike | None, question: str, target: str) -> TeacherForced | None:
-        fused = question
+        fused, retrieval = question, None
         if image is not None:
             retrieval, _, _ = self._retrieve(load_image(image), question)
             fused = self.editor.fused_question(question, retrieval)
-        return vlm_teacher_forced(self.editor.vlm, image, fused, target)
+        with self.editor.fusion_context(question, retrieval):
+            return vlm_teacher_forced(self.editor.vlm, image, fused, target)
 
 
 # ================================================================================================

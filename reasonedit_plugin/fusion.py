@@ -3,7 +3,9 @@
 A fusion turns (question, facts) into the text of the single user turn. The paper's fusion, ``prompt``,
 joins the facts with single spaces, adds one space, then the question, with no header; with nothing
 retrieved the question is returned unchanged, so the model's input is byte-identical to the unedited one.
-Other fusions (e.g. into hidden states) register here and must be measured against ``prompt`` first.
+Other fusions register here and must be measured against ``prompt`` first. The hidden-state kinds
+(``hidden_bias``, ``gated``; :mod:`reasonedit_plugin.hidden_fusion`) leave the text as the bare question
+(the sequence length does not change) and act on the hidden states through a hook instead.
 """
 
 from __future__ import annotations
@@ -44,4 +46,11 @@ def fuse(question: str, facts: Sequence[str], config: FusionConfig) -> str:
     return get_fusion(config.kind)(question, facts, config)
 
 
+def question_only(question: str, facts: Sequence[str], config: FusionConfig) -> str:
+    """Hidden-state fusions: the user turn is the question itself; the facts enter as a bias."""
+    return question
+
+
 register_fusion("prompt", fuse_prompt)
+register_fusion("hidden_bias", question_only)
+register_fusion("gated", question_only)

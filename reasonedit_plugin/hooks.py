@@ -3,8 +3,11 @@
 - :func:`capture_inputs` records the INPUT of named modules (the key activation of METHOD.md §3 and
   the AutoLayer candidates of §5); with ``stop=True`` the forward is aborted as soon as every requested
   module has fired, so the rest of the vision tower (and anything after it) is skipped.
-- :func:`modify_outputs` replaces a module's output with ``fn(module, inputs, output)`` (used by the
-  hidden-state fusion extension, METHOD.md §4 (a)).
+- :func:`modify_outputs` replaces a module's output with ``fn(module, inputs, output)``.
+- :func:`capture_outputs` records the hidden-state OUTPUT of a module (a fact's vector, the gate's
+  features for hidden-state fusion, METHOD.md §4 (a)).
+- :func:`edit_hidden_states` rewrites a block's output hidden states with ``fn(hidden, input_ids)``,
+  where ``input_ids`` are those of the current top-level call (hidden-state fusion: the bias).
 
 Modules are found with ``model.get_submodule(path)``; a bad path raises :class:`ModulePathError`
 with the closest existing paths.
@@ -25,7 +28,8 @@ from .errors import ReasonEditError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Captured", "ModulePathError", "capture_inputs", "find_module", "hook_count", "modify_outputs"]
+__all__ = ["Captured", "ModulePathError", "capture_inputs", "capture_outputs", "edit_hidden_states", "find_module",
+           "hook_count", "modify_outputs"]
 
 
 class ModulePathError(ReasonEditError):
@@ -133,6 +137,80 @@ def modify_outputs(
         yield module
     finally:
         handle.remove()
+
+
+def _hidden_of(output: Any) -> torch.Tensor:
+    """The hidden-state tensor of a block's output (a tensor, or the first item of a tuple/ModelOutput)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    first = getattr(output, "last_hidden_state", None)
+    if isinstance(first, torch.Tensor):
+        return first
+    raise ReasonEditError(f"the hooked block returned {type(output).__name__}, not hidden states; choose a "
+                          "language-model block (ModelSpec.lm_block_template).")
+
+
+def _with_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    if isinstance(output, torch.Tensor):
+        return hidden
+    if isinstance(output, tuple):
+        return (hidden,) + tuple(output[1:])
+    if isinstance(output, list):
+        return [hidden] + list(output[1:])
+    output.last_hidden_state = hidden
+    return output
+
+
+@contextlib.contextmanager
+def capture_outputs(model: nn.Module, module_path: str) -> Iterator[list[torch.Tensor]]:
+    """Record the output hidden states of ``module_path`` (detached, one tensor per call) in the yielded
+    list. The hook is removed on exit, also on error."""
+    module = find_module(model, module_path)
+    calls: list[torch.Tensor] = []
+
+    def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        calls.append(_hidden_of(output).detach())
+
+    handle = module.register_forward_hook(_tag(hook))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def edit_hidden_states(model: nn.Module, block_path: str,
+                       fn: Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]) -> Iterator[nn.Module]:
+    """Within the block, the output hidden states ``h`` [B, T, H] of ``block_path`` become ``fn(h, ids)``.
+
+    ``ids`` are the ``input_ids`` of the current call of ``model`` (a pre-hook on the top-level module
+    records them; None when it was called without them). Families that prepend positions outside
+    ``input_ids`` (BLIP-2 query tokens) give ``h`` more rows than ``ids``: align them from the right. Both
+    hooks are removed on exit, also on error; the model's weights are never touched."""
+    block = find_module(model, block_path)
+    state: dict[str, Any] = {"ids": None}
+
+    def pre(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids")
+        if ids is None and args and isinstance(args[0], torch.Tensor) and not args[0].is_floating_point():
+            ids = args[0]
+        state["ids"] = ids
+
+    def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        hidden = _hidden_of(output)
+        new = fn(hidden, state["ids"])
+        return None if new is hidden else _with_hidden(output, new)
+
+    handles = []
+    try:
+        handles.append(model.register_forward_pre_hook(_tag(pre), with_kwargs=True))
+        handles.append(block.register_forward_hook(_tag(hook)))
+        yield block
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 _TAG = "_reasonedit_hook"

@@ -45,6 +45,7 @@ from .config import (
     EmbeddingConfig,
     FusionConfig,
     GuardConfig,
+    KeyTuningConfig,
     PatchConfig,
     ReasonEditConfig,
     RetrievalConfig,
@@ -218,6 +219,7 @@ class ReasonEditHyperParams(HyperParamsCompat):
     patches: PatchConfig = field(default_factory=PatchConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    key_tuning: KeyTuningConfig = field(default_factory=KeyTuningConfig)
 
     def __post_init__(self) -> None:
         if self.alg_name != ALG_NAME:

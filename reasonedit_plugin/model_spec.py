@@ -149,6 +149,10 @@ class ModelSpec:
     """(current prefix, older prefix) pairs: a path given with the older prefix is rewritten."""
     notes: str = ""
     """Processor quirks and anything a user of this family should know."""
+    lm_block_template: str = ""
+    """Module path of language-model block ``{L}`` (hidden-state fusion); empty: ``<language_model>.layers.{L}``."""
+    lm_blocks_attr: str = "text_config.num_hidden_layers"
+    """Dotted config attribute holding the number of language-model blocks."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -177,6 +181,8 @@ class ModelSpec:
             problems.append(f"default_fraction={self.default_fraction} must be in (0, 1]")
         if not self.vision_inputs or "pixel_values" not in self.vision_inputs:
             problems.append("vision_inputs must include 'pixel_values'")
+        if self.lm_block_template and "{L}" not in self.lm_block_template:
+            problems.append(f"lm_block_template {self.lm_block_template!r} must contain '{{L}}'")
         if problems:
             raise UnsupportedModelError(f"invalid ModelSpec for {self.model_type!r}: " + "; ".join(problems) + ".")
 
@@ -185,6 +191,18 @@ class ModelSpec:
     def layer_path(self, layer: int) -> str:
         """Module path of block ``layer``'s first MLP linear."""
         return f"{self.mlp_template.format(L=layer)}.{self.first_linear}"
+
+    def lm_block_path(self, layer: int) -> str:
+        """Module path of language-model block ``layer`` (whose output hidden-state fusion biases)."""
+        template = self.lm_block_template or f"{self.language_model}.layers.{{L}}"
+        return template.format(L=layer)
+
+    def num_lm_blocks(self, config: Any) -> int:
+        value = _get_attr_path(config, self.lm_blocks_attr)
+        if value is None:
+            raise UnsupportedModelError(
+                f"{self.model_type}: config has no {self.lm_blocks_attr!r}; fix the row's lm_blocks_attr.")
+        return int(value)
 
     def num_blocks(self, config: Any) -> int:
         value = _get_attr_path(config, self.num_blocks_attr)

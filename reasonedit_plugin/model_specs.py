@@ -175,6 +175,7 @@ _ROWS: list[ModelSpec] = [
         vision_call="vision_tower",
         chat_template=False,
         prompt_template="{text}",
+        lm_block_template="language_model.model.layers.{L}",
         known_defaults=(KnownDefault(39, 4096, 38, "InstructBLIP-Vicuna-7B (paper)"),),
         notes="The Q-Former reads the instruction text, so language_projection depends on the question: "
         "keys use the vision tower only and the projector is not a candidate. No chat template; the "
@@ -191,6 +192,7 @@ _ROWS: list[ModelSpec] = [
         projectors=("language_projection",),
         chat_template=False,
         prompt_template="Question: {text} Answer:",
+        lm_block_template="language_model.model.decoder.layers.{L}",
         notes="No chat template (BLIP-2's VQA prompt format). Decoder-only LMs (OPT) only: the "
         "Flan-T5 variants are encoder-decoder and their option NLL is not supported here.",
     ),

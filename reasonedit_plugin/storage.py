@@ -100,6 +100,9 @@ class StoredCodebook:
     """Quarantined edits left out because an image of theirs is missing from the folder."""
     rebuild_seconds: float = 0.0
     """Time spent rebuilding what an older format did not store (neighbour lists); 0 for the current one."""
+    extra: dict[str, bytes] = field(default_factory=dict)
+    """Side files saved with the snapshot (``save_codebook(extra=...)``, e.g. hidden-state fusion vectors
+    and gate weights), checksum-verified; empty for codebooks saved without them."""
 
 
 # ---------------------------------------------------------------------- low-level durable writes
@@ -352,10 +355,16 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
                   config: ReasonEditConfig | Mapping[str, Any] | None = None,
                   records: Mapping[str, EditRecord] | None = None,
                   quarantine: Mapping[str, EditRecord] | None = None,
-                  audit: AuditLog | None = None, kind: str = "codebook") -> Path:
+                  audit: AuditLog | None = None, kind: str = "codebook",
+                  extra: Mapping[str, bytes] | None = None) -> Path:
     """Atomically write ``codebook`` (plus raw records, quarantine and new audit events) to folder ``path``.
 
-    Returns the snapshot folder. ``setup`` is ``editor.keys.setup`` (or its dict)."""
+    Returns the snapshot folder. ``setup`` is ``editor.keys.setup`` (or its dict). ``extra``: side files
+    (name -> bytes) written into the snapshot and covered by its checksums."""
+    extra = dict(extra or {})
+    for name in extra:
+        if name in SNAPSHOT_FILES or name == "meta.json" or "/" in name or name.startswith("."):
+            raise ReasonEditError(f"extra file name {name!r} is reserved or not a plain file name.")
     root = Path(path)
     setup_values = _setup_dict(setup)
     if setup_values["vision_dim"] + setup_values["text_dim"] != codebook.dim:
@@ -388,6 +397,7 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
             "entries.json": _json_bytes(table),
             "records.jsonl": b"".join(_json_bytes(r) + b"\n" for r in rows),
             "audit_new.jsonl": b"".join(_json_bytes(e.to_dict()) + b"\n" for e in new_events),
+            **extra,
         }
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "saved": time.time(),
@@ -483,7 +493,7 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
         if setup is not None:
             check_setup(meta["setup"], setup, root)
         blobs = {}
-        for fname in SNAPSHOT_FILES:
+        for fname in list(SNAPSHOT_FILES) + sorted(set(meta["files"]) - set(SNAPSHOT_FILES)):
             data = (root / name / fname).read_bytes()
             if _sha256(data) != meta["files"].get(fname):
                 raise CodebookCorruptError(f"{root / name / fname} does not match its checksum in meta.json; "
@@ -510,7 +520,8 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
     missing_raw = sorted(set(meta.get("missing_raw", [])) | {i for i, s in skipped if s != "quarantined"})
     stored = StoredCodebook(root, name, meta, meta["setup"], meta.get("config"), codebook, records, quarantine,
                             list(log), missing_raw, [i for i, s in skipped if s == "quarantined"],
-                            time.perf_counter() - started if version < FORMAT_VERSION else 0.0)
+                            time.perf_counter() - started if version < FORMAT_VERSION else 0.0,
+                            extra={f: blobs[f] for f in blobs if f not in SNAPSHOT_FILES})
     if migrate:
         migrate_folder(stored)
     return stored
@@ -527,7 +538,8 @@ def migrate_folder(stored: StoredCodebook) -> bool:
         with codebook_lock(stored.path):
             snapshot = save_codebook(stored.path, stored.codebook, stored.setup, config=stored.config,
                                      records=stored.records, quarantine=stored.quarantine,
-                                     audit=AuditLog(stored.audit), kind=stored.meta.get("kind", "codebook"))
+                                     audit=AuditLog(stored.audit), kind=stored.meta.get("kind", "codebook"),
+                                     extra=stored.extra)
     except (OSError, ReasonEditError) as exc:
         logger.warning("codebook %s is in format %d: its neighbour lists were rebuilt in %.1f s; it could not "
                        "be rewritten in format %d (%s), so the next load rebuilds them again. Save it to a "
@@ -556,7 +568,8 @@ def save_editor(editor: Any, path: Union[str, Path]) -> Path:
     with write_errors(path), codebook_lock(path):
         check_unchanged(editor, path)
         snapshot = save_codebook(path, editor.codebook, editor.keys.setup, config=_save_config(editor),
-                                 records=editor.edit_records, quarantine=editor.quarantine, audit=editor.audit)
+                                 records=editor.edit_records, quarantine=editor.quarantine, audit=editor.audit,
+                                 extra=editor.side_files())
         editor_token(editor, path)
     return snapshot
 
@@ -582,6 +595,7 @@ def load_editor(cls: type, path: Union[str, Path], vlm: Any, config: Any = None,
     editor.edit_records = dict(stored.records)
     editor.quarantine = dict(stored.quarantine)
     editor.audit = AuditLog(stored.audit)
+    editor.load_side_files(stored.extra)
     return editor
 
 
