@@ -68,6 +68,13 @@ def _matches(value: Any, tp: Any) -> bool:
     if tp is float:
         return (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= 1e300
                 and math.isfinite(value))
+    if origin is tuple:  # YAML and JSON have lists, not tuples
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return not args or (len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args)))
     if origin is not None:
         return isinstance(value, origin)
     return isinstance(value, tp) if isinstance(tp, type) else True

@@ -37,8 +37,11 @@ def vlm():
 
 
 @pytest.fixture(scope="module")
-def row():
-    return load_split("small")[0]
+def row(vlm):
+    """The first `small` record whose question the tiny model can read: EasyEdit's wrapper retrieves with
+    the question decoded from its token ids, and words outside the 149-word vocabulary decode as <unk>."""
+    tokenizer = vlm.processor.tokenizer
+    return next(r for r in load_split("small") if tokenizer.unk_token_id not in tokenizer(r["prompt"])["input_ids"])
 
 
 def _easyedit_inputs(processor, prompt, target, image):
