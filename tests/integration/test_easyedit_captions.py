@@ -25,7 +25,7 @@ def easyeditor(tmp_path, monkeypatch):
         module = importlib.import_module("easyeditor")
     except Exception as exc:  # not installed, or an EasyEdit that does not import here
         pytest.skip(f"easyeditor is not importable ({type(exc).__name__}: {exc}); see docs/EASYEDIT.md")
-    from reasonedit_plugin.easyedit_adapter import register
+    from reasonedit_plugin.easyedit_registration import register
 
     register()
     return module
