@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 from .baseline_registry import BaselineUnavailable, easyedit_commit
 from .easyedit_mend import vqa_record
 from .easyedit_setup import LIST_REQUEST_ALGS, ModelFolder, hparams_to_dict, multimodal_editor_class
-from .evaluation import EASYEDIT_KEYS, Prediction, TeacherForced, _pick, vlm_teacher_forced
+from .edit_methods import Prediction, TeacherForced, _pick, vlm_teacher_forced
+from .metrics import EASYEDIT_KEYS
 from .records import EditRecord, ImageLike, load_image
 
 # ================================================================================================

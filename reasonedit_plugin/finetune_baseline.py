@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from .errors import ConfigError, did_you_mean
-from .evaluation import Prediction, TeacherForced, _pick, vlm_teacher_forced
+from .edit_methods import Prediction, TeacherForced, _pick, vlm_teacher_forced
 from .records import EditRecord, ImageLike, load_image
 
 __all__ = ["FineTuneConfig", "FineTuneMethod"]

@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from .errors import ConfigError, did_you_mean
-from .evaluation import Prediction, TeacherForced, _pick, vlm_teacher_forced
+from .edit_methods import Prediction, TeacherForced, _pick, vlm_teacher_forced
 from .finetune_baseline import target_inputs
 from .records import EditRecord, ImageLike, load_image, make_records
 
