@@ -290,20 +290,13 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _codebook_path(path: str) -> Path:
-    p = Path(path)
-    if not p.is_dir():
-        raise ReasonEditError(f"codebook folder {path!r} does not exist; create one with `reasonedit edit`.")
-    return p
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .editor import ReasonEditor
 
-    codebook = _codebook_path(args.codebook)
-    hparams = load_hparams(args.hparams, args.model, args.device)
     if (args.image is None) != (args.question is None):
         raise ReasonEditError("give both --image and --question to inspect a query (or neither).")
+    codebook = codebook_folder(args.codebook)
+    hparams = load_hparams(args.hparams, args.model, args.device)
     if args.image is not None and not Path(args.image).is_file():
         raise ReasonEditError(f"image file {args.image!r} does not exist.")
     editor = ReasonEditor.load(codebook, inputs.load_vlm(hparams))
@@ -353,6 +346,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Register the codebook verbs on the ``reasonedit`` parser."""
+    def lock(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--lock-timeout", type=float, default=120.0, metavar="S",
+                       help="seconds to wait for another writer of the codebook (default 120)")
+
     edit = sub.add_parser("edit", help="apply a JSONL of edits and save the codebook",
                           description="Apply edit records to a model (hparams YAML) and save the codebook "
                                       "folder (safetensors + JSON + audit log). An existing codebook at --out "
@@ -360,8 +357,7 @@ def add_parsers(sub: Any) -> None:
     add_model(edit)
     add_records(edit)
     edit.add_argument("--out", required=True, metavar="DIR", help="codebook folder to write")
-    edit.add_argument("--lock-timeout", type=float, default=120.0, metavar="S",
-                      help="seconds to wait while another command writes the codebook (default 120)")
+    lock(edit)
     edit.set_defaults(func=cmd_edit)
 
     ins = sub.add_parser("inspect", help="show a codebook, and for one query what is retrieved and why",
@@ -375,10 +371,6 @@ def add_parsers(sub: Any) -> None:
     ins.add_argument("--choices", nargs="+", metavar="OPTION", help="answer options (lowest summed NLL wins)")
     ins.add_argument("--limit", type=int, default=40, metavar="N", help="entries to list (default 40)")
     ins.set_defaults(func=cmd_inspect)
-
-    def lock(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--lock-timeout", type=float, default=120.0, metavar="S",
-                       help="seconds to wait for another writer of the codebook (default 120)")
 
     rm = sub.add_parser("remove", help="undo edits of a saved codebook (active or quarantined)",
                         description="Remove edits by id; merged entries are recomputed from what remains. "
