@@ -71,7 +71,7 @@ Scorer = Callable[[str, str, Sequence[str]], list[float]]
 
 def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
     """``scorer="vlm"``: ``VLM.option_nll`` from ``reasonedit_plugin.vlm`` (what the plugin scores with);
-    ``"local"``: ``train_default_model.option_nlls``, the same summed NLL with the LM head applied to the
+    ``"local"``: ``default_model_scoring.option_nlls``, the same summed NLL with the LM head applied to the
     option tokens only (about 3x faster on the 30k-subword default model)."""
     try:
         from reasonedit_plugin.vlm import VLM
@@ -84,8 +84,10 @@ def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
 
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
 
-    from reasonedit_plugin.data.train_default_model import Example, ImageCache, build_image_processor, \
-        TrainConfig, option_nlls
+    from reasonedit_plugin.data.default_model_build import build_image_processor
+    from reasonedit_plugin.data.default_model_scoring import ImageCache, option_nlls
+    from reasonedit_plugin.data.train_default_model import TrainConfig
+    from reasonedit_plugin.data.training_mix import Example
 
     model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -97,7 +99,7 @@ def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
         rel = str(Path(image).relative_to(root))
         return option_nlls(model, tokenizer, images, Example("eval", rel, text, options[0]), options)
 
-    return score, "local scorer (train_default_model.option_nlls)"
+    return score, "local scorer (default_model_scoring.option_nlls)"
 
 
 def fuse(facts: Sequence[str], question: str) -> str:

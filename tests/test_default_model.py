@@ -12,7 +12,10 @@ import torch
 from PIL import Image
 
 from reasonedit_plugin.data import shaperules as sr
+from reasonedit_plugin.data import default_model_build as dmb
+from reasonedit_plugin.data import default_model_scoring as dms
 from reasonedit_plugin.data import train_default_model as tdm
+from reasonedit_plugin.data import training_mix as mix
 
 MODEL_DIR = Path(tdm.TrainConfig().out)
 CURRENT_RECIPE = "pretrained_embeddings" in json.loads((MODEL_DIR / "training_args.json").read_text())["config"]
@@ -50,7 +53,7 @@ def processor():
         from transformers import AutoTokenizer
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        return tdm.image_only_processor(Qwen2VLImageProcessorPil.from_pretrained(MODEL_DIR),
+        return dmb.image_only_processor(Qwen2VLImageProcessorPil.from_pretrained(MODEL_DIR),
                                         AutoTokenizer.from_pretrained(MODEL_DIR))
     return load_processor(MODEL_DIR, get_model_spec(AutoConfig.from_pretrained(MODEL_DIR)))
 
@@ -107,10 +110,10 @@ def test_processor_works_without_torchvision(processor):
 
 def test_training_encoding_matches_the_processor(processor):
     cfg = tdm.TrainConfig()
-    images = tdm.ImageCache(tdm.build_image_processor(cfg))
-    ex = tdm.Example("plain", "test/images/3.png", "The answer to 'what?' is red. is there a red shape?", "yes")
-    ours = tdm.encode(processor.tokenizer, images, [ex], None)
-    prompt = tdm.chat_text(processor.tokenizer, ex.text, True) + "yes" + tdm.EOS_TOKEN
+    images = dms.ImageCache(dmb.build_image_processor(cfg))
+    ex = mix.Example("plain", "test/images/3.png", "The answer to 'what?' is red. is there a red shape?", "yes")
+    ours = dms.encode(processor.tokenizer, images, [ex], None)
+    prompt = dms.chat_text(processor.tokenizer, ex.text, True) + "yes" + dmb.EOS_TOKEN
     theirs = processor(text=[prompt], images=[_image(ex.image)], return_tensors="pt")
     assert torch.equal(ours["input_ids"], theirs["input_ids"])
     assert torch.allclose(ours["pixel_values"], theirs["pixel_values"])
@@ -131,12 +134,12 @@ def test_generates_a_short_answer_and_stops(model, processor):
 
 
 def _accuracy(model, processor, examples) -> float:
-    images = tdm.ImageCache(tdm.build_image_processor(tdm.TrainConfig()))
-    return tdm.mc_accuracy(model, processor.tokenizer, images, examples)
+    images = dms.ImageCache(dmb.build_image_processor(tdm.TrainConfig()))
+    return dms.mc_accuracy(model, processor.tokenizer, images, examples)
 
 
 def test_answers_easy_vqa_test_questions(model, processor):
-    assert _accuracy(model, processor, tdm.plain_examples(24, seed=7)) >= 0.75
+    assert _accuracy(model, processor, dms.plain_examples(24, seed=7)) >= 0.75
 
 
 @pytest.fixture(scope="module")
@@ -146,34 +149,34 @@ def records():
 
 def test_reads_held_out_facts_but_does_not_know_them(model, processor):
     records = sr.generate_split("fast-test", 24, seed=11, purpose="calibration")  # training wordings
-    assert _accuracy(model, processor, tdm.record_examples(records, "both")) >= 0.8
-    assert _accuracy(model, processor, tdm.record_examples(records, "none")) <= 0.6
+    assert _accuracy(model, processor, dms.record_examples(records, "both")) >= 0.8
+    assert _accuracy(model, processor, dms.record_examples(records, "none")) <= 0.6
 
 
 @current_recipe_only
 def test_reads_held_out_facts_in_held_out_wordings_but_does_not_know_them(model, processor, records):
-    assert _accuracy(model, processor, tdm.record_examples(records, "both")) >= 0.85
-    assert _accuracy(model, processor, tdm.record_examples(records, "none")) <= 0.6
+    assert _accuracy(model, processor, dms.record_examples(records, "both")) >= 0.85
+    assert _accuracy(model, processor, dms.record_examples(records, "none")) <= 0.6
 
 
 @current_recipe_only
 def test_answers_yes_no_questions_through_the_rationale(model, processor, records):
-    assert _accuracy(model, processor, tdm.record_examples(records, "rgen")) >= 0.8
+    assert _accuracy(model, processor, dms.record_examples(records, "rgen")) >= 0.8
 
 
 @current_recipe_only
 def test_facts_about_a_near_miss_rarely_change_the_answer(model, processor, records):
-    images = tdm.ImageCache(tdm.build_image_processor(tdm.TrainConfig()))
+    images = dms.ImageCache(dmb.build_image_processor(tdm.TrainConfig()))
 
     def predictions(examples):
         out = []
         for ex in examples:
-            nll = tdm.option_nlls(model, processor.tokenizer, images, ex, ex.choices)
+            nll = dms.option_nlls(model, processor.tokenizer, images, ex, ex.choices)
             out.append(ex.choices[min(range(len(nll)), key=lambda j: (nll[j], j))])
         return out
 
-    alone = predictions(tdm.record_examples(records, "hard"))
-    with_facts = predictions(tdm.record_examples(records, "hard_facts"))
+    alone = predictions(dms.record_examples(records, "hard"))
+    with_facts = predictions(dms.record_examples(records, "hard_facts"))
     assert sum(a != b for a, b in zip(alone, with_facts)) / len(records) <= 0.15  # target 0.10 at n=200
 
 
@@ -191,37 +194,37 @@ def test_captions_an_easy_vqa_image(model, processor):
 
 def test_shipped_tokenizer_knows_the_special_tokens_and_the_codebook_entry(processor):
     tok = processor.tokenizer
-    for special in tdm.SPECIAL_TOKENS:
+    for special in dmb.SPECIAL_TOKENS:
         assert tok.convert_tokens_to_ids(special) != tok.unk_token_id
     ids = tok("The answer to 'Which tribe owns this shape?' is Vol.", add_special_tokens=False)["input_ids"]
     assert tok.unk_token_id not in ids
 
 
 def test_recipe_tokenizer_is_minilm_wordpiece_with_qwen_specials():
-    tok = tdm.build_tokenizer()
-    for special in tdm.SPECIAL_TOKENS:
+    tok = dmb.build_tokenizer()
+    for special in dmb.SPECIAL_TOKENS:
         assert tok.convert_tokens_to_ids(special) != tok.unk_token_id
     text = ("Taro tribe members are always brown circles; this one is a brown circle. "
             "This shape is part of which tribe? (Answer: 'Taro'!) e.g. colour/color, 12 points, naïve")
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.unk_token_id not in ids
     assert tok.decode(ids).startswith("taro tribe members are always brown circles")
-    vocab = (tdm.minilm_dir() / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    vocab = (dmb.minilm_dir() / "vocab.txt").read_text(encoding="utf-8").split("\n")
     assert [tok.convert_ids_to_tokens(i) for i in (0, 100, 2000, 30521)] == [vocab[i] for i in (0, 100, 2000, 30521)]
 
 
 @current_recipe_only
 def test_tokenizer_is_rebuilt_identically():
-    rebuilt = tdm.build_tokenizer()
+    rebuilt = dmb.build_tokenizer()
     shipped = json.loads((MODEL_DIR / "tokenizer.json").read_text())
     assert rebuilt.backend_tokenizer.get_vocab() == shipped["model"]["vocab"]
-    assert len(rebuilt) == len(shipped["model"]["vocab"]) + len(tdm.SPECIAL_TOKENS)
+    assert len(rebuilt) == len(shipped["model"]["vocab"]) + len(dmb.SPECIAL_TOKENS)
 
 
 def test_embeddings_are_projected_from_minilm():
-    vectors = tdm.minilm_embeddings(16)
+    vectors = dmb.minilm_embeddings(16)
     assert vectors.shape == (30522, 16)
-    tok = tdm.build_tokenizer()
+    tok = dmb.build_tokenizer()
     a, b, c = (tok.convert_tokens_to_ids(w) for w in ("red", "blue", "island"))
     cos = torch.nn.functional.cosine_similarity
     assert cos(vectors[a], vectors[b], dim=0) > cos(vectors[a], vectors[c], dim=0)  # colours start close

@@ -179,8 +179,9 @@ def test_held_out_rules_never_in_the_training_rule_set():
 
 def test_training_mix_never_mentions_a_held_out_rule():
     tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
+    from reasonedit_plugin.data import training_mix as mix
     world = sr.rule_world()
-    sampler = tdm.MixSampler(world, tdm.TrainConfig(), random.Random(0))
+    sampler = mix.MixSampler(world, tdm.TrainConfig(), random.Random(0))
     held_rule_sentences = {
         sr.rule_sentence(sr.PROPERTY_BY_NAME[r.prop], r.key, v, form, pool)
         for r in world.held_out_rules for v in sr.PROPERTY_BY_NAME[r.prop].values for pool in ("train", "eval")
@@ -198,12 +199,13 @@ def test_training_mix_never_mentions_a_held_out_rule():
                 ex.text.endswith(sr.format_question(t, info, v)) for t in p.questions + p.yes_no for v in p.values)]
             assert asked, ex.text
             assert not any(world.rule(p.name, p.key_of(info)).held_out for p in asked), ex.text
-    assert kinds == set(tdm.MIX_KINDS)
+    assert kinds == set(mix.MIX_KINDS)
     assert held_subjects  # (rule sentences cover every rendering of a held-out rule above)
 
 
 def test_training_mix_never_uses_a_held_out_wording():
     tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
+    from reasonedit_plugin.data import training_mix as mix
     from reasonedit_plugin.data import language
 
     # the longest literal piece of every eval template (placeholders removed) must never occur in training text
@@ -213,7 +215,7 @@ def test_training_mix_never_uses_a_held_out_wording():
         if len(literal) >= 12:
             pieces.add(literal.lower())
     assert len(pieces) > 20
-    sampler = tdm.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(1))
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(1))
     for _ in range(600):
         ex = sampler.sample()
         text = (ex.text + " " + ex.answer).lower()

