@@ -160,3 +160,21 @@ def test_unloadable_model_folder_is_a_clean_error(tmp_path, capsys):
     assert main(["demo", "--model", str(folder), "--limit", "1"]) == 2
     err = capsys.readouterr().err
     assert "could not load the model" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_quiet_silences_transformers_progress_bars_too():
+    from transformers.utils import logging as hf_logging
+
+    from reasonedit_plugin import cli
+
+    before = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())
+    try:
+        hf_logging.enable_progress_bar()
+        cli._configure_logging(0, quiet=False)
+        assert hf_logging.is_progress_bar_enabled()
+        cli._configure_logging(0, quiet=True)
+        assert not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.get_verbosity() == hf_logging.ERROR
+    finally:
+        (hf_logging.enable_progress_bar if before[0] else hf_logging.disable_progress_bar)()
+        hf_logging.set_verbosity(before[1])
