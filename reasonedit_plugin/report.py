@@ -21,6 +21,7 @@ import importlib.metadata
 import json
 import math
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -413,6 +414,25 @@ def plot_topology(calibration: Any, folder: Union[str, Path]) -> list[Path]:
 # Writing
 # ================================================================================================
 
+def portable_paths(value: Any, places: dict[str, str] | None = None) -> Any:
+    """``value`` (plain JSON) with machine-specific path prefixes replaced by placeholders — the package
+    folder by ``<reasonedit_plugin>``, the Python environment by ``<venv>``, the working directory by
+    ``.``, the home folder by ``~`` (longest first) — so a committed results.json names no local folders."""
+    if places is None:
+        package = Path(__file__).resolve().parent
+        places = {str(package): "<reasonedit_plugin>", str(Path(sys.prefix).resolve()): "<venv>",
+                  sys.prefix: "<venv>", str(Path.cwd()): ".", str(Path.home()): "~"}
+        places = {k: v for k, v in places.items() if len(k) > 1}
+    if isinstance(value, dict):
+        return {k: portable_paths(v, places) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v, places) for v in value]
+    if isinstance(value, str):
+        pattern = "|".join(re.escape(k) for k in sorted(places, key=len, reverse=True))
+        return re.sub(f"(?:{pattern})(?=/|\\b|$)", lambda m: places[m.group(0)], value)
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -466,7 +486,7 @@ def write_report(comparison: Any, folder: Union[str, Path], *, title: str = "Rea
         "extra": _jsonable(extra or {}),
     }
     js = folder / "results.json"
-    js.write_text(json.dumps(payload, indent=1, allow_nan=False), encoding="utf-8")
+    js.write_text(json.dumps(portable_paths(payload), indent=1, allow_nan=False), encoding="utf-8")
     return ReportFiles(folder, md, page, js, plots)
 
 

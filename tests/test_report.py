@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -13,7 +15,8 @@ from reasonedit_plugin.baselines import (
 )
 from reasonedit_plugin.errors import ConfigError
 from reasonedit_plugin.evaluation import ProtocolConfig
-from reasonedit_plugin.report import EASYEDIT_TABLE, PAPER_TABLE, environment, table_rows, write_report
+from reasonedit_plugin.report import (EASYEDIT_TABLE, PAPER_TABLE, environment, portable_paths, table_rows,
+                                      write_report)
 from test_evaluation import cfg, records
 
 METHODS = ("ReasonEdit", "unedited", "answer-only", "no-gate", "no-balance", "no-patches", "IKE", "MEND")
@@ -84,6 +87,20 @@ def test_report_files(comparison, tmp_path):
             im.verify()
         with Image.open(p) as im:
             assert im.format == "PNG" and im.size[0] > 600 and im.size[1] > 300
+
+    assert str(tmp_path) not in files.json.read_text() and sys.prefix not in files.json.read_text()
+
+
+def test_portable_paths_names_no_local_folder(tmp_path, monkeypatch):
+    import reasonedit_plugin
+
+    monkeypatch.chdir(tmp_path)
+    package = Path(reasonedit_plugin.__file__).resolve().parent
+    data = {"model": str(package / "assets" / "m"), "argv": [f"{sys.prefix}/bin/reasonedit", str(tmp_path / "a.jsonl")],
+            "note": f"not importable in {sys.prefix}/bin/python (x)", "n": 3,
+            "other": f"{tmp_path}x/file"}  # only whole path components are replaced
+    assert portable_paths(data) == {"model": "<reasonedit_plugin>/assets/m", "argv": ["<venv>/bin/reasonedit", "./a.jsonl"],
+                                    "note": "not importable in <venv>/bin/python (x)", "n": 3, "other": f"{tmp_path}x/file"}
 
 
 def test_environment_has_versions():
