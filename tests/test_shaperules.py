@@ -263,3 +263,34 @@ def _info(path: str) -> sr.ImageInfo:
     split, _, name = Path(path).parts[-3:]
     image_id = int(Path(name).stem)
     return next(x for x in sr.image_catalogue(split) if x.image_id == image_id)
+
+
+def test_word_noise_keeps_what_the_answer_depends_on():
+    from reasonedit_plugin.data.training_mix import PROTECTED, WORD, word_noise
+
+    text = "The answer to 'Which tribe owns this shape?' is Kesh. Red circles are not in the Vol tribe."
+    words = ["alpha", "beta"]
+    assert word_noise(text, 0.0, random.Random(0), words) == text
+    noisy = word_noise(text, 1.0, random.Random(0), words)
+    kept = [w for w in WORD.findall(noisy) if w not in words]
+    assert kept == ["tribe", "Kesh", "Red", "circles", "not", "Vol", "tribe"]
+    assert all(w.lower().rstrip("s") in PROTECTED or w.lower() in PROTECTED for w in kept)
+    assert "  " not in noisy
+    some = [word_noise(text, 0.3, random.Random(s), words) for s in range(20)]
+    assert len(set(some)) > 10 and some == [word_noise(text, 0.3, random.Random(s), words) for s in range(20)]
+
+
+def test_word_noise_only_after_the_curriculum():
+    tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
+    from reasonedit_plugin.data import training_mix as mix
+
+    cfg = tdm.TrainConfig(word_noise=0.5)
+    clean = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(3))
+    noisy = mix.MixSampler(sr.rule_world(), cfg, random.Random(3))
+    assert noisy.noise_words and not clean.noise_words
+    noisy.easy = clean.easy = True
+    assert noisy.sample().text == clean.sample().text  # curriculum: untouched (same draws)
+    noisy.easy = False
+    texts = [noisy.sample().text for _ in range(50)]
+    vocab = set(noisy.noise_words)
+    assert sum(any(w in vocab for w in t.lower().split()) for t in texts) > 25

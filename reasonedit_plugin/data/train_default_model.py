@@ -88,6 +88,9 @@ class TrainConfig:
     """How relevant facts appear: the answer entry, the rationale sentences, or both (relative weights)."""
     yes_no: float = 0.45
     """Share of rule questions asked as yes/no ("Does this shape belong to the Kesh tribe?")."""
+    word_noise: float = 0.0
+    """After the curriculum, each word of a prompt that is not an answer value, colour, shape or negation
+    is deleted or replaced by a random English word with this probability (:func:`.training_mix.word_noise`)."""
     same_question: float = 0.5
     """Share of answer entries quoting exactly the asked question (else a paraphrase)."""
     aux_weight: float = 1.0

@@ -21,7 +21,10 @@ Held-out rules (the only ones edit splits use) and held-out wordings never occur
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -65,6 +68,35 @@ class Example:
 
 
 
+WORD = re.compile(r"[A-Za-z]+")
+PROTECTED = frozenset(w.lower() for w in (*COLOURS, *SHAPES, *YES_NO, *(v for p in PROPERTIES for v in p.values),
+                                          *(p.name for p in PROPERTIES), "point", "not", "no", "never", "only"))
+"""Words word noise never touches (nor their plurals): every answer value, colour, shape and property name,
+and the negations."""
+
+
+def word_noise(text: str, rate: float, rng: random.Random, words: Sequence[str]) -> str:
+    """Each unprotected word of ``text`` is, with probability ``rate``, deleted or replaced by a random
+    English word from ``words`` (half each): wordings the model has never seen must not stop it from
+    reading a fact (word dropout as a regulariser). Values, colours, shapes and negations are kept."""
+    def swap(m: re.Match[str]) -> str:
+        word = m.group(0)
+        lower = word.lower()
+        if lower in PROTECTED or lower.rstrip("s") in PROTECTED or rng.random() >= rate:
+            return word
+        return rng.choice(words) if rng.random() < 0.5 else ""
+
+    return re.sub(r" {2,}", " ", WORD.sub(swap, text)).strip()
+
+
+def noise_vocabulary() -> list[str]:
+    """Whole English words of MiniLM's WordPiece vocabulary (letters only, 3-12 characters)."""
+    from .default_model_build import minilm_dir
+
+    vocab = json.loads((minilm_dir() / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    return sorted(w for w in vocab if w.isascii() and w.isalpha() and 3 <= len(w) <= 12 and w not in PROTECTED)
+
+
 def fuse(facts: Sequence[str], question: str) -> str:
     """METHOD.md §4: facts joined by single spaces, one space, then the question (no facts: the question)."""
     return " ".join([*facts, question]) if facts else question
@@ -86,11 +118,16 @@ class MixSampler:
         """Distractors next to relevant facts; the training loop ramps it up (noise curriculum)."""
         self.easy = False
         """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
+        self.noise_words = noise_vocabulary() if cfg.word_noise > 0 else []
 
     def sample(self) -> Example:
         mix = self.cfg.easy_mix if self.easy else self.cfg.mix
         kind = self.rng.choices(list(mix), list(mix.values()))[0]
-        return getattr(self, f"_{kind}")()
+        example = getattr(self, f"_{kind}")()
+        if self.noise_words and not self.easy:
+            example = dataclasses.replace(example, text=word_noise(example.text, self.cfg.word_noise, self.rng,
+                                                                   self.noise_words))
+        return example
 
     # --- pieces -------------------------------------------------------------------------------
     def _is_known(self, prop: Property, info: ImageInfo) -> bool:
