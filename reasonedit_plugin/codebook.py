@@ -338,6 +338,7 @@ class Codebook:
             raise ReasonEditError(f"edit {edit_id!r} is already in the codebook; remove it first or use "
                                   "another id.")
         keys = [self._check_pending(p) for p in pending]
+        self._search.prepare(self)
         now = time.time()
         shared_meta = dict(meta) if meta else _NO_META
         result = []
@@ -356,6 +357,7 @@ class Codebook:
             known = self.edit_ids()
             raise ReasonEditError(f"no edit {edit_id!r} in the codebook; known edits: "
                                   f"{known[:20]}{' ...' if len(known) > 20 else ''}")
+        self._search.prepare(self)
         for eid in touched:
             parts = self._parts_of(eid)
             rest = [p for p in parts if p.edit_id != edit_id]

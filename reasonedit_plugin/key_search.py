@@ -46,6 +46,9 @@ class KeySearch(abc.ABC):
     def attach(self, book: "Codebook") -> None:
         """The codebook now holds a whole new set of keys (built, loaded, bulk-imported or rebuilt)."""
 
+    def prepare(self, book: "Codebook") -> None:
+        """An edit is about to change the codebook (a shared backend checks it may, before anything changes)."""
+
     def changed(self, book: "Codebook", entry_ids: Sequence[int]) -> None:
         """An edit added, changed or removed these entries (sigma of others may have changed too)."""
 

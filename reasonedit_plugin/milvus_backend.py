@@ -374,11 +374,22 @@ class MilvusKeySearch(KeySearch):
                 self._write(book, np.array(stale, np.int64))
         self._attached = True
 
+    def prepare(self, book: "Codebook") -> None:
+        self._refuse_write("an edit would change the codebook")
+        if not self._attached:
+            self.attach(book)
+
     def changed(self, book: "Codebook", entry_ids: Sequence[int]) -> None:
         if not self._attached:
             self.attach(book)
             return
-        self._refuse_write("an edit changed the codebook")
+        try:
+            self._write_changes(book, entry_ids)
+        except Exception:
+            self._attached = False  # the collection may hold part of the edit: compare again on next use
+            raise
+
+    def _write_changes(self, book: "Codebook", entry_ids: Sequence[int]) -> None:
         store = book.store
         gone = np.array([e for e in entry_ids if e not in store], np.int64)
         live = store.ids
