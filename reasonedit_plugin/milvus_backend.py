@@ -54,6 +54,7 @@ __all__ = ["MilvusConfig", "MilvusIndex", "MilvusKeySearch"]
 
 MAX_TOPK = 16384
 """Milvus's largest ``limit`` of one search (and of ``offset + limit`` of a query)."""
+_FLUSH_ROWS = 1024  # a write of this many rows is flushed (sealed, indexed) at once
 _BATCH_BYTES = 8 << 20  # rows per insert / get are sized to about this many bytes of vectors
 _INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX")
 _CONSISTENCY = ("Strong", "Bounded", "Session", "Eventually")
@@ -134,10 +135,13 @@ class MilvusIndex(VectorIndex):
 
     _track_ids = False  # the server holds the id set
 
-    def __init__(self, dim: int, uri: str = "reasonedit_milvus.db", collection: str = "reasonedit_index",
+    def __init__(self, dim: int, uri: Optional[str] = None, collection: str = "reasonedit_index",
                  token: str = "", index_type: str = "FLAT", consistency_level: str = "Strong",
                  timeout: Optional[float] = None):
         super().__init__(dim)
+        if uri is None:
+            raise ConfigError("the 'milvus' index needs uri=: a milvus-lite file (./index.db) or a server "
+                              "address (http://host:19530), e.g. make_index('milvus', dim, uri='./index.db').")
         MilvusConfig(uri=uri, collection=collection, index_type=index_type,
                      consistency_level=consistency_level, timeout=timeout)  # validates the options
         self._pymilvus = _import_pymilvus()
@@ -182,6 +186,12 @@ class MilvusIndex(VectorIndex):
     def close(self) -> None:
         """Release the connection (the collection stays)."""
         self._client.close()
+
+    def flush(self) -> None:
+        """Seal what was written into indexed segments. Milvus searches rows still in a growing segment by a
+        slower path (milvus-lite: ~0.5 s per search over 10k unsealed keys, ~30 ms sealed); a bulk write
+        (``_write`` of ``_FLUSH_ROWS`` rows or more) flushes by itself."""
+        self._client.flush(self.collection, timeout=self._timeout)
 
     # -- server-side id set ----------------------------------------------------------------
     @property
@@ -274,6 +284,8 @@ class MilvusIndex(VectorIndex):
             rows = [{"id": int(i), "key": v, "sigma": float(s), "edit_ids": e}
                     for i, v, s, e in zip(ids[sl].tolist(), vecs[sl], sigma[sl].tolist(), edits[sl])]
             call(self.collection, rows, timeout=self._timeout)
+        if len(ids) >= _FLUSH_ROWS:
+            self.flush()
 
     # -- backend hooks ---------------------------------------------------------------------
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:

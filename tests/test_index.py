@@ -358,6 +358,8 @@ def test_missing_pymilvus_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setitem(sys.modules, "pymilvus", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'reasonedit-plugin\[milvus\]'"):
         make_index("milvus", 4, uri=str(tmp_path / "x.db"))
+    with pytest.raises(ConfigError, match="needs uri="):  # no milvus-lite file appears in the working folder
+        make_index("milvus", 4)
 
 
 def test_unknown_backend_has_did_you_mean() -> None:
