@@ -359,6 +359,7 @@ class MilvusKeySearch(KeySearch):
                                  index_type=config.index_type, consistency_level=config.consistency_level,
                                  timeout=config.timeout)
         self._attached = False
+        self._owned = False  # True once this codebook and the collection have been in step
         self._sigma = np.full(0, np.nan)  # entry id -> sigma as written to Milvus (NaN: not there)
 
     # -- keeping the collection equal to the codebook ----------------------------------------
@@ -372,6 +373,18 @@ class MilvusKeySearch(KeySearch):
             logger.info("milvus: wrote %d entries to collection %r", len(ids), self.config.collection)
         elif fields:
             there = np.array(sorted(fields), np.int64)
+            if not np.array_equal(there, ids) and self._owned and not self.config.read_only:
+                # this codebook wrote the collection and a write failed part-way: bring it back in step
+                extra, missing = np.setdiff1d(there, ids), np.setdiff1d(ids, there)
+                if len(extra):
+                    self.index._remove(extra)
+                if len(missing):
+                    self._write(book, missing)
+                gone = set(extra.tolist())
+                fields = {i: f for i, f in fields.items() if i not in gone}
+                if len(missing):
+                    fields.update(self.index.fields(missing))
+                there = ids
             if not np.array_equal(there, ids):
                 raise ReasonEditError(
                     f"Milvus collection {self.config.collection!r} at {self.config.uri} holds {len(there)} entries "
@@ -384,7 +397,7 @@ class MilvusKeySearch(KeySearch):
             if stale:
                 self._refuse_write(f"{len(stale)} entries differ in sigma or edit ids")
                 self._write(book, np.array(stale, np.int64))
-        self._attached = True
+        self._attached = self._owned = True
 
     def prepare(self, book: "Codebook") -> None:
         self._refuse_write("an edit would change the codebook")

@@ -99,7 +99,7 @@ def _queries(keys: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 100)
     near = keys[rng.choice(len(keys), 15)] + 0.01 * rng.standard_normal((15, keys.shape[1]))
     far = rng.standard_normal((15, keys.shape[1])) * 6
-    return np.concatenate([keys[[7, 45, 200, 0]], near, far]).astype(np.float32)
+    return np.concatenate([keys[[7, 45, min(200, len(keys) - 1), 0]], near, far]).astype(np.float32)
 
 
 def _assert_same_retrieval(milvus: Codebook, local: Codebook, queries: np.ndarray) -> None:
@@ -145,6 +145,30 @@ def test_bulk_codebook_and_a_read_only_replica(uri: str, collection: str) -> Non
     writer.add_edit("new", [PendingEntry("reasoning", "x", far, 0.1)])
     with pytest.raises(ReasonEditError, match="reload the codebook folder"):
         replica.nearest(far, 3)
+
+
+def test_a_failed_write_is_repaired_on_the_next_edit(uri: str, collection: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = _keys(4, n=60)
+    local = Codebook(16, CodebookConfig(merge=False), RetrievalConfig(hubness_k=5, gate="percentile"))
+    milvus = Codebook(16, CodebookConfig(merge=False), milvus_retrieval(uri, collection))
+    _fill(local, keys[:50])
+    _fill(milvus, keys[:50])
+    index = milvus.search_backend.index
+
+    def down(*args, **kwargs):
+        raise ConnectionError("milvus is down")
+
+    with monkeypatch.context() as m:
+        m.setattr(index, "_write", down)
+        with pytest.raises(ConnectionError):
+            milvus.add_edit("e50", [PendingEntry("reasoning", "v50", torch.from_numpy(keys[50]), 0.2)])
+    local.add_edit("e50", [PendingEntry("reasoning", "v50", torch.from_numpy(keys[50]), 0.2)])
+    for i in range(51, 60):  # the next edit finds the collection behind and writes what it missed
+        for book in (local, milvus):
+            book.add_edit(f"e{i}", [PendingEntry("reasoning", f"v{i}", torch.from_numpy(keys[i]), 0.2)])
+    assert sorted(index.all_fields()) == sorted(milvus.entry_ids())
+    _assert_same_retrieval(milvus, local, _queries(keys, 4)[:12])
 
 
 def test_a_collection_holding_other_entries_is_refused(uri: str, collection: str) -> None:
