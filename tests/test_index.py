@@ -4,6 +4,7 @@ contrib/evaluation.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import sys
 from pathlib import Path
@@ -30,12 +31,7 @@ from reasonedit_plugin.index import (
 
 def _backend_available(name: str) -> bool:
     if name == "milvus":  # needs a server or milvus-lite; only the client libraries are checked here
-        try:
-            import milvus_lite  # noqa: F401
-            import pymilvus  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return all(importlib.util.find_spec(m) is not None for m in ("pymilvus", "milvus_lite"))
     try:
         make_index(name, 2)
     except MissingDependencyError:
