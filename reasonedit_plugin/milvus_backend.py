@@ -189,8 +189,8 @@ class MilvusIndex(VectorIndex):
 
     def flush(self) -> None:
         """Seal what was written into indexed segments. Milvus searches rows still in a growing segment by a
-        slower path (milvus-lite: ~0.5 s per search over 10k unsealed keys, ~30 ms sealed); a bulk write
-        (``_write`` of ``_FLUSH_ROWS`` rows or more) flushes by itself."""
+        slower path (milvus-lite on a loaded 2-core machine: 0.5-1.7 s per search over 10k unsealed keys,
+        30-180 ms sealed); a bulk write (``_write`` of ``_FLUSH_ROWS`` rows or more) flushes by itself."""
         self._client.flush(self.collection, timeout=self._timeout)
 
     # -- server-side id set ----------------------------------------------------------------
