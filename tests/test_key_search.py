@@ -13,7 +13,7 @@ from reasonedit_plugin.index import TorchIndex
 from reasonedit_plugin.key_search import IvfKeySearch, ScanKeySearch, rerank_candidates
 
 
-def _keys(n: int = 800, dim: int = 12, seed: int = 0) -> np.ndarray:
+def _keys(n: int = 600, dim: int = 12, seed: int = 0) -> np.ndarray:
     """Tight clusters (small sigma) next to scattered keys (large sigma), plus exact duplicates."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((8, dim)) * 6

@@ -81,12 +81,12 @@ def test_config_checks() -> None:
 # a codebook on Milvus retrieves what the in-process default retrieves
 
 
-def _keys(seed: int, n: int = 300, dim: int = 16) -> np.ndarray:
+def _keys(seed: int, n: int = 200, dim: int = 16) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((6, dim)) * 4
     keys = centres[rng.integers(0, 6, n)] + rng.standard_normal((n, dim)) * rng.uniform(0.05, 1.5, (n, 1))
     keys[40:60] = keys[7]  # exact duplicates: ties broken by id
-    keys[100:104] = keys[min(n - 1, 200)]
+    keys[100:104] = keys[min(n - 1, 150)]
     return keys.astype(np.float32)
 
 
@@ -97,8 +97,8 @@ def _fill(book: Codebook, keys: np.ndarray) -> None:
 
 def _queries(keys: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 100)
-    near = keys[rng.choice(len(keys), 15)] + 0.01 * rng.standard_normal((15, keys.shape[1]))
-    far = rng.standard_normal((15, keys.shape[1])) * 6
+    near = keys[rng.choice(len(keys), 8)] + 0.01 * rng.standard_normal((8, keys.shape[1]))
+    far = rng.standard_normal((8, keys.shape[1])) * 6
     return np.concatenate([keys[[7, 45, min(200, len(keys) - 1), 0]], near, far]).astype(np.float32)
 
 
