@@ -32,7 +32,8 @@ from .config import CodebookConfig, RetrievalConfig
 from .errors import ReasonEditError
 from .hubness import EPS, HubnessGraph
 from .gate_sample import GateSample
-from .keystore import KeyStore, StoreIndex
+from .key_search import KeySearch, make_key_search
+from .keystore import Hits, KeyStore, StoreIndex
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ class Codebook:
         self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
         self._store.add_column("hits", (), np.int64, 0)
         self._gate: GateSample | None = None
+        self._search: KeySearch = make_key_search(self.retrieval, dim)
+        """Where queries run (``retrieval.backend``); told about every change of the entries."""
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
@@ -207,8 +210,13 @@ class Codebook:
 
     @property
     def index(self) -> "StoreIndex":
-        """The keys as a read-only :class:`~.index.VectorIndex` (exact L2 search over the key store)."""
-        return StoreIndex(self._store)
+        """The keys as a read-only :class:`~.index.VectorIndex` (exact L2 search through the backend)."""
+        return StoreIndex(self._store, lambda q, k: self._query(q, k, scaled=False))
+
+    @property
+    def search_backend(self) -> KeySearch:
+        """Where this codebook's queries run (``retrieval.backend``)."""
+        return self._search
 
     @property
     def store(self) -> KeyStore:
@@ -221,6 +229,10 @@ class Codebook:
     def edit_ids(self) -> list[str]:
         """Distinct edit ids, in order of first appearance."""
         return list(self._edits)
+
+    def edit_ids_of(self, entry_id: int) -> list[str]:
+        """The edits an entry came from, in order."""
+        return list(dict.fromkeys(p.edit_id for p in self._parts_of(entry_id)))
 
     def has_edit(self, edit_id: str) -> bool:
         return edit_id in self._edits
@@ -254,13 +266,21 @@ class Codebook:
     def scaled_topk(self, query: torch.Tensor, k: int, eps: float = EPS,
                     exact_scan: bool = False) -> list[tuple[float, float, int]]:
         """Exact k best entries by hubness-scaled distance d / (sigma + eps): (score, distance, id), ties by
-        id. Sub-linear through the key store's IVF bounds; ``exact_scan`` scores every key (the reference)."""
-        return self._graph.scaled_topk(_as_numpy(query), k, eps, exact_scan=exact_scan)
+        id. Runs on ``retrieval.backend`` (the same answer on each); ``exact_scan`` scores every key
+        in-process (the reference)."""
+        if exact_scan:
+            return self._graph.scaled_topk(_as_numpy(query), k, eps, exact_scan=True)
+        self._graph.set_eps(eps)
+        hits = self._query(_as_numpy(query), k, scaled=True)
+        return list(zip(hits.scores.tolist(), hits.distances.astype(np.float64).tolist(), hits.ids.tolist()))
 
     def nearest(self, query: torch.Tensor, k: int) -> list[tuple[float, int]]:
         """Exact k nearest entries by plain L2: (distance, id), ties by id."""
-        hits = self._store.search(self._store.round(_as_numpy(query)), k, scaled=False)
+        hits = self._query(_as_numpy(query), k, scaled=False)
         return list(zip(hits.distances.astype(np.float64).tolist(), hits.ids.tolist()))
+
+    def _query(self, query: np.ndarray, k: int, scaled: bool) -> Hits:
+        return self._search.search(self, self._store.round(query), k, scaled)
 
     def gate_threshold(self, percentile: float, sample: int, seed: int = 0) -> float | None:
         """tau: the ``percentile`` of d_ij / (sigma_j + eps) over pairs i < j (by entry id) of up to
@@ -318,6 +338,7 @@ class Codebook:
             raise ReasonEditError(f"edit {edit_id!r} is already in the codebook; remove it first or use "
                                   "another id.")
         keys = [self._check_pending(p) for p in pending]
+        self._search.prepare(self)
         now = time.time()
         shared_meta = dict(meta) if meta else _NO_META
         result = []
@@ -325,6 +346,7 @@ class Codebook:
             result.append(self._insert(_Part(edit_id, p.kind, p.value, float(p.radius), now, shared_meta, None),
                                        key))
         self.version += 1
+        self._search.changed(self, list(dict.fromkeys(eid for eid, _ in result)))
         return result
 
     def remove_edit(self, edit_id: str) -> list[int]:
@@ -335,6 +357,7 @@ class Codebook:
             known = self.edit_ids()
             raise ReasonEditError(f"no edit {edit_id!r} in the codebook; known edits: "
                                   f"{known[:20]}{' ...' if len(known) > 20 else ''}")
+        self._search.prepare(self)
         for eid in touched:
             parts = self._parts_of(eid)
             rest = [p for p in parts if p.edit_id != edit_id]
@@ -353,6 +376,7 @@ class Codebook:
             self._set_parts(eid, rest, key)
         del self._edits[edit_id]
         self.version += 1
+        self._search.changed(self, touched)
         return list(touched)
 
     def _check_pending(self, p: PendingEntry) -> np.ndarray:
@@ -433,6 +457,7 @@ class Codebook:
         self._store.column("hits")[:] = hits
         self._gate = None
         self.version += 1
+        self._search.attach(self)
 
     @classmethod
     def bulk(cls, keys: Any, values: Sequence[str], edit_ids: Sequence[str], radius: float | Sequence[float],
@@ -461,6 +486,7 @@ class Codebook:
         book._next_id = n
         book._graph.build(np.arange(n, dtype=np.int64), keys, progress, graph_lists)
         book.version = 1
+        book._search.attach(book)
         return book
 
     # ------------------------------------------------------------------ persistence (storage.py)
@@ -582,6 +608,7 @@ class Codebook:
         if "hits" in arrays and len(ids):
             book._store.column("hits")[book._store.rows(ids)] = arrays["hits"]
         book.version = int(table.get("version", 0))
+        book._search.attach(book)
         return book
 
 

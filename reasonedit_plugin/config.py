@@ -233,12 +233,23 @@ GATES = ("nullset", "percentile", "off")
 ``percentile``: the paper's percentile threshold (reference behaviour, METHOD.md §4.3); ``off``: none."""
 
 
+KEY_SEARCHES = ("faiss", "torch", "milvus")
+"""``retrieval.backend``: where the codebook's queries run (``key_search.py``). ``faiss`` (default): in-process
+key store, IVF lists trained with faiss k-means, exact bounds; ``torch``: in-process, every key scored (the
+reference); ``milvus``: a Milvus collection shared by replicas (extra ``milvus``; ``retrieval.milvus``)."""
+
+
 @dataclass
 class RetrievalConfig:
     """Nearest-entry search with hubness correction and the rejection gate (METHOD.md §4)."""
 
-    backend: str = "torch"
-    """Index backend: ``"torch"`` (exact reference) or ``"faiss"`` (faiss-cpu / faiss-gpu)."""
+    backend: str = "faiss"
+    """Where the codebook's queries run: ``faiss`` (default, in-process key store with exact IVF bounds),
+    ``torch`` (in-process, every key scored) or ``milvus`` (a shared Milvus collection; see ``milvus``).
+    All three return the same entries in the same order."""
+    milvus: Any = None
+    """``backend: milvus``: where the collection is (a mapping of ``milvus_backend.MilvusConfig`` fields:
+    ``uri``, ``token`` / ``token_env``, ``collection``, ...)."""
     hubness: bool = True
     hubness_k: int = 30
     gate: Union[str, bool] = "nullset"
@@ -259,7 +270,7 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         from .gate import NullSetGateConfig  # the gate module owns its config; imported here, no circle
 
-        _choice("retrieval.backend", self.backend, ("torch", "faiss"))
+        _choice("retrieval.backend", self.backend, KEY_SEARCHES)
         _check(self.hubness_k >= 1, "retrieval.hubness_k must be >= 1.")
         if isinstance(self.gate, bool):
             self.gate = "nullset" if self.gate else "off"
@@ -273,6 +284,13 @@ class RetrievalConfig:
         _check(self.cap_keys >= 1, "retrieval.cap_keys must be >= 1.")
         _choice("retrieval.tuning", self.tuning, ("off", "contrastive"))
         self.nullset = build_section(NullSetGateConfig, self.nullset, "retrieval.nullset")
+        if self.milvus is not None or self.backend == "milvus":
+            from .milvus_backend import MilvusConfig  # pymilvus itself is imported only when connecting
+
+            self.milvus = build_section(MilvusConfig, self.milvus, "retrieval.milvus")
+            _check(self.backend != "milvus" or self.milvus.uri is not None,
+                   "retrieval.backend: milvus needs retrieval.milvus.uri (a milvus-lite file such as "
+                   "./codebook.db, or http://host:19530 for a server).")
 
     @property
     def gated(self) -> bool:

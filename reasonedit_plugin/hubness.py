@@ -88,12 +88,16 @@ class HubnessGraph:
                     ) -> list[tuple[float, float, int]]:
         """The k keys of lowest d / (sigma + eps) as (score, distance, id), ties by id; exact.
         ``exact_scan`` scores every key (the reference path the pruned search must equal)."""
+        self.set_eps(eps)
+        hits = self.store.search(self.store.round(vec), k, scaled=True, force_scan=exact_scan)
+        return list(zip(hits.scores.tolist(), hits.distances.astype(np.float64).tolist(), hits.ids.tolist()))
+
+    def set_eps(self, eps: float) -> None:
+        """Use ``eps`` in the score's denominator sigma + eps from now on."""
         if eps != self.eps:
             self.eps = float(eps)
             s = self.store
             s.set_den(np.arange(len(s)), s.column("sigma") + self.eps)
-        hits = self.store.search(self.store.round(vec), k, scaled=True, force_scan=exact_scan)
-        return list(zip(hits.scores.tolist(), hits.distances.astype(np.float64).tolist(), hits.ids.tolist()))
 
     # ------------------------------------------------------------------ changes
     def add(self, key_id: int, key: Any) -> None:

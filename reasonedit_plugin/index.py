@@ -51,6 +51,7 @@ __all__ = [
     "MissingDependencyError",
     "register_index_backend",
     "make_index",
+    "search_resolving_ties",
     "available_index_backends",
 ]
 
@@ -173,6 +174,10 @@ class VectorIndex(abc.ABC):
     here (one source of truth for duplicate / unknown-id checks and for :meth:`all_ids`).
     """
 
+    _track_ids = True
+    """False for a backend whose server holds the id set (it overrides ``count``, ``all_ids``,
+    ``__contains__``, ``_present`` and ``_require_known``)."""
+
     def __init__(self, dim: int):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ConfigError(f"index dim must be a positive integer, got {dim!r}.")
@@ -212,13 +217,14 @@ class VectorIndex(abc.ABC):
         if ids_arr.size == 0:
             return
         _check_unique(ids_arr, "ids")
-        present = [int(i) for i in ids_arr if int(i) in self._id_set]
+        present = self._present(ids_arr)
         if present:
             raise IndexInputError(
                 f"ids already in the index: {present[:10]}; remove them first or use new ids."
             )
         self._add(ids_arr, vecs)
-        self._id_set.update(int(i) for i in ids_arr)
+        if self._track_ids:
+            self._id_set.update(int(i) for i in ids_arr)
 
     def remove(self, ids: ArrayLike) -> None:
         """Remove stored ids; every id must be present."""
@@ -228,7 +234,8 @@ class VectorIndex(abc.ABC):
         _check_unique(ids_arr, "ids to remove")
         self._require_known(ids_arr)
         self._remove(ids_arr)
-        self._id_set.difference_update(int(i) for i in ids_arr)
+        if self._track_ids:
+            self._id_set.difference_update(int(i) for i in ids_arr)
 
     def search(self, queries: ArrayLike, k: int) -> SearchResult:
         """The ``min(k, count)`` nearest stored vectors of each query row, by L2 distance."""
@@ -276,6 +283,10 @@ class VectorIndex(abc.ABC):
     def _reset(self) -> None: ...
 
     # -- helpers ---------------------------------------------------------------------------
+    def _present(self, ids: np.ndarray) -> list[int]:
+        """Which of ``ids`` are stored already (a shared backend asks its server)."""
+        return [int(i) for i in ids if int(i) in self._id_set]
+
     def _require_known(self, ids: np.ndarray) -> None:
         unknown = [int(i) for i in ids if int(i) not in self._id_set]
         if unknown:
@@ -516,23 +527,34 @@ class FaissIndex(VectorIndex):
         return search
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        raw = self._raw_search()
-        n = self.count
-        m = queries.shape[0]
-        out_d = np.empty((m, k), np.float32)
-        out_i = np.empty((m, k), np.int64)
-        pending = np.arange(m)
-        width = min(k + 1, n)
-        while pending.size:
-            d2, ids = raw(queries[pending], width)
-            # a row is settled when everything beyond `width` is strictly farther than its k-th
-            settled = (d2[:, k - 1] < d2[:, width - 1]) | (width == n) if width > k else np.full(pending.size, True)
-            if settled.any():
-                dist = np.sqrt(np.maximum(d2[settled], 0.0))
-                out_d[pending[settled]], out_i[pending[settled]] = _sort_rows(dist, ids[settled], k)
-            pending = pending[~settled]
-            width = min(2 * width, n)
-        return out_d, out_i
+        return search_resolving_ties(self._raw_search(), queries, k, self.count)
+
+
+def search_resolving_ties(raw: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], queries: np.ndarray,
+                          k: int, n: int, max_width: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The contract's (distance, id) order from a backend whose ``raw(queries, width)`` returns squared L2
+    distances and ids ``[m, width]`` sorted by distance but with ties in any order: the search is widened
+    while a row's k-th distance is tied with the last one returned (ties at the k-th place go by id).
+    ``max_width``: the backend's largest ``width`` (a row still tied there is taken as it is)."""
+    m = queries.shape[0]
+    out_d = np.empty((m, k), np.float32)
+    out_i = np.empty((m, k), np.int64)
+    pending = np.arange(m)
+    cap = n if max_width is None else min(n, max_width)
+    width = min(k + 1, cap)
+    while pending.size:
+        d2, ids = raw(queries[pending], width)
+        # a row is settled when everything beyond `width` is strictly farther than its k-th
+        if width > k:
+            settled = (d2[:, k - 1] < d2[:, width - 1]) | (width >= cap)
+        else:
+            settled = np.full(pending.size, True)
+        if settled.any():
+            dist = np.sqrt(np.maximum(d2[settled], 0.0))
+            out_d[pending[settled]], out_i[pending[settled]] = _sort_rows(dist, ids[settled], k)
+        pending = pending[~settled]
+        width = min(2 * width, cap)
+    return out_d, out_i
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,6 +562,9 @@ class FaissIndex(VectorIndex):
 
 
 _BACKENDS: dict[str, type[VectorIndex]] = {}
+_OPTIONAL_BACKENDS = {"milvus": "reasonedit_plugin.milvus_backend"}
+"""Backends in modules of their own, registered when first asked for (their client library is imported
+only when an index is built)."""
 
 
 def register_index_backend(name: str, cls: type[VectorIndex]) -> None:
@@ -557,11 +582,13 @@ def register_index_backend(name: str, cls: type[VectorIndex]) -> None:
 
 
 def available_index_backends() -> list[str]:
-    return sorted(_BACKENDS)
+    return sorted(set(_BACKENDS) | set(_OPTIONAL_BACKENDS))
 
 
 def make_index(backend: str, dim: int, **options: Any) -> VectorIndex:
     """Build an empty index of a registered backend (``"torch"``, ``"faiss"``, …)."""
+    if backend not in _BACKENDS and backend in _OPTIONAL_BACKENDS:
+        importlib.import_module(_OPTIONAL_BACKENDS[backend])
     cls = _BACKENDS.get(backend)
     if cls is None:
         raise ConfigError(

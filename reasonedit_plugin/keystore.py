@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -576,9 +576,11 @@ class StoreIndex(VectorIndex):
     """A read-only :class:`~.index.VectorIndex` view of a key store (exact L2 search, the index contract's
     (distance, id) order). Keys enter and leave through the codebook, never through this view."""
 
-    def __init__(self, store: KeyStore):
+    def __init__(self, store: KeyStore, search: Callable[[np.ndarray, int], Hits] | None = None):
         super().__init__(store.dim)
         self._store = store
+        self._search_fn = search
+        """``(query [D], k) -> Hits`` by plain L2 (the codebook's backend); None: the store's own search."""
 
     @property
     def count(self) -> int:
@@ -617,6 +619,7 @@ class StoreIndex(VectorIndex):
         out_d = np.empty((len(queries), k), np.float32)
         out_i = np.empty((len(queries), k), np.int64)
         for r, q in enumerate(queries):
-            hits = self._store.search(self._store.round(q), k, scaled=False)
+            hits = (self._store.search(self._store.round(q), k, scaled=False) if self._search_fn is None
+                    else self._search_fn(q, k))
             out_d[r], out_i[r] = hits.distances, hits.ids
         return out_d, out_i

@@ -559,6 +559,9 @@ def _save_config(editor: Any) -> dict[str, Any]:
     values = editor.config.to_dict()
     values["embedding"]["layer"] = editor.keys.vision_module
     values["embedding"]["scale"] = editor.keys.scale
+    milvus = values["retrieval"].get("milvus")
+    if milvus and milvus.get("token"):  # credentials stay in the YAML / environment, never in the folder
+        milvus["token"] = ""
     return values
 
 
@@ -627,7 +630,9 @@ def export_edits(editor: Any, edit_ids: Iterable[str], path: Union[str, Path]) -
                               f"{len(known)} edits in the codebook.")
     if not wanted:
         raise ReasonEditError("export_edits needs at least one edit id.")
-    module = Codebook(editor.codebook.dim, editor.config.codebook, editor.config.retrieval)
+    # a module is a folder to import elsewhere, not a served collection: its search stays in-process
+    module = Codebook(editor.codebook.dim, editor.config.codebook,
+                      dataclasses.replace(editor.config.retrieval, backend="faiss", milvus=None))
     for edit_id, (pending, meta) in _pending_by_edit(editor.codebook, _edit_order(editor.codebook, wanted)).items():
         module.add_edit(edit_id, pending, meta)
     log = AuditLog([e for e in editor.audit if e.edit_id in set(wanted)])

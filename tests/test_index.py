@@ -1,9 +1,14 @@
-"""Contract tests for reasonedit_plugin.index: one suite run against every registered backend,
-plus cross-backend agreement (tie-tolerant, as in faiss contrib/evaluation.py)."""
+"""Contract tests for reasonedit_plugin.index: one suite run against every registered backend (Milvus
+through milvus-lite when it is installed), plus cross-backend agreement (tie-tolerant, as in faiss
+contrib/evaluation.py)."""
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import sys
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -25,6 +30,8 @@ from reasonedit_plugin.index import (
 
 
 def _backend_available(name: str) -> bool:
+    if name == "milvus":  # needs a server or milvus-lite; only the client libraries are checked here
+        return all(importlib.util.find_spec(m) is not None for m in ("pymilvus", "milvus_lite"))
     try:
         make_index(name, 2)
     except MissingDependencyError:
@@ -32,15 +39,34 @@ def _backend_available(name: str) -> bool:
     return True
 
 
-BACKENDS = [
-    pytest.param(name, marks=pytest.mark.skipif(not _backend_available(name), reason=f"{name} not installed"))
-    for name in ("torch", "faiss")
-]
+def _marks(name: str) -> list:
+    marks = [pytest.mark.skipif(not _backend_available(name), reason=f"{name} not installed")]
+    return marks + [pytest.mark.milvus] if name == "milvus" else marks
+
+
+BACKENDS = [pytest.param(name, marks=_marks(name)) for name in ("torch", "faiss", "milvus")]
+IndexFactory = Callable[[int], VectorIndex]
+_collections = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One milvus-lite file per module; every index gets a collection of its own."""
+    return str(tmp_path_factory.mktemp("milvus") / "index.db")
+
+
+def build_index(name: str, dim: int, milvus_uri: Path | str) -> VectorIndex:
+    if name == "milvus":
+        return make_index(name, dim, uri=str(milvus_uri), collection=f"contract_{next(_collections)}")
+    return make_index(name, dim)
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+def new_index(request: pytest.FixtureRequest) -> IndexFactory:
+    """Builds an empty index of one backend: ``new_index(dim)``."""
+    name = request.param
+    uri = request.getfixturevalue("milvus_uri") if name == "milvus" else ""
+    return lambda dim: build_index(name, dim, uri)
 
 
 def brute_force(keys: np.ndarray, ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -78,16 +104,16 @@ def check_knn_tie_tolerant(truth: np.ndarray, all_ids: np.ndarray, result: Searc
 # the contract, every backend
 
 
-def test_empty_index_search_returns_empty_rows(backend: str) -> None:
-    ix = make_index(backend, 4)
+def test_empty_index_search_returns_empty_rows(new_index: IndexFactory) -> None:
+    ix = new_index(4)
     res = ix.search(np.zeros((3, 4), np.float32), 5)
     assert res.distances.shape == (3, 0) and res.ids.shape == (3, 0)
     assert ix.count == 0 and len(ix) == 0 and ix.dim == 4
     assert ix.all_ids().dtype == np.int64 and ix.all_ids().size == 0
 
 
-def test_distances_are_l2_not_squared(backend: str) -> None:
-    ix = make_index(backend, 2)
+def test_distances_are_l2_not_squared(new_index: IndexFactory) -> None:
+    ix = new_index(2)
     ix.add(np.array([10, 11]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32))
     res = ix.search(np.array([[0.0, 0.0]], np.float32), 2)
     assert res.ids.tolist() == [[10, 11]]
@@ -95,15 +121,15 @@ def test_distances_are_l2_not_squared(backend: str) -> None:
     assert res.distances.dtype == np.float32 and res.ids.dtype == np.int64
 
 
-def test_k_is_capped_by_count(backend: str) -> None:
-    ix = make_index(backend, 3)
+def test_k_is_capped_by_count(new_index: IndexFactory) -> None:
+    ix = new_index(3)
     ix.add([1, 2], np.eye(3, dtype=np.float32)[:2])
     res = ix.search(np.eye(3, dtype=np.float32), 10)
     assert res.ids.shape == (3, 2) and res.k == 2 and len(res) == 3
 
 
-def test_ties_ordered_by_id_including_at_the_kth_place(backend: str) -> None:
-    ix = make_index(backend, 3)
+def test_ties_ordered_by_id_including_at_the_kth_place(new_index: IndexFactory) -> None:
+    ix = new_index(3)
     v = np.array([1.0, 2.0, 3.0], np.float32)
     ix.add([7, 3, 5, 9], np.stack([v, v, v, v + 10]))
     q = v[None, :] + 0.5
@@ -112,19 +138,19 @@ def test_ties_ordered_by_id_including_at_the_kth_place(backend: str) -> None:
     assert ix.search(q, 1).ids.tolist() == [[3]]
 
 
-def test_many_ties_at_the_boundary(backend: str) -> None:
+def test_many_ties_at_the_boundary(new_index: IndexFactory) -> None:
     rng = np.random.default_rng(3)
     base = rng.standard_normal(16).astype(np.float32)
     vecs = np.concatenate([np.repeat(base[None], 40, 0), rng.standard_normal((20, 16)).astype(np.float32) + 5])
     ids = rng.permutation(1000)[:60]
-    ix = make_index(backend, 16)
+    ix = new_index(16)
     ix.add(ids, vecs)
     res = ix.search(base[None], 5)
     assert res.ids.tolist() == [sorted(ids[:40].tolist())[:5]]
 
 
-def test_remove_then_search(backend: str) -> None:
-    ix = make_index(backend, 2)
+def test_remove_then_search(new_index: IndexFactory) -> None:
+    ix = new_index(2)
     ix.add([1, 2, 3], np.array([[0, 0], [1, 0], [2, 0]], np.float32))
     ix.remove([1])
     assert ix.count == 2 and 1 not in ix and 2 in ix
@@ -134,10 +160,10 @@ def test_remove_then_search(backend: str) -> None:
     assert ix.all_ids().tolist() == [1, 2, 3]
 
 
-def test_vectors_roundtrip_in_the_order_given(backend: str) -> None:
+def test_vectors_roundtrip_in_the_order_given(new_index: IndexFactory) -> None:
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((6, 5)).astype(np.float32)
-    ix = make_index(backend, 5)
+    ix = new_index(5)
     ix.add(np.arange(6) * 10, vecs)
     ix.remove([0, 20])
     np.testing.assert_array_equal(ix.vectors([50, 10]), vecs[[5, 1]])
@@ -145,8 +171,8 @@ def test_vectors_roundtrip_in_the_order_given(backend: str) -> None:
     assert ix.all_ids().tolist() == [10, 30, 40, 50]
 
 
-def test_reset_keeps_dim(backend: str) -> None:
-    ix = make_index(backend, 3)
+def test_reset_keeps_dim(new_index: IndexFactory) -> None:
+    ix = new_index(3)
     ix.add([1], np.ones((1, 3), np.float32))
     ix.reset()
     assert ix.count == 0 and ix.dim == 3
@@ -154,8 +180,8 @@ def test_reset_keeps_dim(backend: str) -> None:
     assert ix.search(np.ones((1, 3), np.float32), 1).ids.tolist() == [[1]]
 
 
-def test_accepts_torch_tensors_and_float64(backend: str) -> None:
-    ix = make_index(backend, 2)
+def test_accepts_torch_tensors_and_float64(new_index: IndexFactory) -> None:
+    ix = new_index(2)
     ix.add(torch.tensor([4, 2]), torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
     res = ix.search(torch.tensor([[0.9, 0.0]]), 1)
     assert res.ids.tolist() == [[4]]
@@ -175,23 +201,23 @@ def test_accepts_torch_tensors_and_float64(backend: str) -> None:
         ([1], np.array([["a", "b", "c"]]), "real numbers"),
     ],
 )
-def test_add_rejects_bad_input(backend: str, ids: list, vectors: np.ndarray, message: str) -> None:
-    ix = make_index(backend, 3)
+def test_add_rejects_bad_input(new_index: IndexFactory, ids: list, vectors: np.ndarray, message: str) -> None:
+    ix = new_index(3)
     with pytest.raises(IndexInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ix.add(ids, vectors)
     assert ix.count == 0
 
 
-def test_add_rejects_ids_already_present_atomically(backend: str) -> None:
-    ix = make_index(backend, 3)
+def test_add_rejects_ids_already_present_atomically(new_index: IndexFactory) -> None:
+    ix = new_index(3)
     ix.add([1, 2], np.zeros((2, 3), np.float32))
     with pytest.raises(IndexInputError, match=r"already in the index: \[2\]"):
         ix.add([3, 2], np.ones((2, 3), np.float32))
     assert ix.all_ids().tolist() == [1, 2]
 
 
-def test_remove_and_vectors_reject_unknown_ids(backend: str) -> None:
-    ix = make_index(backend, 3)
+def test_remove_and_vectors_reject_unknown_ids(new_index: IndexFactory) -> None:
+    ix = new_index(3)
     ix.add([1, 2], np.zeros((2, 3), np.float32))
     with pytest.raises(IndexInputError, match=r"unknown ids \[9\]"):
         ix.remove([1, 9])
@@ -202,8 +228,8 @@ def test_remove_and_vectors_reject_unknown_ids(backend: str) -> None:
         ix.remove([1, 1])
 
 
-def test_search_rejects_bad_queries_and_k(backend: str) -> None:
-    ix = make_index(backend, 3)
+def test_search_rejects_bad_queries_and_k(new_index: IndexFactory) -> None:
+    ix = new_index(3)
     ix.add([1], np.zeros((1, 3), np.float32))
     with pytest.raises(IndexInputError, match="dimension 4"):
         ix.search(np.zeros((1, 4), np.float32), 1)
@@ -214,20 +240,20 @@ def test_search_rejects_bad_queries_and_k(backend: str) -> None:
             ix.search(np.zeros((1, 3), np.float32), bad_k)  # type: ignore[arg-type]
 
 
-def test_errors_are_reasonedit_errors(backend: str) -> None:
-    ix = make_index(backend, 3)
+def test_errors_are_reasonedit_errors(new_index: IndexFactory) -> None:
+    ix = new_index(3)
     with pytest.raises(ReasonEditError):
         ix.remove([1])
     with pytest.raises(ValueError):
         ix.remove([1])
 
 
-def test_matches_exact_brute_force(backend: str) -> None:
+def test_matches_exact_brute_force(new_index: IndexFactory) -> None:
     rng = np.random.default_rng(1)
     keys = rng.standard_normal((300, 24)).astype(np.float32)
     ids = rng.permutation(10_000)[:300].astype(np.int64)
     queries = rng.standard_normal((17, 24)).astype(np.float32)
-    ix = make_index(backend, 24)
+    ix = new_index(24)
     ix.add(ids, keys)
     res = ix.search(queries, 8)
     check_knn_tie_tolerant(brute_force(keys, ids, queries), ids, res, 8, atol=1e-4)
@@ -271,9 +297,12 @@ def test_torch_index_exact_on_many_queries_in_blocks(monkeypatch: pytest.MonkeyP
 # cross-backend agreement (tie-tolerant, faiss contrib style)
 
 
+AGREEING = [name for name in ("torch", "faiss", "milvus") if _backend_available(name)]
+
+
 @pytest.mark.skipif(not _backend_available("faiss"), reason="faiss not installed")
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_backends_agree_on_random_data_including_after_removals(seed: int) -> None:
+def test_backends_agree_on_random_data_including_after_removals(seed: int, milvus_uri: str) -> None:
     rng = np.random.default_rng(seed)
     dim, n = 48, 600
     keys = rng.standard_normal((n, dim)).astype(np.float32)
@@ -284,7 +313,7 @@ def test_backends_agree_on_random_data_including_after_removals(seed: int) -> No
     # >= 20 queries take faiss's BLAS path, fewer its direct path: exercise both
     batches = [queries, queries[:4]]
 
-    indexes = {name: make_index(name, dim) for name in ("torch", "faiss")}
+    indexes = {name: build_index(name, dim, milvus_uri) for name in AGREEING}
     for ix in indexes.values():
         ix.add(ids, keys)
 
@@ -298,7 +327,8 @@ def test_backends_agree_on_random_data_including_after_removals(seed: int) -> No
             # torch is exact: its distances equal float32(float64 truth)
             d_ref, i_ref = exact_knn(keys[live], ids[live], queries, k)
             np.testing.assert_array_equal(results["torch"][0].ids, i_ref)
-            np.testing.assert_allclose(results["faiss"][0].distances, d_ref, rtol=1e-5, atol=2e-4)
+            for name in AGREEING[1:]:  # float32 backends: faiss, milvus
+                np.testing.assert_allclose(results[name][0].distances, d_ref, rtol=1e-5, atol=2e-4)
 
     live = np.ones(n, bool)
     compare(np.flatnonzero(live))
@@ -317,7 +347,15 @@ def test_backends_agree_on_random_data_including_after_removals(seed: int) -> No
 
 
 def test_registry_lists_builtin_backends() -> None:
-    assert {"torch", "faiss"} <= set(available_index_backends())
+    assert {"torch", "faiss", "milvus"} <= set(available_index_backends())
+
+
+def test_missing_pymilvus_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "pymilvus", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'reasonedit-plugin\[milvus\]'"):
+        make_index("milvus", 4, uri=str(tmp_path / "x.db"))
+    with pytest.raises(ConfigError, match="needs uri="):  # no milvus-lite file appears in the working folder
+        make_index("milvus", 4)
 
 
 def test_unknown_backend_has_did_you_mean() -> None:
