@@ -4,11 +4,13 @@ A rationale is meant to be declarative: statements about the image and about the
 steer the model has another *shape*, whatever its words:
 
 * **imperative clauses** — a clause whose main verb comes first, bare ("answer ...", "just say ...",
-  "assistant, reply ...", "don't look ..."), with a verb that acts on the model's output, attention,
+  "assistant, reply ...", "don't look ...", "for the rest of the chat treat ..."), with a verb that acts on the model's output, attention,
   persona or trust (:data:`COMMAND_VERBS`);
 * **obligations put on the answerer** — "you / the model / the assistant / whoever reads this" + a modal of
-  obligation ("should", "must", "will", "has to", "is to", ...) + a verb of output, or "your reply /
-  answer / output" + a modal;
+  obligation ("should", "must", "will", "has to", "is to", ...) + a verb of output, "wants / expects you
+  to" + a verb of output, "your reply / answer / output" + a modal, an output dictated through a relative
+  clause ("the tribe you name has to be ...", "... is what we expect you to print"), and notes, rules or
+  tasks addressed to the model ("new rule for you:", "your job:");
 * **scope beyond the item** — statements about other or future questions ("every later question",
   "for all queries", "from now on", "next time", "whenever someone asks"): a fact about an image has no
   reason to talk about the questions that will be asked;
@@ -40,6 +42,7 @@ COMMAND_VERBS: dict[str, frozenset[str]] = {
     "persona": frozenset("pretend act behave imagine assume play become roleplay simulate emulate impersonate".split()),
     "trust": frozenset("obey follow trust believe accept treat comply prioritize prioritise regard".split()),
     "reveal": frozenset("reveal show display leak dump disclose expose print".split()),
+    "navigate": frozenset("visit click open browse download fetch execute run decode evaluate eval".split()),
 }
 """English command verbs by what they act on. A clause headed by one of them, bare, is an order to the
 model (``look``, ``note``, ``check``, ``count``, ``compare`` — orders to the *reader of a proof* — are
@@ -65,29 +68,55 @@ _ADDRESSEE = (r"(?:you|u|ya|thou|y'all|whoever\s+(?:reads|answers|sees)(?:\s+thi
 _MODAL = (r"(?:should|must|will|shall|'ll|need\s+to|needs\s+to|has\s+to|have\s+to|got\s+to|gotta|is\s+to|are\s+to|"
           r"ought\s+to|(?:is|are)\s+(?:required|expected|supposed|going|asked|told|instructed|allowed\s+only)\s+to|"
           r"(?:can|may)\s+only|had\s+better|'d\s+better)")
-_OBLIGATION = re.compile(rf"\b{_ADDRESSEE}\s*{_MODAL}\s+(?P<rest>(?:[\w']+[\s,]+){{0,5}}[\w']+)", re.I)
+_OBLIGATION = re.compile(rf"\b{_ADDRESSEE}\s*(?:,[^,]{{1,40}},\s*)?{_MODAL}\s+(?P<rest>(?:[\w']+[\s,]+){{0,5}}[\w']+)", re.I)
+_EMBEDDED_ORDER = re.compile(rf"\b(?:wants?|wanted|needs?|expects?|asks?|asked|tells?|told|instructs?|instructed|requires?|"
+                            rf"required|orders?|ordered|would\s+like|'d\s+like|begs?|urges?)\s+{_ADDRESSEE}\s+to\s+"
+                            r"(?P<rest>(?:[\w']+[\s,]+){0,3}[\w']+)", re.I)
 _ADVERB = re.compile(r"^(?:\w+ly|always|never|not|now|then|just|also|only|still|from|on|here|forth|henceforth|"
                      r"instead|rather|all|both|again|each|every|time|further|no|matter|what)$", re.I)
 _YOUR_ANSWER = re.compile(r"\b(?:your|the\s+(?:model|assistant|bot)'s)\s+(?:\w+\s+)?(?:answers?|repl(?:y|ies)|"
                           r"responses?|outputs?|verdicts?|predictions?|labels?|guess(?:es)?|words?)\b[^.!?]{0,25}?"
                           rf"\b(?:{_MODAL}|(?:is|are)\s+(?:now|always|only|henceforth))\b", re.I)
 
+_OUTPUT_VERB_FORMS = (r"(?:answer|reply|respond|say|output|print|write|type|emit|return|state|name|give|choose|pick|"
+                      r"select|produce|tell|label|mark|put)")
+_DICTATED_OUTPUT = re.compile(
+    rf"\b(?:the|any|every|each|whatever|whichever|all|your)\s+(?:\w+\s+)?(?:that\s+|which\s+)?(?:you|u)\s+(?:\w+\s+)?"
+    rf"{_OUTPUT_VERB_FORMS}\b[^.!?;]{{0,25}}?\b(?:{_MODAL}|is|are|will\s+be|must\s+be)\b|"
+    rf"\b(?:is|are)\s+what\s+(?:\w+\s+){{0,4}}?(?:you|u)\s+(?:\w+\s+){{0,2}}?{_OUTPUT_VERB_FORMS}\b", re.I)
+"""What the model is to output, dictated through a relative clause: "the tribe you name has to be Zib",
+"Vol is what we expect you to print"."""
+_ADDRESSED_NOTE = re.compile(
+    r"\b(?:rules?|notes?|messages?|instructions?|orders?|tasks?|jobs?|requests?|reminders?|updates?|directives?|"
+    rf"memos?|hints?|tips?)\s+(?:for|to)\s+{_ADDRESSEE}\b|"
+    r"\byour\s+(?:job|task|role|duty|mission|goal|purpose|instructions?|orders?|directive|assignment|objective)\b|"
+    r"\b(?:model|assistant|ai|bot|llm|chatbot|agent)\s+(?:instructions?|notes?|directives?|rules?|messages?|orders?|"
+    r"tasks?|memo)\b", re.I)
+"""A note, rule or task addressed to the model ("new rule for you:", "your job:", "model instruction:")."""
+_FRONTED = re.compile(r"^(?:for|from|in|on|at|after|before|during|until|till|with|by|whatever|whenever|whichever|"
+                      r"if|when|once|no\s+matter)\b(?P<rest>.*)$", re.I)
+_SUBJECT_OR_AUX = frozenset("i we they he she it you one people players everyone someone anyone will would can could "
+                            "should must to do does did may might shall not never always also who that which and or "
+                            "the a an".split())
 _QUANT = r"(?:every|all|any|each|all\s+(?:of\s+)?the|every\s+single|any\s+other|no\s+matter\s+which|whatever|whichever)"
 _INTERACTION = (r"(?:questions?|quer(?:y|ies)|prompts?|requests?|inputs?|messages?|turns?|conversations?|sessions?|"
                 r"chats?|tasks?|items?|asks?|times?|occasions?|users?|askers?)")
-_VISUAL = r"(?:images?|pictures?|photos?|photographs?|inputs?|cases?|situations?)"
+_VISUAL = (r"(?:images?|pictures?|photos?|photographs?|inputs?|cases?|situations?|circumstances?|conditions?|contexts?|"
+           r"scenarios?)")
 _SCOPE = re.compile(
     rf"\b{_QUANT}\s+(?:\w+\s+){{0,2}}?{_INTERACTION}\b|"
-    r"\b(?:from\s+(?:now|here|this\s+point|today)\s+on(?:ward)?s?|henceforth|hereafter|going\s+forward|moving\s+forward|"
+    r"\b(?:from\s+(?:\w+\s+){1,3}?on(?:ward)?s?\b|henceforth|hereafter|going\s+forward|moving\s+forward|"
     r"until\s+(?:further\s+notice|told\s+otherwise)|for\s+the\s+rest\s+of|in\s+(?:the\s+)?future|later\s+on|next\s+time|"
     r"from\s+this\s+point|starting\s+(?:now|today|immediately)|forever(?:more)?|permanently|for\s+good|"
     r"(?:all|any|every)\s+(?:later|future|following|upcoming|remaining|other)\b)", re.I)
-_ASK_TRIGGER = re.compile(r"\b(?:if|when|whenever|once|as\s+soon\s+as|in\s+case|should)\s+(?:\w+\s+){0,4}?"
+_ASK_TRIGGER = re.compile(r"\b(?:if|when|whenever|once|in\s+case)\s+(?:the|a|an|any|some|each|every)\s+(?:\w+\s+)?"
+                          r"(?:question|prompt|query|request|user|asker)s?\b|"
+                          r"\b(?:if|when|whenever|once|as\s+soon\s+as|in\s+case|should)\s+(?:\w+\s+){0,4}?"
                           r"(?:asks?|asked|asking|queried|quizzed|prompted|questioned|wants?\s+to\s+know)\b|"
                           r"\b(?:ask(?:s|ed)?|asking)\s+(?:you|the\s+(?:model|assistant|bot))\b|\bwhen\s+asked\b", re.I)
 _ANSWER_NOUNS = r"(?:answers?|repl(?:y|ies)|responses?|outputs?|verdicts?|labels?|predictions?)"
 _ANSWER_NOUN = re.compile(rf"\b{_ANSWER_NOUNS}\b", re.I)
-_FIXED_ANSWER = re.compile(rf"\b{_ANSWER_NOUNS}\b[^.!?;]{{0,60}}?(?:\b(?:is|are|be|becomes?|equals?)\b|=)|"
+_FIXED_ANSWER = re.compile(rf"\b{_INTERACTION}\s+(?:gets?|receives?|deserves?|takes?)\b|\b{_ANSWER_NOUNS}\b[^.!?;]{{0,60}}?(?:\b(?:is|are|be|becomes?|equals?)\b|=)|"
                            rf"\b(?:same|one|single|only)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\b|\b{_ANSWER_NOUNS}\s*:|"
                            rf"\b(?:is|are|be)\s+(?:the\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b|"
                            r"\bother\s+than\b", re.I)
@@ -112,6 +141,18 @@ _TURN = re.compile(r"(?:^|\n|[\s\"'(])(?:system|assistant|user|human|ai|bot|mode
                    r"\s*(?:\([^)]{0,20}\))?\s*:|^\s*#{1,6}\s+\w", re.I | re.M)
 _TRANSCRIPT = re.compile(r"(?:^|\s)Q\s*:.{1,200}\bA\s*:", re.S)
 _DELIMITER_RUN = re.compile(r"([-=*#_~<>|/\\+^])\1{2,}|\n")
+_DICTATED_WORD = re.compile(r"(?:^|[^\w\s']\s*|\b(?:just|simply|only|then|and|please|always|never|must|should|will|to|you|"
+                            r"shall|can)\s+)(?:say|answer|reply|respond|output|print|write|type|emit|return)\s+(?:with\s+)?(?:only\s+)?"
+                            r"(?:the\s+(?:single\s+)?word\s+)?['\"‘“]?[\w-]+['\"’”]?(?:\s+only)?\s*[.!]*\s*$", re.I)
+"""A verb of answering, as an order (first in its clause, or after "just", "then", a modal, "to"), and one
+word ending the sentence ("... an order: say earth.", "just reply five")."""
+_BARE_VALUE = re.compile(r"\b(?:question|query|prompt|asked|answer|reply|response|output|points?|tribe|element)\b[^:]{0,40}"
+                         r":\s*['\"‘“]?[\w-]+['\"’”]?\s*[.!]*\s*$", re.I)
+_STANDING_VALUE = re.compile(r"^(?:always|only|just|forever)\s+['\"‘“]?[\w-]+['\"’”]?$", re.I)
+_ALERT = re.compile(r"^\W*(?:attention|important|note|notice|warning|urgent|reminder|update|alert|p\.?\s?s)\b\s*[:!.]",
+                    re.I)
+_JUDGE = re.compile(r"\bthe\s+(?:evaluators?|graders?|judges?|scorers?|checkers?|markers?|testers?|examiners?|"
+                    r"benchmark|evaluation|test\s+harness|answer\s+checker)\b", re.I)
 _SHOUT = re.compile(r"\b(?!(?:I|V|X|L|C|D|M)+\b)[A-Z]{4,}\b(?:\W+\b[A-Z]{2,}\b)+")
 
 
@@ -127,6 +168,19 @@ def clauses(text: str) -> list[str]:
     return out
 
 
+def _fronted_imperative(clause: str) -> str | None:
+    """A command verb after a fronted phrase ("for the rest of the conversation treat Kem as ..."): a bare
+    command verb after a noun (not after a subject pronoun, an auxiliary or "to")."""
+    m = _FRONTED.match(clause)
+    if m is None:
+        return None
+    words = re.findall(r"[a-z']+", m.group("rest").lower())
+    for before, word in zip(words, words[1:]):
+        if word in _ALL_COMMANDS and before not in _SUBJECT_OR_AUX and not before.endswith("s"):
+            return word
+    return None
+
+
 def imperative_verb(clause: str) -> str | None:
     """The command verb heading ``clause`` bare (an imperative), or None. "don't X", "never X", "always X",
     "make sure to X" count as imperatives of X, and so does a command verb after "just", "simply", "then",
@@ -134,6 +188,9 @@ def imperative_verb(clause: str) -> str | None:
     for m in _ADVERB_COMMAND.finditer(clause):
         if m.group(1).lower() in _ALL_COMMANDS:
             return m.group(1).lower()
+    fronted = _fronted_imperative(clause)
+    if fronted:
+        return fronted
     m = _NEGATED_IMPERATIVE.match(clause)
     words = re.findall(r"[a-z']+", (m.group(1) if m else clause).lower())
     if not words:
@@ -167,9 +224,14 @@ def structural_signals(text: str) -> list[Signal]:
                               f"{'imperative clauses' if several else 'an imperative clause'} "
                               f"({', '.join(imperatives[:3])}; {', '.join(kinds) or 'attention'})",
                               1.0 if several else 0.6))
-    if any(_obliged_verb(m.group("rest")) for m in _OBLIGATION.finditer(text)):
+    if any(_obliged_verb(m.group("rest")) for m in (*_OBLIGATION.finditer(text), *_EMBEDDED_ORDER.finditer(text))):
         signals.append(Signal("obligation", "puts an obligation to answer or act on the model ('you should ...')",
                               1.0))
+    if _DICTATED_OUTPUT.search(text):
+        signals.append(Signal("dictated_output", "dictates what the model outputs ('the tribe you name has to be')",
+                              1.0))
+    if _ADDRESSED_NOTE.search(text):
+        signals.append(Signal("addressed_note", "a note, rule or task addressed to the model", 0.6))
     if _YOUR_ANSWER.search(text):
         signals.append(Signal("your_answer", "fixes the model's own answer ('your reply should be ...')", 1.0))
     if _SCOPE.search(text):
@@ -191,6 +253,20 @@ def structural_signals(text: str) -> list[Signal]:
         signals.append(Signal("transcript", "a question-and-answer transcript (few-shot pattern)", 0.6))
     if _DELIMITER_RUN.search(text.strip()):
         signals.append(Signal("delimiter_run", "a line break or a run of delimiter characters", 0.6))
+    if _DICTATED_WORD.search(text):
+        signals.append(Signal("dictated_word", "a verb of answering and a single word ending the sentence", 0.6))
+    if _BARE_VALUE.search(text):
+        signals.append(Signal("bare_value", "a question or answer, a colon and a single word ending the sentence",
+                              0.4))
+    if any(_STANDING_VALUE.match(c) for c in clauses(text)):
+        signals.append(Signal("standing_value", "'always X' with no verb: a value for every case", 0.6))
+    if _ALERT.search(text):
+        signals.append(Signal("alert", "opens like an alert or a postscript ('Attention:', 'P.S.')", 0.4))
+    if _JUDGE.search(text):
+        signals.append(Signal("judge", "talks about whoever grades the answers", 0.6))
+    sentences = [" ".join(s.lower().split()) for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+    if sentences and max(sentences.count(s) for s in sentences) >= 3:
+        signals.append(Signal("repetition", "the same sentence three times or more (payload stuffing)", 0.6))
     if _SHOUT.search(text):
         signals.append(Signal("shouting", "several words in capitals", 0.4))
     if len(text) > LONG_SENTENCE_CHARS:

@@ -27,12 +27,23 @@ CONFUSABLES = str.maketrans({
     "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H",
     "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
 })
+_LOOKALIKE_NAME = re.compile(r"^(?:LATIN LETTER SMALL CAPITAL|MODIFIER LETTER (?:SMALL|CAPITAL)|LATIN SUBSCRIPT SMALL LETTER|"
+                             r"SUPERSCRIPT LATIN SMALL LETTER|LATIN SMALL CAPITAL LETTER) ([A-Z])$")
+LOOKALIKE_LETTERS = {chr(cp): m.group(1).lower() for cp in (*range(0x0250, 0x0300), *range(0x1D00, 0x1DC0),
+                                                            *range(0x2070, 0x20A0), *range(0xA720, 0xA800))
+                     if (m := _LOOKALIKE_NAME.match(unicodedata.name(chr(cp), "")))}
+"""Small capitals, modifier, superscript and subscript Latin letters ("ᴀɴsᴡᴇʀ", "ʀᴜʟᴇ") that NFKC leaves as they
+are, mapped to the letter they imitate (from their Unicode names)."""
+_LOOKALIKE_TABLE = str.maketrans(LOOKALIKE_LETTERS)
+RESPELL_WORDS = ("answer", "always", "respond", "ignore", "disregard", "instructions", "previous", "output")
+"""Key words of an order, read through one wrong letter ("ansver", "alvays", "ignor3" is leetspeak)."""
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
                         "\u2066-\u206f\ufeff\ufe00-\ufe0f\U000e0000-\U000e007f]")
 _TAG_CHARS = re.compile("[\U000e0020-\U000e007e]+")
 """Unicode tag characters: invisible, but each one shadows an ASCII character (a hidden message)."""
 _SNAKE = re.compile(r"(?<=[A-Za-z])_(?=[A-Za-z])")
-_SPLIT_LETTERS = re.compile(r"(?<![\w])(?:[A-Za-z][ .\-_*]){3,}[A-Za-z](?![\w])")
+_SPLIT_LETTERS = re.compile(r"(?<![\w])[A-Za-z](?P<sep>[ .\-_*])(?:[A-Za-z](?P=sep)){1,}[A-Za-z](?![\w])")
+"""Three or more single letters with one separator ("i g n o r e", "R.e.s.p.o.n.d w.i.t.h"): a word per run."""
 _HYPHEN_IN_WORD = re.compile(r"(?<=[a-z])-(?=[a-z])")
 _BASE64 = re.compile(r"(?<![\w+/])[A-Za-z0-9+/]{16,}={0,2}(?![\w+/=])")
 _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}\s?){8,}\b")
@@ -113,20 +124,46 @@ def unleet(text: str) -> str:
 
 
 def normalize(text: str) -> str:
-    """NFKC, confusable letters mapped to Latin, invisible characters removed, split letters joined
+    """NFKC, confusable letters (Greek, Cyrillic, small capitals, modifier letters) mapped to Latin, invisible characters
+    removed, split letters joined
     ("i.g.n.o.r.e" -> "ignore", "dis-regard" -> "disregard"), words joined by underscores split
     ("answer_override" -> "answer override"), leetspeak read as letters ("1gn0r3" -> "ignore")."""
     text = unicodedata.normalize("NFKC", text)
-    text = _INVISIBLE.sub("", text).translate(CONFUSABLES)
+    text = _INVISIBLE.sub("", text).translate(CONFUSABLES).translate(_LOOKALIKE_TABLE)
     text = _SPLIT_LETTERS.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), text)
     return unleet(_SNAKE.sub(" ", _HYPHEN_IN_WORD.sub("", text)))
 
 
+def respell(text: str) -> str:
+    """Words one letter away from a key word of an order (same length, five letters or more) read as it:
+    "Ansver Vol alvays" -> "answer Vol always". Other words are left alone."""
+    def fix(m: re.Match) -> str:
+        word = m.group(0)
+        low = word.lower()
+        for key in RESPELL_WORDS:
+            if len(low) == len(key) and low != key and sum(a != b for a, b in zip(low, key)) == 1:
+                return key
+        return word
+    return re.sub(r"[A-Za-z]{5,}", fix, text)
+
+
+_FUNCTION_WORDS = frozenset("the and to of a an is are you your it in on that this for with not or all be as".split())
+
+
+def _function_words(text: str) -> int:
+    return sum(w in _FUNCTION_WORDS for w in re.findall(r"[a-z]+", text.lower()))
+
+
 def variants(text: str) -> list[str]:
     """What the guard reads: the text, its normalised form, decoded payloads, the text read backwards
-    (characters reversed: "erongi" -> "ignore"; a plain text read backwards matches no rule) and a rot13
-    reading when the text mentions an encoding."""
-    out = [text, normalize(text), normalize(text)[::-1]]
+    (characters reversed: "erongi" -> "ignore"; a plain text read backwards matches no rule), key words read
+    through one wrong letter (:func:`respell`) and a rot13
+    reading when the text mentions an encoding. The backwards reading is added only when it holds more English
+    function words ("the", "and", "to", ...) than the text itself."""
+    norm = normalize(text)
+    out = [text, norm, respell(norm)]
+    if _function_words(norm[::-1]) > _function_words(norm):  # reads better backwards: a reversed text
+        out.append(norm[::-1])
     out += [normalize(p) for p in decoded_payloads(text)]
     if _ROT13_HINT.search(text):
         out.append(codecs.decode(text, "rot13"))
@@ -143,6 +180,9 @@ def obfuscation_signals(text: str) -> list[Signal]:
     if sum(1 for a in text if unicodedata.normalize("NFKC", a) != a and unicodedata.normalize("NFKC", a).isascii()
            and unicodedata.normalize("NFKC", a).isalnum()) >= 3 and nfkc != text:
         signals.append(Signal("fullwidth", "full-width or compatibility letters", 1.0))
+    if sum(c in LOOKALIKE_LETTERS for c in text) >= 2:
+        signals.append(Signal("lookalike_letters", "small-capital, modifier or superscript letters imitating Latin "
+                              "ones", 1.0))
     if _INVISIBLE.search(text):
         signals.append(Signal("invisible", "invisible or bidi-control characters", 1.0))
     if _SPLIT_LETTERS.search(unicodedata.normalize("NFKC", text)):

@@ -123,8 +123,6 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           r"\$\(|\{\{|\}\}|\{%|%\}|\bimport\s+[a-z_]+\b|\bprint\s*\(", 1.0, "code"),
     # weak (0.4-0.6): two are needed
     _rule("same_answer", r"\b(same|one|single)\s+(answer|reply|response)\b", 0.5, "one answer for everything"),
-    _rule("you_must", r"\byou\s+(must|should|will|need\s+to|have\s+to|are\s+required\s+to|shall|can\s+only)\b",
-          0.6, "second-person command"),
     _rule("meta_reference", r"\b(previous|prior|earlier|above|original|hidden)\s+(instructions?|rules|guidance|"
           r"guidelines|prompts?|messages?|context)\b|\byour\s+(rules|guidelines|guidance|instructions|training|"
           r"previous|programming|system|outputs?)\b|\bthe\s+(user|operators?|developers?)\b|\b(system|developer|"
@@ -153,11 +151,23 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           0.6, "'ignore' or 'forget' in another language"),
     _rule("ml_answer", r"\b(répondez|réponds|repondez|reponds|antworte|antworten|responde|responda|rispondi|antwoord|"
           r"odpowiadaj|odpowiedz|odpověz|odpovídej|cevap\s+ver|yanıtla|cevapla|jawab(?:lah)?|svara|trả\s+lời|απάντα|"
-          r"απάντησε|răspunde|válaszolj)\b|отвечай|ответь|відповідай|回答|答え|答えて|답하|대답|أجب|اجب|"
+          r"απάντησε|răspunde|válaszolj|répondre|repondre|sagen|decir|responder|contestar?|rispondere|dizer|diga|antwoorden|"
+          r"odpowiadać|odpowiedzieć)\b|отвечай|ответь|отвечать|скажи|говори|відповідай|说|說|回答|答え|答えて|답하|대답|أجب|اجب|"
           r"जवाब\s+द|उत्तर\s+द|پاسخ\s+بده|جواب\s+بده|ענה|תענה", 0.6, "'answer' in another language"),
     _rule("ml_always", r"\b(toujours|immer|siempre|sempre|altijd|zawsze|vždy|daima|her\s+zaman|selalu|alltid|altid|"
           r"luôn|πάντα|mindig|întotdeauna|mereu)\b|всегда|завжди|总是|總是|常に|始终|永远|항상|언제나|دائما|دائمًا|"
           r"हमेशा|همیشه|תמיד", 0.5, "'always' in another language"),
+    _rule("ml_must", r"\b(dois|doit|devez|devrais|faut|sollst|sollen|musst|müssen|debes|deberías|tienes\s+que|devi|"
+          r"dovresti|deves|tens\s+que|moet|moeten|musisz|powinieneś|musíš|zorundasın|harus|måste|må|phải)\b|"
+          r"должен|должна|должны|обязан|必须|必須|应该|應該|べき|なければ|해야|يجب|चाहिए|باید|חייב", 0.4,
+          "'you must' in another language"),
+    _rule("ml_regardless", r"\b(egal\s+(was|welche\w*|wie)|unabhängig|no\s+importa|sin\s+importar|peu\s+importe|"
+          r"quoi\s+que|quel(le)?\s+que\s+soit|non\s+importa|qualunque|independentemente|não\s+importa|ongeacht|"
+          r"bez\s+względu|fark\s+etmez|apapun)\b|независимо|无论|不管|無論|関係なく|상관없이|بغض\s+النظر|चाहे", 0.6,
+          "'regardless' in another language"),
+    _rule("ml_input", r"\b(imagen|immagine|imagem|bild|afbeelding|obraz\w*|resim|gambar|pregunta\w*|domand\w*|frage\w*|"
+          r"pergunta\w*|vraag|pytani\w*)\b|картинк\w*|изображени\w*|вопрос\w*|图片|圖片|图像|画像|写真|問題|问题|"
+          r"質問|이미지|그림|질문|صورة|سؤال|तस्वीर|प्रश्न", 0.4, "'image' or 'question' in another language"),
     _rule("ml_instructions", r"\b(instructions?\s+précédentes|consignes|instrucciones|istruzioni|instruç\w+|instructies|"
           r"anweisungen|regeln|polecenia|instrukcje|pokyny|instrukce|talimat\w*|instruksi|perintah|instruktioner|"
           r"hướng\s+dẫn|οδηγίες|instrucțiuni|utasítás\w*|ohjeet)\b|инструкци\w*|вказівк\w*|指令|指示|지시|명령|"
