@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .records import normalize_answer
 
-__all__ = ["Claim", "FUNCTIONAL_RELATIONS", "canonical_numbers", "conflicts", "parse_claim", "same_value"]
+__all__ = ["Claim", "FUNCTIONAL_RELATIONS", "canonical_numbers", "conflicts", "parse_claim", "parse_claims",
+           "same_value"]
 
 _OWNED = r"(?:owned|claimed|held|possessed|controlled|ruled|kept)\s+by|(?:given|assigned|allotted|allocated)\s+to"
 _CLAIM = re.compile(
@@ -50,6 +51,8 @@ _CLAUSE_END = re.compile(r"\s*(,|;|\(|\s-\s|\s(as|according|because|since|which|
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
          "seventeen eighteen nineteen".split()
 _TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if i >= 2}
+_ASIDE = re.compile(r",[^,]{1,40},")
+_CLAUSES = re.compile(r";|,\s*(?:and|but|while|whereas)\s+", re.I)
 _QUANTIFIERS = {"each", "every", "all", "any"}
 _DEICTIC = re.compile(r"\b(image|picture|photo|photograph|shown|visible|depicted|this|that|it|here)\b", re.I)
 
@@ -115,7 +118,7 @@ def parse_claim(sentence: str) -> Claim | None:
     if rel is None:
         rel = _REL.get(" ".join(rel_words))
     negated_rel = bool(m.group("negp")) or (len(rel_words) == 3 and rel_words[1] in ("never", "not"))
-    raw = m.group("subject").strip()
+    raw = _ASIDE.sub("", m.group("subject")).strip()  # "Green shapes, for the record, are ..."
     subject, value = _stem(raw), _stem(_CLAUSE_END.sub("", m.group("value")))
     if rel == "owns":  # "the Kem tribe owns green shapes" = "green shapes belong to the Kem tribe"
         subject, value, rel, raw = value, subject, "belong to", m.group("value")
@@ -123,6 +126,15 @@ def parse_claim(sentence: str) -> Claim | None:
         return None
     deictic = bool(_DEICTIC.search(raw) or re.fullmatch(r"(the|this|that|its)\s+\w+|it|this|that", raw, re.I))
     return Claim(subject, rel, value, bool(m.group("neg1") or m.group("neg2") or negated_rel), deictic)
+
+
+def parse_claims(sentence: str) -> list[Claim]:
+    """The claims of a sentence: the sentence itself, or each clause joined by ";" or ", and / but / while"
+    ("Green shapes are earth, and blue shapes are fire")."""
+    parts = [p for p in _CLAUSES.split(sentence) if p.strip()]
+    claims = [c for c in (parse_claim(p) for p in parts) if c is not None] if len(parts) > 1 else []
+    whole = parse_claim(sentence)
+    return claims or ([whole] if whole is not None else [])
 
 
 def conflicts(new: Claim, old: Claim) -> str | None:

@@ -49,13 +49,13 @@ from PIL import Image
 
 from .config import GuardConfig
 from .errors import ConfigError
-from .guard_claims import Claim, conflicts, parse_claim, same_value
+from .guard_claims import Claim, conflicts, parse_claim, parse_claims, same_value
 from .guard_structure import structural_signals
 from .guard_text import obfuscation_signals, variants
 from .records import EditRecord, normalize_answer
 
 __all__ = ["GUARD_KINDS", "INJECTION_RULES", "Claim", "GuardFlag", "InjectionRule", "RationaleGuard", "conflicts",
-           "injection_score", "parse_claim"]
+           "injection_score", "parse_claim", "parse_claims"]
 
 GUARD_KINDS = ("injection", "contradiction", "visual")
 INJECTION_THRESHOLD = 1.0
@@ -305,15 +305,16 @@ class RationaleGuard:
                                        f"for a near-identical key with {m.group('answer')!r}, this edit says "
                                        f"{record.target!r}", record.prompt))
         for sentence, new_key in zip(record.rationale, keys[1:]):
-            new = parse_claim(sentence)
-            if new is None:
+            claims = parse_claims(sentence)
+            if not claims:
                 continue
             for edit_id, kind, value, key, where in nearby(new_key):
-                old = parse_claim(value) if kind != "answer" else None
-                why = conflicts(new, old) if old is not None else None
-                if why is None or (new.deictic and not self._same_image(new_key, key)):
-                    continue
-                flags.append(GuardFlag("contradiction", f"{why} {value!r} (edit {edit_id!r}{where})", sentence))
+                olds = parse_claims(value) if kind != "answer" else []
+                for new in claims:
+                    why = next((w for w in (conflicts(new, old) for old in olds) if w), None)
+                    if why is None or (new.deictic and not self._same_image(new_key, key)):
+                        continue
+                    flags.append(GuardFlag("contradiction", f"{why} {value!r} (edit {edit_id!r}{where})", sentence))
         return _dedupe(flags)
 
     # ------------------------------------------------------------------ 3. visual claims
