@@ -56,8 +56,7 @@ payloads hidden in filler are not."""
 
 _CLAUSE_SPLIT = re.compile(r"[.;:!?()\[\]{}\"“”«»—–]|\s-{1,2}\s|,|\b(?=(?:and|then|but|so|or)\b)", re.I)
 _LEAD = re.compile(r"^(?:(?:and|then|but|so|or|now|also|please|kindly|just|simply|instead|rather|first|finally|"
-                   r"afterwards|thereafter|hey|ok|okay|oh)\b\s*,?\s*|(?:dear\s+)?(?:assistant|model|ai|bot|chatbot|"
-                   r"reader|system|gpt|llm|agent|friend|everyone)\b\s*,\s*)+", re.I)
+                   r"afterwards|thereafter|hey|ok|okay|oh)\b\s*)+", re.I)
 _NEGATED_IMPERATIVE = re.compile(r"^(?:do\s+not|don'?t|never|always|only|make\s+sure\s+(?:to|you)|be\s+sure\s+to|"
                                  r"remember\s+to|try\s+to)\s+(\w+)", re.I)
 _ADVERB_COMMAND = re.compile(r"\b(?:just|simply|merely|instead|rather|then|only)\s+(\w+)", re.I)
@@ -157,9 +156,9 @@ _SHOUT = re.compile(r"\b(?!(?:I|V|X|L|C|D|M)+\b)[A-Z]{4,}\b(?:\W+\b[A-Z]{2,}\b)+
 
 
 def clauses(text: str) -> list[str]:
-    """The clauses of a text: split at sentence and clause punctuation, brackets, dashes and before
-    coordinating conjunctions; the leading conjunctions, politeness words and vocatives ("assistant,")
-    are stripped."""
+    """The clauses of a text: split at sentence and clause punctuation (commas too, so a vocative such as
+    "assistant," is a clause of its own), brackets, dashes and before coordinating conjunctions; leading
+    conjunctions and politeness words are stripped."""
     out = []
     for part in _CLAUSE_SPLIT.split(text):
         part = _LEAD.sub("", (part or "").strip()).strip()
@@ -207,9 +206,10 @@ def _obliged_verb(rest: str) -> str | None:
     """The command verb after a modal ("you should [from now on] reply"): adverbs are skipped, the first
     other word must be a command verb ("you will notice ..." is not an order)."""
     for word in re.findall(r"[\w']+", rest.lower()):
-        if _ADVERB.match(word):
-            continue
-        return word if word in _ALL_COMMANDS and word != "be" else None
+        if word in _ALL_COMMANDS:  # before the adverb test: "reply", "apply" end in -ly
+            return word
+        if not _ADVERB.match(word):
+            return None
     return None
 
 
