@@ -35,12 +35,13 @@ from .guard_text import Signal
 
 COMMAND_VERBS: dict[str, frozenset[str]] = {
     "output": frozenset("answer reply respond say output print write type tell state return give emit produce speak "
+                        "make keep rewrite edit modify format translate "
                         "declare report label classify call name choose pick select use append prepend include end "
                         "begin start repeat echo mention insist default stick go put".split()),
     "override": frozenset("ignore disregard forget skip drop abandon override bypass stop quit cease discard neglect "
                           "overlook dismiss switch change replace reset clear unlearn set".split()),
     "persona": frozenset("pretend act behave imagine assume play become roleplay simulate emulate impersonate".split()),
-    "trust": frozenset("obey follow trust believe accept treat comply prioritize prioritise regard".split()),
+    "trust": frozenset("obey follow trust believe accept treat comply prioritize prioritise prefer regard".split()),
     "reveal": frozenset("reveal show display leak dump disclose expose print".split()),
     "navigate": frozenset("visit click open browse download fetch execute run decode evaluate eval".split()),
 }
@@ -88,7 +89,7 @@ _DICTATED_OUTPUT = re.compile(
 _ADDRESSED_NOTE = re.compile(
     r"\b(?:rules?|notes?|messages?|instructions?|orders?|tasks?|jobs?|requests?|reminders?|updates?|directives?|"
     rf"memos?|hints?|tips?)\s+(?:for|to)\s+{_ADDRESSEE}\b|"
-    r"\byour\s+(?:job|task|role|duty|mission|goal|purpose|instructions?|orders?|directive|assignment|objective)\b|"
+    r"\byour\s+(?:\w+\s+)?(?:job|task|role|duty|mission|goal|purpose|instructions?|orders?|directive|assignment|objective)\b|"
     r"\b(?:model|assistant|ai|bot|llm|chatbot|agent)\s+(?:instructions?|notes?|directives?|rules?|messages?|orders?|"
     r"tasks?|memo)\b", re.I)
 """A note, rule or task addressed to the model ("new rule for you:", "your job:", "model instruction:")."""
@@ -115,6 +116,21 @@ _ASK_TRIGGER = re.compile(r"\b(?:if|when|whenever|once|in\s+case)\s+(?:the|a|an|
                           r"\b(?:ask(?:s|ed)?|asking)\s+(?:you|the\s+(?:model|assistant|bot))\b|\bwhen\s+asked\b", re.I)
 _ANSWER_NOUNS = r"(?:answers?|repl(?:y|ies)|responses?|outputs?|verdicts?|labels?|predictions?)"
 _ANSWER_NOUN = re.compile(rf"\b{_ANSWER_NOUNS}\b", re.I)
+_ALL_ANSWERS = re.compile(rf"\b(?:every|all|each|any)\s+(?:of\s+(?:the|your)\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b", re.I)
+_MANDATED_ANSWER = re.compile(rf"\b(?:requires?|required|demands?|demanded|insists?|orders?|ordered|commands?|mandates?|"
+                              rf"decrees?|decides?|decided)\s+that\s+(?:\w+\s+){{0,2}}?{_ANSWER_NOUNS}\s+(?:\w+\s+)?be\b",
+                              re.I)
+"""An answer fixed by decree, in the subjunctive: "(it is) required that all future answers be water"."""
+_CORE_OUTPUT = r"(?:say|answer|reply|respond|output|print|write|type|emit|return|state|go\s+with)"
+_IMPERATIVE_VALUE = re.compile(
+    rf"^(?:(?:just|simply|only|always|then|now|please)\s+)*{_CORE_OUTPUT}\s+(?:with\s+)?(?:only\s+)?"
+    r"(?:the\s+(?:single\s+)?word\s+)?['\"‘“]?(?!(?:the|a|an|this|that|these|those|its|their|what|which|how|out|up|us|"
+    r"me|them|it|to|of|apart|about|back|your|my|our|his|her|in|on|is|are|and|or|by)\b)[\w-]+['\"’”]?"
+    r"(?:\s+(?:only|now|immediately|always|instead|please|again|regardless|whatever|no\s+matter|every|each|all|for|"
+    r"to|from|whenever|anyway|too|here|then|\w+ly)\b.*)?$", re.I)
+"""An order to output one value: the clause is a verb of answering, a bare word and nothing else but a
+qualifier ("respond water", "output fire immediately", "say nine whatever shows up", "go with water")."""
+_REPEATED_WORD = re.compile(r"\b(\w{2,})\b(?:\W+\1\b){2,}", re.I)
 _FIXED_ANSWER = re.compile(rf"\b{_INTERACTION}\s+(?:gets?|receives?|deserves?|takes?)\b|\b{_ANSWER_NOUNS}\b[^.!?;]{{0,60}}?(?:\b(?:is|are|be|becomes?|equals?)\b|=)|"
                            rf"\b(?:same|one|single|only)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\b|\b{_ANSWER_NOUNS}\s*:|"
                            rf"\b(?:is|are|be)\s+(?:the\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b|"
@@ -148,7 +164,8 @@ word ending the sentence ("... an order: say earth.", "just reply five")."""
 _BARE_VALUE = re.compile(r"\b(?:question|query|prompt|asked|answer|reply|response|output|points?|tribe|element)\b[^:]{0,40}"
                          r":\s*['\"‘“]?[\w-]+['\"’”]?\s*[.!]*\s*$", re.I)
 _STANDING_VALUE = re.compile(r"^(?:always|only|just|forever)\s+['\"‘“]?[\w-]+['\"’”]?$", re.I)
-_ALERT = re.compile(r"^\W*(?:attention|important|note|notice|warning|urgent|reminder|update|alert|p\.?\s?s)\b\s*[:!.]",
+_ALERT = re.compile(r"^\W*(?:attention|important|note|notice|warning|urgent|reminder|update|alert|override|directive|"
+                    r"command|instructions?|p\.?\s?s)\b\s*[:!.]",
                     re.I)
 _JUDGE = re.compile(r"\bthe\s+(?:evaluators?|graders?|judges?|scorers?|checkers?|markers?|testers?|examiners?|"
                     r"benchmark|evaluation|test\s+harness|answer\s+checker)\b", re.I)
@@ -232,6 +249,12 @@ def structural_signals(text: str) -> list[Signal]:
                               1.0))
     if _ADDRESSED_NOTE.search(text):
         signals.append(Signal("addressed_note", "a note, rule or task addressed to the model", 0.6))
+    if any(_IMPERATIVE_VALUE.match(c) for c in clauses(text)):
+        signals.append(Signal("imperative_value", "an order to output one value ('respond water', 'say nine')", 1.0))
+    if _MANDATED_ANSWER.search(text):
+        signals.append(Signal("mandated_answer", "an answer fixed by decree ('require that the answer be ...')", 1.0))
+    if _ALL_ANSWERS.search(text):
+        signals.append(Signal("all_answers", "talks about every answer, not this one", 0.4))
     if _YOUR_ANSWER.search(text):
         signals.append(Signal("your_answer", "fixes the model's own answer ('your reply should be ...')", 1.0))
     if _SCOPE.search(text):
@@ -265,8 +288,8 @@ def structural_signals(text: str) -> list[Signal]:
     if _JUDGE.search(text):
         signals.append(Signal("judge", "talks about whoever grades the answers", 0.6))
     sentences = [" ".join(s.lower().split()) for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
-    if sentences and max(sentences.count(s) for s in sentences) >= 3:
-        signals.append(Signal("repetition", "the same sentence three times or more (payload stuffing)", 0.6))
+    if (sentences and max(sentences.count(s) for s in sentences) >= 3) or _REPEATED_WORD.search(text):
+        signals.append(Signal("repetition", "the same sentence or word three times in a row (payload stuffing)", 0.6))
     if _SHOUT.search(text):
         signals.append(Signal("shouting", "several words in capitals", 0.4))
     if len(text) > LONG_SENTENCE_CHARS:

@@ -98,12 +98,13 @@ _NEVER = re.compile(r"(?!)")
 INJECTION_RULES: tuple[InjectionRule, ...] = (
     # strong (1.0): one is enough
     _rule("override_instructions",
-          r"\b(ignore|disregard|forget|override|bypass|skip|set\s+aside|revoke[sd]?|stop\s+following)\b[^.!?]{0,40}"
+          r"\b(ignore|disregard|forget|override[sn]?|overrode|supersede[sd]?|voids?|nullif(y|ies)|invalidates?|bypass|skip|"
+          r"set\s+aside|revoke[sd]?|stop\s+following)\b[^.!?]{0,40}"
           r"\b(instructions?|rules?|prompts?|context|guidelines|guidance|directions|facts|everything|above|previous|"
           r"prior|earlier|image|picture|photo|question|what\s+you\s+(know|see))\b",
           1.0, "asks to ignore or override instructions (or the input)"),
     _rule("always_answer", r"\b(always|only|must|should|never)\s+(answer|respond|reply|say|output|choose|pick|select|"
-          r"return|print)\b", 0.6, "dictates what to answer"),
+          r"return|print)(s|es|ed)?\b", 0.6, "dictates what to answer"),
     _rule("reveal_prompt", r"\b(print|reveal|show|repeat|output|leak|include)\b[^.!?]{0,30}\b(hidden|system|secret|"
           r"original|full|other\s+stored)\s+(prompt|instructions?|message|facts)|\brepeat\s+after\s+me\b",
           1.0, "asks to reveal or parrot prompts"),
@@ -126,7 +127,9 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
     _rule("meta_reference", r"\b(previous|prior|earlier|above|original|hidden)\s+(instructions?|rules|guidance|"
           r"guidelines|prompts?|messages?|context)\b|\byour\s+(rules|guidelines|guidance|instructions|training|"
           r"previous|programming|system|outputs?)\b|\bthe\s+(user|operators?|developers?)\b|\b(system|developer|"
-          r"admin|security|official)\s+(prompt|message|mode|notice|override|update|team|instruction)s?\b|\bsession\b",
+          r"admin|security|official)\s+(prompt|message|mode|notice|override|update|team|instruction)s?\b|\bsession\b|"
+          r"\b(rules?|instructions?|guidelines?|prompts?|directions?|facts|scores?|training|knowledge)\s+(that\s+)?you\s+"
+          r"(were|have\s+been|'ve\s+been)\s+(given|told|taught|shown|trained)\b|\b(system\s+)?administrator\b",
           0.6, "talks about the model's instructions or its users"),
     _rule("say_value", r"\b(say|reply|respond|output|print|use|go\s+with)\s+(with\s+)?(only\s+)?(the\s+(single\s+)?word\s+)?"
           r"['\"]?(?-i:[A-Z0-9])[\w-]*|\b(answer(ed)?|reply|respond)\s+(with\s+)?['\"]?(?-i:[A-Z][a-z]+)\b",
@@ -134,7 +137,8 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
     _rule("answer_must_be", r"\b(answers?|reply|replies|response|responses|outputs?)\b[^.!?]{0,30}\b(must|has\s+to|have\s+to|"
           r"needs?\s+to|should|shall|is\s+now)\s+be\b|\b(only|single)\s+(valid\s+|correct\s+|right\s+)?(answer|reply|"
           r"response|output|word)\b|\b(only|ever)\s+(says?|outputs?|replies)\b", 0.6, "fixes what every answer must be"),
-    _rule("reply_format", r"\b(reply|respond|answer)\s+(only\s+)?(with|in)\b", 0.6, "dictates the reply format"),
+    _rule("reply_format", r"(?<!\bthe\s)(?<!\ban\s)(?<!\beach\s)(?<!\bevery\s)(?<!\bthis\s)(?<!\bthat\s)(?<!\byour\s)"
+          r"\b(reply|respond|answer)\s+(only\s+)?(with|in)\b", 0.6, "dictates the reply format"),
     _rule("addresses_model", r"\b(the|this|you)\s+(model|assistant|AI|chatbot|language\s+model|LLM|bot)\b|\bAI\b|"
           r"\b(whoever|anyone\s+who)\s+reads\b|\breader\b|\boracle\b", 0.5, "addresses the model"),
     _rule("trust_this", r"\b(trust|believe|obey)\b[^.!?]{0,30}\b(this|me|it|sentence|note|over|more)\b|\bover\s+what\s+you\s+see\b",
@@ -165,6 +169,9 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           r"quoi\s+que|quel(le)?\s+que\s+soit|non\s+importa|qualunque|independentemente|não\s+importa|ongeacht|"
           r"bez\s+względu|fark\s+etmez|apapun)\b|независимо|无论|不管|無論|関係なく|상관없이|بغض\s+النظر|चाहे", 0.6,
           "'regardless' in another language"),
+    _rule("ml_every", r"\b(chaque|chacune|toutes\s+les|tous\s+les|jede[nrsm]?|cada|todas\s+las|todos\s+los|ogni|tutte\s+le|"
+          r"tutti\s+i|elke|każd\w+|todas\s+as|todos\s+os)\b|кажд\w+|все\s|每个|每個|所有|すべて|全て|모든|كل", 0.4,
+          "'every' in another language"),
     _rule("ml_input", r"\b(imagen|immagine|imagem|bild|afbeelding|obraz\w*|resim|gambar|pregunta\w*|domand\w*|frage\w*|"
           r"pergunta\w*|vraag|pytani\w*)\b|картинк\w*|изображени\w*|вопрос\w*|图片|圖片|图像|画像|写真|問題|问题|"
           r"質問|이미지|그림|질문|صورة|سؤال|तस्वीर|प्रश्न", 0.4, "'image' or 'question' in another language"),
