@@ -117,6 +117,7 @@ _ASK_TRIGGER = re.compile(r"\b(?:if|when|whenever|once|in\s+case)\s+(?:the|a|an|
 _ANSWER_NOUNS = r"(?:answers?|repl(?:y|ies)|responses?|outputs?|verdicts?|labels?|predictions?)"
 _ANSWER_NOUN = re.compile(rf"\b{_ANSWER_NOUNS}\b", re.I)
 _ALL_ANSWERS = re.compile(rf"\b(?:every|all|each|any)\s+(?:of\s+(?:the|your)\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b", re.I)
+_ALL_ANSWERS_SET = re.compile(rf"\b(?:every|all|each|any)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\s*(?:[:=]|->|→)", re.I)
 _MANDATED_ANSWER = re.compile(rf"\b(?:requires?|required|demands?|demanded|insists?|orders?|ordered|commands?|mandates?|"
                               rf"decrees?|decides?|decided)\s+that\s+(?:\w+\s+){{0,2}}?{_ANSWER_NOUNS}\s+(?:\w+\s+)?be\b",
                               re.I)
@@ -137,9 +138,23 @@ _FIXED_ANSWER = re.compile(rf"\b{_INTERACTION}\s+(?:gets?|receives?|deserves?|ta
                            r"\bother\s+than\b", re.I)
 """An answer tied to a value ("the reply is ...", "X is the answer", "the same answer", "answer: ...",
 "any output other than ...")."""
-_OUTPUT_FORMS = re.compile(r"\b(?:answer(?:ed|ing)|repl(?:ied|ying)|respond(?:s|ed|ing)?|says|said|saying|"
+_OUTPUT_FORMS = re.compile(r"\b(?:answer(?:ed|ing)|repl(?:ied|ying)|respond(?:s|ed|ing)?|say|says|said|saying|tell|"
                            r"output(?:ted|ting)|printed|returned|tells|told|wrote)\b", re.I)
-"""Verb forms of answering that are not also nouns ("answered fire to every question")."""
+"""Verb forms of answering that are not also nouns ("answered fire to every question", "say nine to each
+question")."""
+_PASSIVE_DICTATION = re.compile(
+    rf"\b{_INTERACTION}\s+(?:are|is|get|gets|will\s+be|should\s+be|must\s+be|shall\s+be|have\s+to\s+be)\s+(?:\w+\s+)?"
+    r"(?:answered|replied\s+to|responded\s+to|met|handled|treated)\s+(?:with|by|as)\b|"
+    r"\bis\s+what\s+(?:gets|is|will\s+be|should\s+be|must\s+be)\s+(?:returned|output|outputted|said|answered|given|"
+    r"printed|written|replied)\b", re.I)
+"""An answer dictated in the passive: "tribe questions are answered with Vol", "water is what gets returned"."""
+_DISMISS_INPUT = re.compile(
+    r"(?<!\bof\s)\b(?:the|this|that|any)\s+(?:image|picture|photo|question|input|shape)\s+(?:itself\s+)?(?:doesn't|does\s+not|"
+    r"won't|will\s+not|shouldn't|should\s+not)\s+matter\b|\bnothing\s+(?:in|about)\s+the\s+(?:image|picture|photo|"
+    r"question|input)\s+matters\b|(?<!\bof\s)\b(?:the|this)\s+(?:image|picture|photo|question|input)\s+(?:is|are)\s+"
+    r"(?:irrelevant|unimportant|meaningless|beside\s+the\s+point)\b", re.I)
+"""Says the input does not count ("the image does not matter", "nothing in the picture matters"): a rationale
+explains the image, it does not dismiss it ("the background of the image doesn't matter" is not this)."""
 _IDENTITY = re.compile(r"\byou\s*(?:are|'re|were|will\s+be|shall\s+be)\s+(?:now\s+)?(?:that|the|a|an|this|my|our)\s+"
                        r"(?:\w+\s+)?(?:model|assistant|ai|bot|chatbot|oracle|system|agent|machine|program|persona|"
                        r"character|robot)\b", re.I)
@@ -251,6 +266,8 @@ def structural_signals(text: str) -> list[Signal]:
         signals.append(Signal("addressed_note", "a note, rule or task addressed to the model", 0.6))
     if any(_IMPERATIVE_VALUE.match(c) for c in clauses(text)):
         signals.append(Signal("imperative_value", "an order to output one value ('respond water', 'say nine')", 1.0))
+    if _DISMISS_INPUT.search(text):
+        signals.append(Signal("dismiss_input", "says the image or question does not matter", 1.0))
     if _MANDATED_ANSWER.search(text):
         signals.append(Signal("mandated_answer", "an answer fixed by decree ('require that the answer be ...')", 1.0))
     if _ALL_ANSWERS.search(text):
@@ -262,7 +279,8 @@ def structural_signals(text: str) -> list[Signal]:
     if _ASK_TRIGGER.search(text):
         signals.append(Signal("ask_trigger", "conditioned on being asked (an order for later questions)", 0.6))
     if (_FIXED_ANSWER.search(text) and (_UNIVERSAL.search(text) or _SCOPE.search(text))) or (
-            _OUTPUT_FORMS.search(text) and _UNIVERSAL_ASKED.search(text)):
+            _OUTPUT_FORMS.search(text) and _UNIVERSAL_ASKED.search(text)) or _ALL_ANSWERS_SET.search(text) or (
+            _PASSIVE_DICTATION.search(text)):
         signals.append(Signal("universal_answer", "fixes the answer for every question or image", 1.0))
     if _IDENTITY.search(text):
         signals.append(Signal("identity", "tells the model who it is ('you are that model')", 0.6))

@@ -110,7 +110,7 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           1.0, "asks to reveal or parrot prompts"),
     _rule("regardless", r"\b(regardless\s+of\s+(the\s+)?(question|image|picture|input|what)|no\s+matter\s+(what|which|"
           r"how|the\s+(question|image|picture))|irrespective\s+of|whatever\s+the\s+(question|image|picture|user)|"
-          r"whatever\s+(is\s+)?(shown|pictured|asked))\b", 1.0, "answer independent of the input"),
+          r"whatever\s+(\w+\s+){0,2}(shown|pictured|asked|asks|shows))\b", 1.0, "answer independent of the input"),
     _rule("role_play", r"\b(you\s+are\s+now|you're\s+now|act\s+as|pretend\s+(to\s+be|you\s+are|that)|role[- ]?play|"
           r"you\s+will\s+now|new\s+persona|persona\s+of|jailbreak|DAN\s+mode|developer\s+mode|stay\s+in\s+character|"
           r"(take\s+on|assume)\s+the\s+(character|role|persona)|behave\s+(like|as)|imagine\s+you\s+are|"
