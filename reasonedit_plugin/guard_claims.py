@@ -7,6 +7,7 @@ same form, so that a contradiction is caught however it is worded and a restatem
   "the Kem tribe owns / claims / holds" (subject and value swapped) are one relation; "is worth", "scores",
   "earns", "yields", "is valued at", "counts for" are another;
 * numbers as values: "25", "twenty-five" and "twenty five" are one value (:func:`canonical_numbers`);
+* value first: "fire is the element of blue shapes" = "the element of blue shapes is fire";
 * negation and correction: "do not belong to", "are never", "are not owned by" negate; "not X but Y",
   "Y rather than X", "Y instead of X", "Y, not X", "Y and not X" state Y.
 
@@ -52,6 +53,8 @@ _UNITS = "zero one two three four five six seven eight nine ten eleven twelve th
          "seventeen eighteen nineteen".split()
 _TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if i >= 2}
 _ASIDE = re.compile(r",[^,]{1,40},")
+_VALUE_FIRST = re.compile(r"^(?P<value>\w+(?:\s+\w+)?)\s+(?P<copula>is|are)\s+the\s+(?P<noun>\w+)\s+of\s+(?P<subject>.+)$", re.I)
+"""'Fire is the element of blue shapes' -> 'the element of blue shapes is Fire'."""
 _CLAUSES = re.compile(r";|,\s*(?:and|but|while|whereas)\s+", re.I)
 _QUANTIFIERS = {"each", "every", "all", "any"}
 _DEICTIC = re.compile(r"\b(image|picture|photo|photograph|shown|visible|depicted|this|that|it|here)\b", re.I)
@@ -110,6 +113,9 @@ def parse_claim(sentence: str) -> Claim | None:
     """(subject, relation, value, negated) of a simple declarative sentence, or None."""
     text = sentence.strip().rstrip(".!?").strip()
     text = _NOT_BUT.sub(lambda m: (m.group("p2") or m.group("p1") or "") + " ", text)  # not X but Y -> Y
+    flipped = _VALUE_FIRST.match(text)
+    if flipped:
+        text = f"the {flipped['noun']} of {flipped['subject']} {flipped['copula']} {flipped['value']}"
     m = _CLAIM.match(" ".join(text.split()))
     if m is None:
         return None

@@ -43,6 +43,7 @@ COMMAND_VERBS: dict[str, frozenset[str]] = {
     "persona": frozenset("pretend act behave imagine assume play become roleplay simulate emulate impersonate".split()),
     "trust": frozenset("obey follow trust believe accept treat comply prioritize prioritise prefer regard".split()),
     "reveal": frozenset("reveal show display leak dump disclose expose print".split()),
+    "memory": frozenset("store save memorize memorise record learn".split()),
     "navigate": frozenset("visit click open browse download fetch execute run decode evaluate eval".split()),
 }
 """English command verbs by what they act on. A clause headed by one of them, bare, is an order to the
@@ -88,7 +89,8 @@ _DICTATED_OUTPUT = re.compile(
 "Vol is what we expect you to print"."""
 _ADDRESSED_NOTE = re.compile(
     r"\b(?:rules?|notes?|messages?|instructions?|orders?|tasks?|jobs?|requests?|reminders?|updates?|directives?|"
-    rf"memos?|hints?|tips?)\s+(?:for|to)\s+{_ADDRESSEE}\b|"
+    rf"memos?|hints?|tips?)\s+(?:for|to)\s+{_ADDRESSEE}\b|\b(?:tell|telling|inform|informing|remind|reminding|warn|"
+    r"warning)\s+you\b|"
     r"\byour\s+(?:\w+\s+)?(?:job|task|role|duty|mission|goal|purpose|instructions?|orders?|directive|assignment|objective)\b|"
     r"\b(?:model|assistant|ai|bot|llm|chatbot|agent)\s+(?:instructions?|notes?|directives?|rules?|messages?|orders?|"
     r"tasks?|memo)\b", re.I)
@@ -117,6 +119,8 @@ _ASK_TRIGGER = re.compile(r"\b(?:if|when|whenever|once|in\s+case)\s+(?:the|a|an|
 _ANSWER_NOUNS = r"(?:answers?|repl(?:y|ies)|responses?|outputs?|verdicts?|labels?|predictions?)"
 _ANSWER_NOUN = re.compile(rf"\b{_ANSWER_NOUNS}\b", re.I)
 _ALL_ANSWERS = re.compile(rf"\b(?:every|all|each|any)\s+(?:of\s+(?:the|your)\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b", re.I)
+_EXCLUSIVE_ANSWER = re.compile(r"\b(?:answer|say|reply|respond|output|write|print)\s+(?:anything|something|any\s+\w+)\s+"
+                               r"(?:other\s+than|but|except|besides|apart\s+from)\b", re.I)
 _ALL_ANSWERS_SET = re.compile(rf"\b(?:every|all|each|any)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\s*(?:[:=]|->|→)", re.I)
 _MANDATED_ANSWER = re.compile(rf"\b(?:requires?|required|demands?|demanded|insists?|orders?|ordered|commands?|mandates?|"
                               rf"decrees?|decides?|decided)\s+that\s+(?:\w+\s+){{0,2}}?{_ANSWER_NOUNS}\s+(?:\w+\s+)?be\b",
@@ -135,6 +139,7 @@ _REPEATED_WORD = re.compile(r"\b(\w{2,})\b(?:\W+\1\b){2,}", re.I)
 _FIXED_ANSWER = re.compile(rf"\b{_INTERACTION}\s+(?:gets?|receives?|deserves?|takes?)\b|\b{_ANSWER_NOUNS}\b[^.!?;]{{0,60}}?(?:\b(?:is|are|be|becomes?|equals?)\b|=)|"
                            rf"\b(?:same|one|single|only)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\b|\b{_ANSWER_NOUNS}\s*:|"
                            rf"\b(?:is|are|be)\s+(?:the\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b|"
+                           rf"\b(?:has|have|take|takes|get|gets)\s+\S+\s+as\s+(?:its|their|the|an?)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\b|"
                            r"\bother\s+than\b", re.I)
 """An answer tied to a value ("the reply is ...", "X is the answer", "the same answer", "answer: ...",
 "any output other than ...")."""
@@ -155,9 +160,10 @@ _DISMISS_INPUT = re.compile(
     r"(?:irrelevant|unimportant|meaningless|beside\s+the\s+point)\b", re.I)
 """Says the input does not count ("the image does not matter", "nothing in the picture matters"): a rationale
 explains the image, it does not dismiss it ("the background of the image doesn't matter" is not this)."""
-_IDENTITY = re.compile(r"\byou\s*(?:are|'re|were|will\s+be|shall\s+be)\s+(?:now\s+)?(?:that|the|a|an|this|my|our)\s+"
+_IDENTITY = re.compile(r"\byou\s*(?:are|'re|were|will\s+be|shall\s+be)\s+(?:now\s+)?(?:(?:that|the|a|an|this|my|our)\s+"
                        r"(?:\w+\s+)?(?:model|assistant|ai|bot|chatbot|oracle|system|agent|machine|program|persona|"
-                       r"character|robot)\b", re.I)
+                       r"character|robot)\b|(?:called\s+|named\s+)?\w*(?:bot|gpt|ai)\b)|"
+                       r"\b(?:only|just)\s+(?:knows?|says?|speaks?|uses?)\s+(?:the\s+|one\s+)?(?:single\s+)?word\b", re.I)
 _MODEL_OUTPUT = re.compile(r"\b(?:the|this)\s+(?:model|assistant|ai|bot|chatbot|system|llm|agent)\s+(?:\w+\s+)?(?:says|answers|replies|responds|outputs|prints|returns|"
                            r"writes|gives|produces|will\s+say|will\s+answer|would\s+say)\b", re.I)
 _UNIVERSAL = re.compile(rf"\b{_QUANT}\s+(?:\w+\s+){{0,2}}?(?:{_INTERACTION}|{_VISUAL})\b", re.I)
@@ -270,6 +276,8 @@ def structural_signals(text: str) -> list[Signal]:
         signals.append(Signal("dismiss_input", "says the image or question does not matter", 1.0))
     if _MANDATED_ANSWER.search(text):
         signals.append(Signal("mandated_answer", "an answer fixed by decree ('require that the answer be ...')", 1.0))
+    if _EXCLUSIVE_ANSWER.search(text):
+        signals.append(Signal("exclusive_answer", "rules out every answer but one ('answer anything other than')", 0.6))
     if _ALL_ANSWERS.search(text):
         signals.append(Signal("all_answers", "talks about every answer, not this one", 0.4))
     if _YOUR_ANSWER.search(text):

@@ -99,7 +99,9 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
     # strong (1.0): one is enough
     _rule("override_instructions",
           r"\b(ignore|disregard|forget|override[sn]?|overrode|supersede[sd]?|voids?|nullif(y|ies)|invalidates?|bypass|skip|"
-          r"set\s+aside|revoke[sd]?|stop\s+following)\b[^.!?]{0,40}"
+          r"set\s+aside|revoke[sd]?|stop\s+following|pay\s+no\s+(attention|heed|mind)\s+to|take\s+no\s+notice\s+of|"
+          r"(do\s+not|don't)\s+(pay\s+attention\s+to|look\s+at|consider|use)|turn\s+a\s+blind\s+eye\s+to|look\s+past)\b"
+          r"[^.!?]{0,40}"
           r"\b(instructions?|rules?|prompts?|context|guidelines|guidance|directions|facts|everything|above|previous|"
           r"prior|earlier|image|picture|photo|question|what\s+you\s+(know|see))\b",
           1.0, "asks to ignore or override instructions (or the input)"),
@@ -128,6 +130,7 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           r"guidelines|prompts?|messages?|context)\b|\byour\s+(rules|guidelines|guidance|instructions|training|"
           r"previous|programming|system|outputs?)\b|\bthe\s+(user|operators?|developers?)\b|\b(system|developer|"
           r"admin|security|official)\s+(prompt|message|mode|notice|override|update|team|instruction)s?\b|\bsession\b|"
+          r"\byour\s+(memory|knowledge|context|settings|behaviou?r|configuration|weights|database|defaults?)\b|"
           r"\b(rules?|instructions?|guidelines?|prompts?|directions?|facts|scores?|training|knowledge)\s+(that\s+)?you\s+"
           r"(were|have\s+been|'ve\s+been)\s+(given|told|taught|shown|trained)\b|\b(system\s+)?administrator\b",
           0.6, "talks about the model's instructions or its users"),
@@ -141,7 +144,8 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           r"\b(reply|respond|answer)\s+(only\s+)?(with|in)\b", 0.6, "dictates the reply format"),
     _rule("addresses_model", r"\b(the|this|you)\s+(model|assistant|AI|chatbot|language\s+model|LLM|bot)\b|\bAI\b|"
           r"\b(whoever|anyone\s+who)\s+reads\b|\breader\b|\boracle\b", 0.5, "addresses the model"),
-    _rule("trust_this", r"\b(trust|believe|obey)\b[^.!?]{0,30}\b(this|me|it|sentence|note|over|more)\b|\bover\s+what\s+you\s+see\b",
+    _rule("trust_this", r"\b(trust|believe|obey)\b[^.!?]{0,30}\b(this\s+(note|sentence|text|rationale|message|line)|me|over|"
+          r"more\s+than|instead\s+of)\b|\bover\s+what\s+you\s+see\b",
           0.6, "asks to be trusted over the input"),
     _rule("url", r"(https?://|www\.)\S+|\b[\w-]+\.(com|net|org|io|ru|xyz|ly)\b", 0.6, "a URL"),
     _rule("delimiters", r"[\[\]{}<>`|\\]|={3,}|\*{3,}", 0.6, "delimiter characters (rationales are plain sentences)"),
