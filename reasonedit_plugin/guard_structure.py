@@ -42,7 +42,7 @@ COMMAND_VERBS: dict[str, frozenset[str]] = {
                           "overlook dismiss switch change replace reset clear unlearn set".split()),
     "persona": frozenset("pretend act behave imagine assume play become roleplay simulate emulate impersonate".split()),
     "trust": frozenset("obey follow trust believe accept treat comply prioritize prioritise prefer regard".split()),
-    "reveal": frozenset("reveal show display leak dump disclose expose print".split()),
+    "reveal": frozenset("reveal show display leak dump disclose expose print list enumerate".split()),
     "memory": frozenset("store save memorize memorise record learn".split()),
     "navigate": frozenset("visit click open browse download fetch execute run decode evaluate eval".split()),
 }
@@ -113,7 +113,7 @@ _SCOPE = re.compile(
     r"(?:all|any|every)\s+(?:later|future|following|upcoming|remaining|other)\b)", re.I)
 _ASK_TRIGGER = re.compile(r"\b(?:if|when|whenever|once|in\s+case)\s+(?:the|a|an|any|some|each|every)\s+(?:\w+\s+)?"
                           r"(?:question|prompt|query|request|user|asker)s?\b|"
-                          r"\b(?:if|when|whenever|once|as\s+soon\s+as|in\s+case|should)\s+(?:\w+\s+){0,4}?"
+                          r"\b(?:if|when|whenever|once|as\s+soon\s+as|in\s+case|should)\s+(?!(?:you|i|we)\s)(?:\w+\s+){0,4}?"
                           r"(?:asks?|asked|asking|queried|quizzed|prompted|questioned|wants?\s+to\s+know)\b|"
                           r"\b(?:ask(?:s|ed)?|asking)\s+(?:you|the\s+(?:model|assistant|bot))\b|\bwhen\s+asked\b", re.I)
 _ANSWER_NOUNS = r"(?:answers?|repl(?:y|ies)|responses?|outputs?|verdicts?|labels?|predictions?)"
@@ -122,10 +122,14 @@ _ALL_ANSWERS = re.compile(rf"\b(?:every|all|each|any)\s+(?:of\s+(?:the|your)\s+)
 _EXCLUSIVE_ANSWER = re.compile(r"\b(?:answer|say|reply|respond|output|write|print)\s+(?:anything|something|any\s+\w+)\s+"
                                r"(?:other\s+than|but|except|besides|apart\s+from)\b", re.I)
 _ALL_ANSWERS_SET = re.compile(rf"\b(?:every|all|each|any)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\s*(?:[:=]|->|→)", re.I)
-_MANDATED_ANSWER = re.compile(rf"\b(?:requires?|required|demands?|demanded|insists?|orders?|ordered|commands?|mandates?|"
+_MANDATED_ANSWER = re.compile(rf"\b(?:mandatory|compulsory|obligatory|only\s+(?:allowed|permitted|acceptable|valid))\s+"
+                              rf"{_ANSWER_NOUNS}\b|\bthe\s+(?:number|word|value|name|tribe|element|thing|one)\s+to\s+(?:give|say|"
+                              rf"use|output|answer|reply|return|choose|pick|write)\b|"
+                              rf"\b(?:requires?|required|demands?|demanded|insists?|orders?|ordered|commands?|mandates?|"
                               rf"decrees?|decides?|decided)\s+that\s+(?:\w+\s+){{0,2}}?{_ANSWER_NOUNS}\s+(?:\w+\s+)?be\b",
                               re.I)
-"""An answer fixed by decree, in the subjunctive: "(it is) required that all future answers be water"."""
+"""An answer fixed by decree: "(it is) required that all future answers be water", "the mandatory reply",
+"nine is the number to give"."""
 _CORE_OUTPUT = r"(?:say|answer|reply|respond|output|print|write|type|emit|return|state|go\s+with)"
 _IMPERATIVE_VALUE = re.compile(
     rf"^(?:(?:just|simply|only|always|then|now|please)\s+)*{_CORE_OUTPUT}\s+(?:with\s+)?(?:only\s+)?"
@@ -288,7 +292,7 @@ def structural_signals(text: str) -> list[Signal]:
         signals.append(Signal("ask_trigger", "conditioned on being asked (an order for later questions)", 0.6))
     if (_FIXED_ANSWER.search(text) and (_UNIVERSAL.search(text) or _SCOPE.search(text))) or (
             _OUTPUT_FORMS.search(text) and _UNIVERSAL_ASKED.search(text)) or _ALL_ANSWERS_SET.search(text) or (
-            _PASSIVE_DICTATION.search(text)):
+            _PASSIVE_DICTATION.search(text)) or (_FIXED_ANSWER.search(text) and _ASK_TRIGGER.search(text)):
         signals.append(Signal("universal_answer", "fixes the answer for every question or image", 1.0))
     if _IDENTITY.search(text):
         signals.append(Signal("identity", "tells the model who it is ('you are that model')", 0.6))

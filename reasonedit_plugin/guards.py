@@ -100,7 +100,8 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
     _rule("override_instructions",
           r"\b(ignore|disregard|forget|override[sn]?|overrode|supersede[sd]?|voids?|nullif(y|ies)|invalidates?|bypass|skip|"
           r"set\s+aside|revoke[sd]?|stop\s+following|pay\s+no\s+(attention|heed|mind)\s+to|take\s+no\s+notice\s+of|"
-          r"(do\s+not|don't)\s+(pay\s+attention\s+to|look\s+at|consider|use)|turn\s+a\s+blind\s+eye\s+to|look\s+past)\b"
+          r"(do\s+not|don't)\s+(pay\s+attention\s+to|look\s+at|consider|use)|turn\s+a\s+blind\s+eye\s+to|look\s+past|"
+          r"takes?\s+(priority|precedence)\s+over|trumps|outranks|overrules?|prevails?\s+over)\b"
           r"[^.!?]{0,40}"
           r"\b(instructions?|rules?|prompts?|context|guidelines|guidance|directions|facts|everything|above|previous|"
           r"prior|earlier|image|picture|photo|question|what\s+you\s+(know|see))\b",
@@ -115,7 +116,7 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           r"whatever\s+(\w+\s+){0,2}(shown|pictured|asked|asks|shows))\b", 1.0, "answer independent of the input"),
     _rule("role_play", r"\b(you\s+are\s+now|you're\s+now|act\s+as|pretend\s+(to\s+be|you\s+are|that)|role[- ]?play|"
           r"you\s+will\s+now|new\s+persona|persona\s+of|jailbreak|DAN\s+mode|developer\s+mode|stay\s+in\s+character|"
-          r"(take\s+on|assume)\s+the\s+(character|role|persona)|behave\s+(like|as)|imagine\s+you\s+are|"
+          r"(take\s+on|assume|play)\s+the\s+(character|role|persona|part)|behave\s+(like|as)|imagine\s+you\s+are|"
           r"you\s+are\s+(a|an)\s+\w+\s+(who|that)\s+(only|always))\b", 1.0, "role play / persona switch"),
     _rule("system_marker", r"(<\|[a-z_]+\|>|\[/?INST\]|<</?SYS>>|</?(system|assistant|user|instructions?)>|(^|[\s\"'])"
           r"(system|assistant|user)\s*:|###\s*\w|\[\[|\]\]|<!--|^-{3,}|\"role\"\s*:)", 1.0,
@@ -130,6 +131,8 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           r"guidelines|prompts?|messages?|context)\b|\byour\s+(rules|guidelines|guidance|instructions|training|"
           r"previous|programming|system|outputs?)\b|\bthe\s+(user|operators?|developers?)\b|\b(system|developer|"
           r"admin|security|official)\s+(prompt|message|mode|notice|override|update|team|instruction)s?\b|\bsession\b|"
+          r"\b(facts?|entries|data|notes|memories|rationales?|edits)\s+(that\s+)?you\s+(have\s+)?(stored|saved|remember|"
+          r"hold|keep|know)\b|"
           r"\byour\s+(memory|knowledge|context|settings|behaviou?r|configuration|weights|database|defaults?)\b|"
           r"\b(rules?|instructions?|guidelines?|prompts?|directions?|facts|scores?|training|knowledge)\s+(that\s+)?you\s+"
           r"(were|have\s+been|'ve\s+been)\s+(given|told|taught|shown|trained)\b|\b(system\s+)?administrator\b",
