@@ -53,6 +53,8 @@ _UNITS = "zero one two three four five six seven eight nine ten eleven twelve th
          "seventeen eighteen nineteen".split()
 _TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if i >= 2}
 _ASIDE = re.compile(r",[^,]{1,40},")
+_DISCOURSE = re.compile(r"^(?:(?:actually|in\s+fact|indeed|however|but|so|well|also|and|note\s+that|remember\s+that|"
+                        r"of\s+course|correction|by\s+the\s+way|in\s+truth|really)\b\s*[:,]?\s*)+", re.I)
 _VALUE_FIRST = re.compile(r"^(?P<value>\w+(?:\s+\w+)?)\s+(?P<copula>is|are)\s+the\s+(?P<noun>\w+)\s+of\s+(?P<subject>.+)$", re.I)
 """'Fire is the element of blue shapes' -> 'the element of blue shapes is Fire'."""
 _CLAUSES = re.compile(r";|,\s*(?:and|but|while|whereas)\s+", re.I)
@@ -111,7 +113,7 @@ def same_value(a: str, b: str) -> bool:
 
 def parse_claim(sentence: str) -> Claim | None:
     """(subject, relation, value, negated) of a simple declarative sentence, or None."""
-    text = sentence.strip().rstrip(".!?").strip()
+    text = _DISCOURSE.sub("", sentence.strip().rstrip(".!?").strip())
     text = _NOT_BUT.sub(lambda m: (m.group("p2") or m.group("p1") or "") + " ", text)  # not X but Y -> Y
     flipped = _VALUE_FIRST.match(text)
     if flipped:

@@ -80,7 +80,7 @@ _YOUR_ANSWER = re.compile(r"\b(?:your|the\s+(?:model|assistant|bot)'s)\s+(?:\w+\
                           rf"\b(?:{_MODAL}|(?:is|are)\s+(?:now|always|only|henceforth))\b", re.I)
 
 _OUTPUT_VERB_FORMS = (r"(?:answer|reply|respond|say|output|print|write|type|emit|return|state|name|give|choose|pick|"
-                      r"select|produce|tell|label|mark|put)")
+                      r"select|produce|tell|label|mark|put|report|provide)")
 _DICTATED_OUTPUT = re.compile(
     rf"\b(?:the|any|every|each|whatever|whichever|all|your)\s+(?:\w+\s+)?(?:that\s+|which\s+)?(?:you|u)\s+(?:\w+\s+)?"
     rf"{_OUTPUT_VERB_FORMS}\b[^.!?;]{{0,25}}?\b(?:{_MODAL}|is|are|will\s+be|must\s+be)\b|"
@@ -115,14 +115,18 @@ _ASK_TRIGGER = re.compile(r"\b(?:if|when|whenever|once|in\s+case)\s+(?:the|a|an|
                           r"(?:question|prompt|query|request|user|asker)s?\b|"
                           r"\b(?:if|when|whenever|once|as\s+soon\s+as|in\s+case|should)\s+(?!(?:you|i|we)\s)(?:\w+\s+){0,4}?"
                           r"(?:asks?|asked|asking|queried|quizzed|prompted|questioned|wants?\s+to\s+know)\b|"
-                          r"\b(?:ask(?:s|ed)?|asking)\s+(?:you|the\s+(?:model|assistant|bot))\b|\bwhen\s+asked\b", re.I)
-_ANSWER_NOUNS = r"(?:answers?|repl(?:y|ies)|responses?|outputs?|verdicts?|labels?|predictions?)"
+                          r"\b(?:ask(?:s|ed)?|asking)\s+(?:you|the\s+(?:model|assistant|bot))\b|\bwhen\s+asked\b|"
+                          r"\b(?:someone|anyone|anybody|somebody|the\s+user|a\s+user)\s+(?:asks|questions|queries)\b", re.I)
+_ANSWER_NOUNS = (r"(?:answers?|repl(?:y|ies)|responses?|outputs?|verdicts?|labels?|predictions?|"
+                 r"(?<=correct\s)\w+|(?<=right\s)\w+|(?<=valid\s)\w+)")
+"""Answer nouns; "the correct X" / "the right X" is an answer too ("the correct tribe for every image")."""
 _ANSWER_NOUN = re.compile(rf"\b{_ANSWER_NOUNS}\b", re.I)
 _ALL_ANSWERS = re.compile(rf"\b(?:every|all|each|any)\s+(?:of\s+(?:the|your)\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b", re.I)
 _EXCLUSIVE_ANSWER = re.compile(r"\b(?:answer|say|reply|respond|output|write|print)\s+(?:anything|something|any\s+\w+)\s+"
                                r"(?:other\s+than|but|except|besides|apart\s+from)\b", re.I)
 _ALL_ANSWERS_SET = re.compile(rf"\b(?:every|all|each|any)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\s*(?:[:=]|->|→)", re.I)
-_MANDATED_ANSWER = re.compile(rf"\b(?:mandatory|compulsory|obligatory|only\s+(?:allowed|permitted|acceptable|valid))\s+"
+_MANDATED_ANSWER = re.compile(rf"\b{_ANSWER_NOUNS}\s+(?:are|is)\s+(?:now\s+)?(?:fixed|set|locked|hard-?coded|pinned|forced)\s+"
+                              rf"(?:to|at|as)\b|\b(?:mandatory|compulsory|obligatory|only\s+(?:allowed|permitted|acceptable|valid))\s+"
                               rf"{_ANSWER_NOUNS}\b|\bthe\s+(?:number|word|value|name|tribe|element|thing|one)\s+to\s+(?:give|say|"
                               rf"use|output|answer|reply|return|choose|pick|write)\b|"
                               rf"\b(?:requires?|required|demands?|demanded|insists?|orders?|ordered|commands?|mandates?|"
@@ -157,6 +161,9 @@ _PASSIVE_DICTATION = re.compile(
     r"\bis\s+what\s+(?:gets|is|will\s+be|should\s+be|must\s+be)\s+(?:returned|output|outputted|said|answered|given|"
     r"printed|written|replied)\b", re.I)
 """An answer dictated in the passive: "tribe questions are answered with Vol", "water is what gets returned"."""
+_PASSIVE_ORDER = re.compile(r"\b(?:must|should|has\s+to|have\s+to|is\s+to|are\s+to|shall)\s+be\s+(?:given|said|answered|"
+                            r"returned|output|outputted|reported|chosen|picked|replied|printed|written)\b", re.I)
+"""An output ordered in the passive ("seven must be given"); weak, rules are stated this way too."""
 _DISMISS_INPUT = re.compile(
     r"(?<!\bof\s)\b(?:the|this|that|any)\s+(?:image|picture|photo|question|input|shape)\s+(?:itself\s+)?(?:doesn't|does\s+not|"
     r"won't|will\s+not|shouldn't|should\s+not)\s+matter\b|\bnothing\s+(?:in|about)\s+the\s+(?:image|picture|photo|"
@@ -276,6 +283,8 @@ def structural_signals(text: str) -> list[Signal]:
         signals.append(Signal("addressed_note", "a note, rule or task addressed to the model", 0.6))
     if any(_IMPERATIVE_VALUE.match(c) for c in clauses(text)):
         signals.append(Signal("imperative_value", "an order to output one value ('respond water', 'say nine')", 1.0))
+    if _PASSIVE_ORDER.search(text):
+        signals.append(Signal("passive_order", "an output ordered in the passive ('must be given')", 0.6))
     if _DISMISS_INPUT.search(text):
         signals.append(Signal("dismiss_input", "says the image or question does not matter", 1.0))
     if _MANDATED_ANSWER.search(text):

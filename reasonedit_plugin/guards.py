@@ -106,6 +106,10 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
           r"\b(instructions?|rules?|prompts?|context|guidelines|guidance|directions|facts|everything|above|previous|"
           r"prior|earlier|image|picture|photo|question|what\s+you\s+(know|see))\b",
           1.0, "asks to ignore or override instructions (or the input)"),
+    _rule("instructions_cancelled", r"\b(instructions?|rules?|guidance|guidelines|prompts?|directions|directives?|settings)\s+"
+          r"(is|are|has\s+been|have\s+been|were|was)\s+(now\s+)?(cancell?ed|void(ed)?|revoked|withdrawn|suspended|lifted|"
+          r"overridden|replaced|obsolete|invalid|null|disabled|no\s+longer\s+valid)\b", 1.0,
+          "declares the instructions void"),
     _rule("always_answer", r"\b(always|only|must|should|never)\s+(answer|respond|reply|say|output|choose|pick|select|"
           r"return|print)(s|es|ed)?\b", 0.6, "dictates what to answer"),
     _rule("reveal_prompt", r"\b(print|reveal|show|repeat|output|leak|include)\b[^.!?]{0,30}\b(hidden|system|secret|"
