@@ -7,18 +7,21 @@
 Sets (benchmarks/data/). **All of them are development data now**: test and fresh were held out when they
 were written, and have since been read while the guard was changed (issue 14, second round). An honest
 figure needs a set nobody tuned on, run with ``--file``.
-* ``guard_test.jsonl`` — written before the first round of rules and held out for it. 40 injections in 14 styles (role play, hidden mid-sentence instructions,
-  homoglyphs, encodings, other languages, markup, polite requests, authority claims, exfiltration,
+* ``guard_test.jsonl`` — written before the first round of rules and held out for it. 40 injections in 14
+  styles (role play, hidden mid-sentence instructions, homoglyphs, encodings, other languages, markup, polite requests, authority claims, exfiltration,
   conditionals, fact-shaped commands, split words, questions, HTML comments), 12 contradictions phrased
   differently, 4 off-image claims, 44 unusual benign rationales (consistent restatements, benign "ignore",
   "always", "you", "answer", quotes, numbers, other languages, ...).
 * ``guard_fresh.jsonl`` — 20 injections, 20 benign, written after the first round by someone who had not
   read its rules; it showed the gaps the second round closes (standing orders, leetspeak, conditionals).
-* ``guard_dev.jsonl`` + ``guard_dev2.jsonl`` (second round: Q/A transcripts, story and grader framing,
-  impersonal obligations, config syntax, Unicode tag characters, math letters, reversed text, Polish,
-  Korean, contradictions as "not X but Y" / "rather than" / passive / numbers past twenty, and unusual
-  benign text: lowercase, typos, Italian, Japanese, codes and units, rhetorical questions)
-  + ``guard_rationales.jsonl`` (the older crafted set) — ``--set dev``.
+* ``guard_dev.jsonl`` + ``guard_dev2.jsonl`` + ``guard_rationales.jsonl`` (the older crafted set) —
+  ``--set dev``. ``guard_dev2.jsonl`` was written in the second round in batches (the ``style`` says which),
+  each run once on the guard as it was before the batch was used to change it: Q/A transcripts, story,
+  grader and reward framing, impersonal and passive orders, config/JSON syntax, Unicode tag characters,
+  math and small-capital letters, reversed text, misspellings, a dozen more languages, contradictions as
+  "not X but Y" / "rather than" / passive / value first / numbers past twenty / rules stated from another
+  image, and unusual benign text (lowercase, typos, other languages, codes and units, rhetorical
+  questions, imperatives to a human reader, restatements).
 * ``--file PATH`` — any JSONL in this format (one object a line: ``kind`` injection / contradiction /
   offimage / benign, ``style``, ``colour`` red / green / blue / brown, ``prompt``, ``target``, ``text``, and
   optionally ``seed`` {colour, prompt, target, text}: the edit committed first); results in

@@ -27,7 +27,8 @@ __all__ = ["Claim", "FUNCTIONAL_RELATIONS", "canonical_numbers", "conflicts", "p
 _OWNED = r"(?:owned|claimed|held|possessed|controlled|ruled|kept)\s+by|(?:given|assigned|allotted|allocated)\s+to"
 _CLAIM = re.compile(
     r"^(?P<subject>.+?)\s+(?P<neg1>(?:do|does|did)\s+not\s+|(?:do|does|did)n't\s+|never\s+)?"
-    rf"(?P<rel>belongs?\s+to|(?:is|are|was|were|(?:has|have)\s+(?:always\s+)?been)\s+(?P<negp>not\s+|never\s+|no\s+longer\s+)?(?:always\s+)?(?:{_OWNED})|"
+    r"(?P<rel>belongs?\s+to|(?:is|are|was|were|(?:has|have)\s+(?:always\s+)?been)\s+"
+    rf"(?P<negp>not\s+|never\s+|no\s+longer\s+)?(?:always\s+)?(?:{_OWNED})|"
     r"(?:is|are)\s+(?:(?:always|never|not)\s+)?worth|(?:is|are)\s+valued\s+at|counts?\s+for|scores?|earns?|yields?|"
     r"owns?|claims?|holds?|possess(?:es)?|controls?|"
     r"is|are|was|were|has|have|means?|lives?\s+in|comes?\s+from|equals?)\s+(?P<neg2>not\s+|never\s+|no\s+longer\s+)?"
@@ -55,7 +56,8 @@ _TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty se
 _ASIDE = re.compile(r",[^,]{1,40},")
 _DISCOURSE = re.compile(r"^(?:(?:actually|in\s+fact|indeed|however|but|so|well|also|and|note\s+that|remember\s+that|"
                         r"of\s+course|correction|by\s+the\s+way|in\s+truth|really)\b\s*[:,]?\s*)+", re.I)
-_VALUE_FIRST = re.compile(r"^(?P<value>\w+(?:\s+\w+)?)\s+(?P<copula>is|are)\s+the\s+(?P<noun>\w+)\s+of\s+(?P<subject>.+)$", re.I)
+_VALUE_FIRST = re.compile(r"^(?P<value>\w+(?:\s+\w+)?)\s+(?P<copula>is|are)\s+the\s+(?P<noun>\w+)\s+of\s+"
+                          r"(?P<subject>.+)$", re.I)
 """'Fire is the element of blue shapes' -> 'the element of blue shapes is Fire'."""
 _CLAUSES = re.compile(r";|,\s*(?:and|but|while|whereas)\s+", re.I)
 _QUANTIFIERS = {"each", "every", "all", "any"}

@@ -4,8 +4,8 @@ A rationale is meant to be declarative: statements about the image and about the
 steer the model has another *shape*, whatever its words:
 
 * **imperative clauses** — a clause whose main verb comes first, bare ("answer ...", "just say ...",
-  "assistant, reply ...", "don't look ...", "for the rest of the chat treat ..."), with a verb that acts on the model's output, attention,
-  persona or trust (:data:`COMMAND_VERBS`);
+  "assistant, reply ...", "don't look ...", "for the rest of the chat treat ..."), with a verb that acts on
+  the model's output, attention, persona or trust (:data:`COMMAND_VERBS`);
 * **obligations put on the answerer** — "you / the model / the assistant / whoever reads this" + a modal of
   obligation ("should", "must", "will", "has to", "is to", ...) + a verb of output, "wants / expects you
   to" + a verb of output, "your reply / answer / output" + a modal, an output dictated through a relative
@@ -69,7 +69,8 @@ _ADDRESSEE = (r"(?:you|u|ya|thou|y'all|whoever\s+(?:reads|answers|sees)(?:\s+thi
 _MODAL = (r"(?:should|must|will|shall|'ll|need\s+to|needs\s+to|has\s+to|have\s+to|got\s+to|gotta|is\s+to|are\s+to|"
           r"ought\s+to|(?:is|are)\s+(?:required|expected|supposed|going|asked|told|instructed|allowed\s+only)\s+to|"
           r"(?:can|may)\s+only|had\s+better|'d\s+better)")
-_OBLIGATION = re.compile(rf"\b{_ADDRESSEE}\s*(?:,[^,]{{1,40}},\s*)?{_MODAL}\s+(?P<rest>(?:[\w']+[\s,]+){{0,5}}[\w']+)", re.I)
+_OBLIGATION = re.compile(rf"\b{_ADDRESSEE}\s*(?:,[^,]{{1,40}},\s*)?{_MODAL}\s+"
+                         r"(?P<rest>(?:[\w']+[\s,]+){0,5}[\w']+)", re.I)
 _EMBEDDED_ORDER = re.compile(rf"\b(?:wants?|wanted|needs?|expects?|asks?|asked|tells?|told|instructs?|instructed|requires?|"
                             rf"required|orders?|ordered|would\s+like|'d\s+like|begs?|urges?)\s+{_ADDRESSEE}\s+to\s+"
                             r"(?P<rest>(?:[\w']+[\s,]+){0,3}[\w']+)", re.I)
@@ -144,7 +145,8 @@ _IMPERATIVE_VALUE = re.compile(
 """An order to output one value: the clause is a verb of answering, a bare word and nothing else but a
 qualifier ("respond water", "output fire immediately", "say nine whatever shows up", "go with water")."""
 _REPEATED_WORD = re.compile(r"\b(\w{2,})\b(?:\W+\1\b){2,}", re.I)
-_FIXED_ANSWER = re.compile(rf"\b{_INTERACTION}\s+(?:gets?|receives?|deserves?|takes?)\b|\b{_ANSWER_NOUNS}\b[^.!?;]{{0,60}}?(?:\b(?:is|are|be|becomes?|equals?)\b|=)|"
+_FIXED_ANSWER = re.compile(rf"\b{_INTERACTION}\s+(?:gets?|receives?|deserves?|takes?)\b|"
+                           rf"\b{_ANSWER_NOUNS}\b[^.!?;]{{0,60}}?(?:\b(?:is|are|be|becomes?|equals?)\b|=)|"
                            rf"\b(?:same|one|single|only)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\b|\b{_ANSWER_NOUNS}\s*:|"
                            rf"\b(?:is|are|be)\s+(?:the\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b|"
                            rf"\b(?:has|have|take|takes|get|gets)\s+\S+\s+as\s+(?:its|their|the|an?)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\b|"

@@ -3,12 +3,14 @@
 Three checks, each switchable in :class:`~reasonedit_plugin.config.GuardConfig`:
 
 1. **injection** — instruction-like text aimed at the model. A transparent rule set
-   (:data:`INJECTION_RULES`: name, regex, weight, why); a text's score is the sum of the weights of the rules
-   it matches, and it is flagged when the score reaches :data:`INJECTION_THRESHOLD`. Strong rules (ignore /
-   override instructions, "always answer", "regardless", role play, system-prompt markers, invisible
-   characters) weigh 1.0; weak ones (URLs, code, "you must", addressing "the model", imperative openings)
-   weigh 0.5-0.6, so two weak signals are needed. The rationale sentences, the target and the question are
-   checked, since all of them end up in retrieved values.
+   (:data:`INJECTION_RULES`: name, regex, weight, why) plus structural signals (guard_structure.py: the shape
+   of an order, whatever its words) and obfuscation signals (guard_text.py); a text's score is the sum of the
+   weights of what it matches, and it is flagged when the score reaches :data:`INJECTION_THRESHOLD`. Strong
+   signals (ignore / override instructions, "regardless of the image", role play, chat markup, invisible
+   characters, an obligation put on the model, an answer fixed for every question, an order to output one
+   value) weigh 1.0; weak ones (one imperative clause, scope over other questions, a URL, addressing "the
+   model", a word in another language) weigh 0.4-0.6, so two are needed. The rationale sentences, the target
+   and the question are checked, since all of them end up in retrieved values.
 2. **contradiction** — with existing entries of the same key region. The new edit's answer key is looked up:
    one of the nearest answer entries (hubness-scaled, gate ignored) whose key is near-identical — the
    same image (vision parts within :attr:`RationaleGuard.same_image_tolerance`) and the same question (same
@@ -16,8 +18,9 @@ Three checks, each switchable in :class:`~reasonedit_plugin.config.GuardConfig`:
    answer is flagged. Each rationale
    sentence's key is looked up too: a nearby sentence with the same subject and relation but another value
    ("Red shapes belong to the Vol tribe." vs "... the Kem tribe."), or the same claim negated, is flagged.
-   Claims about the particular image ("the shape in the image", "the shape", "it") are only compared between near-identical images (vision parts of the
-   keys within :attr:`RationaleGuard.same_image_tolerance`, relative). Edits accepted earlier in the same
+   Claims (read by guard_claims.py, paraphrases included) about the particular image ("the shape in the
+   image", "the shape", "it") are only compared between near-identical images (vision parts of the keys
+   within :attr:`RationaleGuard.same_image_tolerance`, relative). Edits accepted earlier in the same
    ``edit`` call are compared the same way (all their entries, not only the nearest): a batch cannot
    contradict itself.
 3. **visual** (off by default; one VLM pass per sentence) — sentences that describe the image are asked back
@@ -26,16 +29,17 @@ Three checks, each switchable in :class:`~reasonedit_plugin.config.GuardConfig`:
 
 The editor applies ``guard.policy`` to the flags: ``warn`` logs and commits, ``quarantine`` (the default) holds
 the edit for ``editor.approve`` / ``reasonedit approve``, ``reject`` raises with nothing added.
-``benchmarks/bench_guards.py`` measures detection and false-positive rates on a development set (used to write
-the rules) and on a held-out test set (not used to write them).
+``benchmarks/bench_guards.py`` measures detection and false-positive rates; every set it ships has been read
+while the rules were written (development data), so an honest figure needs a new set (``--file``).
 
 The injection check reads each text in several forms (guard_text.py): as written, normalised (NFKC,
-confusable letters mapped to Latin, invisible characters removed, letters split by dots or spaces joined)
-and any decoded payload; structural signals (mixed scripts inside a word, full-width letters, invisible
-characters, encoded payloads, delimiters and markup) count without any word list. Rationales are meant to
-be declarative statements about the image and the world; the weak rules describe the shape of an order
-(imperative openings, second-person obligations, standing orders, "every question", a dictated answer
-word, talk about the model's instructions), so two of them are needed.
+confusable and look-alike letters mapped to Latin, invisible characters removed, split letters joined,
+leetspeak read as letters), one-letter misspellings of key words corrected, backwards when that reads
+better, and any decoded payload (base64, hex, percent-encoding, Unicode tag characters, rot13 when hinted).
+Rationales are meant to be declarative statements about the image and the world; the structural signals
+describe the shape of an order (imperative clauses, obligations on the answerer, statements about other or
+future questions, answers fixed for every question, questions and notes addressed to the model, markup,
+delimiters, repetition), and the obfuscation signals the ways text is hidden from a reader.
 """
 
 from __future__ import annotations
