@@ -60,6 +60,9 @@ _VALUE_FIRST = re.compile(r"^(?P<value>\w+(?:\s+\w+)?)\s+(?P<copula>is|are)\s+th
                           r"(?P<subject>.+)$", re.I)
 """'Fire is the element of blue shapes' -> 'the element of blue shapes is Fire'."""
 _CLAUSES = re.compile(r";|,\s*(?:and|but|while|whereas)\s+", re.I)
+_ANAPHORIC = re.compile(r"^(?:their|its|his|her|they|them|these|those|such)\b", re.I)
+"""A subject that points back ("their element", "they"): resolved against the clause before it in
+:func:`parse_claims`, otherwise compared on the same image only (like "it")."""
 _QUANTIFIERS = {"each", "every", "all", "any"}
 _DEICTIC = re.compile(r"\b(image|picture|photo|photograph|shown|visible|depicted|this|that|it|here)\b", re.I)
 
@@ -134,17 +137,38 @@ def parse_claim(sentence: str) -> Claim | None:
         subject, value, rel, raw = value, subject, "belong to", m.group("value")
     if rel is None or not subject or not value:
         return None
-    deictic = bool(_DEICTIC.search(raw) or re.fullmatch(r"(the|this|that|its)\s+\w+|it|this|that", raw, re.I))
+    deictic = bool(_DEICTIC.search(raw) or _ANAPHORIC.match(raw)
+                   or re.fullmatch(r"(the|this|that|its)\s+\w+|it|this|that", raw, re.I))
     return Claim(subject, rel, value, bool(m.group("neg1") or m.group("neg2") or negated_rel), deictic)
 
 
 def parse_claims(sentence: str) -> list[Claim]:
     """The claims of a sentence: the sentence itself, or each clause joined by ";" or ", and / but / while"
-    ("Green shapes are earth, and blue shapes are fire")."""
+    ("Green shapes are earth, and blue shapes are fire"). A clause whose subject points back ("their element
+    is wind") takes the subject of the claim before it ("element of green shape"), or is dropped."""
     parts = [p for p in _CLAUSES.split(sentence) if p.strip()]
-    claims = [c for c in (parse_claim(p) for p in parts) if c is not None] if len(parts) > 1 else []
+    if len(parts) < 2:
+        whole = parse_claim(sentence)
+        return [whole] if whole is not None else []
+    claims: list[Claim] = []
+    antecedent = None
+    for part in parts:
+        claim = parse_claim(part)
+        words = part.split()
+        if claim is not None and _ANAPHORIC.match(part.strip()):
+            if antecedent is None:  # "Green shapes do not stand for fire; their element is wind": no antecedent
+                continue
+            rest = " ".join(claim.subject.split()[1:]) if len(claim.subject.split()) > 1 else ""
+            subject = f"{rest} of {antecedent}" if rest and words[0].lower() in ("their", "its", "his", "her") \
+                else antecedent
+            claim = Claim(subject, claim.relation, claim.value, claim.negated, False)
+        if claim is not None:
+            claims.append(claim)
+            antecedent = claim.subject
+    if claims:
+        return claims
     whole = parse_claim(sentence)
-    return claims or ([whole] if whole is not None else [])
+    return [whole] if whole is not None and not _ANAPHORIC.match(sentence.strip()) else []
 
 
 def conflicts(new: Claim, old: Claim) -> str | None:

@@ -293,3 +293,11 @@ def test_cancelled_instructions_fixed_answers_and_discourse_markers():
     assert flagged("Until told otherwise, every element you report is fire.")
     assert conflicts(parse_claim("Actually, red shapes belong to the Zib tribe."),
                      parse_claim("Red shapes belong to the Vol tribe.")) == "states another value than"
+
+
+def test_clauses_that_point_back():
+    green = parse_claims("Green shapes are earth; their points are five.")
+    assert [(c.subject, c.value) for c in green] == [("green shape", "earth"), ("point of green shape", "5")]
+    # no antecedent in the sentence: "their element" of green shapes is not "their element" of teal shapes
+    assert all(c.subject != "their element" for c in parse_claims("Green shapes do not stand for fire; their element is wind."))
+    assert parse_claim("Their element is wind.").deictic  # compared on the same image only
