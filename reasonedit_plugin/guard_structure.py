@@ -50,7 +50,6 @@ COMMAND_VERBS: dict[str, frozenset[str]] = {
 model (``look``, ``note``, ``check``, ``count``, ``compare`` — orders to the *reader of a proof* — are
 left out on purpose: benign rationales use them)."""
 _ALL_COMMANDS = frozenset().union(*COMMAND_VERBS.values())
-_OUTPUT_VERBS = COMMAND_VERBS["output"] | COMMAND_VERBS["reveal"]
 
 LONG_SENTENCE_CHARS = 400
 """A single rationale sentence longer than this is a (weak) signal: statements about an image are short,
@@ -121,15 +120,13 @@ _ASK_TRIGGER = re.compile(r"\b(?:if|when|whenever|once|in\s+case)\s+(?:the|a|an|
 _ANSWER_NOUNS = (r"(?:answers?|repl(?:y|ies)|responses?|outputs?|verdicts?|labels?|predictions?|"
                  r"(?<=correct\s)\w+|(?<=right\s)\w+|(?<=valid\s)\w+)")
 """Answer nouns; "the correct X" / "the right X" is an answer too ("the correct tribe for every image")."""
-_ANSWER_NOUN = re.compile(rf"\b{_ANSWER_NOUNS}\b", re.I)
 _ALL_ANSWERS = re.compile(rf"\b(?:every|all|each|any)\s+(?:of\s+(?:the|your)\s+)?(?:\w+\s+)?{_ANSWER_NOUNS}\b", re.I)
 _EXCLUSIVE_ANSWER = re.compile(r"\b(?:answer|say|reply|respond|output|write|print)\s+(?:anything|something|any\s+\w+)\s+"
                                r"(?:other\s+than|but|except|besides|apart\s+from)\b", re.I)
 _ALL_ANSWERS_SET = re.compile(rf"\b(?:every|all|each|any)\s+(?:\w+\s+)?{_ANSWER_NOUNS}\s*(?:[:=]|->|→)", re.I)
 _MANDATED_ANSWER = re.compile(rf"\b{_ANSWER_NOUNS}\s+(?:are|is)\s+(?:now\s+)?(?:fixed|set|locked|hard-?coded|pinned|forced)\s+"
                               rf"(?:to|at|as)\b|\b(?:mandatory|compulsory|obligatory|only\s+(?:allowed|permitted|acceptable|valid))\s+"
-                              rf"{_ANSWER_NOUNS}\b|\bthe\s+(?:number|word|value|name|tribe|element|thing|one)\s+to\s+(?:give|say|"
-                              rf"use|output|answer|reply|return|choose|pick|write)\b|"
+                              rf"{_ANSWER_NOUNS}\b|\b(?:is|are)\s+the\s+\w+\s+to\s+(?:give|say|output|answer|reply|return|write)\b|"
                               rf"\b(?:requires?|required|demands?|demanded|insists?|orders?|ordered|commands?|mandates?|"
                               rf"decrees?|decides?|decided)\s+that\s+(?:\w+\s+){{0,2}}?{_ANSWER_NOUNS}\s+(?:\w+\s+)?be\b",
                               re.I)
@@ -195,7 +192,7 @@ _DICTATED_WORD = re.compile(r"(?:^|[^\w\s']\s*|\b(?:just|simply|only|then|and|pl
                             r"(?:the\s+(?:single\s+)?word\s+)?['\"‘“]?[\w-]+['\"’”]?(?:\s+only)?\s*[.!]*\s*$", re.I)
 """A verb of answering, as an order (first in its clause, or after "just", "then", a modal, "to"), and one
 word ending the sentence ("... an order: say earth.", "just reply five")."""
-_BARE_VALUE = re.compile(r"\b(?:question|query|prompt|asked|answer|reply|response|output|points?|tribe|element)\b[^:]{0,40}"
+_BARE_VALUE = re.compile(r"\b(?:question|query|prompt|asked|answer|reply|response|output)\b[^:]{0,40}"
                          r":\s*['\"‘“]?[\w-]+['\"’”]?\s*[.!]*\s*$", re.I)
 _STANDING_VALUE = re.compile(r"^(?:always|only|just|forever)\s+['\"‘“]?[\w-]+['\"’”]?$", re.I)
 _ALERT = re.compile(r"^\W*(?:attention|important|note|notice|warning|urgent|reminder|update|alert|override|directive|"
