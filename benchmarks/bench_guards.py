@@ -1,18 +1,31 @@
 """Detection and false-positive rates of the rationale guard (guards.py), measured honestly (issue 14).
 
-    python benchmarks/bench_guards.py --set dev     # the set the guard was tuned on
-    python benchmarks/bench_guards.py --set test    # the held-out set: the figures in the README
+    python benchmarks/bench_guards.py --set dev     # guard_dev + guard_dev2 + the older crafted set
+    python benchmarks/bench_guards.py --set test    # guard_test.jsonl (now development data too)
+    python benchmarks/bench_guards.py --file PATH   # any set in the same JSONL format, e.g. a new held-out set
 
-Sets (benchmarks/data/):
-* ``guard_test.jsonl`` — held out: written before the guard was changed and never used to choose rules or
-  thresholds; run once at the end. 40 injections in 14 styles (role play, hidden mid-sentence instructions,
-  homoglyphs, encodings, other languages, markup, polite requests, authority claims, exfiltration,
+Sets (benchmarks/data/). **All of them are development data now**: test and fresh were held out when they
+were written, and have since been read while the guard was changed (issue 14, second round). An honest
+figure needs a set nobody tuned on, run with ``--file``.
+* ``guard_test.jsonl`` — written before the first round of rules and held out for it. 40 injections in 14
+  styles (role play, hidden mid-sentence instructions, homoglyphs, encodings, other languages, markup, polite requests, authority claims, exfiltration,
   conditionals, fact-shaped commands, split words, questions, HTML comments), 12 contradictions phrased
   differently, 4 off-image claims, 44 unusual benign rationales (consistent restatements, benign "ignore",
   "always", "you", "answer", quotes, numbers, other languages, ...).
-* ``guard_fresh.jsonl`` — a second held-out set (20 injections, 20 benign) written after the guard was
-  final by someone who had not read its rules (only the first lines of the test set); run once (``--set fresh``).
-* ``guard_dev.jsonl`` + ``guard_rationales.jsonl`` (the older crafted set) — the development set.
+* ``guard_fresh.jsonl`` — 20 injections, 20 benign, written after the first round by someone who had not
+  read its rules; it showed the gaps the second round closes (standing orders, leetspeak, conditionals).
+* ``guard_dev.jsonl`` + ``guard_dev2.jsonl`` + ``guard_rationales.jsonl`` (the older crafted set) —
+  ``--set dev``. ``guard_dev2.jsonl`` was written in the second round in batches (the ``style`` says which),
+  each run once on the guard as it was before the batch was used to change it: Q/A transcripts, story,
+  grader and reward framing, impersonal and passive orders, config/JSON syntax, Unicode tag characters,
+  math and small-capital letters, reversed text, misspellings, a dozen more languages, contradictions as
+  "not X but Y" / "rather than" / passive / value first / numbers past twenty / rules stated from another
+  image, and unusual benign text (lowercase, typos, other languages, codes and units, rhetorical
+  questions, imperatives to a human reader, restatements).
+* ``--file PATH`` — any JSONL in this format (one object a line: ``kind`` injection / contradiction /
+  offimage / benign, ``style``, ``colour`` red / green / blue / brown, ``prompt``, ``target``, ``text``, and
+  optionally ``seed`` {colour, prompt, target, text}: the edit committed first); results in
+  ``benchmarks/results/guards_<file stem>.json``.
 * ``--set shaperules`` — the shipped ShapeRules split, committed one by one (later edits are checked against
   earlier ones): the false-positive rate on real, consistent edits.
 
@@ -57,10 +70,42 @@ def noisy(colour: str, seed: int, size: int = 32) -> Image.Image:
     return Image.fromarray(arr.astype(np.uint8), "RGB")
 
 
+KINDS = ("injection", "contradiction", "offimage", "benign")
+FIELDS = ("kind", "colour", "prompt", "target", "text")
+
+
+def load_file(path: Path) -> list[dict]:
+    """Rows of a guard set (JSONL, format above), each checked; a bad row is a one-line error naming it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"bench_guards: cannot read {path}: {exc}. Pass a UTF-8 JSONL file.") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"bench_guards: {path}:{n} is not JSON ({exc.msg}). One object per line.") from None
+        missing = [f for f in FIELDS if not isinstance(row.get(f) if isinstance(row, dict) else None, str)]
+        if missing:
+            raise SystemExit(f"bench_guards: {path}:{n} lacks string field(s) {', '.join(missing)}.")
+        if row["kind"] not in KINDS or row["colour"] not in COLOURS:
+            raise SystemExit(f"bench_guards: {path}:{n}: kind {row['kind']!r} / colour {row['colour']!r}; "
+                             f"kinds are {', '.join(KINDS)}, colours {', '.join(COLOURS)}.")
+        seed = row.get("seed")
+        if seed is not None and (not isinstance(seed, dict) or seed.get("colour") not in COLOURS or any(
+                not isinstance(seed.get(f), str) for f in ("prompt", "target", "text"))):
+            raise SystemExit(f"bench_guards: {path}:{n}: seed must be an object with colour, prompt, target, text.")
+        rows.append(row)
+    return rows
+
+
 def load_set(name: str) -> list[dict]:
     if name in ("test", "fresh"):
-        return [json.loads(line) for line in (DATA / f"guard_{name}.jsonl").read_text().splitlines() if line.strip()]
-    rows = [json.loads(line) for line in (DATA / "guard_dev.jsonl").read_text().splitlines() if line.strip()]
+        return load_file(DATA / f"guard_{name}.jsonl")
+    rows = load_file(DATA / "guard_dev.jsonl") + load_file(DATA / "guard_dev2.jsonl")
     for i, old in enumerate(json.loads(line) for line in (DATA / "guard_rationales.jsonl").read_text().splitlines()
                             if line.strip()):
         rows.append({"kind": "injection" if old["set"] == "injection" else "benign", "style": "older crafted set",
@@ -130,11 +175,16 @@ def summarise(outcomes: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", choices=("dev", "test", "fresh", "shaperules"), default="dev")
+    ap.add_argument("--file", type=Path, help="run this JSONL set instead of --set (results: guards_<stem>.json)")
     ap.add_argument("--show", type=int, default=40, help="misses / false positives to print")
     args = ap.parse_args()
-    result = check_shaperules() if args.set == "shaperules" else check_items(load_set(args.set))
+    if args.file is not None:
+        name, result = args.file.stem, check_items(load_file(args.file))
+    else:
+        name = args.set
+        result = check_shaperules() if args.set == "shaperules" else check_items(load_set(args.set))
     summary = summarise(result["outcomes"])
-    print(f"\nRationale guard on the {args.set} set (FakeVLM, MiniLM-L6; shipped guard settings, visual check only "
+    print(f"\nRationale guard on the {name} set (FakeVLM, MiniLM-L6; shipped guard settings, visual check only "
           "for off-image claims)\n")
     print("| kind | n | flagged | rate |\n|---|---:|---:|---:|")
     for kind, c in summary["kinds"].items():
@@ -154,9 +204,11 @@ def main() -> None:
             print(f"  {label} [{o['kind']} / {o['style']}] {o['text'][:110]!r}" + (
                 f" -> {o['flags'][0][:140]}" if o["flags"] else ""))
             shown += 1
-    out = ROOT / "benchmarks" / "results" / f"guards_{args.set}.json"
+    out = ROOT / "benchmarks" / "results" / f"guards_{name}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"set": args.set, "summary": summary, **result}, indent=1, ensure_ascii=False))
+    source = str(args.file) if args.file is not None else args.set
+    out.write_text(json.dumps({"set": name, "source": source, "summary": summary, **result}, indent=1,
+                              ensure_ascii=False))
 
 
 if __name__ == "__main__":
