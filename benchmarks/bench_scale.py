@@ -12,7 +12,8 @@ Queries (never stored):
 * ``stored``: an exact stored (image, fact) pair (must be found at distance 0 and accepted);
 * ``random``: for random keys, fresh Gaussian keys from the same distribution.
 
-Every query is answered twice: by ``Retriever.search`` (IVF-bounded exact search + gate) and by the exact
+Every query is answered twice: by ``Retriever.search`` (IVF-bounded exact search + the paper's percentile
+gate, ``retrieval.gate: percentile``; the null-set gate needs edits with answer entries, which bulk keys are not) and by the exact
 reference (every key scored, ``Codebook.scaled_topk(exact_scan=True)``, same tau); recall@5 and gate
 agreement compare the two. Each size is built once (``Codebook.bulk``), saved with ``save_codebook``, and
 served by a fresh process that loads it, so load time and RSS are those of a real reopen.
@@ -155,7 +156,7 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
     cb = stored.codebook
     rss_loaded = rss_bytes() - rss0
     raw_fp16 = len(cb) * cb.dim * 2
-    retr = Retriever(cb, RetrievalConfig(cap_keys=5), seed=0)
+    retr = Retriever(cb, RetrievalConfig(cap_keys=5, gate="percentile"), seed=0)
     t = time.perf_counter()
     tau = retr.threshold()
     gate_init_s = time.perf_counter() - t
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
             t = time.perf_counter()
             lists = None if n <= args.exact_graph_max else args.graph_lists
             cb = Codebook.bulk(keys, values, [f"e{i}" for i in range(n)], 0.5,
-                               config=CodebookConfig(merge=False), retrieval=RetrievalConfig(cap_keys=5),
+                               config=CodebookConfig(merge=False), retrieval=RetrievalConfig(cap_keys=5, gate="percentile"),
                                graph_lists=lists)
             build_s = time.perf_counter() - t
             graph = {"graph": "exact" if lists is None else f"approximate ({lists} IVF lists per block)"}

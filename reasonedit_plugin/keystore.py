@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .errors import ReasonEditError
-from .index import IndexInputError, VectorIndex
+from .key_projection import PROJ_DIM, KeyProjection
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,12 @@ class KeyStore:
         self.add_column("den", (), np.float64, 1.0)
         self.add_column("reach", (), np.float32, np.inf)
         self.add_column("sqn", (), np.float32, 0.0)
+        self.add_column("pz", (PROJ_DIM,), np.float32, 0.0)
+        self._proj: KeyProjection | None = None  # a lower bound of distances from PROJ_DIM numbers (trained)
+        self._csq = np.zeros(0, np.float32)  # squared centroid norms
         du = self.dim * 2.0 ** -24
         self._margin = 2.0 * (du / (1.0 - du) + 3.0 * 2.0 ** -24) * 1.01  # see index._float32_margin
+        self._norm_up = 1.0 + 2.0 * du  # sqrt(sqn) * this bounds a stored key's norm from above
 
     # ------------------------------------------------------------------ rows
     def __len__(self) -> int:
@@ -204,6 +208,8 @@ class KeyStore:
             col[start:start + m] = initial.get(name, self._fill[name])
         for s in range(start, start + m, _CHUNK):
             x = self._fp32(np.arange(s, min(start + m, s + _CHUNK)))
+            if self._proj is not None:
+                self._columns["pz"][s:s + len(x)] = self._proj.project(x.numpy())
             self._columns["sqn"][s:s + len(x)] = x.mul_(x).sum(dim=1).numpy()
         self.n += m
         rows = np.arange(start, start + m)
@@ -275,6 +281,22 @@ class KeyStore:
         e = self._margin * (self._columns["sqn"][rows] + qsq)
         return np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
 
+    def _centroid_bounds(self, q: np.ndarray, qsq: float) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of d(q, c) for every centroid, from one matrix-vector product."""
+        d2 = self._csq + qsq - 2.0 * (self.centroids @ q)
+        e = self._margin * (self._csq + qsq)
+        return np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
+
+    def _projected(self, q: np.ndarray, qsq: float) -> tuple[np.ndarray, float]:
+        """The query's projection and an upper bound of its norm (for :meth:`_proj_lower`)."""
+        return self._proj.project(q[None])[0], math.sqrt(qsq) * (1.0 + 1e-12)
+
+    def _proj_lower(self, rows: np.ndarray, zq: np.ndarray, norm_q: float) -> np.ndarray:
+        """Proven lower bounds of d(q, x) for ``rows`` from the projections (``key_projection.py``)."""
+        z = torch.from_numpy(self._columns["pz"]).index_select(0, torch.from_numpy(rows))
+        return self._proj.lower_bounds(zq, z, norm_q,
+                                       np.sqrt(self._columns["sqn"][rows].astype(np.float64)) * self._norm_up)
+
     # ------------------------------------------------------------------ IVF partition
     @property
     def trained(self) -> bool:
@@ -303,6 +325,12 @@ class KeyStore:
         self.centroids = np.ascontiguousarray(centroids, np.float32)
         nlist = len(self.centroids)
         self._trained_at = self.n
+        self._csq = np.einsum("ij,ij->i", self.centroids, self.centroids)
+        self._proj = KeyProjection.from_centroids(self.centroids, self.dim)
+        pz = self._columns["pz"]
+        for s in range(0, self.n, _CHUNK):
+            e = min(self.n, s + _CHUNK)
+            pz[s:e] = self._proj.project(self._fp32(np.arange(s, e)).numpy())
         if assign is None or rad is None:
             self._assign_rows(np.arange(self.n), rebuild=True)
         else:
@@ -412,8 +440,9 @@ class KeyStore:
             groups: list[np.ndarray] = [np.arange(s, min(n, s + _CHUNK)) for s in range(0, n, _CHUNK)]
             dqc = lb_list = order = None
         else:
-            dqc = np.sqrt(np.maximum(((self.centroids - q) ** 2).sum(1), 0.0)).astype(np.float32)
-            lb_list = np.maximum(dqc - self._list_rmax - _TOL * (dqc + self._list_rmax), 0.0).astype(np.float64)
+            dqc, dqc_hi = self._centroid_bounds(q, qsq)
+            zq, norm_q = self._projected(q, qsq)
+            lb_list = np.maximum(dqc - self._list_rmax - _TOL * (dqc_hi + self._list_rmax), 0.0).astype(np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 lb_list = lb_list / self._list_den_max if scaled else lb_list
             lb_list = np.where(self._list_len > 0, lb_list, np.inf)
@@ -440,9 +469,13 @@ class KeyStore:
                     break
                 rows = np.concatenate(parts)
                 a = self._assign[rows]
-                gap = np.abs(dqc[a] - self._rad[rows]) - _TOL * (dqc[a] + self._rad[rows])
+                rad, lo_c, hi_c = self._rad[rows], dqc[a], dqc_hi[a]
+                gap = np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)
                 lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
                 rows = rows[lb <= kth]
+                if kth < np.inf and len(rows):  # the projected bound: most rows of the lists end here
+                    lb = self._proj_lower(rows, zq, norm_q)
+                    rows = rows[(lb / den[rows] if scaled else lb) <= kth]
             if exclude >= 0:
                 rows = rows[rows != exclude]
             if not len(rows):
@@ -551,8 +584,9 @@ class KeyStore:
         if self.centroids is None or n <= self.exact_below:
             rows = np.arange(n)
         else:
-            dqc = np.sqrt(((self.centroids - q) ** 2).sum(1)).astype(np.float32)
-            near = dqc - self._list_rmax - _TOL * (dqc + self._list_rmax) <= self._list_reach_max
+            qsq = float(np.dot(q.astype(np.float64), q))
+            dqc, dqc_hi = self._centroid_bounds(q, qsq)
+            near = dqc - self._list_rmax - _TOL * (dqc_hi + self._list_rmax) <= self._list_reach_max
             lists = np.flatnonzero(near & (self._list_len > 0))
             if max_lists is not None and len(lists) > max_lists:
                 lists = lists[np.argsort(dqc[lists] - self._list_rmax[lists], kind="stable")[:max_lists]]
@@ -560,8 +594,12 @@ class KeyStore:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             rows = np.concatenate([self._lists[c][: self._list_len[c]] for c in lists])
             a = self._assign[rows]
-            gap = np.abs(dqc[a] - self._rad[rows]) - _TOL * (dqc[a] + self._rad[rows])
+            rad = self._rad[rows]
+            gap = np.maximum(dqc[a] - rad, rad - dqc_hi[a]) - _TOL * (dqc_hi[a] + rad)
             rows = rows[gap <= reach[rows]]
+            if len(rows):
+                zq, norm_q = self._projected(q, qsq)
+                rows = rows[self._proj_lower(rows, zq, norm_q) <= reach[rows]]
         if exclude >= 0:
             rows = rows[rows != exclude]
         if len(rows):
@@ -572,51 +610,4 @@ class KeyStore:
         return rows[keep], d[keep]
 
 
-class StoreIndex(VectorIndex):
-    """A read-only :class:`~.index.VectorIndex` view of a key store (exact L2 search, the index contract's
-    (distance, id) order). Keys enter and leave through the codebook, never through this view."""
-
-    def __init__(self, store: KeyStore):
-        super().__init__(store.dim)
-        self._store = store
-
-    @property
-    def count(self) -> int:
-        return len(self._store)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._store
-
-    def all_ids(self) -> np.ndarray:
-        return np.sort(self._store.ids)
-
-    def _require_known(self, ids: np.ndarray) -> None:
-        unknown = [int(i) for i in ids if int(i) not in self._store]
-        if unknown:
-            raise IndexInputError(f"unknown ids {unknown[:10]}: they are not in the codebook's key store.")
-
-    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        raise ReasonEditError("the codebook's index is read-only; add keys with codebook.add_edit().")
-
-    def _remove(self, ids: np.ndarray) -> None:
-        raise ReasonEditError("the codebook's index is read-only; remove keys with codebook.remove_edit().")
-
-    def add(self, ids: Any, vectors: Any) -> None:  # no id bookkeeping in the base class: refuse first
-        self._add(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
-
-    def remove(self, ids: Any) -> None:
-        self._remove(np.zeros(0, np.int64))
-
-    def _reset(self) -> None:
-        raise ReasonEditError("the codebook's index is read-only.")
-
-    def _vectors(self, ids: np.ndarray) -> np.ndarray:
-        return self._store.vectors(self._store.rows(ids))
-
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        out_d = np.empty((len(queries), k), np.float32)
-        out_i = np.empty((len(queries), k), np.int64)
-        for r, q in enumerate(queries):
-            hits = self._store.search(self._store.round(q), k, scaled=False)
-            out_d[r], out_i[r] = hits.distances, hits.ids
-        return out_d, out_i
+from .store_index import StoreIndex  # noqa: E402  (re-export: the read-only index view of a store)
