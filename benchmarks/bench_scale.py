@@ -166,11 +166,12 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
                            "rss_ratio": rss_loaded / raw_fp16, "tau": tau, "queries": {}}
     for name in [k for k in data.files if k.startswith("q_")]:
         qs = torch.from_numpy(data[name])
-        lat, recall, order_equal, gate_equal, accepted = [], [], [], [], []
-        for i, q in enumerate(qs):
+        lat, recall, order_equal, gate_equal, accepted, results = [], [], [], [], [], []
+        for q in qs:  # timed alone: the full scans of the reference would evict the search's working set
             t = time.perf_counter()
-            res = retr.search(q)
+            results.append(retr.search(q))
             lat.append((time.perf_counter() - t) * 1e3)
+        for i, (q, res) in enumerate(zip(qs, results)):
             accepted.append(res.accepted)
             if i < exact_queries:
                 exact = cb.scaled_topk(q, 5, exact_scan=True)

@@ -159,15 +159,17 @@ class KeyStore:
         return r.astype(np.float32)
 
     def _grow(self, needed: int) -> None:
+        """Room for ``needed`` rows, with headroom (a quarter more, at least double the old capacity): the
+        new arrays come from calloc and rows past ``n`` are never written until used, so the headroom costs
+        address space, not memory, and the edits after a load do not copy every key."""
         cap = len(self._mat)
         if needed <= cap:
             return
-        new = max(needed, 2 * cap, 64)
+        new = max(needed + needed // 4, 2 * cap, 64)
 
-        def grow(a: np.ndarray, fill: Any) -> np.ndarray:
-            out = np.empty((new,) + a.shape[1:], a.dtype)
+        def grow(a: np.ndarray, fill: Any) -> np.ndarray:  # rows >= n are set when they are added
+            out = np.zeros((new,) + a.shape[1:], a.dtype)
             out[:cap] = a
-            out[cap:] = fill
             return out
 
         self._mat = grow(self._mat, 0)
@@ -340,11 +342,11 @@ class KeyStore:
         assert len(self._lists) == nlist
 
     def _nearest_centroids(self, x: np.ndarray) -> np.ndarray:
-        import faiss
-
-        if len(x) <= 16:
+        if len(x) <= 16:  # an edit's few keys: no faiss index (nor its import on the first edit)
             xf = x.astype(np.float32)
             return np.array([int(np.argmin(((self.centroids - v) ** 2).sum(1))) for v in xf], np.int64)
+        import faiss
+
         out = np.empty(len(x), np.int64)
         index = faiss.IndexFlatL2(self.dim)
         index.add(self.centroids)
