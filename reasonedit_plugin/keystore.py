@@ -449,6 +449,8 @@ class KeyStore:
                 lb_list = lb_list / self._list_den_max if scaled else lb_list
             lb_list = np.where(self._list_len > 0, lb_list, np.inf)
             order = np.argsort(lb_list, kind="stable")
+            lb_sorted, cum = lb_list[order], np.cumsum(self._list_len[order])
+            limit = len(order) if max_lists is None else min(len(order), max_lists)
             groups = []
         kth = np.inf
         scored = 0
@@ -459,17 +461,13 @@ class KeyStore:
                     break
                 rows = groups.pop(0)
             else:
-                parts, total = [], 0
-                target = _CHUNK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
-                while (i < len(order) and lb_list[order[i]] <= kth and total < target
-                       and (max_lists is None or i < max_lists)):
-                    c = order[i]
-                    parts.append(self._lists[c][: self._list_len[c]])
-                    total += self._list_len[c]
-                    i += 1
-                if not parts:
+                stop = min(limit, int(np.searchsorted(lb_sorted, kth, "right")))  # lists the bound admits
+                if i >= stop:
                     break
-                rows = np.concatenate(parts)
+                target = _CHUNK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
+                j = min(stop, int(np.searchsorted(cum, (cum[i - 1] if i else 0) + target, "left")) + 1)
+                rows = np.concatenate([self._lists[c][: self._list_len[c]] for c in order[i:j].tolist()])
+                i = j
                 a = self._assign[rows]
                 rad, lo_c, hi_c = self._rad[rows], dqc[a], dqc_hi[a]
                 gap = np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)
