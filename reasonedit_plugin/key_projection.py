@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 PROJ_DIM = 32
-"""Projected dimensions kept per key (float32: 128 bytes a key next to 2 * D bytes of float16 key)."""
+"""Projected dimensions kept per key (stored as float16: 64 bytes a key next to 2 * D bytes of float16 key;
+the half-precision rounding of a stored projection is part of the bound's margin)."""
 
 _U = 2.0 ** -24  # float32 unit roundoff
+_U16 = 2.0 ** -11  # float16 unit roundoff (stored projections)
 
 
 def _gamma(n: int) -> float:
@@ -40,6 +42,9 @@ class KeyProjection:
         self._stretch = 1.0 + 1e-12 + _U * math.sqrt(r)
         # |fl(p . x) - p . x| <= gamma_D ||p|| ||x|| per projected coordinate, r of them
         self._abs = math.sqrt(r) * _gamma(dim + 1) * self._stretch * (1.0 + 1e-6)
+        # the stored projection rounded to float16: off by at most u16 |z| <= u16 stretch (1 + abs) ||x||
+        self._abs_x = self._abs + _U16 * self._stretch * (1.0 + self._abs) * (1.0 + 1e-6)
+        self._tiny = math.sqrt(r) * 2.0 ** -25  # ... or by half the smallest float16 step (subnormals)
         # the float32 difference, squares, r-term sum and square root of the projected vectors
         self._rel = _gamma(2 * r + 8)
 
@@ -61,16 +66,17 @@ class KeyProjection:
         return cls(basis)
 
     def project(self, x: np.ndarray) -> np.ndarray:
-        """float32 [m, r] projections of float32 keys [m, D]."""
+        """float32 [m, r] projections of float32 keys [m, D] (the key store keeps them as float16)."""
         return np.asarray(x, np.float32) @ self.basis
 
     def lower_bounds(self, zq: np.ndarray, z: np.ndarray | torch.Tensor, norm_q: float, norm_x: np.ndarray
                      ) -> np.ndarray:
-        """float64 [m]: lower bounds of ||q - x_i|| from the computed projections ``zq`` [r] of q and ``z``
-        [m, r] of the x_i (a tensor is overwritten), and upper bounds of the norms ||q|| and ||x_i|| (for
-        the matmul's rounding)."""
+        """float64 [m]: lower bounds of ||q - x_i|| from the computed projection ``zq`` [r] of q (float32)
+        and the stored projections ``z`` [m, r] of the x_i (float16 values; a float32 tensor is
+        overwritten), and upper bounds of the norms ||q|| and ||x_i|| (for the rounding margins). A
+        projection that overflowed float16 gives the trivial bound 0."""
         diff = z if isinstance(z, torch.Tensor) else torch.from_numpy(np.array(z, np.float32))
         diff.sub_(torch.from_numpy(np.asarray(zq, np.float32)))
         c = diff.mul_(diff).sum(dim=1).sqrt_().numpy().astype(np.float64)
-        lb = c / (1.0 + self._rel) - self._abs * (norm_q + norm_x)
-        return np.maximum(lb, 0.0) / self._stretch
+        lb = c / (1.0 + self._rel) - self._abs * norm_q - self._abs_x * norm_x - self._tiny
+        return np.where(np.isfinite(lb), np.maximum(lb, 0.0), 0.0) / self._stretch

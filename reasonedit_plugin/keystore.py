@@ -95,7 +95,7 @@ class KeyStore:
         self.add_column("den", (), np.float64, 1.0)
         self.add_column("reach", (), np.float32, np.inf)
         self.add_column("sqn", (), np.float32, 0.0)
-        self.add_column("pz", (PROJ_DIM,), np.float32, 0.0)
+        self.add_column("pz", (PROJ_DIM,), np.float16, 0.0)  # projections, stored at half precision
         self._proj: KeyProjection | None = None  # a lower bound of distances from PROJ_DIM numbers (trained)
         self._csq = np.zeros(0, np.float32)  # squared centroid norms
         du = self.dim * 2.0 ** -24
@@ -295,7 +295,7 @@ class KeyStore:
 
     def _proj_lower(self, rows: np.ndarray, zq: np.ndarray, norm_q: float) -> np.ndarray:
         """Proven lower bounds of d(q, x) for ``rows`` from the projections (``key_projection.py``)."""
-        z = torch.from_numpy(self._columns["pz"]).index_select(0, torch.from_numpy(rows))
+        z = torch.from_numpy(self._columns["pz"]).index_select(0, torch.from_numpy(rows)).float()
         return self._proj.lower_bounds(zq, z, norm_q,
                                        np.sqrt(self._columns["sqn"][rows].astype(np.float64)) * self._norm_up)
 
