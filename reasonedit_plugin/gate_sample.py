@@ -17,8 +17,6 @@ interpolation as ``np.percentile``; tested).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
