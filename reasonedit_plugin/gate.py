@@ -209,6 +209,8 @@ class NullSetGate:
         template = cb.config.answer_template
         out = {}
         for eid, entry in cb.entries.items():
+            if "answer" not in entry.kinds:  # cheap: no contribution objects (nor key copies) built
+                continue
             for c in entry.contributions:
                 if c.kind == "answer":
                     out[(eid, c.edit_id)] = _AnswerStat(
