@@ -14,9 +14,9 @@ Queries (never stored):
 
 Latencies are wall-clock p50/p95 and, next to them, the CPU time of the serving thread (``cpu_*``: what
 the work costs when the machine is shared; wall time includes waiting for a core). Every query is answered
-twice: by ``Retriever.search`` (IVF-bounded exact search + the paper's percentile
-gate, ``retrieval.gate: percentile``; the null-set gate needs edits with answer entries, which bulk keys are not) and by the exact
-reference (every key scored, ``Codebook.scaled_topk(exact_scan=True)``, same tau); recall@5 and gate
+twice: by ``Retriever.search`` (IVF-bounded exact search + the paper's percentile gate,
+``retrieval.gate: percentile``; the null-set gate needs edits with answer entries, which bulk keys are not)
+and by the exact reference (every key scored, ``Codebook.scaled_topk(exact_scan=True)``, same tau); recall@5 and gate
 agreement compare the two. Each size is built once (``Codebook.bulk``), saved with ``save_codebook``, and
 served by a fresh process that loads it, so load time and RSS are those of a real reopen.
 

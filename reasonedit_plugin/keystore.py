@@ -43,8 +43,9 @@ _CHUNK = 4096  # rows scored per vectorised step
 
 def trim_heap() -> None:
     """Hand freed heap pages back to the OS. A load or bulk build passes every key through float32
-    temporaries (and a load through the file's bytes); glibc keeps the freed arenas (on the 100k benchmark, ~0.6x the key bytes of resident memory
-    nothing uses). A no-op where the C library has no ``malloc_trim``."""
+    temporaries (and a load through the file's bytes); glibc keeps the freed arenas (on the 100k benchmark,
+    ~0.6x the key bytes of resident memory that nothing uses). A no-op where the C library has no
+    ``malloc_trim``."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
