@@ -554,4 +554,4 @@ class KeyStore:
         return rows[keep], d[keep]
 
 
-from .store_index import StoreIndex  # noqa: E402  (re-export: the read-only index view of a store)
+from .store_index import StoreIndex  # noqa: E402,F401  (re-export: the read-only index view of a store)
