@@ -149,6 +149,17 @@ class GateVerdict:
 
 
 @dataclass
+class _EntryRows:
+    """An entry's contributions with their key halves as the tests use them (cached per codebook version)."""
+
+    contributions: list[Any]
+    vision: torch.Tensor
+    """float64 [m, vision_dim]"""
+    text_unit: torch.Tensor | None
+    """float64 [m, text dim], unit rows (None without a text part)."""
+
+
+@dataclass
 class _AnswerStat:
     edit_id: str
     vision: torch.Tensor
@@ -185,6 +196,10 @@ class NullSetGate:
         self._conflict: dict[str, tuple[float, str]] = {}
         """edit id -> (distance to the nearest conflicting edit's image, that edit)."""
         self._version: int | None = None
+        self._rows: dict[int, _EntryRows] = {}
+        """Per candidate entry, its contributions as arrays (cleared when the codebook changes)."""
+        self._with_answer: set[str] = set()
+        self._answers: dict[str, _AnswerStat] = {}
 
     # ------------------------------------------------------------------ the null set
     def _answer_entries(self) -> dict[tuple[int, str], _AnswerStat]:
@@ -194,6 +209,8 @@ class NullSetGate:
         template = cb.config.answer_template
         out = {}
         for eid, entry in cb.entries.items():
+            if "answer" not in entry.kinds:  # cheap: no contribution objects (nor key copies) built
+                continue
             for c in entry.contributions:
                 if c.kind == "answer":
                     out[(eid, c.edit_id)] = _AnswerStat(
@@ -215,6 +232,9 @@ class NullSetGate:
         for i in new:
             self._add(i, current[i])
         self._null()
+        self._rows.clear()
+        self._with_answer = {s.edit_id for s in self._stats.values()}
+        self._answers = {s.edit_id: s for s in self._stats.values()}
         self._version = cb.version
 
     def _null(self) -> None:
@@ -268,33 +288,53 @@ class NullSetGate:
     # ------------------------------------------------------------------ one query
     def test(self, query: torch.Tensor, entry_id: int) -> list[EntryTest]:
         """The image and text tests of every contribution of entry ``entry_id``."""
-        cfg, dv = self.config, self.vision_dim
+        self.refresh()
         q = query.double().reshape(-1)
-        q_text = _unit(q[dv:]) if self.has_text else None
+        return self._test(q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None, entry_id)
+
+    def contributions(self, entry_id: int) -> list[Any]:
+        """The contributions of entry ``entry_id`` (cached for the current codebook version)."""
+        self.refresh()
+        return self._entry_rows(entry_id).contributions
+
+    def _entry_rows(self, entry_id: int) -> _EntryRows:
+        rows = self._rows.get(entry_id)
+        if rows is None:
+            contributions = self.codebook.entries[entry_id].contributions
+            keys = torch.stack([c.key for c in contributions]).double()
+            dv = self.vision_dim
+            rows = self._rows[entry_id] = _EntryRows(contributions, keys[:, :dv],
+                                                     _unit(keys[:, dv:]) if self.has_text else None)
+        return rows
+
+    def _test(self, q_vision: torch.Tensor, q_text: torch.Tensor | None, entry_id: int) -> list[EntryTest]:
+        cfg = self.config
+        rows = self._entry_rows(entry_id)
+        d_img = torch.linalg.vector_norm(q_vision - rows.vision, dim=1).tolist()
+        cos = [None] * len(d_img) if q_text is None else (rows.text_unit @ q_text).tolist()
         out = []
-        for c in self.codebook.entries[entry_id].contributions:
-            key = c.key.double()
-            d_img = float(torch.linalg.vector_norm(q[:dv] - key[:dv]))
+        for c, d, cs in zip(rows.contributions, d_img, cos):
             thr, why = cfg.image_factor * c.radius, f"{cfg.image_factor:g} x radius {c.radius:.3f}"
             if self.null_threshold is not None and self.null_threshold < thr:
                 thr, why = self.null_threshold, (f"{cfg.null_percentile:g}th percentile of {self.null_pairs} "
                                                  "image distances between different edits")
             if c.edit_id in self._conflict:
-                d, other = self._conflict[c.edit_id]
-                if cfg.conflict_share * d < thr:
-                    thr, why = cfg.conflict_share * d, f"{cfg.conflict_share:g} x d to conflicting edit {other}"
-            cos = None if q_text is None else float(q_text @ _unit(key[dv:]))
-            out.append(EntryTest(entry_id, c.edit_id, c.kind, c.value, d_img, thr, why, cos, d_img <= thr,
-                                 cos is None or cos >= cfg.text_min_cos))
+                dc, other = self._conflict[c.edit_id]
+                if cfg.conflict_share * dc < thr:
+                    thr, why = cfg.conflict_share * dc, f"{cfg.conflict_share:g} x d to conflicting edit {other}"
+            out.append(EntryTest(entry_id, c.edit_id, c.kind, c.value, d, thr, why, cs, d <= thr,
+                                 cs is None or cs >= cfg.text_min_cos))
         return out
 
     def decide(self, query: torch.Tensor, candidates: list[int]) -> GateVerdict:
         """Test ``candidates`` (nearest first) and pick what is retrieved."""
         self.refresh()
         cfg = self.config
-        tests = [t for i in candidates for t in self.test(query, i)]
+        q = query.double().reshape(-1)
+        q_vision, q_text = q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None
+        tests = [t for i in candidates for t in self._test(q_vision, q_text, i)]
         matched: dict[str, float] = {}
-        with_answer = {s.edit_id for s in self._stats.values()} if cfg.match_on == "answer" else set()
+        with_answer = self._with_answer if cfg.match_on == "answer" else set()
         for t in tests:
             if t.passed and (t.kind == "answer" or t.edit_id not in with_answer):
                 r = t.ratio(cfg.text_min_cos)
@@ -305,12 +345,12 @@ class NullSetGate:
             return GateVerdict([], tests, reason=reason)
         created: dict[str, float] = {}
         for i in candidates:
-            for c in self.codebook.entries[i].contributions:
+            for c in self._entry_rows(i).contributions:
                 created[c.edit_id] = max(created.get(c.edit_id, c.created), c.created)
         # the best-matching edit wins; a matched edit answering the same question is dropped; ties (e.g.
         # the same image and question edited twice) go to the later edit: a re-edit overrides
         order = sorted(matched, key=lambda e: (round(matched[e], 9), -created.get(e, 0.0), e))
-        answers = {s.edit_id: s for s in self._stats.values()}
+        answers = self._answers
         kept: list[str] = []
         dropped: dict[str, str] = {}
         for edit in order:

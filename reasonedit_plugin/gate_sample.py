@@ -3,14 +3,19 @@
 tau is a percentile of d_ij / (sigma_j + 1e-6) over pairs of up to ``size`` stored keys. With that many
 keys or fewer the sample is all of them (exactly the reference). Above, it is the ``size`` entries of lowest
 seeded pseudo-random priority — a uniform sample without replacement that an add or a removal changes by
-at most one entry — with its pairwise distances kept, so tau is recomputed from cached pairs (one
-partition) only when a sampled key or its sigma changed, instead of a 2,000 x 2,000 distance matrix per
-edit.
+at most one entry — with its pairwise distances kept.
+
+tau itself is read from a *pool*: the sorted scaled pair values up to a cut-off T, a few times more than
+the percentile's rank needs (p = 1 % of 2,000 keys: ~20k of the 2M pair values). An edit changes the
+values of the pairs of at most a few sample members (one joins or leaves; the sigma of a few changes);
+those pairs are taken out of the pool with the values they went in with and put back with the new ones
+(a few thousand values, sorted insertions), so tau after an edit costs O(changed pairs + pool), not a
+partition of every pair. When the pool no longer reaches the rank it is rebuilt from all pairs. The
+answer is the same number a full recomputation gives (same float64 arithmetic per value, same
+interpolation as ``np.percentile``; tested).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,80 +35,188 @@ def priority(ids: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
 
 
+def _interpolate(a: float, b: float, h: float) -> float:
+    """``np.percentile``'s linear interpolation between the values at ranks floor(h) and floor(h) + 1."""
+    t = h - np.floor(h)
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
+
+
 def _percentile_inplace(values: np.ndarray, percentile: float) -> float:
     """``np.percentile(values, percentile)`` (linear interpolation) by one partition of ``values`` in place."""
     h = (len(values) - 1) * percentile / 100.0
     lo = int(np.floor(h))
     hi = min(lo + 1, len(values) - 1)
     values.partition([lo, hi] if hi != lo else [lo])
-    a, b = float(values[lo]), float(values[hi])
-    t = h - lo
-    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
+    return _interpolate(float(values[lo]), float(values[hi]), h)
 
 
 class GateSample:
-    """Up to ``size`` entries (lowest priority) and their pairwise key distances, kept under edits."""
+    """Up to ``size`` entries (lowest priority), their pairwise key distances and the pool of their lowest
+    scaled pair values, kept under edits."""
 
     def __init__(self, store: KeyStore, graph: HubnessGraph, size: int, seed: int):
         self.store, self.graph, self.size, self.seed = store, graph, size, seed
         ids = store.ids.copy()
         prio = priority(ids, seed)
         take = np.argsort(prio, kind="stable")[:size]
-        self.ids = ids[take]
-        self.prio = prio[take]
-        x = torch.from_numpy(store.vectors(store.rows(self.ids))).double()
+        m = len(take)
+        cap = min(size, max(64, 2 * m)) if m < size else size
+        self._ids = np.full(cap, -1, np.int64)
+        self._prio = np.full(cap, np.inf)
+        self._den = np.ones(cap)  # sigma + eps of each member as its pairs' values went into the pool
+        self._dist = np.zeros((cap, cap), np.float32)
+        self.n = m
+        self._ids[:m], self._prio[:m] = ids[take], prio[take]
+        x = torch.from_numpy(store.vectors(store.rows(self._ids[:m]))).double()
         sq = (x * x).sum(1)
         d2 = (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp_(min=0.0)
         near = d2 <= 1e-9 * (sq[:, None] + sq[None, :])  # (near-)duplicates: exact differences instead
         if near.any():
             i, j = torch.nonzero(near, as_tuple=True)
             d2[i, j] = ((x[i] - x[j]) ** 2).sum(1)
-        self.dist = d2.sqrt_().float().numpy()
-        self._cache: tuple[Any, float] | None = None
-        self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._dist[:m, :m] = d2.sqrt_().float().numpy()
+        self._pool: np.ndarray | None = None  # sorted scaled pair values <= self._cut (all pairs if complete)
+        self._cut = np.inf
+        self._need = 0
 
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids[: self.n]
+
+    @property
+    def prio(self) -> np.ndarray:
+        return self._prio[: self.n]
+
+    @property
+    def dist(self) -> np.ndarray:
+        return self._dist[: self.n, : self.n]
+
+    # ------------------------------------------------------------------ membership
     def added(self, entry_id: int) -> None:
         p = float(priority(np.array([entry_id]), self.seed)[0])
-        if len(self.ids) >= self.size and p >= self.prio.max():
+        if self.n >= self.size and p >= self.prio.max():
             return
-        store = self.store
-        row = store.distances(store.rows(self.ids), store.vectors(np.array([store.row(entry_id)]))[0])
-        n = len(self.ids)
-        dist = np.zeros((n + 1, n + 1), np.float32)
-        dist[:n, :n], dist[n, :n], dist[:n, n] = self.dist, row, row
-        self.ids, self.prio, self.dist = np.append(self.ids, entry_id), np.append(self.prio, p), dist
-        if len(self.ids) > self.size:
-            self._drop(int(np.argmax(self.prio)))
+        if self.n >= self.size:  # the member of highest priority leaves; the new one takes its place
+            pos = int(np.argmax(self.prio))
+            self._retire(np.array([pos]))
+        else:
+            pos = self.n
+            self._reserve(pos + 1)
+            self.n += 1
+        self._place(pos, entry_id, p)
 
     def removed(self, entry_id: int) -> None:
         where = np.flatnonzero(self.ids == entry_id)
         if not len(where):
             return
-        self._drop(int(where[0]))
+        pos = int(where[0])
+        self._retire(np.array([pos]))
         store = self.store
         others = store.ids[~np.isin(store.ids, self.ids)]
         others = others[others != entry_id]
-        if len(others) and len(self.ids) < self.size:
+        if len(others):  # the next entry by priority takes the place
             nxt = int(others[np.argmin(priority(others, self.seed))])
-            self.added(nxt)
+            self._place(pos, nxt, float(priority(np.array([nxt]), self.seed)[0]))
+            return
+        last = self.n - 1  # fewer entries than the sample size: the last member moves into the hole
+        if pos != last:
+            self._dist[pos, :] = self._dist[last, :]
+            self._dist[:, pos] = self._dist[:, last]
+            self._dist[pos, pos] = 0.0
+            self._ids[pos], self._prio[pos], self._den[pos] = self._ids[last], self._prio[last], self._den[last]
+        self._ids[last], self._prio[last] = -1, np.inf
+        self.n = last
 
-    def _drop(self, pos: int) -> None:
-        keep = np.arange(len(self.ids)) != pos
-        self.ids, self.prio = self.ids[keep], self.prio[keep]
-        self.dist = self.dist[np.ix_(keep, keep)]
+    def _reserve(self, n: int) -> None:
+        cap = len(self._ids)
+        if n <= cap:
+            return
+        new = min(self.size, max(n, 2 * cap))
+        dist = np.zeros((new, new), np.float32)
+        dist[:cap, :cap] = self._dist
+        self._dist = dist
+        self._ids = np.concatenate([self._ids, np.full(new - cap, -1, np.int64)])
+        self._prio = np.concatenate([self._prio, np.full(new - cap, np.inf)])
+        self._den = np.concatenate([self._den, np.ones(new - cap)])
+
+    def _place(self, pos: int, entry_id: int, p: float) -> None:
+        """Put entry ``entry_id`` at sample position ``pos`` (free) and its pairs into the pool."""
+        store = self.store
+        self._ids[pos], self._prio[pos] = entry_id, p
+        row = store.distances(store.rows(self.ids), store.vectors(np.array([store.row(entry_id)]))[0])
+        row[pos] = 0.0
+        self._dist[pos, : self.n] = row
+        self._dist[: self.n, pos] = row
+        self._den[pos] = float(self.graph.sigma([entry_id])[0]) + EPS
+        self._admit(np.array([pos]))
+
+    # ------------------------------------------------------------------ the pool of low pair values
+    def _values(self, positions: np.ndarray) -> np.ndarray:
+        """The scaled values d_ij / den_j (j: the later entry id of the pair) of every pair with at least
+        one member in ``positions``, each pair once, with the dens the pool holds (``_den``)."""
+        n = self.n
+        ids, den = self._ids[:n], self._den[:n]
+        inside = np.zeros(n, bool)
+        inside[positions] = True
+        out = []
+        for s in np.sort(positions).tolist():
+            partner = ~inside
+            partner[s + 1:] |= inside[s + 1:]  # pairs inside the set: once, from their first member
+            partner[s] = False
+            j = np.flatnonzero(partner)
+            later = np.where(ids[j] > ids[s], den[j], den[s])
+            out.append(self._dist[s, j].astype(np.float64) / later)
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def _retire(self, positions: np.ndarray) -> None:
+        if self._pool is None:
+            return
+        vals = np.sort(self._values(positions))
+        vals = vals[vals <= self._cut]
+        if not len(vals):
+            return
+        idx = np.searchsorted(self._pool, vals, "left") + (np.arange(len(vals)) - np.searchsorted(vals, vals, "left"))
+        if idx[-1] >= len(self._pool) or not np.array_equal(self._pool[idx], vals):
+            self._pool = None  # cannot happen with identical arithmetic; rebuild rather than guess
+            return
+        self._pool = np.delete(self._pool, idx)
+
+    def _admit(self, positions: np.ndarray) -> None:
+        if self._pool is None:
+            return
+        vals = np.sort(self._values(positions))
+        vals = vals[vals <= self._cut]
+        if len(vals):
+            self._pool = np.insert(self._pool, np.searchsorted(self._pool, vals), vals)
+
+    def _rebuild(self, need: int) -> None:
+        """The pool from every pair: the lowest values up to a cut-off a few times beyond rank ``need``."""
+        n = self.n
+        ids = self._ids[:n]
+        iu, ju = np.triu_indices(n, k=1)
+        later = np.where(ids[iu] > ids[ju], iu, ju)
+        values = self._dist[iu, ju].astype(np.float64) / self._den[later]
+        keep = max(2 * need, need + 4096)
+        if keep >= len(values):
+            self._pool, self._cut = np.sort(values), np.inf
+        else:
+            values.partition(keep)
+            self._cut = float(values[keep])
+            pool = values[: keep + 1]
+            self._pool = np.sort(np.concatenate([pool, values[keep + 1:][values[keep + 1:] <= self._cut]]))
 
     def threshold(self, percentile: float) -> float:
-        sigma = self.graph.sigma(self.ids)
-        fingerprint = (self.ids.tobytes(), sigma.tobytes(), percentile)
-        if self._cache is not None and self._cache[0] == fingerprint:
-            return self._cache[1]
-        if self._pairs is None or self._pairs[0] is not self.dist:
-            iu = np.triu_indices(len(self.ids), k=1)
-            order = np.argsort(self.ids, kind="stable")  # pairs i < j by entry id
-            i, j = order[iu[0]], order[iu[1]]
-            self._pairs = (self.dist, self.dist[i, j].astype(np.float64), j.astype(np.int32))
-        _, d, j = self._pairs
-        values = d / (sigma + EPS)[j]  # d_ij / (sigma_j + eps): sigma of the later entry
-        tau = _percentile_inplace(values, percentile)
-        self._cache = (fingerprint, tau)
-        return tau
+        n = self.n
+        den = self.graph.sigma(self.ids) + EPS
+        changed = np.flatnonzero(den != self._den[:n])
+        if len(changed):  # members whose sigma moved: their pairs leave the pool at the old value
+            self._retire(changed)
+            self._den[changed] = den[changed]
+            self._admit(changed)
+        pairs = n * (n - 1) // 2
+        h = (pairs - 1) * percentile / 100.0
+        lo = int(np.floor(h))
+        hi = min(lo + 1, pairs - 1)
+        if self._pool is None or (len(self._pool) <= hi and self._cut < np.inf):
+            self._rebuild(hi + 1)
+        return _interpolate(float(self._pool[lo]), float(self._pool[hi]), h)

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .keystore import KeyStore
+from .keystore import KeyStore, trim_heap
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ class HubnessGraph:
         if s.trained:  # list bounds from the final columns
             part = s.partition_state()
             s.set_partition(s.centroids, part["assign"], part["rad"])
+        trim_heap()
 
     def restore(self, ids: np.ndarray, keys: np.ndarray, nbr: np.ndarray, nlen: np.ndarray,
                 sigma: np.ndarray, reach: np.ndarray, partition: dict[str, np.ndarray] | None) -> None:

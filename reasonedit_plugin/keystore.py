@@ -22,22 +22,34 @@ equal to a stored key's original values finds it at distance 0.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
 from .errors import ReasonEditError
-from .index import IndexInputError, VectorIndex
+from .key_projection import PROJ_DIM, KeyProjection
 
 logger = logging.getLogger(__name__)
 
 KEY_DTYPES = {"float16": np.float16, "float32": np.float32}
 _TOL = 1e-5  # relative margin on every bound (float32 rounding of distances is ~1e-6 relative)
 _CHUNK = 4096  # rows scored per vectorised step
+
+
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS. A load or bulk build passes every key through float32
+    temporaries (and a load through the file's bytes); glibc keeps the freed arenas (on the 100k benchmark,
+    ~0.6x the key bytes of resident memory that nothing uses). A no-op where the C library has no
+    ``malloc_trim``."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,12 @@ class KeyStore:
         self.add_column("den", (), np.float64, 1.0)
         self.add_column("reach", (), np.float32, np.inf)
         self.add_column("sqn", (), np.float32, 0.0)
+        self.add_column("pz", (PROJ_DIM,), np.float16, 0.0)  # projections, stored at half precision
+        self._proj: KeyProjection | None = None  # a lower bound of distances from PROJ_DIM numbers (trained)
+        self._csq = np.zeros(0, np.float32)  # squared centroid norms
         du = self.dim * 2.0 ** -24
         self._margin = 2.0 * (du / (1.0 - du) + 3.0 * 2.0 ** -24) * 1.01  # see index._float32_margin
+        self._norm_up = 1.0 + 2.0 * du  # sqrt(sqn) * this bounds a stored key's norm from above
 
     # ------------------------------------------------------------------ rows
     def __len__(self) -> int:
@@ -155,15 +171,17 @@ class KeyStore:
         return r.astype(np.float32)
 
     def _grow(self, needed: int) -> None:
+        """Room for ``needed`` rows, with headroom (a quarter more, at least double the old capacity): the
+        new arrays come from calloc and rows past ``n`` are never written until used, so the headroom costs
+        address space, not memory, and the edits after a load do not copy every key."""
         cap = len(self._mat)
         if needed <= cap:
             return
-        new = max(needed, 2 * cap, 64)
+        new = max(needed + needed // 4, 2 * cap, 64)
 
-        def grow(a: np.ndarray, fill: Any) -> np.ndarray:
-            out = np.empty((new,) + a.shape[1:], a.dtype)
+        def grow(a: np.ndarray, fill: Any) -> np.ndarray:  # rows >= n are set when they are added
+            out = np.zeros((new,) + a.shape[1:], a.dtype)
             out[:cap] = a
-            out[cap:] = fill
             return out
 
         self._mat = grow(self._mat, 0)
@@ -204,6 +222,8 @@ class KeyStore:
             col[start:start + m] = initial.get(name, self._fill[name])
         for s in range(start, start + m, _CHUNK):
             x = self._fp32(np.arange(s, min(start + m, s + _CHUNK)))
+            if self._proj is not None:
+                self._columns["pz"][s:s + len(x)] = self._proj.project(x.numpy())
             self._columns["sqn"][s:s + len(x)] = x.mul_(x).sum(dim=1).numpy()
         self.n += m
         rows = np.arange(start, start + m)
@@ -275,6 +295,22 @@ class KeyStore:
         e = self._margin * (self._columns["sqn"][rows] + qsq)
         return np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
 
+    def _centroid_bounds(self, q: np.ndarray, qsq: float) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of d(q, c) for every centroid, from one matrix-vector product."""
+        d2 = self._csq + qsq - 2.0 * (self.centroids @ q)
+        e = self._margin * (self._csq + qsq)
+        return np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
+
+    def _projected(self, q: np.ndarray, qsq: float) -> tuple[np.ndarray, float]:
+        """The query's projection and an upper bound of its norm (for :meth:`_proj_lower`)."""
+        return self._proj.project(q[None])[0], math.sqrt(qsq) * (1.0 + 1e-12)
+
+    def _proj_lower(self, rows: np.ndarray, zq: np.ndarray, norm_q: float) -> np.ndarray:
+        """Proven lower bounds of d(q, x) for ``rows`` from the projections (``key_projection.py``)."""
+        z = torch.from_numpy(self._columns["pz"]).index_select(0, torch.from_numpy(rows)).float()
+        return self._proj.lower_bounds(zq, z, norm_q,
+                                       np.sqrt(self._columns["sqn"][rows].astype(np.float64)) * self._norm_up)
+
     # ------------------------------------------------------------------ IVF partition
     @property
     def trained(self) -> bool:
@@ -303,6 +339,12 @@ class KeyStore:
         self.centroids = np.ascontiguousarray(centroids, np.float32)
         nlist = len(self.centroids)
         self._trained_at = self.n
+        self._csq = np.einsum("ij,ij->i", self.centroids, self.centroids)
+        self._proj = KeyProjection.from_centroids(self.centroids, self.dim)
+        pz = self._columns["pz"]
+        for s in range(0, self.n, _CHUNK):
+            e = min(self.n, s + _CHUNK)
+            pz[s:e] = self._proj.project(self._fp32(np.arange(s, e)).numpy())
         if assign is None or rad is None:
             self._assign_rows(np.arange(self.n), rebuild=True)
         else:
@@ -312,11 +354,11 @@ class KeyStore:
         assert len(self._lists) == nlist
 
     def _nearest_centroids(self, x: np.ndarray) -> np.ndarray:
-        import faiss
-
-        if len(x) <= 16:
+        if len(x) <= 16:  # an edit's few keys: no faiss index (nor its import on the first edit)
             xf = x.astype(np.float32)
             return np.array([int(np.argmin(((self.centroids - v) ** 2).sum(1))) for v in xf], np.int64)
+        import faiss
+
         out = np.empty(len(x), np.int64)
         index = faiss.IndexFlatL2(self.dim)
         index.add(self.centroids)
@@ -412,12 +454,15 @@ class KeyStore:
             groups: list[np.ndarray] = [np.arange(s, min(n, s + _CHUNK)) for s in range(0, n, _CHUNK)]
             dqc = lb_list = order = None
         else:
-            dqc = np.sqrt(np.maximum(((self.centroids - q) ** 2).sum(1), 0.0)).astype(np.float32)
-            lb_list = np.maximum(dqc - self._list_rmax - _TOL * (dqc + self._list_rmax), 0.0).astype(np.float64)
+            dqc, dqc_hi = self._centroid_bounds(q, qsq)
+            zq, norm_q = self._projected(q, qsq)
+            lb_list = np.maximum(dqc - self._list_rmax - _TOL * (dqc_hi + self._list_rmax), 0.0).astype(np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 lb_list = lb_list / self._list_den_max if scaled else lb_list
             lb_list = np.where(self._list_len > 0, lb_list, np.inf)
             order = np.argsort(lb_list, kind="stable")
+            lb_sorted, cum = lb_list[order], np.cumsum(self._list_len[order])
+            limit = len(order) if max_lists is None else min(len(order), max_lists)
             groups = []
         kth = np.inf
         scored = 0
@@ -428,21 +473,21 @@ class KeyStore:
                     break
                 rows = groups.pop(0)
             else:
-                parts, total = [], 0
-                target = _CHUNK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
-                while (i < len(order) and lb_list[order[i]] <= kth and total < target
-                       and (max_lists is None or i < max_lists)):
-                    c = order[i]
-                    parts.append(self._lists[c][: self._list_len[c]])
-                    total += self._list_len[c]
-                    i += 1
-                if not parts:
+                stop = min(limit, int(np.searchsorted(lb_sorted, kth, "right")))  # lists the bound admits
+                if i >= stop:
                     break
-                rows = np.concatenate(parts)
+                target = _CHUNK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
+                j = min(stop, int(np.searchsorted(cum, (cum[i - 1] if i else 0) + target, "left")) + 1)
+                rows = np.concatenate([self._lists[c][: self._list_len[c]] for c in order[i:j].tolist()])
+                i = j
                 a = self._assign[rows]
-                gap = np.abs(dqc[a] - self._rad[rows]) - _TOL * (dqc[a] + self._rad[rows])
+                rad, lo_c, hi_c = self._rad[rows], dqc[a], dqc_hi[a]
+                gap = np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)
                 lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
                 rows = rows[lb <= kth]
+                if kth < np.inf and len(rows):  # the projected bound: most rows of the lists end here
+                    lb = self._proj_lower(rows, zq, norm_q)
+                    rows = rows[(lb / den[rows] if scaled else lb) <= kth]
             if exclude >= 0:
                 rows = rows[rows != exclude]
             if not len(rows):
@@ -470,77 +515,9 @@ class KeyStore:
         O(N^2) when the bound prunes little (K-NN distances of high-dimensional keys are large next to
         the lists' radii). ``max_lists`` caps the lists each block visits (nearest first): an
         approximate graph for bulk imports too large for the exact one (no fallback then)."""
-        n = self.n
-        kk = min(k, n - 1)
-        ids_out = np.full((n, max(kk, 0)), -1, np.int64)
-        d_out = np.zeros((n, max(kk, 0)), np.float32)
-        if kk <= 0:
-            return ids_out, d_out
+        from .knn_build import knn_all
 
-        def single(row: int) -> None:
-            hits = self.search(self.vectors(np.array([row]))[0], kk, scaled=False, exclude=row)
-            ids_out[row], d_out[row] = hits.ids, hits.distances
-
-        if self.centroids is None:
-            for row in range(n):
-                single(row)
-                if progress is not None:
-                    progress(1)
-            return ids_out, d_out
-        sqn = self._columns["sqn"]
-        e_max = self._margin * float(sqn[:n].max())
-        cent = torch.from_numpy(self.centroids)
-        csq = (cent * cent).sum(1).numpy()
-        k2 = min(kk + 8, n - 1)
-        for c in range(len(self._lists)):
-            rows = self._lists[c][: self._list_len[c]]
-            m = len(rows)
-            if not m:
-                continue
-            q = self._fp32(rows)
-            qsq = sqn[rows]
-            d2c = qsq[:, None] + csq[None, :] - 2.0 * (q @ cent.T).numpy()
-            dlo = np.sqrt(np.maximum(d2c - self._margin * (qsq[:, None] + csq[None, :]), 0.0))
-            lbq = dlo - self._list_rmax[None, :] - _TOL * (dlo + self._list_rmax[None, :])
-            lbq[:, self._list_len == 0] = np.inf
-            block_lb = lbq.min(axis=0)
-            best_d2 = np.full((m, k2), np.inf, np.float32)
-            best_rows = np.full((m, k2), -1, np.int64)
-            ub = np.full(m, np.inf)
-            for visited, c2 in enumerate(np.argsort(block_lb, kind="stable")):
-                if block_lb[c2] > ub.max() or (max_lists is not None and visited >= max_lists):
-                    break
-                if not (lbq[:, c2] <= ub).any():
-                    continue
-                rows2 = self._lists[c2][: self._list_len[c2]]
-                d2 = qsq[:, None] + sqn[rows2][None, :] - 2.0 * (q @ self._fp32(rows2).T).numpy()
-                if c2 == c:
-                    np.fill_diagonal(d2, np.inf)  # a row is not its own neighbour
-                cat_d = np.concatenate([best_d2, d2.astype(np.float32)], axis=1)
-                cat_r = np.concatenate([best_rows, np.broadcast_to(rows2, d2.shape)], axis=1)
-                keep = np.argpartition(cat_d, k2 - 1, axis=1)[:, :k2]
-                best_d2 = np.take_along_axis(cat_d, keep, 1)
-                best_rows = np.take_along_axis(cat_r, keep, 1)
-                kth = np.partition(best_d2, kk - 1, axis=1)[:, kk - 1].astype(np.float64)
-                ub = np.sqrt(np.maximum(kth + self._margin * qsq + e_max, 0.0)) * (1 + _TOL)
-            # exact re-rank of the k2 screened candidates
-            cand = self._fp32(best_rows.reshape(-1)).reshape(m, k2, -1)
-            cand.sub_(q[:, None, :])
-            exact = cand.mul_(cand).sum(dim=2).sqrt_().numpy()
-            cid = self._ids[best_rows]
-            order = np.lexsort((cid, exact), axis=-1)[:, :kk]
-            ids_out[rows] = np.take_along_axis(cid, order, 1)
-            d_out[rows] = np.take_along_axis(exact, order, 1)
-            # conclusive when every candidate left out is provably farther than the k-th
-            lo_out = np.sqrt(np.maximum(best_d2.max(axis=1).astype(np.float64) - self._margin * qsq - e_max, 0.0))
-            doubtful = (lo_out <= d_out[rows, kk - 1].astype(np.float64) * (1 + _TOL)) & (k2 < n - 1)
-            if max_lists is not None:
-                doubtful[:] = False
-            for row in rows[doubtful].tolist():
-                single(row)
-            if progress is not None:
-                progress(m)
-        return ids_out, d_out
+        return knn_all(self, k, progress, max_lists)
 
     def within_reach(self, q: np.ndarray, exclude: int = -1, max_lists: int | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -551,8 +528,9 @@ class KeyStore:
         if self.centroids is None or n <= self.exact_below:
             rows = np.arange(n)
         else:
-            dqc = np.sqrt(((self.centroids - q) ** 2).sum(1)).astype(np.float32)
-            near = dqc - self._list_rmax - _TOL * (dqc + self._list_rmax) <= self._list_reach_max
+            qsq = float(np.dot(q.astype(np.float64), q))
+            dqc, dqc_hi = self._centroid_bounds(q, qsq)
+            near = dqc - self._list_rmax - _TOL * (dqc_hi + self._list_rmax) <= self._list_reach_max
             lists = np.flatnonzero(near & (self._list_len > 0))
             if max_lists is not None and len(lists) > max_lists:
                 lists = lists[np.argsort(dqc[lists] - self._list_rmax[lists], kind="stable")[:max_lists]]
@@ -560,8 +538,12 @@ class KeyStore:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             rows = np.concatenate([self._lists[c][: self._list_len[c]] for c in lists])
             a = self._assign[rows]
-            gap = np.abs(dqc[a] - self._rad[rows]) - _TOL * (dqc[a] + self._rad[rows])
+            rad = self._rad[rows]
+            gap = np.maximum(dqc[a] - rad, rad - dqc_hi[a]) - _TOL * (dqc_hi[a] + rad)
             rows = rows[gap <= reach[rows]]
+            if len(rows):
+                zq, norm_q = self._projected(q, qsq)
+                rows = rows[self._proj_lower(rows, zq, norm_q) <= reach[rows]]
         if exclude >= 0:
             rows = rows[rows != exclude]
         if len(rows):
@@ -572,54 +554,4 @@ class KeyStore:
         return rows[keep], d[keep]
 
 
-class StoreIndex(VectorIndex):
-    """A read-only :class:`~.index.VectorIndex` view of a key store (exact L2 search, the index contract's
-    (distance, id) order). Keys enter and leave through the codebook, never through this view."""
-
-    def __init__(self, store: KeyStore, search: Callable[[np.ndarray, int], Hits] | None = None):
-        super().__init__(store.dim)
-        self._store = store
-        self._search_fn = search
-        """``(query [D], k) -> Hits`` by plain L2 (the codebook's backend); None: the store's own search."""
-
-    @property
-    def count(self) -> int:
-        return len(self._store)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._store
-
-    def all_ids(self) -> np.ndarray:
-        return np.sort(self._store.ids)
-
-    def _require_known(self, ids: np.ndarray) -> None:
-        unknown = [int(i) for i in ids if int(i) not in self._store]
-        if unknown:
-            raise IndexInputError(f"unknown ids {unknown[:10]}: they are not in the codebook's key store.")
-
-    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        raise ReasonEditError("the codebook's index is read-only; add keys with codebook.add_edit().")
-
-    def _remove(self, ids: np.ndarray) -> None:
-        raise ReasonEditError("the codebook's index is read-only; remove keys with codebook.remove_edit().")
-
-    def add(self, ids: Any, vectors: Any) -> None:  # no id bookkeeping in the base class: refuse first
-        self._add(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
-
-    def remove(self, ids: Any) -> None:
-        self._remove(np.zeros(0, np.int64))
-
-    def _reset(self) -> None:
-        raise ReasonEditError("the codebook's index is read-only.")
-
-    def _vectors(self, ids: np.ndarray) -> np.ndarray:
-        return self._store.vectors(self._store.rows(ids))
-
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        out_d = np.empty((len(queries), k), np.float32)
-        out_i = np.empty((len(queries), k), np.int64)
-        for r, q in enumerate(queries):
-            hits = (self._store.search(self._store.round(q), k, scaled=False) if self._search_fn is None
-                    else self._search_fn(q, k))
-            out_d[r], out_i[r] = hits.distances, hits.ids
-        return out_d, out_i
+from .store_index import StoreIndex  # noqa: E402,F401  (re-export: the read-only index view of a store)

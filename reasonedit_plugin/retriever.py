@@ -139,16 +139,15 @@ class Retriever:
     def _search_nullset(self, query: torch.Tensor, cap: int) -> Retrieval:
         """The null-set gate over the nearest ``nullset.candidates`` entries; the accepted ones (at most
         ``cap``, nearest first) give the facts. A merged entry contributes only the values of kept edits."""
-        cb = self.codebook
         ids, dists, scores = self._scaled_topk(query, max(cap, self.config.nullset.candidates))
         verdict = self.nullset.decide(query[0], ids)
         rank = {eid: n for n, eid in enumerate(ids)}
         chosen = verdict.accepted[:cap]
-        passed = {(t.entry_id, t.edit_id) for t in verdict.tests
-                  if t.image_ok and t.edit_id in set(verdict.kept_edits)}
+        kept = set(verdict.kept_edits)
+        passed = {(t.entry_id, t.edit_id) for t in verdict.tests if t.image_ok and t.edit_id in kept}
         facts: list[str] = []
         for eid in chosen:
-            for c in cb.entries[eid].contributions:
+            for c in self.nullset.contributions(eid):
                 if (eid, c.edit_id) in passed and c.value not in facts:
                     facts.append(c.value)
         if not chosen:

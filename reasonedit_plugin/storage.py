@@ -57,6 +57,7 @@ from .audit import AuditEvent, AuditLog, EditInfo, append_events, read_events, w
 from .codebook import Codebook, PendingEntry
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
 from .errors import CodebookCorruptError, CodebookMismatchError, ReasonEditError, RecordError
+from .keystore import trim_heap
 from .locking import check_unchanged, codebook_lock, editor_token, write_errors
 from .manifest import write_manifest, require_intact
 from .records import EditRecord, make_record
@@ -524,6 +525,7 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
                             extra={f: blobs[f] for f in blobs if f not in SNAPSHOT_FILES})
     if migrate:
         migrate_folder(stored)
+    trim_heap()  # the file's bytes and the load's temporaries are gone: give their pages back
     return stored
 
 

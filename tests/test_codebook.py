@@ -214,3 +214,37 @@ def test_approximate_graph_upkeep_keeps_search_exact():
     assert 0.5 < close and all(got[i] >= want[i] - 1e-6 for i in want)  # near-nearest: never smaller
     for q in keys[300:340]:
         assert cb.scaled_topk(q, 5) == cb.scaled_topk(q, 5, exact_scan=True)
+
+
+@pytest.mark.parametrize("size", [25, 400])
+def test_gate_pool_equals_a_fresh_recomputation_through_edits(size):
+    """tau from the maintained pool (pairs retired and re-admitted as members and sigma change) is the very
+    number a rebuild of the pool from every pair gives, at several percentiles, full sample or not; and a
+    sample built from scratch agrees (its distances come from a float64 matrix product, an edit's from
+    float32 differences: equal to rounding)."""
+
+    def check(p):
+        got = cb.gate_threshold(p, size, seed=2)
+        cb._gate._pool = None
+        assert got == cb.gate_threshold(p, size, seed=2)
+        assert got == pytest.approx(GateSample(cb.store, cb._graph, size, 2).threshold(p), rel=1e-6)
+
+    from reasonedit_plugin.gate_sample import GateSample
+
+    cb = Codebook(5, CodebookConfig(merge=False, exact_search_below=64), RetrievalConfig(hubness_k=4))
+    keys = _keys("clustered", 400, 5, 7)
+    for i in range(150):
+        cb.add_edit(f"e{i}", [PendingEntry("reasoning", f"v{i}", keys[i], 0.1)])
+    cb.gate_threshold(1.0, size, seed=2)
+    for i in range(150, 260):
+        cb.add_edit(f"e{i}", [PendingEntry("reasoning", f"v{i}", keys[i], 0.1)])
+        if i % 3 == 0:
+            cb.remove_edit(f"e{i - 120}")
+        if i % 10 == 0:
+            for p in (1.0, 2.5, 30.0):
+                check(p)
+    for i in range(150, 260, 2):  # shrink below the sample size: the last member fills each hole
+        if cb.has_edit(f"e{i}"):
+            cb.remove_edit(f"e{i}")
+    for p in (1.0, 50.0):
+        check(p)

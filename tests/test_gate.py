@@ -176,3 +176,21 @@ def test_an_edit_matches_through_its_question_not_its_sentences():
     cb, r = book()
     cb.add_edit("sentences-only", [PendingEntry("reasoning", "Red is Vol.", key(RED, QB), 0.5)])
     assert r.search(key(RED, QB)).accepted        # no answer entry: its sentences can match
+
+
+def test_cached_entry_rows_follow_merges_and_removals():
+    """The gate caches each candidate's contributions per codebook version: a merge into an entry and the
+    removal of a merged edit must show in the very next query's tests."""
+    cb = Codebook(5, CodebookConfig(merge=True), RetrievalConfig())
+    r = Retriever(cb, vision_dim=2)
+    cb.add_edit("a", [answer("Q", "Vol", RED, QA, radius=0.5)])
+    first = r.search(key(RED, QA))
+    assert [t.edit_id for t in first.verdict.tests] == ["a"]
+    cb.add_edit("b", [answer("Q", "Vol", RED, QA, radius=0.5)])       # same key: merged into entry 0
+    assert len(cb) == 1
+    merged = r.search(key(RED, QA))
+    assert sorted(t.edit_id for t in merged.verdict.tests) == ["a", "b"]
+    cb.remove_edit("a")
+    after = r.search(key(RED, QA))
+    assert [t.edit_id for t in after.verdict.tests] == ["b"] and after.accepted
+    assert r.nullset.test(key(RED, QA).double(), 0)[0].edit_id == "b"
