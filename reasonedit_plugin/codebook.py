@@ -33,7 +33,8 @@ from .errors import ReasonEditError
 from .hubness import EPS, HubnessGraph
 from .gate_sample import GateSample
 from .key_search import KeySearch, make_key_search
-from .keystore import Hits, KeyStore, StoreIndex
+from .keystore import Hits, KeyStore
+from .store_index import StoreIndex
 
 logger = logging.getLogger(__name__)
 
