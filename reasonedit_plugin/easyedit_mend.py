@@ -59,7 +59,7 @@ class MendTraining:
 
 def aligned_edit_loss(config: Any, pred: Any, targ: Any, **kwargs: Any) -> dict[str, Any]:
     """EasyEdit's edit loss/accuracy (``masked_log_probs``) with the logits at position i scored against the
-    label at i + 1, as a causal LM predicts: what ``EditableModel.edit_loss_fn`` gives Hugging Face VLMs.
+    label at i + 1, as a causal LM predicts: what ``EditableModel.edit_loss_fn`` should give Hugging Face VLMs.
 
     EasyEdit's ``EditableModel._edit_loss_fn`` (easyeditor/trainer/algs/editable_model.py) calls
     ``masked_log_probs(..., shift=False)`` for ``is_hf_multimodal_model`` (Qwen2-VL, LLaVA-OneVision), while
