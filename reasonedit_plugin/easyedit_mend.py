@@ -57,20 +57,46 @@ class MendTraining:
         return dataclasses.asdict(self)
 
 
+def aligned_edit_loss(config: Any, pred: Any, targ: Any, **kwargs: Any) -> dict[str, Any]:
+    """EasyEdit's edit loss/accuracy (``masked_log_probs``) with the logits at position i scored against the
+    label at i + 1, as a causal LM predicts: what ``EditableModel.edit_loss_fn`` should give Hugging Face VLMs.
+
+    EasyEdit's ``EditableModel._edit_loss_fn`` (easyeditor/trainer/algs/editable_model.py) calls
+    ``masked_log_probs(..., shift=False)`` for ``is_hf_multimodal_model`` (Qwen2-VL, LLaVA-OneVision), while
+    ``VQADataset.collate_fn`` builds those models' labels aligned with ``input_ids`` (Hugging Face's
+    convention: the model shifts them itself). So the trainer scored the logits *at* the target token (which
+    predict the token after it) against the target: on the embedded default the unedited model's NLL reads
+    17.7 nats instead of 6.0, accuracy 0, and MEND was trained to put the target after itself
+    (docs/BASELINES.md, "MEND"). ``shift=True`` with the ``multimodal`` flag drops the last logit and the
+    first label, the alignment ``MEND.edit``'s own inner loss (Hugging Face's ``outputs.loss``) uses."""
+    from easyeditor.trainer.losses import masked_log_probs
+
+    kwargs.pop("shift", None)
+    kwargs.setdefault("multimodal", True)
+    return masked_log_probs(config, pred, targ, shift=True, **kwargs)
+
+
+def align_edit_loss(editable: Any) -> None:
+    """Give an EasyEdit ``EditableModel`` (the trainer's ``MEND``) :func:`aligned_edit_loss` when its model is
+    a Hugging Face VLM (the case EasyEdit misaligns); other models keep EasyEdit's loss."""
+    from easyeditor.util.vl_utils import is_hf_multimodal_model
+
+    if is_hf_multimodal_model(editable.config.model_name):
+        editable.edit_loss_fn = aligned_edit_loss
+
+
 def training_hparams_path(model: str = DEFAULT_MODEL) -> Path:
     return HPARAMS_ROOT / "TRAINING" / "MEND" / f"{model}.yaml"
 
 
-def train_mend(results_dir: Union[str, Path] = "runs/easyedit", hparams_file: Union[str, Path, None] = None,
-               train_n: int = 200, val_n: int = 20, seed: int = 1, max_iters: int | None = None) -> MendTraining:
-    """Train MEND for the embedded default with EasyEdit's ``MultimodalTrainer`` on ShapeRules edits over
-    easy-vqa's TRAIN images (the comparison edits use its test images). The archive is written by
-    EasyEdit to ``<results_dir>/models/MEND/<model folder name>``."""
-    from .data.shaperules import easy_vqa_root, generate_split
+def training_hparams(hparams_file: Union[str, Path, None] = None, results_dir: Union[str, Path] = "runs/easyedit",
+                     max_iters: int | None = None) -> tuple[ModelFolder, Any]:
+    """The run copy of the model folder and EasyEdit's ``MENDMultimodalTrainingHparams`` for a training YAML
+    (default: the shipped one), with ``package://`` and the easy-vqa image root resolved."""
+    from .data.shaperules import easy_vqa_root
 
     easyeditor()
-    from easyeditor.dataset.vqa import VQADataset
-    from easyeditor.trainer import MultimodalTrainer
+    import torch
     from easyeditor.trainer.training_hparams.mend_multimodal_training_hparams import (
         MENDMultimodalTrainingHparams,
     )
@@ -90,9 +116,22 @@ def train_mend(results_dir: Union[str, Path] = "runs/easyedit", hparams_file: Un
     hparams = MENDMultimodalTrainingHparams(**HyperParams.construct_float_from_scientific_notation(config))
     # easyeditor/trainer/models.py reads config.dtype for Qwen-VL models, a field the training hparams
     # class does not declare (AttributeError otherwise); BaseTrainer then casts Qwen-VL models to bfloat16
-    import torch
-
     hparams.dtype = torch.float32
+    return folder, hparams
+
+
+def train_mend(results_dir: Union[str, Path] = "runs/easyedit", hparams_file: Union[str, Path, None] = None,
+               train_n: int = 200, val_n: int = 20, seed: int = 1, max_iters: int | None = None) -> MendTraining:
+    """Train MEND for the embedded default with EasyEdit's ``MultimodalTrainer`` on ShapeRules edits over
+    easy-vqa's TRAIN images (the comparison edits use its test images). The archive is written by
+    EasyEdit to ``<results_dir>/models/MEND/<model folder name>``."""
+    from .data.shaperules import generate_split
+
+    easyeditor()
+    from easyeditor.dataset.vqa import VQADataset
+    from easyeditor.trainer import MultimodalTrainer
+
+    folder, hparams = training_hparams(hparams_file, results_dir, max_iters)
     train = [vqa_record(r) for r in generate_split("easyedit-mend-train", train_n, seed, image_split="train")]
     val = [vqa_record(r) for r in generate_split("easyedit-mend-val", val_n, seed + 1, image_split="train")]
     files = {}
@@ -103,6 +142,7 @@ def train_mend(results_dir: Union[str, Path] = "runs/easyedit", hparams_file: Un
     val_ds = VQADataset(str(files["val"]), config=hparams)
     start = time.perf_counter()
     trainer = MultimodalTrainer(config=hparams, train_set=train_ds, val_set=val_ds)
+    align_edit_loss(trainer.model)  # EasyEdit's loss misaligns labels and logits for HF VLMs
     note = None
     try:
         trainer.run()
