@@ -330,20 +330,20 @@ class ReasonEditor:
 
     def export_edits(self, edit_ids: Iterable[str], path: Union[str, Path]) -> Path:
         """Write the given edits as a portable knowledge module (keys, entries, raw records with images)."""
-        from .storage import export_edits
+        from .knowledge_modules import export_edits
 
         return export_edits(self, edit_ids, path)
 
     def import_edits(self, path: Union[str, Path], reembed: Union[bool, str] = "auto", guard: bool = True) -> Any:
         """Add the edits of a module or codebook folder: keys as they are for the same setup, re-embedded
         from the raw records otherwise. All-or-nothing; returns an ``ImportReport``."""
-        from .storage import import_edits
+        from .knowledge_modules import import_edits
 
         return import_edits(self, path, reembed, guard)
 
     def list_edits(self) -> list[EditInfo]:
         """Every active and quarantined edit with its entries, provenance and guard flags."""
-        from .storage import list_edits
+        from .knowledge_modules import list_edits
 
         return list_edits(self)
 

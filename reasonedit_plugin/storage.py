@@ -46,15 +46,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 from PIL import Image
 import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from .audit import AuditEvent, AuditLog, EditInfo, append_events, read_events, who_why
-from .codebook import Codebook, PendingEntry
+from .audit import AuditEvent, AuditLog, append_events, read_events
+from .codebook import Codebook
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
 from .errors import CodebookCorruptError, CodebookMismatchError, ReasonEditError, RecordError
 from .keystore import trim_heap
@@ -316,7 +316,7 @@ def _codebook_from_tables(tensors: Mapping[str, np.ndarray], table: Mapping[str,
         raise CodebookCorruptError(f"entries.json cannot be read as a codebook ({exc!r}).") from exc
 
 
-def _setup_dict(setup: Any) -> dict[str, Any]:
+def setup_dict(setup: Any) -> dict[str, Any]:
     values = setup.to_dict() if hasattr(setup, "to_dict") else dict(setup)
     missing = [k for k in SETUP_FIELDS if k not in values]
     if missing:
@@ -342,7 +342,7 @@ def setup_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> l
 
 def check_setup(saved: Mapping[str, Any], current: Any, where: Union[str, Path]) -> None:
     """Raise :class:`CodebookMismatchError` when ``current`` differs from the setup a codebook was saved with."""
-    diffs = setup_differences(saved, _setup_dict(current))
+    diffs = setup_differences(saved, setup_dict(current))
     if diffs:
         raise CodebookMismatchError(
             f"the codebook at {str(where)!r} was built with a different key setup, so its keys are not "
@@ -367,7 +367,7 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
         if name in SNAPSHOT_FILES or name == "meta.json" or "/" in name or name.startswith("."):
             raise ReasonEditError(f"extra file name {name!r} is reserved or not a plain file name.")
     root = Path(path)
-    setup_values = _setup_dict(setup)
+    setup_values = setup_dict(setup)
     if setup_values["vision_dim"] + setup_values["text_dim"] != codebook.dim:
         raise ReasonEditError(f"the key setup gives dim {setup_values['vision_dim'] + setup_values['text_dim']} "
                               f"but the codebook has dim {codebook.dim}.")
@@ -556,7 +556,7 @@ def migrate_folder(stored: StoredCodebook) -> bool:
 
 
 # ---------------------------------------------------------------------- the editor's side
-def _save_config(editor: Any) -> dict[str, Any]:
+def saved_config(editor: Any) -> dict[str, Any]:
     """The editor's config with 'auto' layer/scale replaced by what calibration chose."""
     values = editor.config.to_dict()
     values["embedding"]["layer"] = editor.keys.vision_module
@@ -572,7 +572,7 @@ def save_editor(editor: Any, path: Union[str, Path]) -> Path:
     loaded it (locking.check_unchanged)."""
     with write_errors(path), codebook_lock(path):
         check_unchanged(editor, path)
-        snapshot = save_codebook(path, editor.codebook, editor.keys.setup, config=_save_config(editor),
+        snapshot = save_codebook(path, editor.codebook, editor.keys.setup, config=saved_config(editor),
                                  records=editor.edit_records, quarantine=editor.quarantine, audit=editor.audit,
                                  extra=editor.side_files())
         editor_token(editor, path)
@@ -602,164 +602,3 @@ def load_editor(cls: type, path: Union[str, Path], vlm: Any, config: Any = None,
     editor.audit = AuditLog(stored.audit)
     editor.load_side_files(stored.extra)
     return editor
-
-
-def _edit_order(codebook: Codebook, ids: Iterable[str]) -> list[str]:
-    wanted = set(ids)
-    return [e for e in codebook.edit_ids() if e in wanted]
-
-
-def _pending_by_edit(codebook: Codebook, edit_ids: Sequence[str]) -> dict[str, tuple[list[PendingEntry], dict]]:
-    """Each edit's own contributions as pending entries (entry order), with its provenance."""
-    out: dict[str, tuple[list[PendingEntry], dict]] = {e: ([], {}) for e in edit_ids}
-    for eid in sorted(codebook.entries):
-        for c in codebook.entries[eid].contributions:
-            if c.edit_id in out:
-                out[c.edit_id][0].append(PendingEntry(c.kind, c.value, c.key.clone(), c.radius))
-                out[c.edit_id][1].update(c.meta)
-    return out
-
-
-def export_edits(editor: Any, edit_ids: Iterable[str], path: Union[str, Path]) -> Path:
-    """Write a knowledge module: the given edits' keys, entries and raw records (images copied in)."""
-    if isinstance(edit_ids, str):
-        edit_ids = [edit_ids]
-    wanted = list(dict.fromkeys(edit_ids))
-    known = set(editor.codebook.edit_ids())
-    unknown = [e for e in wanted if e not in known]
-    if unknown:
-        raise ReasonEditError(f"cannot export unknown edits {unknown}; editor.list_edits() shows the "
-                              f"{len(known)} edits in the codebook.")
-    if not wanted:
-        raise ReasonEditError("export_edits needs at least one edit id.")
-    # a module is a folder to import elsewhere, not a served collection: its search stays in-process
-    module = Codebook(editor.codebook.dim, editor.config.codebook,
-                      dataclasses.replace(editor.config.retrieval, backend="faiss", milvus=None))
-    for edit_id, (pending, meta) in _pending_by_edit(editor.codebook, _edit_order(editor.codebook, wanted)).items():
-        module.add_edit(edit_id, pending, meta)
-    log = AuditLog([e for e in editor.audit if e.edit_id in set(wanted)])
-    log.record("exported", None, edit_ids=wanted, source=str(path))
-    snapshot = save_codebook(path, module, editor.keys.setup, config=_save_config(editor),
-                             records={e: editor.edit_records[e] for e in wanted if e in editor.edit_records},
-                             audit=log, kind="module")
-    editor.audit.record("exported", None, edit_ids=wanted, target=str(path))
-    return snapshot
-
-
-@dataclass
-class ImportReport:
-    imported: list[str]
-    reembedded: bool
-    quarantined: list[str] = field(default_factory=list)
-    flags: dict[str, list[str]] = field(default_factory=dict)
-
-
-def import_edits(editor: Any, path: Union[str, Path], reembed: Union[bool, str] = "auto",
-                 guard: bool = True) -> ImportReport:
-    """Add a module's (or another codebook's) edits. Same key setup: keys are used as they are. Different
-    setup (or ``reembed=True``): every edit is re-embedded from its raw record through this editor; edits
-    without raw data make it fail with nothing added. All-or-nothing. With ``guard`` and a configured
-    rationale guard, raw records are checked and the guard policy applies."""
-    if reembed not in (True, False, "auto"):
-        raise ReasonEditError(f"reembed={reembed!r}: give True, False or 'auto'.")
-    meta = read_meta(path)
-    diffs = setup_differences(meta["setup"], _setup_dict(editor.keys.setup))
-    if diffs and reembed is False:
-        check_setup(meta["setup"], editor.keys.setup, path)
-    do_reembed = bool(diffs) or reembed is True
-    stored = load_codebook(path, None if do_reembed else editor.keys.setup,
-                           codebook_config=editor.config.codebook, retrieval_config=editor.config.retrieval)
-    order = stored.codebook.edit_ids()
-    clash = [e for e in order if e in set(editor.codebook.edit_ids()) or e in editor.quarantine]
-    if clash:
-        raise ReasonEditError(f"cannot import {str(path)!r}: edits {clash[:10]} already exist here; remove them "
-                              "first (editor.remove) or import into another codebook. Nothing was imported.")
-    if do_reembed:
-        lacking = [e for e in order if e not in stored.records]
-        if lacking:
-            raise CodebookMismatchError(
-                f"cannot re-embed {str(path)!r} for this setup ({'; '.join(diffs) or 'reembed=True'}): edits "
-                f"{lacking[:10]} have no raw record (image + text) in it. Load the model it was built with, "
-                "or import it from the original edit records with editor.edit(load_records(...)).")
-    flags: dict[str, list[str]] = {}
-    held: list[str] = []
-    if guard and getattr(editor, "guard", None) is not None:
-        from .records import load_image
-
-        for e in order:
-            record = stored.records.get(e)
-            if record is None:
-                continue
-            found = editor.guard.check(record, load_image(record.image))
-            if found:
-                flags[e] = [str(f) for f in found]
-        policy = editor.config.guard.policy
-        if flags and policy == "reject":
-            for e, fl in flags.items():
-                editor.audit.record("rejected", e, flags=fl, source=str(path))
-            raise ReasonEditError(f"import of {str(path)!r} rejected by the rationale guard: "
-                                  + "; ".join(f"{e}: {', '.join(fl)}" for e, fl in flags.items())
-                                  + ". Nothing was imported.")
-        if flags and policy == "quarantine":
-            held = list(flags)
-    pending = _pending_by_edit(stored.codebook, order)
-    carried = set(order)  # the module's own history of these edits comes along (issue 14)
-    editor.audit.adopt([e for e in stored.audit if e.edit_id in carried], imported_from=str(path))
-    added: list[str] = []
-    try:
-        for e in order:
-            if e in held:
-                continue
-            entries, prov = pending[e]
-            if do_reembed:
-                from .records import load_image
-
-                record = stored.records[e]
-                entries = editor._pending_entries(record, load_image(record.image))
-            result = editor.codebook.add_edit(e, entries, prov)
-            added.append(e)
-            if e in stored.records:
-                editor.edit_records[e] = stored.records[e]
-            who, why = who_why(prov)
-            editor.audit.record("imported", e, who=who, why=why, entry_ids=[i for i, _ in result],
-                                source=str(path), reembedded=do_reembed, flags=flags.get(e, []))
-    except BaseException:
-        for e in reversed(added):
-            editor.codebook.remove_edit(e)
-            editor.edit_records.pop(e, None)
-        raise
-    for e in held:
-        editor.quarantine[e] = stored.records[e]
-        editor.audit.record("quarantined", e, flags=flags[e], source=str(path))
-    return ImportReport(added, do_reembed, held, flags)
-
-
-def list_edits(editor: Any) -> list[EditInfo]:
-    """Every edit the editor knows: active ones (in codebook order), then quarantined ones."""
-    infos: dict[str, EditInfo] = {}
-    for eid in sorted(editor.codebook.entries) if editor._codebook is not None else []:
-        entry = editor.codebook.entries[eid]
-        shared = len(entry.edit_ids) > 1
-        for c in entry.contributions:
-            info = infos.get(c.edit_id)
-            if info is None:
-                who, why = who_why(c.meta)
-                info = infos[c.edit_id] = EditInfo(c.edit_id, "active", created=c.created, who=who, why=why,
-                                                   has_raw_record=c.edit_id in editor.edit_records)
-            if eid not in info.entry_ids:
-                info.entry_ids.append(eid)
-                if shared:
-                    info.merged_entries.append(eid)
-            info.kinds[c.kind] = info.kinds.get(c.kind, 0) + 1
-    ordered = [infos[e] for e in editor.codebook.edit_ids()] if editor._codebook is not None else []
-    for rid, record in editor.quarantine.items():
-        who, why = who_why(record.meta)
-        ordered.append(EditInfo(rid, "quarantined", who=who, why=why, has_raw_record=True))
-    for info in ordered:
-        events = editor.audit.events(info.edit_id)
-        flagged = [e for e in events if e.details.get("flags")]
-        if flagged:
-            info.flags = list(flagged[-1].details["flags"])
-        if info.created is None and events:
-            info.created = events[0].time
-    return ordered
