@@ -297,7 +297,8 @@ def caption_split(n: int, seed: int = 0, image_split: str = "test") -> list[dict
     ``"A <colour> <shape> of the <Tribe> tribe."``; the tribe of that colour + shape is a seeded choice
     that only the rationale states, so the unedited model cannot know it. T-Gen rephrases the
     instruction, I-Gen shows another image of the same colour and shape, and the locality probe is an
-    image of another colour and shape captioned plainly ("A blue square.")."""
+    image of another colour and shape captioned plainly ("A blue square."), of a colour + shape no record
+    of the split edits while there is one (up to 23 records: easy-vqa has 24 combinations)."""
     from .data.shaperules import image_catalogue
 
     rng = random.Random(f"captions:{seed}")
@@ -308,11 +309,14 @@ def caption_split(n: int, seed: int = 0, image_split: str = "test") -> list[dict
     kinds = sorted(k for k, v in by_kind.items() if len(v) >= 2)
     tribe = {k: rng.choice(TRIBES) for k in kinds}
     rng.shuffle(kinds)
+    edited = set(kinds[:n])
     records = []
     for i in range(n):
         colour, shape = kinds[i % len(kinds)]
         first, second = rng.sample(by_kind[(colour, shape)], 2)
-        other = rng.choice([x for x in images if x.colour != colour and x.shape != shape])
+        unrelated = [x for x in images if x.colour != colour and x.shape != shape]
+        unedited = [x for x in unrelated if (x.colour, x.shape) not in edited]
+        other = rng.choice(unedited or unrelated)
         name = tribe[(colour, shape)]
         records.append({
             "id": f"caption-{seed}-{i}",

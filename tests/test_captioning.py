@@ -176,3 +176,12 @@ def test_caption_edits_on_other_families(family: str, text_encoder) -> None:
     (scores,) = vlm.token_scores(pattern(1, size=64), rel.prompt, [TARGET])
     assert rel.token_accuracy == scores.accuracy
     assert unedited.easyedit["rewrite_acc"] is not None and edited.paper["overall_hm"] is not None
+
+
+def test_caption_locality_images_are_of_combinations_no_record_edits() -> None:
+    records = caption_split(12, seed=0)
+    edited = {" ".join(r["target"].split()[1:3]) for r in records}
+    assert len(edited) == 12
+    for r in records:
+        plain = r["multimodal_locality_ground_truth"].rstrip(".").split(maxsplit=1)[1]
+        assert plain not in edited, (plain, sorted(edited))
