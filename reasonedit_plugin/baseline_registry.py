@@ -93,3 +93,22 @@ def easyedit_commit() -> str | None:
         return ref
     except OSError:
         return None
+
+
+def read_baseline_yaml(path: Any, alg_name: str, known: set[str], ignored: frozenset[str]) -> dict[str, Any]:
+    """The values of one of this project's baseline YAMLs (FT, SERAC) that its config dataclass takes
+    (``known``): the file must exist, say ``alg_name: <alg_name>`` and hold no key outside ``known`` and
+    ``ignored`` (EasyEdit's keys the row does not use); each failure is a one-line ``ConfigError``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{alg_name} hparams file {str(path)!r} does not exist.")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if values.get("alg_name") != alg_name:
+        raise ConfigError(f"{path}: alg_name is {values.get('alg_name')!r}, expected {alg_name!r}.")
+    for key in values:
+        if key not in known and key not in ignored:
+            raise ConfigError(f"{path}: unknown key {key!r} for {alg_name}.{did_you_mean(key, known | ignored)}")
+    return {k: v for k, v in values.items() if k in known}
+

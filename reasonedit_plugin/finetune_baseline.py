@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import torch
-import yaml
 
+from .baseline_registry import read_baseline_yaml
 from .errors import ConfigError, did_you_mean
 from .edit_methods import Prediction, TeacherForced, _pick, vlm_teacher_forced
 from .records import EditRecord, ImageLike, load_image
@@ -68,17 +68,7 @@ class FineTuneConfig:
     @classmethod
     def from_yaml(cls, path: Union[str, Path], seed: int = 0) -> "FineTuneConfig":
         """Read EasyEdit's FT YAML form; keys this row does not use are listed in ``EASYEDIT_ONLY_KEYS``."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"FT hparams file {str(path)!r} does not exist.")
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if values.get("alg_name") != "FT":
-            raise ConfigError(f"{path}: alg_name is {values.get('alg_name')!r}, expected 'FT'.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in known and key not in EASYEDIT_ONLY_KEYS:
-                raise ConfigError(f"{path}: unknown key {key!r} for FT.{did_you_mean(key, known | EASYEDIT_ONLY_KEYS)}")
-        kwargs = {k: v for k, v in values.items() if k in known}
+        kwargs = read_baseline_yaml(path, "FT", {f.name for f in dataclasses.fields(cls)}, EASYEDIT_ONLY_KEYS)
         kwargs.setdefault("seed", seed)
         for key in ("lr", "weight_decay"):
             if isinstance(kwargs.get(key), str):

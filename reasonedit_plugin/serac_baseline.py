@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import torch
-import yaml
 
-from .errors import ConfigError, did_you_mean
+from .baseline_registry import read_baseline_yaml
+from .errors import ConfigError
 from .edit_methods import Prediction, TeacherForced, _pick, vlm_teacher_forced
 from .finetune_baseline import target_inputs
 from .records import EditRecord, ImageLike, load_image, make_records
@@ -69,17 +69,8 @@ class SeracConfig:
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path], seed: int = 0) -> "SeracConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"SERAC hparams file {str(path)!r} does not exist.")
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if values.get("alg_name") != "SERAC":
-            raise ConfigError(f"{path}: alg_name is {values.get('alg_name')!r}, expected 'SERAC'.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in known and key not in NOT_USED:
-                raise ConfigError(f"{path}: unknown key {key!r} for SERAC.{did_you_mean(key, known)}")
-        kwargs = {k: (float(v) if isinstance(v, str) else v) for k, v in values.items() if k in known}
+        values = read_baseline_yaml(path, "SERAC", {f.name for f in dataclasses.fields(cls)}, NOT_USED)
+        kwargs = {k: (float(v) if isinstance(v, str) else v) for k, v in values.items()}
         kwargs.setdefault("seed", seed)
         return cls(**kwargs)
 
