@@ -423,14 +423,19 @@ def portable_paths(value: Any, places: dict[str, str] | None = None) -> Any:
         places = {str(package): "<reasonedit_plugin>", str(Path(sys.prefix).resolve()): "<venv>",
                   sys.prefix: "<venv>", str(Path.cwd()): ".", str(Path.home()): "~"}
         places = {k: v for k, v in places.items() if len(k) > 1}
-    if isinstance(value, dict):
-        return {k: portable_paths(v, places) for k, v in value.items()}
-    if isinstance(value, list):
-        return [portable_paths(v, places) for v in value]
-    if isinstance(value, str):
-        pattern = "|".join(re.escape(k) for k in sorted(places, key=len, reverse=True))
-        return re.sub(f"(?:{pattern})(?=/|\\b|$)", lambda m: places[m.group(0)], value)
-    return value
+    alternatives = "|".join(re.escape(k) for k in sorted(places, key=len, reverse=True))
+    prefix = re.compile(f"(?:{alternatives})(?=/|\\b|$)")
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        if isinstance(item, str):
+            return prefix.sub(lambda m: places[m.group(0)], item)
+        return item
+
+    return walk(value)
 
 
 def _jsonable(value: Any) -> Any:
