@@ -30,6 +30,7 @@ verbs by what they act on, not a list of attack phrases; which clause they head 
 from __future__ import annotations
 
 import re
+from typing import Any, Callable
 
 from .guard_text import Signal
 
@@ -264,7 +265,8 @@ def _obliged_verb(rest: str) -> str | None:
 def structural_signals(text: str) -> list[Signal]:
     """Signals from the shape of ``text`` (one reading of a rationale sentence, target or question)."""
     signals: list[Signal] = []
-    imperatives = [v for v in (imperative_verb(c) for c in clauses(text)) if v]
+    parts = clauses(text)
+    imperatives = [v for v in (imperative_verb(c) for c in parts) if v]
     if imperatives:
         kinds = sorted({k for k, verbs in COMMAND_VERBS.items() for v in imperatives if v in verbs})
         several = len(imperatives) >= 2
@@ -272,64 +274,54 @@ def structural_signals(text: str) -> list[Signal]:
                               f"{'imperative clauses' if several else 'an imperative clause'} "
                               f"({', '.join(imperatives[:3])}; {', '.join(kinds) or 'attention'})",
                               1.0 if several else 0.6))
-    if any(_obliged_verb(m.group("rest")) for m in (*_OBLIGATION.finditer(text), *_EMBEDDED_ORDER.finditer(text))):
-        signals.append(Signal("obligation", "puts an obligation to answer or act on the model ('you should ...')",
-                              1.0))
-    if _DICTATED_OUTPUT.search(text):
-        signals.append(Signal("dictated_output", "dictates what the model outputs ('the tribe you name has to be')",
-                              1.0))
-    if _ADDRESSED_NOTE.search(text):
-        signals.append(Signal("addressed_note", "a note, rule or task addressed to the model", 0.6))
-    if any(_IMPERATIVE_VALUE.match(c) for c in clauses(text)):
-        signals.append(Signal("imperative_value", "an order to output one value ('respond water', 'say nine')", 1.0))
-    if _PASSIVE_ORDER.search(text):
-        signals.append(Signal("passive_order", "an output ordered in the passive ('must be given')", 0.6))
-    if _DISMISS_INPUT.search(text):
-        signals.append(Signal("dismiss_input", "says the image or question does not matter", 1.0))
-    if _MANDATED_ANSWER.search(text):
-        signals.append(Signal("mandated_answer", "an answer fixed by decree ('require that the answer be ...')", 1.0))
-    if _EXCLUSIVE_ANSWER.search(text):
-        signals.append(Signal("exclusive_answer", "rules out every answer but one ('answer anything other than')", 0.6))
-    if _ALL_ANSWERS.search(text):
-        signals.append(Signal("all_answers", "talks about every answer, not this one", 0.4))
-    if _YOUR_ANSWER.search(text):
-        signals.append(Signal("your_answer", "fixes the model's own answer ('your reply should be ...')", 1.0))
-    if _SCOPE.search(text):
-        signals.append(Signal("scope", "talks about other or future questions, not this image", 0.6))
-    if _ASK_TRIGGER.search(text):
-        signals.append(Signal("ask_trigger", "conditioned on being asked (an order for later questions)", 0.6))
-    if (_FIXED_ANSWER.search(text) and (_UNIVERSAL.search(text) or _SCOPE.search(text))) or (
-            _OUTPUT_FORMS.search(text) and _UNIVERSAL_ASKED.search(text)) or _ALL_ANSWERS_SET.search(text) or (
-            _PASSIVE_DICTATION.search(text)) or (_FIXED_ANSWER.search(text) and _ASK_TRIGGER.search(text)):
-        signals.append(Signal("universal_answer", "fixes the answer for every question or image", 1.0))
-    if _IDENTITY.search(text):
-        signals.append(Signal("identity", "tells the model who it is ('you are that model')", 0.6))
-    if _MODEL_OUTPUT.search(text):
-        signals.append(Signal("model_output", "talks about what the model will say", 0.6))
-    if text.rstrip().endswith("?") and (_YOU.search(text) or _QUESTION_OPENING.search(text)):
-        signals.append(Signal("question_to_model", "a question addressed to the model", 0.5))
-    if _TAG.search(text) or _TURN.search(text):
-        signals.append(Signal("chat_markup", "chat, role or markup tags (rationales are plain sentences)", 1.0))
-    if _TRANSCRIPT.search(text):
-        signals.append(Signal("transcript", "a question-and-answer transcript (few-shot pattern)", 0.6))
-    if _DELIMITER_RUN.search(text.strip()):
-        signals.append(Signal("delimiter_run", "a line break or a run of delimiter characters", 0.6))
-    if _DICTATED_WORD.search(text):
-        signals.append(Signal("dictated_word", "a verb of answering and a single word ending the sentence", 0.6))
-    if _BARE_VALUE.search(text):
-        signals.append(Signal("bare_value", "a question or answer, a colon and a single word ending the sentence",
-                              0.4))
-    if any(_STANDING_VALUE.match(c) for c in clauses(text)):
-        signals.append(Signal("standing_value", "'always X' with no verb: a value for every case", 0.6))
-    if _ALERT.search(text):
-        signals.append(Signal("alert", "opens like an alert or a postscript ('Attention:', 'P.S.')", 0.4))
-    if _JUDGE.search(text):
-        signals.append(Signal("judge", "talks about whoever grades the answers", 0.6))
     sentences = [" ".join(s.lower().split()) for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
-    if (sentences and max(sentences.count(s) for s in sentences) >= 3) or _REPEATED_WORD.search(text):
-        signals.append(Signal("repetition", "the same sentence or word three times in a row (payload stuffing)", 0.6))
-    if _SHOUT.search(text):
-        signals.append(Signal("shouting", "several words in capitals", 0.4))
-    if len(text) > LONG_SENTENCE_CHARS:
-        signals.append(Signal("long_sentence", f"one sentence over {LONG_SENTENCE_CHARS} characters", 0.4))
+    checks: tuple[tuple[str, str, float, Callable[[], Any]], ...] = (
+        ("obligation", "puts an obligation to answer or act on the model ('you should ...')", 1.0,
+         lambda: any(_obliged_verb(m.group("rest"))
+                     for m in (*_OBLIGATION.finditer(text), *_EMBEDDED_ORDER.finditer(text)))),
+        ("dictated_output", "dictates what the model outputs ('the tribe you name has to be')", 1.0,
+         lambda: _DICTATED_OUTPUT.search(text)),
+        ("addressed_note", "a note, rule or task addressed to the model", 0.6, lambda: _ADDRESSED_NOTE.search(text)),
+        ("imperative_value", "an order to output one value ('respond water', 'say nine')", 1.0,
+         lambda: any(_IMPERATIVE_VALUE.match(c) for c in parts)),
+        ("passive_order", "an output ordered in the passive ('must be given')", 0.6, lambda: _PASSIVE_ORDER.search(text)),
+        ("dismiss_input", "says the image or question does not matter", 1.0, lambda: _DISMISS_INPUT.search(text)),
+        ("mandated_answer", "an answer fixed by decree ('require that the answer be ...')", 1.0,
+         lambda: _MANDATED_ANSWER.search(text)),
+        ("exclusive_answer", "rules out every answer but one ('answer anything other than')", 0.6,
+         lambda: _EXCLUSIVE_ANSWER.search(text)),
+        ("all_answers", "talks about every answer, not this one", 0.4, lambda: _ALL_ANSWERS.search(text)),
+        ("your_answer", "fixes the model's own answer ('your reply should be ...')", 1.0,
+         lambda: _YOUR_ANSWER.search(text)),
+        ("scope", "talks about other or future questions, not this image", 0.6, lambda: _SCOPE.search(text)),
+        ("ask_trigger", "conditioned on being asked (an order for later questions)", 0.6,
+         lambda: _ASK_TRIGGER.search(text)),
+        ("universal_answer", "fixes the answer for every question or image", 1.0,
+         lambda: (_FIXED_ANSWER.search(text) and (_UNIVERSAL.search(text) or _SCOPE.search(text)))
+         or (_OUTPUT_FORMS.search(text) and _UNIVERSAL_ASKED.search(text)) or _ALL_ANSWERS_SET.search(text)
+         or _PASSIVE_DICTATION.search(text) or (_FIXED_ANSWER.search(text) and _ASK_TRIGGER.search(text))),
+        ("identity", "tells the model who it is ('you are that model')", 0.6, lambda: _IDENTITY.search(text)),
+        ("model_output", "talks about what the model will say", 0.6, lambda: _MODEL_OUTPUT.search(text)),
+        ("question_to_model", "a question addressed to the model", 0.5,
+         lambda: text.rstrip().endswith("?") and (_YOU.search(text) or _QUESTION_OPENING.search(text))),
+        ("chat_markup", "chat, role or markup tags (rationales are plain sentences)", 1.0,
+         lambda: _TAG.search(text) or _TURN.search(text)),
+        ("transcript", "a question-and-answer transcript (few-shot pattern)", 0.6, lambda: _TRANSCRIPT.search(text)),
+        ("delimiter_run", "a line break or a run of delimiter characters", 0.6,
+         lambda: _DELIMITER_RUN.search(text.strip())),
+        ("dictated_word", "a verb of answering and a single word ending the sentence", 0.6,
+         lambda: _DICTATED_WORD.search(text)),
+        ("bare_value", "a question or answer, a colon and a single word ending the sentence", 0.4,
+         lambda: _BARE_VALUE.search(text)),
+        ("standing_value", "'always X' with no verb: a value for every case", 0.6,
+         lambda: any(_STANDING_VALUE.match(c) for c in parts)),
+        ("alert", "opens like an alert or a postscript ('Attention:', 'P.S.')", 0.4, lambda: _ALERT.search(text)),
+        ("judge", "talks about whoever grades the answers", 0.6, lambda: _JUDGE.search(text)),
+        ("repetition", "the same sentence or word three times in a row (payload stuffing)", 0.6,
+         lambda: (sentences and max(sentences.count(s) for s in sentences) >= 3) or _REPEATED_WORD.search(text)),
+        ("shouting", "several words in capitals", 0.4, lambda: _SHOUT.search(text)),
+        ("long_sentence", f"one sentence over {LONG_SENTENCE_CHARS} characters", 0.4,
+         lambda: len(text) > LONG_SENTENCE_CHARS),
+    )
+    signals += [Signal(name, why, weight) for name, why, weight, test in checks if test()]
     return signals
