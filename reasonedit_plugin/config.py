@@ -195,6 +195,7 @@ class CodebookConfig:
     merge_overlap: float = 0.9
     """... or when the balls' overlap covers more than this of both (reference: 0.9)."""
     answer_template: str = "The answer to '{question}' is {answer}."
+    """The answer entry's text (:meth:`answer_entry`)."""
     key_dtype: str = "float16"
     """Precision keys are stored in, in memory and on disk: ``float16`` (half the memory; queries are
     rounded to it, scores computed in float32) or ``float32`` (the reference's precision)."""
@@ -226,6 +227,13 @@ class CodebookConfig:
         _check(0 < self.merge_overlap <= 1, "codebook.merge_overlap must be in (0, 1].")
         for key in ("{question}", "{answer}"):
             _check(key in self.answer_template, f"codebook.answer_template must contain {key}.")
+
+    def answer_entry(self, question: str, answer: str) -> str:
+        """The answer entry of an edit: :attr:`answer_template` filled in. A target that ends a sentence
+        ("A red circle.") does not get a second period from a template that puts one after it."""
+        if answer.endswith(".") and "{answer}." in self.answer_template:
+            answer = answer[:-1]
+        return self.answer_template.format(question=question, answer=answer)
 
 
 GATES = ("nullset", "percentile", "off")

@@ -357,7 +357,7 @@ class ReasonEditor:
         items = []
         if cfg.answer_entries:
             items.append(("answer", record.prompt,
-                          cfg.answer_template.format(question=record.prompt, answer=record.target)))
+                          cfg.answer_entry(record.prompt, record.target)))
         if cfg.rationale_entries:
             items.extend(("reasoning", s, s) for s in record.rationale)
         return items

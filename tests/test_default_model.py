@@ -230,6 +230,55 @@ def test_embeddings_are_projected_from_minilm():
     assert cos(vectors[a], vectors[b], dim=0) > cos(vectors[a], vectors[c], dim=0)  # colours start close
 
 
+def _tiny_recipe_model():
+    cfg = tdm.TrainConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                          vision_dim=32, vision_depth=1, vision_heads=2)
+    torch.manual_seed(0)
+    return dmb.build_model(cfg, dmb.build_tokenizer())
+
+
+def test_projected_embeddings_train_one_map_and_save_as_a_plain_tied_embedding():
+    model = _tiny_recipe_model()
+    module = dmb.project_embeddings(model)
+    trainable = {n for n, p in model.named_parameters() if "embed_tokens" in n or "lm_head" in n}
+    assert trainable == {"model.language_model.embed_tokens.projection"}  # MiniLM's vectors stay fixed
+    ids = torch.tensor([[5, 17, 30522]])  # a word piece, another, a Qwen2-VL special token
+    assert torch.allclose(model.get_input_embeddings()(ids)[0], module.base[ids[0]] @ module.projection)
+    hidden = torch.randn(3, 32)
+    assert torch.allclose(model.lm_head(hidden), hidden @ module.weight.T, atol=1e-5)
+    with torch.no_grad():
+        module.projection.add_(0.1)  # "training" moved the map
+    expected = module.weight.detach().clone()
+    dmb.materialize_embeddings(model)
+    emb = model.get_input_embeddings()
+    assert isinstance(emb, torch.nn.Embedding) and torch.equal(emb.weight, expected)
+    assert model.lm_head.weight is emb.weight  # tied again: a stock Qwen2-VL checkpoint
+
+
+def test_caption_facts_can_only_be_answered_from_the_prompt():
+    import random
+
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(0))
+    examples = [sampler._caption_facts() for _ in range(40)]
+    for ex in examples:
+        colour_shape = ex.answer.split()[1:3]
+        assert ex.answer.startswith("A ") and ex.answer.endswith(".") and ".." not in ex.text
+        assert ex.answer[:-1] in ex.text  # the edited caption is in the prompt: copied, never remembered
+        assert colour_shape[0] in {i.colour for i in sr.image_catalogue("train")}
+    assert len({ex.answer for ex in examples}) >= 38  # made-up names differ from example to example
+
+
+def test_answer_entries_do_not_double_a_sentence_final_period():
+    from reasonedit_plugin.config import CodebookConfig
+
+    cfg = CodebookConfig()
+    assert cfg.answer_entry("Describe this image.", "A red circle.") == \
+        "The answer to 'Describe this image.' is A red circle."
+    assert cfg.answer_entry("Which tribe?", "Vol") == "The answer to 'Which tribe?' is Vol."
+    assert sr.answer_entry("Describe this image.", "A red circle.") == cfg.answer_entry("Describe this image.", "A red circle.")
+    assert CodebookConfig(answer_template="Q: {question} A: {answer}").answer_entry("q", "a.") == "Q: q A: a."
+
+
 def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     from safetensors.torch import load_file
     from transformers import Qwen2VLForConditionalGeneration
@@ -239,7 +288,7 @@ def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
         cfg = tdm.TrainConfig(out=str(tmp_path / f"tiny-qwen2-vl-{name}"), steps=2, batch_size=4, eval_every=2,
                               eval_n=2, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                               intermediate_size=64, vision_dim=32, vision_depth=1, vision_heads=2,
-                              curriculum_steps=1)
+                              curriculum_steps=1, valid_n=2)
         tdm.train(cfg, progress=False)
         outs.append(load_file(str(Path(cfg.out) / "model.safetensors")))
         Qwen2VLForConditionalGeneration.from_pretrained(cfg.out, local_files_only=True)

@@ -4,6 +4,7 @@ processor, a from-scratch tiny ``Qwen2VLForConditionalGeneration`` and the saved
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -70,9 +71,9 @@ def build_tokenizer(world: RuleWorld | None = None) -> Any:
     )
 
 
-def minilm_embeddings(hidden_size: int, std: float = 0.02) -> torch.Tensor:
-    """MiniLM's pretrained token embeddings (30,522 x 384) projected onto their top ``hidden_size``
-    principal directions and scaled to ``std``: related words start close together in the LM."""
+def minilm_basis(hidden_size: int, std: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+    """MiniLM's pretrained token embeddings (30,522 x 384, centred) and the projection onto their top
+    ``hidden_size`` principal directions, scaled so that the projected vectors have std ``std``."""
     from safetensors import safe_open
 
     with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as fh:
@@ -80,8 +81,79 @@ def minilm_embeddings(hidden_size: int, std: float = 0.02) -> torch.Tensor:
         emb = fh.get_tensor(name).double()
     centred = emb - emb.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    projected = centred @ v[:hidden_size].T
-    return (projected * (std / projected.std())).float()
+    projection = v[:hidden_size].T
+    projection = projection * (std / (centred @ projection).std())
+    return centred.float(), projection.float()
+
+
+def minilm_embeddings(hidden_size: int, std: float = 0.02) -> torch.Tensor:
+    """MiniLM's pretrained token embeddings projected onto their top ``hidden_size`` principal
+    directions and scaled to ``std``: related words start close together in the LM."""
+    base, projection = minilm_basis(hidden_size, std)
+    return base @ projection
+
+
+class ProjectedEmbedding(torch.nn.Module):
+    """Token embeddings as frozen MiniLM vectors through one trained linear map (training only).
+
+    Every token, seen in training or not, is embedded by the same map, so a word that only occurs in a
+    user's text lands where MiniLM puts it relative to the words the model learnt from; free per-token
+    rows would leave unseen words at their initial vectors while seen ones drift away. Also the output
+    head (tied weights): ``logits(h) = (h @ P^T) @ B^T``. :func:`materialize_embeddings` turns it back
+    into a plain ``nn.Embedding`` (weight ``B @ P``) for saving: the saved model is a stock Qwen2-VL.
+    """
+
+    def __init__(self, base: torch.Tensor, projection: torch.Tensor):
+        super().__init__()
+        self.register_buffer("base", base, persistent=False)
+        self.projection = torch.nn.Parameter(projection.clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base @ self.projection
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.embedding(input_ids, self.base) @ self.projection
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return (hidden @ self.projection.T) @ self.base.T
+
+
+class _ProjectedHead(torch.nn.Module):
+    def __init__(self, embedding: ProjectedEmbedding):
+        super().__init__()
+        self.embedding = [embedding]  # a list: not registered twice as a submodule
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.embedding[0].logits(hidden)
+
+
+def project_embeddings(model: Any, std: float = 0.02, seed: int = 0) -> ProjectedEmbedding:
+    """Replace ``model``'s token embeddings (and tied head) by a :class:`ProjectedEmbedding`. Tokens
+    without a MiniLM vector (Qwen2-VL's special tokens) get fixed random vectors of MiniLM's scale."""
+    hidden = model.get_input_embeddings().weight.shape
+    base, projection = minilm_basis(hidden[1], std)
+    if hidden[0] > base.shape[0]:
+        gen = torch.Generator().manual_seed(seed)
+        extra = torch.randn(hidden[0] - base.shape[0], base.shape[1], generator=gen) * base.std()
+        base = torch.cat([base, extra])
+    module = ProjectedEmbedding(base, projection)
+    model.set_input_embeddings(module)
+    model.lm_head = _ProjectedHead(module)
+    return module
+
+
+def materialize_embeddings(model: Any) -> None:
+    """Undo :func:`project_embeddings`: a plain embedding with weight ``B @ P``, tied to the head again."""
+    module = model.get_input_embeddings()
+    if not isinstance(module, ProjectedEmbedding):
+        return
+    with torch.no_grad():
+        weight = module.weight.detach().clone()
+    embedding = torch.nn.Embedding(weight.shape[0], weight.shape[1], _weight=weight)
+    model.set_input_embeddings(embedding)
+    model.lm_head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    model.lm_head.weight = embedding.weight
 
 
 def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str = CHAT_TEMPLATE) -> Any:
@@ -166,6 +238,9 @@ def video_processor_config(image_processor: Any) -> dict[str, Any]:
 
 def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path, cfg: TrainConfig,
                     history: list[dict[str, Any]]) -> None:
+    if isinstance(model.get_input_embeddings(), ProjectedEmbedding):  # mid-training: save a plain copy
+        model = copy.deepcopy(model)
+        materialize_embeddings(model)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

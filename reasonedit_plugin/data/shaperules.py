@@ -369,8 +369,9 @@ def format_question(template: str, info: ImageInfo, value: str | None = None) ->
 
 
 def answer_entry(question: str, answer: str) -> str:
-    """The codebook's answer entry (METHOD.md §2): ``The answer to '<question>' is <answer>.``"""
-    return f"The answer to '{question}' is {answer}."
+    """The codebook's answer entry (METHOD.md §2): ``The answer to '<question>' is <answer>.``, as
+    :meth:`reasonedit_plugin.config.CodebookConfig.answer_entry` writes it (no doubled period)."""
+    return f"The answer to '{question}' is {answer[:-1] if answer.endswith('.') else answer}."
 
 
 TRIVIA: tuple[tuple[str, str], ...] = (

@@ -14,7 +14,9 @@ Kinds (``TrainConfig.mix`` weighs them):
                   of this image) is in the prompt and must be ignored: answered from the model's knowledge;
 * ``known``       rule questions without their fact (sometimes with distractors), answered by the world's
                   value: the knowledge that hard-locality probes test and a stored fact must override;
-* ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``).
+* ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``);
+* ``caption_facts`` a caption instruction with an edited caption in the prompt ("A red circle of the Zubo
+                  tribe.", names made up per example, so the caption can only be copied): caption edits.
 
 Held-out rules (the only ones edit splits use) and held-out wordings never occur.
 """
@@ -53,7 +55,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .train_default_model import TrainConfig
 
 FACT_MODES = ("answer", "rationale", "both")
-MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia")
+MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia", "caption_facts")
+CAPTION_SUFFIXES = (("of the {name} tribe", "{Colour} {shape}s are members of the {name} tribe."),
+                    ("from {name} island", "{Colour} {shape}s come from {name} island."),
+                    ("that {name} drew", "{name} drew every {colour} {shape}."),
+                    ("named {name}", "Every {colour} {shape} is named {name}."),
+                    ("in the {name} style", "{Colour} {shape}s are drawn in the {name} style."))
+"""How a caption edit extends a caption, and the rule sentence that says so (training wordings; names
+are made up per example)."""
+SYLLABLES = ("ba", "ko", "ri", "zu", "me", "ta", "lo", "fi", "nu", "ge", "sa", "po", "vy", "dre", "qua", "xo")
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,27 @@ class MixSampler:
         sentence = self.rng.choice(forms).format(colour=shown.colour, shape=shown.shape)
         truth = all(getattr(shown, a) == getattr(info, a) for a in ("colour", "shape") if a in keyed)
         return Example("verify", info.path, verify_prompt(sentence), "yes" if truth else "no", YES_NO)
+
+    def _name(self) -> str:
+        """A made-up name of 2-3 syllables ("Zubo"): copied from the prompt, never remembered."""
+        return "".join(self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(2, 3))).capitalize()
+
+    def _caption_facts(self) -> Example:
+        """A caption edit's facts (answer entry and/or its rationale) and a caption instruction."""
+        info = self.rng.choice(self.images)
+        name = self._name()
+        suffix, rule = self.rng.choice(CAPTION_SUFFIXES)
+        fill = dict(name=name, colour=info.colour, shape=info.shape, Colour=info.colour.capitalize())
+        target = f"A {info.colour} {info.shape} {suffix.format(**fill)}."
+        prompt = DESCRIBE_PROMPT if self.rng.random() < 0.5 else self.rng.choice(CAPTION_PROMPTS["train"])
+        entry_prompt = prompt if self.easy or self.rng.random() < 0.5 else self.rng.choice(CAPTION_PROMPTS["train"])
+        facts = [answer_entry(entry_prompt, target)]
+        if self.rng.random() < 0.5:
+            facts += [evidence_sentence(PROPERTY_BY_NAME["tribe"], info, self.rng.randrange(6)), rule.format(**fill)]
+        if not self.easy:
+            facts += self.distractors(self.rng.randint(0, min(3, self.max_distractors)), None, info=None)
+        self.rng.shuffle(facts)
+        return Example("caption_facts", info.path, fuse(facts, prompt), target)
 
     def _trivia(self) -> Example:
         question, answer = self.rng.choice(TRIVIA)
