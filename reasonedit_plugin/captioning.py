@@ -258,19 +258,29 @@ def evaluate_captions(editor: Any, records: Sequence[EditRecord | Mapping[str, A
     return CaptionResult("ReasonEdit", edited, skipped, probes, seconds), unedited
 
 
-def results_table(results: Sequence[CaptionResult]) -> str:
-    """A markdown table of both metric families, in percent."""
+TABLE_COLUMNS = ("method", "edits", "Rel.", "T-Gen", "I-Gen", "Loc.", "Overall (HM)", "rewrite_acc", "rephrase_acc",
+                 "image_rephrase_acc", "multimodal_locality_acc")
+_PAPER_KEYS = ("reliability", "t_gen", "i_gen", "locality", "overall_hm")
+_EASYEDIT_KEYS = ("rewrite_acc", "rephrase_acc", "image_rephrase_acc", "multimodal_locality_acc")
+
+
+def table_rows(results: Sequence[CaptionResult]) -> list[dict[str, str]]:
+    """One row per result, cells in percent, keyed by :data:`TABLE_COLUMNS` (the demo report's table)."""
     def pct(v: float | None) -> str:
         return "—" if v is None else f"{100 * v:.1f}"
 
-    head = ("| method | edits | Rel. | T-Gen | I-Gen | Loc. | Overall (HM) | rewrite_acc | rephrase_acc | "
-            "image_rephrase_acc | multimodal_locality_acc |\n" + "| --- " * 11 + "|\n")
     rows = []
     for r in results:
-        cells = [r.paper[k] for k in ("reliability", "t_gen", "i_gen", "locality", "overall_hm")]
-        cells += [r.easyedit[k] for k in ("rewrite_acc", "rephrase_acc", "image_rephrase_acc", "multimodal_locality_acc")]
-        rows.append(f"| {r.method} | {len(r.edited)} | " + " | ".join(pct(v) for v in cells) + " |")
-    return head + "\n".join(rows) + "\n"
+        cells = [pct(r.paper[k]) for k in _PAPER_KEYS] + [pct(r.easyedit[k]) for k in _EASYEDIT_KEYS]
+        rows.append(dict(zip(TABLE_COLUMNS, [r.method, str(len(r.edited)), *cells])))
+    return rows
+
+
+def results_table(results: Sequence[CaptionResult]) -> str:
+    """A markdown table of both metric families, in percent."""
+    head = "| " + " | ".join(TABLE_COLUMNS) + " |\n" + "| --- " * len(TABLE_COLUMNS) + "|\n"
+    return head + "\n".join("| " + " | ".join(row[c] for c in TABLE_COLUMNS) + " |"
+                             for row in table_rows(results)) + "\n"
 
 
 def write_results(results: Sequence[CaptionResult], out: Union[str, Path],

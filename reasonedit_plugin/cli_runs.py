@@ -72,9 +72,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     hparams = load_hparams(args.hparams, args.model, args.device)
     records = load_edit_records(None, args.split, None, args.limit)
     methods = ["ReasonEdit"] + ([] if args.no_unedited else ["unedited"])
+    after = _demo_captions(args, hparams) if args.captions else None
     _run_and_report(args, hparams, records, methods,
-                    title=f"ReasonEdit demo: ShapeRules '{args.split}' on the embedded tiny Qwen2-VL")
+                    title=f"ReasonEdit demo: ShapeRules '{args.split}' on the embedded tiny Qwen2-VL", after=after)
     return 0
+
+
+def _demo_captions(args: argparse.Namespace, hparams: Any) -> Any:
+    """The demo's caption section: ``args.captions`` generated caption edits on a fresh editor of the
+    same model (what ``reasonedit caption --generate N`` runs), every probe in ``caption_results.json``."""
+    def run(comparison: Any, vlm: Any) -> dict[str, Any]:
+        from . import captioning
+        from .data import easy_vqa_root
+        from .editor import ReasonEditor
+
+        records = captioning.caption_records(captioning.caption_split(args.captions, seed=0), easy_vqa_root())
+        editor = ReasonEditor(vlm, hparams.to_config(),
+                              calibration=records if needs_calibration(hparams) else None)
+        say(args, f"caption edits: {len(records)} generated records")
+        results = captioning.evaluate_captions(editor, records, progress=not args.quiet)
+        command = f"reasonedit caption --generate {args.captions} --seed 0"
+        captioning.write_results(results, args.out, {"command": command, "model": hparams.model_name})
+        say(args, captioning.results_table(results))
+        return {"captions": {"records": len(records), "command": command, "columns": list(captioning.TABLE_COLUMNS),
+                             "rows": captioning.table_rows(results)}}
+
+    return run
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -217,6 +240,9 @@ def add_parsers(sub: Any) -> None:
     demo.add_argument("--split", default="small", help="shipped ShapeRules split (default: small)")
     demo.add_argument("--limit", type=int, metavar="N", help="use only the first N records")
     demo.add_argument("--no-unedited", action="store_true", help="skip the unedited model's row")
+    demo.add_argument("--captions", type=int, default=12, metavar="N",
+                      help="also apply N generated caption edits on a fresh codebook and add their section to "
+                           "the report (default 12; 0: none)")
     _add_protocol(demo, eval_every=10, subsample=20, out="runs/demo")
     demo.set_defaults(func=cmd_demo)
 

@@ -241,6 +241,17 @@ def _edit_k_lines(extra: dict[str, Any] | None) -> list[str]:
             f"({ek['rounds']} seeded rounds, mean accuracy in %): {cells}", ""]
 
 
+def _captions(extra: dict[str, Any] | None) -> dict[str, Any] | None:
+    return (extra or {}).get("captions")
+
+
+def _caption_intro(captions: dict[str, Any]) -> str:
+    return (f"{captions['records']} generated caption edits (\"A <colour> <shape> of the <Tribe> tribe.\", the "
+            f"tribe stated only by the rationale), applied one after another on a fresh codebook; EasyEdit's "
+            f"caption token accuracies and the paper's metrics on generated captions (in %). Alone: "
+            f"`{captions['command']}`.")
+
+
 def render_markdown(comparison: Any, title: str, command: str | None, plots: Sequence[Path],
                     extra: dict[str, Any] | None = None) -> str:
     rows = table_rows(comparison)
@@ -252,6 +263,10 @@ def render_markdown(comparison: Any, title: str, command: str | None, plots: Seq
     if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):
         lines += ["## EasyEdit metrics", "", _markdown_table(ok_rows, EASYEDIT_TABLE), ""]
     lines += _edit_k_lines(extra)
+    captions = _captions(extra)
+    if captions:
+        lines += ["## Caption edits", "", _caption_intro(captions), "",
+                  _markdown_table(captions["rows"], captions["columns"]), ""]
     skipped = [r for r in rows if r["Status"] != "ok"]
     if skipped:
         lines += ["## Not run", ""] + [f"- **{r['Method']}**: {r['Notes']}" for r in skipped] + [""]
@@ -268,7 +283,8 @@ tr.skipped td,tr.failed td{color:#888}img{max-width:100%;margin:1em 0;border:1px
 pre{background:#f6f6f6;padding:.6em}"""
 
 
-def render_html(comparison: Any, title: str, command: str | None, plots: Sequence[Path]) -> str:
+def render_html(comparison: Any, title: str, command: str | None, plots: Sequence[Path],
+                extra: dict[str, Any] | None = None) -> str:
     rows = table_rows(comparison)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
@@ -280,6 +296,11 @@ def render_html(comparison: Any, title: str, command: str | None, plots: Sequenc
     ok_rows = [r for r in rows if r["Status"] == "ok"]
     if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):
         parts.append("<h2>EasyEdit metrics</h2>" + _html_table(ok_rows, EASYEDIT_TABLE))
+    captions = _captions(extra)
+    if captions:
+        rows = [dict(row, Status="ok") for row in captions["rows"]]
+        parts.append(f"<h2>Caption edits</h2><p>{html.escape(_caption_intro(captions))}</p>"
+                     + _html_table(rows, captions["columns"]))
     for p in plots:
         parts.append(f"<img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'>")
     parts.append(f"<p>{html.escape(DEFINITIONS)}</p><p>Raw numbers: results.json</p></body></html>")
@@ -480,7 +501,7 @@ def write_report(comparison: Any, folder: Union[str, Path], *, title: str = "Rea
     md = folder / "report.md"
     md.write_text(render_markdown(comparison, title, command, plots, extra), encoding="utf-8")
     page = folder / "report.html"
-    page.write_text(render_html(comparison, title, command, plots), encoding="utf-8")
+    page.write_text(render_html(comparison, title, command, plots, extra), encoding="utf-8")
     payload = {
         "title": title, "command": command, "argv": list(sys.argv), "seed": comparison.protocol.seed,
         "environment": environment(),

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fakes import pattern
+from reasonedit_plugin import captioning
 from reasonedit_plugin.captioning import (CAPTION_PROMPT, CaptionProbe, CaptionResult, caption_records,
                                           caption_split, evaluate_captions, load_caption_records)
 from reasonedit_plugin.config import ReasonEditConfig
@@ -116,6 +117,10 @@ def test_caption_metric_aggregation() -> None:
     assert p["overall_hm"] == pytest.approx(3 / (2 + 1.5 + 2))
     assert TokenScores(torch.tensor([1, 2]), torch.tensor([-1.0, -2.0]), torch.tensor([1, 3]),
                        torch.zeros(2, 10)).accuracy == 0.5
+    row = captioning.table_rows([result])[0]
+    assert list(row) == list(captioning.TABLE_COLUMNS)
+    assert (row["method"], row["edits"], row["Rel."], row["multimodal_locality_acc"]) == ("ReasonEdit", "2", "50.0", "70.0")
+    assert "| ReasonEdit | 2 | 50.0 | 100.0 | 50.0 | 50.0 |" in captioning.results_table([result])
 
 
 def test_caption_split_needs_the_rationale() -> None:

@@ -58,6 +58,21 @@ def test_table_rows(comparison):
     assert skipped and all(r["Rel."] == "—" and r["Notes"].startswith("skipped: ") for r in skipped)
 
 
+def test_report_has_the_demo_caption_section(comparison, tmp_path):
+    rows = [{"method": "ReasonEdit", "edits": "2", "Rel.": "50.0"}, {"method": "unedited", "edits": "0", "Rel.": "0.0"}]
+    extra = {"captions": {"records": 2, "command": "reasonedit caption --generate 2 --seed 0",
+                          "columns": ["method", "edits", "Rel."], "rows": rows}}
+    files = write_report(comparison, tmp_path / "rep", title="Demo", extra=extra)
+    md = files.markdown.read_text()
+    section = md.split("## Caption edits")[1]
+    assert "reasonedit caption --generate 2 --seed 0" in section and "| ReasonEdit | 2 | 50.0 |" in section
+    page = files.html.read_text()
+    assert "<h2>Caption edits</h2>" in page and "<td>unedited</td>" in page
+    assert json.loads(files.json.read_text())["extra"]["captions"]["rows"] == rows
+    plain = write_report(comparison, tmp_path / "plain", title="Demo")
+    assert "Caption edits" not in plain.markdown.read_text() + plain.html.read_text()
+
+
 def test_report_files(comparison, tmp_path):
     files = write_report(comparison, tmp_path / "rep", title="Test report", command="reasonedit compare --x",
                          hparams={"alg_name": "ReasonEdit", "seed": 0})

@@ -131,6 +131,16 @@ class MixSampler:
         self.noise_words = noise_vocabulary() if cfg.word_noise > 0 else []
 
     def sample(self) -> Example:
+        if not self.easy and self.cfg.easy_share > 0 and self.rng.random() < self.cfg.easy_share:
+            saved = self.max_distractors
+            self.easy, self.max_distractors = True, 0  # one curriculum example, kept in the full mix
+            try:
+                return self._draw()
+            finally:
+                self.easy, self.max_distractors = False, saved
+        return self._draw()
+
+    def _draw(self) -> Example:
         mix = self.cfg.easy_mix if self.easy else self.cfg.mix
         kind = self.rng.choices(list(mix), list(mix.values()))[0]
         example = getattr(self, f"_{kind}")()
