@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from .baseline_registry import BaselineUnavailable, easyedit_commit
 from .easyedit_mend import vqa_record
-from .easyedit_setup import LIST_REQUEST_ALGS, ModelFolder, hparams_to_dict, multimodal_editor_class
+from .easyedit_setup import ALGORITHMS, LIST_REQUEST_ALGS, ModelFolder, apply_fix, hparams_to_dict, multimodal_editor_class
 from .edit_methods import Prediction, TeacherForced, _pick, vlm_teacher_forced
 from .metrics import EASYEDIT_KEYS
 from .records import EditRecord, ImageLike, load_image
@@ -100,7 +100,9 @@ class EasyEditMethod:
     editor's model, as in EasyEdit's sequential mode); ``predict``/``teacher_forced`` query the edited
     model with the comparison's processor (EasyEdit's weight editors change the model in place: GRACE and
     WISE swap in their adapter layer, LoRA injects its adapters, MEND writes the weights). ``reset``
-    restores a pristine copy of the model loaded by EasyEdit."""
+    restores a pristine copy of the model loaded by EasyEdit. Where EasyEdit's apply function has a bug the
+    plugin fixes (``EasyEditAlgorithm.apply_fix``: GRACE, ``easyedit_grace.py``), the fixed one is used and
+    named in ``config["apply_fix"]``."""
 
     def __init__(self, name: str, hparams: Any, processor: Any, folder: ModelFolder,
                  max_new_tokens: int = 16, hparams_file: str | None = None):
@@ -114,6 +116,9 @@ class EasyEditMethod:
         self.max_new_tokens = max_new_tokens
         # not ``editor``: the protocol reads ``method.editor`` as a ReasonEditor (codebook, retriever)
         self.mm_editor = editor_cls.from_hparams(hparams)
+        fixed = apply_fix(name)
+        if fixed is not None:  # e.g. GRACE: easyedit_grace.py
+            self.mm_editor.apply_algo = fixed
         if name in LIST_REQUEST_ALGS:
             self.mm_editor.apply_algo = _list_request(self.mm_editor.apply_algo)
         self.mm_editor.model.eval()
@@ -128,6 +133,7 @@ class EasyEditMethod:
         self.config: dict[str, Any] = {
             "alg_name": name, "hparams_file": hparams_file, "hparams": hparams_to_dict(hparams),
             "easyedit_commit": easyedit_commit(), "model_folder_added": list(folder.added),
+            "apply_fix": ALGORITHMS[name].apply_fix if name in ALGORITHMS else None,
         }
 
     @property

@@ -45,11 +45,15 @@ class EasyEditAlgorithm:
     hparams_class: str
     training: bool = False
     """Needs weights trained by EasyEdit's trainer (``archive``)."""
+    apply_fix: str | None = None
+    """``module:function`` of the plugin's replacement for EasyEdit's apply function of this method, where
+    EasyEdit's has a bug the comparison works around (the module says which); None: EasyEdit's own."""
 
 
 ALGORITHMS: dict[str, EasyEditAlgorithm] = {a.name: a for a in (
     EasyEditAlgorithm("IKE", "easyeditor.models.ike.ike_hparams", "IKEMultimodalHyperParams"),
-    EasyEditAlgorithm("GRACE", "easyeditor.models.grace.grace_hparams", "GraceHyperParams"),
+    EasyEditAlgorithm("GRACE", "easyeditor.models.grace.grace_hparams", "GraceHyperParams",
+                      apply_fix="reasonedit_plugin.easyedit_grace:apply_grace_to_multimodal_model"),
     EasyEditAlgorithm("WISE", "easyeditor.models.wise.wise_multimodal_hparams", "WISEMultimodalHyperParams"),
     EasyEditAlgorithm("LoRA", "easyeditor.models.lora.lora_multimodal_hparams", "LoRAMultimodalHyperParams"),
     EasyEditAlgorithm("MEND", "easyeditor.models.mend.mend_multimodal_hparams", "MENDMultimodalHparams",
@@ -85,6 +89,16 @@ def easyeditor() -> Any:
         return importlib.import_module("easyeditor")
     except Exception as exc:  # noqa: BLE001 - reported verbatim as the row's reason
         raise BaselineUnavailable(f"easyeditor is not importable ({type(exc).__name__}: {exc})") from exc
+
+
+def apply_fix(name: str) -> Any | None:
+    """The plugin's fixed apply function for EasyEdit method ``name`` (``EasyEditAlgorithm.apply_fix``), or
+    None where EasyEdit's own is used."""
+    algorithm = ALGORITHMS.get(name)
+    if algorithm is None or algorithm.apply_fix is None:
+        return None
+    module, function = algorithm.apply_fix.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def multimodal_editor_class() -> Any:
