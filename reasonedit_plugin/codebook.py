@@ -270,6 +270,18 @@ class Codebook:
     def entry_ids(self) -> list[int]:
         return list(self._parts)
 
+    def edit_parts(self, edit_id: str) -> list[tuple[int, Part]]:
+        """(entry id, contribution record) of every contribution of an edit, by entry id. The records are
+        the codebook's own (read only); a record's ``key`` None means the entry's key (:meth:`stored_key`)."""
+        return [(eid, p) for eid in sorted(self._edit_entries(edit_id)) for p in self._parts_of(eid)
+                if p.edit_id == edit_id]
+
+    def stored_key(self, entry_id: int, part: Part | None = None) -> np.ndarray:
+        """The key of an entry (or of one of its contribution records) at key precision, in the key dtype."""
+        if part is not None and part.key is not None:
+            return part.key
+        return self._store.matrix[self._store.row(entry_id)].copy()
+
     def keys(self, ids: Sequence[int] | None = None) -> torch.Tensor:
         """float32 [len(ids), D] keys (all entries, in entry order, by default)."""
         ids = self.entry_ids() if ids is None else ids
