@@ -232,17 +232,24 @@ class NullSample:
 
     # ------------------------------------------------------------------ which edits
     def _rescan(self) -> None:
+        """The kept set from every edit: walk the edits by priority until 2 x size with an image are found
+        (and every edit of the same priority as the last one)."""
         edits = self.all_edits()
         prio = edit_priority(edits, self.seed)
-        order = sorted(zip(prio.tolist(), edits))
-        kept, self._bound = [], None
-        for p, e in order:
-            if self.image_of(e) is not None:
-                if len(kept) == 2 * self.size:
-                    self._bound = kept[-1]
-                    break
-                kept.append((p, e))
-        self._kept = kept
+        found: list[tuple[float, str]] = []
+        self._bound = None
+        for i in np.argsort(prio, kind="stable").tolist():
+            p = float(prio[i])
+            if len(found) >= 2 * self.size and p > found[-1][0]:
+                self._bound = (p, "")  # every edit not walked has at least this priority
+                break
+            if self.image_of(edits[i]) is not None:
+                found.append((p, edits[i]))
+        found.sort()
+        if len(found) > 2 * self.size:
+            self._bound = found[2 * self.size]
+            found = found[: 2 * self.size]
+        self._kept = found
         self._sync()
 
     def offer(self, edit_id: str) -> None:
