@@ -61,7 +61,8 @@ class NullSetGateConfig:
     null set: re-pairing edits gives queries that must not match; accepting only images closer than
     ``null_percentile`` % of those pairs bounds the false-accept rate). Needs two edits."""
     null_sample: int = 2000
-    """Edits sampled (seeded, per codebook version) for the null distribution."""
+    """Edits whose images make the null distribution: all of them up to this many, else this many of lowest
+    seeded priority (a hash of the edit id; an edit changes the sample by at most one member)."""
     conflict_share: float = 0.5
     """... and within this share of the distance to the nearest image of an edit that answers the same
     question differently (0.5: the midpoint, a Voronoi boundary between the two edits)."""
@@ -155,7 +156,8 @@ class GateVerdict:
 
 @dataclass
 class _EntryRows:
-    """An entry's contributions with their key halves as the tests use them (cached per codebook version)."""
+    """An entry's contributions with their key halves as the tests use them (cached until a change touches
+    the entry)."""
 
     contributions: list[Any]
     vision: torch.Tensor
@@ -259,7 +261,7 @@ class NullSetGate:
         return self._test(q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None, entry_id)
 
     def contributions(self, entry_id: int) -> list[Any]:
-        """The contributions of entry ``entry_id`` (cached for the current codebook version)."""
+        """The contributions of entry ``entry_id`` (cached until a change touches the entry)."""
         self.refresh()
         return self._entry_rows(entry_id).contributions
 

@@ -143,7 +143,8 @@ def test_gate_rebuilds_when_the_journal_is_gone(monkeypatch):
     monkeypatch.setattr(codebook_module, "JOURNAL_LENGTH", 2)
     cb = Codebook(5, CodebookConfig(merge=False, answer_template=TEMPLATE))
     gate = Retriever(cb, vision_dim=2).nullset
-    cb.add_edit("red", [PendingEntry("answer", TEMPLATE.format(question="Q", answer="Vol"), key(IMAGES[0], TEXTS[0]), 0.5)])
+    red = PendingEntry("answer", TEMPLATE.format(question="Q", answer="Vol"), key(IMAGES[0], TEXTS[0]), 0.5)
+    cb.add_edit("red", [red])
     assert gate.conflicts() == {}
     for i, (image, answer) in enumerate([(IMAGES[2], "Kem"), (IMAGES[3], "nine"), (IMAGES[4], "Vol")]):
         cb.add_edit(f"x{i}", [PendingEntry("answer", TEMPLATE.format(question="Q", answer=answer),
