@@ -215,11 +215,12 @@ class NullSetGate:
             edits = list(dict.fromkeys(c.edit_id for c in changes))
             for edit_id in edits:
                 self._table.remove(edit_id)
-                self._sample.discard(edit_id)
+                self._sample.discard(edit_id, sync=False)
             for edit_id in edits:
                 if cb.has_edit(edit_id):
                     self._table.add(edit_id, self._answer_rows(edit_id))
-                    self._sample.offer(edit_id)
+                    self._sample.offer(edit_id, sync=False)
+            self._sample.sync()
         self.null_threshold = self._sample.threshold(self.config.null_percentile)
         self.null_pairs = self._sample.pairs
         self._version = cb.version

@@ -218,6 +218,7 @@ class NullSample:
         self._bound: tuple[float, str] | None = None
         """Every edit with an image that is not kept sorts after this (None: every such edit is kept)."""
         self._slot: dict[str, int] = {}
+        self._stale: set[str] = set()
         self._images = np.zeros((0, 0))
         self._dist = np.zeros((0, 0))
         self._free: list[int] = []
@@ -250,36 +251,45 @@ class NullSample:
             self._bound = found[2 * self.size]
             found = found[: 2 * self.size]
         self._kept = found
-        self._sync()
+        self.sync()
 
-    def offer(self, edit_id: str) -> None:
-        """A new edit (ignored without an image)."""
+    def offer(self, edit_id: str, sync: bool = True) -> None:
+        """A new edit (ignored without an image). ``sync=False``: the members follow at :meth:`sync`."""
         item = (float(edit_priority([edit_id], self.seed)[0]), edit_id)
         if (self._bound is not None and item >= self._bound) or self.image_of(edit_id) is None:
             return
-        bisect.insort(self._kept, item)
+        i = bisect.bisect_left(self._kept, item)
+        if i < len(self._kept) and self._kept[i] == item:
+            return
+        self._kept.insert(i, item)
         if len(self._kept) > 2 * self.size:
             self._bound = self._kept.pop()
-        self._sync()
+        if sync:
+            self.sync()
 
-    def discard(self, edit_id: str) -> None:
-        """A removed edit."""
+    def discard(self, edit_id: str, sync: bool = True) -> None:
+        """A removed edit (or one about to be offered again). ``sync=False``: the members follow at
+        :meth:`sync` (so that a batch of removals never makes a removed edit a member on the way)."""
         item = (float(edit_priority([edit_id], self.seed)[0]), edit_id)
         i = bisect.bisect_left(self._kept, item)
         if i == len(self._kept) or self._kept[i] != item:
             return
         del self._kept[i]
+        if edit_id in self._slot:  # its image may change (a re-edit): it leaves at the next sync
+            self._stale.add(edit_id)
         if len(self._kept) < self.size and self._bound is not None:
             self._rescan()  # the reserve is spent: read the lowest again from every edit
-        else:
-            self._sync()
+        elif sync:
+            self.sync()
 
     # ------------------------------------------------------------------ members, distances, pool
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Make the members the first ``size`` kept edits (their distances and pool values follow)."""
         want = self.members
         wanted = set(want)
-        for e in [e for e in self._slot if e not in wanted]:
+        for e in [e for e in self._slot if e not in wanted or e in self._stale]:
             self._leave(e)
+        self._stale.clear()
         for e in want:
             if e not in self._slot:
                 self._join(e)

@@ -83,6 +83,8 @@ def assert_same_state(live: NullSetGate, cb: Codebook, queries: list[torch.Tenso
     same_conflicts(live.conflicts(), brute_conflicts(cb, 2, live.config.same_question_cos))
     assert (live.null_threshold, live.null_pairs) == (fresh.null_threshold, fresh.null_pairs)
     assert sorted(live._sample.members) == sorted(fresh._sample.members)
+    slots = list(live._sample._slot.values())
+    assert np.isfinite(live._sample._images[slots]).all()     # no removed edit was ever a member on the way
     members, threshold, pairs = brute_null(cb, 2, null_sample, live.config.null_percentile, live.seed)
     assert sorted(live._sample.members) == members and live.null_pairs == pairs
     assert live.null_threshold == (None if threshold is None else pytest.approx(threshold, rel=1e-12, abs=1e-12))
