@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     import pymilvus
 
     from reasonedit_plugin.codebook import Codebook, PendingEntry
+    from reasonedit_plugin.codebook_state import export_state, from_state
     from reasonedit_plugin.config import RetrievalConfig
 
     work = Path(args.workdir)
@@ -75,12 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     faiss_cfg = RetrievalConfig(backend="faiss")
     local, t_build = timed(lambda: Codebook.bulk(keys, values, [f"e{i}" for i in range(n)], 0.5,
                                                  retrieval=faiss_cfg))
-    arrays, table = local.export_state()
+    arrays, table = export_state(local)
     milvus_section = {"uri": str(work / "codebook.db"), "collection": "bench"}
     milvus_cfg = RetrievalConfig(backend="milvus", milvus=milvus_section)
-    served, t_upload = timed(lambda: Codebook.from_state(arrays, table, retrieval=milvus_cfg))
+    served, t_upload = timed(lambda: from_state(arrays, table, retrieval=milvus_cfg))
     replica_cfg = RetrievalConfig(backend="milvus", milvus={**milvus_section, "read_only": True})
-    replica, t_reconnect = timed(lambda: Codebook.from_state(arrays, table, retrieval=replica_cfg))
+    replica, t_reconnect = timed(lambda: from_state(arrays, table, retrieval=replica_cfg))
     print(f"build {t_build:.1f} s, upload {t_upload:.1f} s, reconnect {t_reconnect:.1f} s", flush=True)
 
     qs = np.concatenate([queries["question"], queries["stored"]])

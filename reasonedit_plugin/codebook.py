@@ -12,14 +12,17 @@ Scale: every entry key is stored once, at key precision (float16 by default), in
 are kept as slotted records (a merged contribution keeps its own key copy), entries are built on access
 (:class:`EntryView`), edit ids map to their entries by dict, and the gate's key sample is maintained
 under edits (:class:`~.gate_sample.GateSample`). Saved codebooks carry the neighbour lists, sigma and the partition,
-so loading is O(N) reading.
+so loading is O(N) reading (``codebook_state.py``).
+
+Every change is recorded in a bounded journal (:meth:`Codebook.changes_since`): caches built from the
+entries (the null-set gate's tables) update only what a change touched instead of rescanning the codebook.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -39,6 +42,8 @@ from .store_index import StoreIndex
 logger = logging.getLogger(__name__)
 
 ENTRY_KINDS = ("answer", "reasoning", "patch")
+JOURNAL_LENGTH = 4096
+"""How many changes the codebook remembers (``changes_since``); a cache further behind rebuilds."""
 
 
 @dataclass
@@ -58,7 +63,20 @@ class Contribution:
                 "created": self.created, "meta": self.meta}
 
 
-class _Part:
+@dataclass(frozen=True)
+class Change:
+    """One change of the codebook, as its journal records it (``Codebook.changes_since``)."""
+
+    version: int
+    """The codebook version the change produced."""
+    edit_id: str
+    removed: bool
+    """False: ``add_edit``; True: ``remove_edit``."""
+    entry_ids: tuple[int, ...]
+    """The entries it added, changed or deleted."""
+
+
+class Part:
     """A contribution as the codebook holds it: its key is the entry's row in the key store (``key`` None,
     the first contribution) or its own copy at key precision (later, merged contributions)."""
 
@@ -70,7 +88,7 @@ class _Part:
         self.created, self.meta, self.key = created, meta, key
 
 
-_NO_META: Mapping[str, Any] = MappingProxyType({})
+NO_META: Mapping[str, Any] = MappingProxyType({})
 
 
 class Entry:
@@ -79,7 +97,7 @@ class Entry:
 
     __slots__ = ("id", "radius", "_parts", "_book", "_key")
 
-    def __init__(self, entry_id: int, radius: float, parts: Sequence[_Part], book: "Codebook"):
+    def __init__(self, entry_id: int, radius: float, parts: Sequence[Part], book: "Codebook"):
         self.id, self.radius, self._parts, self._book, self._key = entry_id, radius, parts, book, None
 
     @property
@@ -165,7 +183,7 @@ def _fold(contributions: Sequence[Contribution]) -> tuple[torch.Tensor, float]:
     return key, radius
 
 
-def _fold_parts(key: np.ndarray, parts: Sequence[_Part]) -> float:
+def _fold_parts(key: np.ndarray, parts: Sequence[Part]) -> float:
     """The radius of an entry whose first contribution has ``key``: each later one grows it to
     max(r, d + r_new) (see ``_fold``)."""
     radius = parts[0].radius
@@ -184,7 +202,7 @@ class Codebook:
         self.dim = dim
         self.config = config or CodebookConfig()
         self.retrieval = retrieval or RetrievalConfig()
-        self._parts: dict[int, _Part | list[_Part]] = {}
+        self._parts: dict[int, Part | list[Part]] = {}
         self._radius: dict[int, float] = {}  # merged entries only; a single part carries its radius
         self._edits: dict[str, int | list[int] | None] = {}
         """edit id -> its entry id (an int, the common case, saving a list per edit) or ids, in order of
@@ -192,6 +210,9 @@ class Codebook:
         self._next_id = 0
         self.version = 0
         """Bumped on every change; caches (the rejection gate) compare it."""
+        self._journal: deque[Change] = deque(maxlen=JOURNAL_LENGTH)
+        self._journal_from = 0
+        """``changes_since(v)`` can answer for every v >= this."""
         self._store = KeyStore(dim, self.config.key_dtype, self.config.exact_search_below,
                                self.config.ivf_lists, self.config.seed)
         self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
@@ -249,6 +270,18 @@ class Codebook:
     def entry_ids(self) -> list[int]:
         return list(self._parts)
 
+    def edit_parts(self, edit_id: str) -> list[tuple[int, Part]]:
+        """(entry id, contribution record) of every contribution of an edit, by entry id. The records are
+        the codebook's own (read only); a record's ``key`` None means the entry's key (:meth:`stored_key`)."""
+        return [(eid, p) for eid in sorted(self._edit_entries(edit_id)) for p in self._parts_of(eid)
+                if p.edit_id == edit_id]
+
+    def stored_key(self, entry_id: int, part: Part | None = None) -> np.ndarray:
+        """The key of an entry (or of one of its contribution records) at key precision, in the key dtype."""
+        if part is not None and part.key is not None:
+            return part.key
+        return self._store.matrix[self._store.row(entry_id)].copy()
+
     def keys(self, ids: Sequence[int] | None = None) -> torch.Tensor:
         """float32 [len(ids), D] keys (all entries, in entry order, by default)."""
         ids = self.entry_ids() if ids is None else ids
@@ -293,6 +326,32 @@ class Codebook:
             self._gate = GateSample(self._store, self._graph, sample, seed)
         return self._gate.threshold(percentile)
 
+    def changes_since(self, version: int) -> list[Change] | None:
+        """The changes after ``version``, oldest first, so that a cache built at ``version`` can update only
+        what they touched; None when the journal does not reach back that far (or the codebook was rebuilt
+        or reloaded since): the cache then rebuilds."""
+        if version == self.version:
+            return []
+        if not self._journal_from <= version < self.version:
+            return None
+        out = []
+        for change in reversed(self._journal):
+            if change.version <= version:
+                break
+            out.append(change)
+        return out[::-1]
+
+    def _record(self, edit_id: str, removed: bool, entry_ids: Sequence[int]) -> None:
+        self.version += 1
+        if len(self._journal) == self._journal.maxlen:
+            self._journal_from = self._journal[0].version
+        self._journal.append(Change(self.version, edit_id, removed, tuple(entry_ids)))
+
+    def _reset_journal(self) -> None:
+        """After a change the journal does not describe (a bulk build, a reload, a rebuild)."""
+        self._journal.clear()
+        self._journal_from = self.version
+
     # ------------------------------------------------------------------ usage and eviction
     def note_retrieved(self, entry_ids: Sequence[int]) -> None:
         """Count that these entries were retrieved (an accepted query); eviction spares them."""
@@ -322,13 +381,13 @@ class Codebook:
     # ------------------------------------------------------------------ entries
     def _entry(self, entry_id: int) -> Entry:
         parts = self._parts[entry_id]
-        if isinstance(parts, _Part):
+        if isinstance(parts, Part):
             return Entry(entry_id, parts.radius, (parts,), self)
         return Entry(entry_id, self._radius[entry_id], tuple(parts), self)
 
-    def _parts_of(self, entry_id: int) -> list[_Part]:
+    def _parts_of(self, entry_id: int) -> list[Part]:
         parts = self._parts[entry_id]
-        return [parts] if isinstance(parts, _Part) else parts
+        return [parts] if isinstance(parts, Part) else parts
 
     # ------------------------------------------------------------------ changes
     def add_edit(self, edit_id: str, pending: Sequence[PendingEntry],
@@ -341,13 +400,14 @@ class Codebook:
         keys = [self._check_pending(p) for p in pending]
         self._search.prepare(self)
         now = time.time()
-        shared_meta = dict(meta) if meta else _NO_META
+        shared_meta = dict(meta) if meta else NO_META
         result = []
         for p, key in zip(pending, keys):
-            result.append(self._insert(_Part(edit_id, p.kind, p.value, float(p.radius), now, shared_meta, None),
+            result.append(self._insert(Part(edit_id, p.kind, p.value, float(p.radius), now, shared_meta, None),
                                        key))
-        self.version += 1
-        self._search.changed(self, list(dict.fromkeys(eid for eid, _ in result)))
+        touched = list(dict.fromkeys(eid for eid, _ in result))
+        self._record(edit_id, False, touched)
+        self._search.changed(self, touched)
         return result
 
     def remove_edit(self, edit_id: str) -> list[int]:
@@ -376,7 +436,7 @@ class Codebook:
                 self._add_key(eid, key)
             self._set_parts(eid, rest, key)
         del self._edits[edit_id]
-        self.version += 1
+        self._record(edit_id, True, touched)
         self._search.changed(self, touched)
         return list(touched)
 
@@ -394,7 +454,7 @@ class Codebook:
             raise ReasonEditError(f"radius {p.radius!r} must be finite and >= 0.")
         return self._store.round(_as_numpy(p.key))
 
-    def _insert(self, part: _Part, key: np.ndarray) -> tuple[int, bool]:
+    def _insert(self, part: Part, key: np.ndarray) -> tuple[int, bool]:
         if self.config.merge and self._parts:
             hits = self._store.search(key, min(8, len(self)), scaled=False)
             for d, eid in zip(hits.distances.astype(np.float64).tolist(), hits.ids.tolist()):
@@ -425,7 +485,7 @@ class Codebook:
         elif entry_id not in ids:
             ids.append(entry_id)
 
-    def _set_parts(self, entry_id: int, parts: list[_Part], key: np.ndarray) -> None:
+    def _set_parts(self, entry_id: int, parts: list[Part], key: np.ndarray) -> None:
         if len(parts) == 1:
             self._parts[entry_id] = parts[0]
             self._radius.pop(entry_id, None)
@@ -458,6 +518,7 @@ class Codebook:
         self._store.column("hits")[:] = hits
         self._gate = None
         self.version += 1
+        self._reset_journal()
         self._search.attach(self)
 
     @classmethod
@@ -482,181 +543,14 @@ class Codebook:
         book = cls(keys.shape[1], config, retrieval)
         now = time.time()
         for i, (value, edit_id) in enumerate(zip(values, edit_ids)):
-            book._parts[i] = _Part(edit_id, kind, value, float(radii[i]), now, _NO_META, None)
+            book._parts[i] = Part(edit_id, kind, value, float(radii[i]), now, NO_META, None)
             book._note_edit(edit_id, i)
         book._next_id = n
         book._graph.build(np.arange(n, dtype=np.int64), keys, progress, graph_lists)
         book.version = 1
+        book._reset_journal()
         book._search.attach(book)
         return book
-
-    # ------------------------------------------------------------------ persistence (storage.py)
-    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Arrays (keys at key precision, graph, partition; rows in entry order) and the entry table."""
-        ids = np.array(self.entry_ids(), np.int64)
-        s = self._store
-        rows = s.rows(ids)
-        arrays: dict[str, np.ndarray] = {
-            "entry_ids": ids,
-            "entry_keys": s.matrix[rows] if len(rows) else np.zeros((0, self.dim), s.dtype),
-            "nbr": s.column("nbr")[rows], "nlen": s.column("nlen")[rows].astype(np.int16),
-            "sigma": s.column("sigma")[rows], "reach": s.column("reach")[rows],
-            "hits": s.column("hits")[rows],
-        }
-        part = s.partition_state()
-        if part:
-            arrays.update(centroids=part["centroids"], assign=part["assign"][rows], rad=part["rad"][rows])
-        # contributions as columns (numbers here, strings once each in the JSON table): a load builds the
-        # final objects directly instead of a million transient dicts
-        edits = self.edit_ids()
-        edit_index = {e: i for i, e in enumerate(edits)}
-        values: dict[str, int] = {}
-        metas: dict[int, int] = {}
-        meta_list: list[dict[str, Any]] = []
-        cols: dict[str, list[Any]] = {k: [] for k in ("c_entry", "c_edit", "c_value", "c_kind", "c_radius",
-                                                      "c_created", "c_meta", "c_key_row")}
-        extra_keys: list[np.ndarray] = []
-        e_radius = np.empty(len(ids), np.float64)
-        for n, eid in enumerate(ids.tolist()):
-            parts = self._parts_of(eid)
-            e_radius[n] = self._radius.get(eid, parts[0].radius)
-            for p in parts:
-                cols["c_entry"].append(eid)
-                cols["c_edit"].append(edit_index[p.edit_id])
-                cols["c_value"].append(values.setdefault(p.value, len(values)))
-                cols["c_kind"].append(ENTRY_KINDS.index(p.kind))
-                cols["c_radius"].append(p.radius)
-                cols["c_created"].append(p.created)
-                if p.meta:
-                    if id(p.meta) not in metas:
-                        metas[id(p.meta)] = len(meta_list)
-                        meta_list.append(dict(p.meta))
-                    cols["c_meta"].append(metas[id(p.meta)])
-                else:
-                    cols["c_meta"].append(-1)
-                if p.key is not None:
-                    cols["c_key_row"].append(len(extra_keys))
-                    extra_keys.append(p.key)
-                else:
-                    cols["c_key_row"].append(-1)
-        dtypes = {"c_entry": np.int64, "c_edit": np.int32, "c_value": np.int32, "c_kind": np.int8,
-                  "c_radius": np.float64, "c_created": np.float64, "c_meta": np.int32, "c_key_row": np.int32}
-        arrays.update({k: np.asarray(v, dtypes[k]) for k, v in cols.items()})
-        arrays["e_radius"] = e_radius
-        arrays["contribution_keys"] = (np.stack(extra_keys).astype(s.dtype) if extra_keys
-                                       else np.zeros((0, self.dim), s.dtype))
-        table = {"dim": self.dim, "next_id": self._next_id, "version": self.version,
-                 "hubness_k": self._graph.k, "key_dtype": str(s.dtype), "layout": "columns",
-                 "edit_order": edits, "values": list(values), "metas": meta_list, "kinds": list(ENTRY_KINDS)}
-        return arrays, table
-
-    def _parts_from_columns(self, arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
-                            ids: np.ndarray) -> None:
-        _parts_from_columns(self, arrays, table, ids)
-
-    def _parts_from_rows(self, table: Mapping[str, Any], extra: np.ndarray) -> None:
-        """The row layout (one dict per entry, as a format-1 migration produces)."""
-        meta_cache: dict[str, Mapping[str, Any]] = {}
-        values: dict[str, str] = {}
-        for e in table["entries"]:
-            parts = []
-            for c in e["c"]:
-                meta = c.get("meta")
-                if meta:
-                    meta = meta_cache.setdefault(json.dumps(meta, sort_keys=True), meta)
-                key = extra[c["key_row"]].astype(self._store.dtype) if "key_row" in c else None
-                value = values.setdefault(c["value"], c["value"])
-                parts.append(_Part(c["edit_id"], c["kind"], value, float(c["radius"]), float(c["created"]),
-                                   meta or _NO_META, key))
-            if not parts:
-                raise ReasonEditError(f"entry {e['id']} has no contributions.")
-            eid = int(e["id"])
-            self._parts[eid] = parts[0] if len(parts) == 1 else parts
-            if len(parts) > 1:
-                self._radius[eid] = float(e["radius"])
-
-    @classmethod
-    def from_state(cls, arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
-                   config: CodebookConfig | None = None, retrieval: RetrievalConfig | None = None) -> "Codebook":
-        """The inverse of :meth:`export_state`: O(N) reading; the graph is rebuilt only if the saved one
-        does not fit (another hubness k or key dtype)."""
-        book = cls(int(table["dim"]), config, retrieval)
-        ids = np.asarray(arrays["entry_ids"], np.int64)
-        extra = arrays["contribution_keys"]
-        if table.get("layout") == "columns":
-            book._parts_from_columns(arrays, table, ids)
-        else:
-            book._parts_from_rows(table, extra)
-            for edit_id in table.get("edit_order", []):
-                book._edits[edit_id] = None
-            for eid in ids.tolist():
-                for p in book._parts_of(eid):
-                    book._note_edit(p.edit_id, eid)
-        book._next_id = max(int(table["next_id"]), int(ids.max()) + 1 if len(ids) else 0)
-        keys = np.asarray(arrays["entry_keys"])
-        fits = (int(table.get("hubness_k", -1)) == book._graph.k and "nbr" in arrays
-                and str(table.get("key_dtype")) == str(book._store.dtype))
-        if fits:
-            partition = ({"centroids": arrays["centroids"], "assign": arrays["assign"], "rad": arrays["rad"]}
-                         if "centroids" in arrays else None)
-            book._graph.restore(ids, keys, arrays["nbr"], arrays["nlen"], arrays["sigma"], arrays["reach"],
-                                partition)
-        else:
-            logger.warning("codebook: neighbour lists saved for hubness k=%s / %s keys do not fit k=%d / %s; "
-                           "rebuilding them (%d keys)", table.get("hubness_k"), table.get("key_dtype"),
-                           book._graph.k, book._store.dtype, len(ids))
-            book._graph.build(ids, keys)
-        if "hits" in arrays and len(ids):
-            book._store.column("hits")[book._store.rows(ids)] = arrays["hits"]
-        book.version = int(table.get("version", 0))
-        book._search.attach(book)
-        return book
-
-
-def _parts_from_columns(book: "Codebook", arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
-                        ids: np.ndarray) -> None:
-    """Build the slotted contribution records from the column layout, a chunk at a time (so the
-    temporary Python numbers of one chunk are reused by the next instead of piling up)."""
-    edits = list(table["edit_order"])
-    values = list(table["values"])
-    metas = [MappingProxyType(dict(m)) for m in table["metas"]]
-    kinds = list(table["kinds"])
-    extra = arrays["contribution_keys"]
-    dtype = book._store.dtype
-    interned: dict[float, float] = {}  # creation times and radii repeat: one float object each
-    c_entry = np.asarray(arrays["c_entry"], np.int64)
-    uniq, counts = np.unique(c_entry, return_counts=True)
-    merged = set(uniq[counts > 1].tolist())
-    merged_radius: dict[int, float] = {}
-    if merged:
-        where = {int(e): i for i, e in enumerate(ids.tolist()) if int(e) in merged}
-        merged_radius = {e: float(arrays["e_radius"][where[e]]) for e in merged}
-    parts_of: dict[int, Any] = book._parts
-    book._edits = dict.fromkeys(edits)
-    note = book._note_edit
-    for start in range(0, len(c_entry), 65536):
-        sl = slice(start, start + 65536)
-        ent = c_entry[sl].tolist()
-        edit, value, kind = arrays["c_edit"][sl].tolist(), arrays["c_value"][sl].tolist(), arrays["c_kind"][sl].tolist()
-        radius, made = arrays["c_radius"][sl].tolist(), arrays["c_created"][sl].tolist()
-        meta, key_row = arrays["c_meta"][sl].tolist(), arrays["c_key_row"][sl].tolist()
-        for i, eid in enumerate(ent):
-            part = _Part(edits[edit[i]], kinds[kind[i]], values[value[i]],
-                         interned.setdefault(radius[i], radius[i]), interned.setdefault(made[i], made[i]),
-                         metas[meta[i]] if meta[i] >= 0 else _NO_META,
-                         extra[key_row[i]].astype(dtype) if key_row[i] >= 0 else None)
-            have = parts_of.get(eid)
-            if have is None:
-                parts_of[eid] = part
-            elif isinstance(have, _Part):
-                parts_of[eid] = [have, part]
-                book._radius[eid] = merged_radius[eid]
-            else:
-                have.append(part)
-            note(part.edit_id, eid)
-    if len(parts_of) != len(ids):
-        raise ReasonEditError(f"{len(ids)} entry keys but contributions for {len(parts_of)} entries.")
-
 
 def _as_numpy_matrix(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):

@@ -13,7 +13,9 @@ built from what the method already stores:
   editor's own null set: re-pairing edit j's image with edit k's question gives a query that must NOT get
   k's answer whenever k and j answer the same question (text cosine >= ``same_question_cos``) differently.
   Those re-paired queries are known in closed form from the stored keys (a key is [v; λ·t]), so the null
-  set costs no model call; each new edit updates it in O(#answer entries).
+  set costs no model call; each new edit updates it in O(#answer entries) (``gate_tables.py``: the tables
+  follow the codebook's change journal, so an edit touches only what it changed, never a scan of the
+  codebook).
 * **text test** — the cosine between the query's text part and the entry's must be >= ``text_min_cos``
   (scale-free: λ cancels).
 
@@ -27,7 +29,6 @@ test) to any number (per-entry work; the candidate list comes from the retriever
 from __future__ import annotations
 
 import logging
-import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,8 +38,12 @@ import torch
 
 from .codebook import Codebook
 from .errors import ConfigError
+from .gate_tables import AnswerTable, NullSample
 
 logger = logging.getLogger(__name__)
+
+_ROWS_CACHED = 4096
+"""Entries whose contributions the gate keeps as arrays between queries (then it starts over)."""
 
 
 @dataclass
@@ -56,7 +61,8 @@ class NullSetGateConfig:
     null set: re-pairing edits gives queries that must not match; accepting only images closer than
     ``null_percentile`` % of those pairs bounds the false-accept rate). Needs two edits."""
     null_sample: int = 2000
-    """Edits sampled (seeded, per codebook version) for the null distribution."""
+    """Edits whose images make the null distribution: all of them up to this many, else this many of lowest
+    seeded priority (a hash of the edit id; an edit changes the sample by at most one member)."""
     conflict_share: float = 0.5
     """... and within this share of the distance to the nearest image of an edit that answers the same
     question differently (0.5: the midpoint, a Voronoi boundary between the two edits)."""
@@ -150,21 +156,14 @@ class GateVerdict:
 
 @dataclass
 class _EntryRows:
-    """An entry's contributions with their key halves as the tests use them (cached per codebook version)."""
+    """An entry's contributions with their key halves as the tests use them (cached until a change touches
+    the entry)."""
 
     contributions: list[Any]
     vision: torch.Tensor
     """float64 [m, vision_dim]"""
     text_unit: torch.Tensor | None
     """float64 [m, text dim], unit rows (None without a text part)."""
-
-
-@dataclass
-class _AnswerStat:
-    edit_id: str
-    vision: torch.Tensor
-    text_unit: torch.Tensor
-    answer: str
 
 
 def _answer_of(value: str, template: str) -> str:
@@ -192,98 +191,68 @@ class NullSetGate:
         self.config = config
         self.vision_dim = vision_dim if vision_dim is not None else codebook.dim
         self.has_text = self.vision_dim < codebook.dim
-        self._stats: dict[tuple[int, str], _AnswerStat] = {}
-        self._conflict: dict[str, tuple[float, str]] = {}
-        """edit id -> (distance to the nearest conflicting edit's image, that edit)."""
         self._version: int | None = None
+        self._table: AnswerTable | None = None
+        self._sample: NullSample | None = None
         self._rows: dict[int, _EntryRows] = {}
-        """Per candidate entry, its contributions as arrays (cleared when the codebook changes)."""
-        self._with_answer: set[str] = set()
-        self._answers: dict[str, _AnswerStat] = {}
+        """Per candidate entry, its contributions as arrays (dropped when a change touches the entry)."""
 
     # ------------------------------------------------------------------ the null set
-    def _answer_entries(self) -> dict[tuple[int, str], _AnswerStat]:
-        """Every answer contribution, by (entry id, edit id), with its OWN key (a merged entry keeps each
-        edit's key; the gate tests those, not the merged centre)."""
-        cb, dv = self.codebook, self.vision_dim
-        template = cb.config.answer_template
-        out = {}
-        for eid, entry in cb.entries.items():
-            if "answer" not in entry.kinds:  # cheap: no contribution objects (nor key copies) built
-                continue
-            for c in entry.contributions:
-                if c.kind == "answer":
-                    out[(eid, c.edit_id)] = _AnswerStat(
-                        c.edit_id, c.key[:dv].double(),
-                        _unit(c.key[dv:].double()) if self.has_text else c.key[:0].double(),
-                        _answer_of(c.value, template))
-        return out
-
     def refresh(self) -> None:
-        """Bring the conflict table up to date with the codebook: new answer entries are compared with
-        every known one (O(#answer entries) each); a removal recomputes the table."""
+        """Bring the tables up to date with the codebook. From the codebook's change journal only the edits
+        a change named are updated (their answer rows, conflicts and null-sample membership) and only the
+        entries it touched leave the per-entry cache; a codebook without a journal that reaches back
+        (first use, a reload, a rebuild) builds the tables from scratch."""
         cb = self.codebook
         if self._version == cb.version:
             return
-        current = self._answer_entries()
-        if not set(self._stats) <= set(current):  # something was removed: rebuild
-            self._stats, self._conflict = {}, {}
-        new = [i for i in current if i not in self._stats]
-        for i in new:
-            self._add(i, current[i])
-        self._null()
-        self._rows.clear()
-        self._with_answer = {s.edit_id for s in self._stats.values()}
-        self._answers = {s.edit_id: s for s in self._stats.values()}
+        changes = None if self._table is None or self._version is None else cb.changes_since(self._version)
+        if changes is None:
+            self._build()
+        else:
+            for entry_id in {e for c in changes for e in c.entry_ids}:
+                self._rows.pop(entry_id, None)
+            edits = list(dict.fromkeys(c.edit_id for c in changes))
+            for edit_id in edits:
+                self._table.remove(edit_id)
+                self._sample.discard(edit_id, sync=False)
+            for edit_id in edits:
+                if cb.has_edit(edit_id):
+                    self._table.add(edit_id, self._answer_rows(edit_id))
+                    self._sample.offer(edit_id, sync=False)
+            self._sample.sync()
+        self.null_threshold = self._sample.threshold(self.config.null_percentile)
+        self.null_pairs = self._sample.pairs
         self._version = cb.version
 
-    def _null(self) -> None:
-        """The ``null_percentile`` of image distances between different edits' images (one image per edit:
-        its first contribution's; identical images, e.g. a re-edit, are not a null pair)."""
-        cb, dv = self.codebook, self.vision_dim
-        per_edit: dict[str, torch.Tensor] = {}
-        for entry in cb.entries.values():
-            for c in entry.contributions:
-                if c.kind != "patch" and c.edit_id not in per_edit:
-                    per_edit[c.edit_id] = c.key[:dv]
-        ids = sorted(per_edit)
-        if len(ids) > self.config.null_sample:
-            ids = sorted(random.Random(f"{self.seed}:nullset:{cb.version}").sample(ids, self.config.null_sample))
-        if len(ids) < 2:
-            self.null_threshold, self.null_pairs = None, 0
-            return
-        vis = torch.stack([per_edit[i] for i in ids]).double()
-        d = torch.cdist(vis, vis)
-        iu = torch.triu_indices(len(ids), len(ids), offset=1)
-        values = d[iu[0], iu[1]]
-        values = values[values > 1e-9]
-        self.null_pairs = int(values.numel())
-        self.null_threshold = (float(np.percentile(values.numpy(), self.config.null_percentile))
-                               if self.null_pairs else None)
+    def _build(self) -> None:
+        cb = self.codebook
+        self._rows.clear()
+        self._table = AnswerTable(self.vision_dim, cb.dim, cb.store.dtype, self.config.same_question_cos)
+        for edit_id in cb.edit_ids():
+            self._table.add(edit_id, self._answer_rows(edit_id))
+        self._sample = NullSample(self.config.null_sample, self.seed, self._image_of, cb.edit_ids)
 
-    def _add(self, entry_id: tuple[int, str], stat: _AnswerStat) -> None:
-        if self._stats and self.has_text:
-            ids = list(self._stats)
-            vis = torch.stack([self._stats[i].vision for i in ids])
-            txt = torch.stack([self._stats[i].text_unit for i in ids])
-            cos = (txt @ stat.text_unit).tolist()
-            dist = torch.linalg.vector_norm(vis - stat.vision, dim=1).tolist()
-            for j, c, d in zip(ids, cos, dist):
-                other = self._stats[j]
-                if other.edit_id == stat.edit_id or c < self.config.same_question_cos or other.answer == stat.answer:
-                    continue
-                self._note(stat.edit_id, d, other.edit_id)
-                self._note(other.edit_id, d, stat.edit_id)
-        self._stats[entry_id] = stat
+    def _answer_rows(self, edit_id: str) -> list[tuple[int, np.ndarray, str]]:
+        """An edit's answer contributions, each with its OWN key (a merged entry keeps each edit's key; the
+        gate tests those, not the merged centre)."""
+        cb, template = self.codebook, self.codebook.config.answer_template
+        return [(eid, cb.stored_key(eid, p), _answer_of(p.value, template))
+                for eid, p in cb.edit_parts(edit_id) if p.kind == "answer"]
 
-    def _note(self, edit_id: str, d: float, other: str) -> None:
-        if edit_id not in self._conflict or d < self._conflict[edit_id][0]:
-            self._conflict[edit_id] = (d, other)
+    def _image_of(self, edit_id: str) -> np.ndarray | None:
+        """One image per edit for the null set: its first non-patch contribution's (by entry id)."""
+        cb = self.codebook
+        for eid, p in cb.edit_parts(edit_id):
+            if p.kind != "patch":
+                return cb.stored_key(eid, p)[: self.vision_dim].astype(np.float64)
+        return None
 
     def conflicts(self) -> dict[str, tuple[float, str]]:
-        """edit id -> (image distance to the nearest edit answering the same question differently, it)."""
+        """edit id -> (image distance to the nearest edit answering the same question differently, it);
+        ties go to the other edit of smallest id."""
         self.refresh()
-        return dict(self._conflict)
+        return dict(self._table.conflict)
 
     # ------------------------------------------------------------------ one query
     def test(self, query: torch.Tensor, entry_id: int) -> list[EntryTest]:
@@ -293,13 +262,15 @@ class NullSetGate:
         return self._test(q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None, entry_id)
 
     def contributions(self, entry_id: int) -> list[Any]:
-        """The contributions of entry ``entry_id`` (cached for the current codebook version)."""
+        """The contributions of entry ``entry_id`` (cached until a change touches the entry)."""
         self.refresh()
         return self._entry_rows(entry_id).contributions
 
     def _entry_rows(self, entry_id: int) -> _EntryRows:
         rows = self._rows.get(entry_id)
         if rows is None:
+            if len(self._rows) >= _ROWS_CACHED:
+                self._rows.clear()
             contributions = self.codebook.entries[entry_id].contributions
             keys = torch.stack([c.key for c in contributions]).double()
             dv = self.vision_dim
@@ -310,6 +281,7 @@ class NullSetGate:
     def _test(self, q_vision: torch.Tensor, q_text: torch.Tensor | None, entry_id: int) -> list[EntryTest]:
         cfg = self.config
         rows = self._entry_rows(entry_id)
+        conflict = self._table.conflict
         d_img = torch.linalg.vector_norm(q_vision - rows.vision, dim=1).tolist()
         cos = [None] * len(d_img) if q_text is None else (rows.text_unit @ q_text).tolist()
         out = []
@@ -318,8 +290,8 @@ class NullSetGate:
             if self.null_threshold is not None and self.null_threshold < thr:
                 thr, why = self.null_threshold, (f"{cfg.null_percentile:g}th percentile of {self.null_pairs} "
                                                  "image distances between different edits")
-            if c.edit_id in self._conflict:
-                dc, other = self._conflict[c.edit_id]
+            if c.edit_id in conflict:
+                dc, other = conflict[c.edit_id]
                 if cfg.conflict_share * dc < thr:
                     thr, why = cfg.conflict_share * dc, f"{cfg.conflict_share:g} x d to conflicting edit {other}"
             out.append(EntryTest(entry_id, c.edit_id, c.kind, c.value, d, thr, why, cs, d <= thr,
@@ -334,7 +306,7 @@ class NullSetGate:
         q_vision, q_text = q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None
         tests = [t for i in candidates for t in self._test(q_vision, q_text, i)]
         matched: dict[str, float] = {}
-        with_answer = self._with_answer if cfg.match_on == "answer" else set()
+        with_answer = self._table.rows_of if cfg.match_on == "answer" else {}
         for t in tests:
             if t.passed and (t.kind == "answer" or t.edit_id not in with_answer):
                 r = t.ratio(cfg.text_min_cos)
@@ -350,11 +322,10 @@ class NullSetGate:
         # the best-matching edit wins; a matched edit answering the same question is dropped; ties (e.g.
         # the same image and question edited twice) go to the later edit: a re-edit overrides
         order = sorted(matched, key=lambda e: (round(matched[e], 9), -created.get(e, 0.0), e))
-        answers = self._answers
         kept: list[str] = []
         dropped: dict[str, str] = {}
         for edit in order:
-            rival = next((k for k in kept if self._conflicting(answers.get(edit), answers.get(k))), None)
+            rival = next((k for k in kept if self._conflicting(edit, k)), None)
             if rival is None:
                 kept.append(edit)
             else:
@@ -367,11 +338,13 @@ class NullSetGate:
                      if dropped else ""))
         return GateVerdict(accepted, tests, order[0], dropped, reason, kept)
 
-    def _conflicting(self, a: _AnswerStat | None, b: _AnswerStat | None) -> bool:
-        """Two edits answer the same question differently."""
-        if a is None or b is None or not self.has_text or a.answer == b.answer:
+    def _conflicting(self, a: str, b: str) -> bool:
+        """Two edits answer the same question differently (judged by each one's first answer row)."""
+        table = self._table
+        ra, rb = table.first_row(a), table.first_row(b)
+        if ra is None or rb is None or not self.has_text or table.answer[ra] == table.answer[rb]:
             return False
-        return float(a.text_unit @ b.text_unit) >= self.config.same_question_cos
+        return table.cos(ra, rb) >= self.config.same_question_cos
 
 
 def describe(verdict: GateVerdict, text_min_cos: float, limit: int = 10) -> list[str]:

@@ -50,6 +50,62 @@ def _percentile_inplace(values: np.ndarray, percentile: float) -> float:
     return _interpolate(float(values[lo]), float(values[hi]), h)
 
 
+class LowPool:
+    """The sorted values of a multiset up to a cut-off (all of them while the cut-off is infinite), kept under
+    insertions and removals of values, so that a low percentile is read without partitioning every value.
+    Used for the gate sample's scaled pair values and the null-set gate's image distances."""
+
+    def __init__(self) -> None:
+        self.values: np.ndarray | None = None
+        """Sorted values <= ``cut`` (None: to be rebuilt)."""
+        self.cut = np.inf
+
+    def insert(self, vals: np.ndarray) -> None:
+        if self.values is None:
+            return
+        vals = np.sort(vals)
+        vals = vals[vals <= self.cut]
+        if len(vals):
+            self.values = np.insert(self.values, np.searchsorted(self.values, vals), vals)
+
+    def remove(self, vals: np.ndarray) -> None:
+        """Take ``vals`` (each went in with ``insert`` or ``rebuild``, with the same value) out."""
+        if self.values is None:
+            return
+        vals = np.sort(vals)
+        vals = vals[vals <= self.cut]
+        if not len(vals):
+            return
+        pool = self.values
+        idx = np.searchsorted(pool, vals, "left") + (np.arange(len(vals)) - np.searchsorted(vals, vals, "left"))
+        if idx[-1] >= len(pool) or not np.array_equal(pool[idx], vals):
+            self.values = None  # cannot happen with identical arithmetic; rebuild rather than guess
+            return
+        self.values = np.delete(pool, idx)
+
+    def rebuild(self, values: np.ndarray, need: int) -> None:
+        """From every value (``values`` is overwritten): the lowest, up to a cut-off a few times beyond rank
+        ``need``."""
+        keep = max(2 * need, need + 4096)
+        if keep >= len(values):
+            self.values, self.cut = np.sort(values), np.inf
+            return
+        values.partition(keep)
+        self.cut = float(values[keep])
+        rest = values[keep + 1:]
+        self.values = np.sort(np.concatenate([values[: keep + 1], rest[rest <= self.cut]]))
+
+    def percentile(self, count: int, percentile: float) -> float | None:
+        """``np.percentile`` of the ``count`` values at ``percentile``; None when the pool must be rebuilt
+        first (it no longer reaches the rank)."""
+        h = (count - 1) * percentile / 100.0
+        lo = int(np.floor(h))
+        hi = min(lo + 1, count - 1)
+        if self.values is None or (len(self.values) <= hi and self.cut < np.inf):
+            return None
+        return _interpolate(float(self.values[lo]), float(self.values[hi]), h)
+
+
 class GateSample:
     """Up to ``size`` entries (lowest priority), their pairwise key distances and the pool of their lowest
     scaled pair values, kept under edits."""
@@ -75,9 +131,7 @@ class GateSample:
             i, j = torch.nonzero(near, as_tuple=True)
             d2[i, j] = ((x[i] - x[j]) ** 2).sum(1)
         self._dist[:m, :m] = d2.sqrt_().float().numpy()
-        self._pool: np.ndarray | None = None  # sorted scaled pair values <= self._cut (all pairs if complete)
-        self._cut = np.inf
-        self._need = 0
+        self._pool = LowPool()  # the lowest scaled pair values
 
     @property
     def ids(self) -> np.ndarray:
@@ -169,41 +223,19 @@ class GateSample:
         return np.concatenate(out) if out else np.zeros(0)
 
     def _retire(self, positions: np.ndarray) -> None:
-        if self._pool is None:
-            return
-        vals = np.sort(self._values(positions))
-        vals = vals[vals <= self._cut]
-        if not len(vals):
-            return
-        idx = np.searchsorted(self._pool, vals, "left") + (np.arange(len(vals)) - np.searchsorted(vals, vals, "left"))
-        if idx[-1] >= len(self._pool) or not np.array_equal(self._pool[idx], vals):
-            self._pool = None  # cannot happen with identical arithmetic; rebuild rather than guess
-            return
-        self._pool = np.delete(self._pool, idx)
+        if self._pool.values is not None:
+            self._pool.remove(self._values(positions))
 
     def _admit(self, positions: np.ndarray) -> None:
-        if self._pool is None:
-            return
-        vals = np.sort(self._values(positions))
-        vals = vals[vals <= self._cut]
-        if len(vals):
-            self._pool = np.insert(self._pool, np.searchsorted(self._pool, vals), vals)
+        if self._pool.values is not None:
+            self._pool.insert(self._values(positions))
 
-    def _rebuild(self, need: int) -> None:
-        """The pool from every pair: the lowest values up to a cut-off a few times beyond rank ``need``."""
+    def _all_values(self) -> np.ndarray:
         n = self.n
         ids = self._ids[:n]
         iu, ju = np.triu_indices(n, k=1)
         later = np.where(ids[iu] > ids[ju], iu, ju)
-        values = self._dist[iu, ju].astype(np.float64) / self._den[later]
-        keep = max(2 * need, need + 4096)
-        if keep >= len(values):
-            self._pool, self._cut = np.sort(values), np.inf
-        else:
-            values.partition(keep)
-            self._cut = float(values[keep])
-            pool = values[: keep + 1]
-            self._pool = np.sort(np.concatenate([pool, values[keep + 1:][values[keep + 1:] <= self._cut]]))
+        return self._dist[iu, ju].astype(np.float64) / self._den[later]
 
     def threshold(self, percentile: float) -> float:
         n = self.n
@@ -214,9 +246,8 @@ class GateSample:
             self._den[changed] = den[changed]
             self._admit(changed)
         pairs = n * (n - 1) // 2
-        h = (pairs - 1) * percentile / 100.0
-        lo = int(np.floor(h))
-        hi = min(lo + 1, pairs - 1)
-        if self._pool is None or (len(self._pool) <= hi and self._cut < np.inf):
-            self._rebuild(hi + 1)
-        return _interpolate(float(self._pool[lo]), float(self._pool[hi]), h)
+        tau = self._pool.percentile(pairs, percentile)
+        if tau is None:
+            self._pool.rebuild(self._all_values(), int((pairs - 1) * percentile / 100.0) + 2)
+            tau = self._pool.percentile(pairs, percentile)
+        return tau

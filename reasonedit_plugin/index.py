@@ -574,10 +574,8 @@ def register_index_backend(name: str, cls: type[VectorIndex]) -> None:
     if not (isinstance(cls, type) and issubclass(cls, VectorIndex)):
         raise ConfigError(f"index backend {name!r}: {cls!r} is not a subclass of VectorIndex.")
     if name in _BACKENDS:
-        raise ConfigError(
-            f"index backend {name!r} is already registered ({_BACKENDS[name].__name__}); "
-            "pick another name."
-        )
+        raise ConfigError(f"index backend {name!r} is already registered ({_BACKENDS[name].__name__}); "
+                          "pick another name.")
     _BACKENDS[name] = cls
 
 
@@ -591,10 +589,8 @@ def make_index(backend: str, dim: int, **options: Any) -> VectorIndex:
         importlib.import_module(_OPTIONAL_BACKENDS[backend])
     cls = _BACKENDS.get(backend)
     if cls is None:
-        raise ConfigError(
-            f"unknown index backend {backend!r}.{did_you_mean(str(backend), _BACKENDS)} "
-            f"Available: {available_index_backends()}; add one with register_index_backend()."
-        )
+        raise ConfigError(f"unknown index backend {backend!r}.{did_you_mean(str(backend), _BACKENDS)} "
+                          f"Available: {available_index_backends()}; add one with register_index_backend().")
     return cls(dim, **options)
 
 

@@ -110,6 +110,7 @@ class KeyStore:
         self.add_column("pz", (PROJ_DIM,), np.float16, 0.0)  # projections, stored at half precision
         self._proj: KeyProjection | None = None  # a lower bound of distances from PROJ_DIM numbers (trained)
         self._csq = np.zeros(0, np.float32)  # squared centroid norms
+        self._bounds_memo: tuple[bytes, tuple[np.ndarray, np.ndarray]] | None = None
         du = self.dim * 2.0 ** -24
         self._margin = 2.0 * (du / (1.0 - du) + 3.0 * 2.0 ** -24) * 1.01  # see index._float32_margin
         self._norm_up = 1.0 + 2.0 * du  # sqrt(sqn) * this bounds a stored key's norm from above
@@ -296,10 +297,16 @@ class KeyStore:
         return np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
 
     def _centroid_bounds(self, q: np.ndarray, qsq: float) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper bounds of d(q, c) for every centroid, from one matrix-vector product."""
+        """Lower and upper bounds of d(q, c) for every centroid, from one matrix-vector product (the last
+        query's are kept: an edit asks for its key's twice, for its own list and for the lists it enters)."""
+        tag = q.tobytes()
+        if self._bounds_memo is not None and self._bounds_memo[0] == tag:
+            return self._bounds_memo[1]
         d2 = self._csq + qsq - 2.0 * (self.centroids @ q)
         e = self._margin * (self._csq + qsq)
-        return np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
+        out = np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
+        self._bounds_memo = (tag, out)
+        return out
 
     def _projected(self, q: np.ndarray, qsq: float) -> tuple[np.ndarray, float]:
         """The query's projection and an upper bound of its norm (for :meth:`_proj_lower`)."""
@@ -337,6 +344,7 @@ class KeyStore:
                       rad: np.ndarray | None = None) -> None:
         """Install centroids; assign every row (or take ``assign``/``rad`` as read from disk)."""
         self.centroids = np.ascontiguousarray(centroids, np.float32)
+        self._bounds_memo = None
         nlist = len(self.centroids)
         self._trained_at = self.n
         self._csq = np.einsum("ij,ij->i", self.centroids, self.centroids)
@@ -354,9 +362,13 @@ class KeyStore:
         assert len(self._lists) == nlist
 
     def _nearest_centroids(self, x: np.ndarray) -> np.ndarray:
-        if len(x) <= 16:  # an edit's few keys: no faiss index (nor its import on the first edit)
-            xf = x.astype(np.float32)
-            return np.array([int(np.argmin(((self.centroids - v) ** 2).sum(1))) for v in xf], np.int64)
+        if len(x) <= 16:  # an edit's few keys: no faiss index (nor its import on the first edit); the
+            out = []      # centroid bounds leave a few candidates, compared by exact differences
+            for v in x.astype(np.float32):
+                lo, hi = self._centroid_bounds(v, float(np.dot(v.astype(np.float64), v)))
+                cand = np.flatnonzero(lo <= hi.min() * (1 + _TOL))
+                out.append(int(cand[np.argmin(((self.centroids[cand] - v) ** 2).sum(1))]))
+            return np.array(out, np.int64)
         import faiss
 
         out = np.empty(len(x), np.int64)

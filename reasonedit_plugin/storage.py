@@ -55,6 +55,7 @@ from safetensors.numpy import save as st_save
 
 from .audit import AuditEvent, AuditLog, append_events, read_events
 from .codebook import Codebook
+from .codebook_state import export_state, from_state
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
 from .errors import CodebookCorruptError, CodebookMismatchError, ReasonEditError, RecordError
 from .keystore import trim_heap
@@ -264,7 +265,7 @@ def _records_from_rows(root: Path, text: str, skipped: list[tuple[str, str]] | N
 def _codebook_tables(codebook: Codebook) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Format 2: keys at key precision stored once (entry keys + merged contributions' own keys), the
     hubness neighbour lists, sigma and the IVF partition, so that a load reads instead of recomputing."""
-    return codebook.export_state()
+    return export_state(codebook)
 
 
 def _migrate_v1(tensors: Mapping[str, np.ndarray], table: Mapping[str, Any]) -> tuple[dict[str, np.ndarray],
@@ -311,7 +312,7 @@ def _codebook_from_tables(tensors: Mapping[str, np.ndarray], table: Mapping[str,
     if "nbr" in tensors and len(ids) and (tensors["nbr"].shape != (len(ids), int(table.get("hubness_k", 0)))):
         raise CodebookCorruptError("keys.safetensors: the neighbour lists do not match the entries.")
     try:
-        return Codebook.from_state(tensors, table, config, retrieval)
+        return from_state(tensors, table, config, retrieval)
     except (KeyError, ValueError, IndexError) as exc:
         raise CodebookCorruptError(f"entries.json cannot be read as a codebook ({exc!r}).") from exc
 

@@ -109,3 +109,21 @@ def test_lone_key_and_keys_roundtrip():
     lone.add(0, torch.ones(2))
     assert lone.sigma([0]).tolist() == [1.0]
     assert lone.scaled_topk(torch.zeros(2), 1)[0][0] == pytest.approx(2 ** 0.5 / (1 + EPS))
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered", "duplicates"])
+def test_an_added_key_joins_its_nearest_list(kind):
+    """A key added after training goes to the list of its nearest centroid (bounds, then exact differences
+    on the candidates), as comparing it with every centroid would say."""
+    g = torch.Generator().manual_seed(5)
+    keys = make_keys(kind, 150, 6, g)
+    table = graph(6, 5, exact_below=32)
+    for i, key in enumerate(keys):
+        table.add(i, key)
+    s = table.store
+    assert s.trained
+    for i in range(40, 150, 3):
+        row = s.row(i)
+        x = s.vectors(np.array([row]))[0]
+        d = ((s.centroids - x) ** 2).sum(1)
+        assert d[s._assign[row]] == d.min()

@@ -15,6 +15,7 @@ pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
 from reasonedit_plugin.codebook import Codebook, PendingEntry  # noqa: E402
+from reasonedit_plugin.codebook_state import export_state, from_state  # noqa: E402
 from reasonedit_plugin.config import CodebookConfig, RetrievalConfig  # noqa: E402
 from reasonedit_plugin.errors import ConfigError, ReasonEditError  # noqa: E402
 from reasonedit_plugin.milvus_backend import MilvusIndex, MilvusKeySearch  # noqa: E402
@@ -135,8 +136,8 @@ def test_bulk_codebook_and_a_read_only_replica(uri: str, collection: str) -> Non
     args = (keys, [f"v{i}" for i in range(n)], [f"e{i}" for i in range(n)], 0.2)
     local = Codebook.bulk(*args, retrieval=RetrievalConfig(hubness_k=5, gate="percentile"))
     writer = Codebook.bulk(*args, retrieval=milvus_retrieval(uri, collection))
-    arrays, table = writer.export_state()
-    replica = Codebook.from_state(arrays, table, retrieval=milvus_retrieval(uri, collection, read_only=True))
+    arrays, table = export_state(writer)
+    replica = from_state(arrays, table, retrieval=milvus_retrieval(uri, collection, read_only=True))
     _assert_same_retrieval(replica, local, _queries(keys, 2))
     with pytest.raises(ReasonEditError, match="read_only"):
         replica.add_edit("new", [PendingEntry("reasoning", "x", torch.zeros(16), 0.1)])
