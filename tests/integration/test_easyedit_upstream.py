@@ -58,13 +58,13 @@ def test_easyedit_example_runs_reasonedit_natively(easyedit_root, tmp_path):
     # the engine is "pip-installed": only the plugin is on the path; EasyEdit comes from the patched copy
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-c", CHECK, "--hparams", "hparams/ReasonEdit/tiny-qwen2-vl-shapes.yaml",
-                          "--size", "5", "--output_dir", str(tmp_path / "out")],
+                          "--size", "8", "--output_dir", str(tmp_path / "out")],
                          cwd=checkout, env=env, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
     state = json.loads(next(l for l in run.stdout.splitlines() if l.startswith("STATE "))[6:])
     assert state == {"apply_module": "easyeditor.models.reasonedit.reasonedit_main", "restore": True,
                      "plugin_patched": False, "plugin_hook": False}
     summary = json.loads((tmp_path / "out" / "ReasonEdit_results.json").read_text())
-    assert summary["edits"] == 5 and summary["apply_function"] == "easyeditor.models.reasonedit.reasonedit_main"
+    assert summary["edits"] == 8 and summary["apply_function"] == "easyeditor.models.reasonedit.reasonedit_main"
     assert summary["post"]["rewrite_acc"] > summary["pre"]["rewrite_acc"]
     assert summary["post"]["locality_acc"] == 1.0  # text-only locality passes through unchanged
