@@ -30,11 +30,6 @@ METRIC_KEYS = {"rewrite_acc", "rephrase_acc", "image_rephrase_acc", "locality_ac
 RATIONALES = ["It has no corners. Its edge is round.", "It has three corners. Its sides are straight."]
 
 
-@pytest.fixture(autouse=True)
-def _run_in_tmp(tmp_path, monkeypatch):
-    """MultimodalEditor writes logs/run.log into the working directory: keep it out of the repository."""
-    monkeypatch.chdir(tmp_path)
-
 
 @pytest.fixture(scope="module")
 def easyedit():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.test_easyedit import (_run_in_tmp, assert_metrics, base_state, easyedit,  # noqa: F401
+from tests.integration.test_easyedit import (assert_metrics, base_state, easyedit,  # noqa: F401
                                              edit_kwargs, images)
 
 pytestmark = pytest.mark.easyedit

@@ -7,21 +7,12 @@ Needs EasyEdit importable and the easy-vqa images (docs/EASYEDIT.md); skipped wi
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 
 import pytest
 
 pytestmark = pytest.mark.easyedit
 
-
-@pytest.fixture(scope="module")
-def easyedit():
-    try:
-        return importlib.import_module("easyeditor")
-    except Exception as exc:  # not installed, or an EasyEdit that does not import here
-        pytest.skip(f"easyeditor is not importable ({type(exc).__name__}: {exc}); put an EasyEdit checkout on "
-                    "PYTHONPATH in an environment with torchvision (docs/EASYEDIT.md)")
 
 
 @pytest.fixture(scope="module")

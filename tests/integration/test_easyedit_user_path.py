@@ -8,7 +8,6 @@ Needs EasyEdit importable (docs/EASYEDIT.md, "Set-up") and the easy-vqa images; 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -24,18 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_YAML = REPO / "hparams" / "ReasonEdit" / "tiny-qwen2-vl-shapes.yaml"
 TEMPLATE = "Question: {} Short answer:"  # EasyEdit's documented VQA template
 
-
-@pytest.fixture(autouse=True)
-def _run_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def easyedit():
-    try:
-        return importlib.import_module("easyeditor")
-    except Exception as exc:  # not installed, or an EasyEdit that does not import here
-        pytest.skip(f"easyeditor is not importable ({type(exc).__name__}: {exc}); see docs/EASYEDIT.md")
 
 
 @pytest.fixture(scope="module")
