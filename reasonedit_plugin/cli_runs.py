@@ -83,21 +83,36 @@ def _demo_captions(args: argparse.Namespace, hparams: Any) -> Any:
     same model (what ``reasonedit caption --generate N`` runs), every probe in ``caption_results.json``."""
     def run(comparison: Any, vlm: Any) -> dict[str, Any]:
         from . import captioning
-        from .data import easy_vqa_root
-        from .editor import ReasonEditor
 
-        records = captioning.caption_records(captioning.caption_split(args.captions, seed=0), easy_vqa_root())
-        editor = ReasonEditor(vlm, hparams.to_config(),
-                              calibration=records if needs_calibration(hparams) else None)
-        say(args, f"caption edits: {len(records)} generated records")
-        results = captioning.evaluate_captions(editor, records, progress=not args.quiet)
         command = f"reasonedit caption --generate {args.captions} --seed 0"
-        captioning.write_results(results, args.out, {"command": command, "model": hparams.model_name})
-        say(args, captioning.results_table(results))
+        records = _generated_captions(args.captions, 0)
+        results = _caption_run(args, hparams, vlm, records, args.out, command)
         return {"captions": {"records": len(records), "command": command, "columns": list(captioning.TABLE_COLUMNS),
                              "rows": captioning.table_rows(results)}}
 
     return run
+
+
+def _generated_captions(n: int, seed: int) -> list:
+    from . import captioning
+    from .data import easy_vqa_root
+
+    return captioning.caption_records(captioning.caption_split(n, seed), easy_vqa_root())
+
+
+def _caption_run(args: argparse.Namespace, hparams: Any, vlm: Any, records: list, out: Any, command: str,
+                 max_new_tokens: int = 16) -> Any:
+    """Apply caption edits one after another on a fresh editor, print and write the caption metrics."""
+    from . import captioning
+    from .editor import ReasonEditor
+
+    editor = ReasonEditor(vlm, hparams.to_config(), calibration=records if needs_calibration(hparams) else None)
+    say(args, f"{len(records)} caption records, model {hparams.model_name}")
+    results = captioning.evaluate_captions(editor, records, max_new_tokens, progress=not args.quiet)
+    folder = captioning.write_results(results, out, {"command": command, "model": hparams.model_name})
+    say(args, captioning.results_table(results) + f"\nwritten: {folder / 'caption_results.json'}, "
+                 f"{folder / 'caption_report.md'}")
+    return results
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -192,23 +207,14 @@ def _eval_codebook(args: argparse.Namespace) -> int:
 def cmd_caption(args: argparse.Namespace) -> int:
     """Caption edits (captioning.py): apply them one after another, write the caption metrics."""
     from . import captioning
-    from .editor import ReasonEditor
 
     hparams = load_hparams(args.hparams, args.model, args.device)
     if args.edits:
         records = captioning.load_caption_records(args.edits, args.image_root, args.rephrase_root)
     else:
-        from .data import easy_vqa_root
-
-        records = captioning.caption_records(captioning.caption_split(args.generate, args.seed), easy_vqa_root())
+        records = _generated_captions(args.generate, args.seed)
     records = records[: args.limit] if args.limit else records
-    vlm = inputs.load_vlm(hparams)
-    editor = ReasonEditor(vlm, hparams.to_config(), calibration=records if needs_calibration(hparams) else None)
-    say(args, f"{len(records)} caption records, model {hparams.model_name}")
-    results = captioning.evaluate_captions(editor, records, args.max_new_tokens, progress=not args.quiet)
-    out = captioning.write_results(results, args.out, {"command": command_line(), "model": hparams.model_name})
-    say(args, captioning.results_table(results) + f"\nwritten: {out / 'caption_results.json'}, "
-                 f"{out / 'caption_report.md'}")
+    _caption_run(args, hparams, inputs.load_vlm(hparams), records, args.out, command_line(), args.max_new_tokens)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -71,9 +72,11 @@ def build_tokenizer(world: RuleWorld | None = None) -> Any:
     )
 
 
+@functools.lru_cache(maxsize=2)
 def minilm_basis(hidden_size: int, std: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
     """MiniLM's pretrained token embeddings (30,522 x 384, centred) and the projection onto their top
-    ``hidden_size`` principal directions, scaled so that the projected vectors have std ``std``."""
+    ``hidden_size`` principal directions, scaled so that the projected vectors have std ``std``. Cached
+    (one SVD for :func:`build_model` and :func:`project_embeddings`): callers must not modify the tensors."""
     from safetensors import safe_open
 
     with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as fh:

@@ -64,8 +64,10 @@ from .language import (  # noqa: F401 - re-exported
     rule_sentence,
     verify_prompt,
 )
+from ..config import CodebookConfig
 
 logger = logging.getLogger(__name__)
+_DEFAULT_CODEBOOK = CodebookConfig()
 
 WORLD_SEED = 5
 """Seed of the rule world (values and the train/held-out partition). The shipped model is trained on it."""
@@ -369,9 +371,9 @@ def format_question(template: str, info: ImageInfo, value: str | None = None) ->
 
 
 def answer_entry(question: str, answer: str) -> str:
-    """The codebook's answer entry (METHOD.md §2): ``The answer to '<question>' is <answer>.``, as
-    :meth:`reasonedit_plugin.config.CodebookConfig.answer_entry` writes it (no doubled period)."""
-    return f"The answer to '{question}' is {answer[:-1] if answer.endswith('.') else answer}."
+    """The codebook's answer entry (METHOD.md §2) with the default template: ``The answer to '<question>'
+    is <answer>.`` (:meth:`reasonedit_plugin.config.CodebookConfig.answer_entry`: no doubled period)."""
+    return _DEFAULT_CODEBOOK.answer_entry(question, answer)
 
 
 TRIVIA: tuple[tuple[str, str], ...] = (

@@ -249,9 +249,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 model.eval()
                 row = {"step": step + 1, "loss": round(running, 4), "minutes": round((time.time() - start) / 60, 2),
                    "cpu_minutes": round((time.process_time() - cpu_start) / 60, 2)}
-                row.update({name: round(mc_accuracy(model, tokenizer, images, exs), 3) for name, exs in evals.items()})
+                row.update({name: round(mc_accuracy(model, tokenizer, images, exs), 3)
+                            for name, exs in {**evals, **valids}.items()})
                 if valids:
-                    row.update({name: round(mc_accuracy(model, tokenizer, images, exs), 3) for name, exs in valids.items()})
                     row["valid_score"] = round(sum(row[name] for name in valids) / len(valids), 4)
                     if step + 1 > cfg.curriculum_steps and row["valid_score"] > best["score"]:
                         best = {"score": row["valid_score"], "step": step + 1,
