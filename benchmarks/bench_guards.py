@@ -144,7 +144,7 @@ def check_items(rows: list[dict]) -> dict:
 
 
 def check_shaperules() -> dict:
-    from reasonedit_plugin.data.shaperules import load_split
+    from reasonedit_plugin.data.split_files import load_split
 
     text_encoder = shared_text_encoder()
     ed = editor(False, text_encoder)

@@ -44,6 +44,7 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from reasonedit_plugin.data import shaperules  # noqa: E402
+from reasonedit_plugin.data import split_files
 from reasonedit_plugin.editor import ReasonEditor  # noqa: E402
 from reasonedit_plugin.evaluation import (EASYEDIT_KEYS, ProtocolConfig, ReasonEditMethod,  # noqa: E402
                                           UneditedMethod, evaluate_state, prepare_reference)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     base = hparams.to_config().replace(guard={"policy": "off"})
     vlm = VLM.from_pretrained(hparams.model_name)
     root = shaperules.easy_vqa_root()
-    heldout = make_records(shaperules.load_jsonl(HELDOUT), root)
+    heldout = make_records(split_files.load_jsonl(HELDOUT), root)
     # the unedited model gets about 3/4 of held-out rules wrong: generate enough to fill the largest size
     filler = make_records(shaperules.generate_split("bench", int(sizes[-1] * 1.45) + 20, seed=11), root)
     proto = ProtocolConfig(eval_every=0, locality_size=args.locality, easyedit_metrics=not args.no_easyedit)

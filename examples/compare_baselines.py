@@ -143,7 +143,7 @@ def main() -> int:
         return cli_main(argv + (["--limit", str(args.limit)] if args.limit else []))
     register(rationales_kwarg=True)
 
-    from reasonedit_plugin.data.shaperules import load_split
+    from reasonedit_plugin.data.split_files import load_split
     from reasonedit_plugin.records import make_records
 
     records = make_records(load_split(args.split)[: args.limit])

@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import torch
 
 from reasonedit_plugin.cli import load_vlm, shaperules_plain_probes
-from reasonedit_plugin.data.shaperules import easy_vqa_root, load_jsonl, load_split
+from reasonedit_plugin.data.shaperules import easy_vqa_root
+from reasonedit_plugin.data.split_files import load_jsonl, load_split
 from reasonedit_plugin.editor import ReasonEditor
 from reasonedit_plugin.evaluation import (EASYEDIT_KEYS, Prediction, ProtocolConfig, ReasonEditMethod,
                                           UneditedMethod, evaluate_sequential, percentile, prepare_reference)

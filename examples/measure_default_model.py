@@ -51,7 +51,6 @@ from tqdm.auto import tqdm
 from reasonedit_plugin.data.language import DESCRIBE_PROMPT
 from reasonedit_plugin.data.shaperules import (
     COLOURS,
-    IMAGE_FIELDS,
     SHAPES,
     SENTENCE_SPLIT,
     answer_choices,
@@ -59,9 +58,9 @@ from reasonedit_plugin.data.shaperules import (
     easy_vqa_root,
     generate_split,
     image_catalogue,
-    load_jsonl,
     plain_questions,
 )
+from reasonedit_plugin.data.split_files import IMAGE_FIELDS, load_jsonl
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
 CAP_KEYS = 7

@@ -17,7 +17,7 @@ import torch
 
 from reasonedit_plugin.baselines import run_comparison
 from reasonedit_plugin.cli_inputs import default_hparams_path, shaperules_plain_probes
-from reasonedit_plugin.data.shaperules import load_split
+from reasonedit_plugin.data.split_files import load_split
 from reasonedit_plugin.evaluation import ProtocolConfig
 from reasonedit_plugin.hparams import ReasonEditHyperParams
 from reasonedit_plugin.report import summary_text, write_report

@@ -114,7 +114,7 @@ def load_edit_records(edits: str | None, split: str | None, image_root: str | No
         if not records:
             raise RecordError(f"{path} holds no edit records; one JSON object per line.")
         return records
-    from .data.shaperules import load_split
+    from .data.split_files import load_split
 
     name = split or "small"
     try:

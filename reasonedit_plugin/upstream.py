@@ -126,7 +126,7 @@ def load_records(args):
         from reasonedit_plugin.dataset_loaders import load_dataset
 
         return load_dataset(args.format, args.data, image_root=args.image_root, limit=args.size)
-    from reasonedit_plugin.data.shaperules import load_split
+    from reasonedit_plugin.data.split_files import load_split
     from reasonedit_plugin.records import make_records
 
     return make_records(load_split("small")[: args.size])

@@ -118,7 +118,7 @@ def test_small_comparison_end_to_end_on_embedded_default(tmp_path, capsys):
         im.verify()
 
     edits = tmp_path / "edits.jsonl"
-    from reasonedit_plugin.data.shaperules import load_split
+    from reasonedit_plugin.data.split_files import load_split
 
     rows = load_split("small")[:3]
     edits.write_text("".join(json.dumps(r) + "\n" for r in rows))

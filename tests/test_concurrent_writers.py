@@ -162,7 +162,7 @@ ASSET = ROOT / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes" / "model.
 @pytest.mark.parametrize("writers", [2, 4])
 def test_concurrent_reasonedit_processes_real_model(tmp_path, writers):
     """Separate `reasonedit edit` processes on the embedded model (minutes: each loads the model)."""
-    from reasonedit_plugin.data.shaperules import load_split
+    from reasonedit_plugin.data.split_files import load_split
 
     rows = load_split("small")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -144,7 +144,8 @@ def test_cli_eval_on_a_rationalevqa_file(tmp_path):
     """`reasonedit eval --dataset rationalevqa PATH --image-root DIR` on the embedded model (ShapeRules edits
     written in RationaleVQA's format, images named by path under the easy-vqa root)."""
     try:
-        from reasonedit_plugin.data.shaperules import easy_vqa_root, load_split
+        from reasonedit_plugin.data.shaperules import easy_vqa_root
+        from reasonedit_plugin.data.split_files import load_split
 
         rows, root = load_split("small")[:3], easy_vqa_root()
     except (ImportError, FileNotFoundError) as exc:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from reasonedit_plugin.data.shaperules import load_split
+from reasonedit_plugin.data.split_files import load_split
 from reasonedit_plugin.easyedit_adapter import _SESSIONS, apply_reasonedit_to_multimodal_model
 from reasonedit_plugin.hooks import hook_count
 from reasonedit_plugin.hparams import ReasonEditHyperParams

@@ -8,7 +8,7 @@ import torch
 
 from fakes import pattern
 from reasonedit_plugin.config import FusionConfig, ReasonEditConfig
-from reasonedit_plugin.data.shaperules import load_split
+from reasonedit_plugin.data.split_files import load_split
 from reasonedit_plugin.editor import ReasonEditor
 from reasonedit_plugin.errors import ConfigError
 from reasonedit_plugin.hidden_fusion import HiddenFusion

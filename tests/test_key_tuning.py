@@ -9,7 +9,7 @@ import torch
 
 from reasonedit_plugin.codebook import Codebook
 from reasonedit_plugin.config import KeyTuningConfig, ReasonEditConfig
-from reasonedit_plugin.data.shaperules import load_split
+from reasonedit_plugin.data.split_files import load_split
 from reasonedit_plugin.editor import ReasonEditor
 from reasonedit_plugin.hparams import resolve_model_name
 from reasonedit_plugin.key_tuning import KeyTuner, ProjectedKeys, RawKeys

@@ -18,7 +18,7 @@ SERAC_YAML = REPO / "hparams" / "SERAC" / "tiny-qwen2-vl-shapes.yaml"
 @pytest.fixture(scope="module")
 def serac():
     try:
-        from reasonedit_plugin.data.shaperules import load_split
+        from reasonedit_plugin.data.split_files import load_split
         from reasonedit_plugin.hparams import resolve_model_name
         from reasonedit_plugin.records import make_records
         from reasonedit_plugin.vlm import VLM

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from reasonedit_plugin.data import shaperules as sr
+from reasonedit_plugin.data import split_files
 
 RECORD_FIELDS = set(sr.RECORD_FIELDS)
 
 
 @pytest.fixture(scope="module")
 def shipped() -> list[dict]:
-    return sr.load_split("small")
+    return split_files.load_split("small")
 
 
 def test_shipped_split_has_every_field_and_existing_images(shipped):
@@ -25,7 +26,7 @@ def test_shipped_split_has_every_field_and_existing_images(shipped):
     assert len(set(ids)) == len(ids)
     for record in shipped:
         assert set(record) == RECORD_FIELDS, record["id"]
-        for name in sr.IMAGE_FIELDS:
+        for name in split_files.IMAGE_FIELDS:
             assert Path(record[name]).is_absolute() and Path(record[name]).is_file(), (record["id"], name)
         assert record["target"] in record["choices"]
         assert record["rgen_target"] in record["rgen_choices"]
@@ -44,16 +45,16 @@ def test_no_rephrase_is_another_records_prompt(shipped):
 
 
 def test_shipped_paths_are_relative_to_easy_vqa():
-    with open(sr.split_path("small"), encoding="utf-8") as fh:
+    with open(split_files.split_path("small"), encoding="utf-8") as fh:
         raw = [json.loads(line) for line in fh]
     for record in raw:
-        for name in sr.IMAGE_FIELDS:
+        for name in split_files.IMAGE_FIELDS:
             assert not Path(record[name]).is_absolute()
             assert (sr.easy_vqa_root() / record[name]).is_file()
 
 
 def test_shipped_split_is_what_the_generator_makes():
-    with open(sr.split_path("small"), encoding="utf-8") as fh:
+    with open(split_files.split_path("small"), encoding="utf-8") as fh:
         raw = [json.loads(line) for line in fh]
     assert raw == sr.generate_split("small", len(raw), seed=0)
 
@@ -117,7 +118,7 @@ def test_calibration_split_is_disjoint_from_the_evaluated_split(shipped):
     assert {r["meta"]["purpose"] for r in calib} == {"calibration"}
     evaluated = sr.generate_split("small", 300, seed=0)  # more than shipped: every eval rule and many images
     rules = lambda rs: {(r["meta"]["property"], r["meta"]["key"]) for r in rs}  # noqa: E731
-    images = lambda rs: {r[f] for r in rs for f in sr.IMAGE_FIELDS}  # noqa: E731
+    images = lambda rs: {r[f] for r in rs for f in split_files.IMAGE_FIELDS}  # noqa: E731
     prompts = lambda rs: {r[f] for r in rs for f in ("prompt", "rephrase_prompt", "rgen_prompt")}  # noqa: E731
     assert rules(calib) and not rules(calib) & rules(evaluated)
     assert not images(calib) & images(evaluated)
@@ -250,13 +251,13 @@ def test_rule_world_is_fixed():
 def test_cli_writes_jsonl(tmp_path):
     out = tmp_path / "s.jsonl"
     sr.main(["--split", "cli", "--n", "5", "--seed", "2", "--out", str(out)])
-    records = sr.load_jsonl(out)
+    records = split_files.load_jsonl(out)
     assert [r["id"] for r in records] == [f"shaperules-cli-{i:04d}" for i in range(5)]
 
 
 def test_load_split_names_the_fix_for_unknown_splits():
     with pytest.raises(FileNotFoundError, match="python -m reasonedit_plugin.data.shaperules"):
-        sr.load_split("no-such-split")
+        split_files.load_split("no-such-split")
 
 
 def _info(path: str) -> sr.ImageInfo:

@@ -21,5 +21,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazy, so that ``python -m reasonedit_plugin.data.shaperules`` does not import the module twice.
     if name in __all__:
-        return getattr(importlib.import_module(".shaperules", __name__), name)
+        module = ".split_files" if name == "load_split" else ".shaperules"
+        return getattr(importlib.import_module(module, __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

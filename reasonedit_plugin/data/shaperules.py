@@ -15,7 +15,7 @@ either (:func:`neighbour_guess_accuracy` at chance): a model that generalises fr
 easy-vqa's *test* images; training uses its *train* images.
 
 Image paths in the JSONL files are relative to :func:`easy_vqa_root` (the package's ``data`` folder,
-whose location depends on the environment); :func:`load_split` and :func:`load_jsonl` make them absolute.
+whose location depends on the environment); :func:`.split_files.load_split` and :func:`.split_files.load_jsonl` make them absolute.
 
 CLI::
 
@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import random
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from .easyvqa import (  # noqa: F401 - re-exported: ShapeRules' public names
     COLOURS,
@@ -65,6 +64,7 @@ from .language import (  # noqa: F401 - re-exported
     verify_prompt,
 )
 from ..config import CodebookConfig
+from .split_files import write_jsonl
 
 logger = logging.getLogger(__name__)
 _DEFAULT_CODEBOOK = CodebookConfig()
@@ -74,8 +74,6 @@ WORLD_SEED = 5
 
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
 """METHOD.md §1's rationale sentence splitter."""
-DATA_DIR = Path(__file__).resolve().parent
-IMAGE_FIELDS = ("image", "image_rephrase", "multimodal_locality_image", "hard_locality_image")
 RECORD_FIELDS = (
     "id", "image", "prompt", "target", "rationale", "choices", "rephrase_prompt", "image_rephrase",
     "rgen_prompt", "rgen_target", "rgen_choices", "locality_prompt", "locality_ground_truth",
@@ -556,56 +554,6 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
     if clash:  # pragma: no cover - prompt and rephrase pools are disjoint by construction
         raise RuntimeError(f"rephrases equal to other records' prompts: {clash[:5]}")
     return records
-
-
-# --------------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------------
-
-def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
-
-
-def load_jsonl(path: str | Path, image_root: str | Path | None = None) -> list[dict[str, Any]]:
-    """Read a ShapeRules JSONL file; relative image paths are resolved against ``image_root``
-    (default: :func:`easy_vqa_root`)."""
-    root = Path(image_root) if image_root is not None else easy_vqa_root()
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            for name in IMAGE_FIELDS:
-                if record.get(name) is not None and not Path(record[name]).is_absolute():
-                    record[name] = str(root / record[name])
-            records.append(record)
-    return records
-
-
-def shipped_splits() -> list[str]:
-    return sorted(p.stem[len("shaperules_"):] for p in DATA_DIR.glob("shaperules_*.jsonl"))
-
-
-def split_path(name: str) -> Path:
-    return DATA_DIR / f"shaperules_{name}.jsonl"
-
-
-def load_split(name: str = "small") -> list[dict[str, Any]]:
-    """A shipped split (``reasonedit_plugin/data/shaperules_<name>.jsonl``) with absolute image paths."""
-    path = split_path(name)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no shipped ShapeRules split {name!r} (shipped: {shipped_splits()}). Generate one with "
-            f"`python -m reasonedit_plugin.data.shaperules --split {name} --n 500 --seed 0 --out FILE` "
-            "and load it with load_jsonl(FILE)."
-        )
-    return load_jsonl(path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -232,12 +232,13 @@ def test_sequential_shipped_default_keeps_multimodal_locality(easyedit):
         pytest.skip("the shipped default model is not built")
     try:
         from reasonedit_plugin.data import shaperules
+        from reasonedit_plugin.data import split_files
 
         root = shaperules.easy_vqa_root()
     except (ImportError, FileNotFoundError) as exc:
         pytest.skip(f"easy-vqa images unavailable: {exc}")
     repo = Path(__file__).resolve().parents[2]
-    rows = shaperules.load_split("small")[:12]
+    rows = split_files.load_split("small")[:12]
     hparams = ReasonEditHyperParams.from_hparams(repo / "hparams" / "ReasonEdit" / "tiny-qwen2-vl-shapes.yaml")
     assert hparams.retrieval.gate == "nullset"
     hparams.only_edit_errors = False  # every one of the 12 is applied, in order

@@ -23,7 +23,7 @@ RUNNABLE = ("IKE", "GRACE", "WISE", "LoRA")
 @pytest.fixture(scope="module")
 def records():
     try:
-        from reasonedit_plugin.data.shaperules import load_split
+        from reasonedit_plugin.data.split_files import load_split
     except ImportError as exc:  # pragma: no cover
         pytest.skip(str(exc))
     try:

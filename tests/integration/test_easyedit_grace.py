@@ -17,7 +17,7 @@ pytestmark = pytest.mark.easyedit
 
 @pytest.fixture(scope="module")
 def record():
-    from reasonedit_plugin.data.shaperules import load_split
+    from reasonedit_plugin.data.split_files import load_split
     from reasonedit_plugin.records import make_records
 
     try:

@@ -28,7 +28,8 @@ TEMPLATE = "Question: {} Short answer:"  # EasyEdit's documented VQA template
 @pytest.fixture(scope="module")
 def shaperules():
     try:
-        from reasonedit_plugin.data.shaperules import easy_vqa_root, load_split
+        from reasonedit_plugin.data.shaperules import easy_vqa_root
+        from reasonedit_plugin.data.split_files import load_split
 
         return load_split("small"), easy_vqa_root()
     except (ImportError, FileNotFoundError) as exc:
