@@ -12,7 +12,8 @@ from typing import Any, Iterable, Sequence, Union
 from .audit import AuditLog, EditInfo, who_why
 from .codebook import Codebook, PendingEntry
 from .errors import CodebookMismatchError, ReasonEditError
-from .storage import saved_config, setup_dict, check_setup, load_codebook, read_meta, save_codebook, setup_differences
+from .codebook_setup import check_setup, setup_dict, setup_differences
+from .storage import load_codebook, read_meta, save_codebook, saved_config
 
 
 def _edit_order(codebook: Codebook, ids: Iterable[str]) -> list[str]:

@@ -99,7 +99,7 @@ class EditRecord:
 _STR_FIELDS = ("prompt", "target", "rephrase_prompt", "rgen_prompt", "rgen_target", "locality_prompt",
                "locality_ground_truth", "multimodal_locality_prompt", "multimodal_locality_ground_truth",
                "hard_locality_prompt", "hard_locality_ground_truth")
-_IMAGE_FIELDS = ("image", "image_rephrase", "multimodal_locality_image", "hard_locality_image")
+IMAGE_FIELDS = ("image", "image_rephrase", "multimodal_locality_image", "hard_locality_image")
 _CHOICE_FIELDS = ("choices", "rgen_choices", "multimodal_locality_choices", "hard_locality_choices")
 _FIELD_NAMES = {f.name for f in fields(EditRecord)}
 _ALIASES = {"src": "prompt", "alt": "target", "pred": None, "loc": "locality_prompt",
@@ -237,7 +237,7 @@ def make_record(values: Union[EditRecord, Mapping[str, Any]], image_root: Union[
             raise RecordError(f"target {data['target']!r} is not among the choices {data['choices']}.",
                               record_id, "choices")
     root = Path(image_root) if image_root is not None else None
-    for name in _IMAGE_FIELDS:
+    for name in IMAGE_FIELDS:
         value = data.get(name)
         if value is None:
             if name == "image":

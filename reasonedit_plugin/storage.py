@@ -39,7 +39,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -55,13 +54,14 @@ from safetensors.numpy import save as st_save
 
 from .audit import AuditEvent, AuditLog, append_events, read_events
 from .codebook import Codebook
+from .codebook_setup import check_setup, setup_dict
 from .codebook_state import export_state, from_state
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
-from .errors import CodebookCorruptError, CodebookMismatchError, ReasonEditError, RecordError
+from .errors import CodebookCorruptError, ReasonEditError, RecordError
 from .keystore import trim_heap
 from .locking import check_unchanged, codebook_lock, editor_token, write_errors
 from .manifest import write_manifest, require_intact
-from .records import EditRecord, make_record
+from .records import IMAGE_FIELDS, EditRecord, make_record
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +76,6 @@ LOCK_FILE = "LOCK"
 SNAPSHOT_PREFIX = "snapshot-"
 TMP_PREFIX = ".tmp-"
 SNAPSHOT_FILES = ("keys.safetensors", "entries.json", "records.jsonl", "audit_new.jsonl")
-SETUP_FIELDS = ("model_type", "model_fingerprint", "vision_module", "scale", "text_encoder", "vision_dim",
-                "text_dim")
-IMAGE_FIELDS = ("image", "image_rephrase", "multimodal_locality_image", "hard_locality_image")
 _NO_LIMIT = 10 ** 9
 
 
@@ -315,41 +312,6 @@ def _codebook_from_tables(tensors: Mapping[str, np.ndarray], table: Mapping[str,
         return from_state(tensors, table, config, retrieval)
     except (KeyError, ValueError, IndexError) as exc:
         raise CodebookCorruptError(f"entries.json cannot be read as a codebook ({exc!r}).") from exc
-
-
-def setup_dict(setup: Any) -> dict[str, Any]:
-    values = setup.to_dict() if hasattr(setup, "to_dict") else dict(setup)
-    missing = [k for k in SETUP_FIELDS if k not in values]
-    if missing:
-        raise ReasonEditError(f"key setup lacks {missing}; pass editor.keys.setup.")
-    return {k: values[k] for k in SETUP_FIELDS}
-
-
-def setup_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two key setups (empty when keys are comparable)."""
-    diffs = []
-    for name in SETUP_FIELDS:
-        a, b = saved.get(name), current.get(name)
-        if name == "scale":
-            same = a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-9)
-        elif name == "text_encoder":  # "<name or path>:<weights hash>": the same weights under another path match
-            same = str(a).rsplit(":", 1)[-1] == str(b).rsplit(":", 1)[-1]
-        else:
-            same = a == b
-        if not same:
-            diffs.append(f"{name}: saved {a!r}, current {b!r}")
-    return diffs
-
-
-def check_setup(saved: Mapping[str, Any], current: Any, where: Union[str, Path]) -> None:
-    """Raise :class:`CodebookMismatchError` when ``current`` differs from the setup a codebook was saved with."""
-    diffs = setup_differences(saved, setup_dict(current))
-    if diffs:
-        raise CodebookMismatchError(
-            f"the codebook at {str(where)!r} was built with a different key setup, so its keys are not "
-            f"comparable with this model's: {'; '.join(diffs)}. Either load the model, vision layer, scale "
-            f"and text encoder it was built with (saved setup: {dict(saved)}), or re-embed its edits into "
-            "this setup with editor.import_edits(path) (it uses the raw edit records kept in the codebook).")
 
 
 # ---------------------------------------------------------------------- save / load

@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..records import IMAGE_FIELDS  # noqa: F401 - the record fields holding image paths
 from .easyvqa import easy_vqa_root
 
 DATA_DIR = Path(__file__).resolve().parent
-IMAGE_FIELDS = ("image", "image_rephrase", "multimodal_locality_image", "hard_locality_image")
-"""Record fields holding image paths (made absolute by :func:`load_jsonl`)."""
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
