@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -182,7 +183,7 @@ def test_training_mix_never_mentions_a_held_out_rule():
     tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
     from reasonedit_plugin.data import training_mix as mix
     world = sr.rule_world()
-    sampler = mix.MixSampler(world, tdm.TrainConfig(), random.Random(0))
+    sampler = mix.MixSampler(world, tdm.TrainConfig(word_noise=0.0), random.Random(0))  # noise would rewrite the questions parsed below
     held_rule_sentences = {
         sr.rule_sentence(sr.PROPERTY_BY_NAME[r.prop], r.key, v, form, pool)
         for r in world.held_out_rules for v in sr.PROPERTY_BY_NAME[r.prop].values for pool in ("train", "eval")
@@ -216,7 +217,7 @@ def test_training_mix_never_uses_a_held_out_wording():
         if len(literal) >= 12:
             pieces.add(literal.lower())
     assert len(pieces) > 20
-    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(1))
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0), random.Random(1))  # templates, not noise words
     for _ in range(600):
         ex = sampler.sample()
         text = (ex.text + " " + ex.answer).lower()
@@ -274,7 +275,7 @@ def test_word_noise_keeps_what_the_answer_depends_on():
     assert word_noise(text, 0.0, random.Random(0), words) == text
     noisy = word_noise(text, 1.0, random.Random(0), words)
     kept = [w for w in WORD.findall(noisy) if w not in words]
-    assert kept == ["tribe", "Kesh", "Red", "circles", "not", "Vol", "tribe"]
+    assert kept == ["Which", "tribe", "shape", "Kesh", "Red", "circles", "not", "Vol", "tribe"]
     assert all(w.lower().rstrip("s") in PROTECTED or w.lower() in PROTECTED for w in kept)
     assert "  " not in noisy
     some = [word_noise(text, 0.3, random.Random(s), words) for s in range(20)]
@@ -286,7 +287,7 @@ def test_word_noise_only_after_the_curriculum():
     from reasonedit_plugin.data import training_mix as mix
 
     cfg = tdm.TrainConfig(word_noise=0.5)
-    clean = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(3))
+    clean = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0), random.Random(3))
     noisy = mix.MixSampler(sr.rule_world(), cfg, random.Random(3))
     assert noisy.noise_words and not clean.noise_words
     noisy.easy = clean.easy = True
@@ -295,3 +296,18 @@ def test_word_noise_only_after_the_curriculum():
     texts = [noisy.sample().text for _ in range(50)]
     vocab = set(noisy.noise_words)
     assert sum(any(w in vocab for w in t.lower().split()) for t in texts) > 25
+    plain = [noisy._plain().text for _ in range(30)]  # plain easy-vqa questions keep their words
+    assert all(q in {x.question for x in sr.plain_questions("train")} for q in plain)
+
+
+def test_caption_edit_names_are_mostly_real_words():
+    tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
+    from reasonedit_plugin.data import training_mix as mix
+
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0), random.Random(0))
+    names = [sampler._name().lower() for _ in range(400)]
+    real = sum(n in set(sampler.name_words) for n in names) / len(names)
+    assert 0.6 < real < 0.8  # caption_word_names = 0.7; the rest are made-up syllables
+    never = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, caption_word_names=0.0), random.Random(0))
+    syllables = re.compile("(?:" + "|".join(mix.SYLLABLES) + "){2,3}")
+    assert all(syllables.fullmatch(never._name().lower()) for _ in range(200))

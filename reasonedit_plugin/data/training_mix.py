@@ -80,9 +80,13 @@ class Example:
 
 WORD = re.compile(r"[A-Za-z]+")
 PROTECTED = frozenset(w.lower() for w in (*COLOURS, *SHAPES, *YES_NO, *(v for p in PROPERTIES for v in p.values),
-                                          *(p.name for p in PROPERTIES), "point", "not", "no", "never", "only"))
+                                          *(p.name for p in PROPERTIES), "point", "not", "no", "never", "only",
+                                          "shape", "colour", "color", "what", "which", "how", "many"))
 """Words word noise never touches (nor their plurals): every answer value, colour, shape and property name,
-and the negations."""
+the negations, and the words that say what a plain question asks ("What *shape* ...", "How many ...")."""
+NOISY_KINDS = frozenset({"plain_noisy", "facts", "near_miss", "known"})
+"""Kinds whose prompts get word noise (those with rule facts in them). Plain questions, captions and checks
+keep the words easy-vqa asks in; caption edits keep theirs because their names (not protected) must be copied."""
 
 
 def word_noise(text: str, rate: float, rng: random.Random, words: Sequence[str]) -> str:
@@ -129,6 +133,8 @@ class MixSampler:
         self.easy = False
         """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
         self.noise_words = noise_vocabulary() if cfg.word_noise > 0 else []
+        self.name_words = [w for w in (self.noise_words or noise_vocabulary()) if len(w) <= 7]
+        """Real English words a caption edit may use as a name (most of them one WordPiece token)."""
 
     def sample(self) -> Example:
         if not self.easy and self.cfg.easy_share > 0 and self.rng.random() < self.cfg.easy_share:
@@ -144,7 +150,7 @@ class MixSampler:
         mix = self.cfg.easy_mix if self.easy else self.cfg.mix
         kind = self.rng.choices(list(mix), list(mix.values()))[0]
         example = getattr(self, f"_{kind}")()
-        if self.noise_words and not self.easy:
+        if self.noise_words and not self.easy and kind in NOISY_KINDS:
             example = dataclasses.replace(example, text=word_noise(example.text, self.cfg.word_noise, self.rng,
                                                                    self.noise_words))
         return example
@@ -252,7 +258,11 @@ class MixSampler:
         return Example("verify", info.path, verify_prompt(sentence), "yes" if truth else "no", YES_NO)
 
     def _name(self) -> str:
-        """A made-up name of 2-3 syllables ("Zubo"): copied from the prompt, never remembered."""
+        """A name to copy from the prompt, never to remember: a real English word ("Harbor"; 70 %) or 2-3
+        made-up syllables ("Zubo"). Syllable names alone taught the model to *write* syllables ("fisiz")
+        instead of copying the name it was given."""
+        if self.rng.random() < self.cfg.caption_word_names:
+            return self.rng.choice(self.name_words).capitalize()
         return "".join(self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(2, 3))).capitalize()
 
     def _caption_facts(self) -> Example:
