@@ -2,6 +2,7 @@
 
     python benchmarks/calibrate.py --grid embedding.scale=1,3,10 retrieval.nullset.text_min_cos=0.5,0.6
     python benchmarks/calibrate.py --model DIR --grid embedding.scale=3,10 --out runs/calib.json
+    python benchmarks/calibrate.py --edits benchmarks/data/tune_handwritten.jsonl --grid retrieval.nullset.text_min_cos=0.4,0.5,0.6
 
 Every combination of the ``--grid`` values (dotted ``section.field`` or ``section.sub.field`` paths of the
 ReasonEdit config, comma-separated values parsed as YAML scalars) is applied on top of ``--hparams``
@@ -9,7 +10,9 @@ ReasonEdit config, comma-separated values parsed as YAML scalars) is applied on 
 the unedited model gets wrong are edited, one after another, and everything is scored after the last
 edit) on a generated ShapeRules calibration split (``--split calib``, seed 1: rules, images and prompts
 disjoint from the shipped ``small`` split). Prints one row per combination, best overall HM (with hard
-locality) first, and writes every score to ``--out`` (JSON).
+locality) first, and writes every score to ``--out`` (JSON). ``--edits`` adds records from a JSONL file to
+the stream (e.g. the hand-written *tuning* set, ``benchmarks/make_heldout_set.py --set tune``, for settings
+that must hold in human wordings); a file of held-out records is refused.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from reasonedit_plugin.data import shaperules  # noqa: E402
+from reasonedit_plugin.data import shaperules, split_files  # noqa: E402
 from reasonedit_plugin.editor import ReasonEditor  # noqa: E402
 from reasonedit_plugin.evaluation import (ProtocolConfig, ReasonEditMethod, UneditedMethod,  # noqa: E402
                                           evaluate_sequential, prepare_reference)
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--locality", type=int, default=60, help="size of the plain locality pool")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--edits", type=Path, help="JSONL of extra (tuning) records, images relative to easy-vqa")
     ap.add_argument("--out", type=Path, default=Path("runs/calibrate.json"))
     args = ap.parse_args(argv)
     if args.split not in shaperules.CALIBRATION_SPLITS:
@@ -94,8 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     hparams = ReasonEditHyperParams.from_hparams(args.hparams)
     model = args.model or hparams.model_name
     base = hparams.to_config()
+    rows_in = shaperules.generate_split(args.split, args.n, seed=args.seed) if args.n > 0 else []
+    if args.edits is not None:
+        extra = split_files.load_jsonl(args.edits)
+        held = [r["id"] for r in extra if "heldout" in str(r.get("meta", {}).get("source", ""))]
+        if held:
+            raise SystemExit(f"--edits {args.edits}: {len(held)} records are held-out records ({held[0]}, ...); "
+                             "tune on a tuning set (benchmarks/make_heldout_set.py --set tune).")
+        rows_in = rows_in + extra
+    records = make_records(rows_in, shaperules.easy_vqa_root())
     vlm = VLM.from_pretrained(model)
-    records = make_records(shaperules.generate_split(args.split, args.n, seed=args.seed), shaperules.easy_vqa_root())
     proto = ProtocolConfig(eval_every=0, locality_size=args.locality, easyedit_metrics=False)
     started = time.time()
     reference = prepare_reference(UneditedMethod(vlm, base.max_new_tokens), records, proto, progress=False)
@@ -114,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     rows.sort(key=lambda r: -(r["overall"] or 0))
     out = {"command": "python benchmarks/calibrate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "model": str(model), "hparams": str(args.hparams), "split": args.split, "n": args.n, "seed": args.seed,
+           "edits_file": None if args.edits is None else str(args.edits),
            "edited": len(reference.errors), "rows": rows, "seconds": round(time.time() - started, 1),
            "environment": {"python": platform.python_version(), "torch": torch.__version__,
                            "threads": args.threads, "load_at_start": os.getloadavg()}}

@@ -2,7 +2,13 @@
 rules, asked and explained in wordings written here by hand, none of them the generator's templates
 (``reasonedit_plugin/data/shaperules.py``), with hard locality probes.
 
-    python benchmarks/make_heldout_set.py          # writes benchmarks/data/heldout_handwritten.jsonl
+    python benchmarks/make_heldout_set.py             # writes benchmarks/data/heldout_handwritten.jsonl
+    python benchmarks/make_heldout_set.py --set tune  # writes benchmarks/data/tune_handwritten.jsonl
+
+Two sets, each with its own hand-written wordings (disjoint from each other and from the generator's):
+``heldout`` is what ``bench_sequential.py`` reports on; ``tune`` (written later, session 6) is where gate
+settings that must survive human wording are chosen (``benchmarks/calibrate.py --edits``), so the
+held-out set stays unseen while choosing.
 
 Only the images are picked by program (seeded, from the easy-vqa test images the project already uses);
 every question, rephrase, rationale and yes/no wording is in the tables below. The gate was tuned on the
@@ -31,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from reasonedit_plugin.data import shaperules as sr  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "data" / "heldout_handwritten.jsonl"
+TUNE_OUT = ROOT / "benchmarks" / "data" / "tune_handwritten.jsonl"
 N = 40
 SEED = "issue-11-heldout"
 
@@ -72,10 +79,69 @@ RULES = {
     "island": ["Every {key} originates on {value}.", "The home island of any {key} is {value}."],
 }
 
+TUNE = {
+    "questions": {
+        "tribe": ["Which tribe would claim this figure?", "What tribe is this shape a member of?",
+                  "This figure is a member of what tribe?"],
+        "element": ["What element does the figure in the picture correspond to?",
+                    "Say which element this figure is linked with.", "The element of the shape pictured is?"],
+        "points": ["How many points would I score for this figure?", "What's the point total for this shape?",
+                   "Give the number of points this figure is worth."],
+        "island": ["Which island is home to this figure?", "What island did the pictured figure come from?",
+                   "Tell me which island this shape hails from."],
+    },
+    "rephrases": {  # the first of each is close to a question template; the others as people type
+        "tribe": ["Which tribe does the figure in the image belong to?", "Any idea which tribe this thing is part of?",
+                  "Tribe?", "If you had to name its tribe, what would you say?"],
+        "element": ["Which element is this figure connected to?", "Which of the four elements matches it?",
+                    "Element of this one, please."],
+        "points": ["What number of points is this figure worth?", "Score for this one?",
+                   "How much does it count for?"],
+        "island": ["What's the island of origin of this figure?", "Home island?", "What place does it hail from?"],
+    },
+    "yes_no": {
+        "tribe": ["Is this figure a member of the {value} tribe?", "Does the {value} tribe claim the figure here?"],
+        "element": ["Is the pictured figure linked with {value}?", "Would you connect this shape to {value}?"],
+        "points": ["Does this figure score {value} points?", "Are {value} points what this shape is worth?"],
+        "island": ["Is this figure from {value}?", "Does the pictured shape hail from {value}?"],
+    },
+    "evidence": {
+        "colour+shape": ["The picture has one {colour} {shape} in it.", "It is a {shape} drawn in {colour}."],
+        "colour": ["The figure here is {colour}.", "This one is drawn in {colour}."],
+        "shape": ["The figure here is a {shape}.", "This one is shaped like a {shape}."],
+    },
+    "rules": {
+        "tribe": ["Every {key} is a member of the {value} tribe.", "{value} tribe members are always {key}s."],
+        "element": ["Figures drawn in {key} are linked with {value}.", "{key} means {value}."],
+        "points": ["Each {key} scores {value} points.", "Score {value} points for a {key}."],
+        "island": ["{key}s all hail from {value}.", "A {key} comes from the island of {value}."],
+    },
+}
+"""The tuning set's wordings (hand-written in session 6; none is the generator's or the held-out set's)."""
+HELDOUT = {"questions": QUESTIONS, "rephrases": REPHRASES, "yes_no": YES_NO, "evidence": EVIDENCE, "rules": RULES}
+SETS = {"heldout": (HELDOUT, SEED, "heldout", OUT), "tune": (TUNE, "issue-11-tune", "tune", TUNE_OUT)}
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--set", choices=sorted(SETS), default="heldout")
+    args = ap.parse_args(argv)
+    tables, seed, prefix, out = SETS[args.set]
+    records = build(tables, seed, prefix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
+    print(f"wrote {len(records)} records to {out}")
+
+
+def build(tables: dict, seed: str, prefix: str) -> list[dict]:
+    """``N`` records on the world's held-out rules in the wordings of ``tables`` (images seeded by ``seed``)."""
+    questions, rephrases, yes_no = tables["questions"], tables["rephrases"], tables["yes_no"]
     world = sr.rule_world()
-    rng = random.Random(SEED)
+    rng = random.Random(seed)
     images = list(sr.image_catalogue("test"))
     plain: dict[int, list[sr.PlainQuestion]] = {}
     for q in sr.plain_questions("test"):
@@ -89,18 +155,19 @@ def main() -> None:
         prop = sr.PROPERTY_BY_NAME[rule.prop]
         pool = [x for x in images if prop.key_of(x) == rule.key]
         info = rng.choice(pool)
-        question = QUESTIONS[prop.name][(i // len(held)) % len(QUESTIONS[prop.name])]
-        rephrase = REPHRASES[prop.name][i % len(REPHRASES[prop.name])]
+        question = questions[prop.name][(i // len(held)) % len(questions[prop.name])]
+        rephrase = rephrases[prop.name][i % len(rephrases[prop.name])]
         others = [x for x in pool if x != info]
         if prop.keyed_by == "colour":  # generality across shapes: prefer another shape
             others = [x for x in others if x.shape != info.shape] or others
         image_rephrase = rng.choice(others)
-        evidence = EVIDENCE[prop.keyed_by][i % 2].format(colour=info.colour, shape=info.shape)
+        evidence = tables["evidence"][prop.keyed_by][i % 2].format(colour=info.colour, shape=info.shape)
         key_words = rule.key if prop.keyed_by != "colour" else rule.key
-        rule_text = RULES[prop.name][(i // 2) % 2].format(value=rule.value, key=key_words)
+        rule_text = tables["rules"][prop.name][(i // 2) % 2].format(value=rule.value, key=key_words)
+        rule_text = rule_text[:1].upper() + rule_text[1:]
         yes = rng.random() < 0.5
         asked = rule.value if yes else rng.choice([v for v in prop.values if v != rule.value])
-        rgen = YES_NO[prop.name][i % 2].format(value=asked)
+        rgen = yes_no[prop.name][i % 2].format(value=asked)
 
         trivia_q, trivia_a = sr.TRIVIA[i % len(sr.TRIVIA)]  # text-only: what the model knows without an image
         far = [x for x in images if x.colour != info.colour and x.shape != info.shape]
@@ -110,12 +177,12 @@ def main() -> None:
         hard = None
         kind_order = kinds[i % 3:] + kinds[:i % 3]
         for kind in kind_order:
-            hard = _hard(kind, prop, info, question, world, train, images, plain, rng)
+            hard = _hard(kind, prop, info, question, world, train, images, plain, rng, questions)
             if hard is not None:
                 break
         assert hard is not None, (rule, info)
         records.append({
-            "id": f"heldout-{i:03d}",
+            "id": f"{prefix}-{i:03d}",
             "image": info.path,
             "prompt": question,
             "target": rule.value,
@@ -136,17 +203,13 @@ def main() -> None:
             "hard_locality_prompt": hard["prompt"],
             "hard_locality_ground_truth": hard["answer"],
             "hard_locality_choices": hard["choices"],
-            "meta": {"source": "handwritten-heldout", "property": prop.name, "key": rule.key,
+            "meta": {"source": f"handwritten-{prefix}", "property": prop.name, "key": rule.key,
                      "hard_locality": hard["kind"]},
         })
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    with open(OUT, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
-    print(f"wrote {len(records)} records to {OUT}")
+    return records
 
 
-def _hard(kind, prop, info, question, world, train, images, plain, rng):
+def _hard(kind, prop, info, question, world, train, images, plain, rng, questions):
     if kind in ("shares_colour", "shares_shape"):
         if (kind == "shares_colour" and prop.keyed_by == "colour") or \
                 (kind == "shares_shape" and prop.keyed_by == "shape"):
@@ -163,7 +226,7 @@ def _hard(kind, prop, info, question, world, train, images, plain, rng):
     # another property of the edited image: a known rule of another property, else a plain question
     for other in sorted(sr.PROPERTIES, key=lambda p: (p.name == prop.name, rng.random())):
         if other.name != prop.name and (other.name, other.key_of(info)) in train:
-            return {"kind": kind, "image": info.path, "prompt": QUESTIONS[other.name][0],
+            return {"kind": kind, "image": info.path, "prompt": questions[other.name][0],
                     "answer": train[(other.name, other.key_of(info))].value, "choices": list(other.values)}
     q = rng.choice(plain[info.image_id])
     return {"kind": kind, "image": info.path, "prompt": q.question, "answer": q.answer,

@@ -195,7 +195,7 @@ class ReasonEditor:
     def retriever(self) -> Retriever:
         if self._retriever is None or self._retriever.codebook is not self.codebook:
             self._retriever = Retriever(self.codebook, self.config.retrieval, self.config.seed,
-                                        vision_dim=self.keys.setup.vision_dim)
+                                        vision_dim=self.keys.setup.vision_dim, encode_text=self.keys.text)
         return self._retriever
 
     # ------------------------------------------------------------------ editing

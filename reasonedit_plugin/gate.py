@@ -17,7 +17,14 @@ built from what the method already stores:
   follow the codebook's change journal, so an edit touches only what it changed, never a scan of the
   codebook).
 * **text test** — the cosine between the query's text part and the entry's must be >= ``text_min_cos``
-  (scale-free: λ cancels).
+  (scale-free: λ cancels), or, for answer entries (``relative_text``), >= ``text_floor`` and at least
+  ``text_margin`` above the query's cosine with every *rival question*: the questions of the other
+  candidates' answer entries that are not paraphrases of this entry's (cosine with it below
+  ``text_min_cos``) and the gate's ``null_questions`` (generic questions about any image, or the model
+  domain's question types named in the YAML, so the test has rivals from the first edit; those that are
+  paraphrases of the edit's question are not rivals either). A user's rephrase ("Score for this one?") is far from the edit's
+  question in absolute terms but still nearer to it than to any other question; a question about another
+  property of the same image ("What colour is it?") is nearer to a rival.
 
 An edit is *matched* when its answer entry passes both tests (``match_on: answer``; an edit stored without
 answer entries matches through its sentences); its entries that pass the image test are retrieved. Matched edits whose answer entries answer the same question differently compete, and the one
@@ -44,6 +51,15 @@ logger = logging.getLogger(__name__)
 
 _ROWS_CACHED = 4096
 """Entries whose contributions the gate keeps as arrays between queries (then it starts over)."""
+
+
+DEFAULT_NULL_QUESTIONS = (
+    "What color is it?", "What shape is this?", "What is in the image?", "How many objects are there?",
+    "Is there anything else in the picture?", "What is the background like?", "What size is it?",
+    "Is the object on the left or on the right?", "What is this made of?", "What is written here?",
+)
+"""Generic visual questions (colour, shape, content, count, position, material, text): what an unrelated
+question about an edited image usually asks."""
 
 
 @dataclass
@@ -78,6 +94,15 @@ class NullSetGateConfig:
     many questions about a picture, so this lets more unrelated queries in)."""
     candidates: int = 32
     """How many nearest entries (the retriever's top-k) the gate examines per query."""
+    relative_text: bool = True
+    """Also pass an answer entry's text test when the query's question is nearer to its question than to
+    every rival question by ``text_margin`` (and at least ``text_floor``): see the module doc."""
+    text_floor: float = 0.3
+    """The lowest cosine the relative text test accepts."""
+    text_margin: float = 0.1
+    """How much nearer than every rival question the edit's question must be."""
+    null_questions: tuple[str, ...] = DEFAULT_NULL_QUESTIONS
+    """Generic questions about any image: rivals of every edit's question from the first edit on."""
 
     def __post_init__(self) -> None:
         if not self.image_factor > 0:
@@ -100,6 +125,10 @@ class NullSetGateConfig:
             raise ConfigError(f"retrieval.nullset.match_on={self.match_on!r} must be 'answer' or 'any'.")
         if self.candidates < 1:
             raise ConfigError(f"retrieval.nullset.candidates={self.candidates} must be >= 1 (default 32).")
+        if not -1 <= self.text_floor <= 1 or not 0 <= self.text_margin <= 2:
+            raise ConfigError(f"retrieval.nullset.text_floor={self.text_floor} must be in [-1, 1] and text_margin="
+                              f"{self.text_margin} in [0, 2] (defaults 0.3, 0.1).")
+        self.null_questions = tuple(self.null_questions)
 
 
 @dataclass
@@ -119,6 +148,8 @@ class EntryTest:
     """None when the keys have no text part (vision_dim unknown)."""
     image_ok: bool
     text_ok: bool
+    text_reason: str = ""
+    """How the text test was decided when not by ``text_min_cos`` alone (the relative test's numbers)."""
 
     @property
     def passed(self) -> bool:
@@ -135,7 +166,8 @@ class EntryTest:
         img = (f"image d={self.image_distance:.3f} {'<=' if self.image_ok else '>'} "
                f"{self.image_threshold:.3f} ({self.image_reason})")
         txt = "" if self.text_cos is None else \
-            f", text cos={self.text_cos:.3f} {'>=' if self.text_ok else '<'} threshold"
+            f", text cos={self.text_cos:.3f} {'passes' if self.text_ok else 'fails'}" + \
+            (f" ({self.text_reason})" if self.text_reason else "")
         return f"#{self.entry_id} {self.kind} of {self.edit_id}: {img}{txt}  {self.value[:60]!r}"
 
 
@@ -182,8 +214,12 @@ class NullSetGate:
     """Per-entry image and text tests with a conflict-aware image threshold (see the module doc)."""
 
     def __init__(self, codebook: Codebook, config: NullSetGateConfig, vision_dim: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, encode_text: Any = None):
+        """``encode_text``: texts -> their sentence embeddings (the key's text encoder), for the relative
+        text test's ``null_questions`` (None: no null questions; rivals come from the codebook only)."""
         self.codebook = codebook
+        self._encode_text = encode_text
+        self._null_text: torch.Tensor | None = None
         self.seed = seed
         self.null_threshold: float | None = None
         """The null-percentile image bound (None with fewer than two edits)."""
@@ -305,6 +341,8 @@ class NullSetGate:
         q = query.double().reshape(-1)
         q_vision, q_text = q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None
         tests = [t for i in candidates for t in self._test(q_vision, q_text, i)]
+        if cfg.relative_text and q_text is not None:
+            self._relative_text(q_text, candidates, tests)
         matched: dict[str, float] = {}
         with_answer = self._table.rows_of if cfg.match_on == "answer" else {}
         for t in tests:
@@ -337,6 +375,42 @@ class NullSetGate:
                   + (f"; dropped {', '.join(f'{e} (answers the same question as {w}, differently)' for e, w in dropped.items())}"
                      if dropped else ""))
         return GateVerdict(accepted, tests, order[0], dropped, reason, kept)
+
+    def null_text(self) -> torch.Tensor | None:
+        """Unit sentence embeddings of ``null_questions`` [n, text dim] (None without an encoder)."""
+        if self._null_text is None and self._encode_text is not None and self.config.null_questions:
+            self._null_text = _unit(self._encode_text(list(self.config.null_questions)).double())
+        return self._null_text
+
+    def _relative_text(self, q_text: torch.Tensor, candidates: list[int], tests: list[EntryTest]) -> None:
+        """Answer entries that failed ``text_min_cos``: pass if the query is nearer to their question than
+        to every rival question by ``text_margin`` (module doc). Updates ``tests`` in place."""
+        cfg = self.config
+        answers = [(t, row) for i in candidates for t, row in zip(
+            [t for t in tests if t.entry_id == i], self._text_rows(i)) if t.kind == "answer"]
+        if not any(not t.text_ok and t.text_cos is not None and t.text_cos >= cfg.text_floor for t, _ in answers):
+            return
+        rows = torch.stack([row for _, row in answers])
+        null = self.null_text()
+        if null is not None and len(null):  # null questions are rivals too, unless paraphrases of the edit's
+            rows_all = torch.cat([rows, null])
+            q_cos = torch.cat([torch.tensor([t.text_cos for t, _ in answers], dtype=torch.float64), null @ q_text])
+        else:
+            rows_all = rows
+            q_cos = torch.tensor([t.text_cos for t, _ in answers], dtype=torch.float64)
+        same = (rows @ rows_all.T) >= cfg.text_min_cos  # paraphrases of each other's question: not rivals
+        for n, (t, _) in enumerate(answers):
+            if t.text_ok or t.text_cos < cfg.text_floor:
+                continue
+            others = q_cos[~same[n]]
+            rival = float(others.max()) if len(others) else -1.0
+            t.text_ok = t.text_cos >= rival + cfg.text_margin
+            t.text_reason = (f"relative: nearest rival question cos {rival:.3f}, needs "
+                             f"{rival + cfg.text_margin:.3f}; absolute threshold {cfg.text_min_cos:g}")
+
+    def _text_rows(self, entry_id: int) -> list[torch.Tensor]:
+        rows = self._entry_rows(entry_id)
+        return list(rows.text_unit) if rows.text_unit is not None else [None] * len(rows.contributions)
 
     def _conflicting(self, a: str, b: str) -> bool:
         """Two edits answer the same question differently (judged by each one's first answer row)."""

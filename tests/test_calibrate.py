@@ -44,3 +44,31 @@ def test_dotted_settings_become_nested_overrides_on_the_base(calibrate):
 def test_refuses_a_split_that_is_reported(calibrate):
     with pytest.raises(SystemExit, match="calibration split"):
         calibrate.main(["--split", "small", "--grid", "embedding.scale=3"])
+
+
+def test_refuses_held_out_records_as_tuning_edits(calibrate):
+    heldout = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "heldout_handwritten.jsonl"
+    with pytest.raises(SystemExit, match="held-out records"):
+        calibrate.main(["--edits", str(heldout), "--grid", "embedding.scale=3"])
+
+
+def test_tuning_and_held_out_sets_share_no_wording():
+    import json
+
+    data = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+    fields = ("prompt", "rephrase_prompt", "rgen_prompt")
+
+    def wordings(name):
+        rows = [json.loads(line) for line in (data / name).read_text(encoding="utf-8").splitlines()]
+        texts = {r[f] for r in rows for f in fields}
+        texts |= {s.strip() + "." for r in rows for s in r["rationale"].split(".") if s.strip()}
+        return rows, texts
+
+    tune, tune_text = wordings("tune_handwritten.jsonl")
+    held, held_text = wordings("heldout_handwritten.jsonl")
+    assert len(tune) == len(held) == 40
+    assert all(r["meta"]["source"] == "handwritten-tune" for r in tune)
+    # question wordings never repeat; a rationale sentence may only repeat if it states nothing worded
+    assert not {r["prompt"] for r in tune} & {r["prompt"] for r in held}
+    assert not {r["rephrase_prompt"] for r in tune} & (held_text | {r["prompt"] for r in held})
+    assert not tune_text & held_text

@@ -194,3 +194,44 @@ def test_cached_entry_rows_follow_merges_and_removals():
     after = r.search(key(RED, QA))
     assert [t.edit_id for t in after.verdict.tests] == ["b"] and after.accepted
     assert r.nullset.test(key(RED, QA).double(), 0)[0].edit_id == "b"
+
+
+def test_relative_text_test_accepts_a_far_rephrase_nearest_to_the_edits_question():
+    far = [0.45, 0.893, 0.0]                                     # cos 0.45 with QA: fails text_min_cos 0.6
+    cb, r = book()
+    cb.add_edit("a", [answer("Q", "Vol", RED, QA)])
+    res = r.search(key(RED, far))                                # no rival question: nearest is the edit's
+    t = res.verdict.tests[0]
+    assert res.accepted and t.text_ok and "relative" in t.text_reason and "rival question cos -1.000" in t.text_reason
+    cb2, off = book(relative_text=False)
+    cb2.add_edit("a", [answer("Q", "Vol", RED, QA)])
+    assert not off.search(key(RED, far)).accepted
+    cb3, floor = book(text_floor=0.5)
+    cb3.add_edit("a", [answer("Q", "Vol", RED, QA)])
+    assert not floor.search(key(RED, far)).accepted
+
+
+def test_relative_text_test_rejects_a_question_nearer_to_a_rival():
+    # a null question (generic, from the gate's encoder) nearer to the query than the edit's question
+    cb = Codebook(5, CodebookConfig(merge=False), RetrievalConfig())
+    r = Retriever(cb, vision_dim=2, encode_text=lambda texts: torch.tensor([[0.0, 0.6, 0.8]] * len(texts)))
+    cb.add_edit("a", [answer("Q", "Vol", RED, QA)])
+    res = r.search(key(RED, [0.45, 0.893, 0.0]))                 # cos 0.45 with Q, 0.54 with the null question
+    assert not res.accepted
+    assert "nearest rival question cos 0.536" in res.verdict.tests[0].text_reason
+    lines = describe(res.verdict, 0.6)
+    assert any("relative: nearest rival" in line for line in lines)
+    # another edit's question among the candidates is a rival too (same image, another property)
+    cb, r = book()
+    cb.add_edit("tribe", [answer("Q", "Vol", RED, QA)])
+    cb.add_edit("points", [answer("P", "nine", RED, QB)])
+    res = r.search(key(RED, [0.45, 0.0, 0.893]))                 # cos 0.45 with Q, 0.89 with P
+    assert res.facts == ["The answer to 'P' is nine."]
+    tribe = next(t for t in res.verdict.tests if t.edit_id == "tribe")
+    assert not tribe.text_ok and "rival question cos 0.893" in tribe.text_reason
+
+
+def test_relative_text_config_checks():
+    with pytest.raises(ConfigError, match="text_floor"):
+        NullSetGateConfig(text_floor=2.0)
+    assert NullSetGateConfig(null_questions=["a?"]).null_questions == ("a?",)
