@@ -202,10 +202,21 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
     if vision_dim:
         for j in range(len(data["adds"])):  # the same keys come back as answer entries
             cb.remove_edit(f"bench-add-{j}")
-        null = Retriever(cb, RetrievalConfig(cap_keys=5, gate="nullset"), seed=0, vision_dim=int(vision_dim))
+        # the shipped YAML's null-set settings (candidates, relative text test and its null questions)
+        from reasonedit_plugin.hparams import ReasonEditHyperParams
+        from reasonedit_plugin.text_encoder import shared_text_encoder
+
+        shipped = ReasonEditHyperParams.from_hparams(str(DEFAULT_HPARAMS)).to_config().retrieval.nullset
+        before_encoder = rss_bytes()
+        encoder = shared_text_encoder()  # for the null questions; its weights are not the codebook's memory
+        encoder.encode(["warm-up"])
+        encoder_bytes = rss_bytes() - before_encoder
+        null = Retriever(cb, RetrievalConfig(cap_keys=5, gate="nullset", nullset=shipped), seed=0,
+                         vision_dim=int(vision_dim), encode_text=encoder.encode)
+        row_cfg = {"candidates": shipped.candidates, "relative_text": shipped.relative_text}
         t = time.perf_counter()
         null.nullset.refresh()
-        row: dict[str, Any] = {"gate_init_s": time.perf_counter() - t}
+        row: dict[str, Any] = {"gate_init_s": time.perf_counter() - t, **row_cfg}
         lat = []
         for q in probe:
             t = time.perf_counter()
@@ -214,7 +225,8 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
         row["query_p50_ms"] = statistics.median(lat)
         row.update(edit_timings(cb, null, data["adds"], probe, "answer", "bench-null-add"))
         gc.collect()
-        row["rss_ratio_with_tables"] = (rss_bytes() - rss0) / raw_fp16
+        row["rss_ratio_with_tables"] = (rss_bytes() - rss0 - encoder_bytes) / raw_fp16
+        row["text_encoder_bytes_excluded"] = encoder_bytes
         out["nullset"] = row
     out["load_average"] = load_average()
     return out
