@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from reasonedit_plugin.data import shaperules, split_files  # noqa: E402
 from reasonedit_plugin.editor import ReasonEditor  # noqa: E402
 from reasonedit_plugin.evaluation import (ProtocolConfig, ReasonEditMethod, UneditedMethod,  # noqa: E402
-                                          evaluate_sequential, prepare_reference)
+                                          evaluate_sequential, evaluate_single, prepare_reference)
 from reasonedit_plugin.hparams import ReasonEditHyperParams  # noqa: E402
 from reasonedit_plugin.records import make_records  # noqa: E402
 from reasonedit_plugin.vlm import VLM  # noqa: E402
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--locality", type=int, default=60, help="size of the plain locality pool")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--protocol", choices=("sequential", "single"), default="sequential",
+                    help="single: every record edited alone on an empty codebook (the 1-edit regime)")
     ap.add_argument("--edits", type=Path, help="JSONL of extra (tuning) records, images relative to easy-vqa")
     ap.add_argument("--out", type=Path, default=Path("runs/calibrate.json"))
     args = ap.parse_args(argv)
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         config = type(base).from_dict(merged(base.to_dict(), overrides(setting)))
         method = ReasonEditMethod(lambda: ReasonEditor(vlm, config), name="ReasonEdit")
         t = time.time()
-        result = evaluate_sequential(method, reference, proto, progress=False)
+        evaluate = evaluate_single if args.protocol == "single" else evaluate_sequential
+        result = evaluate(method, reference, proto, progress=False)
         scores = result.final
         row = {"setting": setting, "seconds": round(time.time() - t, 1),
                **{k: getattr(scores, k) for k in METRICS}}
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     rows.sort(key=lambda r: -(r["overall"] or 0))
     out = {"command": "python benchmarks/calibrate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "model": str(model), "hparams": str(args.hparams), "split": args.split, "n": args.n, "seed": args.seed,
+           "model": str(model), "hparams": str(args.hparams), "split": args.split, "n": args.n, "seed": args.seed, "protocol": args.protocol,
            "edits_file": None if args.edits is None else str(args.edits),
            "edited": len(reference.errors), "rows": rows, "seconds": round(time.time() - started, 1),
            "environment": {"python": platform.python_version(), "torch": torch.__version__,

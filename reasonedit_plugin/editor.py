@@ -195,8 +195,16 @@ class ReasonEditor:
     def retriever(self) -> Retriever:
         if self._retriever is None or self._retriever.codebook is not self.codebook:
             self._retriever = Retriever(self.codebook, self.config.retrieval, self.config.seed,
-                                        vision_dim=self.keys.setup.vision_dim, encode_text=self.keys.text)
+                                        vision_dim=self.keys.setup.vision_dim, encode_text=self.keys.text,
+                                        domain_images=self._domain_images)
         return self._retriever
+
+    def _domain_images(self) -> torch.Tensor | None:
+        """The image parts of the null-set gate's ``null_images`` (read and encoded on the gate's first use)."""
+        from .hparams import resolve_image_paths
+
+        paths = resolve_image_paths(self.config.retrieval.nullset.null_images)
+        return self.keys.vision([load_image(p) for p in paths]).double().numpy() if paths else None
 
     # ------------------------------------------------------------------ editing
     def edit(self, records: RecordsLike, image_root: Union[str, Path, None] = None,

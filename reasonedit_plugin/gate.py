@@ -49,6 +49,9 @@ from .gate_tables import AnswerTable, NullSample
 
 logger = logging.getLogger(__name__)
 
+DOMAIN_PREFIX = "\x00domain:"
+"""Null-sample ids of the configured domain images (no edit id can start with a NUL character)."""
+
 _ROWS_CACHED = 4096
 """Entries whose contributions the gate keeps as arrays between queries (then it starts over)."""
 
@@ -103,6 +106,10 @@ class NullSetGateConfig:
     """How much nearer than every rival question the edit's question must be."""
     null_questions: tuple[str, ...] = DEFAULT_NULL_QUESTIONS
     """Generic questions about any image: rivals of every edit's question from the first edit on."""
+    null_images: tuple[str, ...] = ()
+    """Images of the model's domain (files or folders; ``package://<folder>`` for a packaged one) that join
+    the null set as if they were other edits' images, so the ``null_percentile`` bound exists from the
+    first edit (with one edit and none of these, only the entry's radius bounds the image test)."""
 
     def __post_init__(self) -> None:
         if not self.image_factor > 0:
@@ -129,6 +136,7 @@ class NullSetGateConfig:
             raise ConfigError(f"retrieval.nullset.text_floor={self.text_floor} must be in [-1, 1] and text_margin="
                               f"{self.text_margin} in [0, 2] (defaults 0.3, 0.1).")
         self.null_questions = tuple(self.null_questions)
+        self.null_images = tuple(self.null_images)
 
 
 @dataclass
@@ -214,10 +222,13 @@ class NullSetGate:
     """Per-entry image and text tests with a conflict-aware image threshold (see the module doc)."""
 
     def __init__(self, codebook: Codebook, config: NullSetGateConfig, vision_dim: int | None = None,
-                 seed: int = 0, encode_text: Any = None):
+                 seed: int = 0, encode_text: Any = None, domain_images: Any = None):
         """``encode_text``: texts -> their sentence embeddings (the key's text encoder), for the relative
-        text test's ``null_questions`` (None: no null questions; rivals come from the codebook only)."""
+        text test's ``null_questions`` (None: no null questions; rivals come from the codebook only).
+        ``domain_images``: () -> the image parts of ``null_images`` [n, vision_dim] (None: none)."""
         self.codebook = codebook
+        self._domain_images = domain_images
+        self._domain: dict[str, np.ndarray] = {}
         self._encode_text = encode_text
         self._null_text: torch.Tensor | None = None
         self.seed = seed
@@ -267,7 +278,13 @@ class NullSetGate:
         self._table = AnswerTable(self.vision_dim, cb.dim, cb.store.dtype, self.config.same_question_cos)
         for edit_id in cb.edit_ids():
             self._table.add(edit_id, self._answer_rows(edit_id))
-        self._sample = NullSample(self.config.null_sample, self.seed, self._image_of, cb.edit_ids)
+        if self._domain_images is not None and not self._domain:
+            images = self._domain_images()
+            self._domain = {f"{DOMAIN_PREFIX}{n}": np.asarray(v, np.float64) for n, v in
+                            enumerate([] if images is None else images)}
+        domain = list(self._domain)
+        self._sample = NullSample(self.config.null_sample, self.seed, self._image_of,
+                                  (lambda: cb.edit_ids() + domain) if domain else cb.edit_ids)
 
     def _answer_rows(self, edit_id: str) -> list[tuple[int, np.ndarray, str]]:
         """An edit's answer contributions, each with its OWN key (a merged entry keeps each edit's key; the
@@ -277,7 +294,10 @@ class NullSetGate:
                 for eid, p in cb.edit_parts(edit_id) if p.kind == "answer"]
 
     def _image_of(self, edit_id: str) -> np.ndarray | None:
-        """One image per edit for the null set: its first non-patch contribution's (by entry id)."""
+        """One image per edit for the null set: its first non-patch contribution's (by entry id); a domain
+        image (``null_images``) is its own."""
+        if edit_id.startswith(DOMAIN_PREFIX):
+            return self._domain.get(edit_id)
         cb = self.codebook
         for eid, p in cb.edit_parts(edit_id):
             if p.kind != "patch":
@@ -325,7 +345,8 @@ class NullSetGate:
             thr, why = cfg.image_factor * c.radius, f"{cfg.image_factor:g} x radius {c.radius:.3f}"
             if self.null_threshold is not None and self.null_threshold < thr:
                 thr, why = self.null_threshold, (f"{cfg.null_percentile:g}th percentile of {self.null_pairs} "
-                                                 "image distances between different edits")
+                                                 "image distances between different edits"
+                                                 + (f" and {len(self._domain)} domain images" if self._domain else ""))
             if c.edit_id in conflict:
                 dc, other = conflict[c.edit_id]
                 if cfg.conflict_share * dc < thr:

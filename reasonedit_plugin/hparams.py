@@ -147,6 +147,29 @@ def resolve_model_name(model_name: str) -> str:
     return str(path)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def resolve_image_paths(specs: Any, field: str = "retrieval.nullset.null_images") -> list[Path]:
+    """Image files named by ``specs`` (files, folders of images, ``package://<folder>``), folders expanded
+    in name order. A missing path is a ConfigError naming ``field``."""
+    out: list[Path] = []
+    for spec in specs:
+        text = str(spec)
+        path = ASSETS_DIR / text[len(PACKAGE_SCHEME):].strip("/") if text.startswith(PACKAGE_SCHEME) else Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ConfigError(f"{field}: folder {text!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ConfigError(f"{field}: {text!r} is neither an image file nor a folder ({path}); give a path or "
+                              "package://<folder> for a packaged one.")
+    return out
+
+
 def portable_model_name(path: Union[str, Path, None]) -> str:
     """The inverse of :func:`resolve_model_name` for reports: a packaged folder as ``package://<folder>``
     (so a committed report names no machine's path); anything else unchanged."""

@@ -76,15 +76,17 @@ class Retriever:
     """Searches a codebook with hubness scaling and the rejection gate."""
 
     def __init__(self, codebook: Codebook, config: RetrievalConfig | None = None, seed: int = 0,
-                 vision_dim: int | None = None, encode_text: Any = None):
+                 vision_dim: int | None = None, encode_text: Any = None, domain_images: Any = None):
         """``vision_dim``: where the image part of a key ends (``KeySetup.vision_dim``); the null-set gate
         tests the two parts separately. None: the whole key is treated as the image part (no text test).
-        ``encode_text``: the key's sentence encoder (texts -> embeddings), for the gate's null questions."""
+        ``encode_text``: the key's sentence encoder (texts -> embeddings), for the gate's null questions;
+        ``domain_images``: () -> the image parts of the gate's null images (the editor encodes them)."""
         self.codebook = codebook
         self.config = config or codebook.retrieval
         self.seed = seed
         self._tau: tuple[int, float] | None = None
-        self.nullset = NullSetGate(codebook, self.config.nullset, vision_dim, seed, encode_text) \
+        self.nullset = NullSetGate(codebook, self.config.nullset, vision_dim, seed, encode_text,
+                                   domain_images) \
             if self.config.gate == "nullset" else None
 
     def threshold(self) -> float | None:

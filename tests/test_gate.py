@@ -235,3 +235,34 @@ def test_relative_text_config_checks():
     with pytest.raises(ConfigError, match="text_floor"):
         NullSetGateConfig(text_floor=2.0)
     assert NullSetGateConfig(null_questions=["a?"]).null_questions == ("a?",)
+
+
+def test_domain_images_bound_the_image_test_from_the_first_edit():
+    # one edit, radius 5: a near-miss image at distance 3 passes on the radius alone ...
+    cb, r = book()
+    cb.add_edit("a", [answer("Q", "Vol", RED, QA, radius=5.0)])
+    assert r.search(key([3.0, 0.0], QA)).accepted
+    # ... but not once images of the domain are in the null set (pairs 2-4 apart: 5th percentile ~2)
+    domain = [[2.0, 0.0], [0.0, 2.0], [2.0, 2.0], [4.0, 4.0]]
+    cb2 = Codebook(5, CodebookConfig(merge=False), RetrievalConfig())
+    r2 = Retriever(cb2, vision_dim=2, domain_images=lambda: torch.tensor(domain, dtype=torch.float64).numpy())
+    cb2.add_edit("a", [answer("Q", "Vol", RED, QA, radius=5.0)])
+    res = r2.search(key([3.0, 0.0], QA))
+    t = res.verdict.tests[0]
+    assert not res.accepted and not t.image_ok and "and 4 domain images" in t.image_reason
+    assert r2.nullset.null_pairs == 10  # 5 images (the edit's and 4 domain ones), all pairs apart
+    assert r2.search(key([0.1, 0.0], QA)).accepted                  # the edited image itself still passes
+    smallest = min(float(torch.tensor(a).sub(torch.tensor(b)).norm()) for i, a in enumerate([RED] + domain)
+                   for b in ([RED] + domain)[i + 1:])
+    assert smallest <= r2.nullset.null_threshold < 3.0           # the low end of the 10 null distances
+
+
+def test_null_images_resolve_packaged_folders_and_say_what_is_missing(tmp_path):
+    from reasonedit_plugin.hparams import resolve_image_paths
+
+    shipped = resolve_image_paths(["package://domain-images-shapes"])
+    assert len(shipped) == 24 and all(p.suffix == ".png" for p in shipped)
+    with pytest.raises(ConfigError, match="neither an image file nor a folder"):
+        resolve_image_paths([str(tmp_path / "nope")])
+    with pytest.raises(ConfigError, match="holds no images"):
+        resolve_image_paths([str(tmp_path)])
