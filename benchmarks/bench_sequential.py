@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         for extra in args.merge[1:]:
             more = json.loads(extra.read_text(encoding="utf-8"))
             merged["gates"].update(more["gates"])
+            merged.setdefault("each_edit_alone", {}).update(more.get("each_edit_alone") or {})
             merged["runs"].append({"command": more["command"], "seconds": more["seconds"],
                                    "environment": more["environment"]})
         args.out.write_text(json.dumps(merged, indent=1), encoding="utf-8")
