@@ -116,6 +116,15 @@ def materialize(source: Union[str, os.PathLike], out: Union[str, os.PathLike, No
             changes.append(f"{key}: {value} -> {new}")
     check_model_name(config.get("model_name"))
 
+    nullset = (config.get("retrieval") or {}).get("nullset") if alg == "ReasonEdit" else None
+    if isinstance(nullset, dict) and isinstance(nullset.get("null_images"), list):
+        images = nullset["null_images"]
+        resolved = [resolve_model_name(v) if isinstance(v, str) and v.startswith(PACKAGE_SCHEME) else v
+                    for v in images]
+        if resolved != images:
+            nullset["null_images"] = resolved
+            changes.append(f"retrieval.nullset.null_images: {images} -> {resolved}")
+
     if alg == "WISE" and all(k in config for k in ("alpha", "beta", "gamma")):
         margin = [config.pop("alpha"), config.pop("beta"), config.pop("gamma")]
         config["act_margin"] = margin

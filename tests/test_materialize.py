@@ -39,7 +39,7 @@ def test_no_package_scheme_or_relative_path_survives(method, tmp_path, monkeypat
         if isinstance(value, str) and value not in (".", ""):
             assert Path(value).is_absolute(), (key, value)
     original = load(shipped(method))
-    changed = {line.split(":")[0] for line in done.changes}
+    changed = {line.split(":")[0].split(".")[0] for line in done.changes}  # a nested key changes its section
     for key, value in config.items():  # nothing else changes
         if key not in changed and key != "act_margin":
             assert original.get(key) == value, key
@@ -93,3 +93,9 @@ def test_cli_materialize(tmp_path, capsys):
     assert (tmp_path / "GRACE" / "tiny-qwen2-vl-shapes.yaml").is_file()
     assert main(["hparams", "--materialize", str(shipped("SERAC"))]) == 2
     assert "BLIP-2/MiniGPT-4" in capsys.readouterr().err
+
+
+def test_reasonedit_null_images_become_absolute(tmp_path):
+    config = load(materialize(shipped("ReasonEdit"), tmp_path).path)
+    images = config["retrieval"]["nullset"]["null_images"]
+    assert images and all(Path(p).is_absolute() and Path(p).is_dir() for p in images)
