@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
@@ -199,7 +200,7 @@ class ReasonEditor:
                                         domain_images=self._domain_images)
         return self._retriever
 
-    def _domain_images(self) -> torch.Tensor | None:
+    def _domain_images(self) -> np.ndarray | None:
         """The image parts of the null-set gate's ``null_images`` (read and encoded on the gate's first use)."""
         from .hparams import resolve_image_paths
 

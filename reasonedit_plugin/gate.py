@@ -405,20 +405,24 @@ class NullSetGate:
 
     def _relative_text(self, q_text: torch.Tensor, candidates: list[int], tests: list[EntryTest]) -> None:
         """Answer entries that failed ``text_min_cos``: pass if the query is nearer to their question than
-        to every rival question by ``text_margin`` (module doc). Updates ``tests`` in place."""
+        to every rival question by ``text_margin`` (module doc). Updates ``tests`` in place; called only
+        when keys have a text part."""
         cfg = self.config
-        answers = [(t, row) for i in candidates for t, row in zip(
-            [t for t in tests if t.entry_id == i], self._text_rows(i)) if t.kind == "answer"]
-        if not any(not t.text_ok and t.text_cos is not None and t.text_cos >= cfg.text_floor for t, _ in answers):
+        answers = []  # (test, unit text row of its contribution); tests follow candidates and contributions
+        position = iter(tests)
+        for i in candidates:
+            for row in self._entry_rows(i).text_unit:
+                t = next(position)
+                if t.kind == "answer":
+                    answers.append((t, row))
+        if not any(not t.text_ok and t.text_cos >= cfg.text_floor for t, _ in answers):
             return
-        rows = torch.stack([row for _, row in answers])
+        rows = rows_all = torch.stack([row for _, row in answers])
+        q_cos = torch.tensor([t.text_cos for t, _ in answers], dtype=torch.float64)
         null = self.null_text()
         if null is not None and len(null):  # null questions are rivals too, unless paraphrases of the edit's
             rows_all = torch.cat([rows, null])
-            q_cos = torch.cat([torch.tensor([t.text_cos for t, _ in answers], dtype=torch.float64), null @ q_text])
-        else:
-            rows_all = rows
-            q_cos = torch.tensor([t.text_cos for t, _ in answers], dtype=torch.float64)
+            q_cos = torch.cat([q_cos, null @ q_text])
         same = (rows @ rows_all.T) >= cfg.text_min_cos  # paraphrases of each other's question: not rivals
         for n, (t, _) in enumerate(answers):
             if t.text_ok or t.text_cos < cfg.text_floor:
@@ -428,10 +432,6 @@ class NullSetGate:
             t.text_ok = t.text_cos >= rival + cfg.text_margin
             t.text_reason = (f"relative: nearest rival question cos {rival:.3f}, needs "
                              f"{rival + cfg.text_margin:.3f}; absolute threshold {cfg.text_min_cos:g}")
-
-    def _text_rows(self, entry_id: int) -> list[torch.Tensor]:
-        rows = self._entry_rows(entry_id)
-        return list(rows.text_unit) if rows.text_unit is not None else [None] * len(rows.contributions)
 
     def _conflicting(self, a: str, b: str) -> bool:
         """Two edits answer the same question differently (judged by each one's first answer row)."""

@@ -132,12 +132,17 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def package_path(value: str) -> Path | None:
+    """``package://<path>`` -> that path inside the packaged assets; None for any other value."""
+    return ASSETS_DIR / value[len(PACKAGE_SCHEME):].strip("/") if value.startswith(PACKAGE_SCHEME) else None
+
+
 def resolve_model_name(model_name: str) -> str:
     """Resolve ``package://<folder>`` to the packaged asset folder; other values pass unchanged."""
-    if not model_name.startswith(PACKAGE_SCHEME):
+    path = package_path(model_name)
+    if path is None:
         return model_name
     folder = model_name[len(PACKAGE_SCHEME):].strip("/")
-    path = ASSETS_DIR / folder
     if not folder or not path.is_dir():
         shipped = sorted(p.name for p in ASSETS_DIR.iterdir() if p.is_dir()) if ASSETS_DIR.is_dir() else []
         raise ConfigError(
@@ -156,7 +161,7 @@ def resolve_image_paths(specs: Any, field: str = "retrieval.nullset.null_images"
     out: list[Path] = []
     for spec in specs:
         text = str(spec)
-        path = ASSETS_DIR / text[len(PACKAGE_SCHEME):].strip("/") if text.startswith(PACKAGE_SCHEME) else Path(text)
+        path = package_path(text) or Path(text)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
