@@ -436,12 +436,24 @@ def run_comparison(vlm: Any, records: Sequence[EditRecord | Mapping[str, Any]], 
                    *, model_path: Union[str, Path, None] = None, text_encoder: Any = None,
                    balance: str = "yaml", patches: str = "yaml", extra_locality: Iterable[Probe] = (),
                    easyedit_hparams_dir: Union[str, Path, None] = None, single: bool = False,
-                   progress: bool = False, on_method: Callable[[MethodResult], None] | None = None) -> Comparison:
-    """Run every method in ``methods`` against one shared reference (see the module docstring)."""
+                   progress: bool = False, on_method: Callable[[MethodResult], None] | None = None,
+                   jobs: int = 1, vlm_loader: Callable[[], Any] | None = None) -> Comparison:
+    """Run every method in ``methods`` against one shared reference (see the module docstring).
+
+    ``jobs > 1`` runs the rows in that many worker processes (spawned; each loads its own model with the
+    picklable ``vlm_loader`` and gets a copy of the reference), so a comparison whose rows take hours runs
+    as one command in a fraction of the wall time. Rows are independent and seeded, so they are the same as
+    with ``jobs=1``; the slow EasyEdit rows start first. Runners registered with
+    :func:`register_easyedit_runner` at run time are not seen by the workers (the shipped ones are)."""
     unknown = [m for m in methods if m not in DEFAULT_METHODS]
     if unknown:
         raise ConfigError(f"unknown method {unknown[0]!r}.{did_you_mean(unknown[0], DEFAULT_METHODS)} "
                           f"Known: {list(DEFAULT_METHODS)}.")
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}.")
+    if jobs > 1 and vlm_loader is None:
+        raise ConfigError("jobs > 1 needs vlm_loader: a picklable callable that loads the model in each worker "
+                          "(e.g. functools.partial(VLM.from_pretrained, path)).")
     start = time.perf_counter()
     protocol = protocol or ProtocolConfig(seed=config.seed)
     recs = make_records(list(records))
@@ -452,22 +464,85 @@ def run_comparison(vlm: Any, records: Sequence[EditRecord | Mapping[str, Any]], 
                      single=single, progress=progress, calibration=calibration_pairs(recs, reference))
     row_config = full_config(config, balance, patches)
     results: list[MethodResult] = []
-    # ReasonEdit first: its AutoLayer/AutoScaler choice is reused by the ablations (except no-balance)
-    ordered = sorted(methods, key=lambda m: 0 if m == REASONEDIT else 1)
-    for name in ordered:
-        logger.info("comparison: running %s", name)
-        base = row_config
+
+    def row_base(name: str) -> ReasonEditConfig:
+        """An ablation reuses the ReasonEdit row's AutoLayer/AutoScaler choice (except no-balance)."""
         full = next((r for r in results if r.name == REASONEDIT and r.ok), None)
         if name in ABLATIONS and name != "no-balance" and full is not None and full.topology is not None:
             emb = full.config["embedding"]
-            base = row_config.replace(embedding={"layer": emb["layer"], "scale": emb["scale"]})
-        result = run_method(name, ctx, base)
+            return row_config.replace(embedding={"layer": emb["layer"], "scale": emb["scale"]})
+        return row_config
+
+    def finished(result: MethodResult) -> None:
         results.append(result)
         if on_method is not None:
             on_method(result)
+
+    # ReasonEdit first: the ablations depend on its choice when it balanced itself
+    ordered = sorted(methods, key=lambda m: 0 if m == REASONEDIT else 1)
+    if jobs > 1:
+        first = [m for m in ordered if m == REASONEDIT and balance == "auto" and len(ordered) > 1]
+        for name in first:
+            finished(run_method(name, ctx, row_base(name)))
+        _run_in_workers([m for m in ordered if m not in first], ctx, row_base, jobs, vlm_loader, finished)
+    else:
+        for name in ordered:
+            logger.info("comparison: running %s", name)
+            finished(run_method(name, ctx, row_base(name)))
     results.sort(key=lambda r: list(methods).index(r.name))
     full = next((r for r in results if r.name == REASONEDIT), None)
     topology = topology_sweep(ctx, full) if full is not None else None
     return Comparison(results, reference.summary(), protocol, row_config.to_dict(),
                       str(model_path) if model_path else None, time.perf_counter() - start, single, reference,
                       topology)
+
+
+# ================================================================================================
+# Rows in worker processes (run_comparison(jobs=N))
+# ================================================================================================
+
+_WORKER_CONTEXT: dict[str, RunContext] = {}
+
+
+def _worker_start(ctx: RunContext, vlm_loader: Callable[[], Any], threads: int) -> None:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # rows in workers run without progress bars (they would interleave)
+    ctx.vlm = vlm_loader()
+    _WORKER_CONTEXT["ctx"] = ctx
+
+
+def _worker_row(name: str, base: ReasonEditConfig) -> MethodResult:
+    return run_method(name, _WORKER_CONTEXT["ctx"], base)
+
+
+def _run_in_workers(names: Sequence[str], ctx: RunContext, row_base: Callable[[str], ReasonEditConfig],
+                    jobs: int, vlm_loader: Callable[[], Any] | None,
+                    finished: Callable[[MethodResult], None]) -> None:
+    """Run ``names`` in ``jobs`` spawned processes, slowest kinds first (EasyEdit's, then this project's
+    baselines, then ReasonEdit's rows), calling ``finished`` as each row ends."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    slow_first = sorted(names, key=lambda m: 0 if m in EASYEDIT_METHODS else 1 if m in OWN_BASELINES else 2)
+    shipped = dataclasses.replace(ctx, vlm=None, text_encoder=None, progress=False)
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(max_workers=min(jobs, max(1, len(names))),
+                             mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_start, initargs=(shipped, vlm_loader, threads)) as pool:
+        futures = {}
+        for name in slow_first:
+            logger.info("comparison: starting %s in a worker process", name)
+            futures[pool.submit(_worker_row, name, row_base(name))] = name
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker that died must not sink the other rows
+                result = MethodResult(name, _kind(name), "failed", reason=f"worker process: "
+                                      f"{type(exc).__name__}: {exc}")
+            finished(result)

@@ -11,6 +11,7 @@ Each writes a report (``report.py``) of the same protocol (``evaluation.py``).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from typing import Any, Sequence
@@ -50,7 +51,8 @@ def _run_and_report(args: argparse.Namespace, hparams: Any, records: list, metho
     comparison = run_comparison(vlm, records, config, methods, protocol, model_path=hparams.model_name,
                                 balance=balance, patches=patches, extra_locality=extra,
                                 easyedit_hparams_dir=getattr(args, "easyedit_hparams", None), single=single,
-                                progress=progress, on_method=announce)
+                                progress=progress, on_method=announce, jobs=getattr(args, "jobs", 1),
+                                vlm_loader=functools.partial(inputs.load_vlm, hparams))
     extra_report = {"hparams_path": getattr(hparams, "source_path", None)}
     if after is not None:
         extra_report.update(after(comparison, vlm) or {})
@@ -117,6 +119,9 @@ def _caption_run(args: argparse.Namespace, hparams: Any, vlm: Any, records: list
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .baselines import DEFAULT_METHODS
+
+    if args.jobs < 1:
+        raise ReasonEditError(f"--jobs must be >= 1, got {args.jobs}.")
 
     hparams = load_hparams(args.hparams, args.model, args.device)
     records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
@@ -290,6 +295,9 @@ def add_parsers(sub: Any) -> None:
                       help="sequential edits (default) or single-edit (fresh state per edit)")
     cmp_.add_argument("--easyedit-hparams", metavar="DIR",
                       help="folder of EasyEdit hparams YAMLs (<DIR>/<METHOD>/<model>.yaml) for the baselines")
+    cmp_.add_argument("--jobs", type=int, default=1, metavar="N",
+                      help="run the rows in N worker processes, each with its own copy of the model (rows are "
+                           "seeded and independent: same results, less wall time; default 1)")
     _add_protocol(cmp_, eval_every=10, subsample=20, out="runs/compare")
     cmp_.set_defaults(func=cmd_compare)
 

@@ -156,6 +156,37 @@ def table_rows(comparison: Any) -> list[dict[str, str]]:
     return rows
 
 
+CHECKPOINT_TABLE = ["Method", "probed"] + [t for _, t in PAPER_COLUMNS]
+
+
+def checkpoint_steps_reported(comparison: Any) -> list[int]:
+    """The checkpoints that get their own table: 10, 100, 1000, ... edits, before the last edit, where a
+    sequential row has one (the literature's "after T edits" columns)."""
+    steps: set[int] = set()
+    for m in comparison.methods:
+        if m.ok and m.evaluation is not None and not comparison.single:
+            last = m.evaluation.num_edited
+            steps |= {c.num_edits for c in m.evaluation.checkpoints
+                      if c.num_edits < last and c.num_edits >= 10 and math.log10(c.num_edits).is_integer()}
+    return sorted(steps)
+
+
+def checkpoint_rows(comparison: Any, step: int) -> list[dict[str, str]]:
+    """Every row's paper metrics at the checkpoint after ``step`` edits; ``probed`` says on how many of
+    those edits (all of them unless the run's ``--subsample`` was smaller)."""
+    rows = []
+    for m in comparison.methods:
+        point = None if m.evaluation is None else next(
+            (c for c in m.evaluation.checkpoints if c.num_edits == step), None)
+        if point is None:
+            continue
+        row = {"Method": m.label or m.name, "Status": m.status,
+               "probed": f"{point.evaluated_edits} of {point.num_edits}"}
+        row.update({title: _pct(getattr(point.scores, key)) for key, title in PAPER_COLUMNS})
+        rows.append(row)
+    return rows
+
+
 def _notes(m: Any) -> str:
     if m.kind == "ablation" and m.reason:
         return m.reason
@@ -262,6 +293,9 @@ def render_markdown(comparison: Any, title: str, command: str | None, plots: Seq
     ok_rows = [r for r in rows if r["Status"] == "ok"]
     if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):
         lines += ["## EasyEdit metrics", "", _markdown_table(ok_rows, EASYEDIT_TABLE), ""]
+    for step in checkpoint_steps_reported(comparison):
+        lines += [f"## After {step} edits", "", _markdown_table(checkpoint_rows(comparison, step), CHECKPOINT_TABLE),
+                  ""]
     lines += _edit_k_lines(extra)
     captions = _captions(extra)
     if captions:
@@ -296,6 +330,8 @@ def render_html(comparison: Any, title: str, command: str | None, plots: Sequenc
     ok_rows = [r for r in rows if r["Status"] == "ok"]
     if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):
         parts.append("<h2>EasyEdit metrics</h2>" + _html_table(ok_rows, EASYEDIT_TABLE))
+    for step in checkpoint_steps_reported(comparison):
+        parts.append(f"<h2>After {step} edits</h2>" + _html_table(checkpoint_rows(comparison, step), CHECKPOINT_TABLE))
     captions = _captions(extra)
     if captions:
         rows = [dict(row, Status="ok") for row in captions["rows"]]

@@ -185,3 +185,27 @@ def test_quiet_silences_transformers_progress_bars_too():
     finally:
         (hf_logging.enable_progress_bar if before[0] else hf_logging.disable_progress_bar)()
         hf_logging.set_verbosity(before[1])
+
+
+@pytest.mark.skipif(not ASSET.is_file(), reason="the embedded default model is not built yet")
+def test_compare_jobs_gives_the_rows_of_one_process(tmp_path):
+    """``--jobs 2`` runs the rows in two spawned workers, each loading its own model: the seeded rows must
+    come out exactly as in one process (checkpoints included), in the order asked for."""
+    common = ["-q", "--threads", "1", "compare", "--limit", "3", "--methods", "unedited", "ReasonEdit",
+              "--balance", "yaml", "--eval-every", "2", "--subsample", "2", "--locality-size", "8",
+              "--no-easyedit-metrics"]
+    rows = {}
+    for jobs in (1, 2):
+        assert main(common + ["--jobs", str(jobs), "--out", str(tmp_path / f"j{jobs}")]) == 0
+        data = json.loads((tmp_path / f"j{jobs}" / "results.json").read_text())
+        rows[jobs] = data["comparison"]["methods"]
+    assert [m["name"] for m in rows[2]] == ["unedited", "ReasonEdit"]
+    for one, two in zip(rows[1], rows[2]):
+        assert two["status"] == "ok", two["reason"]
+        assert one["evaluation"]["final"] == two["evaluation"]["final"]
+        assert one["evaluation"]["checkpoints"] == two["evaluation"]["checkpoints"]
+
+
+def test_compare_jobs_must_be_positive(capsys):
+    assert main(["compare", "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err

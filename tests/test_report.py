@@ -210,3 +210,28 @@ def test_report_reuses_the_rows_own_autoscaler_run(text_encoder):
     row = comparison.method("ReasonEdit")
     assert row.topology.balanced and comparison.topology is row.topology
     assert comparison.topology.scale_sweep.used is None  # λ was chosen by this sweep, nothing else to mark
+
+
+def test_checkpoint_tables_at_10_and_100_edits(comparison, tmp_path):
+    """A sequential run of 113 edits checkpointed every 10 gets an "After 10 edits" and an "After 100 edits"
+    table (powers of ten before the last edit), each row at its own checkpoint, saying how many edits it probed."""
+    from reasonedit_plugin.evaluation import Checkpoint, EvaluationResult, Scores
+    from reasonedit_plugin.report import checkpoint_rows, checkpoint_steps_reported, render_markdown
+
+    def row(name: str, rel_at: dict[int, float]) -> MethodResult:
+        points = [Checkpoint(k, min(k, 20), Scores(reliability=rel_at.get(k, 0.5))) for k in range(10, 111, 10)]
+        points.append(Checkpoint(113, 113, Scores(reliability=0.9)))
+        ev = EvaluationResult(name, "sequential", 150, 113, points[-1].scores, points)
+        return MethodResult(name, "baseline", "ok", label=name, evaluation=ev)
+
+    run = dataclasses.replace(comparison, methods=[row("A", {10: 0.8, 100: 0.6}), row("B", {10: 1.0}),
+                                                   MethodResult("C", "easyedit", "skipped", reason="no EasyEdit")])
+    assert checkpoint_steps_reported(run) == [10, 100]
+    at10 = {r["Method"]: r for r in checkpoint_rows(run, 10)}
+    assert set(at10) == {"A", "B"} and at10["A"]["Rel."] == "80.0" and at10["B"]["Rel."] == "100.0"
+    assert at10["A"]["probed"] == "10 of 10"
+    at100 = {r["Method"]: r for r in checkpoint_rows(run, 100)}
+    assert at100["A"]["Rel."] == "60.0" and at100["A"]["probed"] == "20 of 100"
+    text = render_markdown(run, "t", None, [])
+    assert text.index("## After 10 edits") < text.index("## After 100 edits")
+    assert not checkpoint_steps_reported(dataclasses.replace(run, single=True))
