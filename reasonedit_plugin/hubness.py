@@ -110,11 +110,12 @@ class HubnessGraph:
         q = s.round(key)
         own = s.search(q, self.k, scaled=False, max_lists=self.probe)
         others, d_others = s.within_reach(q, max_lists=self.probe)
+        others = s.ids[others].copy()  # by id: the add may retrain the partition, which moves rows
         n = len(own.ids)
         sigma = _median(own.distances)
         row = s.add(key_id, q, den=sigma + self.eps, reach=own.distances[-1] if n >= self.k else np.inf)
         self._set_list(row, own.ids, own.distances)
-        self._offer(others, key_id, d_others)
+        self._offer(s.rows(others), key_id, d_others)
 
     def remove(self, key_id: int) -> None:
         """Remove a key; the lists that held it are recomputed by exact search."""

@@ -127,3 +127,32 @@ def test_an_added_key_joins_its_nearest_list(kind):
         x = s.vectors(np.array([row]))[0]
         d = ((s.centroids - x) ** 2).sum(1)
         assert d[s._assign[row]] == d.min()
+
+
+def test_training_clusters_rows_by_list_and_keeps_every_id():
+    """(Re)training reorders the store so each IVF list is one stretch of rows (searches read lists
+    without gathering); ids, keys, σ and neighbour lists follow their rows, and a key added after the
+    training is appended to its list."""
+    g = torch.Generator().manual_seed(11)
+    keys = make_keys("clustered", 200, 6, g)
+    table = graph(6, 5, exact_below=32)
+    for i, key in enumerate(keys[:150]):
+        table.add(i, key)
+    s = table.store
+    trained = s._trained_at  # the last (re)training saw this many keys; later ones were appended
+    assert s.trained and 32 < trained < 150
+    a = s._assign[:trained]
+    assert (a[1:] >= a[:-1]).all()
+    for c, lst in enumerate(s._lists):
+        rows = np.sort(lst[: s._list_len[c]])
+        old = rows[rows < trained]
+        assert (np.diff(old) == 1).all()  # one stretch per list
+        assert np.allclose(s._lists_rad[c][: s._list_len[c]], s._rad[lst[: s._list_len[c]]])
+    for i in (0, 77, 149):
+        assert np.array_equal(s.vectors(np.array([s.row(i)]))[0], table.store.round(keys[i]))
+    sigma_before = table.sigma_table()
+    table.add(150, keys[150])
+    want = brute_sigma({i: table.store.round(keys[i]) for i in range(151)}, 5)
+    got = table.sigma_table()
+    assert got.keys() == want.keys() and all(got[i] == pytest.approx(want[i], rel=1e-5) for i in want)
+    assert set(sigma_before) < set(got)
