@@ -335,13 +335,25 @@ class NullSetGate:
         return rows
 
     def _test(self, q_vision: torch.Tensor, q_text: torch.Tensor | None, entry_id: int) -> list[EntryTest]:
+        return self._tests(q_vision, q_text, [entry_id])
+
+    def _tests(self, q_vision: torch.Tensor, q_text: torch.Tensor | None, entry_ids: list[int]) -> list[EntryTest]:
+        """The tests of every contribution of ``entry_ids``, in order (one batched distance and cosine)."""
         cfg = self.config
-        rows = self._entry_rows(entry_id)
+        entries = [(i, self._entry_rows(i)) for i in entry_ids]
+        if not entries:
+            return []
         conflict = self._table.conflict
-        d_img = torch.linalg.vector_norm(q_vision - rows.vision, dim=1).tolist()
-        cos = [None] * len(d_img) if q_text is None else (rows.text_unit @ q_text).tolist()
+        vision = entries[0][1].vision if len(entries) == 1 else torch.cat([r.vision for _, r in entries])
+        d_img = torch.linalg.vector_norm(q_vision - vision, dim=1).tolist()
+        if q_text is None:
+            cos: list[Any] = [None] * len(d_img)
+        else:
+            text = entries[0][1].text_unit if len(entries) == 1 else torch.cat([r.text_unit for _, r in entries])
+            cos = (text @ q_text).tolist()
+        owners = [(entry_id, c) for entry_id, rows in entries for c in rows.contributions]
         out = []
-        for c, d, cs in zip(rows.contributions, d_img, cos):
+        for (entry_id, c), d, cs in zip(owners, d_img, cos):
             thr, why = cfg.image_factor * c.radius, f"{cfg.image_factor:g} x radius {c.radius:.3f}"
             if self.null_threshold is not None and self.null_threshold < thr:
                 thr, why = self.null_threshold, (f"{cfg.null_percentile:g}th percentile of {self.null_pairs} "
@@ -361,7 +373,7 @@ class NullSetGate:
         cfg = self.config
         q = query.double().reshape(-1)
         q_vision, q_text = q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None
-        tests = [t for i in candidates for t in self._test(q_vision, q_text, i)]
+        tests = self._tests(q_vision, q_text, candidates)
         if cfg.relative_text and q_text is not None:
             self._relative_text(q_text, candidates, tests)
         matched: dict[str, float] = {}
@@ -408,23 +420,20 @@ class NullSetGate:
         to every rival question by ``text_margin`` (module doc). Updates ``tests`` in place; called only
         when keys have a text part."""
         cfg = self.config
-        answers = []  # (test, unit text row of its contribution); tests follow candidates and contributions
-        position = iter(tests)
-        for i in candidates:
-            for row in self._entry_rows(i).text_unit:
-                t = next(position)
-                if t.kind == "answer":
-                    answers.append((t, row))
-        if not any(not t.text_ok and t.text_cos >= cfg.text_floor for t, _ in answers):
+        # tests follow candidates and their contributions, as do the rows of the candidates' text parts
+        at = [n for n, t in enumerate(tests) if t.kind == "answer"]
+        if not any(not tests[n].text_ok and tests[n].text_cos >= cfg.text_floor for n in at):
             return
-        rows = rows_all = torch.stack([row for _, row in answers])
-        q_cos = torch.tensor([t.text_cos for t, _ in answers], dtype=torch.float64)
+        answers = [tests[n] for n in at]
+        text = torch.cat([self._entry_rows(i).text_unit for i in candidates])
+        rows = rows_all = text[at]
+        q_cos = torch.tensor([t.text_cos for t in answers], dtype=torch.float64)
         null = self.null_text()
         if null is not None and len(null):  # null questions are rivals too, unless paraphrases of the edit's
             rows_all = torch.cat([rows, null])
             q_cos = torch.cat([q_cos, null @ q_text])
         same = (rows @ rows_all.T) >= cfg.text_min_cos  # paraphrases of each other's question: not rivals
-        for n, (t, _) in enumerate(answers):
+        for n, t in enumerate(answers):
             if t.text_ok or t.text_cos < cfg.text_floor:
                 continue
             others = q_cos[~same[n]]

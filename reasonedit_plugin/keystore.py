@@ -518,10 +518,10 @@ class KeyStore:
                 target = _WALK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
                 j = min(stop, int(np.searchsorted(cum, (cum[i - 1] if i else 0) + target, "left")) + 1)
                 visit = order[i:j]
-                rows = np.concatenate([self._lists[c][: self._list_len[c]] for c in visit.tolist()])
-                rad = np.concatenate([self._lists_rad[c][: self._list_len[c]] for c in visit.tolist()])
+                lists, lens = visit.tolist(), self._list_len[visit]
+                rows = np.concatenate([self._lists[c][:m] for c, m in zip(lists, lens.tolist())])
+                rad = np.concatenate([self._lists_rad[c][:m] for c, m in zip(lists, lens.tolist())])
                 i = j
-                lens = self._list_len[visit]
                 lo_c, hi_c = np.repeat(dqc[visit], lens), np.repeat(dqc_hi[visit], lens)
                 gap = np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)
                 lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
