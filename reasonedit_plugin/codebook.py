@@ -276,6 +276,11 @@ class Codebook:
         return [(eid, p) for eid in sorted(self._edit_entries(edit_id)) for p in self._parts_of(eid)
                 if p.edit_id == edit_id]
 
+    def entry_parts(self, entry_id: int) -> list[Part]:
+        """The contribution records of one entry (the codebook's own, read only; no key copies, unlike
+        ``entries[i].contributions``); a record's ``key`` None means the entry's key (:meth:`stored_key`)."""
+        return self._parts_of(entry_id)
+
     def stored_key(self, entry_id: int, part: Part | None = None) -> np.ndarray:
         """The key of an entry (or of one of its contribution records) at key precision, in the key dtype."""
         if part is not None and part.key is not None:

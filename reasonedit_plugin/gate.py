@@ -318,7 +318,8 @@ class NullSetGate:
         return self._test(q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None, entry_id)
 
     def contributions(self, entry_id: int) -> list[Any]:
-        """The contributions of entry ``entry_id`` (cached until a change touches the entry)."""
+        """The contribution records of entry ``entry_id`` (:meth:`Codebook.entry_parts`; cached until a change
+        touches the entry)."""
         self.refresh()
         return self._entry_rows(entry_id).contributions
 
@@ -327,8 +328,9 @@ class NullSetGate:
         if rows is None:
             if len(self._rows) >= _ROWS_CACHED:
                 self._rows.clear()
-            contributions = self.codebook.entries[entry_id].contributions
-            keys = torch.stack([c.key for c in contributions]).double()
+            cb = self.codebook
+            contributions = cb.entry_parts(entry_id)
+            keys = torch.from_numpy(np.stack([cb.stored_key(entry_id, p) for p in contributions])).double()
             dv = self.vision_dim
             rows = self._rows[entry_id] = _EntryRows(contributions, keys[:, :dv],
                                                      _unit(keys[:, dv:]) if self.has_text else None)
