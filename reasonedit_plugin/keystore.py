@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 KEY_DTYPES = {"float16": np.float16, "float32": np.float32}
 _TOL = 1e-5  # relative margin on every bound (float32 rounding of distances is ~1e-6 relative)
 _CHUNK = 4096  # rows scored per vectorised step
+_PRE = 8  # projected coordinates of the first, cheaper bound (of PROJ_DIM)
 _WALK = 16384  # rows of IVF lists bounded per step of a search once a k-th score is known (fewer, larger
 #                steps: the k-th score barely moves after the first, and each step's fixed cost is ~0.1 ms)
 
@@ -110,8 +111,12 @@ class KeyStore:
         self.add_column("den", (), np.float64, 1.0)
         self.add_column("reach", (), np.float32, np.inf)
         self.add_column("sqn", (), np.float32, 0.0)
-        self.add_column("pz", (PROJ_DIM,), np.float16, 0.0)  # projections, stored at half precision
+        # projections, stored at half precision in two columns: the first _PRE coordinates (a cheap first
+        # bound that reads 16 bytes a row) and the rest (read only for the rows the first one keeps)
+        self.add_column("pz_head", (_PRE,), np.float16, 0.0)
+        self.add_column("pz_tail", (PROJ_DIM - _PRE,), np.float16, 0.0)
         self._proj: KeyProjection | None = None  # a lower bound of distances from PROJ_DIM numbers (trained)
+        self._proj_head: KeyProjection | None = None  # the same from the first _PRE of them
         self._csq = np.zeros(0, np.float32)  # squared centroid norms
         self._bounds_memo: tuple[bytes, tuple[np.ndarray, np.ndarray]] | None = None
         du = self.dim * 2.0 ** -24
@@ -227,7 +232,7 @@ class KeyStore:
         for s in range(start, start + m, _CHUNK):
             x = self._fp32(np.arange(s, min(start + m, s + _CHUNK)))
             if self._proj is not None:
-                self._columns["pz"][s:s + len(x)] = self._proj.project(x.numpy())
+                self._set_projections(slice(s, s + len(x)), x.numpy())
             self._columns["sqn"][s:s + len(x)] = x.mul_(x).sum(dim=1).numpy()
         self.n += m
         rows = np.arange(start, start + m)
@@ -312,14 +317,30 @@ class KeyStore:
         return out
 
     def _projected(self, q: np.ndarray, qsq: float) -> tuple[np.ndarray, float]:
-        """The query's projection and an upper bound of its norm (for :meth:`_proj_lower`)."""
+        """The query's projection and an upper bound of its norm (for :meth:`_proj_keep`)."""
         return self._proj.project(q[None])[0], math.sqrt(qsq) * (1.0 + 1e-12)
 
-    def _proj_lower(self, rows: np.ndarray, zq: np.ndarray, norm_q: float) -> np.ndarray:
-        """Proven lower bounds of d(q, x) for ``rows`` from the projections (``key_projection.py``)."""
-        z = torch.from_numpy(self._columns["pz"]).index_select(0, torch.from_numpy(rows)).float()
-        return self._proj.lower_bounds(zq, z, norm_q,
-                                       np.sqrt(self._columns["sqn"][rows].astype(np.float64)) * self._norm_up)
+    def _set_projections(self, rows: Any, x: np.ndarray) -> None:
+        z = self._proj.project(x)
+        self._columns["pz_head"][rows] = z[:, :_PRE]
+        self._columns["pz_tail"][rows] = z[:, _PRE:]
+
+    def _proj_keep(self, rows: np.ndarray, zq: np.ndarray, norm_q: float, within: np.ndarray) -> np.ndarray:
+        """Which ``rows`` the projections cannot rule out: proven lower bounds of d(q, x)
+        (``key_projection.py``) <= ``within`` (per row). The first _PRE coordinates first (a weaker bound
+        of the same kind: the first columns of an orthonormal basis are one), then all of them for the rows
+        left."""
+        t_rows = torch.from_numpy(rows)
+        head = torch.from_numpy(self._columns["pz_head"]).index_select(0, t_rows).float()
+        norm_x = np.sqrt(self._columns["sqn"][rows].astype(np.float64)) * self._norm_up
+        keep = self._proj_head.lower_bounds(zq[:_PRE], head, norm_q, norm_x) <= within  # (head overwritten)
+        if keep.any():
+            sel = np.flatnonzero(keep)
+            t_left = torch.from_numpy(rows[sel])
+            z = torch.cat([torch.from_numpy(self._columns[name]).index_select(0, t_left)
+                           for name in ("pz_head", "pz_tail")], dim=1).float()
+            keep[sel] = self._proj.lower_bounds(zq, z, norm_q, norm_x[sel]) <= within[sel]
+        return keep
 
     # ------------------------------------------------------------------ IVF partition
     @property
@@ -352,10 +373,10 @@ class KeyStore:
         self._trained_at = self.n
         self._csq = np.einsum("ij,ij->i", self.centroids, self.centroids)
         self._proj = KeyProjection.from_centroids(self.centroids, self.dim)
-        pz = self._columns["pz"]
+        self._proj_head = KeyProjection(self._proj.basis[:, :_PRE])
         for s in range(0, self.n, _CHUNK):
             e = min(self.n, s + _CHUNK)
-            pz[s:e] = self._proj.project(self._fp32(np.arange(s, e)).numpy())
+            self._set_projections(slice(s, e), self._fp32(np.arange(s, e)).numpy())
         if assign is None or rad is None:
             self._assign_rows(np.arange(self.n), rebuild=True)
         else:
@@ -527,8 +548,8 @@ class KeyStore:
                 lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
                 rows = rows[lb <= kth]
                 if kth < np.inf and len(rows):  # the projected bound: most rows of the lists end here
-                    lb = self._proj_lower(rows, zq, norm_q)
-                    rows = rows[(lb / den[rows] if scaled else lb) <= kth]
+                    within = kth * den[rows] if scaled else np.full(len(rows), kth)
+                    rows = rows[self._proj_keep(rows, zq, norm_q, within)]
             if exclude >= 0:
                 rows = rows[rows != exclude]
             if not len(rows):
@@ -584,7 +605,7 @@ class KeyStore:
             rows = rows[gap <= reach[rows]]
             if len(rows):
                 zq, norm_q = self._projected(q, qsq)
-                rows = rows[self._proj_lower(rows, zq, norm_q) <= reach[rows]]
+                rows = rows[self._proj_keep(rows, zq, norm_q, reach[rows].astype(np.float64))]
         if exclude >= 0:
             rows = rows[rows != exclude]
         if len(rows):
