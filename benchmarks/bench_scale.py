@@ -23,6 +23,12 @@ served by a fresh process that loads it, so load time and RSS are those of a rea
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scale.py \\
         --sizes 10000 100000 1000000 --out benchmarks/results/scale.json
 
+Re-timing the current code on the keys of an earlier run (no rebuild; each codebook served by ``--repeat``
+fresh processes, the row being the run of median question-query p50, every run kept under ``runs``):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scale.py --reuse --repeat 3 --kinds real \
+        --sizes 10000 100000 1000000 --out benchmarks/results/scale_session7.json
+
 (``--kinds real random --random-max 100000``: random keys defeat any exact pruning — every distance is
 nearly the same — and an exact K-NN graph of 1M random keys is an O(N^2) build, so random stops at 100k.)
 """
@@ -314,15 +320,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="/tmp/bench_scale")
     ap.add_argument("--out", default=str(HERE / "results" / "scale.json"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="serve the codebooks already built in --workdir (from an earlier run of the same sizes) "
+                         "instead of building them again: a re-timing of the current code on the same keys")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="serve each codebook this many times (fresh processes); the row is the run of median "
+                         "question-query p50, every run's figures kept under 'runs'")
     ap.add_argument("--serve", nargs=3, metavar=("PATH", "QUERIES", "EXACT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
         print(json.dumps(serve(args.serve[0], args.serve[1], int(args.serve[2]))))
         return
-    from reasonedit_plugin.codebook import Codebook
-    from reasonedit_plugin.config import CodebookConfig, RetrievalConfig
-    from reasonedit_plugin.storage import save_codebook
-
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -345,52 +353,77 @@ def main(argv: list[str] | None = None) -> None:
         for n in args.sizes:
             if kind == "random" and n > args.random_max:
                 continue
-            keys, values, queries, adds = build_set(kind, n, mat, args.queries, args.adds, args.seed)
-            load_before = load_average()
-            t = time.perf_counter()
-            lists = None if n <= args.exact_graph_max else args.graph_lists
-            cb = Codebook.bulk(keys, values, [f"e{i}" for i in range(n)], 0.5,
-                               config=CodebookConfig(merge=False), retrieval=RetrievalConfig(cap_keys=5, gate="percentile"),
-                               graph_lists=lists)
-            build_s = time.perf_counter() - t
-            graph = {"graph": "exact" if lists is None else f"approximate ({lists} IVF lists per block)"}
-            if lists is not None:  # how far sigma from the approximate graph is from the exact one
-                store = cb.store
-                rows = np.random.default_rng(args.seed).choice(n, size=min(args.sigma_check, n), replace=False)
-                got = store.column("sigma")[rows]
-                want = np.array([float(np.median(store.search(store.vectors(np.array([r]))[0], cb._graph.k,
-                                                                   scaled=False, exclude=int(r)).distances
-                                                .astype(np.float64))) for r in rows])
-                rel = np.abs(got - want) / want
-                graph.update(sigma_checked=len(rows), sigma_exact_fraction=float(np.mean(rel < 1e-6)),
-                             sigma_rel_err_median=float(np.median(rel)), sigma_rel_err_max=float(rel.max()))
             path = work / f"{kind}-{n}"
-            t = time.perf_counter()
-            save_codebook(path, cb, setup)
-            save_s = time.perf_counter() - t
-            del cb, keys
-            gc.collect()
             qfile = work / f"{kind}-{n}-queries.npz"
-            np.savez(qfile, adds=adds, **{f"q_{k}": v for k, v in queries.items()})
+            lists = None if n <= args.exact_graph_max else args.graph_lists
+            load_before = load_average()
+            if args.reuse:
+                if not (path.is_dir() and qfile.is_file()):
+                    raise SystemExit(f"--reuse: {path} or {qfile} is missing; run once without --reuse.")
+                graph: dict[str, Any] = {"graph": "as built by the earlier run", "reused": True}
+                build_s = save_s = None
+            else:
+                build_s, save_s, graph = build(kind, n, mat, args, lists, path, qfile, setup)
             exact = args.exact_queries if n < 1_000_000 else args.exact_queries_1m
             env = dict(os.environ)
             if args.graph_probe and lists is not None:
                 env["BENCH_GRAPH_PROBE"] = str(args.graph_probe)
-            proc = subprocess.run([sys.executable, __file__, "--serve", str(path), str(qfile), str(exact)],
-                                  capture_output=True, text=True, check=False, env=env)
-            if proc.returncode:
-                raise SystemExit(f"serve {kind}-{n} failed:\n{proc.stderr[-3000:]}")
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs = []
+            for _ in range(max(1, args.repeat)):
+                proc = subprocess.run([sys.executable, __file__, "--serve", str(path), str(qfile), str(exact)],
+                                      capture_output=True, text=True, check=False, env=env)
+                if proc.returncode:
+                    raise SystemExit(f"serve {kind}-{n} failed:\n{proc.stderr[-3000:]}")
+                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            first_q = next(iter(runs[0]["queries"]))
+            runs_sorted = sorted(runs, key=lambda r: r["queries"][first_q]["p50_ms"])
+            row = dict(runs_sorted[len(runs_sorted) // 2])
+            if len(runs) > 1:
+                row["runs"] = [{k: v for k, v in r.items()} for r in runs]
             row.update(graph, kind=kind, build_s=build_s, save_s=save_s, load_average_before=load_before,
                        threads=int(os.environ.get("OMP_NUM_THREADS", "0") or 0))
             results = [r for r in results if (r["kind"], r["entries"]) != (kind, n)] + [row]
             results.sort(key=lambda r: (r["kind"], r["entries"]))
-            print(json.dumps({k: v for k, v in row.items() if k != "queries"}), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("queries", "runs")}), flush=True)
             print(json.dumps(row["queries"]), flush=True)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps({"command": " ".join(["benchmarks/bench_scale.py"] + (argv or sys.argv[1:])),
                                             "results": results}, indent=1))
             plot(results, out_path.with_suffix(".png"))
+
+
+def build(kind: str, n: int, mat: dict[str, Any], args: argparse.Namespace, lists: int | None, path: Path,
+          qfile: Path, setup: dict[str, Any]) -> tuple[float, float, dict[str, Any]]:
+    """Build one codebook of ``n`` keys, check sigma of an approximate graph, save it and its queries."""
+    from reasonedit_plugin.codebook import Codebook
+    from reasonedit_plugin.config import CodebookConfig, RetrievalConfig
+    from reasonedit_plugin.storage import save_codebook
+
+    keys, values, queries, adds = build_set(kind, n, mat, args.queries, args.adds, args.seed)
+    t = time.perf_counter()
+    cb = Codebook.bulk(keys, values, [f"e{i}" for i in range(n)], 0.5,
+                       config=CodebookConfig(merge=False), retrieval=RetrievalConfig(cap_keys=5, gate="percentile"),
+                       graph_lists=lists)
+    build_s = time.perf_counter() - t
+    graph = {"graph": "exact" if lists is None else f"approximate ({lists} IVF lists per block)"}
+    if lists is not None:  # how far sigma from the approximate graph is from the exact one
+        store = cb.store
+        ids = np.random.default_rng(args.seed).choice(n, size=min(args.sigma_check, n), replace=False)
+        rows = store.rows(ids)  # by entry id: the store orders its rows by IVF list
+        got = store.column("sigma")[rows]
+        want = np.array([float(np.median(store.search(store.vectors(np.array([r]))[0], cb._graph.k,
+                                                           scaled=False, exclude=int(r)).distances
+                                        .astype(np.float64))) for r in rows])
+        rel = np.abs(got - want) / want
+        graph.update(sigma_checked=len(rows), sigma_exact_fraction=float(np.mean(rel < 1e-6)),
+                     sigma_rel_err_median=float(np.median(rel)), sigma_rel_err_max=float(rel.max()))
+    t = time.perf_counter()
+    save_codebook(path, cb, setup)
+    save_s = time.perf_counter() - t
+    del cb, keys
+    gc.collect()
+    np.savez(qfile, adds=adds, **{f"q_{k}": v for k, v in queries.items()})
+    return build_s, save_s, graph
 
 
 if __name__ == "__main__":
