@@ -273,6 +273,11 @@ def edit_timings(cb: Any, retr: Any, adds: np.ndarray, probe: Any, kind: str, pr
 
 
 # ---------------------------------------------------------------------------------------------- main
+TARGETS = {"query_ms": {100_000: 2.0, 1_000_000: 15.0}, "edit_ms": {1_000_000: 5.0}, "load_s": {1_000_000: 30.0},
+           "rss_ratio": {1_000_000: 1.5}}
+"""Issue 13's targets on a 2-core machine (drawn as x markers)."""
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -285,11 +290,19 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         n = [r["entries"] for r in rows]
         for qname in rows[0]["queries"]:
             axes[0].plot(n, [r["queries"][qname]["p50_ms"] for r in rows], "o-", label=f"{kind}/{qname}")
+        null = [(r["entries"], r["nullset"]["query_p50_ms"]) for r in rows if r.get("nullset")]
+        if null:
+            axes[0].plot(*zip(*null), "^-", label=f"{kind}/question, null-set gate")
         axes[1].plot(n, [r["add_edit_p50_ms"] for r in rows], "o-", label=f"{kind} add_edit")
-        axes[1].plot(n, [r["first_query_after_edit_p50_ms"] for r in rows], "s--", label=f"{kind} first query")
+        axes[1].plot(n, [r["first_query_upkeep_p50_ms"] for r in rows], "s--",
+                     label=f"{kind} first query after an edit: upkeep")
         axes[2].plot(n, [r["load_s"] for r in rows], "o-", label=f"{kind} load (s)")
         axes[2].plot(n, [r["rss_ratio"] for r in rows], "s--", label=f"{kind} RSS / fp16 keys")
-    for ax, title in zip(axes, ("query p50 incl. gate (ms)", "edit upkeep p50 (ms)", "reopen")):
+    for ax, names in zip(axes, (("query_ms",), ("edit_ms",), ("load_s", "rss_ratio"))):
+        for name in names:
+            xs, ys = zip(*TARGETS[name].items())
+            ax.plot(xs, ys, "kx", markersize=8, label=f"target ({name})")
+    for ax, title in zip(axes, ("query p50 incl. re-rank + gate (ms)", "edit p50 (ms)", "reopen")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("entries")

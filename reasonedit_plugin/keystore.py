@@ -15,6 +15,8 @@ ids, order, distances), not an approximation. Bounds carry a relative margin of 
 rounding. How much is skipped depends on the data: clustered keys (real ones) prune well; random
 high-dimensional keys hardly prune at all (every distance is nearly the same) and cost about a scan.
 
+The searches themselves (IVF walk, projected and float32 screens, exact re-rank) are in ``store_search.py``.
+
 Distances are computed as sqrt(sum((x - q)^2)) in float32 from the stored rows, never by the expanded
 square: an exact duplicate is at distance 0. Queries are rounded to the key precision first, so a query
 equal to a stored key's original values finds it at distance 0.
@@ -497,77 +499,9 @@ class KeyStore:
         ``q`` is float32 at key precision (see :meth:`round`); ``exclude`` leaves one row out;
         ``force_scan`` computes every distance exactly (the reference the pruned path must equal);
         ``max_lists`` (approximate) stops after that many IVF lists, nearest bound first."""
-        n = self.n
-        k = min(k, n - (0 <= exclude < n))
-        best = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
-        if k <= 0:
-            return Hits(best[1], best[2], best[0], best[3])
-        den = self._columns["den"]
-        if force_scan:
-            rows = np.arange(n)
-            rows = rows[rows != exclude]
-            d = self.distances(rows, q)
-            best = _merge(best, (d / den[rows] if scaled else d.astype(np.float64), self._ids[rows], d, rows), k)
-            return Hits(best[1], best[2], best[0], best[3], len(rows))
-        qsq = float(np.dot(q.astype(np.float64), q))
-        if self.centroids is None or n <= self.exact_below:
-            groups: list[np.ndarray] = [np.arange(s, min(n, s + _CHUNK)) for s in range(0, n, _CHUNK)]
-            dqc = lb_list = order = None
-        else:
-            dqc, dqc_hi = self._centroid_bounds(q, qsq)
-            zq, norm_q = self._projected(q, qsq)
-            lb_list = np.maximum(dqc - self._list_rmax - _TOL * (dqc_hi + self._list_rmax), 0.0).astype(np.float64)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lb_list = lb_list / self._list_den_max if scaled else lb_list
-            lb_list = np.where(self._list_len > 0, lb_list, np.inf)
-            order = np.argsort(lb_list, kind="stable")
-            lb_sorted, cum = lb_list[order], np.cumsum(self._list_len[order])
-            limit = len(order) if max_lists is None else min(len(order), max_lists)
-            groups = []
-        kth = np.inf
-        scored = 0
-        i = 0
-        while True:
-            if dqc is None:
-                if not groups:
-                    break
-                rows = groups.pop(0)
-            else:
-                stop = min(limit, int(np.searchsorted(lb_sorted, kth, "right")))  # lists the bound admits
-                if i >= stop:
-                    break
-                target = _WALK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
-                j = min(stop, int(np.searchsorted(cum, (cum[i - 1] if i else 0) + target, "left")) + 1)
-                visit = order[i:j]
-                lists, lens = visit.tolist(), self._list_len[visit]
-                rows = np.concatenate([self._lists[c][:m] for c, m in zip(lists, lens.tolist())])
-                rad = np.concatenate([self._lists_rad[c][:m] for c, m in zip(lists, lens.tolist())])
-                i = j
-                lo_c, hi_c = np.repeat(dqc[visit], lens), np.repeat(dqc_hi[visit], lens)
-                gap = np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)
-                lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
-                rows = rows[lb <= kth]
-                if kth < np.inf and len(rows):  # the projected bound: most rows of the lists end here
-                    within = kth * den[rows] if scaled else np.full(len(rows), kth)
-                    rows = rows[self._proj_keep(rows, zq, norm_q, within)]
-            if exclude >= 0:
-                rows = rows[rows != exclude]
-            if not len(rows):
-                continue
-            lo, hi = self._screen(rows, q, qsq)
-            if scaled:
-                lo, hi = lo / den[rows], hi / den[rows]
-            # an upper bound of the k-th best score so far: the k-th smallest of (exact best, chunk upper bounds)
-            ub = np.concatenate([best[0], hi])
-            bound = min(kth, float(np.partition(ub, k - 1)[k - 1]) * (1 + _TOL)) if len(ub) >= k else kth
-            rows = rows[lo <= bound]
-            d = self.distances(rows, q)
-            scored += len(rows)
-            sc = d / den[rows] if scaled else d.astype(np.float64)
-            best = _merge(best, (sc, self._ids[rows], d, rows), k)
-            if len(best[0]) == k:
-                kth = float(best[0][-1]) * (1 + _TOL)
-        return Hits(best[1], best[2], best[0], best[3], scored)
+        from .store_search import search
+
+        return search(self, q, k, scaled, exclude, force_scan, max_lists)
 
     def knn_all(self, k: int, progress: Any = None, max_lists: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every row's min(k, n-1) nearest other rows, (distance, id) order: ids int64 [n, k'] and float32
@@ -585,35 +519,9 @@ class KeyStore:
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Rows x with d(q, x) <= reach_x (exact; ``max_lists``: only in that many lists, nearest first),
         and those distances."""
-        n = self.n
-        reach = self._columns["reach"]
-        if self.centroids is None or n <= self.exact_below:
-            rows = np.arange(n)
-        else:
-            qsq = float(np.dot(q.astype(np.float64), q))
-            dqc, dqc_hi = self._centroid_bounds(q, qsq)
-            near = dqc - self._list_rmax - _TOL * (dqc_hi + self._list_rmax) <= self._list_reach_max
-            lists = np.flatnonzero(near & (self._list_len > 0))
-            if max_lists is not None and len(lists) > max_lists:
-                lists = lists[np.argsort(dqc[lists] - self._list_rmax[lists], kind="stable")[:max_lists]]
-            if not len(lists):
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            rows = np.concatenate([self._lists[c][: self._list_len[c]] for c in lists])
-            a = self._assign[rows]
-            rad = self._rad[rows]
-            gap = np.maximum(dqc[a] - rad, rad - dqc_hi[a]) - _TOL * (dqc_hi[a] + rad)
-            rows = rows[gap <= reach[rows]]
-            if len(rows):
-                zq, norm_q = self._projected(q, qsq)
-                rows = rows[self._proj_keep(rows, zq, norm_q, reach[rows].astype(np.float64))]
-        if exclude >= 0:
-            rows = rows[rows != exclude]
-        if len(rows):
-            lo, _ = self._screen(rows, q, float(np.dot(q.astype(np.float64), q)))
-            rows = rows[lo <= reach[rows] * (1 + _TOL)]
-        d = self.distances(rows, q)
-        keep = d <= reach[rows]
-        return rows[keep], d[keep]
+        from .store_search import within_reach
+
+        return within_reach(self, q, exclude, max_lists)
 
 
 from .store_index import StoreIndex  # noqa: E402,F401  (re-export: the read-only index view of a store)

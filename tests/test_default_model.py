@@ -25,7 +25,7 @@ current_recipe_only = pytest.mark.xfail(
     not CURRENT_RECIPE, strict=True,
     reason="the shipped asset is the earlier word-level model: it does not meet this target (README)")
 target_not_met = pytest.mark.xfail(
-    strict=True, reason="issue 12 target not met by the shipped model (README, 'The embedded tiny VLM'): "
+    strict=True, reason="issue 12 target not met by the shipped model (docs/RESULTS.md, 'The embedded tiny VLM'): "
                         "remove this mark when a retrained model meets it")
 
 

@@ -58,7 +58,7 @@ class TrainConfig:
     seed: int = 0
     steps: int = 5000
     """At batch 32 on one thread, ~0.55 s per step on a quiet core (~45 min). Two seeds stopped at step 4,000
-    (README, "The embedded tiny VLM"): easy-vqa 0.87 / 0.84, captions 0.98 / 0.95, but facts in held-out
+    (docs/RESULTS.md, "The embedded tiny VLM"): easy-vqa 0.87 / 0.84, captions 0.98 / 0.95, but facts in held-out
     wordings read no better than by the earlier model — fact reading peaks at the end of the curriculum
     and fades as the full mix overfits the training templates. Watch ``held_out_both`` in the log."""
     batch_size: int = 32

@@ -1,0 +1,133 @@
+"""The key store's exact bounded searches (``KeyStore.search``, ``KeyStore.within_reach``).
+
+Both visit the IVF lists by the triangle bound, then screen the rows left with the projected bounds
+(``key_projection.py``: the first 8 coordinates, then all 32) and a float32 matrix product with a proven
+rounding margin, and compute exact distances (by differences) only for what survives; the keystore module
+docstring gives the bounds. Exact: the same ids, order and distances as a full scan.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .keystore import _CHUNK, _TOL, _WALK, Hits, _merge
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .keystore import KeyStore
+
+
+def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclude: int = -1,
+           force_scan: bool = False, max_lists: int | None = None) -> Hits:
+    """The k rows of lowest d(q, x) / den_x (``scaled``) or d(q, x), ties by id; exact.
+
+    ``q`` is float32 at key precision (see :meth:`round`); ``exclude`` leaves one row out;
+    ``force_scan`` computes every distance exactly (the reference the pruned path must equal);
+    ``max_lists`` (approximate) stops after that many IVF lists, nearest bound first."""
+    n = store.n
+    k = min(k, n - (0 <= exclude < n))
+    best = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    if k <= 0:
+        return Hits(best[1], best[2], best[0], best[3])
+    den = store._columns["den"]
+    if force_scan:
+        rows = np.arange(n)
+        rows = rows[rows != exclude]
+        d = store.distances(rows, q)
+        best = _merge(best, (d / den[rows] if scaled else d.astype(np.float64), store._ids[rows], d, rows), k)
+        return Hits(best[1], best[2], best[0], best[3], len(rows))
+    qsq = float(np.dot(q.astype(np.float64), q))
+    if store.centroids is None or n <= store.exact_below:
+        groups: list[np.ndarray] = [np.arange(s, min(n, s + _CHUNK)) for s in range(0, n, _CHUNK)]
+        dqc = lb_list = order = None
+    else:
+        dqc, dqc_hi = store._centroid_bounds(q, qsq)
+        zq, norm_q = store._projected(q, qsq)
+        lb_list = np.maximum(dqc - store._list_rmax - _TOL * (dqc_hi + store._list_rmax), 0.0).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lb_list = lb_list / store._list_den_max if scaled else lb_list
+        lb_list = np.where(store._list_len > 0, lb_list, np.inf)
+        order = np.argsort(lb_list, kind="stable")
+        lb_sorted, cum = lb_list[order], np.cumsum(store._list_len[order])
+        limit = len(order) if max_lists is None else min(len(order), max_lists)
+        groups = []
+    kth = np.inf
+    scored = 0
+    i = 0
+    while True:
+        if dqc is None:
+            if not groups:
+                break
+            rows = groups.pop(0)
+        else:
+            stop = min(limit, int(np.searchsorted(lb_sorted, kth, "right")))  # lists the bound admits
+            if i >= stop:
+                break
+            target = _WALK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
+            j = min(stop, int(np.searchsorted(cum, (cum[i - 1] if i else 0) + target, "left")) + 1)
+            visit = order[i:j]
+            lists, lens = visit.tolist(), store._list_len[visit]
+            rows = np.concatenate([store._lists[c][:m] for c, m in zip(lists, lens.tolist())])
+            rad = np.concatenate([store._lists_rad[c][:m] for c, m in zip(lists, lens.tolist())])
+            i = j
+            lo_c, hi_c = np.repeat(dqc[visit], lens), np.repeat(dqc_hi[visit], lens)
+            gap = np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)
+            lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
+            rows = rows[lb <= kth]
+            if kth < np.inf and len(rows):  # the projected bound: most rows of the lists end here
+                within = kth * den[rows] if scaled else np.full(len(rows), kth)
+                rows = rows[store._proj_keep(rows, zq, norm_q, within)]
+        if exclude >= 0:
+            rows = rows[rows != exclude]
+        if not len(rows):
+            continue
+        lo, hi = store._screen(rows, q, qsq)
+        if scaled:
+            lo, hi = lo / den[rows], hi / den[rows]
+        # an upper bound of the k-th best score so far: the k-th smallest of (exact best, chunk upper bounds)
+        ub = np.concatenate([best[0], hi])
+        bound = min(kth, float(np.partition(ub, k - 1)[k - 1]) * (1 + _TOL)) if len(ub) >= k else kth
+        rows = rows[lo <= bound]
+        d = store.distances(rows, q)
+        scored += len(rows)
+        sc = d / den[rows] if scaled else d.astype(np.float64)
+        best = _merge(best, (sc, store._ids[rows], d, rows), k)
+        if len(best[0]) == k:
+            kth = float(best[0][-1]) * (1 + _TOL)
+    return Hits(best[1], best[2], best[0], best[3], scored)
+
+
+def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows x with d(q, x) <= reach_x (exact; ``max_lists``: only in that many lists, nearest first),
+    and those distances."""
+    n = store.n
+    reach = store._columns["reach"]
+    if store.centroids is None or n <= store.exact_below:
+        rows = np.arange(n)
+    else:
+        qsq = float(np.dot(q.astype(np.float64), q))
+        dqc, dqc_hi = store._centroid_bounds(q, qsq)
+        near = dqc - store._list_rmax - _TOL * (dqc_hi + store._list_rmax) <= store._list_reach_max
+        lists = np.flatnonzero(near & (store._list_len > 0))
+        if max_lists is not None and len(lists) > max_lists:
+            lists = lists[np.argsort(dqc[lists] - store._list_rmax[lists], kind="stable")[:max_lists]]
+        if not len(lists):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        rows = np.concatenate([store._lists[c][: store._list_len[c]] for c in lists])
+        a = store._assign[rows]
+        rad = store._rad[rows]
+        gap = np.maximum(dqc[a] - rad, rad - dqc_hi[a]) - _TOL * (dqc_hi[a] + rad)
+        rows = rows[gap <= reach[rows]]
+        if len(rows):
+            zq, norm_q = store._projected(q, qsq)
+            rows = rows[store._proj_keep(rows, zq, norm_q, reach[rows].astype(np.float64))]
+    if exclude >= 0:
+        rows = rows[rows != exclude]
+    if len(rows):
+        lo, _ = store._screen(rows, q, float(np.dot(q.astype(np.float64), q)))
+        rows = rows[lo <= reach[rows] * (1 + _TOL)]
+    d = store.distances(rows, q)
+    keep = d <= reach[rows]
+    return rows[keep], d[keep]
