@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -35,15 +34,12 @@ import torch
 
 from .errors import ReasonEditError
 from .key_projection import PROJ_DIM, KeyProjection
+from .store_search import _CHUNK, _TOL, Hits, search, within_reach  # noqa: F401 (Hits: re-exported)
 
 logger = logging.getLogger(__name__)
 
 KEY_DTYPES = {"float16": np.float16, "float32": np.float32}
-_TOL = 1e-5  # relative margin on every bound (float32 rounding of distances is ~1e-6 relative)
-_CHUNK = 4096  # rows scored per vectorised step
 _PRE = 8  # projected coordinates of the first, cheaper bound (of PROJ_DIM)
-_WALK = 16384  # rows of IVF lists bounded per step of a search once a k-th score is known (fewer, larger
-#                steps: the k-th score barely moves after the first, and each step's fixed cost is ~0.1 ms)
 
 
 def trim_heap() -> None:
@@ -55,30 +51,6 @@ def trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-@dataclass(frozen=True)
-class Hits:
-    """Exact k best rows of one search, sorted by (score, id)."""
-
-    ids: np.ndarray
-    """int64 [k']"""
-    distances: np.ndarray
-    """float32 [k'] L2 distances."""
-    scores: np.ndarray
-    """float64 [k'] distance / den."""
-    rows: np.ndarray
-    """int64 [k'] store rows (valid until the next change)."""
-    scored: int = 0
-    """How many rows had their distance computed (work done; n for a scan)."""
-
-
-def _merge(best: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...], k: int) -> tuple[np.ndarray, ...]:
-    """Keep the k best of two (scores, ids, dists, rows) tuples by (score, id)."""
-    s = np.concatenate([best[0], new[0]])
-    ids = np.concatenate([best[1], new[1]])
-    order = np.lexsort((ids, s))[:k]
-    return s[order], ids[order], np.concatenate([best[2], new[2]])[order], np.concatenate([best[3], new[3]])[order]
 
 
 class KeyStore:
@@ -499,8 +471,6 @@ class KeyStore:
         ``q`` is float32 at key precision (see :meth:`round`); ``exclude`` leaves one row out;
         ``force_scan`` computes every distance exactly (the reference the pruned path must equal);
         ``max_lists`` (approximate) stops after that many IVF lists, nearest bound first."""
-        from .store_search import search
-
         return search(self, q, k, scaled, exclude, force_scan, max_lists)
 
     def knn_all(self, k: int, progress: Any = None, max_lists: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -519,8 +489,6 @@ class KeyStore:
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Rows x with d(q, x) <= reach_x (exact; ``max_lists``: only in that many lists, nearest first),
         and those distances."""
-        from .store_search import within_reach
-
         return within_reach(self, q, exclude, max_lists)
 
 

@@ -8,14 +8,42 @@ docstring gives the bounds. Exact: the same ids, order and distances as a full s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .keystore import _CHUNK, _TOL, _WALK, Hits, _merge
-
 if TYPE_CHECKING:  # pragma: no cover
     from .keystore import KeyStore
+
+_TOL = 1e-5  # relative margin on every bound (float32 rounding of distances is ~1e-6 relative)
+_CHUNK = 4096  # rows scored per vectorised step
+_WALK = 16384  # rows of IVF lists bounded per step of a search once a k-th score is known (fewer, larger
+#                steps: the k-th score barely moves after the first, and each step's fixed cost is ~0.1 ms)
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Exact k best rows of one search, sorted by (score, id)."""
+
+    ids: np.ndarray
+    """int64 [k']"""
+    distances: np.ndarray
+    """float32 [k'] L2 distances."""
+    scores: np.ndarray
+    """float64 [k'] distance / den."""
+    rows: np.ndarray
+    """int64 [k'] store rows (valid until the next change)."""
+    scored: int = 0
+    """How many rows had their distance computed (work done; n for a scan)."""
+
+
+def _merge(best: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...], k: int) -> tuple[np.ndarray, ...]:
+    """Keep the k best of two (scores, ids, dists, rows) tuples by (score, id)."""
+    s = np.concatenate([best[0], new[0]])
+    ids = np.concatenate([best[1], new[1]])
+    order = np.lexsort((ids, s))[:k]
+    return s[order], ids[order], np.concatenate([best[2], new[2]])[order], np.concatenate([best[3], new[3]])[order]
 
 
 def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclude: int = -1,
