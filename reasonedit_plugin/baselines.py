@@ -528,6 +528,8 @@ def _run_in_workers(names: Sequence[str], ctx: RunContext, row_base: Callable[[s
 
     import torch
 
+    if not names:
+        return
     slow_first = sorted(names, key=lambda m: 0 if m in EASYEDIT_METHODS else 1 if m in OWN_BASELINES else 2)
     shipped = dataclasses.replace(ctx, vlm=None, text_encoder=None, progress=False)
     threads = max(1, torch.get_num_threads() // jobs)

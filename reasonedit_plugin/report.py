@@ -167,8 +167,14 @@ def checkpoint_steps_reported(comparison: Any) -> list[int]:
         if m.ok and m.evaluation is not None and not comparison.single:
             last = m.evaluation.num_edited
             steps |= {c.num_edits for c in m.evaluation.checkpoints
-                      if c.num_edits < last and c.num_edits >= 10 and math.log10(c.num_edits).is_integer()}
+                      if 10 <= c.num_edits < last and _power_of_ten(c.num_edits)}
     return sorted(steps)
+
+
+def _power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
 
 
 def checkpoint_rows(comparison: Any, step: int) -> list[dict[str, str]]:

@@ -235,3 +235,5 @@ def test_checkpoint_tables_at_10_and_100_edits(comparison, tmp_path):
     text = render_markdown(run, "t", None, [])
     assert text.index("## After 10 edits") < text.index("## After 100 edits")
     assert not checkpoint_steps_reported(dataclasses.replace(run, single=True))
+    from reasonedit_plugin.report import _power_of_ten
+    assert [n for n in range(1, 20001) if _power_of_ten(n)] == [1, 10, 100, 1000, 10000]
