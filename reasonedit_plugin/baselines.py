@@ -504,11 +504,26 @@ def run_comparison(vlm: Any, records: Sequence[EditRecord | Mapping[str, Any]], 
 _WORKER_CONTEXT: dict[str, RunContext] = {}
 
 
-def _worker_start(ctx: RunContext, vlm_loader: Callable[[], Any], threads: int) -> None:
+def _log_state() -> tuple[int, int]:
+    """The parent's logging levels that a spawned worker must repeat: this package's and transformers'."""
+    from transformers.utils import logging as hf_logging
+
+    return logging.getLogger(__package__).getEffectiveLevel(), hf_logging.get_verbosity()
+
+
+def _worker_start(ctx: RunContext, vlm_loader: Callable[[], Any], threads: int, log_state: tuple[int, int]) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
+    own = logging.getLogger(__package__)
+    if not own.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        own.addHandler(handler)
+        own.propagate = False
+    own.setLevel(log_state[0])
+    hf_logging.set_verbosity(log_state[1])
     hf_logging.disable_progress_bar()  # rows in workers run without progress bars (they would interleave)
     ctx.vlm = vlm_loader()
     _WORKER_CONTEXT["ctx"] = ctx
@@ -535,7 +550,7 @@ def _run_in_workers(names: Sequence[str], ctx: RunContext, row_base: Callable[[s
     threads = max(1, torch.get_num_threads() // jobs)
     with ProcessPoolExecutor(max_workers=min(jobs, max(1, len(names))),
                              mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_start, initargs=(shipped, vlm_loader, threads)) as pool:
+                             initializer=_worker_start, initargs=(shipped, vlm_loader, threads, _log_state())) as pool:
         futures = {}
         for name in slow_first:
             logger.info("comparison: starting %s in a worker process", name)

@@ -187,7 +187,8 @@ class KeyStore:
             raise ReasonEditError(f"key ids must be >= 0, got {int(ids.min())}.")
         top = int(ids.max()) + 1 if len(ids) else 0
         if top > len(self._row_of):
-            grown = np.full(max(top, 2 * len(self._row_of), 64), -1, np.int64)
+            grown = np.full(max(top + top // 4, 2 * len(self._row_of), 64), -1, np.int64)  # headroom: the
+            # first edits after a load must not copy the whole id map (8 bytes a key, a quarter more is cheap)
             grown[: len(self._row_of)] = self._row_of
             self._row_of = grown
         if len(ids) and ((self._row_of[ids] >= 0).any() or len(np.unique(ids)) != len(ids)):
