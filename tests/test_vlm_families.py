@@ -119,6 +119,19 @@ def test_vision_features_multi_matches_single(family: str, images: list[Image.Im
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_vision_pass_from_the_image_processor_equals_the_full_processor(family: str, images: list[Image.Image]) -> None:
+    """Where a key's vision pass takes the image processor's outputs alone (no prompt), the features are
+    exactly those from the full processor's outputs (text + images)."""
+    vlm = tiny_vlm(family)
+    module = vlm.resolve_layer(None)
+    alone = vlm._image_inputs(images[:2])
+    if alone is None:
+        pytest.skip(f"{family}: the vision pass needs the full processor (image tokens or processor settings)")
+    full = vlm.build_inputs(images[:2], ["", ""])
+    assert torch.equal(vlm._vision_pass(alone, [module])[module], vlm._vision_pass(full, [module])[module])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_hooks_removed_when_an_exception_passes(family: str, images: list[Image.Image]) -> None:
     vlm = tiny_vlm(family)
     layer = vlm.resolve_layer(0)
