@@ -232,6 +232,8 @@ def _summary_lines(comparison: Any) -> list[str]:
     p = comparison.protocol
     if comparison.single:
         protocol = "single-edit (fresh codebook per edit)"
+    elif p.eval_every and p.eval_subsample >= ref.get("records_edited", 0):
+        protocol = f"sequential, in dataset order, evaluated every {p.eval_every} edits on every edit made so far"
     elif p.eval_every:
         protocol = (f"sequential, in dataset order, evaluated every {p.eval_every} edits on a seeded "
                     f"{p.eval_subsample}-edit subsample and at the end on all")

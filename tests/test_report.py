@@ -191,6 +191,9 @@ def test_protocol_line_says_when_it_was_evaluated(comparison, tmp_path):
     final_only = dataclasses.replace(comparison, protocol=dataclasses.replace(comparison.protocol, eval_every=0))
     md = write_report(final_only, tmp_path / "b", title="t", command="c").markdown.read_text()
     assert "evaluated once after the last edit" in md and "every 0" not in md and "every N" not in md
+    whole = dataclasses.replace(comparison, protocol=dataclasses.replace(comparison.protocol, eval_subsample=1000))
+    md = write_report(whole, tmp_path / "c", title="t", command="c").markdown.read_text()
+    assert "evaluated every 2 edits on every edit made so far" in md and "1000-edit subsample" not in md
 
 
 def test_report_sweep_never_fails_the_comparison(text_encoder, caplog):
