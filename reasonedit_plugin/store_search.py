@@ -94,13 +94,8 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
                 break
             target = _WALK if kth < np.inf else max(8 * k, 256)  # first: just enough for a k-th score
             j = min(stop, int(np.searchsorted(cum, (cum[i - 1] if i else 0) + target, "left")) + 1)
-            visit = order[i:j]
-            lists, lens = visit.tolist(), store._list_len[visit]
-            rows = np.concatenate([store._lists[c][:m] for c, m in zip(lists, lens.tolist())])
-            rad = np.concatenate([store._lists_rad[c][:m] for c, m in zip(lists, lens.tolist())])
+            rows, gap = _list_rows(store, order[i:j], dqc, dqc_hi)
             i = j
-            lo_c, hi_c = np.repeat(dqc[visit], lens), np.repeat(dqc_hi[visit], lens)
-            gap = np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)
             lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
             rows = rows[lb <= kth]
             if kth < np.inf and len(rows):  # the projected bound: most rows of the lists end here
@@ -132,10 +127,10 @@ def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists:
     and those distances."""
     n = store.n
     reach = store._columns["reach"]
+    qsq = float(np.dot(q.astype(np.float64), q))
     if store.centroids is None or n <= store.exact_below:
         rows = np.arange(n)
     else:
-        qsq = float(np.dot(q.astype(np.float64), q))
         dqc, dqc_hi = store._centroid_bounds(q, qsq)
         near = dqc - store._list_rmax - _TOL * (dqc_hi + store._list_rmax) <= store._list_reach_max
         lists = np.flatnonzero(near & (store._list_len > 0))
@@ -143,10 +138,7 @@ def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists:
             lists = lists[np.argsort(dqc[lists] - store._list_rmax[lists], kind="stable")[:max_lists]]
         if not len(lists):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        rows = np.concatenate([store._lists[c][: store._list_len[c]] for c in lists])
-        a = store._assign[rows]
-        rad = store._rad[rows]
-        gap = np.maximum(dqc[a] - rad, rad - dqc_hi[a]) - _TOL * (dqc_hi[a] + rad)
+        rows, gap = _list_rows(store, lists, dqc, dqc_hi)
         rows = rows[gap <= reach[rows]]
         if len(rows):
             zq, norm_q = store._projected(q, qsq)
@@ -154,8 +146,20 @@ def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists:
     if exclude >= 0:
         rows = rows[rows != exclude]
     if len(rows):
-        lo, _ = store._screen(rows, q, float(np.dot(q.astype(np.float64), q)))
+        lo, _ = store._screen(rows, q, qsq)
         rows = rows[lo <= reach[rows] * (1 + _TOL)]
     d = store.distances(rows, q)
     keep = d <= reach[rows]
     return rows[keep], d[keep]
+
+
+def _list_rows(store: "KeyStore", lists: np.ndarray, dqc: np.ndarray, dqc_hi: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``lists`` (each list's rows in list order) and, per row, the triangle bound's gap
+    |d(q, c) - rad| less its rounding margin, from the radii the store keeps in list order (no gather)."""
+    lens = store._list_len[lists]
+    pairs = list(zip(lists.tolist(), lens.tolist()))
+    rows = np.concatenate([store._lists[c][:m] for c, m in pairs])
+    rad = np.concatenate([store._lists_rad[c][:m] for c, m in pairs])
+    lo_c, hi_c = np.repeat(dqc[lists], lens), np.repeat(dqc_hi[lists], lens)
+    return rows, np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)

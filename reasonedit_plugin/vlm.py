@@ -135,6 +135,7 @@ class VLM:
         if max_image_side < 16:
             raise ReasonEditError(f"max_image_side={max_image_side} must be >= 16.")
         self.max_image_side = int(max_image_side)
+        self._image_only = True  # False once the image processor alone proved not to serve a vision pass
         find_module(self.model, self.spec.vision_tower)  # fail early if the row does not fit the class
 
     # ------------------------------------------------------------------ construction
@@ -291,12 +292,13 @@ class VLM:
         give the same pixels (tested on every family)."""
         spec = self.spec
         image_processor = getattr(self.processor, "image_processor", None)
-        if (image_processor is None or spec.processor_kwargs or spec.nest_images or callable(spec.image_units)
-                or spec.image_units == "image_tokens"):
+        if (not self._image_only or image_processor is None or spec.processor_kwargs or spec.nest_images
+                or callable(spec.image_units) or spec.image_units == "image_tokens"):
             return None
         out = image_processor(images=self._prepare_images(images), return_tensors="pt")
         if not isinstance(out, Mapping) or any(key not in out for key in spec.vision_inputs):
-            return None  # (some image processors return a bare tensor)
+            self._image_only = False  # (some image processors return a bare tensor): not again, every pass
+            return None
         return out.to(self.device)
 
     def vision_features_from_inputs(self, inputs: Mapping[str, Any], module: str) -> torch.Tensor:
