@@ -60,10 +60,17 @@ METRICS = ("reliability", "t_gen", "i_gen", "r_gen", "locality", "hard_locality"
            "accepted_unrelated")
 
 
+ROWS = {"nullset": {"gate": "nullset"}, "percentile": {"gate": "percentile"},
+        "nullset-no-evidence": {"gate": "nullset", "nullset": {"evidence_check": False}}}
+"""Row name -> the retrieval settings changed from the shipped YAML for that row."""
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 3, 10, 30, 100, 300, 1000])
-    ap.add_argument("--gates", nargs="+", default=["nullset", "percentile"])
+    ap.add_argument("--gates", nargs="+", default=["nullset", "percentile"], choices=sorted(ROWS),
+                    help="rows: the shipped null-set gate, the paper's percentile gate, the null-set gate "
+                         "without its evidence check (ablation)")
     ap.add_argument("--sample", type=int, default=40, help="generator edits probed per size (seeded)")
     ap.add_argument("--locality", type=int, default=100, help="size of the locality pool")
     ap.add_argument("--no-easyedit", action="store_true", help="skip EasyEdit's token-level keys")
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                                "threads": args.threads, "load_at_start": os.getloadavg()}}
     single_cache: dict[str, bool] = {}
     for gate in args.gates:
-        config = base.replace(retrieval={"gate": gate})
+        config = base.replace(retrieval=ROWS[gate])
         method = ReasonEditMethod(lambda: ReasonEditor(vlm, config), name=f"ReasonEdit ({gate} gate)")
         single = ReasonEditMethod(lambda: ReasonEditor(vlm, config), name=f"single ({gate})")
         rows = []

@@ -499,12 +499,15 @@ class ReasonEditConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **sections: Any) -> "ReasonEditConfig":
-        """A copy with some fields replaced; nested dicts update a section, e.g.
-        ``cfg.replace(retrieval={"gate": False})``."""
+        """A copy with some fields replaced; nested dicts update a section and its sub-sections, e.g.
+        ``cfg.replace(retrieval={"gate": "nullset", "nullset": {"evidence_check": False}})`` keeps the other
+        nullset settings."""
+        def update(old: Any, new: Any) -> Any:
+            if isinstance(old, Mapping) and isinstance(new, Mapping):
+                return {**old, **{k: update(old.get(k), v) for k, v in new.items()}}
+            return new
+
         values = self.to_dict()
         for key, value in sections.items():
-            if key in SECTIONS and isinstance(value, Mapping):
-                values[key] = {**values[key], **value}
-            else:
-                values[key] = value
+            values[key] = update(values[key], value) if key in SECTIONS else value
         return type(self).from_dict(values)

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 from PIL import Image
 
+from . import scoring
 from .errors import ConfigError, ReasonEditError, RecordError, UnsupportedModelError
 from .easyedit_rationales import RationaleSource, request_rationale
 from .hparams import ReasonEditHyperParams
@@ -251,7 +252,7 @@ class ReasonEditModel(torch.nn.Module):
         start, end = self._question_span(row, with_image=True)
         tok = self.tokenizer
         question = tok.decode(row[start:end], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        retrieval = self.editor.retrieve_from_inputs(inputs, question)
+        retrieval = self.editor.retrieve_from_inputs(inputs, question, self._yes_on(inputs, row, start, end))
         self.last_retrieval = retrieval
         fused = self.editor.fused_question(question, retrieval)
         if fused == question:
@@ -259,6 +260,28 @@ class ReasonEditModel(torch.nn.Module):
             return None
         new_ids = tok(fused, add_special_tokens=False)["input_ids"]
         return _Splice(start, end, list(new_ids))
+
+    def _yes_on(self, inputs: Mapping[str, Any], row: list[int], start: int, end: int
+                ) -> Optional[Callable[[str], float]]:
+        """Claim question -> P(yes) on these inputs: the question's tokens replaced by the claim's, cut after
+        the generation prompt (the gate's evidence check; None when the prompt's end cannot be found)."""
+        suffix = self._template_marks(True).suffix
+        if row[end:end + len(suffix)] != suffix:
+            return None
+
+        def yes(question: str) -> float:
+            ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
+            spliced = self._apply_splice(inputs, _Splice(start, end, list(ids)))
+            cut = start + len(ids) + len(suffix)
+            spliced.pop("labels", None)
+            for key in SEQUENCE_KEYS:
+                if spliced.get(key) is not None:
+                    spliced[key] = spliced[key][:, :cut]
+            with torch.no_grad():
+                logits = self.model(**spliced).logits[0, -1]
+            return scoring.yes_share(self.tokenizer, logits)
+
+        return yes
 
     def _apply_splice(self, inputs: Mapping[str, Any], splice: _Splice) -> dict[str, Any]:
         out = dict(inputs)

@@ -190,7 +190,7 @@ class ReasonEditMethod:
         start = time.perf_counter()
         key = editor.keys.encode([image], [question])[0]
         mid = time.perf_counter()
-        retrieval = editor.retriever.search(key)
+        retrieval = editor.retriever.search(key, evidence=editor.evidence_probe(image))
         end = time.perf_counter()
         return retrieval, end - start, end - mid
 

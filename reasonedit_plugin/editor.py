@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from .codebook import Codebook, PendingEntry
 from .config import ReasonEditConfig
 from .embedding import KeyEncoder
 from .errors import ConfigError, ReasonEditError, RecordError
+from .evidence import EvidenceCheck, EvidenceProbe
 from .fusion import fuse, get_fusion
 from .records import EditRecord, ImageLike, check_image, load_image, make_records, normalize_answer
 from .retriever import Retrieval, Retriever
@@ -148,6 +149,13 @@ class ReasonEditor:
         """Raw records of committed edits (kept for export and re-embedding; see storage.py)."""
         self.audit = AuditLog()
         """Who/when/why of every change; appended to the codebook folder's audit.jsonl on save."""
+        self.evidence: EvidenceCheck | None = None
+        """The null-set gate's evidence check (``retrieval.nullset.evidence_check``; extension)."""
+        nullset = config.retrieval.nullset
+        if config.retrieval.gate == "nullset" and nullset.evidence_check:
+            self.evidence = EvidenceCheck(vlm, config.patches.question_template, nullset.evidence_own_yes,
+                                          nullset.evidence_min_yes,
+                                          lambda edit_id: self.edit_records.get(edit_id))
         self.guard = None
         if config.guard.policy != "off":
             from .guards import RationaleGuard  # optional component, imported when configured
@@ -298,6 +306,8 @@ class ReasonEditor:
             return []
         touched = self.codebook.remove_edit(edit_id)
         self.edit_records.pop(edit_id, None)
+        if self.evidence is not None:
+            self.evidence.forget(edit_id)
         tuner = getattr(self.keys, "tuner", None)
         if tuner is not None:
             tuner.forget(edit_id)
@@ -429,6 +439,9 @@ class ReasonEditor:
         and re-project the stored keys when due; encode the facts and train the gate (hidden fusion)."""
         if not committed:
             return
+        if self.evidence is not None:  # an id may come back with another record after a removal
+            for record, _ in committed:
+                self.evidence.forget(record.id)
         start = time.perf_counter()
         tuner = getattr(self.keys, "tuner", None)
         if tuner is not None:
@@ -486,15 +499,23 @@ class ReasonEditor:
         _check_question(question)
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
-        key = self.keys.encode([_open_image(image)], [question])[0]
-        return self._noted(self.retriever.search(key))
+        img = _open_image(image)
+        key = self.keys.encode([img], [question])[0]
+        return self._noted(self.retriever.search(key, evidence=self.evidence_probe(img)))
 
-    def retrieve_from_inputs(self, inputs: Mapping[str, Any], question: str) -> Retrieval:
-        """Like ``retrieve``, from processor outputs (pixel tensors) instead of a PIL image."""
+    def evidence_probe(self, image: ImageLike) -> EvidenceProbe | None:
+        """The gate's evidence check for one query image (None when ``nullset.evidence_check`` is off)."""
+        return None if self.evidence is None else self.evidence.probe(image)
+
+    def retrieve_from_inputs(self, inputs: Mapping[str, Any], question: str,
+                             yes: Callable[[str], float] | None = None) -> Retrieval:
+        """Like ``retrieve``, from processor outputs (pixel tensors) instead of a PIL image. ``yes``: claim
+        question -> P(yes) on these inputs, for the gate's evidence check (None: not checked)."""
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
         key = self.keys.encode_from_inputs(inputs, [question])[0]
-        return self._noted(self.retriever.search(key))
+        evidence = None if self.evidence is None or yes is None else self.evidence.probe_with(yes)
+        return self._noted(self.retriever.search(key, evidence=evidence))
 
     def _noted(self, retrieval: Retrieval) -> Retrieval:
         if retrieval.accepted:  # usage counts for the optional eviction of never-retrieved edits

@@ -29,6 +29,9 @@ built from what the method already stores:
 An edit is *matched* when its answer entry passes both tests (``match_on: answer``; an edit stored without
 answer entries matches through its sentences); its entries that pass the image test are retrieved. Matched edits whose answer entries answer the same question differently compete, and the one
 that matches best wins: the smallest worst-test ratio max(d_v / τ_v, (1 - cos) / (1 - text_min_cos)) — image AND text.
+With ``evidence_check`` a matched edit must also pass the **evidence test** (``evidence.py``): the query
+image shows what the edit's rationale says its own image shows, asked of the VLM. The caller passes it per
+query (``decide(..., evidence=)``), since it needs the query's image.
 Everything is deterministic (no sampling) and works from one edit (then only the radius bounds the image
 test) to any number (per-entry work; the candidate list comes from the retriever's top-k search).
 """
@@ -45,6 +48,7 @@ import torch
 
 from .codebook import Codebook
 from .errors import ConfigError
+from .evidence import EvidenceProbe, EvidenceTest
 from .gate_tables import AnswerTable, NullSample
 
 logger = logging.getLogger(__name__)
@@ -110,6 +114,13 @@ class NullSetGateConfig:
     """Images of the model's domain (files or folders; ``package://<folder>`` for a packaged one) that join
     the null set as if they were other edits' images, so the ``null_percentile`` bound exists from the
     first edit (with one edit and none of these, only the entry's radius bounds the image test)."""
+    evidence_check: bool = False
+    """Also ask the VLM whether the query image shows each matched edit's evidence (``evidence.py``): the
+    rationale sentences it affirms on the edit's own image. Needs the query as an image."""
+    evidence_own_yes: float = 0.5
+    """A rationale sentence is evidence when the model's P(yes) on the edit's own image exceeds this."""
+    evidence_min_yes: float = 0.2
+    """The query image must get at least this P(yes) for every evidence sentence of the edit."""
 
     def __post_init__(self) -> None:
         if not self.image_factor > 0:
@@ -135,6 +146,9 @@ class NullSetGateConfig:
         if not -1 <= self.text_floor <= 1 or not 0 <= self.text_margin <= 2:
             raise ConfigError(f"retrieval.nullset.text_floor={self.text_floor} must be in [-1, 1] and text_margin="
                               f"{self.text_margin} in [0, 2] (defaults 0.3, 0.1).")
+        if not 0 <= self.evidence_own_yes < 1 or not 0 <= self.evidence_min_yes <= 1:
+            raise ConfigError(f"retrieval.nullset.evidence_own_yes={self.evidence_own_yes} must be in [0, 1) and "
+                              f"evidence_min_yes={self.evidence_min_yes} in [0, 1] (defaults 0.5, 0.2).")
         self.null_questions = tuple(self.null_questions)
         self.null_images = tuple(self.null_images)
 
@@ -192,6 +206,8 @@ class GateVerdict:
     reason: str = ""
     kept_edits: list[str] = field(default_factory=list)
     """The matched edits whose entries are retrieved (a merged entry contributes only their values)."""
+    evidence: list[EvidenceTest] = field(default_factory=list)
+    """The evidence check's tests of the edits that passed both key tests (``nullset.evidence_check``)."""
 
 
 @dataclass
@@ -369,8 +385,11 @@ class NullSetGate:
                                  cs is None or cs >= cfg.text_min_cos))
         return out
 
-    def decide(self, query: torch.Tensor, candidates: list[int]) -> GateVerdict:
-        """Test ``candidates`` (nearest first) and pick what is retrieved."""
+    def decide(self, query: torch.Tensor, candidates: list[int], evidence: EvidenceProbe | None = None
+               ) -> GateVerdict:
+        """Test ``candidates`` (nearest first) and pick what is retrieved. ``evidence``: the evidence check
+        for the query's image (edit id -> tests); an edit that passed both key tests but fails one of its
+        evidence tests is not matched."""
         self.refresh()
         cfg = self.config
         q = query.double().reshape(-1)
@@ -384,10 +403,19 @@ class NullSetGate:
             if t.passed and (t.kind == "answer" or t.edit_id not in with_answer):
                 r = t.ratio(cfg.text_min_cos)
                 matched[t.edit_id] = min(matched.get(t.edit_id, r), r)
+        checked: list[EvidenceTest] = []
+        if evidence is not None:
+            for edit in list(matched):
+                found = evidence(edit)
+                checked += found
+                if not all(e.passed for e in found):
+                    del matched[edit]
         if not matched:
             best = min(tests, key=lambda t: t.ratio(cfg.text_min_cos)) if tests else None
-            reason = "no entry passed both tests" + (f"; nearest: {best.explain()}" if best else "")
-            return GateVerdict([], tests, reason=reason)
+            failed = next((e for e in checked if not e.passed), None)
+            reason = ("no edit's evidence is shown by the query image; " + failed.explain() if failed else
+                      "no entry passed both tests" + (f"; nearest: {best.explain()}" if best else ""))
+            return GateVerdict([], tests, reason=reason, evidence=checked)
         created: dict[str, float] = {}
         for i in candidates:
             for c in self._entry_rows(i).contributions:
@@ -409,7 +437,7 @@ class NullSetGate:
                   + (f"; {len(kept) - 1} other matched edit(s) kept" if len(kept) > 1 else "")
                   + (f"; dropped {', '.join(f'{e} (answers the same question as {w}, differently)' for e, w in dropped.items())}"
                      if dropped else ""))
-        return GateVerdict(accepted, tests, order[0], dropped, reason, kept)
+        return GateVerdict(accepted, tests, order[0], dropped, reason, kept, checked)
 
     def null_text(self) -> torch.Tensor | None:
         """Unit sentence embeddings of ``null_questions`` [n, text dim] (None without an encoder)."""
@@ -462,10 +490,12 @@ def describe(verdict: GateVerdict, text_min_cos: float, limit: int = 10) -> list
         lines.append(f"  {mark:<10} {used:<13} {t.explain()}")
     if len(verdict.tests) > limit:
         lines.append(f"  ... {len(verdict.tests) - limit} more candidates")
+    lines += [f"  {'PASS' if e.passed else 'FAIL':<10} {'':<13} {e.explain()}" for e in verdict.evidence]
     return lines
 
 
 def as_dict(verdict: GateVerdict) -> dict[str, Any]:
     return {"accepted": verdict.accepted, "winner": verdict.winner, "dropped_edits": verdict.dropped_edits,
             "reason": verdict.reason,
-            "tests": [{**t.__dict__, "passed": t.passed} for t in verdict.tests]}
+            "tests": [{**t.__dict__, "passed": t.passed} for t in verdict.tests],
+            "evidence": [{**e.__dict__, "passed": e.passed} for e in verdict.evidence]}

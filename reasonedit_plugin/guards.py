@@ -53,6 +53,7 @@ from PIL import Image
 
 from .config import GuardConfig
 from .errors import ConfigError
+from .evidence import claim_question
 from .guard_claims import Claim, conflicts, parse_claim, parse_claims, same_value
 from .guard_structure import structural_signals
 from .guard_text import obfuscation_signals, variants
@@ -213,14 +214,6 @@ def injection_score(text: str) -> tuple[float, list[InjectionRule]]:
 def is_visual_claim(sentence: str) -> bool:
     """A sentence about what the image shows (only these are asked back to the VLM)."""
     return bool(re.search(r"\b(image|picture|photo|photograph|shown|visible|depicted|see|seen)\b", sentence, re.I))
-
-
-def claim_question(sentence: str, template: str) -> str:
-    """METHOD.md §6: the sentence lower-cased, '.' -> '?', put into ``template`` ("Does the image show {claim}")."""
-    claim = sentence.strip()
-    claim = claim[:1].lower() + claim[1:]
-    claim = claim.rstrip(".!") + "?" if not claim.endswith("?") else claim
-    return template.format(claim=claim)
 
 
 class RationaleGuard:

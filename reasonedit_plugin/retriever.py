@@ -24,6 +24,7 @@ import torch
 
 from .codebook import Codebook
 from .config import RetrievalConfig
+from .evidence import EvidenceProbe
 from .gate import GateVerdict, NullSetGate
 
 EPS = 1e-6
@@ -101,8 +102,10 @@ class Retriever:
         self._tau = (cb.version, tau)
         return tau
 
-    def search(self, query: torch.Tensor, k: int | None = None) -> Retrieval:
-        """Retrieve for one query key [D]."""
+    def search(self, query: torch.Tensor, k: int | None = None, evidence: EvidenceProbe | None = None
+               ) -> Retrieval:
+        """Retrieve for one query key [D]. ``evidence``: the null-set gate's evidence check for the query's
+        image (``evidence.py``; None: not checked)."""
         cb = self.codebook
         cap = k or self.config.cap_keys
         if len(cb) == 0:
@@ -111,7 +114,7 @@ class Retriever:
         if query.shape[1] != cb.dim:
             raise ValueError(f"query key has dim {query.shape[1]}, the codebook {cb.dim}.")
         if self.nullset is not None:
-            return self._search_nullset(query, cap)
+            return self._search_nullset(query, cap, evidence)
         ids, dists, scores = self._scaled_topk(query, cap)
         tau = self.threshold()
         if self.config.gate == "percentile":
@@ -139,11 +142,11 @@ class Retriever:
         ids, dists, _ = self._scaled_topk(query.detach().float().reshape(1, -1), k)
         return list(zip(ids, dists))
 
-    def _search_nullset(self, query: torch.Tensor, cap: int) -> Retrieval:
+    def _search_nullset(self, query: torch.Tensor, cap: int, evidence: EvidenceProbe | None) -> Retrieval:
         """The null-set gate over the nearest ``nullset.candidates`` entries; the accepted ones (at most
         ``cap``, nearest first) give the facts. A merged entry contributes only the values of kept edits."""
         ids, dists, scores = self._scaled_topk(query, max(cap, self.config.nullset.candidates))
-        verdict = self.nullset.decide(query[0], ids)
+        verdict = self.nullset.decide(query[0], ids, evidence)
         rank = {eid: n for n, eid in enumerate(ids)}
         chosen = verdict.accepted[:cap]
         kept = set(verdict.kept_edits)

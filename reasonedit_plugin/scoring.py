@@ -234,6 +234,30 @@ def _text_limit(vlm: Any) -> int | None:
     return int(value) if value is not None else None
 
 
+def _first_token_ids(tokenizer: Any, words: Sequence[str]) -> set[int]:
+    ids = set()
+    for word in words:
+        tokens = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if tokens:
+            ids.add(int(tokens[0]))
+    return ids
+
+
+def yes_share(tokenizer: Any, logits: torch.Tensor) -> float:
+    """P(yes) / (P(yes) + P(no)) from one next-token distribution's logits [V] (METHOD.md §6). Case and
+    leading-space variants of yes/no count; first tokens shared by both are ignored."""
+    yes = _first_token_ids(tokenizer, ["Yes", "yes", " Yes", " yes"])
+    no = _first_token_ids(tokenizer, ["No", "no", " No", " no"])
+    yes, no = yes - no, no - yes
+    if not yes or not no:
+        raise ReasonEditError("the tokenizer gives 'yes' and 'no' the same first token; a yes-probability "
+                              "cannot tell them apart.")
+    probs = logits.float().softmax(-1)
+    p_yes, p_no = probs[sorted(yes)].sum(), probs[sorted(no)].sum()
+    total = p_yes + p_no
+    return float(p_yes / total) if total > 0 else 0.5
+
+
 def next_token_logits(vlm: Any, image: Any, text: str) -> torch.Tensor:
     """float32 [V]: the distribution of the first answer token after the prompt of ``text``."""
     if vlm.spec.scorer == "image_text_similarity":

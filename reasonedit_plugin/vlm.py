@@ -385,27 +385,10 @@ class VLM:
         (scores,) = scoring.token_scores(self, image, text, [continuation])
         return float(-scores.logprobs.mean())
 
-    def _first_token_ids(self, words: Sequence[str]) -> set[int]:
-        ids = set()
-        for word in words:
-            tokens = self.tokenizer(word, add_special_tokens=False)["input_ids"]
-            if tokens:
-                ids.add(int(tokens[0]))
-        return ids
-
     def yes_probability(self, image: ImageInput, question: str) -> float:
         """P(yes) / (P(yes) + P(no)) from the first generated token's distribution (METHOD.md §6).
         Case and leading-space variants of yes/no count; first tokens shared by both are ignored."""
-        yes = self._first_token_ids(["Yes", "yes", " Yes", " yes"])
-        no = self._first_token_ids(["No", "no", " No", " no"])
-        yes, no = yes - no, no - yes
-        if not yes or not no:
-            raise ReasonEditError("the tokenizer gives 'yes' and 'no' the same first token; yes_probability "
-                                  "cannot tell them apart.")
-        probs = scoring.next_token_logits(self, image, question).softmax(-1)
-        p_yes, p_no = probs[sorted(yes)].sum(), probs[sorted(no)].sum()
-        total = p_yes + p_no
-        return float(p_yes / total) if total > 0 else 0.5
+        return scoring.yes_share(self.tokenizer, scoring.next_token_logits(self, image, question))
 
 
 def _pool_per_image(activation: torch.Tensor, units: list[int], path: str) -> torch.Tensor:

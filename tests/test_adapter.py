@@ -98,8 +98,9 @@ class StandInEditor:
     def edit_ids(self):
         return list(self.records)
 
-    def retrieve_from_inputs(self, inputs, question):
+    def retrieve_from_inputs(self, inputs, question, yes=None):
         self.questions.append(question)
+        self.yes = yes
         self.query_inputs.append(dict(inputs))
         facts = []
         for r in self.records.values():
@@ -277,6 +278,23 @@ def test_retrieved_facts_enter_the_prompt_and_logits_are_trimmed(tiny_qwen):
     # The query saw the caller's pixel tensors.
     seen = wrapper.editor.query_inputs[0]
     assert torch.equal(seen["pixel_values"], inputs["pixel_values"])
+
+
+def test_evidence_questions_are_asked_on_the_inputs_easyedit_built(tiny_qwen):
+    """The gate's evidence check on EasyEdit's tensor path: the claim question spliced into the caller's
+    inputs gives the P(yes) the model gives that question on the same image built by the processor."""
+    from reasonedit_plugin.scoring import yes_share
+
+    model, processor = tiny_qwen
+    inputs = easyedit_inputs(processor, QUESTION, TARGET, red())
+    wrapper, _ = apply_reasonedit_to_multimodal_model(model, processor, [easyedit_request(rationale=RATIONALE)],
+                                                      hparams(), editor_factory=stand_in_factory())
+    logits_of(wrapper, inputs)
+    claim = "Does the image show it has no corners?"
+    reference = logits_of(model, easyedit_inputs(processor, claim, "", red()))[0, -1]
+    assert wrapper.editor.yes(claim) == pytest.approx(yes_share(processor.tokenizer, reference), abs=1e-5)
+    other = logits_of(model, easyedit_inputs(processor, claim, "", blue()))[0, -1]
+    assert yes_share(processor.tokenizer, other) != pytest.approx(yes_share(processor.tokenizer, reference), abs=1e-6)
 
 
 def test_trimmed_logits_line_up_with_easyedit_right_aligned_labels(tiny_qwen):

@@ -266,3 +266,10 @@ def test_null_images_resolve_packaged_folders_and_say_what_is_missing(tmp_path):
         resolve_image_paths([str(tmp_path / "nope")])
     with pytest.raises(ConfigError, match="holds no images"):
         resolve_image_paths([str(tmp_path)])
+
+
+def test_config_replace_updates_a_sub_section_without_dropping_its_other_settings():
+    cfg = ReasonEditConfig(retrieval={"nullset": {"text_min_cos": 0.42, "candidates": 9}})
+    new = cfg.replace(retrieval={"gate": "nullset", "nullset": {"evidence_check": True}})
+    assert new.retrieval.nullset.evidence_check and new.retrieval.nullset.text_min_cos == 0.42
+    assert new.retrieval.nullset.candidates == 9 and not cfg.retrieval.nullset.evidence_check

@@ -1,0 +1,114 @@
+"""The evidence check: an edit speaks for a query only if the query's image shows what the edit's rationale
+says its own image shows (extension; the question is METHOD.md §6's "Does the image show <claim>?").
+
+The null-set gate's image test compares vision activations. An image that shares the edited image's colour
+but not its shape is close in that space, and whether it is in the edit's scope depends on the rule the
+rationale states: for "Red shapes belong to the Kesh tribe." a red triangle is a generality probe, for "Kesh
+members are red circles." it is a near miss. The rationale itself tells them apart: its *evidence* sentences
+("This is a red circle.") describe the edited image. So, for every edit the gate matched:
+
+* the edit's evidence is the set of its rationale sentences the model affirms on the edit's own image
+  (P(yes) > ``evidence_own_yes``; rule sentences the model cannot check on an image drop out here, and an
+  edit without evidence is not checked). Computed once per edit, from the raw record the editor keeps;
+* the query image must get P(yes) >= ``evidence_min_yes`` for every evidence sentence, else the edit is not
+  matched (and another matched edit may win).
+
+It costs one model call per evidence sentence of each *matched* edit, so unrelated queries the gate already
+rejected cost nothing. On EasyEdit's tensor inputs (``ReasonEditModel``) the question is spliced into the
+inputs EasyEdit built, in place of the user's question; BLIP-2-style batches (``text_input``/``image``) run the
+gate without the check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .records import EditRecord, load_image
+
+
+def claim_question(sentence: str, template: str) -> str:
+    """METHOD.md §6: the sentence with its first letter lower-cased and its final '.' replaced by '?', put into
+    ``template`` ("Does the image show {claim}"). The embedded model was trained on exactly this form."""
+    claim = sentence.strip()
+    claim = claim[:1].lower() + claim[1:]
+    claim = claim.rstrip(".!") + "?" if not claim.endswith("?") else claim
+    return template.format(claim=claim)
+
+
+@dataclass(frozen=True)
+class EvidenceTest:
+    """One evidence sentence of a matched edit asked about the query image, with the numbers behind it."""
+
+    edit_id: str
+    sentence: str
+    own_yes: float
+    """P(yes) on the edit's own image (> ``evidence_own_yes``, which made the sentence evidence)."""
+    query_yes: float
+    threshold: float
+
+    @property
+    def passed(self) -> bool:
+        return self.query_yes >= self.threshold
+
+    def explain(self) -> str:
+        return (f"evidence of {self.edit_id}: P(yes)={self.query_yes:.2f} {'>=' if self.passed else '<'} "
+                f"{self.threshold:g} on the query image (own image {self.own_yes:.2f})  {self.sentence[:60]!r}")
+
+
+EvidenceProbe = Callable[[str], list[EvidenceTest]]
+"""edit id -> the tests of its evidence on one query image (what the gate calls for each matched edit)."""
+
+
+class EvidenceCheck:
+    """Asks the VLM whether a query image shows a matched edit's evidence (see the module doc)."""
+
+    def __init__(self, vlm: Any, template: str, own_yes: float, min_yes: float,
+                 record_of: Callable[[str], Optional[EditRecord]]):
+        self.vlm = vlm
+        self.template = template
+        self.own_yes = float(own_yes)
+        self.min_yes = float(min_yes)
+        self.record_of = record_of
+        self._evidence: dict[str, list[tuple[str, float]]] = {}
+
+    def forget(self, edit_id: str) -> None:
+        self._evidence.pop(edit_id, None)
+
+    def evidence(self, edit_id: str) -> list[tuple[str, float]]:
+        """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there; [] when the
+        raw record (and so the image) is unknown, e.g. an edit imported without it."""
+        if edit_id not in self._evidence:
+            record = self.record_of(edit_id)
+            found: list[tuple[str, float]] = []
+            if record is not None and record.rationale:
+                image = load_image(record.image)
+                for sentence in dict.fromkeys(record.rationale):
+                    p = self._yes(image, sentence)
+                    if p > self.own_yes:
+                        found.append((sentence, p))
+            self._evidence[edit_id] = found
+        return self._evidence[edit_id]
+
+    def probe(self, image: Any) -> EvidenceProbe:
+        """The per-edit test for one query image (each sentence asked at most once per query)."""
+        image = load_image(image)
+        return self.probe_with(lambda question: float(self.vlm.yes_probability(image, question)))
+
+    def probe_with(self, yes: Callable[[str], float]) -> EvidenceProbe:
+        """The per-edit test for a query given as ``yes``: claim question -> P(yes) on the query's image
+        (EasyEdit's tensor inputs: the adapter asks the question on the inputs it was given)."""
+        asked: dict[str, float] = {}
+
+        def tests(edit_id: str) -> list[EvidenceTest]:
+            out = []
+            for sentence, own in self.evidence(edit_id):
+                if sentence not in asked:
+                    asked[sentence] = float(yes(claim_question(sentence, self.template)))
+                out.append(EvidenceTest(edit_id, sentence, own, asked[sentence], self.min_yes))
+            return out
+
+        return tests
+
+    def _yes(self, image: Any, sentence: str) -> float:
+        return float(self.vlm.yes_probability(image, claim_question(sentence, self.template)))

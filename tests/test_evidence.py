@@ -1,0 +1,118 @@
+"""The null-set gate's evidence check (evidence.py): a matched edit speaks only if the query image shows what
+its rationale says the edited image shows. FakeVLM answers "Does the image show ...?" with yes when the
+claim names the image's colour (0.9; another colour 0.05, none 0.5)."""
+
+import pytest
+
+from fakes import FakeVLM, solid
+from reasonedit_plugin.config import ReasonEditConfig
+from reasonedit_plugin.editor import ReasonEditor
+from reasonedit_plugin.errors import ConfigError
+from reasonedit_plugin.evidence import EvidenceCheck, claim_question
+from reasonedit_plugin.gate import NullSetGateConfig, as_dict, describe
+from reasonedit_plugin.records import make_record
+
+TRIBES = ["Vol", "Kem", "Taro"]
+RED, DARK_RED, GREEN = (200, 20, 20), (150, 30, 30), (20, 200, 20)
+
+
+class CountingVLM(FakeVLM):
+    def __init__(self):
+        super().__init__()
+        self.asked: list[str] = []
+
+    def yes_probability(self, image, question):
+        self.asked.append(question)
+        return super().yes_probability(image, question)
+
+
+def editor(text_encoder, check=True, vlm=None, **nullset):
+    # a loose image test (factor 1000, no domain images), so only the evidence check can tell the images apart
+    cfg = ReasonEditConfig(guard={"policy": "off"}, only_edit_errors=False,
+                           retrieval={"gate": "nullset", "nullset": {"image_factor": 1000.0, "conflict_share": 1.0, "null_percentile": 100,
+                                                                     "evidence_check": check, **nullset}})
+    return ReasonEditor(vlm or FakeVLM(), cfg, text_encoder=text_encoder)
+
+
+def record(rid, colour_name, image, target, extra=""):
+    return {"id": rid, "image": image, "prompt": "Which tribe owns this shape?", "target": target, "choices": TRIBES,
+            "rationale": f"The shape is {colour_name}. {colour_name.title()} shapes belong to the {target} tribe."
+                         + extra}
+
+
+def test_claim_question_is_the_trained_form():
+    assert claim_question("The figure is painted Red.", "Does the image show {claim}") == \
+        "Does the image show the figure is painted Red?"
+    assert claim_question("is it red?", "Does the image show {claim}") == "Does the image show is it red?"
+
+
+def test_an_image_that_passes_the_key_tests_but_not_the_evidence_is_rejected(text_encoder):
+    off, on = editor(text_encoder, check=False), editor(text_encoder)
+    for ed in (off, on):
+        ed.edit([record("red", "red", solid(RED), "Vol")])
+        assert ed.retrieve(solid(DARK_RED), "Which tribe owns this shape?").accepted     # in scope: both
+    assert off.retrieve(solid(GREEN), "Which tribe owns this shape?").accepted         # the key tests alone
+    res = on.retrieve(solid(GREEN), "Which tribe owns this shape?")
+    assert not res.accepted and res.facts == []
+    assert "no edit's evidence is shown by the query image" in res.reason
+    failed = [e for e in res.verdict.evidence if not e.passed]
+    assert failed and failed[0].edit_id == "red" and failed[0].query_yes == pytest.approx(0.05)
+    assert failed[0].own_yes == pytest.approx(0.9) and failed[0].threshold == pytest.approx(0.2)
+    lines = describe(res.verdict, 0.6)
+    assert any(line.strip().startswith("FAIL") and "evidence of red: P(yes)=0.05 < 0.2" in line for line in lines)
+    assert as_dict(res.verdict)["evidence"][0]["passed"] is False
+    assert on.answer(solid(GREEN), "Which tribe owns this shape?", TRIBES).question == "Which tribe owns this shape?"
+
+
+def test_a_failed_edit_leaves_the_field_to_the_edit_whose_evidence_holds(text_encoder):
+    ed = editor(text_encoder)
+    ed.edit([record("red", "red", solid(RED), "Vol"), record("green", "green", solid(GREEN), "Kem")])
+    greenish = solid((60, 170, 20))                   # within the image test of both edits, green to the model
+    res = ed.retrieve(greenish, "Which tribe owns this shape?")
+    assert res.accepted and res.verdict.winner == "green" and res.verdict.kept_edits == ["green"]
+    assert {e.edit_id for e in res.verdict.evidence if not e.passed} == {"red"}
+    assert all("red" not in f.lower() for f in res.facts)
+    assert ed.answer(greenish, "Which tribe owns this shape?", TRIBES).text == "Kem"
+
+
+def test_only_sentences_the_model_affirms_on_the_edit_image_are_evidence(text_encoder):
+    ed = editor(text_encoder)
+    ed.edit([record("red", "red", solid(RED), "Vol", extra=" Tribes are very old.")])
+    assert [s for s, _ in ed.evidence.evidence("red")] == ["The shape is red.", "Red shapes belong to the Vol tribe."]
+    unknown = EvidenceCheck(FakeVLM(), "Does the image show {claim}", 0.5, 0.2, lambda edit_id: None)
+    assert unknown.evidence("imported-without-record") == []
+    assert unknown.probe(solid(GREEN))("imported-without-record") == []      # nothing to check: passes
+
+
+def test_no_model_call_for_queries_the_key_tests_reject_and_one_per_sentence(text_encoder):
+    vlm = CountingVLM()
+    ed = editor(text_encoder, vlm=vlm)
+    ed.edit([record("red", "red", solid(RED), "Vol")])
+    vlm.asked.clear()
+    assert not ed.retrieve(solid(GREEN), "How many legs does a spider have?").accepted   # fails the text test
+    assert vlm.asked == []
+    ed.retrieve(solid(DARK_RED), "Which tribe owns this shape?")
+    assert len(vlm.asked) == 4                         # two sentences on the edit's own image, then on the query
+    vlm.asked.clear()
+    ed.retrieve(solid(DARK_RED), "Which tribe owns this shape?")
+    assert len(vlm.asked) == 2                         # the edit's evidence is kept
+    ed.remove("red")
+    ed.edit([record("red", "green", solid(GREEN), "Kem")])               # the id again, another record
+    assert [s for s, _ in ed.evidence.evidence("red")] == ["The shape is green.", "Green shapes belong to the Kem tribe."]
+
+
+def test_evidence_survives_save_and_load(text_encoder, tmp_path):
+    ed = editor(text_encoder)
+    ed.edit([record("red", "red", solid(RED), "Vol")])
+    ed.save(tmp_path / "cb")
+    loaded = ReasonEditor.load(tmp_path / "cb", FakeVLM(), ed.config, text_encoder=text_encoder)
+    assert not loaded.retrieve(solid(GREEN), "Which tribe owns this shape?").accepted
+    assert loaded.retrieve(solid(DARK_RED), "Which tribe owns this shape?").accepted
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="evidence_min_yes"):
+        NullSetGateConfig(evidence_min_yes=1.5)
+    with pytest.raises(ConfigError, match="evidence_own_yes"):
+        NullSetGateConfig(evidence_own_yes=1.0)
+    assert make_record(record("r", "red", solid(RED), "Vol")).rationale[0] == "The shape is red."
