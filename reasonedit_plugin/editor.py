@@ -153,9 +153,10 @@ class ReasonEditor:
         """The null-set gate's evidence check (``retrieval.nullset.evidence_check``; extension)."""
         nullset = config.retrieval.nullset
         if config.retrieval.gate == "nullset" and nullset.evidence_check:
-            self.evidence = EvidenceCheck(vlm, config.patches.question_template, nullset.evidence_own_yes,
-                                          nullset.evidence_min_yes,
-                                          lambda edit_id: self.edit_records.get(edit_id))
+            self.evidence = EvidenceCheck(
+                vlm, config.patches.question_template, nullset.evidence_own_yes, nullset.evidence_min_yes,
+                lambda edit_id: self.edit_records.get(edit_id),
+                config.patches.describe_prompt if nullset.evidence_fallback == "caption" else None)
         self.guard = None
         if config.guard.policy != "off":
             from .guards import RationaleGuard  # optional component, imported when configured

@@ -8,8 +8,10 @@ members are red circles." it is a near miss. The rationale itself tells them apa
 ("This is a red circle.") describe the edited image. So, for every edit the gate matched:
 
 * the edit's evidence is the set of its rationale sentences the model affirms on the edit's own image
-  (P(yes) > ``evidence_own_yes``; rule sentences the model cannot check on an image drop out here, and an
-  edit without evidence is not checked). Computed once per edit, from the raw record the editor keeps;
+  (P(yes) > ``evidence_own_yes``; rule sentences the model cannot check on an image drop out here). An edit
+  left without evidence is not checked, or, with ``evidence_fallback: caption``, its evidence is the model's
+  own caption of the edited image ("A brown circle."): a rule stated alone then covers only images that look
+  like the edited one. Computed once per edit, from the raw record the editor keeps;
 * the query image must get P(yes) >= ``evidence_min_yes`` for every evidence sentence, else the edit is not
   matched (and another matched edit may win).
 
@@ -52,9 +54,12 @@ class EvidenceTest:
         return self.query_yes >= self.threshold
 
     def explain(self) -> str:
-        return (f"evidence of {self.edit_id}: P(yes)={self.query_yes:.2f} {'>=' if self.passed else '<'} "
-                f"{self.threshold:g} on the query image (own image {self.own_yes:.2f})  {self.sentence[:60]!r}")
+        return (f"evidence of {self.edit_id}: P(yes)={self.query_yes:.3f} {'>=' if self.passed else '<'} "
+                f"{self.threshold:g} on the query image (own image {self.own_yes:.3f})  {self.sentence[:60]!r}")
 
+
+_CAPTION_TOKENS = 24
+"""Longest caption generated as an edit's fallback evidence."""
 
 EvidenceProbe = Callable[[str], list[EvidenceTest]]
 """edit id -> the tests of its evidence on one query image (what the gate calls for each matched edit)."""
@@ -64,29 +69,43 @@ class EvidenceCheck:
     """Asks the VLM whether a query image shows a matched edit's evidence (see the module doc)."""
 
     def __init__(self, vlm: Any, template: str, own_yes: float, min_yes: float,
-                 record_of: Callable[[str], Optional[EditRecord]]):
+                 record_of: Callable[[str], Optional[EditRecord]], describe_prompt: str | None = None):
+        """``describe_prompt``: with it, an edit without affirmed rationale sentences gets the model's caption of
+        its image ("A brown circle.") as evidence (``nullset.evidence_fallback: caption``)."""
         self.vlm = vlm
         self.template = template
+        self.describe_prompt = describe_prompt
         self.own_yes = float(own_yes)
         self.min_yes = float(min_yes)
         self.record_of = record_of
         self._evidence: dict[str, list[tuple[str, float]]] = {}
 
+    def __len__(self) -> int:
+        """How many edits' evidence has been read (it is read when an edit is first matched)."""
+        return len(self._evidence)
+
     def forget(self, edit_id: str) -> None:
         self._evidence.pop(edit_id, None)
 
     def evidence(self, edit_id: str) -> list[tuple[str, float]]:
-        """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there; [] when the
-        raw record (and so the image) is unknown, e.g. an edit imported without it."""
+        """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there (else, with a
+        ``describe_prompt``, the model's caption of the image if it affirms that); [] when the raw record (and
+        so the image) is unknown, e.g. an edit imported without it."""
         if edit_id not in self._evidence:
             record = self.record_of(edit_id)
             found: list[tuple[str, float]] = []
-            if record is not None and record.rationale:
+            if record is not None:
                 image = load_image(record.image)
-                for sentence in dict.fromkeys(record.rationale):
+                candidates = list(dict.fromkeys(record.rationale))
+                for sentence in candidates:
                     p = self._yes(image, sentence)
                     if p > self.own_yes:
                         found.append((sentence, p))
+                if not found and self.describe_prompt:
+                    caption = self.vlm.generate(image, self.describe_prompt, _CAPTION_TOKENS).strip()
+                    p = self._yes(image, caption) if caption else 0.0
+                    if p > self.own_yes:
+                        found.append((caption, p))
             self._evidence[edit_id] = found
         return self._evidence[edit_id]
 

@@ -121,6 +121,11 @@ class NullSetGateConfig:
     """A rationale sentence is evidence when the model's P(yes) on the edit's own image exceeds this."""
     evidence_min_yes: float = 0.2
     """The query image must get at least this P(yes) for every evidence sentence of the edit."""
+    evidence_fallback: str = "none"
+    """For an edit none of whose rationale sentences the model affirms on its image (a rule alone, "Count
+    nine points for any brown circle."): ``none`` (the edit is not checked) or ``caption`` (the model's own
+    caption of the edited image, ``patches.describe_prompt``, becomes its evidence: the scope narrows to
+    images that look like the edited one)."""
 
     def __post_init__(self) -> None:
         if not self.image_factor > 0:
@@ -149,6 +154,9 @@ class NullSetGateConfig:
         if not 0 <= self.evidence_own_yes < 1 or not 0 <= self.evidence_min_yes <= 1:
             raise ConfigError(f"retrieval.nullset.evidence_own_yes={self.evidence_own_yes} must be in [0, 1) and "
                               f"evidence_min_yes={self.evidence_min_yes} in [0, 1] (defaults 0.5, 0.2).")
+        if self.evidence_fallback not in ("none", "caption"):
+            raise ConfigError(f"retrieval.nullset.evidence_fallback={self.evidence_fallback!r} must be 'none' or "
+                              "'caption'.")
         self.null_questions = tuple(self.null_questions)
         self.null_images = tuple(self.null_images)
 

@@ -59,7 +59,7 @@ def test_an_image_that_passes_the_key_tests_but_not_the_evidence_is_rejected(tex
     assert failed and failed[0].edit_id == "red" and failed[0].query_yes == pytest.approx(0.05)
     assert failed[0].own_yes == pytest.approx(0.9) and failed[0].threshold == pytest.approx(0.2)
     lines = describe(res.verdict, 0.6)
-    assert any(line.strip().startswith("FAIL") and "evidence of red: P(yes)=0.05 < 0.2" in line for line in lines)
+    assert any(line.strip().startswith("FAIL") and "evidence of red: P(yes)=0.050 < 0.2" in line for line in lines)
     assert as_dict(res.verdict)["evidence"][0]["passed"] is False
     assert on.answer(solid(GREEN), "Which tribe owns this shape?", TRIBES).question == "Which tribe owns this shape?"
 
@@ -116,3 +116,29 @@ def test_config_checks():
     with pytest.raises(ConfigError, match="evidence_own_yes"):
         NullSetGateConfig(evidence_own_yes=1.0)
     assert make_record(record("r", "red", solid(RED), "Vol")).rationale[0] == "The shape is red."
+
+
+class CaptioningVLM(FakeVLM):
+    def generate(self, image, text, max_new_tokens):
+        if text == "Describe this image.":
+            return "A green shape." if self.yes_probability(image, "green") > 0.5 else "A red shape."
+        return super().generate(image, text, max_new_tokens)
+
+
+def test_a_rule_stated_alone_gets_the_models_caption_as_evidence(text_encoder):
+    """evidence_fallback: caption -- an edit whose rationale names nothing the model sees on its image is
+    checked against the model's own caption of that image; with 'none' it is not checked."""
+    rule_only = {"id": "rule", "image": solid(RED), "prompt": "Which tribe owns this shape?", "target": "Vol",
+                 "choices": TRIBES, "rationale": "Members of this tribe are old. It is the Vol tribe."}
+    plain = editor(text_encoder, vlm=CaptioningVLM())
+    plain.edit([rule_only])
+    assert plain.evidence.evidence("rule") == []
+    assert plain.retrieve(solid(GREEN), "Which tribe owns this shape?").accepted
+    fallback = editor(text_encoder, vlm=CaptioningVLM(), evidence_fallback="caption")
+    fallback.edit([rule_only])
+    assert [s for s, _ in fallback.evidence.evidence("rule")] == ["A red shape."]
+    res = fallback.retrieve(solid(GREEN), "Which tribe owns this shape?")
+    assert not res.accepted and res.verdict.evidence[0].sentence == "A red shape."
+    assert fallback.retrieve(solid(DARK_RED), "Which tribe owns this shape?").accepted
+    with pytest.raises(ConfigError, match="evidence_fallback"):
+        NullSetGateConfig(evidence_fallback="describe")

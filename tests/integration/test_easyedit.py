@@ -267,6 +267,8 @@ def test_sequential_shipped_default_keeps_multimodal_locality(easyedit):
     print(f"multimodal_locality_acc per edit: {[round(v, 3) for v in mm_loc]}; rewrite_acc mean "
           f"{sum(rewrite) / len(rewrite):.3f}")
     assert min(mm_loc) >= 0.95, mm_loc
+    # the gate's evidence test ran on EasyEdit's tensor inputs (matched edits had their evidence read)
+    assert edited_model.editor.evidence is not None and len(edited_model.editor.evidence) > 0
     # the edits take as well in sequence as alone (no cross-edit interference): each edit applied on its own
     # to a fresh editor, then restored; the tiny model follows only some of them even alone (issue 12)
     single = []
