@@ -405,12 +405,7 @@ class NullSetGate:
         tests = self._tests(q_vision, q_text, candidates)
         if cfg.relative_text and q_text is not None:
             self._relative_text(q_text, candidates, tests)
-        matched: dict[str, float] = {}
-        with_answer = self._table.rows_of if cfg.match_on == "answer" else {}
-        for t in tests:
-            if t.passed and (t.kind == "answer" or t.edit_id not in with_answer):
-                r = t.ratio(cfg.text_min_cos)
-                matched[t.edit_id] = min(matched.get(t.edit_id, r), r)
+        matched = self._matched(tests)
         checked: list[EvidenceTest] = []
         if evidence is not None:
             for edit in list(matched):
@@ -424,12 +419,36 @@ class NullSetGate:
             reason = ("no edit's evidence is shown by the query image; " + failed.explain() if failed else
                       "no entry passed both tests" + (f"; nearest: {best.explain()}" if best else ""))
             return GateVerdict([], tests, reason=reason, evidence=checked)
+        order, kept, dropped = self._winners(matched, candidates)
+        keep = set(kept)
+        accepted = list(dict.fromkeys(t.entry_id for t in tests if t.image_ok and t.edit_id in keep))
+        reason = (f"edit {order[0]} matched best (worst-test ratio {matched[order[0]]:.3f} < 1)"
+                  + (f"; {len(kept) - 1} other matched edit(s) kept" if len(kept) > 1 else "")
+                  + (f"; dropped {', '.join(f'{e} (answers the same question as {w}, differently)' for e, w in dropped.items())}"
+                     if dropped else ""))
+        return GateVerdict(accepted, tests, order[0], dropped, reason, kept, checked)
+
+    def _matched(self, tests: list[EntryTest]) -> dict[str, float]:
+        """Edit id -> its best worst-test ratio, for the edits whose answer entry passed both key tests (an
+        edit without answer entries, or with ``match_on: any``, through any of its entries)."""
+        cfg = self.config
+        matched: dict[str, float] = {}
+        with_answer = self._table.rows_of if cfg.match_on == "answer" else {}
+        for t in tests:
+            if t.passed and (t.kind == "answer" or t.edit_id not in with_answer):
+                r = t.ratio(cfg.text_min_cos)
+                matched[t.edit_id] = min(matched.get(t.edit_id, r), r)
+        return matched
+
+    def _winners(self, matched: dict[str, float], candidates: list[int]
+                 ) -> tuple[list[str], list[str], dict[str, str]]:
+        """Matched edits best first, those kept, and those dropped (edit -> the kept edit answering the same
+        question differently). Ties (e.g. the same image and question edited twice) go to the later edit:
+        a re-edit overrides."""
         created: dict[str, float] = {}
         for i in candidates:
             for c in self._entry_rows(i).contributions:
                 created[c.edit_id] = max(created.get(c.edit_id, c.created), c.created)
-        # the best-matching edit wins; a matched edit answering the same question is dropped; ties (e.g.
-        # the same image and question edited twice) go to the later edit: a re-edit overrides
         order = sorted(matched, key=lambda e: (round(matched[e], 9), -created.get(e, 0.0), e))
         kept: list[str] = []
         dropped: dict[str, str] = {}
@@ -439,13 +458,7 @@ class NullSetGate:
                 kept.append(edit)
             else:
                 dropped[edit] = rival
-        keep = set(kept)
-        accepted = list(dict.fromkeys(t.entry_id for t in tests if t.image_ok and t.edit_id in keep))
-        reason = (f"edit {order[0]} matched best (worst-test ratio {matched[order[0]]:.3f} < 1)"
-                  + (f"; {len(kept) - 1} other matched edit(s) kept" if len(kept) > 1 else "")
-                  + (f"; dropped {', '.join(f'{e} (answers the same question as {w}, differently)' for e, w in dropped.items())}"
-                     if dropped else ""))
-        return GateVerdict(accepted, tests, order[0], dropped, reason, kept, checked)
+        return order, kept, dropped
 
     def null_text(self) -> torch.Tensor | None:
         """Unit sentence embeddings of ``null_questions`` [n, text dim] (None without an encoder)."""

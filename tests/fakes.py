@@ -14,6 +14,9 @@ import torch
 from PIL import Image
 
 
+_FAKE_COLOURS = {"red": (220, 20, 20), "green": (20, 220, 20), "blue": (20, 20, 220)}
+
+
 @dataclass(frozen=True)
 class FakeSpec:
     model_type: str = "fake"
@@ -51,10 +54,14 @@ class FakeVLM:
         return [0.1 if f"is {o.lower()}" in low else 2.0 - 0.01 * i for i, o in enumerate(options)]
 
     def yes_probability(self, image, question: str) -> float:
-        """'Does the image show <claim>?': yes when the claim names the image's dominant colour."""
-        r, g, b = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(0)
-        colour = ("red", "green", "blue")[int(np.argmax([r, g, b]))]
-        return 0.9 if colour in question.lower() else 0.1
+        """P(yes) for "Does the image show ...?": high when the question names the image's colour (red, green or
+        blue, judged from the mean pixel), low when it names another of them, 0.5 when it names none."""
+        mean = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(0)
+        named = [c for c in _FAKE_COLOURS if c in question.lower()]
+        if not named:
+            return 0.5
+        nearest = min(_FAKE_COLOURS, key=lambda c: float(((mean - np.array(_FAKE_COLOURS[c])) ** 2).sum()))
+        return 0.9 if nearest in named else 0.05
 
     def continuation_nll(self, image, text: str, continuation: str) -> float:
         """Lower for crops whose dominant colour the continuation names, and for larger crops."""
@@ -77,19 +84,3 @@ def pattern(seed: int, size: int = 32) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
 
-
-_FAKE_COLOURS = {"red": (220, 20, 20), "green": (20, 220, 20), "blue": (20, 20, 220)}
-
-
-def _fake_yes_probability(self, image, question: str) -> float:
-    """P(yes) for "Does the image show ...?": high when the question names the image's colour (red, green or
-    blue, judged from the mean pixel), low when it names another of them, 0.5 when it names none."""
-    mean = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(0)
-    named = [c for c in _FAKE_COLOURS if c in question.lower()]
-    if not named:
-        return 0.5
-    nearest = min(_FAKE_COLOURS, key=lambda c: float(((mean - np.array(_FAKE_COLOURS[c])) ** 2).sum()))
-    return 0.9 if nearest in named else 0.05
-
-
-FakeVLM.yes_probability = _fake_yes_probability
