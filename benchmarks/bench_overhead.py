@@ -8,7 +8,8 @@ The codebook holds the ShapeRules ``small`` edits. Queries are easy-vqa *test* i
 questions (a few templates, so question texts repeat as they do in VQA traffic). Reported: p50 of the
 unedited answer (``vlm.generate``), of ``editor.answer`` and of ``editor.retrieve`` alone, with the
 question-embedding cache cold (every text new) and warm (question texts seen before); images are always
-new (the vision-feature cache is cleared). The retrieval overhead is ``retrieve`` / unedited answer; an
+new (the vision-feature cache and the evidence test's remembered answers are cleared; each edit's evidence is read
+once before timing, as in an editor in service). The retrieval overhead is ``retrieve`` / unedited answer; an
 accepted retrieval also lengthens the prompt (the fused facts), which ``answer`` includes.
 """
 
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results" / "overhead.json"))
+    ap.add_argument("--no-evidence", action="store_true", help="the null-set gate without its evidence test")
     args = ap.parse_args()
     import torch
 
@@ -42,6 +44,8 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     hp = ReasonEditHyperParams.from_hparams(str(HERE.parent / "hparams" / "ReasonEdit" / "tiny-qwen2-vl-shapes.yaml"))
     cfg = hp.to_config()
+    if args.no_evidence:
+        cfg = cfg.replace(retrieval={"nullset": {"evidence_check": False}})
     editor = ReasonEditor.from_pretrained(hp.model_name, cfg.replace(guard={"policy": "off"}), device="cpu")
     editor.edit(load_edit_records(None, "small", None, None))
     rng = random.Random(args.seed)
@@ -64,9 +68,16 @@ def main() -> None:
 
     timed(lambda im, q: editor.vlm.generate(im, q, n_tokens))  # warm-up
     unedited = timed(lambda im, q: editor.vlm.generate(im, q, n_tokens))
+    if editor.evidence is not None:  # an editor in service: each edit's evidence read once (lazily, in use)
+        for edit_id in editor.edit_ids():
+            editor.evidence.evidence(edit_id)
+
     def fresh(text_cache: bool) -> None:
-        """Forget the images (every query is a new image); keep seen question texts if ``text_cache``."""
+        """Forget the images (every query is a new image, also to the gate's evidence test); keep seen
+        question texts if ``text_cache``."""
         editor.keys._cache.clear()
+        if editor.evidence is not None:
+            editor.evidence.forget_answers()
         if not text_cache:
             editor.keys._text_cache.clear()
 
@@ -79,8 +90,10 @@ def main() -> None:
     fresh(True)
     answer_warm = timed(editor.answer)
     med = statistics.median
+    accepted = sum(editor.retrieve(im, q).accepted for im, q in items)
     res = {
-        "entries": len(editor.codebook), "queries": len(items),
+        "entries": len(editor.codebook), "queries": len(items), "accepted": accepted,
+        "evidence_check": editor.evidence is not None,
         "distinct_questions": len({q for _, q in items}),
         "unedited_answer_p50_ms": med(unedited),
         "answer_p50_ms": {"cold": med(answer_cold), "warm": med(answer_warm)},
@@ -89,8 +102,12 @@ def main() -> None:
                                  "warm": med(answer_warm) / med(unedited) - 1},
         "retrieve_share_of_unedited": {"cold": med(retrieve_cold) / med(unedited),
                                        "warm": med(retrieve_warm) / med(unedited)},
+        "retrieve_mean_ms": {"cold": statistics.fmean(retrieve_cold), "warm": statistics.fmean(retrieve_warm)},
+        "unedited_answer_mean_ms": statistics.fmean(unedited),
+        "retrieve_p95_ms": {"cold": float(statistics.quantiles(retrieve_cold, n=20)[-1]),
+                            "warm": float(statistics.quantiles(retrieve_warm, n=20)[-1])},
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "command": "benchmarks/bench_overhead.py",
+        "command": "benchmarks/bench_overhead.py" + (" --no-evidence" if args.no_evidence else ""),
     }
     print(json.dumps(res, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

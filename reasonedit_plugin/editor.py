@@ -25,7 +25,7 @@ from .codebook import Codebook, PendingEntry
 from .config import ReasonEditConfig
 from .embedding import KeyEncoder
 from .errors import ConfigError, ReasonEditError, RecordError
-from .evidence import EvidenceCheck, EvidenceProbe
+from .evidence import EvidenceCheck, EvidenceProbe, tensor_digest
 from .fusion import fuse, get_fusion
 from .records import EditRecord, ImageLike, check_image, load_image, make_records, normalize_answer
 from .retriever import Retrieval, Retriever
@@ -515,7 +515,10 @@ class ReasonEditor:
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
         key = self.keys.encode_from_inputs(inputs, [question])[0]
-        evidence = None if self.evidence is None or yes is None else self.evidence.probe_with(yes)
+        evidence = None
+        if self.evidence is not None and yes is not None:
+            pixels = next((v for k, v in inputs.items() if k.startswith("pixel_values") and v is not None), None)
+            evidence = self.evidence.probe_with(yes, None if pixels is None else tensor_digest(pixels))
         return self._noted(self.retriever.search(key, evidence=evidence))
 
     def _noted(self, retrieval: Retrieval) -> Retrieval:

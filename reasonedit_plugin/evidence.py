@@ -23,6 +23,8 @@ gate without the check.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -58,6 +60,9 @@ class EvidenceTest:
                 f"{self.threshold:g} on the query image (own image {self.own_yes:.3f})  {self.sentence[:60]!r}")
 
 
+_ANSWERS_KEPT = 8192
+"""How many (image, claim question) answers the check remembers."""
+
 _CAPTION_TOKENS = 24
 """Longest caption generated as an edit's fallback evidence."""
 
@@ -79,6 +84,9 @@ class EvidenceCheck:
         self.min_yes = float(min_yes)
         self.record_of = record_of
         self._evidence: dict[str, list[tuple[str, float]]] = {}
+        self._answers: OrderedDict[tuple[bytes, str], float] = OrderedDict()
+        """(image digest, claim question) -> P(yes), the most recent :data:`_ANSWERS_KEPT`: a query on an
+        edited image (or on one asked about before) costs no model call."""
 
     def __len__(self) -> int:
         """How many edits' evidence has been read (it is read when an edit is first matched)."""
@@ -86,6 +94,10 @@ class EvidenceCheck:
 
     def forget(self, edit_id: str) -> None:
         self._evidence.pop(edit_id, None)
+
+    def forget_answers(self) -> None:
+        """Forget the remembered answers (each edit's evidence stays)."""
+        self._answers.clear()
 
     def evidence(self, edit_id: str) -> list[tuple[str, float]]:
         """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there (else, with a
@@ -110,24 +122,48 @@ class EvidenceCheck:
         return self._evidence[edit_id]
 
     def probe(self, image: Any) -> EvidenceProbe:
-        """The per-edit test for one query image (each sentence asked at most once per query)."""
+        """The per-edit test for one query image (each sentence asked at most once per query, and not at all
+        when the same pixels were asked about before, e.g. the edited image itself)."""
         image = load_image(image)
-        return self.probe_with(lambda question: float(self.vlm.yes_probability(image, question)))
+        return self.probe_with(lambda question: float(self.vlm.yes_probability(image, question)), _digest(image))
 
-    def probe_with(self, yes: Callable[[str], float]) -> EvidenceProbe:
+    def probe_with(self, yes: Callable[[str], float], digest: bytes | None = None) -> EvidenceProbe:
         """The per-edit test for a query given as ``yes``: claim question -> P(yes) on the query's image
-        (EasyEdit's tensor inputs: the adapter asks the question on the inputs it was given)."""
-        asked: dict[str, float] = {}
+        (EasyEdit's tensor inputs: the adapter asks the question on the inputs it was given). ``digest``
+        identifies the query's pixels: answers are remembered under it."""
+
+        def ask(question: str) -> float:
+            return self._remembered(digest, question, yes) if digest is not None else float(yes(question))
 
         def tests(edit_id: str) -> list[EvidenceTest]:
-            out = []
-            for sentence, own in self.evidence(edit_id):
-                if sentence not in asked:
-                    asked[sentence] = float(yes(claim_question(sentence, self.template)))
-                out.append(EvidenceTest(edit_id, sentence, own, asked[sentence], self.min_yes))
-            return out
+            return [EvidenceTest(edit_id, sentence, own, ask(claim_question(sentence, self.template)), self.min_yes)
+                    for sentence, own in self.evidence(edit_id)]
 
         return tests
 
     def _yes(self, image: Any, sentence: str) -> float:
-        return float(self.vlm.yes_probability(image, claim_question(sentence, self.template)))
+        return self._remembered(_digest(image), claim_question(sentence, self.template),
+                                lambda question: float(self.vlm.yes_probability(image, question)))
+
+    def _remembered(self, digest: bytes, question: str, yes: Callable[[str], float]) -> float:
+        key = (digest, question)
+        if key in self._answers:
+            self._answers.move_to_end(key)
+            return self._answers[key]
+        p = float(yes(question))
+        self._answers[key] = p
+        if len(self._answers) > _ANSWERS_KEPT:
+            self._answers.popitem(last=False)
+        return p
+
+
+def _digest(image: Any) -> bytes:
+    """A digest of an RGB image's pixels (the same pixels give the model the same input)."""
+    return hashlib.blake2b(repr(image.size).encode() + image.tobytes(), digest_size=16).digest()
+
+
+def tensor_digest(values: Any) -> bytes:
+    """A digest of a pixel tensor (EasyEdit's processed inputs), distinct from any image digest."""
+    array = values.detach().cpu().contiguous().numpy()
+    return hashlib.blake2b(b"tensor" + repr((array.shape, str(array.dtype))).encode() + array.tobytes(),
+                           digest_size=16).digest()

@@ -84,7 +84,7 @@ def test_only_sentences_the_model_affirms_on_the_edit_image_are_evidence(text_en
     assert unknown.probe(solid(GREEN))("imported-without-record") == []      # nothing to check: passes
 
 
-def test_no_model_call_for_queries_the_key_tests_reject_and_one_per_sentence(text_encoder):
+def test_model_calls_only_for_matched_edits_on_new_pixels(text_encoder):
     vlm = CountingVLM()
     ed = editor(text_encoder, vlm=vlm)
     ed.edit([record("red", "red", solid(RED), "Vol")])
@@ -94,8 +94,11 @@ def test_no_model_call_for_queries_the_key_tests_reject_and_one_per_sentence(tex
     ed.retrieve(solid(DARK_RED), "Which tribe owns this shape?")
     assert len(vlm.asked) == 4                         # two sentences on the edit's own image, then on the query
     vlm.asked.clear()
-    ed.retrieve(solid(DARK_RED), "Which tribe owns this shape?")
-    assert len(vlm.asked) == 2                         # the edit's evidence is kept
+    ed.retrieve(solid(DARK_RED), "Which tribe owns this shape?")       # asked about before: remembered
+    ed.retrieve(solid(RED), "What tribe is this one in?")               # the edited image: its own answers
+    assert vlm.asked == []
+    ed.retrieve(solid((170, 25, 25)), "Which tribe owns this shape?")  # new pixels: asked again
+    assert len(vlm.asked) == 2
     ed.remove("red")
     ed.edit([record("red", "green", solid(GREEN), "Kem")])               # the id again, another record
     assert [s for s, _ in ed.evidence.evidence("red")] == ["The shape is green.", "Green shapes belong to the Kem tribe."]
@@ -142,3 +145,27 @@ def test_a_rule_stated_alone_gets_the_models_caption_as_evidence(text_encoder):
     assert fallback.retrieve(solid(DARK_RED), "Which tribe owns this shape?").accepted
     with pytest.raises(ConfigError, match="evidence_fallback"):
         NullSetGateConfig(evidence_fallback="describe")
+
+
+def test_answers_on_tensor_inputs_are_remembered_by_their_pixels():
+    import torch
+
+    from reasonedit_plugin.evidence import tensor_digest
+
+    check = EvidenceCheck(FakeVLM(), "Does the image show {claim}", 0.5, 0.2,
+                          lambda edit_id: make_record(record("red", "red", solid(RED), "Vol")))
+    asked = []
+
+    def yes(question):
+        asked.append(question)
+        return 0.9
+
+    pixels = torch.ones(4, 6)
+    for _ in range(2):
+        tests = check.probe_with(yes, tensor_digest(pixels))("red")
+        assert [t.passed for t in tests] == [True, True]
+    assert len(asked) == 2                              # two sentences, asked once for these pixels
+    check.probe_with(yes, tensor_digest(pixels * 2))("red")
+    check.probe_with(yes)("red")                          # no digest: nothing remembered
+    assert len(asked) == 6
+    assert tensor_digest(pixels) != tensor_digest(pixels.double())
