@@ -153,6 +153,11 @@ class ReasonEditor:
         """The null-set gate's evidence check (``retrieval.nullset.evidence_check``; extension)."""
         nullset = config.retrieval.nullset
         if config.retrieval.gate == "nullset" and nullset.evidence_check:
+            if getattr(getattr(vlm, "spec", None), "scorer", None) == "image_text_similarity" or \
+                    not callable(getattr(vlm, "yes_probability", None)):
+                raise ConfigError("retrieval.nullset.evidence_check asks the model yes/no questions about the query "
+                                  "image, and this model cannot answer them (it scores image-text similarity); set "
+                                  "evidence_check: false.")
             self.evidence = EvidenceCheck(
                 vlm, config.patches.question_template, nullset.evidence_own_yes, nullset.evidence_min_yes,
                 lambda edit_id: self.edit_records.get(edit_id),

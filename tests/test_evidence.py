@@ -169,3 +169,14 @@ def test_answers_on_tensor_inputs_are_remembered_by_their_pixels():
     check.probe_with(yes)("red")                          # no digest: nothing remembered
     assert len(asked) == 6
     assert tensor_digest(pixels) != tensor_digest(pixels.double())
+
+
+def test_a_model_that_cannot_answer_yes_or_no_is_refused_with_the_setting_to_change(text_encoder):
+    class SimilarityOnly(FakeVLM):
+        def __init__(self):
+            super().__init__()
+            self.spec = type("Spec", (), {"model_type": "clip", "scorer": "image_text_similarity"})()
+
+    with pytest.raises(ConfigError, match="set evidence_check: false"):
+        editor(text_encoder, vlm=SimilarityOnly())
+    assert editor(text_encoder, check=False, vlm=SimilarityOnly()).evidence is None
