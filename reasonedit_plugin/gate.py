@@ -116,11 +116,13 @@ class NullSetGateConfig:
     first edit (with one edit and none of these, only the entry's radius bounds the image test)."""
     evidence_check: bool = False
     """Also ask the VLM whether the query image shows each matched edit's evidence (``evidence.py``): the
-    rationale sentences it affirms on the edit's own image. Needs the query as an image."""
+    rationale sentences it affirms on the edit's own image (asked on the query image, or on EasyEdit's tensor
+    inputs by the adapter)."""
     evidence_own_yes: float = 0.5
     """A rationale sentence is evidence when the model's P(yes) on the edit's own image exceeds this."""
-    evidence_min_yes: float = 0.2
-    """The query image must get at least this P(yes) for every evidence sentence of the edit."""
+    evidence_min_yes: float = 0.5
+    """The query image must get at least this P(yes) for every evidence sentence of the edit (at most
+    ``evidence_own_yes``, so that the edit's own image always passes)."""
     evidence_fallback: str = "none"
     """For an edit none of whose rationale sentences the model affirms on its image (a rule alone, "Count
     nine points for any brown circle."): ``none`` (the edit is not checked) or ``caption`` (the model's own
@@ -151,9 +153,10 @@ class NullSetGateConfig:
         if not -1 <= self.text_floor <= 1 or not 0 <= self.text_margin <= 2:
             raise ConfigError(f"retrieval.nullset.text_floor={self.text_floor} must be in [-1, 1] and text_margin="
                               f"{self.text_margin} in [0, 2] (defaults 0.3, 0.1).")
-        if not 0 <= self.evidence_own_yes < 1 or not 0 <= self.evidence_min_yes <= 1:
-            raise ConfigError(f"retrieval.nullset.evidence_own_yes={self.evidence_own_yes} must be in [0, 1) and "
-                              f"evidence_min_yes={self.evidence_min_yes} in [0, 1] (defaults 0.5, 0.2).")
+        if not 0 <= self.evidence_min_yes <= self.evidence_own_yes < 1:
+            raise ConfigError(f"retrieval.nullset.evidence_min_yes={self.evidence_min_yes} and evidence_own_yes="
+                              f"{self.evidence_own_yes} must satisfy 0 <= evidence_min_yes <= evidence_own_yes < 1 "
+                              "(defaults 0.5, 0.5: above evidence_own_yes an edit's own image could fail its evidence).")
         if self.evidence_fallback not in ("none", "caption"):
             raise ConfigError(f"retrieval.nullset.evidence_fallback={self.evidence_fallback!r} must be 'none' or "
                               "'caption'.")

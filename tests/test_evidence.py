@@ -57,9 +57,9 @@ def test_an_image_that_passes_the_key_tests_but_not_the_evidence_is_rejected(tex
     assert "no edit's evidence is shown by the query image" in res.reason
     failed = [e for e in res.verdict.evidence if not e.passed]
     assert failed and failed[0].edit_id == "red" and failed[0].query_yes == pytest.approx(0.05)
-    assert failed[0].own_yes == pytest.approx(0.9) and failed[0].threshold == pytest.approx(0.2)
+    assert failed[0].own_yes == pytest.approx(0.9) and failed[0].threshold == pytest.approx(0.5)
     lines = describe(res.verdict, 0.6)
-    assert any(line.strip().startswith("FAIL") and "evidence of red: P(yes)=0.050 < 0.2" in line for line in lines)
+    assert any(line.strip().startswith("FAIL") and "evidence of red: P(yes)=0.050 < 0.5" in line for line in lines)
     assert as_dict(res.verdict)["evidence"][0]["passed"] is False
     assert on.answer(solid(GREEN), "Which tribe owns this shape?", TRIBES).question == "Which tribe owns this shape?"
 
@@ -116,6 +116,8 @@ def test_evidence_survives_save_and_load(text_encoder, tmp_path):
 def test_config_checks():
     with pytest.raises(ConfigError, match="evidence_min_yes"):
         NullSetGateConfig(evidence_min_yes=1.5)
+    with pytest.raises(ConfigError, match="own image could fail"):
+        NullSetGateConfig(evidence_min_yes=0.6, evidence_own_yes=0.5)
     with pytest.raises(ConfigError, match="evidence_own_yes"):
         NullSetGateConfig(evidence_own_yes=1.0)
     assert make_record(record("r", "red", solid(RED), "Vol")).rationale[0] == "The shape is red."
