@@ -24,6 +24,7 @@ gate without the check.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -83,7 +84,8 @@ class EvidenceCheck:
         self.own_yes = float(own_yes)
         self.min_yes = float(min_yes)
         self.record_of = record_of
-        self._evidence: dict[str, list[tuple[str, float]]] = {}
+        self._evidence: dict[str, tuple[Any, list[tuple[str, float]]]] = {}
+        """edit id -> (what the evidence was read from, the evidence)."""
         self._answers: OrderedDict[tuple[bytes, str], float] = OrderedDict()
         """(image digest, claim question) -> P(yes), the most recent :data:`_ANSWERS_KEPT`: a query on an
         edited image (or on one asked about before) costs no model call."""
@@ -102,24 +104,27 @@ class EvidenceCheck:
     def evidence(self, edit_id: str) -> list[tuple[str, float]]:
         """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there (else, with a
         ``describe_prompt``, the model's caption of the image if it affirms that); [] when the raw record (and
-        so the image) is unknown, e.g. an edit imported without it."""
-        if edit_id not in self._evidence:
-            record = self.record_of(edit_id)
-            found: list[tuple[str, float]] = []
-            if record is not None:
-                image = load_image(record.image)
-                candidates = list(dict.fromkeys(record.rationale))
-                for sentence in candidates:
-                    p = self._yes(image, sentence)
-                    if p > self.own_yes:
-                        found.append((sentence, p))
-                if not found and self.describe_prompt:
-                    caption = self.vlm.generate(image, self.describe_prompt, _CAPTION_TOKENS).strip()
-                    p = self._yes(image, caption) if caption else 0.0
-                    if p > self.own_yes:
-                        found.append((caption, p))
-            self._evidence[edit_id] = found
-        return self._evidence[edit_id]
+        so the image) is unknown, e.g. an edit imported without it. Read again when the edit's record changes
+        (an id removed and added back with another image or rationale, by any path)."""
+        record = self.record_of(edit_id)
+        stamp = _stamp(record)
+        known = self._evidence.get(edit_id)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        found: list[tuple[str, float]] = []
+        if record is not None:
+            image = load_image(record.image)
+            for sentence in dict.fromkeys(record.rationale):
+                p = self._yes(image, sentence)
+                if p > self.own_yes:
+                    found.append((sentence, p))
+            if not found and self.describe_prompt:
+                caption = self.vlm.generate(image, self.describe_prompt, _CAPTION_TOKENS).strip()
+                p = self._yes(image, caption) if caption else 0.0
+                if p > self.own_yes:
+                    found.append((caption, p))
+        self._evidence[edit_id] = (stamp, found)
+        return found
 
     def probe(self, image: Any) -> EvidenceProbe:
         """The per-edit test for one query image (each sentence asked at most once per query, and not at all
@@ -155,6 +160,14 @@ class EvidenceCheck:
         if len(self._answers) > _ANSWERS_KEPT:
             self._answers.popitem(last=False)
         return p
+
+
+def _stamp(record: Optional[EditRecord]) -> Any:
+    """What an edit's evidence depends on: its image (path, or the image object) and its rationale."""
+    if record is None:
+        return None
+    image = record.image
+    return (str(image) if isinstance(image, (str, os.PathLike)) else id(image), tuple(record.rationale))
 
 
 def _digest(image: Any) -> bytes:

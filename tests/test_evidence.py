@@ -182,3 +182,14 @@ def test_a_model_that_cannot_answer_yes_or_no_is_refused_with_the_setting_to_cha
     with pytest.raises(ConfigError, match="set evidence_check: false"):
         editor(text_encoder, vlm=SimilarityOnly())
     assert editor(text_encoder, check=False, vlm=SimilarityOnly()).evidence is None
+
+
+def test_evidence_is_read_again_when_an_edit_id_comes_back_with_another_record(text_encoder):
+    """Whatever path re-adds an id (import, eviction then re-edit), the cached evidence follows the record."""
+    records = {"red": make_record(record("red", "red", solid(RED), "Vol"))}
+    check = EvidenceCheck(FakeVLM(), "Does the image show {claim}", 0.5, 0.5, records.get)
+    assert [s for s, _ in check.evidence("red")][0] == "The shape is red."
+    records["red"] = make_record(record("red", "green", solid(GREEN), "Kem"))
+    assert [s for s, _ in check.evidence("red")][0] == "The shape is green."
+    del records["red"]
+    assert check.evidence("red") == []
