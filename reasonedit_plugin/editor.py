@@ -25,7 +25,7 @@ from .codebook import Codebook, PendingEntry
 from .config import ReasonEditConfig
 from .embedding import KeyEncoder
 from .errors import ConfigError, ReasonEditError, RecordError
-from .evidence import EvidenceCheck, EvidenceProbe, tensor_digest
+from .evidence import EvidenceCheck, EvidenceProbe
 from .fusion import fuse, get_fusion
 from .records import EditRecord, ImageLike, check_image, load_image, make_records, normalize_answer
 from .retriever import Retrieval, Retriever
@@ -149,19 +149,8 @@ class ReasonEditor:
         """Raw records of committed edits (kept for export and re-embedding; see storage.py)."""
         self.audit = AuditLog()
         """Who/when/why of every change; appended to the codebook folder's audit.jsonl on save."""
-        self.evidence: EvidenceCheck | None = None
-        """The null-set gate's evidence check (``retrieval.nullset.evidence_check``; extension)."""
-        nullset = config.retrieval.nullset
-        if config.retrieval.gate == "nullset" and nullset.evidence_check:
-            if getattr(getattr(vlm, "spec", None), "scorer", None) == "image_text_similarity" or \
-                    not callable(getattr(vlm, "yes_probability", None)):
-                raise ConfigError("retrieval.nullset.evidence_check asks the model yes/no questions about the query "
-                                  "image, and this model cannot answer them (it scores image-text similarity); set "
-                                  "evidence_check: false.")
-            self.evidence = EvidenceCheck(
-                vlm, config.patches.question_template, nullset.evidence_own_yes, nullset.evidence_min_yes,
-                lambda edit_id: self.edit_records.get(edit_id),
-                config.patches.describe_prompt if nullset.evidence_fallback == "caption" else None)
+        self.evidence = EvidenceCheck.from_config(vlm, config, lambda edit_id: self.edit_records.get(edit_id))
+        """The null-set gate's evidence check (``retrieval.nullset.evidence_check``; extension), or None."""
         self.guard = None
         if config.guard.policy != "off":
             from .guards import RationaleGuard  # optional component, imported when configured
@@ -445,9 +434,6 @@ class ReasonEditor:
         and re-project the stored keys when due; encode the facts and train the gate (hidden fusion)."""
         if not committed:
             return
-        if self.evidence is not None:  # an id may come back with another record after a removal
-            for record, _ in committed:
-                self.evidence.forget(record.id)
         start = time.perf_counter()
         tuner = getattr(self.keys, "tuner", None)
         if tuner is not None:
@@ -520,10 +506,7 @@ class ReasonEditor:
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
         key = self.keys.encode_from_inputs(inputs, [question])[0]
-        evidence = None
-        if self.evidence is not None and yes is not None:
-            pixels = next((v for k, v in inputs.items() if k.startswith("pixel_values") and v is not None), None)
-            evidence = self.evidence.probe_with(yes, None if pixels is None else tensor_digest(pixels))
+        evidence = None if self.evidence is None or yes is None else self.evidence.probe_inputs(inputs, yes)
         return self._noted(self.retriever.search(key, evidence=evidence))
 
     def _noted(self, retrieval: Retrieval) -> Retrieval:

@@ -27,8 +27,9 @@ import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
+from .errors import ConfigError
 from .records import EditRecord, load_image
 
 
@@ -90,6 +91,22 @@ class EvidenceCheck:
         """(image digest, claim question) -> P(yes), the most recent :data:`_ANSWERS_KEPT`: a query on an
         edited image (or on one asked about before) costs no model call."""
 
+    @classmethod
+    def from_config(cls, vlm: Any, config: Any, record_of: Callable[[str], Optional[EditRecord]]
+                    ) -> "EvidenceCheck | None":
+        """The check a :class:`~reasonedit_plugin.config.ReasonEditConfig` asks for (None when the null-set gate
+        or its ``evidence_check`` is off); a model that cannot answer yes/no is refused with the setting to change."""
+        nullset = config.retrieval.nullset
+        if config.retrieval.gate != "nullset" or not nullset.evidence_check:
+            return None
+        if getattr(getattr(vlm, "spec", None), "scorer", None) == "image_text_similarity" or \
+                not callable(getattr(vlm, "yes_probability", None)):
+            raise ConfigError("retrieval.nullset.evidence_check asks the model yes/no questions about the query "
+                              "image, and this model cannot answer them (it scores image-text similarity); set "
+                              "evidence_check: false.")
+        return cls(vlm, config.patches.question_template, nullset.evidence_own_yes, nullset.evidence_min_yes,
+                   record_of, config.patches.describe_prompt if nullset.evidence_fallback == "caption" else None)
+
     def __len__(self) -> int:
         """How many edits' evidence has been read (it is read when an edit is first matched)."""
         return len(self._evidence)
@@ -131,6 +148,12 @@ class EvidenceCheck:
         when the same pixels were asked about before, e.g. the edited image itself)."""
         image = load_image(image)
         return self.probe_with(lambda question: float(self.vlm.yes_probability(image, question)), _digest(image))
+
+    def probe_inputs(self, inputs: Mapping[str, Any], yes: Callable[[str], float]) -> EvidenceProbe:
+        """The per-edit test for a query given as processor outputs and ``yes`` (claim question -> P(yes) on
+        them; EasyEdit's tensor path); answers are remembered by a digest of the pixel tensor."""
+        pixels = next((v for k, v in inputs.items() if k.startswith("pixel_values") and v is not None), None)
+        return self.probe_with(yes, None if pixels is None else tensor_digest(pixels))
 
     def probe_with(self, yes: Callable[[str], float], digest: bytes | None = None) -> EvidenceProbe:
         """The per-edit test for a query given as ``yes``: claim question -> P(yes) on the query's image
