@@ -64,7 +64,10 @@ METRICS = ("reliability", "t_gen", "i_gen", "r_gen", "locality", "hard_locality"
 
 
 ROWS = {"nullset": {"gate": "nullset"}, "percentile": {"gate": "percentile"},
-        "nullset-no-evidence": {"gate": "nullset", "nullset": {"evidence_check": False}}}
+        "nullset-no-evidence": {"gate": "nullset", "nullset": {"evidence_check": False}},
+        "nullset-caption-fallback": {"gate": "nullset", "nullset": {"evidence_caption": "fallback"}},
+        "nullset-caption-always": {"gate": "nullset", "nullset": {"evidence_caption": "always"}},
+        "nullset-own-0.6": {"gate": "nullset", "nullset": {"evidence_own_yes": 0.6}}}
 """Row name -> the retrieval settings changed from the shipped YAML for that row."""
 
 
@@ -77,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sample", type=int, default=40, help="generator edits probed per size (seeded)")
     ap.add_argument("--locality", type=int, default=100, help="size of the locality pool")
     ap.add_argument("--no-easyedit", action="store_true", help="skip EasyEdit's token-level keys")
+    ap.add_argument("--edits", type=Path, default=HELDOUT,
+                    help="hand-written records first in the stream (the tuning set to choose settings on)")
+    ap.add_argument("--filler", default="bench:11", help="generator split:seed that fills the stream")
+    ap.add_argument("--filler-n", type=int, help="filler records generated (default 1.45 x the largest size + "
+                    "20: about 3/4 are errors of the unedited model on eval wordings, fewer on train wordings)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot", type=Path, default=PLOT)
@@ -108,9 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     base = hparams.to_config().replace(guard={"policy": "off"})
     vlm = VLM.from_pretrained(hparams.model_name)
     root = shaperules.easy_vqa_root()
-    heldout = make_records(split_files.load_jsonl(HELDOUT), root)
+    heldout = make_records(split_files.load_jsonl(args.edits), root)
     # the unedited model gets about 3/4 of held-out rules wrong: generate enough to fill the largest size
-    filler = make_records(shaperules.generate_split("bench", int(sizes[-1] * 1.45) + 20, seed=11), root)
+    split, seed = args.filler.split(":")
+    n_filler = args.filler_n or int(sizes[-1] * 1.45) + 20
+    filler = make_records(shaperules.generate_split(split, n_filler, seed=int(seed)), root)
     proto = ProtocolConfig(eval_every=0, locality_size=args.locality, easyedit_metrics=not args.no_easyedit)
     unedited = UneditedMethod(vlm, base.max_new_tokens)
     t0 = time.time()

@@ -274,7 +274,13 @@ class ReasonEditor:
             elif outcome is not None and outcome.status == "added":
                 self.edit_records[r.id] = r
                 self._audit_added(outcome, who, why, [str(f) for f in outcome.flags])
+                self._read_evidence(r.id)
         return EditReport([outcomes[r.id] for r in records])
+
+    def _read_evidence(self, edit_id: str) -> None:
+        """Read an added edit's evidence now (the gate's evidence check), so its first query pays nothing."""
+        if self.evidence is not None:
+            self.evidence.evidence(edit_id)
 
     def approve(self, edit_id: str) -> EditOutcome:
         """Commit a quarantined edit as it is (its guard flags are kept in the outcome)."""
@@ -291,6 +297,7 @@ class ReasonEditor:
         who, why = who_why(record.meta)
         self.audit.record("approved", edit_id, why=why, entry_ids=outcome.entry_ids, author=who)
         self._audit_added(outcome, who, why, [])
+        self._read_evidence(edit_id)
         return outcome
 
     def remove(self, edit_id: str) -> list[int]:

@@ -8,10 +8,12 @@ members are red circles." it is a near miss. The rationale itself tells them apa
 ("This is a red circle.") describe the edited image. So, for every edit the gate matched:
 
 * the edit's evidence is the set of its rationale sentences the model affirms on the edit's own image
-  (P(yes) > ``evidence_own_yes``; rule sentences the model cannot check on an image drop out here). An edit
-  left without evidence is not checked, or, with ``evidence_fallback: caption``, its evidence is the model's
-  own caption of the edited image ("A brown circle."): a rule stated alone then covers only images that look
-  like the edited one. Computed once per edit, from the raw record the editor keeps;
+  (P(yes) > ``evidence_own_yes``; rule sentences the model cannot check on an image drop out here). With
+  ``evidence_caption`` the model's own caption of the edited image ("A brown circle.") is evidence too, when
+  no sentence is (``fallback``: an edit left without evidence is otherwise not checked) or always
+  (``always``); the edit then covers only images that look like the edited one. Computed once per edit,
+  from the raw record the editor keeps, when the edit is added (an edit loaded or imported: when it is
+  first matched);
 * the query image must get P(yes) >= ``evidence_min_yes`` for every evidence sentence, else the edit is not
   matched (and another matched edit may win).
 
@@ -62,6 +64,9 @@ class EvidenceTest:
                 f"{self.threshold:g} on the query image (own image {self.own_yes:.3f})  {self.sentence[:60]!r}")
 
 
+CAPTION_EVIDENCE = ("none", "fallback", "always")
+"""When the model's caption of the edited image is evidence (``retrieval.nullset.evidence_caption``)."""
+
 _ANSWERS_KEPT = 8192
 """How many (image, claim question) answers the check remembers."""
 
@@ -76,12 +81,16 @@ class EvidenceCheck:
     """Asks the VLM whether a query image shows a matched edit's evidence (see the module doc)."""
 
     def __init__(self, vlm: Any, template: str, own_yes: float, min_yes: float,
-                 record_of: Callable[[str], Optional[EditRecord]], describe_prompt: str | None = None):
-        """``describe_prompt``: with it, an edit without affirmed rationale sentences gets the model's caption of
-        its image ("A brown circle.") as evidence (``nullset.evidence_fallback: caption``)."""
+                 record_of: Callable[[str], Optional[EditRecord]], describe_prompt: str | None = None,
+                 caption: str = "fallback"):
+        """``describe_prompt``: with it, the model's caption of an edit's image ("A brown circle.") is evidence
+        too, when no rationale sentence is (``caption="fallback"``) or always (``"always"``)."""
+        if caption not in CAPTION_EVIDENCE:
+            raise ValueError(f"caption={caption!r} must be one of {CAPTION_EVIDENCE}")
         self.vlm = vlm
         self.template = template
-        self.describe_prompt = describe_prompt
+        self.describe_prompt = describe_prompt if caption != "none" else None
+        self.caption_always = caption == "always"
         self.own_yes = float(own_yes)
         self.min_yes = float(min_yes)
         self.record_of = record_of
@@ -105,10 +114,10 @@ class EvidenceCheck:
                               "image, and this model cannot answer them (it scores image-text similarity); set "
                               "evidence_check: false.")
         return cls(vlm, config.patches.question_template, nullset.evidence_own_yes, nullset.evidence_min_yes,
-                   record_of, config.patches.describe_prompt if nullset.evidence_fallback == "caption" else None)
+                   record_of, config.patches.describe_prompt, nullset.evidence_caption)
 
     def __len__(self) -> int:
-        """How many edits' evidence has been read (it is read when an edit is first matched)."""
+        """How many edits' evidence has been read (when an edit is added, or first matched)."""
         return len(self._evidence)
 
     def forget(self, edit_id: str) -> None:
@@ -119,8 +128,9 @@ class EvidenceCheck:
         self._answers.clear()
 
     def evidence(self, edit_id: str) -> list[tuple[str, float]]:
-        """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there (else, with a
-        ``describe_prompt``, the model's caption of the image if it affirms that); [] when the raw record (and
+        """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there (and, with a
+        ``describe_prompt``, the model's caption of the image if it affirms that, always or when no sentence
+        is affirmed); [] when the raw record (and
         so the image) is unknown, e.g. an edit imported without it. Read again when the edit's record changes
         (an id removed and added back with another image or rationale, by any path)."""
         record = self.record_of(edit_id)
@@ -135,10 +145,10 @@ class EvidenceCheck:
                 p = self._yes(image, sentence)
                 if p > self.own_yes:
                     found.append((sentence, p))
-            if not found and self.describe_prompt:
+            if self.describe_prompt and (self.caption_always or not found):
                 caption = self.vlm.generate(image, self.describe_prompt, _CAPTION_TOKENS).strip()
                 p = self._yes(image, caption) if caption else 0.0
-                if p > self.own_yes:
+                if p > self.own_yes and caption not in dict(found):
                     found.append((caption, p))
         self._evidence[edit_id] = (stamp, found)
         return found

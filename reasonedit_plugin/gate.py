@@ -48,7 +48,7 @@ import torch
 
 from .codebook import Codebook
 from .errors import ConfigError
-from .evidence import EvidenceProbe, EvidenceTest
+from .evidence import CAPTION_EVIDENCE, EvidenceProbe, EvidenceTest
 from .gate_tables import AnswerTable, NullSample
 
 logger = logging.getLogger(__name__)
@@ -123,11 +123,11 @@ class NullSetGateConfig:
     evidence_min_yes: float = 0.5
     """The query image must get at least this P(yes) for every evidence sentence of the edit (at most
     ``evidence_own_yes``, so that the edit's own image always passes)."""
-    evidence_fallback: str = "none"
-    """For an edit none of whose rationale sentences the model affirms on its image (a rule alone, "Count
-    nine points for any brown circle."): ``none`` (the edit is not checked) or ``caption`` (the model's own
-    caption of the edited image, ``patches.describe_prompt``, becomes its evidence: the scope narrows to
-    images that look like the edited one)."""
+    evidence_caption: str = "none"
+    """The model's own caption of the edited image (``patches.describe_prompt``, "A brown circle.") as evidence:
+    ``none``; ``fallback``: for an edit none of whose rationale sentences the model affirms on its image (a rule
+    stated alone, "Count nine points for any brown circle.", would otherwise go unchecked); ``always``: beside
+    the affirmed sentences. Either narrows the edit's scope to images that look like the edited one."""
 
     def __post_init__(self) -> None:
         if not self.image_factor > 0:
@@ -157,9 +157,9 @@ class NullSetGateConfig:
             raise ConfigError(f"retrieval.nullset.evidence_min_yes={self.evidence_min_yes} and evidence_own_yes="
                               f"{self.evidence_own_yes} must satisfy 0 <= evidence_min_yes <= evidence_own_yes < 1 "
                               "(defaults 0.5, 0.5: above evidence_own_yes an edit's own image could fail its evidence).")
-        if self.evidence_fallback not in ("none", "caption"):
-            raise ConfigError(f"retrieval.nullset.evidence_fallback={self.evidence_fallback!r} must be 'none' or "
-                              "'caption'.")
+        if self.evidence_caption not in CAPTION_EVIDENCE:
+            raise ConfigError(f"retrieval.nullset.evidence_caption={self.evidence_caption!r} must be one of "
+                              f"{', '.join(CAPTION_EVIDENCE)}.")
         self.null_questions = tuple(self.null_questions)
         self.null_images = tuple(self.null_images)
 

@@ -88,11 +88,12 @@ def test_model_calls_only_for_matched_edits_on_new_pixels(text_encoder):
     vlm = CountingVLM()
     ed = editor(text_encoder, vlm=vlm)
     ed.edit([record("red", "red", solid(RED), "Vol")])
+    assert len(vlm.asked) == 2 and len(ed.evidence) == 1   # its two sentences on its own image, read at edit time
     vlm.asked.clear()
     assert not ed.retrieve(solid(GREEN), "How many legs does a spider have?").accepted   # fails the text test
     assert vlm.asked == []
     ed.retrieve(solid(DARK_RED), "Which tribe owns this shape?")
-    assert len(vlm.asked) == 4                         # two sentences on the edit's own image, then on the query
+    assert len(vlm.asked) == 2                         # the two sentences on the query image
     vlm.asked.clear()
     ed.retrieve(solid(DARK_RED), "Which tribe owns this shape?")       # asked about before: remembered
     ed.retrieve(solid(RED), "What tribe is this one in?")               # the edited image: its own answers
@@ -131,7 +132,7 @@ class CaptioningVLM(FakeVLM):
 
 
 def test_a_rule_stated_alone_gets_the_models_caption_as_evidence(text_encoder):
-    """evidence_fallback: caption -- an edit whose rationale names nothing the model sees on its image is
+    """evidence_caption: fallback -- an edit whose rationale names nothing the model sees on its image is
     checked against the model's own caption of that image; with 'none' it is not checked."""
     rule_only = {"id": "rule", "image": solid(RED), "prompt": "Which tribe owns this shape?", "target": "Vol",
                  "choices": TRIBES, "rationale": "Members of this tribe are old. It is the Vol tribe."}
@@ -139,14 +140,35 @@ def test_a_rule_stated_alone_gets_the_models_caption_as_evidence(text_encoder):
     plain.edit([rule_only])
     assert plain.evidence.evidence("rule") == []
     assert plain.retrieve(solid(GREEN), "Which tribe owns this shape?").accepted
-    fallback = editor(text_encoder, vlm=CaptioningVLM(), evidence_fallback="caption")
+    fallback = editor(text_encoder, vlm=CaptioningVLM(), evidence_caption="fallback")
     fallback.edit([rule_only])
     assert [s for s, _ in fallback.evidence.evidence("rule")] == ["A red shape."]
     res = fallback.retrieve(solid(GREEN), "Which tribe owns this shape?")
     assert not res.accepted and res.verdict.evidence[0].sentence == "A red shape."
     assert fallback.retrieve(solid(DARK_RED), "Which tribe owns this shape?").accepted
-    with pytest.raises(ConfigError, match="evidence_fallback"):
-        NullSetGateConfig(evidence_fallback="describe")
+    with pytest.raises(ConfigError, match="evidence_caption"):
+        NullSetGateConfig(evidence_caption="describe")
+
+
+def test_with_caption_always_the_caption_joins_the_affirmed_sentences(text_encoder):
+    """evidence_caption: always -- the caption is evidence beside the sentences the model affirms (once, even
+    when a sentence says the same); fallback adds it only to an edit without them."""
+    stated = record("red", "red", solid(RED), "Vol", extra=" A red shape.")
+    fallback, always = editor(text_encoder, vlm=CaptioningVLM(), evidence_caption="fallback"), \
+        editor(text_encoder, vlm=CaptioningVLM(), evidence_caption="always")
+    plain = record("red", "red", solid(RED), "Vol")
+    fallback.edit([plain])
+    always.edit([plain])
+    rationale = ["The shape is red.", "Red shapes belong to the Vol tribe."]
+    assert [s for s, _ in fallback.evidence.evidence("red")] == rationale
+    assert [s for s, _ in always.evidence.evidence("red")] == rationale + ["A red shape."]
+    res = always.retrieve(solid(GREEN), "Which tribe owns this shape?")
+    assert not res.accepted and {e.sentence for e in res.verdict.evidence if not e.passed} == \
+        set(rationale + ["A red shape."])
+    assert always.retrieve(solid(DARK_RED), "Which tribe owns this shape?").accepted
+    again = editor(text_encoder, vlm=CaptioningVLM(), evidence_caption="always")
+    again.edit([stated])
+    assert [s for s, _ in again.evidence.evidence("red")] == rationale + ["A red shape."]
 
 
 def test_answers_on_tensor_inputs_are_remembered_by_their_pixels():
