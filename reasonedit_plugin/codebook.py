@@ -25,13 +25,13 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from .config import CodebookConfig, RetrievalConfig
+from .contributions import ENTRY_KINDS, NO_META, Part, PartTable
 from .errors import ReasonEditError
 from .hubness import EPS, HubnessGraph
 from .gate_sample import GateSample
@@ -41,7 +41,6 @@ from .store_index import StoreIndex
 
 logger = logging.getLogger(__name__)
 
-ENTRY_KINDS = ("answer", "reasoning", "patch")
 JOURNAL_LENGTH = 4096
 """How many changes the codebook remembers (``changes_since``); a cache further behind rebuilds."""
 
@@ -74,21 +73,6 @@ class Change:
     """False: ``add_edit``; True: ``remove_edit``."""
     entry_ids: tuple[int, ...]
     """The entries it added, changed or deleted."""
-
-
-class Part:
-    """A contribution as the codebook holds it: its key is the entry's row in the key store (``key`` None,
-    the first contribution) or its own copy at key precision (later, merged contributions)."""
-
-    __slots__ = ("edit_id", "kind", "value", "radius", "created", "meta", "key")
-
-    def __init__(self, edit_id: str, kind: str, value: str, radius: float, created: float,
-                 meta: Mapping[str, Any], key: np.ndarray | None):
-        self.edit_id, self.kind, self.value, self.radius = edit_id, kind, value, radius
-        self.created, self.meta, self.key = created, meta, key
-
-
-NO_META: Mapping[str, Any] = MappingProxyType({})
 
 
 class Entry:
@@ -140,13 +124,13 @@ class EntryView(Mapping[int, Entry]):
         return self._book._entry(entry_id)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._book._parts)
+        return iter(self._book.entry_ids())
 
     def __len__(self) -> int:
-        return len(self._book._parts)
+        return len(self._book)
 
     def __contains__(self, entry_id: object) -> bool:
-        return entry_id in self._book._parts
+        return entry_id in self._book._table
 
 
 @dataclass(frozen=True)
@@ -202,11 +186,8 @@ class Codebook:
         self.dim = dim
         self.config = config or CodebookConfig()
         self.retrieval = retrieval or RetrievalConfig()
-        self._parts: dict[int, Part | list[Part]] = {}
-        self._radius: dict[int, float] = {}  # merged entries only; a single part carries its radius
-        self._edits: dict[str, int | list[int] | None] = {}
-        """edit id -> its entry id (an int, the common case, saving a list per edit) or ids, in order of
-        first appearance."""
+        self._table = PartTable()
+        """Entry id -> its contribution records; edit id -> its entries (``contributions.py``)."""
         self._next_id = 0
         self.version = 0
         """Bumped on every change; caches (the rejection gate) compare it."""
@@ -216,14 +197,14 @@ class Codebook:
         self._store = KeyStore(dim, self.config.key_dtype, self.config.exact_search_below,
                                self.config.ivf_lists, self.config.seed)
         self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
-        self._store.add_column("hits", (), np.int64, 0)
+        self._store.add_column("hits", (), np.int32, 0)
         self._gate: GateSample | None = None
         self._search: KeySearch = make_key_search(self.retrieval, dim)
         """Where queries run (``retrieval.backend``); told about every change of the entries."""
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
-        return len(self._parts)
+        return len(self._table)
 
     @property
     def entries(self) -> EntryView:
@@ -246,29 +227,29 @@ class Codebook:
 
     @property
     def num_edits(self) -> int:
-        return len(self._edits)
+        return self._table.num_edits()
 
     def edit_ids(self) -> list[str]:
         """Distinct edit ids, in order of first appearance."""
-        return list(self._edits)
+        return self._table.edit_ids()
 
     def edit_ids_of(self, entry_id: int) -> list[str]:
         """The edits an entry came from, in order."""
         return list(dict.fromkeys(p.edit_id for p in self._parts_of(entry_id)))
 
     def has_edit(self, edit_id: str) -> bool:
-        return edit_id in self._edits
+        return self._table.has_edit(edit_id)
 
     def entries_of(self, edit_id: str) -> list[int]:
         """Ids of the entries an edit contributed to."""
         return self._edit_entries(edit_id)
 
     def _edit_entries(self, edit_id: str) -> list[int]:
-        ids = self._edits.get(edit_id)
-        return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+        return self._table.edit_entries(edit_id)
 
     def entry_ids(self) -> list[int]:
-        return list(self._parts)
+        """Entry ids, ascending (the order they were added)."""
+        return self._table.ids()
 
     def edit_parts(self, edit_id: str) -> list[tuple[int, Part]]:
         """(entry id, contribution record) of every contribution of an edit, by entry id. The records are
@@ -373,7 +354,7 @@ class Codebook:
         now = time.time() if now is None else now
         hits = self._store.column("hits")
         out = []
-        for edit_id in self._edits:
+        for edit_id in self._table.edit_ids():
             entry_ids = self._edit_entries(edit_id)
             rows = self._store.rows(entry_ids)
             if hits[rows].any():
@@ -385,21 +366,17 @@ class Codebook:
 
     # ------------------------------------------------------------------ entries
     def _entry(self, entry_id: int) -> Entry:
-        parts = self._parts[entry_id]
-        if isinstance(parts, Part):
-            return Entry(entry_id, parts.radius, (parts,), self)
-        return Entry(entry_id, self._radius[entry_id], tuple(parts), self)
+        return Entry(entry_id, self._table.radius(entry_id), tuple(self._table.parts(entry_id)), self)
 
     def _parts_of(self, entry_id: int) -> list[Part]:
-        parts = self._parts[entry_id]
-        return [parts] if isinstance(parts, Part) else parts
+        return self._table.parts(entry_id)
 
     # ------------------------------------------------------------------ changes
     def add_edit(self, edit_id: str, pending: Sequence[PendingEntry],
                  meta: dict[str, Any] | None = None) -> list[tuple[int, bool]]:
         """Add an edit's entries (merging where the rule says so). All-or-nothing: every entry is checked
         before anything changes. Returns (entry id, merged?) per pending entry."""
-        if edit_id in self._edits:
+        if self._table.has_edit(edit_id):
             raise ReasonEditError(f"edit {edit_id!r} is already in the codebook; remove it first or use "
                                   "another id.")
         keys = [self._check_pending(p) for p in pending]
@@ -429,8 +406,7 @@ class Codebook:
             rest = [p for p in parts if p.edit_id != edit_id]
             if not rest:
                 self._delete_key(eid)
-                del self._parts[eid]
-                self._radius.pop(eid, None)
+                self._table.delete(eid)
                 continue
             if rest[0] is parts[0]:  # the entry keeps its key: only its contributions and radius change
                 key = self._store.vectors(np.array([self._store.row(eid)]))[0]
@@ -440,7 +416,7 @@ class Codebook:
                 self._delete_key(eid)
                 self._add_key(eid, key)
             self._set_parts(eid, rest, key)
-        del self._edits[edit_id]
+        self._table.drop_edit(edit_id)
         self._record(edit_id, True, touched)
         self._search.changed(self, touched)
         return list(touched)
@@ -460,43 +436,26 @@ class Codebook:
         return self._store.round(_as_numpy(p.key))
 
     def _insert(self, part: Part, key: np.ndarray) -> tuple[int, bool]:
-        if self.config.merge and self._parts:
+        if self.config.merge and len(self._table):
             hits = self._store.search(key, min(8, len(self)), scaled=False)
             for d, eid in zip(hits.distances.astype(np.float64).tolist(), hits.ids.tolist()):
                 old = self._entry(eid)
                 if should_merge(d, part.radius, old.radius, self.config):
                     part.key = key.astype(self._store.dtype)
-                    parts = self._parts_of(eid) + [part]
-                    self._parts[eid] = parts
-                    self._radius[eid] = max(old.radius, d + part.radius)
-                    self._note_edit(part.edit_id, eid)
+                    self._table.set(eid, self._parts_of(eid) + [part], max(old.radius, d + part.radius))
+                    self._table.note_edit(part.edit_id, eid)
                     logger.debug("merged a %s entry of edit %s into entry %d (d=%.4f)", part.kind,
                                  part.edit_id, eid, d)
                     return eid, True
         eid = self._next_id
         self._next_id += 1
-        self._parts[eid] = part
+        self._table.set(eid, [part], part.radius)
         self._add_key(eid, key)
-        self._note_edit(part.edit_id, eid)
+        self._table.note_edit(part.edit_id, eid)
         return eid, False
 
-    def _note_edit(self, edit_id: str, entry_id: int) -> None:
-        ids = self._edits.get(edit_id)
-        if ids is None:
-            self._edits[edit_id] = entry_id
-        elif isinstance(ids, int):
-            if ids != entry_id:
-                self._edits[edit_id] = [ids, entry_id]
-        elif entry_id not in ids:
-            ids.append(entry_id)
-
     def _set_parts(self, entry_id: int, parts: list[Part], key: np.ndarray) -> None:
-        if len(parts) == 1:
-            self._parts[entry_id] = parts[0]
-            self._radius.pop(entry_id, None)
-        else:
-            self._parts[entry_id] = parts
-            self._radius[entry_id] = _fold_parts(key, parts)
+        self._table.set(entry_id, parts, parts[0].radius if len(parts) == 1 else _fold_parts(key, parts))
 
     # ------------------------------------------------------------------ key store + hubness bookkeeping
     def _add_key(self, entry_id: int, key: np.ndarray) -> None:
@@ -518,7 +477,7 @@ class Codebook:
         self._store = KeyStore(self.dim, self.config.key_dtype, self.config.exact_search_below,
                                self.config.ivf_lists, self.config.seed)
         self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
-        self._store.add_column("hits", (), np.int64, 0)
+        self._store.add_column("hits", (), np.int32, 0)
         self._graph.build(ids, keys)
         self._store.column("hits")[:] = hits
         self._gate = None
@@ -546,10 +505,12 @@ class Codebook:
         if not np.isfinite(keys).all() or not np.isfinite(radii).all() or (radii < 0).any():
             raise ReasonEditError("bulk: keys and radii must be finite (radii >= 0); nothing was built.")
         book = cls(keys.shape[1], config, retrieval)
-        now = time.time()
-        for i, (value, edit_id) in enumerate(zip(values, edit_ids)):
-            book._parts[i] = Part(edit_id, kind, value, float(radii[i]), now, NO_META, None)
-            book._note_edit(edit_id, i)
+        edit_code: dict[str, int] = {}
+        value_code: dict[str, int] = {}
+        codes = np.fromiter((edit_code.setdefault(e, len(edit_code)) for e in edit_ids), np.int64, n)
+        vcodes = np.fromiter((value_code.setdefault(v, len(value_code)) for v in values), np.int64, n)
+        book._table.fill_rows(np.arange(n), list(edit_code), codes, np.full(n, ENTRY_KINDS.index(kind)),
+                              list(value_code), vcodes, radii, np.full(n, time.time()))
         book._next_id = n
         book._graph.build(np.arange(n, dtype=np.int64), keys, progress, graph_lists)
         book.version = 1

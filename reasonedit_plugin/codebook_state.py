@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .codebook import ENTRY_KINDS, NO_META, Codebook, Part
+from .codebook import Codebook
+from .contributions import ENTRY_KINDS, NO_META, Part
 from .config import CodebookConfig, RetrievalConfig
 from .errors import ReasonEditError
 
@@ -38,34 +39,45 @@ def export_state(book: Codebook) -> tuple[dict[str, np.ndarray], dict[str, Any]]
     part = s.partition_state()
     if part:
         arrays.update(centroids=part["centroids"], assign=part["assign"][rows], rad=part["rad"][rows])
-    # contributions as columns (numbers here, strings once each in the JSON table): a load builds the
-    # final objects directly instead of a million transient dicts
+    # contributions as columns (numbers here, strings once each in the JSON table): the table's rows are
+    # copied as arrays; only entries held as record lists (merged ones) are walked
     edits = book.edit_ids()
-    edit_index = {e: i for i, e in enumerate(edits)}
-    values: dict[str, int] = {}
+    t = book._table
+    edit_index = np.full(max((t.edit_code(e) for e in edits), default=-1) + 1, -1, np.int32)
+    edit_index[[t.edit_code(e) for e in edits]] = np.arange(len(edits), dtype=np.int32)
+    rows_ = t.row_columns()
+    used = np.unique(rows_["value"])
+    values: dict[str, int] = {t.value(int(c)): i for i, c in enumerate(used.tolist())}
+    value_index = np.full(int(used.max()) + 1 if len(used) else 0, -1, np.int32)
+    value_index[used] = np.arange(len(used), dtype=np.int32)
     metas: dict[int, int] = {}
     meta_list: list[dict[str, Any]] = []
+
+    def meta_row(meta: Mapping[str, Any]) -> int:
+        if not meta:
+            return -1
+        if id(meta) not in metas:
+            metas[id(meta)] = len(meta_list)
+            meta_list.append(dict(meta))
+        return metas[id(meta)]
+
+    row_codes = rows_["edit"]
+    meta_of_code = np.full(len(edit_index), -1, np.int32)
+    for code, meta in t.edit_metas().items():
+        meta_of_code[code] = meta_row(meta)
+    row_meta = meta_of_code[row_codes]
     cols: dict[str, list[Any]] = {k: [] for k in ("c_entry", "c_edit", "c_value", "c_kind", "c_radius",
                                                   "c_created", "c_meta", "c_key_row")}
     extra_keys: list[np.ndarray] = []
-    e_radius = np.empty(len(ids), np.float64)
-    for n, eid in enumerate(ids.tolist()):
-        parts = book._parts_of(eid)
-        e_radius[n] = book._radius.get(eid, parts[0].radius)
-        for p in parts:
+    for eid in sorted(t.lists()):
+        for p in t.parts(eid):
             cols["c_entry"].append(eid)
-            cols["c_edit"].append(edit_index[p.edit_id])
+            cols["c_edit"].append(edit_index[t.edit_code(p.edit_id)])
             cols["c_value"].append(values.setdefault(p.value, len(values)))
             cols["c_kind"].append(ENTRY_KINDS.index(p.kind))
             cols["c_radius"].append(p.radius)
             cols["c_created"].append(p.created)
-            if p.meta:
-                if id(p.meta) not in metas:
-                    metas[id(p.meta)] = len(meta_list)
-                    meta_list.append(dict(p.meta))
-                cols["c_meta"].append(metas[id(p.meta)])
-            else:
-                cols["c_meta"].append(-1)
+            cols["c_meta"].append(meta_row(p.meta))
             if p.key is not None:
                 cols["c_key_row"].append(len(extra_keys))
                 extra_keys.append(p.key)
@@ -73,8 +85,14 @@ def export_state(book: Codebook) -> tuple[dict[str, np.ndarray], dict[str, Any]]
                 cols["c_key_row"].append(-1)
     dtypes = {"c_entry": np.int64, "c_edit": np.int32, "c_value": np.int32, "c_kind": np.int8,
               "c_radius": np.float64, "c_created": np.float64, "c_meta": np.int32, "c_key_row": np.int32}
-    arrays.update({k: np.asarray(v, dtypes[k]) for k, v in cols.items()})
-    arrays["e_radius"] = e_radius
+    from_rows = {"c_entry": rows_["entry"], "c_edit": edit_index[row_codes], "c_value": value_index[rows_["value"]],
+                 "c_kind": rows_["kind"], "c_radius": rows_["radius"], "c_created": rows_["created"],
+                 "c_meta": row_meta, "c_key_row": np.full(len(row_codes), -1)}
+    merged = {k: np.concatenate([np.asarray(from_rows[k], dtypes[k]), np.asarray(v, dtypes[k])])
+              for k, v in cols.items()}
+    order = np.argsort(merged["c_entry"], kind="stable")  # entry order; an entry's records stay in order
+    arrays.update({k: v[order] for k, v in merged.items()})
+    arrays["e_radius"] = t.radii(ids)
     arrays["contribution_keys"] = (np.stack(extra_keys).astype(s.dtype) if extra_keys
                                    else np.zeros((0, book.dim), s.dtype))
     table = {"dim": book.dim, "next_id": book._next_id, "version": book.version,
@@ -94,11 +112,6 @@ def from_state(arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
         _parts_from_columns(book, arrays, table, ids)
     else:
         _parts_from_rows(book, table, extra)
-        for edit_id in table.get("edit_order", []):
-            book._edits[edit_id] = None
-        for eid in ids.tolist():
-            for p in book._parts_of(eid):
-                book._note_edit(p.edit_id, eid)
     book._next_id = max(int(table["next_id"]), int(ids.max()) + 1 if len(ids) else 0)
     keys = np.asarray(arrays["entry_keys"])
     fits = (int(table.get("hubness_k", -1)) == book._graph.k and "nbr" in arrays
@@ -125,12 +138,14 @@ def _parts_from_rows(book: Codebook, table: Mapping[str, Any], extra: np.ndarray
     """The row layout (one dict per entry, as a format-1 migration produces)."""
     meta_cache: dict[str, Mapping[str, Any]] = {}
     values: dict[str, str] = {}
+    for edit_id in table.get("edit_order", []):
+        book._table.note_order(edit_id)
     for e in table["entries"]:
         parts = []
         for c in e["c"]:
             meta = c.get("meta")
             if meta:
-                meta = meta_cache.setdefault(json.dumps(meta, sort_keys=True), meta)
+                meta = meta_cache.setdefault(json.dumps(meta, sort_keys=True), MappingProxyType(dict(meta)))
             key = extra[c["key_row"]].astype(book._store.dtype) if "key_row" in c else None
             value = values.setdefault(c["value"], c["value"])
             parts.append(Part(c["edit_id"], c["kind"], value, float(c["radius"]), float(c["created"]),
@@ -138,51 +153,53 @@ def _parts_from_rows(book: Codebook, table: Mapping[str, Any], extra: np.ndarray
         if not parts:
             raise ReasonEditError(f"entry {e['id']} has no contributions.")
         eid = int(e["id"])
-        book._parts[eid] = parts[0] if len(parts) == 1 else parts
-        if len(parts) > 1:
-            book._radius[eid] = float(e["radius"])
+        book._table.set(eid, parts, float(e["radius"]) if len(parts) > 1 else parts[0].radius)
+        for p in parts:
+            book._table.note_edit(p.edit_id, eid)
 
 
 def _parts_from_columns(book: Codebook, arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
                         ids: np.ndarray) -> None:
-    """Build the slotted contribution records from the column layout, a chunk at a time (so the
-    temporary Python numbers of one chunk are reused by the next instead of piling up)."""
+    """Fill the contribution table from the column layout: the single-contribution entries (nearly all)
+    as arrays, in one step; only the others (merged entries, records with their own key copy or with
+    provenance other than their edit's) as records."""
     edits = list(table["edit_order"])
-    values = list(table["values"])
     metas = [MappingProxyType(dict(m)) for m in table["metas"]]
     kinds = list(table["kinds"])
     extra = arrays["contribution_keys"]
-    dtype = book._store.dtype
-    interned: dict[float, float] = {}  # creation times and radii repeat: one float object each
-    c_entry = np.asarray(arrays["c_entry"], np.int64)
-    uniq, counts = np.unique(c_entry, return_counts=True)
-    merged = set(uniq[counts > 1].tolist())
-    merged_radius: dict[int, float] = {}
-    if merged:
-        where = {int(e): i for i, e in enumerate(ids.tolist()) if int(e) in merged}
-        merged_radius = {e: float(arrays["e_radius"][where[e]]) for e in merged}
-    parts_of: dict[int, Any] = book._parts
-    book._edits = dict.fromkeys(edits)
-    note = book._note_edit
-    for start in range(0, len(c_entry), 65536):
-        sl = slice(start, start + 65536)
-        ent = c_entry[sl].tolist()
-        edit, value, kind = arrays["c_edit"][sl].tolist(), arrays["c_value"][sl].tolist(), arrays["c_kind"][sl].tolist()
-        radius, made = arrays["c_radius"][sl].tolist(), arrays["c_created"][sl].tolist()
-        meta, key_row = arrays["c_meta"][sl].tolist(), arrays["c_key_row"][sl].tolist()
-        for i, eid in enumerate(ent):
-            part = Part(edits[edit[i]], kinds[kind[i]], values[value[i]],
-                         interned.setdefault(radius[i], radius[i]), interned.setdefault(made[i], made[i]),
-                         metas[meta[i]] if meta[i] >= 0 else NO_META,
-                         extra[key_row[i]].astype(dtype) if key_row[i] >= 0 else None)
-            have = parts_of.get(eid)
-            if have is None:
-                parts_of[eid] = part
-            elif isinstance(have, Part):
-                parts_of[eid] = [have, part]
-                book._radius[eid] = merged_radius[eid]
-            else:
-                have.append(part)
-            note(part.edit_id, eid)
-    if len(parts_of) != len(ids):
-        raise ReasonEditError(f"{len(ids)} entry keys but contributions for {len(parts_of)} entries.")
+    c = {k: np.asarray(arrays[k]) for k in ("c_entry", "c_edit", "c_value", "c_kind", "c_radius", "c_created",
+                                            "c_meta", "c_key_row")}
+    if kinds != list(ENTRY_KINDS):
+        known = np.array([ENTRY_KINDS.index(k) for k in kinds], np.int8)
+        c["c_kind"] = known[c["c_kind"]]
+    uniq, counts = np.unique(c["c_entry"], return_counts=True)
+    single = np.isin(c["c_entry"], uniq[counts == 1]) & (c["c_key_row"] < 0)
+    # an edit's provenance is its first row's; a row with other provenance is kept as a record
+    edit_meta = np.full(len(edits), -1, np.int64)
+    codes_single = c["c_edit"][single]
+    first_codes, first_at = np.unique(codes_single, return_index=True)
+    edit_meta[first_codes] = c["c_meta"][single][first_at]
+    row = single.copy()
+    row[single] = c["c_meta"][single] == edit_meta[codes_single]
+    book._table.fill_rows(c["c_entry"][row], edits, c["c_edit"][row].astype(np.int64), c["c_kind"][row],
+                          list(table["values"]), c["c_value"][row].astype(np.int64), c["c_radius"][row],
+                          c["c_created"][row],
+                          {code: metas[m] for code, m in enumerate(edit_meta.tolist()) if m >= 0})
+    rest = np.flatnonzero(~row)
+    if len(rest):
+        where = {int(e): i for i, e in enumerate(ids.tolist())}
+        grouped: dict[int, list[Part]] = {}
+        dtype = book._store.dtype
+        for i in rest.tolist():
+            k = int(c["c_key_row"][i])
+            grouped.setdefault(int(c["c_entry"][i]), []).append(Part(
+                edits[int(c["c_edit"][i])], ENTRY_KINDS[int(c["c_kind"][i])], table["values"][int(c["c_value"][i])],
+                float(c["c_radius"][i]), float(c["c_created"][i]),
+                metas[int(c["c_meta"][i])] if c["c_meta"][i] >= 0 else NO_META,
+                extra[k].astype(dtype) if k >= 0 else None))
+        for eid, parts in grouped.items():
+            book._table.set(eid, parts, float(arrays["e_radius"][where[eid]]) if len(parts) > 1 else parts[0].radius)
+            for p in parts:
+                book._table.note_edit(p.edit_id, eid)
+    if len(book._table) != len(ids):
+        raise ReasonEditError(f"{len(ids)} entry keys but contributions for {len(book._table)} entries.")

@@ -93,8 +93,6 @@ class StoredCodebook:
     """Raw records of the committed edits (images point into the folder's ``images/``)."""
     quarantine: dict[str, EditRecord] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
-    missing_raw: list[str] = field(default_factory=list)
-    """Committed edits whose raw record (or one of its images) was not kept: they cannot be re-embedded."""
     dropped_quarantine: list[str] = field(default_factory=list)
     """Quarantined edits left out because an image of theirs is missing from the folder."""
     rebuild_seconds: float = 0.0
@@ -102,6 +100,12 @@ class StoredCodebook:
     extra: dict[str, bytes] = field(default_factory=dict)
     """Side files saved with the snapshot (``save_codebook(extra=...)``, e.g. hidden-state fusion vectors
     and gate weights), checksum-verified; empty for codebooks saved without them."""
+
+    @property
+    def missing_raw(self) -> list[str]:
+        """Committed edits whose raw record (or one of its images) was not kept: they cannot be re-embedded.
+        Derived from the codebook and the records (a list of a million ids would cost ~80 bytes an edit)."""
+        return sorted(e for e in self.codebook.edit_ids() if e not in self.records)
 
 
 # ---------------------------------------------------------------------- low-level durable writes
@@ -481,9 +485,9 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
         # events of the last save that a crash kept out of audit.jsonl (appended at the next save)
         log.merge(AuditEvent.from_dict(json.loads(line))
                   for line in blobs["audit_new.jsonl"].decode("utf-8").splitlines() if line.strip())
-    missing_raw = sorted(set(meta.get("missing_raw", [])) | {i for i, s in skipped if s != "quarantined"})
+    meta.pop("missing_raw", None)  # derived again from the codebook and records (StoredCodebook.missing_raw)
     stored = StoredCodebook(root, name, meta, meta["setup"], meta.get("config"), codebook, records, quarantine,
-                            list(log), missing_raw, [i for i, s in skipped if s == "quarantined"],
+                            list(log), [i for i, s in skipped if s == "quarantined"],
                             time.perf_counter() - started if version < FORMAT_VERSION else 0.0,
                             extra={f: blobs[f] for f in blobs if f not in SNAPSHOT_FILES})
     if migrate:
