@@ -82,11 +82,13 @@ class EvidenceCheck:
 
     def __init__(self, vlm: Any, template: str, own_yes: float, min_yes: float,
                  record_of: Callable[[str], Optional[EditRecord]], describe_prompt: str | None = None,
-                 caption: str = "fallback"):
-        """``describe_prompt``: with it, the model's caption of an edit's image ("A brown circle.") is evidence
-        too, when no rationale sentence is (``caption="fallback"``) or always (``"always"``)."""
-        if caption not in CAPTION_EVIDENCE:
-            raise ValueError(f"caption={caption!r} must be one of {CAPTION_EVIDENCE}")
+                 caption: str = "none"):
+        """``caption`` (:data:`CAPTION_EVIDENCE`): whether the model's caption of an edit's image ("A brown
+        circle."), asked for with ``describe_prompt``, is evidence too: when no rationale sentence is
+        (``"fallback"``) or always (``"always"``)."""
+        if caption not in CAPTION_EVIDENCE or (caption != "none" and not describe_prompt):
+            raise ValueError(f"caption={caption!r} must be one of {CAPTION_EVIDENCE}; all but 'none' need a "
+                             "describe_prompt")
         self.vlm = vlm
         self.template = template
         self.describe_prompt = describe_prompt if caption != "none" else None
@@ -113,6 +115,9 @@ class EvidenceCheck:
             raise ConfigError("retrieval.nullset.evidence_check asks the model yes/no questions about the query "
                               "image, and this model cannot answer them (it scores image-text similarity); set "
                               "evidence_check: false.")
+        if nullset.evidence_caption != "none" and not config.patches.describe_prompt:
+            raise ConfigError(f"retrieval.nullset.evidence_caption: {nullset.evidence_caption} asks the model for a "
+                              "caption with patches.describe_prompt, which is empty; set one or evidence_caption: none.")
         return cls(vlm, config.patches.question_template, nullset.evidence_own_yes, nullset.evidence_min_yes,
                    record_of, config.patches.describe_prompt, nullset.evidence_caption)
 
@@ -128,11 +133,11 @@ class EvidenceCheck:
         self._answers.clear()
 
     def evidence(self, edit_id: str) -> list[tuple[str, float]]:
-        """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there (and, with a
-        ``describe_prompt``, the model's caption of the image if it affirms that, always or when no sentence
-        is affirmed); [] when the raw record (and
-        so the image) is unknown, e.g. an edit imported without it. Read again when the edit's record changes
-        (an id removed and added back with another image or rationale, by any path)."""
+        """(sentence, P(yes) on the edit's own image) for the sentences the model affirms there, and the
+        model's caption of the image if it affirms that (``caption``: always, or when no sentence is
+        affirmed); [] when the raw record (and so the image) is unknown, e.g. an edit imported without it.
+        Read again when the edit's record changes (an id removed and added back with another image or
+        rationale, by any path)."""
         record = self.record_of(edit_id)
         stamp = _stamp(record)
         known = self._evidence.get(edit_id)

@@ -166,6 +166,10 @@ def test_with_caption_always_the_caption_joins_the_affirmed_sentences(text_encod
     assert not res.accepted and {e.sentence for e in res.verdict.evidence if not e.passed} == \
         set(rationale + ["A red shape."])
     assert always.retrieve(solid(DARK_RED), "Which tribe owns this shape?").accepted
+    with pytest.raises(ConfigError, match="describe_prompt"):
+        ReasonEditor(CaptioningVLM(), ReasonEditConfig(
+            patches={"describe_prompt": ""}, retrieval={"gate": "nullset", "nullset": {
+                "evidence_check": True, "evidence_caption": "always"}}), text_encoder=text_encoder)
     again = editor(text_encoder, vlm=CaptioningVLM(), evidence_caption="always")
     again.edit([stated])
     assert [s for s, _ in again.evidence.evidence("red")] == rationale + ["A red shape."]
