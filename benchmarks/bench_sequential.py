@@ -25,7 +25,11 @@ same evaluated edits each applied alone to an empty codebook, minus their reliab
 
 Writes ``benchmarks/data/bench_sequential.json`` and ``bench_sequential.png``. The gate's thresholds were
 tuned on the generator's ``calib`` split (seed 1) and the hand-written *tuning* set, never on this set
-(``benchmarks/why_hard_locality.py`` diagnoses hard locality on the tuning set).
+(``benchmarks/why_hard_locality.py`` diagnoses hard locality on the tuning set). The same benchmark on the
+tuning set, to choose settings (``benchmarks/results/sequential_tune_evidence.json``)::
+
+    python benchmarks/bench_sequential.py --edits benchmarks/data/tune_handwritten.jsonl --filler diag:12 \
+        --no-easyedit --gates nullset-caption-always --out /tmp/t.json --plot /tmp/t.png
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--merge", type=Path, nargs="+", help="combine result files of runs with other gates")
     ap.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = ap.parse_args(argv)
+    split, _, seed = args.filler.partition(":")
+    if not split or not seed.isdigit():
+        ap.error(f"--filler {args.filler!r}: give a generator split and seed as SPLIT:SEED, e.g. bench:11")
     if args.table:
         print(markdown_table(json.loads(args.out.read_text(encoding="utf-8"))))
         return
@@ -118,7 +125,6 @@ def main(argv: list[str] | None = None) -> None:
     root = shaperules.easy_vqa_root()
     heldout = make_records(split_files.load_jsonl(args.edits), root)
     # the unedited model gets about 3/4 of held-out rules wrong: generate enough to fill the largest size
-    split, seed = args.filler.split(":")
     n_filler = args.filler_n or int(sizes[-1] * 1.45) + 20
     filler = make_records(shaperules.generate_split(split, n_filler, seed=int(seed)), root)
     proto = ProtocolConfig(eval_every=0, locality_size=args.locality, easyedit_metrics=not args.no_easyedit)
