@@ -69,7 +69,7 @@ class PartTable:
         """Edit id -> code, in order of first appearance."""
         self._names: list[str | None] = []
         self._meta: dict[int, Mapping[str, Any]] = {}
-        self._first = np.zeros(0, np.int64)
+        self._first = np.zeros(0, np.int32)
         """Edit code -> its first entry id + 1 (0: none yet; zeros cost nothing until written)."""
         self._more: dict[int, list[int]] = {}
 

@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 KEY_DTYPES = {"float16": np.float16, "float32": np.float32}
 _PRE = 8  # projected coordinates of the first, cheaper bound (of PROJ_DIM)
+_INDEX = np.int32
+"""Key ids, rows and IVF list members are stored as int32 (4 bytes a key each, not 8)."""
+_MAX_ID = int(np.iinfo(_INDEX).max) - 1
 
 
 def trim_heap() -> None:
@@ -67,8 +70,8 @@ class KeyStore:
         self.seed = int(seed)
         self.n = 0
         self._mat = np.zeros((0, self.dim), self.dtype)
-        self._ids = np.zeros(0, np.int64)
-        self._row_of = np.full(0, -1, np.int64)  # id -> row (-1: absent); ids are small and dense
+        self._ids = np.zeros(0, _INDEX)
+        self._row_of = np.full(0, -1, _INDEX)  # id -> row (-1: absent); ids are small and dense
         self._columns: dict[str, np.ndarray] = {}
         self._fill: dict[str, Any] = {}
         # IVF
@@ -128,7 +131,7 @@ class KeyStore:
         rows = self._row_of[ids] if len(ids) and ids.max() < len(self._row_of) and ids.min() >= 0 else None
         if rows is None or (rows < 0).any():
             raise KeyError(f"unknown key ids among {ids[:10].tolist()}")
-        return rows
+        return rows.astype(np.int64)
 
     @property
     def ids(self) -> np.ndarray:
@@ -183,11 +186,11 @@ class KeyStore:
     def add_many(self, ids: np.ndarray, vecs: np.ndarray, **initial: Any) -> np.ndarray:
         ids = np.asarray(ids, np.int64).reshape(-1)
         vecs = np.asarray(vecs).reshape(len(ids), self.dim)
-        if len(ids) and ids.min() < 0:
-            raise ReasonEditError(f"key ids must be >= 0, got {int(ids.min())}.")
+        if len(ids) and (ids.min() < 0 or ids.max() > _MAX_ID):
+            raise ReasonEditError(f"key ids must be in [0, {_MAX_ID}], got {int(ids.min())}..{int(ids.max())}.")
         top = int(ids.max()) + 1 if len(ids) else 0
         if top > len(self._row_of):
-            grown = np.full(max(top + top // 4, 2 * len(self._row_of), 64), -1, np.int64)  # headroom: the
+            grown = np.full(max(top + top // 4, 2 * len(self._row_of), 64), -1, _INDEX)  # headroom: the
             # first edits after a load must not copy the whole id map (8 bytes a key, a quarter more is cheap)
             grown[: len(self._row_of)] = self._row_of
             self._row_of = grown
@@ -418,7 +421,7 @@ class KeyStore:
         order = np.argsort(a, kind="stable")
         counts = np.bincount(a, minlength=nlist)
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        self._lists = [order[bounds[c]:bounds[c + 1]].astype(np.int64) for c in range(nlist)]
+        self._lists = [order[bounds[c]:bounds[c + 1]].astype(_INDEX) for c in range(nlist)]
         self._lists_rad = [self._rad[lst] for lst in self._lists]
         self._list_len = counts.astype(np.int64)
         self._list_rmax = np.zeros(nlist, np.float32)
@@ -432,7 +435,7 @@ class KeyStore:
         n = self._list_len[c]
         lst = self._lists[c]
         if n == len(lst):
-            grown = np.empty(max(8, 2 * n), np.int64)
+            grown = np.empty(max(8, 2 * n), _INDEX)
             grown[:n] = lst[:n]
             lst = self._lists[c] = grown
             grown_rad = np.empty(len(grown), np.float32)
