@@ -9,7 +9,8 @@ kept up to date incrementally by ``hubness.HubnessGraph``.
 
 Scale: every entry key is stored once, at key precision (float16 by default), in a
 :class:`~.keystore.KeyStore` whose IVF bounds make the scaled top-k exact yet sub-linear; contributions
-are kept as slotted records (a merged contribution keeps its own key copy), entries are built on access
+are kept in columns (``contributions.PartTable``: a single-contribution entry is a numpy row; a merged
+entry keeps its records, each later one with its own key copy), entries are built on access
 (:class:`EntryView`), edit ids map to their entries by dict, and the gate's key sample is maintained
 under edits (:class:`~.gate_sample.GateSample`). Saved codebooks carry the neighbour lists, sigma and the partition,
 so loading is O(N) reading (``codebook_state.py``).
@@ -253,12 +254,13 @@ class Codebook:
 
     def edit_parts(self, edit_id: str) -> list[tuple[int, Part]]:
         """(entry id, contribution record) of every contribution of an edit, by entry id. The records are
-        the codebook's own (read only); a record's ``key`` None means the entry's key (:meth:`stored_key`)."""
+        read only (a single-contribution entry's is built on access); a record's ``key`` None means the
+        entry's key (:meth:`stored_key`)."""
         return [(eid, p) for eid in sorted(self._edit_entries(edit_id)) for p in self._parts_of(eid)
                 if p.edit_id == edit_id]
 
     def entry_parts(self, entry_id: int) -> list[Part]:
-        """The contribution records of one entry (the codebook's own, read only; no key copies, unlike
+        """The contribution records of one entry (read only; no key copies, unlike
         ``entries[i].contributions``); a record's ``key`` None means the entry's key (:meth:`stored_key`)."""
         return self._parts_of(entry_id)
 

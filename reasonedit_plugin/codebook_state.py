@@ -69,7 +69,7 @@ def export_state(book: Codebook) -> tuple[dict[str, np.ndarray], dict[str, Any]]
     cols: dict[str, list[Any]] = {k: [] for k in ("c_entry", "c_edit", "c_value", "c_kind", "c_radius",
                                                   "c_created", "c_meta", "c_key_row")}
     extra_keys: list[np.ndarray] = []
-    for eid in sorted(t.lists()):
+    for eid in sorted(t.record_entries()):
         for p in t.parts(eid):
             cols["c_entry"].append(eid)
             cols["c_edit"].append(edit_index[t.edit_code(p.edit_id)])

@@ -21,7 +21,7 @@ ENTRY_KINDS = ("answer", "reasoning", "patch")
 
 NO_META: Mapping[str, Any] = MappingProxyType({})
 
-_NONE, _ROW, _LIST = 0, 1, 2
+_NONE, _ROW, _RECORDS = 0, 1, 2
 """Entry states: absent, a row of the columns, a list of records."""
 
 
@@ -58,7 +58,7 @@ class PartTable:
         self._value = np.zeros(0, np.int32)
         self._radius = np.zeros(0, np.float64)
         self._created = np.zeros(0, np.float64)
-        self._lists: dict[int, tuple[list[Part], float]] = {}
+        self._records: dict[int, tuple[list[Part], float]] = {}
         """Entries held as records: entry id -> (records, entry radius)."""
         self._n = 0
         self._values: list[str | None] = []
@@ -88,8 +88,8 @@ class PartTable:
     def parts(self, entry_id: int) -> list[Part]:
         """The entry's contribution records (built on access for a row; the table's own for a list)."""
         state = self._state[entry_id] if 0 <= entry_id < len(self._state) else _NONE
-        if state == _LIST:
-            return self._lists[entry_id][0]
+        if state == _RECORDS:
+            return self._records[entry_id][0]
         if state == _NONE:
             raise KeyError(entry_id)
         code = int(self._edit[entry_id])
@@ -98,8 +98,8 @@ class PartTable:
                      float(self._created[entry_id]), self._meta.get(code, NO_META), None)]
 
     def radius(self, entry_id: int) -> float:
-        if self._state[entry_id] == _LIST:
-            return self._lists[entry_id][1]
+        if self._state[entry_id] == _RECORDS:
+            return self._records[entry_id][1]
         return float(self._radius[entry_id])
 
     def set(self, entry_id: int, parts: Sequence[Part], radius: float) -> None:
@@ -119,8 +119,8 @@ class PartTable:
             if p.meta:
                 self._meta.setdefault(code, p.meta)
         else:
-            self._state[entry_id] = _LIST
-            self._lists[entry_id] = (list(parts), float(radius))
+            self._state[entry_id] = _RECORDS
+            self._records[entry_id] = (list(parts), float(radius))
             for p in parts:
                 self._edit_code(p.edit_id)
 
@@ -133,7 +133,7 @@ class PartTable:
         if state == _ROW:
             self._value_unref(int(self._value[entry_id]))
         else:
-            del self._lists[entry_id]
+            del self._records[entry_id]
         self._state[entry_id] = _NONE
         self._n -= 1
 
@@ -273,9 +273,9 @@ class PartTable:
             if e - s > 1:
                 self._more[int(codes[s])] = ids[s + 1:e].tolist()
 
-    def lists(self) -> Iterable[int]:
+    def record_entries(self) -> Iterable[int]:
         """Entry ids held as lists of records (merged entries and the like)."""
-        return self._lists.keys()
+        return self._records.keys()
 
     # ------------------------------------------------------------------ reading in bulk (a save)
     def row_columns(self) -> dict[str, np.ndarray]:
@@ -288,8 +288,8 @@ class PartTable:
     def radii(self, entry_ids: np.ndarray) -> np.ndarray:
         entry_ids = np.asarray(entry_ids, np.int64)
         out = self._radius[entry_ids].astype(np.float64)
-        for i in np.flatnonzero(self._state[entry_ids] == _LIST).tolist():
-            out[i] = self._lists[int(entry_ids[i])][1]
+        for i in np.flatnonzero(self._state[entry_ids] == _RECORDS).tolist():
+            out[i] = self._records[int(entry_ids[i])][1]
         return out
 
     def edit_code(self, edit_id: str) -> int:

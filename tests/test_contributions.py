@@ -23,7 +23,7 @@ def test_a_single_record_is_a_row_and_reads_back_equal():
     t = PartTable()
     t.set(4, [part("a", "x", 0.25, {"author": "ann"})], 0.25)
     t.note_edit("a", 4)
-    assert 4 in t and 3 not in t and len(t) == 1 and t.ids() == [4] and not list(t.lists())
+    assert 4 in t and 3 not in t and len(t) == 1 and t.ids() == [4] and not list(t.record_entries())
     assert [fields(p) for p in t.parts(4)] == [("a", "reasoning", "x", 0.25, 123.0, {"author": "ann"}, True)]
     assert t.radius(4) == 0.25 and t.edit_entries("a") == [4]
     t.delete(4)
@@ -49,13 +49,13 @@ def test_what_cannot_be_a_row_is_kept_as_records():
     t = PartTable()
     merged = [part("a", "x"), part("b", "y", key=np.ones(3, np.float16))]
     t.set(0, merged, 0.9)
-    assert list(t.lists()) == [0] and t.parts(0) is t._lists[0][0] and t.radius(0) == 0.9
+    assert list(t.record_entries()) == [0] and t.parts(0) is t._records[0][0] and t.radius(0) == 0.9
     t.set(1, [part("c", "z", meta={"who": "1"})], 0.5)
     t.note_edit("c", 1)
     t.set(2, [part("c", "w", meta={"who": "2"})], 0.5)   # provenance other than its edit's rows
-    assert sorted(t.lists()) == [0, 2] and dict(t.parts(2)[0].meta) == {"who": "2"}
+    assert sorted(t.record_entries()) == [0, 2] and dict(t.parts(2)[0].meta) == {"who": "2"}
     t.set(3, [part("c", "u", meta={"who": "1"})], 0.5)   # the edit's own provenance: a row
-    assert 3 not in t.lists() and dict(t.parts(3)[0].meta) == {"who": "1"}
+    assert 3 not in t.record_entries() and dict(t.parts(3)[0].meta) == {"who": "1"}
 
 
 def test_edits_keep_their_order_and_entries():
@@ -100,9 +100,9 @@ def test_a_codebook_holds_unmerged_entries_as_rows_and_saves_merged_ones(tmp_pat
     key = torch.randn(8)
     book.add_edit("a", [PendingEntry("reasoning", "fact a", key, 1.0),
                         PendingEntry("answer", "answer a", torch.randn(8) * 10, 0.1)], {"author": "ann"})
-    assert not list(book._table.lists())                 # no Python record per unmerged entry
+    assert not list(book._table.record_entries())                 # no Python record per unmerged entry
     book.add_edit("b", [PendingEntry("reasoning", "fact b", key + 0.01, 1.0)])   # merges into a's entry
-    assert len(list(book._table.lists())) == 1
+    assert len(list(book._table.record_entries())) == 1
     before = {i: (e.radius, [(c.edit_id, c.kind, c.value, c.radius, c.meta) for c in e.contributions])
               for i, e in book.entries.items()}
     setup = {"model_type": "fake", "model_fingerprint": "t", "vision_module": "v", "scale": 1.0,
@@ -115,4 +115,4 @@ def test_a_codebook_holds_unmerged_entries_as_rows_and_saves_merged_ones(tmp_pat
     assert loaded.edit_parts("a")[0][1].meta == {"author": "ann"}
     loaded.remove_edit("a")                              # the merged entry splits back into b's row
     assert [(e.edit_ids, e.values) for e in loaded.entries.values()] == [(["b"], ["fact b"])]
-    assert not list(loaded._table.lists())
+    assert not list(loaded._table.record_entries())
