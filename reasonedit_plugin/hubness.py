@@ -58,7 +58,7 @@ class HubnessGraph:
         many IVF lists, nearest first (approximate sigma, constant work per edit at any size)."""
         store.add_column("nbr", (self.k,), np.int32, -1)
         store.add_column("nlen", (), np.int16, 0)
-        store.add_column("sigma", (), np.float64, 1.0)
+        store.set_eps(self.eps)  # the store keeps sigma; a score's denominator is sigma + eps
 
     def __len__(self) -> int:
         return len(self.store)
@@ -96,8 +96,7 @@ class HubnessGraph:
         """Use ``eps`` in the score's denominator sigma + eps from now on."""
         if eps != self.eps:
             self.eps = float(eps)
-            s = self.store
-            s.set_den(np.arange(len(s)), s.column("sigma") + self.eps)
+            self.store.set_eps(self.eps)
 
     # ------------------------------------------------------------------ changes
     def add(self, key_id: int, key: Any) -> None:
@@ -113,7 +112,7 @@ class HubnessGraph:
         others = s.ids[others].copy()  # by id: the add may retrain the partition, which moves rows
         n = len(own.ids)
         sigma = _median(own.distances)
-        row = s.add(key_id, q, den=sigma + self.eps, reach=own.distances[-1] if n >= self.k else np.inf)
+        row = s.add(key_id, q, sigma=sigma, reach=own.distances[-1] if n >= self.k else np.inf)
         self._set_list(row, own.ids, own.distances)
         self._offer(s.rows(others), key_id, d_others)
 
@@ -146,7 +145,6 @@ class HubnessGraph:
         s.column("nlen")[:] = n
         sigma = _medians(dist) if n else np.ones(len(s))
         s.column("sigma")[:] = sigma
-        s.column("den")[:] = sigma + self.eps
         s.column("reach")[:] = dist[:, -1] if n >= self.k else np.inf
         if s.trained:  # list bounds from the final columns
             part = s.partition_state()
@@ -167,7 +165,6 @@ class HubnessGraph:
         s.column("nbr")[:] = nbr
         s.column("nlen")[:] = nlen
         s.column("sigma")[:] = sigma
-        s.column("den")[:] = sigma + self.eps
         s.column("reach")[:] = reach
         if partition:
             s.set_partition(partition["centroids"], partition["assign"], partition["rad"])
@@ -182,9 +179,8 @@ class HubnessGraph:
         s.column("nbr")[row, n:] = -1
         s.column("nlen")[row] = n
         sigma = _median(d)
-        s.column("sigma")[row] = sigma
         rows = np.array([row])
-        s.set_den(rows, np.array([sigma + self.eps]))
+        s.set_sigma(rows, np.array([sigma]))
         s.set_reach(rows, np.array([d[-1] if n >= self.k else np.inf], np.float32))
 
     def _recompute(self, row: int, refresh_bounds: bool = True) -> None:
@@ -199,7 +195,6 @@ class HubnessGraph:
             s.column("nlen")[row] = n
             sigma = _median(hits.distances)
             s.column("sigma")[row] = sigma
-            s.column("den")[row] = sigma + self.eps
             s.column("reach")[row] = hits.distances[-1] if n >= self.k else np.inf
 
     def _offer(self, rows: np.ndarray, key_id: int, d: np.ndarray) -> None:
@@ -236,6 +231,5 @@ class HubnessGraph:
         new_d = np.take_along_axis(all_d, order, 1)[:, :k]
         nbr[rows] = new_ids
         sigma = _medians(new_d)
-        s.column("sigma")[rows] = sigma
-        s.set_den(rows, sigma + self.eps)
+        s.set_sigma(rows, sigma)
         s.set_reach(rows, new_d[:, -1])

@@ -91,8 +91,7 @@ def rerank_candidates(store: KeyStore, q: np.ndarray, k: int, scaled: bool,
     kk = min(k, n)
     if kk <= 0:
         return store.search(q, k, scaled=scaled)
-    den = store.column("den")
-    den_max = float(den.max()) if scaled else 1.0
+    den_max = float(store.column("sigma").max()) + store.eps if scaled else 1.0
     qsq = float(np.dot(q.astype(np.float64), q))
     # worst-case error of a float32 squared distance, even by the expanded |x|^2 + |q|^2 - 2 x.q formula
     err = store._margin * (qsq + float(store.column("sqn").max()))
@@ -106,7 +105,7 @@ def rerank_candidates(store: KeyStore, q: np.ndarray, k: int, scaled: bool,
         ids = np.asarray(ids, np.int64)
         rows = store.rows(ids)
         d = store.distances(rows, q)
-        sc = d / den[rows] if scaled else d.astype(np.float64)
+        sc = d / store.den(rows) if scaled else d.astype(np.float64)
         order = np.lexsort((ids, sc))[:kk]
         if m >= n:
             break

@@ -85,7 +85,9 @@ class KeyStore:
         self._list_rmax = np.zeros(0, np.float32)
         self._list_den_max = np.zeros(0, np.float64)
         self._list_reach_max = np.zeros(0, np.float32)
-        self.add_column("den", (), np.float64, 1.0)
+        self.add_column("sigma", (), np.float64, 1.0)
+        self.eps = 0.0
+        """A score's denominator is sigma + eps (:meth:`den`; the hubness graph sets both): one column, not two."""
         self.add_column("reach", (), np.float32, np.inf)
         self.add_column("sqn", (), np.float32, 0.0)
         # projections, stored at half precision in two columns: the first _PRE coordinates (a cheap first
@@ -178,7 +180,7 @@ class KeyStore:
             self._columns[name] = grow(col, self._fill[name])
 
     def add(self, key_id: int, vec: Any, **initial: Any) -> int:
-        """Store a key under a new id (``initial``: its column values, e.g. den=..., reach=...); returns
+        """Store a key under a new id (``initial``: its column values, e.g. sigma=..., reach=...); returns
         its row."""
         return int(self.add_many(np.array([key_id], np.int64), np.asarray(vec, np.float32).reshape(1, -1),
                                  **initial)[0])
@@ -247,11 +249,21 @@ class KeyStore:
         return row, moved
 
     # ------------------------------------------------------------------ per-row values with list bounds
-    def set_den(self, rows: np.ndarray, values: np.ndarray) -> None:
-        """Set the score denominators (sigma + eps) of ``rows`` (> 0)."""
-        self._columns["den"][rows] = values
+    def den(self, rows: Any) -> np.ndarray:
+        """The score denominators sigma + eps of ``rows`` (> 0)."""
+        return self._columns["sigma"][rows] + self.eps
+
+    def set_sigma(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Set the hubness sigma of ``rows`` (each list's largest denominator follows)."""
+        self._columns["sigma"][rows] = values
         if self.centroids is not None and len(rows):
-            np.maximum.at(self._list_den_max, self._assign[rows], np.asarray(values, np.float64))
+            np.maximum.at(self._list_den_max, self._assign[rows], np.asarray(values, np.float64) + self.eps)
+
+    def set_eps(self, eps: float) -> None:
+        """Use ``eps`` in every denominator sigma + eps from now on."""
+        self.eps = float(eps)
+        if self.centroids is not None and self.n:
+            np.maximum.at(self._list_den_max, self._assign[: self.n], self.den(slice(0, self.n)))
 
     def set_reach(self, rows: np.ndarray, values: np.ndarray) -> None:
         """Set the reach (largest distance that still matters to the row, e.g. its k-th neighbour)."""
@@ -427,7 +439,7 @@ class KeyStore:
         self._list_rmax = np.zeros(nlist, np.float32)
         np.maximum.at(self._list_rmax, a, self._rad[: self.n])
         self._list_den_max = np.zeros(nlist, np.float64)
-        np.maximum.at(self._list_den_max, a, self._columns["den"][: self.n])
+        np.maximum.at(self._list_den_max, a, self.den(slice(0, self.n)))
         self._list_reach_max = np.zeros(nlist, np.float32)
         np.maximum.at(self._list_reach_max, a, self._columns["reach"][: self.n])
 
@@ -445,7 +457,7 @@ class KeyStore:
         self._lists_rad[c][n] = self._rad[row]
         self._list_len[c] = n + 1
         self._list_rmax[c] = max(self._list_rmax[c], self._rad[row])
-        self._list_den_max[c] = max(self._list_den_max[c], self._columns["den"][row])
+        self._list_den_max[c] = max(self._list_den_max[c], self._columns["sigma"][row] + self.eps)
         self._list_reach_max[c] = max(self._list_reach_max[c], self._columns["reach"][row])
 
     def _list_drop(self, c: int, row: int) -> None:

@@ -58,12 +58,16 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
     best = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
     if k <= 0:
         return Hits(best[1], best[2], best[0], best[3])
-    den = store._columns["den"]
+    sigma, eps = store._columns["sigma"], store.eps
+
+    def den(rows: np.ndarray) -> np.ndarray:  # the score's denominator sigma + eps (KeyStore.den)
+        return sigma[rows] + eps
+
     if force_scan:
         rows = np.arange(n)
         rows = rows[rows != exclude]
         d = store.distances(rows, q)
-        best = _merge(best, (d / den[rows] if scaled else d.astype(np.float64), store._ids[rows], d, rows), k)
+        best = _merge(best, (d / den(rows) if scaled else d.astype(np.float64), store._ids[rows], d, rows), k)
         return Hits(best[1], best[2], best[0], best[3], len(rows))
     qsq = float(np.dot(q.astype(np.float64), q))
     if store.centroids is None or n <= store.exact_below:
@@ -96,25 +100,27 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
             j = min(stop, int(np.searchsorted(cum, (cum[i - 1] if i else 0) + target, "left")) + 1)
             rows, gap = _list_rows(store, order[i:j], dqc, dqc_hi)
             i = j
-            lb = np.maximum(gap, 0.0) / den[rows] if scaled else np.maximum(gap, 0.0).astype(np.float64)
+            lb = np.maximum(gap, 0.0) / den(rows) if scaled else np.maximum(gap, 0.0).astype(np.float64)
             rows = rows[lb <= kth]
             if kth < np.inf and len(rows):  # the projected bound: most rows of the lists end here
-                within = kth * den[rows] if scaled else np.full(len(rows), kth)
+                within = kth * den(rows) if scaled else np.full(len(rows), kth)
                 rows = rows[store._proj_keep(rows, zq, norm_q, within)]
         if exclude >= 0:
             rows = rows[rows != exclude]
         if not len(rows):
             continue
         lo, hi = store._screen(rows, q, qsq)
-        if scaled:
-            lo, hi = lo / den[rows], hi / den[rows]
+        dr = den(rows) if scaled else None
+        if dr is not None:
+            lo, hi = lo / dr, hi / dr
         # an upper bound of the k-th best score so far: the k-th smallest of (exact best, chunk upper bounds)
         ub = np.concatenate([best[0], hi])
         bound = min(kth, float(np.partition(ub, k - 1)[k - 1]) * (1 + _TOL)) if len(ub) >= k else kth
-        rows = rows[lo <= bound]
+        keep = lo <= bound
+        rows = rows[keep]
         d = store.distances(rows, q)
         scored += len(rows)
-        sc = d / den[rows] if scaled else d.astype(np.float64)
+        sc = d / dr[keep] if dr is not None else d.astype(np.float64)
         best = _merge(best, (sc, store._ids[rows], d, rows), k)
         if len(best[0]) == k:
             kth = float(best[0][-1]) * (1 + _TOL)
