@@ -195,10 +195,7 @@ class Codebook:
         self._journal: deque[Change] = deque(maxlen=JOURNAL_LENGTH)
         self._journal_from = 0
         """``changes_since(v)`` can answer for every v >= this."""
-        self._store = KeyStore(dim, self.config.key_dtype, self.config.exact_search_below,
-                               self.config.ivf_lists, self.config.seed)
-        self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
-        self._store.add_column("hits", (), np.int32, 0)
+        self._store, self._graph = self._empty_store()
         self._gate: GateSample | None = None
         self._search: KeySearch = make_key_search(self.retrieval, dim)
         """Where queries run (``retrieval.backend``); told about every change of the entries."""
@@ -444,16 +441,14 @@ class Codebook:
                 old = self._entry(eid)
                 if should_merge(d, part.radius, old.radius, self.config):
                     part.key = key.astype(self._store.dtype)
-                    self._table.set(eid, self._parts_of(eid) + [part], max(old.radius, d + part.radius))
-                    self._table.note_edit(part.edit_id, eid)
+                    self._table.add(eid, self._parts_of(eid) + [part], max(old.radius, d + part.radius))
                     logger.debug("merged a %s entry of edit %s into entry %d (d=%.4f)", part.kind,
                                  part.edit_id, eid, d)
                     return eid, True
         eid = self._next_id
         self._next_id += 1
-        self._table.set(eid, [part], part.radius)
+        self._table.add(eid, [part], part.radius)
         self._add_key(eid, key)
-        self._table.note_edit(part.edit_id, eid)
         return eid, False
 
     def _set_parts(self, entry_id: int, parts: list[Part], key: np.ndarray) -> None:
@@ -464,6 +459,14 @@ class Codebook:
         self._graph.add(entry_id, key)
         if self._gate is not None:
             self._gate.added(entry_id)
+
+    def _empty_store(self) -> tuple[KeyStore, HubnessGraph]:
+        """An empty key store (with the retrieval counts column) and its hubness graph."""
+        store = KeyStore(self.dim, self.config.key_dtype, self.config.exact_search_below, self.config.ivf_lists,
+                         self.config.seed)
+        graph = HubnessGraph(store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
+        store.add_column("hits", (), np.int32, 0)
+        return store, graph
 
     def _delete_key(self, entry_id: int) -> None:
         if self._gate is not None:
@@ -476,10 +479,7 @@ class Codebook:
         ids = np.array(self.entry_ids(), np.int64)
         keys = self._store.vectors(self._store.rows(ids)) if len(ids) else np.zeros((0, self.dim), np.float32)
         hits = self.hits(ids.tolist())
-        self._store = KeyStore(self.dim, self.config.key_dtype, self.config.exact_search_below,
-                               self.config.ivf_lists, self.config.seed)
-        self._graph = HubnessGraph(self._store, self.retrieval.hubness_k, EPS, self.config.graph_probe)
-        self._store.add_column("hits", (), np.int32, 0)
+        self._store, self._graph = self._empty_store()
         self._graph.build(ids, keys)
         self._store.column("hits")[:] = hits
         self._gate = None

@@ -43,8 +43,9 @@ def export_state(book: Codebook) -> tuple[dict[str, np.ndarray], dict[str, Any]]
     # copied as arrays; only entries held as record lists (merged ones) are walked
     edits = book.edit_ids()
     t = book._table
-    edit_index = np.full(max((t.edit_code(e) for e in edits), default=-1) + 1, -1, np.int32)
-    edit_index[[t.edit_code(e) for e in edits]] = np.arange(len(edits), dtype=np.int32)
+    codes = np.array([t.edit_code(e) for e in edits], np.int64)
+    edit_index = np.full(int(codes.max()) + 1 if len(codes) else 0, -1, np.int32)
+    edit_index[codes] = np.arange(len(edits), dtype=np.int32)
     rows_ = t.row_columns()
     used = np.unique(rows_["value"])
     values: dict[str, int] = {t.value(int(c)): i for i, c in enumerate(used.tolist())}
@@ -153,9 +154,7 @@ def _parts_from_rows(book: Codebook, table: Mapping[str, Any], extra: np.ndarray
         if not parts:
             raise ReasonEditError(f"entry {e['id']} has no contributions.")
         eid = int(e["id"])
-        book._table.set(eid, parts, float(e["radius"]) if len(parts) > 1 else parts[0].radius)
-        for p in parts:
-            book._table.note_edit(p.edit_id, eid)
+        book._table.add(eid, parts, float(e["radius"]) if len(parts) > 1 else parts[0].radius)
 
 
 def _parts_from_columns(book: Codebook, arrays: Mapping[str, np.ndarray], table: Mapping[str, Any],
@@ -198,8 +197,6 @@ def _parts_from_columns(book: Codebook, arrays: Mapping[str, np.ndarray], table:
                 metas[int(c["c_meta"][i])] if c["c_meta"][i] >= 0 else NO_META,
                 extra[k].astype(dtype) if k >= 0 else None))
         for eid, parts in grouped.items():
-            book._table.set(eid, parts, float(arrays["e_radius"][where[eid]]) if len(parts) > 1 else parts[0].radius)
-            for p in parts:
-                book._table.note_edit(p.edit_id, eid)
+            book._table.add(eid, parts, float(arrays["e_radius"][where[eid]]) if len(parts) > 1 else parts[0].radius)
     if len(book._table) != len(ids):
         raise ReasonEditError(f"{len(ids)} entry keys but contributions for {len(book._table)} entries.")

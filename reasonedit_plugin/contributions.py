@@ -124,6 +124,12 @@ class PartTable:
             for p in parts:
                 self._edit_code(p.edit_id)
 
+    def add(self, entry_id: int, parts: Sequence[Part], radius: float) -> None:
+        """:meth:`set`, and note that each record's edit contributed to the entry."""
+        self.set(entry_id, parts, radius)
+        for p in parts:
+            self.note_edit(p.edit_id, entry_id)
+
     def delete(self, entry_id: int, missing_ok: bool = False) -> None:
         state = self._state[entry_id] if 0 <= entry_id < len(self._state) else _NONE
         if state == _NONE:
@@ -258,9 +264,9 @@ class PartTable:
         self._radius[ids] = radius
         self._created[ids] = created
         self._n = len(ids)
-        self.note_many(np.asarray(edit_codes, np.int64), ids)
+        self._note_many(np.asarray(edit_codes, np.int64), ids)
 
-    def note_many(self, codes: np.ndarray, entry_ids: np.ndarray) -> None:
+    def _note_many(self, codes: np.ndarray, entry_ids: np.ndarray) -> None:
         """:meth:`note_edit` for many distinct (edit code, entry id) pairs of edits with no entries yet
         (each edit's entries ascending)."""
         if not len(codes):
@@ -294,9 +300,6 @@ class PartTable:
 
     def edit_code(self, edit_id: str) -> int:
         return self._code[edit_id]
-
-    def edit_name(self, code: int) -> str:
-        return self._names[code]  # type: ignore[return-value]
 
     def edit_metas(self) -> Mapping[int, Mapping[str, Any]]:
         """Edit code -> its provenance, for the edits that have any."""

@@ -146,13 +146,14 @@ class EvidenceCheck:
         found: list[tuple[str, float]] = []
         if record is not None:
             image = load_image(record.image)
+            digest = _digest(image)
             for sentence in dict.fromkeys(record.rationale):
-                p = self._yes(image, sentence)
+                p = self._yes(image, digest, sentence)
                 if p > self.own_yes:
                     found.append((sentence, p))
             if self.describe_prompt and (self.caption_always or not found):
                 caption = self.vlm.generate(image, self.describe_prompt, _CAPTION_TOKENS).strip()
-                p = self._yes(image, caption) if caption else 0.0
+                p = self._yes(image, digest, caption) if caption else 0.0
                 if p > self.own_yes and caption not in dict(found):
                     found.append((caption, p))
         self._evidence[edit_id] = (stamp, found)
@@ -184,8 +185,8 @@ class EvidenceCheck:
 
         return tests
 
-    def _yes(self, image: Any, sentence: str) -> float:
-        return self._remembered(_digest(image), claim_question(sentence, self.template),
+    def _yes(self, image: Any, digest: bytes, sentence: str) -> float:
+        return self._remembered(digest, claim_question(sentence, self.template),
                                 lambda question: float(self.vlm.yes_probability(image, question)))
 
     def _remembered(self, digest: bytes, question: str, yes: Callable[[str], float]) -> float:

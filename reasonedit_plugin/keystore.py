@@ -457,7 +457,7 @@ class KeyStore:
         self._lists_rad[c][n] = self._rad[row]
         self._list_len[c] = n + 1
         self._list_rmax[c] = max(self._list_rmax[c], self._rad[row])
-        self._list_den_max[c] = max(self._list_den_max[c], self._columns["sigma"][row] + self.eps)
+        self._list_den_max[c] = max(self._list_den_max[c], self.den(row))
         self._list_reach_max[c] = max(self._list_reach_max[c], self._columns["reach"][row])
 
     def _list_drop(self, c: int, row: int) -> None:

@@ -58,11 +58,7 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
     best = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
     if k <= 0:
         return Hits(best[1], best[2], best[0], best[3])
-    sigma, eps = store._columns["sigma"], store.eps
-
-    def den(rows: np.ndarray) -> np.ndarray:  # the score's denominator sigma + eps (KeyStore.den)
-        return sigma[rows] + eps
-
+    den = store.den  # the score's denominator sigma + eps of rows
     if force_scan:
         rows = np.arange(n)
         rows = rows[rows != exclude]
