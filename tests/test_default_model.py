@@ -273,6 +273,33 @@ def test_caption_facts_can_only_be_answered_from_the_prompt():
     assert len({ex.answer for ex in examples}) >= 38  # made-up names differ from example to example
 
 
+def test_near_miss_twins_differ_from_their_facts_example_only_in_the_image():
+    import random
+
+    world = sr.rule_world()
+    sampler = mix.MixSampler(world, tdm.TrainConfig(near_twin=1.0), random.Random(0))
+    sampler.max_distractors = 2
+    pairs = []
+    for _ in range(600):
+        ex = sampler.sample()
+        if ex.kind == "facts" and sampler._queued:
+            pairs.append((ex, sampler.sample()))
+    assert len(pairs) >= 30
+    info = {i.path: i for i in sr.image_catalogue("train")}
+    for facts, twin in pairs:
+        assert twin.kind == "near_miss" and twin.image != facts.image and twin.choices == facts.choices
+        b = info[twin.image]
+        # the same (noised) facts: only the question, which may name the image's colour or shape, differs
+        assert facts.text.rsplit(". ", 1)[0] == twin.text.rsplit(". ", 1)[0]
+        prop = next(p for p in sr.PROPERTIES if set(p.values) == set(facts.choices)) if facts.choices != sr.YES_NO else None
+        if prop is not None:  # a property question: the twin's answer is its own (known) rule's value
+            assert twin.answer == world.rule_for(prop, b).value and not world.rule_for(prop, b).held_out
+    # off (the default): the stream is recipe 3's, no twins
+    plain = mix.MixSampler(world, tdm.TrainConfig(), random.Random(0))
+    plain.max_distractors = 2
+    assert all(plain.sample().kind != "near_miss" or not plain._queued for _ in range(300))
+
+
 def test_answer_entries_do_not_double_a_sentence_final_period():
     from reasonedit_plugin.config import CodebookConfig
 

@@ -105,6 +105,10 @@ class TrainConfig:
     (no noise) read facts in training wordings at 1.00 but in held-out ones at 0.85."""
     caption_word_names: float = 0.7
     """Share of caption-edit names drawn from real English words (the rest: made-up syllables)."""
+    near_twin: float = 0.0
+    """Share of full-mix ``facts`` examples with rationale sentences that are followed by their near-miss
+    twin (:meth:`.training_mix.MixSampler._twin_of`): the same prompt on an image sharing the colour or the
+    shape, which the facts do not cover, answered from the model's own knowledge."""
     same_question: float = 0.5
     """Share of answer entries quoting exactly the asked question (else a paraphrase)."""
     aux_weight: float = 1.0

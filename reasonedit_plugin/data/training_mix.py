@@ -134,9 +134,13 @@ class MixSampler:
         """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
         self.noise_words = noise_vocabulary() if cfg.word_noise > 0 else []
         self.name_words = [w for w in (self.noise_words or noise_vocabulary()) if len(w) <= 7]
+        self._queued: list[Example] = []
+        """Examples drawn as the twin of the previous one (``cfg.near_twin``), returned next."""
         """Real English words a caption edit may use as a name (most of them one WordPiece token)."""
 
     def sample(self) -> Example:
+        if self._queued:
+            return self._queued.pop()
         if not self.easy and self.cfg.easy_share > 0 and self.rng.random() < self.cfg.easy_share:
             saved = self.max_distractors
             self.easy, self.max_distractors = True, 0  # one curriculum example, kept in the full mix
@@ -149,23 +153,38 @@ class MixSampler:
     def _draw(self) -> Example:
         mix = self.cfg.easy_mix if self.easy else self.cfg.mix
         kind = self.rng.choices(list(mix), list(mix.values()))[0]
+        queued = len(self._queued)
         example = getattr(self, f"_{kind}")()
         if self.noise_words and not self.easy and kind in NOISY_KINDS:
-            example = dataclasses.replace(example, text=word_noise(example.text, self.cfg.word_noise, self.rng,
-                                                                   self.noise_words))
+            if len(self._queued) == queued:
+                return dataclasses.replace(example, text=self._noisy(example.text, self.rng))
+            seed = self.rng.random()  # a twin: its facts get the very same noise, only the image differs
+            twin = self._queued[-1]
+            self._queued[-1] = dataclasses.replace(twin, text=self._noisy(twin.text, random.Random(seed)))
+            example = dataclasses.replace(example, text=self._noisy(example.text, random.Random(seed)))
         return example
+
+    def _noisy(self, text: str, rng: random.Random) -> str:
+        return word_noise(text, self.cfg.word_noise, rng, self.noise_words)
 
     # --- pieces -------------------------------------------------------------------------------
     def _is_known(self, prop: Property, info: ImageInfo) -> bool:
         return (prop.name, prop.key_of(info)) in self.train_keys
 
-    def _rule_question(self, prop: Property, info: ImageInfo, value: str) -> tuple[str, str, tuple[str, ...]]:
-        """A property question (answer: value) or a yes/no question about a value."""
-        if self.rng.random() >= self.cfg.yes_no:
-            return format_question(self.rng.choice(prop.questions), info), value, prop.values
-        asked = value if self.rng.random() < 0.5 else self.rng.choice([v for v in prop.values if v != value])
-        question = format_question(self.rng.choice(prop.yes_no), info, asked)
-        return question, "yes" if asked == value else "no", YES_NO
+    def _rule_question(self, prop: Property, info: ImageInfo, value: str,
+                       pick: tuple[str, str | None] | None = None) -> tuple[str, str, tuple[str, ...], tuple[str, str | None]]:
+        """A property question (answer: value) or a yes/no question about a value, and its ``pick``
+        (template, value asked or None): passing it back asks the same question of another image."""
+        if pick is None:
+            if self.rng.random() >= self.cfg.yes_no:
+                pick = (self.rng.choice(prop.questions), None)
+            else:
+                asked = value if self.rng.random() < 0.5 else self.rng.choice([v for v in prop.values if v != value])
+                pick = (self.rng.choice(prop.yes_no), asked)
+        template, asked = pick
+        if asked is None:
+            return format_question(template, info), value, prop.values, pick
+        return format_question(template, info, asked), "yes" if asked == value else "no", YES_NO, pick
 
     def _edit_facts(self, prop: Property, info: ImageInfo, value: str, mode: str, entry_q: str | None = None) -> list[str]:
         """What an edit "``prop`` of ``info`` is ``value``" stores: answer entry and/or rationale sentences."""
@@ -289,7 +308,7 @@ class MixSampler:
     def _known(self) -> Example:
         prop, info = self.rng.choice(self.rule_images)
         rule = self.world.rule_for(prop, info)
-        question, answer, choices = self._rule_question(prop, info, rule.value)
+        question, answer, choices, _ = self._rule_question(prop, info, rule.value)
         n = self.rng.randint(1, 5) if self.rng.random() < 0.5 else 0
         facts = self.distractors(n, (prop.name, rule.key), info=info)
         self.rng.shuffle(facts)
@@ -300,7 +319,7 @@ class MixSampler:
         this image) is in the prompt; the question is answered by the model's own knowledge."""
         prop, info = self.rng.choice(self.rule_images)
         rule = self.world.rule_for(prop, info)
-        question, answer, choices = self._rule_question(prop, info, rule.value)
+        question, answer, choices, _ = self._rule_question(prop, info, rule.value)
         wrong = self.rng.choice([v for v in prop.values if v != rule.value])
         other_props = [p for p in PROPERTIES if p is not prop and self._is_known(p, info)]
         near = self._near(prop, info)
@@ -322,7 +341,7 @@ class MixSampler:
         prop, info = self.rng.choice(self.rule_images)
         key = prop.key_of(info)
         value = self.rng.choice(prop.values)  # counterfactual: the prompt decides, not memory
-        question, answer, choices = self._rule_question(prop, info, value)
+        question, answer, choices, pick = self._rule_question(prop, info, value)
         if answer == value and (self.easy or self.rng.random() < self.cfg.same_question):  # reliability case
             entry_q = question
         else:  # a paraphrase (T-Gen) or a yes/no question (R-Gen)
@@ -338,4 +357,18 @@ class MixSampler:
             if near is not None:
                 facts += rationale_sentences(prop, near, self.rng.choice(prop.values), self.rng)[:2]
         self.rng.shuffle(facts)
+        if not self.easy and mode != "answer" and self.cfg.near_twin > 0 and self.rng.random() < self.cfg.near_twin:
+            self._twin_of(prop, info, pick, facts)
         return Example("facts", info.path, fuse(facts, question), answer, choices)
+
+    def _twin_of(self, prop: Property, info: ImageInfo, pick: tuple[str, str | None], facts: list[str]) -> None:
+        """Queue the near-miss twin of a ``facts`` example: the same facts and question on an image sharing
+        the colour or the shape but governed by another train rule, answered by that rule's value. Only
+        the image tells the two apart, so following every fact no longer pays (recipe 3 followed an edit's
+        facts on a near-miss image 40 % of the time). Not for answer entries alone: their question names
+        no colour or shape, and following one is right."""
+        near = self._near(prop, info)
+        if near is None:
+            return
+        question, answer, choices, _ = self._rule_question(prop, near, self.world.rule_for(prop, near).value, pick)
+        self._queued.append(Example("near_miss", near.path, fuse(facts, question), answer, choices))
