@@ -79,6 +79,11 @@ class TextEncoder:
             raise TypeError("TextEncoder.encode takes a list of strings, not one string.")
         if len(texts) == 0:
             return torch.zeros(0, self.dim)
+        if len(texts) == 1:  # a query's question: the model's modules straight (the same vector, bit for bit,
+            # without encode's sorting, batching and output bookkeeping: ~2 ms of a ~14 ms MiniLM call on a CPU)
+            features = self.model.tokenize(list(texts))
+            features = {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            return self.model(features)["sentence_embedding"].detach().float().cpu()
         out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
                                 show_progress_bar=False, normalize_embeddings=False)
         return out.detach().float().cpu()
