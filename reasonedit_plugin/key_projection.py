@@ -69,14 +69,27 @@ class KeyProjection:
         """float32 [m, r] projections of float32 keys [m, D] (the key store keeps them as float16)."""
         return np.asarray(x, np.float32) @ self.basis
 
-    def lower_bounds(self, zq: np.ndarray, z: np.ndarray | torch.Tensor, norm_q: float, norm_x: np.ndarray
-                     ) -> np.ndarray:
+    def lower_bounds(self, zq: np.ndarray, z: np.ndarray | torch.Tensor, norm_q: float,
+                     norm_x: np.ndarray | float) -> np.ndarray:
         """float64 [m]: lower bounds of ||q - x_i|| from the computed projection ``zq`` [r] of q (float32)
         and the stored projections ``z`` [m, r] of the x_i (float16 values; a float32 tensor is
-        overwritten), and upper bounds of the norms ||q|| and ||x_i|| (for the rounding margins). A
+        overwritten), and upper bounds of the norms ||q|| and ||x_i|| (for the rounding margins; one bound for all x_i
+        will do). A
         projection that overflowed float16 gives the trivial bound 0."""
         diff = z if isinstance(z, torch.Tensor) else torch.from_numpy(np.array(z, np.float32))
         diff.sub_(torch.from_numpy(np.asarray(zq, np.float32)))
         c = diff.mul_(diff).sum(dim=1).sqrt_().numpy().astype(np.float64)
         lb = c / (1.0 + self._rel) - self._abs * norm_q - self._abs_x * norm_x - self._tiny
         return np.where(np.isfinite(lb), np.maximum(lb, 0.0), 0.0) / self._stretch
+
+    def within(self, zq: np.ndarray, z: torch.Tensor, norm_q: float, norm_x: float, limit: np.ndarray) -> np.ndarray:
+        """bool [m]: which rows the projected bound cannot put beyond ``limit`` (``lower_bounds(...) <=
+        limit``, a search's hot path): the bound's margins moved to the other side, so the projected
+        distances are compared as computed (float32 ``z`` is overwritten). ``limit`` >= 0; a row whose
+        projection overflowed float16 is always kept."""
+        diff = z.sub_(torch.from_numpy(np.asarray(zq, np.float32)))
+        c = diff.mul_(diff).sum(dim=1).sqrt_().numpy()
+        # lb <= limit  <=>  c <= (limit * stretch + margins) (1 + rel); a relative 1e-12 covers this float64 sum
+        reach = (limit * self._stretch + (self._abs * norm_q + self._abs_x * norm_x + self._tiny)) \
+            * ((1.0 + self._rel) * (1.0 + 1e-12))
+        return (c <= reach) | ~np.isfinite(c)

@@ -91,10 +91,10 @@ def rerank_candidates(store: KeyStore, q: np.ndarray, k: int, scaled: bool,
     kk = min(k, n)
     if kk <= 0:
         return store.search(q, k, scaled=scaled)
-    den_max = float(store.column("sigma").max()) + store.eps if scaled else 1.0
+    den_max = store.den_max() if scaled else 1.0
     qsq = float(np.dot(q.astype(np.float64), q))
     # worst-case error of a float32 squared distance, even by the expanded |x|^2 + |q|^2 - 2 x.q formula
-    err = store._margin * (qsq + float(store.column("sqn").max()))
+    err = store._margin * (qsq + store.norm_max ** 2)
     m = min(n, max(4 * kk, 64))
     while True:
         if m > max_candidates:

@@ -101,6 +101,7 @@ class KeyStore:
         du = self.dim * 2.0 ** -24
         self._margin = 2.0 * (du / (1.0 - du) + 3.0 * 2.0 ** -24) * 1.01  # see index._float32_margin
         self._norm_up = 1.0 + 2.0 * du  # sqrt(sqn) * this bounds a stored key's norm from above
+        self._sqn_max = 0.0  # the largest sqn ever stored (removals keep it: still an upper bound)
 
     # ------------------------------------------------------------------ rows
     def __len__(self) -> int:
@@ -213,7 +214,8 @@ class KeyStore:
             x = self._fp32(np.arange(s, min(start + m, s + _CHUNK)))
             if self._proj is not None:
                 self._set_projections(slice(s, s + len(x)), x.numpy())
-            self._columns["sqn"][s:s + len(x)] = x.mul_(x).sum(dim=1).numpy()
+            sqn = self._columns["sqn"][s:s + len(x)] = x.mul_(x).sum(dim=1).numpy()
+            self._sqn_max = max(self._sqn_max, float(sqn.max()))
         self.n += m
         rows = np.arange(start, start + m)
         if self.centroids is not None:
@@ -253,6 +255,12 @@ class KeyStore:
         """The score denominators sigma + eps of ``rows`` (> 0)."""
         return self._columns["sigma"][rows] + self.eps
 
+    def den_max(self) -> float:
+        """An upper bound of every row's denominator (O(lists) once partitioned, else O(n))."""
+        if self.centroids is not None:
+            return float(self._list_den_max.max(initial=0.0))
+        return float(self.den(slice(0, self.n)).max(initial=0.0))
+
     def set_sigma(self, rows: np.ndarray, values: np.ndarray) -> None:
         """Set the hubness sigma of ``rows`` (each list's largest denominator follows)."""
         self._columns["sigma"][rows] = values
@@ -281,6 +289,11 @@ class KeyStore:
             diff.sub_(qt)
             out[s:s + _CHUNK] = diff.mul_(diff).sum(dim=1).sqrt_().numpy()
         return out
+
+    @property
+    def norm_max(self) -> float:
+        """An upper bound of every stored key's norm (float64; O(1): kept as keys are added)."""
+        return math.sqrt(self._sqn_max) * self._norm_up
 
     def _fp32(self, rows: np.ndarray) -> torch.Tensor:
         """The keys of ``rows`` as a new float32 tensor [len(rows), D]."""
@@ -322,14 +335,14 @@ class KeyStore:
         left."""
         t_rows = torch.from_numpy(rows)
         head = torch.from_numpy(self._columns["pz_head"]).index_select(0, t_rows).float()
-        norm_x = np.sqrt(self._columns["sqn"][rows].astype(np.float64)) * self._norm_up
-        keep = self._proj_head.lower_bounds(zq[:_PRE], head, norm_q, norm_x) <= within  # (head overwritten)
+        norm_x = self.norm_max  # the rounding margins' norm: the store's largest (a row's own costs a gather)
+        keep = self._proj_head.within(zq[:_PRE], head, norm_q, norm_x, within)
         if keep.any():
             sel = np.flatnonzero(keep)
             t_left = torch.from_numpy(rows[sel])
             z = torch.cat([torch.from_numpy(self._columns[name]).index_select(0, t_left)
                            for name in ("pz_head", "pz_tail")], dim=1).float()
-            keep[sel] = self._proj.lower_bounds(zq, z, norm_q, norm_x[sel]) <= within[sel]
+            keep[sel] = self._proj.within(zq, z, norm_q, norm_x, within[sel])
         return keep
 
     # ------------------------------------------------------------------ IVF partition

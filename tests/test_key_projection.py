@@ -28,6 +28,15 @@ def test_lower_bound_never_exceeds_the_distance(scale):
     assert (lb <= true).all()
     assert (lb[:50] == 0).all() or (true[:50] > 0).all()
     assert np.median(lb / np.maximum(true, 1e-30)) > 0.5  # and it is a useful bound on clustered keys
+    # the search's fused test keeps exactly the rows whose bound is within the limit (up to float64 rounding)
+    for limit in (np.quantile(true, [0.01, 0.2, 0.6]) if scale else []):
+        limits = np.full(len(x), limit) * rng.uniform(0.5, 1.5, len(x))
+        keep = proj.within(proj.project(q[None])[0], torch.from_numpy(stored.astype(np.float32)),
+                           float(np.linalg.norm(q)) * (1 + 1e-6), float(norms.max()), limits)
+        lb_max = proj.lower_bounds(proj.project(q[None])[0], stored, float(np.linalg.norm(q)) * (1 + 1e-6),
+                                   float(norms.max()))
+        assert (keep == (lb_max <= limits * (1 + 1e-9))).all() and keep.any() and not keep.all()
+        assert keep[true <= limits].all()  # never a row that is within the limit
 
 
 @pytest.mark.parametrize("kind", ["clustered", "duplicates"])
@@ -58,3 +67,26 @@ def test_pruned_search_equals_scan_in_high_dimension(kind):
     table.remove(1005)
     for q in queries[:10]:
         assert table.scaled_topk(q, 5) == table.scaled_topk(q, 5, exact_scan=True)
+
+
+def test_store_wide_bounds_hold_through_adds_removals_and_sigma_changes():
+    """The search's O(1) bounds (largest key norm, largest denominator) never fall below a row's value."""
+    rng = np.random.default_rng(3)
+    store = KeyStore(16, "float16", exact_below=32, seed=0)
+    store.add_many(np.arange(200), rng.standard_normal((200, 16)) * rng.uniform(0.1, 5, (200, 1)))
+    assert store.trained
+
+    def check() -> None:
+        x = store.matrix.astype(np.float64)
+        assert store.norm_max >= np.linalg.norm(x, axis=1).max()
+        assert store.den_max() >= store.den(slice(0, store.n)).max()
+
+    check()
+    store.add_many(np.arange(200, 210), rng.standard_normal((10, 16)) * 9.0)  # larger keys after training
+    check()
+    store.set_sigma(np.arange(5), np.full(5, 50.0))
+    store.set_eps(0.5)
+    check()
+    for key_id in range(200, 210):
+        store.remove(key_id)
+    check()
