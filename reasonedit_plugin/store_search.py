@@ -3,9 +3,7 @@
 Both visit the IVF lists by the triangle bound, then screen the rows left with the projected bounds
 (``key_projection.py``: the first 8 coordinates, then all 32) and a float32 matrix product with a proven
 rounding margin, and compute exact distances (by differences) only for what survives; the keystore module
-docstring gives the bounds. A search starts from the exact scores of a few rows (those of the nearest lists
-whose projections lie nearest to the query), so every row it visits is bounded against a k-th score from
-the first list on. Exact: the same ids, order and distances as a full scan.
+docstring gives the bounds. Exact: the same ids, order and distances as a full scan.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .keystore import KeyStore
@@ -85,13 +82,6 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
         groups = []
     kth = np.inf
     scored = 0
-    seeded = np.zeros(0, np.int64)
-    if dqc is not None and store._proj is not None:  # a first k-th score, from a few rows' exact scores
-        j = min(limit, int(np.searchsorted(cum, max(8 * k, 256), "left")) + 1)
-        best, seeded = _seed(store, q, k, order[:j], zq, exclude, scaled)
-        scored = len(seeded)
-        if len(best[0]) == k:
-            kth = float(best[0][-1]) * (1 + _TOL)
     i = 0
     while True:
         if dqc is None:
@@ -120,9 +110,6 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
                     rows = rows[store._proj_keep(rows, zq, norm_q, within)]
         if exclude >= 0:
             rows = rows[rows != exclude]
-        if len(seeded) and len(rows):  # scored already (and counted once in the bound below)
-            at = np.minimum(np.searchsorted(seeded, rows), len(seeded) - 1)
-            rows = rows[seeded[at] != rows]
         if not len(rows):
             continue
         lo, hi = store._screen(rows, q, qsq)
@@ -141,28 +128,6 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
         if len(best[0]) == k:
             kth = float(best[0][-1]) * (1 + _TOL)
     return Hits(best[1], best[2], best[0], best[3], scored)
-
-
-def _seed(store: "KeyStore", q: np.ndarray, k: int, lists: np.ndarray, zq: np.ndarray, exclude: int,
-          scaled: bool) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """The exact best k of the few rows of ``lists`` whose projections lie nearest to q's, and those rows:
-    any k rows' k-th score bounds the answer's from above, so the search can bound every row it visits
-    from its first list on, instead of screening a first group of a few hundred rows at full dimension."""
-    rows = np.concatenate([store._lists[c][: store._list_len[c]] for c in lists.tolist()]).astype(np.int64)
-    if exclude >= 0:
-        rows = rows[rows != exclude]
-    m = min(len(rows), 4 * k + 44)
-    if m < len(rows):
-        t_rows = torch.from_numpy(rows)
-        z = torch.cat([torch.from_numpy(store._columns[name]).index_select(0, t_rows)
-                       for name in ("pz_head", "pz_tail")], dim=1).float()
-        z.sub_(torch.from_numpy(np.asarray(zq, np.float32)))
-        rows = rows[np.argpartition(z.mul_(z).sum(dim=1).numpy(), m - 1)[:m]]
-    rows = np.sort(rows)  # (sorted: the search finds them again by bisection)
-    d = store.distances(rows, q)
-    sc = d / store.den(rows) if scaled else d.astype(np.float64)
-    empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    return _merge(empty, (sc, store._ids[rows], d, rows), k), rows
 
 
 def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists: int | None = None
