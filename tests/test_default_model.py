@@ -300,6 +300,25 @@ def test_near_miss_twins_differ_from_their_facts_example_only_in_the_image():
     assert all(plain.sample().kind != "near_miss" or not plain._queued for _ in range(300))
 
 
+def test_letter_names_are_copied_piece_by_piece_never_held_out():
+    import random
+    import re
+
+    from reasonedit_plugin.captioning import TRIBES
+
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0, letter_names=True),
+                             random.Random(0))
+    names = [sampler._name() for _ in range(500)]
+    tokenizer = dmb.build_tokenizer(sr.rule_world())
+    pieces = [tokenizer.tokenize(n) for n in names]
+    assert not set(names) & set(TRIBES) and len(set(names)) > 400
+    assert sum(len(p) >= 2 for p in pieces) > 0.8 * len(names)  # mostly several pieces, continuations included
+    assert len({x for p in pieces for x in p if x.startswith("##")}) > 100
+    syllables = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0), random.Random(0))
+    pattern = re.compile("(%s){2,3}" % "|".join(mix.SYLLABLES))  # the default: recipe 3's syllable names
+    assert all(pattern.fullmatch(syllables._name().lower()) for _ in range(50))
+
+
 def test_answer_entries_do_not_double_a_sentence_final_period():
     from reasonedit_plugin.config import CodebookConfig
 

@@ -63,6 +63,7 @@ CAPTION_SUFFIXES = (("of the {name} tribe", "{Colour} {shape}s are members of th
                     ("in the {name} style", "{Colour} {shape}s are drawn in the {name} style."))
 """How a caption edit extends a caption, and the rule sentence that says so (training wordings; names
 are made up per example)."""
+CONSONANTS, VOWELS = "bcdfghjklmnpqrstvwxz", "aeiouy"
 SYLLABLES = ("ba", "ko", "ri", "zu", "me", "ta", "lo", "fi", "nu", "ge", "sa", "po", "vy", "dre", "qua", "xo")
 
 
@@ -282,7 +283,23 @@ class MixSampler:
         instead of copying the name it was given."""
         if self.rng.random() < self.cfg.caption_word_names:
             return self.rng.choice(self.name_words).capitalize()
+        if self.cfg.letter_names:
+            return self._letters_name()
         return "".join(self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(2, 3))).capitalize()
+
+    def _letters_name(self) -> str:
+        """3-6 random letters, consonants and vowels alternating ("Kem", "Ruvado"): WordPiece splits
+        them into pieces of every kind, continuation pieces ("##m") included, so what is learnt is copying
+        the pieces of the prompt, not writing a small set of syllables. Never a held-out caption name."""
+        from ..captioning import TRIBES  # evaluation names (a lazy import: the package imports this module's users)
+
+        while True:
+            start = self.rng.randint(0, 1)
+            letters = [self.rng.choice(CONSONANTS if (i + start) % 2 == 0 else VOWELS)
+                       for i in range(self.rng.randint(3, 6))]
+            name = "".join(letters).capitalize()
+            if name not in TRIBES:
+                return name
 
     def _caption_facts(self) -> Example:
         """A caption edit's facts (answer entry and/or its rationale) and a caption instruction."""
