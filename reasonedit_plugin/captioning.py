@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 from tqdm.auto import tqdm
 
+from .data.language import CAPTION_TRIBES
 from .errors import RecordError
 from .records import EditRecord, ImageLike, load_image, make_records, normalize_answer
 
@@ -296,8 +297,6 @@ def write_results(results: Sequence[CaptionResult], out: Union[str, Path],
 
 # ------------------------------------------------------------------------------------------ data
 
-TRIBES = ("Vol", "Kem", "Sar", "Tor", "Lun", "Pez", "Rua", "Dov", "Mik", "Hes", "Bal", "Quo")
-"""Made-up names a caption edit attaches to a colour + shape; only the rationale says which."""
 
 
 def caption_split(n: int, seed: int = 0, image_split: str = "test") -> list[dict[str, Any]]:
@@ -317,7 +316,7 @@ def caption_split(n: int, seed: int = 0, image_split: str = "test") -> list[dict
     for info in images:
         by_kind.setdefault((info.colour, info.shape), []).append(info)
     kinds = sorted(k for k, v in by_kind.items() if len(v) >= 2)
-    tribe = {k: rng.choice(TRIBES) for k in kinds}
+    tribe = {k: rng.choice(CAPTION_TRIBES) for k in kinds}
     rng.shuffle(kinds)
     edited = set(kinds[:n])
     records = []

@@ -304,14 +304,14 @@ def test_letter_names_are_copied_piece_by_piece_never_held_out():
     import random
     import re
 
-    from reasonedit_plugin.captioning import TRIBES
+    from reasonedit_plugin.data.language import CAPTION_TRIBES
 
     sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0, letter_names=True),
                              random.Random(0))
     names = [sampler._name() for _ in range(500)]
     tokenizer = dmb.build_tokenizer(sr.rule_world())
     pieces = [tokenizer.tokenize(n) for n in names]
-    assert not set(names) & set(TRIBES) and len(set(names)) > 400
+    assert not set(names) & set(CAPTION_TRIBES) and len(set(names)) > 400
     assert sum(len(p) >= 2 for p in pieces) > 0.8 * len(names)  # mostly several pieces, continuations included
     assert len({x for p in pieces for x in p if x.startswith("##")}) > 100
     syllables = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0), random.Random(0))

@@ -73,6 +73,9 @@ CAPTION_PROMPTS = {
     "eval": ("What does this image show?", "Give a short caption for the picture."),
 }
 DESCRIBE_PROMPT = "Describe this image."
+CAPTION_TRIBES = ("Vol", "Kem", "Sar", "Tor", "Lun", "Pez", "Rua", "Dov", "Mik", "Hes", "Bal", "Quo")
+"""Made-up names the generated caption edits (``reasonedit caption --generate``) attach to a colour + shape;
+only the rationale says which. Training never uses them as caption names."""
 """METHOD.md §6 scores rationale sentences under this prompt; the model answers it with a caption."""
 
 

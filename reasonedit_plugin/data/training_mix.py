@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from .language import CAPTION_PROMPTS, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption, verify_prompt
+from .language import CAPTION_PROMPTS, CAPTION_TRIBES, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption, verify_prompt
 from .shaperules import (
     COLOURS,
     PROPERTIES,
@@ -135,9 +135,9 @@ class MixSampler:
         """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
         self.noise_words = noise_vocabulary() if cfg.word_noise > 0 else []
         self.name_words = [w for w in (self.noise_words or noise_vocabulary()) if len(w) <= 7]
+        """Real English words a caption edit may use as a name (most of them one WordPiece token)."""
         self._queued: list[Example] = []
         """Examples drawn as the twin of the previous one (``cfg.near_twin``), returned next."""
-        """Real English words a caption edit may use as a name (most of them one WordPiece token)."""
 
     def sample(self) -> Example:
         if self._queued:
@@ -291,14 +291,12 @@ class MixSampler:
         """3-6 random letters, consonants and vowels alternating ("Kem", "Ruvado"): WordPiece splits
         them into pieces of every kind, continuation pieces ("##m") included, so what is learnt is copying
         the pieces of the prompt, not writing a small set of syllables. Never a held-out caption name."""
-        from ..captioning import TRIBES  # evaluation names (a lazy import: the package imports this module's users)
-
         while True:
             start = self.rng.randint(0, 1)
             letters = [self.rng.choice(CONSONANTS if (i + start) % 2 == 0 else VOWELS)
                        for i in range(self.rng.randint(3, 6))]
             name = "".join(letters).capitalize()
-            if name not in TRIBES:
+            if name not in CAPTION_TRIBES:
                 return name
 
     def _caption_facts(self) -> Example:
