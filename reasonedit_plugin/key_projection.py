@@ -73,9 +73,9 @@ class KeyProjection:
                      norm_x: np.ndarray | float) -> np.ndarray:
         """float64 [m]: lower bounds of ||q - x_i|| from the computed projection ``zq`` [r] of q (float32)
         and the stored projections ``z`` [m, r] of the x_i (float16 values; a float32 tensor is
-        overwritten), and upper bounds of the norms ||q|| and ||x_i|| (for the rounding margins; one bound for all x_i
-        will do). A
-        projection that overflowed float16 gives the trivial bound 0."""
+        overwritten), and upper bounds of the norms ||q|| and ||x_i|| (for the rounding margins; one bound
+        for all x_i will do). A projection that overflowed float16 gives the trivial bound 0. The reference
+        of :meth:`within`, which a search calls instead."""
         diff = z if isinstance(z, torch.Tensor) else torch.from_numpy(np.array(z, np.float32))
         diff.sub_(torch.from_numpy(np.asarray(zq, np.float32)))
         c = diff.mul_(diff).sum(dim=1).sqrt_().numpy().astype(np.float64)
