@@ -52,13 +52,12 @@ class HubnessGraph:
     def __init__(self, store: KeyStore, k: int, eps: float = EPS, probe: int | None = None):
         self.store = store
         self.k = int(k)
-        self.eps = float(eps)
         self.probe = probe
         """None: exact upkeep. An int: an add's (or a repair's) K-NN and reverse searches look only at that
         many IVF lists, nearest first (approximate sigma, constant work per edit at any size)."""
         store.add_column("nbr", (self.k,), np.int32, -1)
         store.add_column("nlen", (), np.int16, 0)
-        store.set_eps(self.eps)  # the store keeps sigma; a score's denominator is sigma + eps
+        store.set_eps(eps)  # the store keeps sigma and eps; a score's denominator is sigma + eps
 
     def __len__(self) -> int:
         return len(self.store)
@@ -92,11 +91,15 @@ class HubnessGraph:
         hits = self.store.search(self.store.round(vec), k, scaled=True, force_scan=exact_scan)
         return list(zip(hits.scores.tolist(), hits.distances.astype(np.float64).tolist(), hits.ids.tolist()))
 
+    @property
+    def eps(self) -> float:
+        """The eps of the score's denominator sigma + eps (the key store's, which computes it)."""
+        return self.store.eps
+
     def set_eps(self, eps: float) -> None:
         """Use ``eps`` in the score's denominator sigma + eps from now on."""
-        if eps != self.eps:
-            self.eps = float(eps)
-            self.store.set_eps(self.eps)
+        if eps != self.store.eps:
+            self.store.set_eps(eps)
 
     # ------------------------------------------------------------------ changes
     def add(self, key_id: int, key: Any) -> None:

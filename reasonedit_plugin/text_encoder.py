@@ -81,7 +81,8 @@ class TextEncoder:
             return torch.zeros(0, self.dim)
         if len(texts) == 1:  # a query's question: the model's modules straight (the same vector, bit for bit,
             # without encode's sorting, batching and output bookkeeping: ~2 ms of a ~14 ms MiniLM call on a CPU)
-            features = self.model.tokenize(list(texts))
+            prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # (tokenize: before 6.0)
+            features = prepare(list(texts))
             features = {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
             return self.model(features)["sentence_embedding"].detach().float().cpu()
         out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
