@@ -69,6 +69,28 @@ def test_pruned_search_equals_scan_in_high_dimension(kind):
         assert table.scaled_topk(q, 5) == table.scaled_topk(q, 5, exact_scan=True)
 
 
+@pytest.mark.parametrize("scaled", [True, False])
+def test_first_step_probe_and_exclude_equal_a_scan(scaled):
+    """The search's first step scores the rows nearest in projection and prunes the rest by their k-th
+    score; with a row left out (the hubness graph's own-key queries) it still equals a full scan."""
+    g = torch.Generator().manual_seed(9)
+    dim = 48
+    centres = torch.randn(6, dim, generator=g) * 2
+    keys = centres[torch.randint(0, 6, (1500,), generator=g)] + 0.5 * torch.randn(1500, dim, generator=g)
+    table = HubnessGraph(KeyStore(dim, "float16", exact_below=64, seed=0), 8)
+    table.build(np.arange(len(keys)), keys.numpy())
+    store = table.store
+    assert store.trained
+    for row in range(0, 1500, 37):
+        q = store.vectors(np.array([row]))[0]
+        for k in (1, 3, 9):
+            got = store.search(q, k, scaled=scaled, exclude=row)
+            ref = store.search(q, k, scaled=scaled, exclude=row, force_scan=True)
+            assert got.ids.tolist() == ref.ids.tolist() and row not in got.rows.tolist()
+            assert np.array_equal(got.distances, ref.distances) and np.array_equal(got.scores, ref.scores)
+            assert got.scored < len(store) / 2
+
+
 def test_store_wide_bounds_hold_through_adds_removals_and_sigma_changes():
     """The search's O(1) bounds (largest key norm, largest denominator) never fall below a row's value."""
     rng = np.random.default_rng(3)
