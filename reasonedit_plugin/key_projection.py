@@ -77,7 +77,7 @@ class KeyProjection:
         for all x_i will do). A projection that overflowed float16 gives the trivial bound 0. The reference
         of :meth:`within`, which a search calls instead."""
         diff = z if isinstance(z, torch.Tensor) else torch.from_numpy(np.array(z, np.float32))
-        c = projected_distances(zq, diff).astype(np.float64)
+        c = _projected_distances(zq, diff).astype(np.float64)
         lb = c / (1.0 + self._rel) - self._abs * norm_q - self._abs_x * norm_x - self._tiny
         return np.where(np.isfinite(lb), np.maximum(lb, 0.0), 0.0) / self._stretch
 
@@ -86,14 +86,14 @@ class KeyProjection:
         limit``, a search's hot path): the bound's margins moved to the other side, so the projected
         distances are compared as computed (float32 ``z`` is overwritten). ``limit`` >= 0; a row whose
         projection overflowed float16 is always kept."""
-        c = projected_distances(zq, z)
+        c = _projected_distances(zq, z)
         # lb <= limit  <=>  c <= (limit * stretch + margins) (1 + rel); a relative 1e-12 covers this float64 sum
         reach = (limit * self._stretch + (self._abs * norm_q + self._abs_x * norm_x + self._tiny)) \
             * ((1.0 + self._rel) * (1.0 + 1e-12))
         return (c <= reach) | ~np.isfinite(c)
 
 
-def projected_distances(zq: np.ndarray, z: torch.Tensor) -> np.ndarray:
+def _projected_distances(zq: np.ndarray, z: torch.Tensor) -> np.ndarray:
     """float32 [m]: ||z_i - zq||, computed in float32 as the bounds' rounding margins assume (``z`` is
     overwritten)."""
     z.sub_(torch.from_numpy(np.asarray(zq, np.float32)))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import ReasonEditError
-from .key_projection import PROJ_DIM, KeyProjection, projected_distances
+from .key_projection import PROJ_DIM, KeyProjection
 from .store_search import _CHUNK, _TOL, Hits, search, within_reach  # noqa: F401 (Hits: re-exported)
 
 logger = logging.getLogger(__name__)
@@ -327,14 +327,6 @@ class KeyStore:
         z = self._proj.project(x)
         self._columns["pz_head"][rows] = z[:, :_PRE]
         self._columns["pz_tail"][rows] = z[:, _PRE:]
-
-    def _proj_gap(self, rows: np.ndarray, zq: np.ndarray) -> np.ndarray:
-        """float32 [m]: the projected distances ||P^T q - P^T x|| of ``rows`` as computed (not a bound: a
-        search's ranking of which rows to score first)."""
-        t_rows = torch.from_numpy(rows)
-        z = torch.cat([torch.from_numpy(self._columns[name]).index_select(0, t_rows)
-                       for name in ("pz_head", "pz_tail")], dim=1).float()
-        return projected_distances(zq, z)
 
     def _proj_keep(self, rows: np.ndarray, zq: np.ndarray, norm_q: float, within: np.ndarray) -> np.ndarray:
         """Which ``rows`` the projections cannot rule out: proven lower bounds of d(q, x)

@@ -3,8 +3,7 @@
 Both visit the IVF lists by the triangle bound, then screen the rows left with the projected bounds
 (``key_projection.py``: the first 8 coordinates, then all 32) and a float32 matrix product with a proven
 rounding margin, and compute exact distances (by differences) only for what survives; the keystore module
-docstring gives the bounds. A search's first k-th score comes from the rows of the nearest lists that are
-nearest in projection, so the rest of those lists is pruned like any other. Exact: the same ids, order and distances as a full scan.
+docstring gives the bounds. Exact: the same ids, order and distances as a full scan.
 """
 
 from __future__ import annotations
@@ -21,8 +20,6 @@ _TOL = 1e-5  # relative margin on every bound (float32 rounding of distances is 
 _CHUNK = 4096  # rows scored per vectorised step
 _WALK = 16384  # rows of IVF lists bounded per step of a search once a k-th score is known (fewer, larger
 #                steps: the k-th score barely moves after the first, and each step's fixed cost is ~0.1 ms)
-_PROBE = 4  # the first step scores this many rows per wanted one, those nearest in projection, for a
-#             k-th score that prunes the rest of its rows (rather than screening them all at full width)
 
 
 @dataclass(frozen=True)
@@ -86,12 +83,8 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
     kth = np.inf
     scored = 0
     i = 0
-    pending: tuple[np.ndarray, np.ndarray] | None = None  # the first step's rows not yet scored, and gaps
     while True:
-        if pending is not None:  # a k-th score is known now: the rest of the first step, pruned by it
-            (rows, gap), pending = pending, None
-            rows = _prune(store, rows, gap, None, kth, scaled, zq, norm_q)
-        elif dqc is None:
+        if dqc is None:
             if not groups:
                 break
             rows = groups.pop(0)
@@ -105,15 +98,16 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
             rows, gap = _list_rows(store, lists, dqc, dqc_hi)
             i = j
             if kth < np.inf:  # the triangle bound, then the projected one: most rows of the lists end here
-                rows = _prune(store, rows, gap, lists, kth, scaled, zq, norm_q)
-            elif len(rows) > _PROBE * k:  # first: score the rows nearest in projection, the rest once pruned
-                rank = store._proj_gap(rows, zq)
-                if scaled:
-                    rank = rank / den(rows)
-                first = np.zeros(len(rows), bool)
-                first[np.argpartition(rank, _PROBE * k - 1)[:_PROBE * k]] = True
-                pending = rows[~first], gap[~first]
-                rows = rows[first]
+                if scaled:  # first with each list's largest denominator (no gather), then each row's own
+                    near = gap <= kth * np.repeat(store._list_den_max[lists], store._list_len[lists])
+                    rows, gap = rows[near], gap[near]
+                    within = kth * den(rows)
+                else:
+                    within = np.full(len(rows), kth)
+                near = gap <= within
+                rows, within = rows[near], within[near]
+                if len(rows):
+                    rows = rows[store._proj_keep(rows, zq, norm_q, within)]
         if exclude >= 0:
             rows = rows[rows != exclude]
         if not len(rows):
@@ -166,25 +160,6 @@ def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists:
     d = store.distances(rows, q)
     keep = d <= reach[rows]
     return rows[keep], d[keep]
-
-
-def _prune(store: "KeyStore", rows: np.ndarray, gap: np.ndarray, lists: np.ndarray | None, kth: float,
-           scaled: bool, zq: np.ndarray, norm_q: float) -> np.ndarray:
-    """The ``rows`` whose score the triangle bound (``gap``, from :func:`_list_rows`) and then the projected
-    bound cannot put beyond ``kth``. With ``lists`` (the rows are those lists' rows, in order) each list's
-    largest denominator is tried first, which needs no gather."""
-    if scaled:
-        if lists is not None:
-            near = gap <= kth * np.repeat(store._list_den_max[lists], store._list_len[lists])
-            rows, gap = rows[near], gap[near]
-        within = kth * store.den(rows)
-    else:
-        within = np.full(len(rows), kth)
-    near = gap <= within
-    rows, within = rows[near], within[near]
-    if len(rows):
-        rows = rows[store._proj_keep(rows, zq, norm_q, within)]
-    return rows
 
 
 def _list_rows(store: "KeyStore", lists: np.ndarray, dqc: np.ndarray, dqc_hi: np.ndarray

@@ -70,9 +70,9 @@ def test_pruned_search_equals_scan_in_high_dimension(kind):
 
 
 @pytest.mark.parametrize("scaled", [True, False])
-def test_first_step_probe_and_exclude_equal_a_scan(scaled):
-    """The search's first step scores the rows nearest in projection and prunes the rest by their k-th
-    score; with a row left out (the hubness graph's own-key queries) it still equals a full scan."""
+def test_search_with_a_row_left_out_equals_a_scan(scaled):
+    """The hubness graph asks for a key's own neighbours with its row left out: the pruned search with
+    ``exclude`` equals a full scan with it, for small and larger k."""
     g = torch.Generator().manual_seed(9)
     dim = 48
     centres = torch.randn(6, dim, generator=g) * 2
