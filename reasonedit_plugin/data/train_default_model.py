@@ -104,10 +104,10 @@ class TrainConfig:
     (:func:`.training_mix.word_noise`): the held-out wordings are what the model must read, and recipe 2
     (no noise) read facts in training wordings at 1.00 but in held-out ones at 0.85."""
     caption_word_names: float = 0.7
+    """Share of caption-edit names drawn from real English words (the rest: made-up, see ``letter_names``)."""
     letter_names: bool = False
     """Caption-edit names that are not words: random letters (True) or 2-3 of 16 syllables (False, recipe 3,
     which copied one-piece names only: "Mik" -> "medre", "Rua" -> "loa" in the demo's caption section)."""
-    """Share of caption-edit names drawn from real English words (the rest: made-up syllables)."""
     near_twin: float = 0.0
     """Share of full-mix ``facts`` examples with rationale sentences that are followed by their near-miss
     twin (:meth:`.training_mix.MixSampler._twin_of`): the same prompt on an image sharing the colour or the
