@@ -158,9 +158,10 @@ def test_reads_held_out_facts_but_does_not_know_them(model, processor):
 
 @current_recipe_only
 def test_reads_held_out_facts_in_held_out_wordings_but_does_not_know_them(model, processor, records):
-    # recipe 3, seed 0 at n=200 (docs/default_model/recipe3_seed0.json): answer entry 0.965, both 0.790
-    assert _accuracy(model, processor, dms.record_examples(records, "answer")) >= 0.9
-    assert _accuracy(model, processor, dms.record_examples(records, "both")) >= 0.75
+    # the shipped model (letter names, seed 2) at n=200 (docs/default_model/letter_names_seed2.json): answer
+    # entry 1.000, both 0.990; here (48 records) 1.000 / 0.979. Recipe 3, seed 0 read them at 0.965 / 0.790.
+    assert _accuracy(model, processor, dms.record_examples(records, "answer")) >= 0.95
+    assert _accuracy(model, processor, dms.record_examples(records, "both")) >= 0.9
     assert _accuracy(model, processor, dms.record_examples(records, "none")) <= 0.6
 
 
@@ -302,7 +303,8 @@ def test_near_miss_twins_differ_from_their_facts_example_only_in_the_image():
 
 def test_default_training_stream_is_the_shipped_recipes():
     """The shipped model's command must still draw the examples it was trained on: options added to the mix
-    (twins, letter names) leave the default stream alone. A deliberate recipe change updates this digest."""
+    (e.g. twins) leave the default stream alone. A deliberate recipe change updates this digest (session 11:
+    letter names and 30 % word names for caption edits became the defaults with the model trained on them)."""
     import hashlib
     import random
 
@@ -311,7 +313,7 @@ def test_default_training_stream_is_the_shipped_recipes():
     for easy in (True, False):
         sampler.easy, sampler.max_distractors = easy, 0 if easy else 4
         drawn += [repr(sampler.sample()) for _ in range(3000)]
-    assert hashlib.md5("\n".join(drawn).encode()).hexdigest() == "8bb098b381fc1e1d0e5e373a09284b39"
+    assert hashlib.md5("\n".join(drawn).encode()).hexdigest() == "6597033f789822368d73edb889a5841f"
 
 
 def test_letter_names_are_copied_piece_by_piece_never_held_out():
@@ -320,16 +322,16 @@ def test_letter_names_are_copied_piece_by_piece_never_held_out():
 
     from reasonedit_plugin.data.language import CAPTION_TRIBES
 
-    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0, letter_names=True),
-                             random.Random(0))
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0), random.Random(0))
     names = [sampler._name() for _ in range(500)]
     tokenizer = dmb.build_tokenizer(sr.rule_world())
     pieces = [tokenizer.tokenize(n) for n in names]
     assert not set(names) & set(CAPTION_TRIBES) and len(set(names)) > 400
     assert sum(len(p) >= 2 for p in pieces) > 0.8 * len(names)  # mostly several pieces, continuations included
     assert len({x for p in pieces for x in p if x.startswith("##")}) > 100
-    syllables = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0), random.Random(0))
-    pattern = re.compile("(%s){2,3}" % "|".join(mix.SYLLABLES))  # the default: recipe 3's syllable names
+    syllables = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0, letter_names=False),
+                               random.Random(0))
+    pattern = re.compile("(%s){2,3}" % "|".join(mix.SYLLABLES))  # recipe 3's syllable names
     assert all(pattern.fullmatch(syllables._name().lower()) for _ in range(50))
 
 

@@ -300,14 +300,18 @@ def test_word_noise_only_after_the_curriculum():
     assert all(q in {x.question for x in sr.plain_questions("train")} for q in plain)
 
 
-def test_caption_edit_names_are_mostly_real_words():
+def test_caption_edit_names_mix_real_words_and_made_up_ones():
     tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
     from reasonedit_plugin.data import training_mix as mix
 
-    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0), random.Random(0))
-    names = [sampler._name().lower() for _ in range(400)]
-    real = sum(n in set(sampler.name_words) for n in names) / len(names)
-    assert 0.6 < real < 0.8  # caption_word_names = 0.7; the rest are made-up syllables
-    never = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, caption_word_names=0.0), random.Random(0))
+    for share in (0.3, 0.7):  # the default (session 11) and recipe 3's
+        sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, caption_word_names=share),
+                                 random.Random(0))
+        names = [sampler._name().lower() for _ in range(400)]
+        real = sum(n in set(sampler.name_words) for n in names) / len(names)
+        assert share - 0.1 < real < share + 0.1
+    assert tdm.TrainConfig().caption_word_names == 0.3
+    never = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, caption_word_names=0.0,
+                                                            letter_names=False), random.Random(0))
     syllables = re.compile("(?:" + "|".join(mix.SYLLABLES) + "){2,3}")
     assert all(syllables.fullmatch(never._name().lower()) for _ in range(200))
