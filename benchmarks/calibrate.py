@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 from reasonedit_plugin.data import shaperules, split_files  # noqa: E402
 from reasonedit_plugin.editor import ReasonEditor  # noqa: E402
+from reasonedit_plugin.errors import ReasonEditError  # noqa: E402
 from reasonedit_plugin.evaluation import (ProtocolConfig, ReasonEditMethod, UneditedMethod,  # noqa: E402
                                           evaluate_sequential, evaluate_single, prepare_reference)
 from reasonedit_plugin.hparams import ReasonEditHyperParams  # noqa: E402
@@ -100,6 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     hparams = ReasonEditHyperParams.from_hparams(args.hparams)
     model = args.model or hparams.model_name
     base = hparams.to_config()
+    settings = []  # every grid point's config, built before anything runs: a bad one fails in a second
+    for values in itertools.product(*grid.values()) if grid else [()]:
+        setting = dict(zip(grid, values))
+        try:
+            settings.append((setting, type(base).from_dict(merged(base.to_dict(), overrides(setting)))))
+        except ReasonEditError as exc:
+            raise SystemExit(f"--grid point {setting}: {exc}") from None
     rows_in = shaperules.generate_split(args.split, args.n, seed=args.seed) if args.n > 0 else []
     if args.edits is not None:
         extra = split_files.load_jsonl(args.edits)
@@ -114,9 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     reference = prepare_reference(UneditedMethod(vlm, base.max_new_tokens), records, proto, progress=False)
     rows = []
-    for values in itertools.product(*grid.values()) if grid else [()]:
-        setting = dict(zip(grid, values))
-        config = type(base).from_dict(merged(base.to_dict(), overrides(setting)))
+    for setting, config in settings:
         method = ReasonEditMethod(lambda: ReasonEditor(vlm, config), name="ReasonEdit")
         t = time.time()
         evaluate = evaluate_single if args.protocol == "single" else evaluate_sequential

@@ -46,6 +46,13 @@ def test_refuses_a_split_that_is_reported(calibrate):
         calibrate.main(["--split", "small", "--grid", "embedding.scale=3"])
 
 
+def test_an_invalid_grid_point_fails_before_any_run(calibrate, monkeypatch):
+    """Every grid point's config is built first: a bad one is one line, not a traceback after the others ran."""
+    monkeypatch.setattr(calibrate.VLM, "from_pretrained", lambda *a, **k: pytest.fail("loaded a model first"))
+    with pytest.raises(SystemExit, match=r"--grid point .*evidence_min_yes.*0.6.*must satisfy"):
+        calibrate.main(["--grid", "retrieval.nullset.evidence_min_yes=0.5,0.6"])
+
+
 def test_refuses_held_out_records_as_tuning_edits(calibrate):
     heldout = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "heldout_handwritten.jsonl"
     with pytest.raises(SystemExit, match="held-out records"):
