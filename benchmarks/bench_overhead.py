@@ -9,8 +9,15 @@ questions (a few templates, so question texts repeat as they do in VQA traffic).
 unedited answer (``vlm.generate``), of ``editor.answer`` and of ``editor.retrieve`` alone, with the
 question-embedding cache cold (every text new) and warm (question texts seen before); images are always
 new (the vision-feature cache and the evidence test's remembered answers are cleared; each edit's evidence is read
-once before timing, as in an editor in service). The retrieval overhead is ``retrieve`` / unedited answer; an
+once before timing, as in an editor in service). Timed query by query (the unedited answer before and after
+the edited calls on the same query), so the machine's drifting load falls on both; ``answer_overhead_paired_p50``
+is the median over queries of answer / unedited - 1. The retrieval overhead is ``retrieve`` / unedited answer; an
 accepted retrieval also lengthens the prompt (the fused facts), which ``answer`` includes.
+
+``--image-prescreen`` turns on ``retrieval.nullset.image_prescreen`` (the serving setting): a query whose image
+no edit's image test can reach is rejected before its question is embedded, and ``answer`` reads the key's
+image part from the unedited answer's own vision pass. The answers are the same either way (tested); the
+JSON then also gives the medians of the queries so rejected and of the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results" / "overhead.json"))
     ap.add_argument("--no-evidence", action="store_true", help="the null-set gate without its evidence test")
+    ap.add_argument("--image-prescreen", action="store_true", help="retrieval.nullset.image_prescreen on")
     args = ap.parse_args()
     import torch
 
@@ -46,6 +54,8 @@ def main() -> None:
     cfg = hp.to_config()
     if args.no_evidence:
         cfg = cfg.replace(retrieval={"nullset": {"evidence_check": False}})
+    if args.image_prescreen:
+        cfg = cfg.replace(retrieval={"nullset": {"image_prescreen": True}})
     editor = ReasonEditor.from_pretrained(hp.model_name, cfg.replace(guard={"policy": "off"}), device="cpu")
     editor.edit(load_edit_records(None, "small", None, None))
     rng = random.Random(args.seed)
@@ -58,16 +68,13 @@ def main() -> None:
         items.append((load_image(root / info.path), sr.format_question(rng.choice(p.questions), info)))
     n_tokens = cfg.max_new_tokens
 
-    def timed(fn) -> list[float]:
-        out = []
-        for image, question in items:
-            t = time.perf_counter()
-            fn(image, question)
-            out.append((time.perf_counter() - t) * 1e3)
-        return out
+    def clock(fn, *args) -> float:
+        t = time.perf_counter()
+        fn(*args)
+        return (time.perf_counter() - t) * 1e3
 
-    timed(lambda im, q: editor.vlm.generate(im, q, n_tokens))  # warm-up
-    unedited = timed(lambda im, q: editor.vlm.generate(im, q, n_tokens))
+    for image, question in items:  # warm-up
+        editor.vlm.generate(image, question, n_tokens)
     if editor.evidence is not None:  # an editor in service: each edit's evidence read once (lazily, in use)
         for edit_id in editor.edit_ids():
             editor.evidence.evidence(edit_id)
@@ -81,18 +88,29 @@ def main() -> None:
         if not text_cache:
             editor.keys._text_cache.clear()
 
-    fresh(False)
-    retrieve_cold = timed(editor.retrieve)
-    fresh(True)
-    retrieve_warm = timed(editor.retrieve)
-    fresh(False)
-    answer_cold = timed(editor.answer)
-    fresh(True)
-    answer_warm = timed(editor.answer)
+    # Paired, query by query (the machine's load drifts): the unedited answer before and after, then
+    # retrieve and answer with the question new (cold) and seen (warm); the image is new to each.
+    unedited, retrieve_cold, retrieve_warm, answer_cold, answer_warm = [], [], [], [], []
+    for image, question in items:
+        before = clock(editor.vlm.generate, image, question, n_tokens)
+        for out, fn, warm in ((retrieve_cold, editor.retrieve, False), (retrieve_warm, editor.retrieve, True),
+                              (answer_cold, editor.answer, False), (answer_warm, editor.answer, True)):
+            fresh(warm)
+            out.append(clock(fn, image, question))
+        unedited.append((before + clock(editor.vlm.generate, image, question, n_tokens)) / 2)
     med = statistics.median
     accepted = sum(editor.retrieve(im, q).accepted for im, q in items)
+    early = [editor.retriever.out_of_reach(editor.keys.vision([im])[0]) is not None for im, _ in items]
+
+    def split(times: list[float]) -> dict[str, float | None]:
+        """Medians of the queries rejected by their image alone and of the rest."""
+        parts = {"image_rejected": [t for t, e in zip(times, early) if e],
+                 "searched": [t for t, e in zip(times, early) if not e]}
+        return {k: (med(v) if v else None) for k, v in parts.items()}
+
     res = {
         "entries": len(editor.codebook), "queries": len(items), "accepted": accepted,
+        "image_prescreen": args.image_prescreen, "rejected_by_image": sum(early) if args.image_prescreen else 0,
         "evidence_check": editor.evidence is not None,
         "distinct_questions": len({q for _, q in items}),
         "unedited_answer_p50_ms": med(unedited),
@@ -104,10 +122,17 @@ def main() -> None:
                                        "warm": med(retrieve_warm) / med(unedited)},
         "retrieve_mean_ms": {"cold": statistics.fmean(retrieve_cold), "warm": statistics.fmean(retrieve_warm)},
         "unedited_answer_mean_ms": statistics.fmean(unedited),
+        "answer_mean_ms": {"cold": statistics.fmean(answer_cold), "warm": statistics.fmean(answer_warm)},
+        "answer_overhead_paired_p50": {
+            "cold": med([a / u - 1 for a, u in zip(answer_cold, unedited)]),
+            "warm": med([a / u - 1 for a, u in zip(answer_warm, unedited)])},
+        "by_group_p50_ms": {"unedited": split(unedited), "answer_cold": split(answer_cold),
+                            "answer_warm": split(answer_warm), "retrieve_cold": split(retrieve_cold)},
         "retrieve_p95_ms": {"cold": float(statistics.quantiles(retrieve_cold, n=20)[-1]),
                             "warm": float(statistics.quantiles(retrieve_warm, n=20)[-1])},
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "command": "benchmarks/bench_overhead.py" + (" --no-evidence" if args.no_evidence else ""),
+        "command": "benchmarks/bench_overhead.py" + (" --no-evidence" if args.no_evidence else "")
+                   + (" --image-prescreen" if args.image_prescreen else ""),
     }
     print(json.dumps(res, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -24,10 +24,11 @@ from .augment import augment_image, paraphrase
 from .codebook import Codebook, PendingEntry
 from .config import ReasonEditConfig
 from .embedding import KeyEncoder
-from .errors import ConfigError, ReasonEditError, RecordError
+from .errors import ConfigError, ReasonEditError
 from .evidence import EvidenceCheck, EvidenceProbe
 from .fusion import fuse, get_fusion
-from .records import EditRecord, ImageLike, check_image, load_image, make_records, normalize_answer
+from .records import (EditRecord, ImageLike, check_batch, check_question, load_image, make_records,
+                      normalize_answer, open_image)
 from .retriever import Retrieval, Retriever
 from .text_encoder import TextEncoder, shared_text_encoder
 
@@ -144,6 +145,7 @@ class ReasonEditor:
         """Per committed edit() call: seconds spent training the fusion gate and the key projection."""
         self._codebook = codebook
         self._retriever: Retriever | None = None
+        self._one_pass: bool | None = None  # False once an answer's pass proved not to run the key's module
         self.quarantine: dict[str, EditRecord] = {}
         self.edit_records: dict[str, EditRecord] = {}
         """Raw records of committed edits (kept for export and re-embedding; see storage.py)."""
@@ -216,7 +218,7 @@ class ReasonEditor:
         """Apply edits. All-or-nothing: if any record is invalid or any step fails, the codebook is left
         exactly as it was. ``meta`` (e.g. author=, reason=) is stored as provenance on every entry."""
         guard = self.config.guard
-        _check_batch(records, meta)
+        check_batch(records, meta)
         records = make_records(records, image_root, max_rationale_chars=guard.max_rationale_chars,
                                max_sentences=guard.max_sentences)
         existing = set(self.codebook.edit_ids()) | set(self.quarantine)
@@ -228,7 +230,7 @@ class ReasonEditor:
         outcomes: dict[str, EditOutcome] = {}
         for r in tqdm(records, desc="ReasonEdit: preparing edits", disable=not progress, unit="edit"):
             start = time.perf_counter()
-            image = _open_image(r.image, r.id)
+            image = open_image(r.image, r.id)
             base = None
             if self.config.only_edit_errors:
                 base = self._base_answer(image, r.prompt, r.choices)
@@ -495,12 +497,20 @@ class ReasonEditor:
 
     def retrieve(self, image: ImageLike, question: str) -> Retrieval:
         """What the codebook returns for (image, question), with distances and the gate decision."""
-        _check_question(question)
+        check_question(question)
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
-        img = _open_image(image)
-        key = self.keys.encode([img], [question])[0]
-        return self._noted(self.retriever.search(key, evidence=self.evidence_probe(img)))
+        img = open_image(image)
+        return self._search(self.keys.vision([img]), question, lambda: self.evidence_probe(img))
+
+    def _search(self, vision: torch.Tensor, question: str, evidence: Callable[[], EvidenceProbe | None]
+                ) -> Retrieval:
+        """The gate's decision for a query's image part [1, Dv] and question (``evidence``: its evidence check)."""
+        early = self.retriever.out_of_reach(vision[0])  # nullset.image_prescreen: the question not embedded
+        if early is not None:
+            return early
+        key = self.keys.combine(vision, [question])[0]
+        return self._noted(self.retriever.search(key, evidence=evidence()))
 
     def evidence_probe(self, image: ImageLike) -> EvidenceProbe | None:
         """The gate's evidence check for one query image (None when ``nullset.evidence_check`` is off)."""
@@ -512,9 +522,8 @@ class ReasonEditor:
         question -> P(yes) on these inputs, for the gate's evidence check (None: not checked)."""
         if self._empty():
             return Retrieval(False, reason="the codebook is empty")
-        key = self.keys.encode_from_inputs(inputs, [question])[0]
-        evidence = None if self.evidence is None or yes is None else self.evidence.probe_inputs(inputs, yes)
-        return self._noted(self.retriever.search(key, evidence=evidence))
+        return self._search(self.keys.vision_from_inputs(inputs), question, lambda: (
+            None if self.evidence is None or yes is None else self.evidence.probe_inputs(inputs, yes)))
 
     def _noted(self, retrieval: Retrieval) -> Retrieval:
         if retrieval.accepted:  # usage counts for the optional eviction of never-retrieved edits
@@ -550,48 +559,44 @@ class ReasonEditor:
 
     def answer(self, image: ImageLike, question: str, choices: Sequence[str] | None = None) -> Answer:
         """Answer with the edited model. With ``choices``, the option of lowest summed NLL wins."""
-        _check_question(question)
-        if choices is not None and (isinstance(choices, str) or not all(isinstance(c, str) for c in choices)):
-            raise RecordError(f"choices must be a list of strings, got {choices!r:.80}.", field="choices")
-        img = _open_image(image)
+        check_question(question, choices)
+        img = open_image(image)
+        shared = self._answer_in_one_pass(img, question, choices)
+        if shared is not None:
+            return shared
         retrieval = self.retrieve(img, question)
         fused = self.fused_question(question, retrieval)
-        option_nll = None
         with self.fusion_context(question, retrieval):
-            if choices:
-                nll = self.vlm.option_nll(img, fused, list(choices))
-                option_nll = dict(zip(choices, nll))
-                text = choices[min(range(len(choices)), key=lambda i: (nll[i], i))]
-            else:
-                text = self.vlm.generate(img, fused, self.config.max_new_tokens)
+            text, option_nll = self._ask(img, fused, choices)
         return Answer(text, fused, self.vlm.prompt_text(fused), retrieval, option_nll)
 
+    def _ask(self, img: Image.Image, text: str, choices: Sequence[str] | None) -> tuple[str, dict[str, float] | None]:
+        if not choices:
+            return self.vlm.generate(img, text, self.config.max_new_tokens), None
+        nll = self.vlm.option_nll(img, text, list(choices))
+        return choices[min(range(len(choices)), key=lambda i: (nll[i], i))], dict(zip(choices, nll))
 
-def _check_question(question: Any) -> None:
-    if not isinstance(question, str) or not question.strip():
-        raise RecordError(f"the question must be a non-empty string, got {question!r:.80}.", field="prompt")
+    def _answer_in_one_pass(self, img: Image.Image, question: str, choices: Sequence[str] | None) -> Answer | None:
+        """With ``nullset.image_prescreen``, a new image is answered unedited straight away and the key's vision
+        part read from that answer's own vision pass (METHOD.md §4 (c)): if no edit is within reach of it, that
+        answer stands (what the full path gives, without a second vision pass or the question's embedding);
+        otherwise the pass stops at the key layer and the full path follows with the feature it gave. None:
+        the full path is to be taken."""
+        if (self._one_pass is False or self._empty() or not self.retriever.prescreens()
+                or self.keys.cached_vision(img) is not None):  # a known image: retrieve() costs no vision pass
+            return None
+        rejected: list[Retrieval | None] = []
 
+        def check(feature: torch.Tensor) -> bool:  # go on answering only if no edit can match
+            self.keys.remember_vision(img, feature)
+            rejected.append(self.retriever.out_of_reach(feature))
+            return rejected[0] is not None
 
-def _open_image(image: Any, record_id: str | None = None) -> Image.Image:
-    """Validate and open an image as RGB; unreadable or truncated files become a RecordError."""
-    check_image(image, record_id, "image")
-    try:
-        return load_image(image)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise RecordError(f"image {image if isinstance(image, (str, Path)) else 'object'} cannot be decoded "
-                          f"({exc}); replace or re-export it.", record_id, "image") from exc
-
-
-def _check_batch(records: Any, meta: Mapping[str, Any]) -> None:
-    """Boundary checks ``make_records`` does not do: the batch's type and JSON-safe provenance."""
-    if records is None or isinstance(records, (str, bytes)) or not (
-            isinstance(records, (EditRecord, Mapping)) or hasattr(records, "__iter__")):
-        raise RecordError(f"edit() takes a record (dict or EditRecord) or a list of them, got "
-                          f"{type(records).__name__}.")
-    import json
-
-    try:
-        json.dumps(dict(meta), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise RecordError(f"provenance keywords {sorted(meta)} must be JSON-serialisable without NaN/inf "
-                          f"({exc}).", field="meta") from exc
+        with self.vlm.vision_tap(self.keys.vision_module, check) as tapped:
+            text, option_nll = self._ask(img, question, choices)
+        if tapped.fired and not tapped.stopped:
+            return Answer(text, question, self.vlm.prompt_text(question), rejected[0], option_nll)
+        if not tapped.fired:  # the answer's pass does not run the key's module: never try again
+            logger.info("%s does not run in an answer's pass: no shared vision", self.keys.vision_module)
+            self._one_pass = False
+        return None

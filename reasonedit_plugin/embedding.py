@@ -111,6 +111,15 @@ class KeyEncoder:
             self._cache.move_to_end(d)
         return out
 
+    def cached_vision(self, image: Image.Image) -> torch.Tensor | None:
+        """v(image) when this image's pixels were encoded before (float32 [Dv]), else None."""
+        return self._cache.get(image_digest(image))
+
+    def remember_vision(self, image: Image.Image, feature: torch.Tensor) -> None:
+        """Keep ``feature`` as v(image): the key layer's input read from another pass over the same pixels
+        (:meth:`VLM.vision_tap`), so the next key of this image needs no vision pass of its own."""
+        self._remember(image_digest(image), feature.detach().float().cpu())
+
     def _remember(self, digest: str, feature: torch.Tensor) -> None:
         self._cache[digest] = feature
         while len(self._cache) > self._cache_size:
@@ -152,5 +161,8 @@ class KeyEncoder:
 
     def encode_from_inputs(self, inputs: Mapping[str, Any], texts: Sequence[str]) -> torch.Tensor:
         """Keys from processor outputs (pixel tensors), for callers that never see the PIL image."""
-        vision = self.vlm.vision_features_from_inputs(inputs, self.vision_module).float().cpu()
-        return self.combine(vision, texts)
+        return self.combine(self.vision_from_inputs(inputs), texts)
+
+    def vision_from_inputs(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """v(image) from processor outputs, float32 [B, Dv] (not cached: there is no image to name it by)."""
+        return self.vlm.vision_features_from_inputs(inputs, self.vision_module).float().cpu()

@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 DOMAIN_PREFIX = "\x00domain:"
 """Null-sample ids of the configured domain images (no edit id can start with a NUL character)."""
 
+_PRESCREEN_MAX = 1 << 22
+"""Answer rows x vision dims up to which ``image_prescreen`` compares a query image with every row."""
+
 _ROWS_CACHED = 4096
 """Entries whose contributions the gate keeps as arrays between queries (then it starts over)."""
 
@@ -114,6 +117,14 @@ class NullSetGateConfig:
     """Images of the model's domain (files or folders; ``package://<folder>`` for a packaged one) that join
     the null set as if they were other edits' images, so the ``null_percentile`` bound exists from the
     first edit (with one edit and none of these, only the entry's radius bounds the image test)."""
+    image_prescreen: bool = False
+    """Before a query's question is embedded, test its image against every edit's answer image bound
+    (``image_factor`` x radius and the null percentile, vectorised): with no edit in reach the query is
+    rejected then (the same decision as the full gate, as no answer entry can pass its image test), and
+    ``ReasonEditor.answer`` takes the key's image part from the unedited answer's own vision pass, so such
+    a query costs neither a second vision pass nor a sentence embedding. Its ``Retrieval`` then lists no
+    candidates (reports plot fewer scores), hence off by default; for serving. Applies with ``match_on:
+    answer``, every edit holding an answer entry, and answer rows x vision dims up to 2**22."""
     evidence_check: bool = False
     """Also ask the VLM whether the query image shows each matched edit's evidence (``evidence.py``): the
     rationale sentences it affirms on the edit's own image (asked on the query image, or on EasyEdit's tensor
@@ -270,6 +281,8 @@ class NullSetGate:
         self._sample: NullSample | None = None
         self._rows: dict[int, _EntryRows] = {}
         """Per candidate entry, its contributions as arrays (dropped when a change touches the entry)."""
+        self._reach: tuple[int, np.ndarray, np.ndarray] | None = None
+        """(codebook version, image parts of the live answer rows float64, their image-test bounds)."""
 
     # ------------------------------------------------------------------ the null set
     def refresh(self) -> None:
@@ -313,11 +326,11 @@ class NullSetGate:
         self._sample = NullSample(self.config.null_sample, self.seed, self._image_of,
                                   (lambda: cb.edit_ids() + domain) if domain else cb.edit_ids)
 
-    def _answer_rows(self, edit_id: str) -> list[tuple[int, np.ndarray, str]]:
+    def _answer_rows(self, edit_id: str) -> list[tuple[int, np.ndarray, str, float]]:
         """An edit's answer contributions, each with its OWN key (a merged entry keeps each edit's key; the
         gate tests those, not the merged centre)."""
         cb, template = self.codebook, self.codebook.config.answer_template
-        return [(eid, cb.stored_key(eid, p), _answer_of(p.value, template))
+        return [(eid, cb.stored_key(eid, p), _answer_of(p.value, template), float(p.radius))
                 for eid, p in cb.edit_parts(edit_id) if p.kind == "answer"]
 
     def _image_of(self, edit_id: str) -> np.ndarray | None:
@@ -338,6 +351,33 @@ class NullSetGate:
         return dict(self._table.conflict)
 
     # ------------------------------------------------------------------ one query
+    def out_of_reach(self, q_vision: torch.Tensor) -> str | None:
+        """Why no edit can match a query whose image part is ``q_vision`` [Dv], whatever its question: no
+        answer row is within its image bound min(``image_factor`` x radius, the null percentile), which is at
+        least its image test's threshold. None when some row is within reach, or when the answer rows cannot
+        tell (``match_on: any``, an edit without answer entries, more than ``_PRESCREEN_MAX`` values)."""
+        self.refresh()
+        table = self._table
+        if self.config.match_on != "answer" or len(table.rows_of) != self.codebook.num_edits:
+            return None
+        if self._reach is None or self._reach[0] != self._version:
+            rows = np.flatnonzero(table.live)
+            if len(rows) * self.vision_dim > _PRESCREEN_MAX:
+                return None
+            bound = self.config.image_factor * table.radius[rows]
+            if self.null_threshold is not None:
+                bound = np.minimum(bound, self.null_threshold)
+            self._reach = (self._version, table.keys[rows, : self.vision_dim].astype(np.float64), bound)
+        _, vision, bound = self._reach
+        if not len(bound):
+            return None
+        ratio = np.linalg.norm(vision - q_vision.double().numpy(), axis=1) / np.maximum(bound, 1e-300)
+        nearest = float(ratio.min())
+        if nearest <= 1 + 1e-9:  # (a margin for the rounding of another summation order)
+            return None
+        return (f"no edit's image is within reach of the query image (nearest at {nearest:.3f} of its bound); "
+                "the question was not embedded")
+
     def test(self, query: torch.Tensor, entry_id: int) -> list[EntryTest]:
         """The image and text tests of every contribution of entry ``entry_id``."""
         self.refresh()

@@ -1,8 +1,8 @@
 """The null-set gate's tables (``gate.py``), kept up to date from the codebook's change journal.
 
 * :class:`AnswerTable` — every answer contribution, by (entry id, edit id), with its own key (a merged entry
-  keeps each edit's key) at key precision and its answer; per row, the nearest row of another edit that
-  answers the same question (text cosine >= ``same_question_cos``) differently. An edit's conflict is the
+  keeps each edit's key) at key precision, its radius and its answer; per row, the nearest row of another edit
+  that answers the same question (text cosine >= ``same_question_cos``) differently. An edit's conflict is the
   nearest of its rows' ones: (image distance, other edit), ties broken by the other edit's id, so the table
   does not depend on the order edits arrived in. Adding an edit compares its rows with every row (one
   vectorised pass, O(#answer rows)); removing one recomputes only the rows whose nearest conflict it was.
@@ -40,6 +40,7 @@ class AnswerTable:
         self.has_text = vision_dim < dim
         self.keys = np.zeros((0, dim), self.dtype)
         self.text_norm = np.zeros(0)
+        self.radius = np.zeros(0)
         self.live = np.zeros(0, bool)
         self.entry = np.zeros(0, np.int64)
         self.edit: list[str | None] = []
@@ -66,6 +67,7 @@ class AnswerTable:
         cap = max(16, 2 * n)
         self.keys = np.concatenate([self.keys, np.zeros((cap - n, self.dim), self.dtype)])
         self.text_norm = np.concatenate([self.text_norm, np.zeros(cap - n)])
+        self.radius = np.concatenate([self.radius, np.zeros(cap - n)])
         self.live = np.concatenate([self.live, np.zeros(cap - n, bool)])
         self.entry = np.concatenate([self.entry, np.full(cap - n, -1, np.int64)])
         self.conf_d = np.concatenate([self.conf_d, np.full(cap - n, np.inf)])
@@ -88,14 +90,14 @@ class AnswerTable:
         return float((ta * tb).sum() / max(self.text_norm[a] * self.text_norm[b], 1e-300))
 
     # ------------------------------------------------------------------ changes
-    def add(self, edit_id: str, rows: Iterable[tuple[int, np.ndarray, str]]) -> None:
-        """Add an edit's answer contributions: (entry id, key at key precision, answer)."""
+    def add(self, edit_id: str, rows: Iterable[tuple[int, np.ndarray, str, float]]) -> None:
+        """Add an edit's answer contributions: (entry id, key at key precision, answer, radius)."""
         new = []
         code = self._code[edit_id] = self._next_code
         self._next_code += 1
-        for entry_id, key, answer in sorted(rows, key=lambda r: r[0]):
+        for entry_id, key, answer, radius in sorted(rows, key=lambda r: r[0]):
             r = self._slot()
-            self.keys[r] = key
+            self.keys[r], self.radius[r] = key, radius
             self.text_norm[r] = np.linalg.norm(self.keys[r, self.dv:].astype(np.float64))
             self.live[r], self.entry[r], self.edit[r], self.answer[r] = True, entry_id, edit_id, answer
             self.conf_d[r], self.conf_row[r] = np.inf, -1

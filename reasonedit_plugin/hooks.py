@@ -3,6 +3,8 @@
 - :func:`capture_inputs` records the INPUT of named modules (the key activation of METHOD.md §3 and
   the AutoLayer candidates of §5); with ``stop=True`` the forward is aborted as soon as every requested
   module has fired, so the rest of the vision tower (and anything after it) is skipped.
+- :func:`tap_input` hands the first INPUT of one module to a callback that may stop the forward there (the
+  key's vision part read from an answer's own vision pass, METHOD.md §4 (c)).
 - :func:`modify_outputs` replaces a module's output with ``fn(module, inputs, output)``.
 - :func:`capture_outputs` records the hidden-state OUTPUT of a module (a fact's vector, the gate's
   features for hidden-state fusion, METHOD.md §4 (a)).
@@ -28,8 +30,8 @@ from .errors import ReasonEditError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Captured", "ModulePathError", "capture_inputs", "capture_outputs", "edit_hidden_states", "find_module",
-           "hook_count", "modify_outputs"]
+__all__ = ["Captured", "ModulePathError", "Tapped", "capture_inputs", "capture_outputs", "edit_hidden_states",
+           "find_module", "hook_count", "modify_outputs", "tap_input"]
 
 
 class ModulePathError(ReasonEditError):
@@ -119,6 +121,39 @@ def capture_inputs(
     finally:
         for handle in handles:
             handle.remove()
+
+
+@dataclass
+class Tapped:
+    """What :func:`tap_input` saw: whether the module fired and whether the callback stopped the run there."""
+
+    fired: bool = False
+    stopped: bool = False
+
+
+@contextlib.contextmanager
+def tap_input(model: nn.Module, module_path: str, fn: Callable[[torch.Tensor], bool]) -> Iterator[Tapped]:
+    """Call ``fn`` with the input (first tensor argument, detached) of ``module_path`` the first time it runs
+    inside the ``with`` block; ``fn`` returning False aborts that forward run there (the abort is swallowed
+    here: ``tapped.stopped``). Later calls of the module pass untouched. The hook is removed on exit."""
+    module = find_module(model, module_path)
+    tapped = Tapped()
+
+    def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if tapped.fired:
+            return
+        tapped.fired = True
+        if not fn(_first_tensor(args, kwargs).detach()):
+            tapped.stopped = True
+            raise _StopForward
+
+    handle = module.register_forward_pre_hook(_tag(hook), with_kwargs=True)
+    try:
+        yield tapped
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager

@@ -341,3 +341,34 @@ def normalize_answer(text: str) -> str:
     single spaces."""
     text = _PUNCT.sub(" ", text.lower())
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def check_question(question: Any, choices: Any = None) -> None:
+    """A query's question (a non-empty string) and, if given, its choices (a list of strings)."""
+    if not isinstance(question, str) or not question.strip():
+        raise RecordError(f"the question must be a non-empty string, got {question!r:.80}.", field="prompt")
+    if choices is not None and (isinstance(choices, str) or not all(isinstance(c, str) for c in choices)):
+        raise RecordError(f"choices must be a list of strings, got {choices!r:.80}.", field="choices")
+
+
+def open_image(image: Any, record_id: str | None = None) -> Image.Image:
+    """Validate and open an image as RGB; unreadable or truncated files become a RecordError."""
+    check_image(image, record_id, "image")
+    try:
+        return load_image(image)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise RecordError(f"image {image if isinstance(image, (str, Path)) else 'object'} cannot be decoded "
+                          f"({exc}); replace or re-export it.", record_id, "image") from exc
+
+
+def check_batch(records: Any, meta: Mapping[str, Any]) -> None:
+    """Boundary checks ``make_records`` does not do: the batch's type and JSON-safe provenance."""
+    if records is None or isinstance(records, (str, bytes)) or not (
+            isinstance(records, (EditRecord, Mapping)) or hasattr(records, "__iter__")):
+        raise RecordError(f"edit() takes a record (dict or EditRecord) or a list of them, got "
+                          f"{type(records).__name__}.")
+    try:
+        json.dumps(dict(meta), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"provenance keywords {sorted(meta)} must be JSON-serialisable without NaN/inf "
+                          f"({exc}).", field="meta") from exc

@@ -90,6 +90,19 @@ class Retriever:
                                    domain_images) \
             if self.config.gate == "nullset" else None
 
+    def prescreens(self) -> bool:
+        """Whether a query may be rejected by its image alone (the null-set gate's ``image_prescreen``)."""
+        return self.nullset is not None and self.config.nullset.image_prescreen
+
+    def out_of_reach(self, vision: torch.Tensor) -> Retrieval | None:
+        """With ``nullset.image_prescreen``: the rejection of a query whose image part ``vision`` [Dv] is beyond
+        every edit's image test, whatever its question (the decision :meth:`search` would take; the question is
+        then not embedded, and no candidates are listed). None: search."""
+        if not self.prescreens() or len(self.codebook) == 0:
+            return None
+        why = self.nullset.out_of_reach(vision)
+        return None if why is None else Retrieval(False, reason=why)
+
     def threshold(self) -> float | None:
         """The percentile gate's threshold tau (cached per codebook version); None for the other gates
         or fewer than two keys (then each entry's own radius is the gate)."""

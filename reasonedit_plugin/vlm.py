@@ -11,6 +11,9 @@ model's ``config.model_type``; every hook goes through :mod:`reasonedit_plugin.h
   the templated prompt, batched over options, no length normalisation; how depends on the row's
   ``scorer`` (:mod:`reasonedit_plugin.scoring`: decoder-only, encoder-decoder, image-text similarity).
 - Patches (METHOD.md §6): :meth:`VLM.yes_probability` and :meth:`VLM.continuation_nll`.
+- Shared vision pass (METHOD.md §4 (c)): inside :meth:`VLM.vision_tap`, the first pass of any call through the
+  key's module hands a callback the first image's feature, pooled as :meth:`VLM.vision_features` pools it;
+  the callback may stop the pass there.
 
 All passes are ``torch.inference_mode``, greedy, with the model in eval mode; images are thumbnailed to
 ``max_image_side`` first.
@@ -18,18 +21,19 @@ All passes are ``torch.inference_mode``, greedy, with the model in eval mode; im
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import types
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import torch
 from PIL import Image
 
 from . import scoring
 from .errors import ReasonEditError, UnsupportedModelError
-from .hooks import capture_inputs, find_module
+from .hooks import Tapped, capture_inputs, find_module, tap_input
 from .model_specs import ModelSpec, get_model_spec
 
 logger = logging.getLogger(__name__)
@@ -136,6 +140,8 @@ class VLM:
             raise ReasonEditError(f"max_image_side={max_image_side} must be >= 16.")
         self.max_image_side = int(max_image_side)
         self._image_only = True  # False once the image processor alone proved not to serve a vision pass
+        self._paths: dict[str, str] = {}  # module path as asked -> as it exists (a walk of every module)
+        self._tap_inputs: list[Any] | None = None  # inputs built while a vision_tap is open
         find_module(self.model, self.spec.vision_tower)  # fail early if the row does not fit the class
 
     # ------------------------------------------------------------------ construction
@@ -215,6 +221,12 @@ class VLM:
         raise ReasonEditError(f"layer must be None, an int or a module path, got {type(layer).__name__}.")
 
     def _existing_path(self, path: str) -> str:
+        found = self._paths.get(path)
+        if found is None:
+            found = self._paths[path] = self._find_path(path)
+        return found
+
+    def _find_path(self, path: str) -> str:
         names = {name for name, _ in self.model.named_modules()}
         if path in names:
             return path
@@ -267,8 +279,10 @@ class VLM:
             raise ReasonEditError("build_inputs needs at least one image.")
         prompts = [self.prompt_text(t) for t in texts]
         inputs = self.processor(images=self._prepare_images(images), text=prompts, return_tensors="pt",
-                                padding=True, **dict(self.spec.processor_kwargs))
-        return inputs.to(self.device)
+                                padding=True, **dict(self.spec.processor_kwargs)).to(self.device)
+        if self._tap_inputs is not None:
+            self._tap_inputs.append(inputs)
+        return inputs
 
     # ------------------------------------------------------------------ vision features (keys)
     def vision_features(self, images: Sequence[ImageInput], module: str) -> torch.Tensor:
@@ -325,6 +339,28 @@ class VLM:
         with torch.inference_mode(), capture_inputs(self.model, paths, stop=True) as captured:
             self._run_vision(kwargs)
         return {name: _pool_per_image(captured[path], units, path) for name, path in zip(modules, paths)}
+
+    @contextlib.contextmanager
+    def vision_tap(self, module: str, check: Callable[[torch.Tensor], bool]) -> Iterator[Tapped]:
+        """Inside, the first pass through ``module`` of a call on one image (``generate``, ``option_nll``, ...)
+        hands ``check`` that image's feature, float32 [D] on the CPU: the module's input pooled as
+        :meth:`vision_features` pools it (the same pixels: a key's vision part without a second vision pass).
+        ``check`` returning False stops the call there (``tapped.stopped``; the call's result is then lost)."""
+        path = self._existing_path(module)
+        built: list[Any] = []
+
+        def on_input(activation: torch.Tensor) -> bool:
+            # the inputs of the call (the image repeated per option, say) split the rows; a call that built
+            # none through build_inputs (CLIP's scorer) passed its one image once
+            units = self._image_units(built[-1]) if built else [1]
+            return check(_pool_per_image(activation, units, path)[0].cpu())
+
+        self._tap_inputs = built
+        try:
+            with tap_input(self.model, path, on_input) as tapped:
+                yield tapped
+        finally:
+            self._tap_inputs = None
 
     def _run_vision(self, kwargs: dict[str, Any]) -> None:
         call = self.spec.vision_call

@@ -132,6 +132,24 @@ def test_vision_pass_from_the_image_processor_equals_the_full_processor(family: 
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_vision_tap_reads_the_key_feature_from_an_answer_pass(family: str, images: list[Image.Image]) -> None:
+    """An answer's own pass (option scoring: the image once per option) hands the tap the image's key
+    feature, as a separate vision pass computes it; a check returning False stops the call there."""
+    vlm = tiny_vlm(family)
+    module = vlm.resolve_layer(None)
+    baseline = hook_count(vlm.model)
+    seen = []
+    with vlm.vision_tap(module, lambda f: seen.append(f) or True) as tapped:
+        scores = vlm.option_nll(images[0], "what is this?", ["a cat", "a dog"])
+    assert tapped.fired and not tapped.stopped and len(seen) == 1 and len(scores) == 2
+    torch.testing.assert_close(seen[0], vlm.vision_features([images[0]], module)[0], rtol=1e-5, atol=1e-6)
+    with vlm.vision_tap(module, lambda f: False) as tapped:
+        vlm.option_nll(images[0], "what is this?", ["a cat", "a dog"])
+        pytest.fail("the call went on after the check said stop")
+    assert tapped.stopped and hook_count(vlm.model) == baseline
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_hooks_removed_when_an_exception_passes(family: str, images: list[Image.Image]) -> None:
     vlm = tiny_vlm(family)
     layer = vlm.resolve_layer(0)
