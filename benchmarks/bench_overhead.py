@@ -10,8 +10,9 @@ unedited answer (``vlm.generate``), of ``editor.answer`` and of ``editor.retriev
 question-embedding cache cold (every text new) and warm (question texts seen before); images are always
 new (the vision-feature cache and the evidence test's remembered answers are cleared; each edit's evidence is read
 once before timing, as in an editor in service). Timed query by query (the unedited answer before and after
-the edited calls on the same query), so the machine's drifting load falls on both; ``answer_overhead_paired_p50``
-is the median over queries of answer / unedited - 1. The retrieval overhead is ``retrieve`` / unedited answer; an
+the edited calls on the same query, ``--repeat`` rounds, each timing the median of its rounds), so the
+machine's drifting load falls on both; ``answer_overhead_paired_p50`` is the median over queries of answer /
+unedited - 1. The retrieval overhead is ``retrieve`` / unedited answer; an
 accepted retrieval also lengthens the prompt (the fused facts), which ``answer`` includes.
 
 ``--image-prescreen`` turns on ``retrieval.nullset.image_prescreen`` (the serving setting): a query whose image
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "overhead.json"))
     ap.add_argument("--no-evidence", action="store_true", help="the null-set gate without its evidence test")
     ap.add_argument("--image-prescreen", action="store_true", help="retrieval.nullset.image_prescreen on")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds per query (its median is kept)")
     args = ap.parse_args()
     import torch
 
@@ -92,12 +94,17 @@ def main() -> None:
     # retrieve and answer with the question new (cold) and seen (warm); the image is new to each.
     unedited, retrieve_cold, retrieve_warm, answer_cold, answer_warm = [], [], [], [], []
     for image, question in items:
-        before = clock(editor.vlm.generate, image, question, n_tokens)
-        for out, fn, warm in ((retrieve_cold, editor.retrieve, False), (retrieve_warm, editor.retrieve, True),
-                              (answer_cold, editor.answer, False), (answer_warm, editor.answer, True)):
-            fresh(warm)
-            out.append(clock(fn, image, question))
-        unedited.append((before + clock(editor.vlm.generate, image, question, n_tokens)) / 2)
+        rounds = []
+        for _ in range(args.repeat):
+            before = clock(editor.vlm.generate, image, question, n_tokens)
+            row = []
+            for fn, warm in ((editor.retrieve, False), (editor.retrieve, True), (editor.answer, False),
+                             (editor.answer, True)):
+                fresh(warm)
+                row.append(clock(fn, image, question))
+            rounds.append([(before + clock(editor.vlm.generate, image, question, n_tokens)) / 2, *row])
+        for out, times in zip((unedited, retrieve_cold, retrieve_warm, answer_cold, answer_warm), zip(*rounds)):
+            out.append(statistics.median(times))  # per query, the median of its rounds
     med = statistics.median
     accepted = sum(editor.retrieve(im, q).accepted for im, q in items)
     early = [editor.retriever.out_of_reach(editor.keys.vision([im])[0]) is not None for im, _ in items]
@@ -110,7 +117,7 @@ def main() -> None:
 
     res = {
         "entries": len(editor.codebook), "queries": len(items), "accepted": accepted,
-        "image_prescreen": args.image_prescreen, "rejected_by_image": sum(early) if args.image_prescreen else 0,
+        "image_prescreen": args.image_prescreen, "repeat": args.repeat, "rejected_by_image": sum(early) if args.image_prescreen else 0,
         "evidence_check": editor.evidence is not None,
         "distinct_questions": len({q for _, q in items}),
         "unedited_answer_p50_ms": med(unedited),
