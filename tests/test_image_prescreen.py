@@ -202,3 +202,15 @@ def test_a_key_module_outside_the_answer_pass_falls_back_once(editors, queries, 
         full.keys._cache.clear()
         assert fast.answer(image, question).text == full.answer(image, question).text
     assert len(asked) == 1 and fast._one_pass is False
+
+
+def test_retrieval_from_processor_outputs_is_prescreened_alike(editors, queries):
+    """The EasyEdit adapter's path (pixel tensors, no PIL image) takes the same decisions with the prescreen."""
+    full, fast = editors
+    early = 0
+    for image, question in queries[:12]:
+        inputs = full.vlm.build_inputs([image], [question])
+        a, b = full.retrieve_from_inputs(inputs, question), fast.retrieve_from_inputs(inputs, question)
+        assert (a.accepted, a.facts) == (b.accepted, b.facts)
+        early += "not embedded" in b.reason
+    assert early > 0
