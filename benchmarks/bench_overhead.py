@@ -117,7 +117,8 @@ def main() -> None:
 
     res = {
         "entries": len(editor.codebook), "queries": len(items), "accepted": accepted,
-        "image_prescreen": args.image_prescreen, "repeat": args.repeat, "rejected_by_image": sum(early) if args.image_prescreen else 0,
+        "image_prescreen": args.image_prescreen, "repeat": args.repeat,
+        "rejected_by_image": sum(early) if args.image_prescreen else 0,
         "evidence_check": editor.evidence is not None,
         "distinct_questions": len({q for _, q in items}),
         "unedited_answer_p50_ms": med(unedited),
