@@ -282,7 +282,8 @@ class NullSetGate:
         self._rows: dict[int, _EntryRows] = {}
         """Per candidate entry, its contributions as arrays (dropped when a change touches the entry)."""
         self._reach: tuple[int, np.ndarray, np.ndarray] | None = None
-        """(codebook version, image parts of the live answer rows float64, their image-test bounds)."""
+        """(codebook version, image parts of the live answer rows float64, their image-test bounds); no rows
+        past ``_PRESCREEN_MAX``."""
 
     # ------------------------------------------------------------------ the null set
     def refresh(self) -> None:
@@ -362,8 +363,8 @@ class NullSetGate:
             return None
         if self._reach is None or self._reach[0] != self._version:
             rows = np.flatnonzero(table.live)
-            if len(rows) * self.vision_dim > _PRESCREEN_MAX:
-                return None
+            if len(rows) * self.vision_dim > _PRESCREEN_MAX:  # (remembered too: not counted again per query)
+                rows = rows[:0]
             bound = self.config.image_factor * table.radius[rows]
             if self.null_threshold is not None:
                 bound = np.minimum(bound, self.null_threshold)

@@ -214,3 +214,16 @@ def test_retrieval_from_processor_outputs_is_prescreened_alike(editors, queries)
         assert (a.accepted, a.facts) == (b.accepted, b.facts)
         early += "not embedded" in b.reason
     assert early > 0
+
+
+def test_past_the_size_limit_the_prescreen_steps_aside(monkeypatch):
+    import reasonedit_plugin.gate as gate
+
+    cb, r = book()
+    for e in range(3):
+        cb.add_edit(f"e{e}", [answer_entry(f"e{e}", [3.0 * e, 0.0], [1.0, 0.0, 0.0], 0.5)])
+    assert r.out_of_reach(torch.tensor([9.0, 9.0])) is not None
+    monkeypatch.setattr(gate, "_PRESCREEN_MAX", 5)                      # 3 rows x 2 dims > 5
+    cb.add_edit("e3", [answer_entry("e3", [20.0, 0.0], [1.0, 0.0, 0.0], 0.5)])
+    assert r.out_of_reach(torch.tensor([9.0, 9.0])) is None
+    assert not r.search(key([9.0, 9.0], [1.0, 0.0, 0.0])).accepted     # the full gate decides instead
