@@ -292,6 +292,9 @@ class RetrievalConfig:
         _check(self.cap_keys >= 1, "retrieval.cap_keys must be >= 1.")
         _choice("retrieval.tuning", self.tuning, ("off", "contrastive"))
         self.nullset = build_section(NullSetGateConfig, self.nullset, "retrieval.nullset")
+        _check(not (self.nullset.image_prescreen and self.tuning != "off"),
+               "retrieval.nullset.image_prescreen needs untuned keys (retrieval.tuning: off): a tuned projection "
+               "mixes the question into the key's image part, so the image alone cannot reject a query.")
         if self.milvus is not None or self.backend == "milvus":
             from .milvus_backend import MilvusConfig  # pymilvus itself is imported only when connecting
 

@@ -227,3 +227,10 @@ def test_past_the_size_limit_the_prescreen_steps_aside(monkeypatch):
     cb.add_edit("e3", [answer_entry("e3", [20.0, 0.0], [1.0, 0.0, 0.0], 0.5)])
     assert r.out_of_reach(torch.tensor([9.0, 9.0])) is None
     assert not r.search(key([9.0, 9.0], [1.0, 0.0, 0.0])).accepted     # the full gate decides instead
+
+
+def test_tuned_keys_cannot_be_prescreened():
+    from reasonedit_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="untuned keys"):
+        RetrievalConfig(tuning="contrastive", nullset=PRESCREEN)
