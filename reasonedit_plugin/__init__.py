@@ -23,7 +23,7 @@ _EXPORTS = {
     "Codebook": "codebook",
     "Retrieval": "retriever",
     "ReasonEditor": "editor",
-    "Answer": "editor",
+    "Answer": "answering",
     "EditReport": "editor",
     "VLM": "vlm",
     "TextEncoder": "text_encoder",

@@ -111,14 +111,17 @@ class KeyEncoder:
             self._cache.move_to_end(d)
         return out
 
-    def cached_vision(self, image: Image.Image) -> torch.Tensor | None:
-        """v(image) when this image's pixels were encoded before (float32 [Dv]), else None."""
-        return self._cache.get(image_digest(image))
+    def cached_vision(self, image: Image.Image) -> tuple[str, torch.Tensor | None]:
+        """The image's cache key (a digest of its pixels) and v(image) if those pixels were encoded before
+        (float32 [Dv]), else None."""
+        digest = image_digest(image)
+        return digest, self._cache.get(digest)
 
-    def remember_vision(self, image: Image.Image, feature: torch.Tensor) -> None:
-        """Keep ``feature`` as v(image): the key layer's input read from another pass over the same pixels
-        (:meth:`VLM.vision_tap`), so the next key of this image needs no vision pass of its own."""
-        self._remember(image_digest(image), feature.detach().float().cpu())
+    def remember_vision(self, digest: str, feature: torch.Tensor) -> None:
+        """Keep ``feature`` as v(image) for the image of cache key ``digest`` (:meth:`cached_vision`): the key
+        layer's input read from another pass over the same pixels (:meth:`VLM.vision_tap`), so the next key of
+        this image needs no vision pass of its own."""
+        self._remember(digest, feature.detach().float().cpu())
 
     def _remember(self, digest: str, feature: torch.Tensor) -> None:
         self._cache[digest] = feature
