@@ -72,18 +72,20 @@ def knn_all(store: "KeyStore", k: int, progress: Any = None, max_lists: int | No
             kth = np.partition(best_d2, kk - 1, axis=1)[:, kk - 1].astype(np.float64)
             ub = np.sqrt(np.maximum(kth + store._margin * qsq + e_max, 0.0)) * (1 + _TOL)
         # exact re-rank of the k2 screened candidates
-        cand = store._fp32(best_rows.reshape(-1)).reshape(m, k2, -1)
+        # (slots no visited list filled, possible when ``max_lists`` stops early, stay -1 and sort last)
+        filled = best_rows >= 0
+        cand = store._fp32(np.where(filled, best_rows, 0).reshape(-1)).reshape(m, k2, -1)
         cand.sub_(q[:, None, :])
-        exact = cand.mul_(cand).sum(dim=2).sqrt_().numpy()
-        cid = store._ids[best_rows]
+        exact = np.where(filled, cand.mul_(cand).sum(dim=2).sqrt_().numpy(), np.float32(np.inf))
+        cid = np.where(filled, store._ids[np.where(filled, best_rows, 0)], np.iinfo(np.int64).max)
         order = np.lexsort((cid, exact), axis=-1)[:, :kk]
         ids_out[rows] = np.take_along_axis(cid, order, 1)
         d_out[rows] = np.take_along_axis(exact, order, 1)
         # conclusive when every candidate left out is provably farther than the k-th
         lo_out = np.sqrt(np.maximum(best_d2.max(axis=1).astype(np.float64) - store._margin * qsq - e_max, 0.0))
         doubtful = (lo_out <= d_out[rows, kk - 1].astype(np.float64) * (1 + _TOL)) & (k2 < n - 1)
-        if max_lists is not None:
-            doubtful[:] = False
+        if max_lists is not None:  # approximate by request, but never short of k neighbours
+            doubtful = ~np.isfinite(d_out[rows, kk - 1])
         for row in rows[doubtful].tolist():
             single(row)
         if progress is not None:

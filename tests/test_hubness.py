@@ -86,6 +86,21 @@ def test_build_equals_incremental(kind):
     assert bulk.store.trained
 
 
+def test_a_capped_build_gives_every_row_k_real_neighbours():
+    """``max_lists`` (the approximate bulk graph) with lists smaller than k: no row is left with an empty
+    neighbour slot (a list of 3 rows cannot supply 7 neighbours by itself)."""
+    g = torch.Generator().manual_seed(6)
+    keys = make_keys("clustered", 300, 5, g)
+    keys[:3] += 100.0  # a far-off cluster of three rows: its own IVF list
+    bulk = graph(5, 7)
+    bulk.build(np.arange(300), keys.numpy(), max_lists=1)
+    ids, dist = bulk.store.knn_all(7, max_lists=1)
+    assert (ids >= 0).all() and np.isfinite(dist).all()
+    exact = graph(5, 7)
+    exact.build(np.arange(300), keys.numpy())
+    assert bulk.neighbours(0) == exact.neighbours(0)  # the short rows fell back to an exact search
+
+
 def test_exact_duplicates_are_at_distance_zero():
     table = graph(3, 1)
     key = torch.tensor([0.1234, -5.5, 3.3])
