@@ -54,7 +54,8 @@ class HubnessGraph:
         self.k = int(k)
         self.probe = probe
         """None: exact upkeep. An int: an add's (or a repair's) K-NN and reverse searches look only at that
-        many IVF lists, nearest first (approximate sigma, constant work per edit at any size)."""
+        many IVF lists, nearest first (approximate sigma, constant work per edit at any size); a removal
+        still finds every list that holds the removed key."""
         store.add_column("nbr", (self.k,), np.int32, -1)
         store.add_column("nlen", (), np.int16, 0)
         store.set_eps(eps)  # the store keeps sigma and eps; a score's denominator is sigma + eps
@@ -120,11 +121,13 @@ class HubnessGraph:
         self._offer(s.rows(others), key_id, d_others)
 
     def remove(self, key_id: int) -> None:
-        """Remove a key; the lists that held it are recomputed by exact search."""
+        """Remove a key; the lists that held it are recomputed (by the add's search: exact unless ``probe``).
+        The lists that hold it are found exactly whatever ``probe`` says: a list that held it lists it
+        within its reach, and one missed would keep the removed id for good."""
         s = self.store
         row = s.row(key_id)
         q = s.vectors(np.array([row]))[0]
-        near, _ = s.within_reach(q, exclude=row, max_lists=self.probe)
+        near, _ = s.within_reach(q, exclude=row)
         nbr = s.column("nbr")
         held = near[(nbr[near] == key_id).any(axis=1)] if len(near) else near
         stale = s.ids[held].tolist()

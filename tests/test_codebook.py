@@ -207,8 +207,14 @@ def test_approximate_graph_upkeep_keeps_search_exact():
     for i in range(300):
         for book in (cb, exact):
             book.add_edit(f"e{i}", [PendingEntry("reasoning", f"v{i}", keys[i], 0.1)])
-    cb.remove_edit("e3")
-    exact.remove_edit("e3")
+    for victim in ("e3", *(f"e{i}" for i in range(100, 300, 3))):  # many removals: no list keeps a removed id
+        cb.remove_edit(victim)
+        exact.remove_edit(victim)
+    nbr, nlen = cb.store.column("nbr"), cb.store.column("nlen")
+    listed = {int(i) for row in range(len(cb.store)) for i in nbr[row, : nlen[row]]}
+    assert listed <= set(cb.store.ids.tolist())
+    cb.add_edit("again", [PendingEntry("reasoning", "again", keys[450], 0.1)])  # lists are offered the new key
+    exact.add_edit("again", [PendingEntry("reasoning", "again", keys[450], 0.1)])
     got, want = cb.sigma_table(), exact.sigma_table()
     close = np.mean([abs(got[i] - want[i]) <= 1e-6 * want[i] for i in want])
     assert 0.5 < close and all(got[i] >= want[i] - 1e-6 for i in want)  # near-nearest: never smaller
