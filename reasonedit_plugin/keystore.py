@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .errors import ReasonEditError
+from .ivf_lists import IvfLists
 from .key_projection import PROJ_DIM, KeyProjection
 from .store_search import _CHUNK, _TOL, Hits, search, within_reach  # noqa: F401 (Hits: re-exported)
 
@@ -79,9 +80,7 @@ class KeyStore:
         self._trained_at = 0
         self._assign = np.zeros(0, np.int32)
         self._rad = np.zeros(0, np.float32)
-        self._lists: list[np.ndarray] = []
-        self._lists_rad: list[np.ndarray] = []  # each list's row radii, in list order (no gather in a search)
-        self._list_len = np.zeros(0, np.int64)
+        self._ivf = IvfLists()  # each list's rows and their radii, in list order (no gather in a search)
         self._list_rmax = np.zeros(0, np.float32)
         self._list_den_max = np.zeros(0, np.float64)
         self._list_reach_max = np.zeros(0, np.float32)
@@ -230,12 +229,12 @@ class KeyStore:
         self._row_of[key_id] = -1
         last = self.n - 1
         if self.centroids is not None:
-            self._list_drop(int(self._assign[row]), row)
+            self._ivf.drop(int(self._assign[row]), row)
         moved = -1
         if row != last:
             moved_id = int(self._ids[last])
             if self.centroids is not None:
-                self._list_replace(int(self._assign[last]), last, row)
+                self._ivf.replace(int(self._assign[last]), last, row)
             self._mat[row] = self._mat[last]
             self._ids[row] = moved_id
             self._assign[row] = self._assign[last]
@@ -387,7 +386,7 @@ class KeyStore:
             self._rad[: self.n] = rad
         self._cluster_rows()
         self._rebuild_lists()
-        assert len(self._lists) == nlist
+        assert len(self._ivf) == nlist
 
     def _cluster_rows(self) -> None:
         """Reorder the rows so that each IVF list's rows are contiguous (in their old order): a search
@@ -440,15 +439,15 @@ class KeyStore:
             for r, c in zip(rows.tolist(), a.tolist()):
                 self._list_add(c, r)
 
+    @property
+    def _list_len(self) -> np.ndarray:
+        """int64 [nlist]: rows in each IVF list."""
+        return self._ivf.lengths
+
     def _rebuild_lists(self) -> None:
         nlist = len(self.centroids)
         a = self._assign[: self.n].astype(np.int64)
-        order = np.argsort(a, kind="stable")
-        counts = np.bincount(a, minlength=nlist)
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        self._lists = [order[bounds[c]:bounds[c + 1]].astype(_INDEX) for c in range(nlist)]
-        self._lists_rad = [self._rad[lst] for lst in self._lists]
-        self._list_len = counts.astype(np.int64)
+        self._ivf.rebuild(nlist, a, self._rad[: self.n])
         self._list_rmax = np.zeros(nlist, np.float32)
         np.maximum.at(self._list_rmax, a, self._rad[: self.n])
         self._list_den_max = np.zeros(nlist, np.float64)
@@ -457,33 +456,10 @@ class KeyStore:
         np.maximum.at(self._list_reach_max, a, self._columns["reach"][: self.n])
 
     def _list_add(self, c: int, row: int) -> None:
-        n = self._list_len[c]
-        lst = self._lists[c]
-        if n == len(lst):
-            grown = np.empty(max(8, 2 * n), _INDEX)
-            grown[:n] = lst[:n]
-            lst = self._lists[c] = grown
-            grown_rad = np.empty(len(grown), np.float32)
-            grown_rad[:n] = self._lists_rad[c][:n]
-            self._lists_rad[c] = grown_rad
-        lst[n] = row
-        self._lists_rad[c][n] = self._rad[row]
-        self._list_len[c] = n + 1
+        self._ivf.add(c, row, self._rad[row])
         self._list_rmax[c] = max(self._list_rmax[c], self._rad[row])
         self._list_den_max[c] = max(self._list_den_max[c], self.den(row))
         self._list_reach_max[c] = max(self._list_reach_max[c], self._columns["reach"][row])
-
-    def _list_drop(self, c: int, row: int) -> None:
-        n = self._list_len[c]
-        lst = self._lists[c]
-        pos = int(np.flatnonzero(lst[:n] == row)[0])
-        lst[pos] = lst[n - 1]
-        self._lists_rad[c][pos] = self._lists_rad[c][n - 1]
-        self._list_len[c] = n - 1
-
-    def _list_replace(self, c: int, old: int, new: int) -> None:
-        lst = self._lists[c][: self._list_len[c]]
-        lst[np.flatnonzero(lst == old)[0]] = new
 
     def partition_state(self) -> dict[str, np.ndarray]:
         """What to persist so a load need not reassign: centroids, each row's list and radius."""

@@ -40,8 +40,8 @@ def knn_all(store: "KeyStore", k: int, progress: Any = None, max_lists: int | No
     cent = torch.from_numpy(store.centroids)
     csq = (cent * cent).sum(1).numpy()
     k2 = min(kk + 8, n - 1)
-    for c in range(len(store._lists)):
-        rows = store._lists[c][: store._list_len[c]]
+    for c in range(len(store._ivf)):
+        rows = store._ivf.rows_of(c)
         m = len(rows)
         if not m:
             continue
@@ -60,7 +60,7 @@ def knn_all(store: "KeyStore", k: int, progress: Any = None, max_lists: int | No
                 break
             if not (lbq[:, c2] <= ub).any():
                 continue
-            rows2 = store._lists[c2][: store._list_len[c2]]
+            rows2 = store._ivf.rows_of(c2)
             d2 = qsq[:, None] + sqn[rows2][None, :] - 2.0 * (q @ store._fp32(rows2).T).numpy()
             if c2 == c:
                 np.fill_diagonal(d2, np.inf)  # a row is not its own neighbour

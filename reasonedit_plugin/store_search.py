@@ -165,10 +165,7 @@ def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists:
 def _list_rows(store: "KeyStore", lists: np.ndarray, dqc: np.ndarray, dqc_hi: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """The rows of ``lists`` (each list's rows in list order) and, per row, the triangle bound's gap
-    |d(q, c) - rad| less its rounding margin, from the radii the store keeps in list order (no gather)."""
-    lens = store._list_len[lists]
-    pairs = list(zip(lists.tolist(), lens.tolist()))
-    rows = np.concatenate([store._lists[c][:m] for c, m in pairs])
-    rad = np.concatenate([store._lists_rad[c][:m] for c, m in pairs])
+    |d(q, c) - rad| less its rounding margin, from the radii the store keeps in list order."""
+    rows, rad, lens = store._ivf.gather(lists)
     lo_c, hi_c = np.repeat(dqc[lists], lens), np.repeat(dqc_hi[lists], lens)
     return rows, np.maximum(lo_c - rad, rad - hi_c) - _TOL * (hi_c + rad)

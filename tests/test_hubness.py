@@ -158,11 +158,13 @@ def test_training_clusters_rows_by_list_and_keeps_every_id():
     assert s.trained and 32 < trained < 150
     a = s._assign[:trained]
     assert (a[1:] >= a[:-1]).all()
-    for c, lst in enumerate(s._lists):
-        rows = np.sort(lst[: s._list_len[c]])
+    for c in range(len(s._ivf)):
+        lst = s._ivf.rows_of(c)
+        rows = np.sort(lst)
         old = rows[rows < trained]
         assert (np.diff(old) == 1).all()  # one stretch per list
-        assert np.allclose(s._lists_rad[c][: s._list_len[c]], s._rad[lst[: s._list_len[c]]])
+        _, rad, _ = s._ivf.gather(np.array([c]))
+        assert np.allclose(rad, s._rad[lst])
     for i in (0, 77, 149):
         assert np.array_equal(s.vectors(np.array([s.row(i)]))[0], table.store.round(keys[i]))
     sigma_before = table.sigma_table()
