@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -182,7 +183,8 @@ def test_training_mix_never_mentions_a_held_out_rule():
     tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
     from reasonedit_plugin.data import training_mix as mix
     world = sr.rule_world()
-    sampler = mix.MixSampler(world, tdm.TrainConfig(word_noise=0.0), random.Random(0))  # noise would rewrite the questions parsed below
+    every_kind = {**tdm.TrainConfig().mix, "applies": 0.05}  # (the applies check is off by default)
+    sampler = mix.MixSampler(world, tdm.TrainConfig(word_noise=0.0, mix=every_kind), random.Random(0))  # noise would rewrite the questions parsed below
     held_rule_sentences = {
         sr.rule_sentence(sr.PROPERTY_BY_NAME[r.prop], r.key, v, form, pool)
         for r in world.held_out_rules for v in sr.PROPERTY_BY_NAME[r.prop].values for pool in ("train", "eval")
@@ -202,6 +204,28 @@ def test_training_mix_never_mentions_a_held_out_rule():
             assert not any(world.rule(p.name, p.key_of(info)).held_out for p in asked), ex.text
     assert kinds == set(mix.MIX_KINDS)
     assert held_subjects  # (rule sentences cover every rendering of a held-out rule above)
+
+
+def test_the_applies_check_says_whether_the_rationale_is_about_the_image():
+    """``applies`` examples: an edit's rationale about this image's rule key ("yes", about half) or about a
+    near miss sharing its colour or shape under another key ("no"); the evidence sentence names the
+    colour and shape the rationale is about."""
+    tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
+    from reasonedit_plugin.data import training_mix as mix
+
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, easy_share=0.0, mix={"applies": 1.0}), random.Random(3))
+    answers = []
+    for _ in range(200):
+        ex = sampler.sample()
+        info = _info(ex.image)
+        assert ex.kind == "applies" and ex.choices == sr.YES_NO
+        assert any(ex.text.endswith(q) for q in sr.APPLIES_PROMPTS)
+        words = set(re.findall(r"[a-z]+", ex.text.lower()))
+        named = {c for c in sr.COLOURS if c in words} | {x for x in sr.SHAPES if x in words or x + "s" in words}
+        assert named, ex.text  # every rationale says what it is about
+        assert (named <= {info.colour, info.shape}) == (ex.answer == "yes"), ex.text
+        answers.append(ex.answer)
+    assert 0.35 < answers.count("yes") / len(answers) < 0.65
 
 
 def test_training_mix_never_uses_a_held_out_wording():

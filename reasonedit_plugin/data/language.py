@@ -84,6 +84,12 @@ def caption(colour: str, shape: str) -> str:
     return f"A {colour} {shape}."
 
 
+APPLIES_PROMPTS = ("Do these facts apply to the shape in the image?", "Is this shape the one the rule is about?",
+                   "Does that rule cover the shape shown here?", "Are the facts above about this shape?")
+"""Training wordings of the ``applies`` check (:mod:`.training_mix`): is an edit's rationale about the image's
+colour and shape? Asked in training only (no evaluated row uses them)."""
+
+
 def verify_prompt(sentence: str) -> str:
     """METHOD.md §6's patch check: "Does the image show <s lower-cased, '.' -> '?'>"."""
     body = sentence.strip()

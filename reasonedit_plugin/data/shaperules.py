@@ -50,6 +50,7 @@ from .easyvqa import (  # noqa: F401 - re-exported: ShapeRules' public names
     plain_questions,
 )
 from .language import (  # noqa: F401 - re-exported
+    APPLIES_PROMPTS,
     CAPTION_PROMPTS,
     DESCRIBE_PROMPT,
     EVIDENCE_FORMS,

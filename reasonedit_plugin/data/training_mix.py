@@ -15,6 +15,8 @@ Kinds (``TrainConfig.mix`` weighs them):
 * ``known``       rule questions without their fact (sometimes with distractors), answered by the world's
                   value: the knowledge that hard-locality probes test and a stored fact must override;
 * ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``);
+* ``applies``     an edit's rationale (about this image or a near miss) and "Do these facts apply to the shape
+                  in the image?": yes / no. The check a near miss needs, asked outright (off by default);
 * ``caption_facts`` a caption instruction with an edited caption in the prompt ("A red circle of the Zubo
                   tribe.", names made up per example, so the caption can only be copied): caption edits.
 
@@ -30,7 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from .language import CAPTION_PROMPTS, CAPTION_TRIBES, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption, verify_prompt
+from .language import APPLIES_PROMPTS, CAPTION_PROMPTS, CAPTION_TRIBES, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption, verify_prompt
 from .shaperules import (
     COLOURS,
     PROPERTIES,
@@ -55,7 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .train_default_model import TrainConfig
 
 FACT_MODES = ("answer", "rationale", "both")
-MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia", "caption_facts")
+MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia", "caption_facts",
+             "applies")
 CAPTION_SUFFIXES = (("of the {name} tribe", "{Colour} {shape}s are members of the {name} tribe."),
                     ("from {name} island", "{Colour} {shape}s come from {name} island."),
                     ("that {name} drew", "{name} drew every {colour} {shape}."),
@@ -276,6 +279,17 @@ class MixSampler:
         sentence = self.rng.choice(forms).format(colour=shown.colour, shape=shown.shape)
         truth = all(getattr(shown, a) == getattr(info, a) for a in ("colour", "shape") if a in keyed)
         return Example("verify", info.path, verify_prompt(sentence), "yes" if truth else "no", YES_NO)
+
+    def _applies(self) -> Example:
+        """An edit's rationale (evidence and rule sentences, some fillers) about this image's rule key or a
+        near miss's (sharing the colour or the shape, another key), and whether it applies to the image:
+        the comparison of a fact's colour and shape with the picture that a near miss needs."""
+        prop, info = self.rng.choice(self.rule_images)
+        about = info if self.rng.random() < 0.5 else self._near(prop, info) or info
+        facts = rationale_sentences(prop, about, self.rng.choice(prop.values), self.rng)
+        applies = prop.key_of(about) == prop.key_of(info)
+        return Example("applies", info.path, fuse(facts, self.rng.choice(APPLIES_PROMPTS)),
+                       "yes" if applies else "no", YES_NO)
 
     def _name(self) -> str:
         """A name to copy from the prompt, never to remember: a real English word ("Harbor"; 70 %) or 2-3
