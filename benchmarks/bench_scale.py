@@ -206,8 +206,13 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
     # the null-set gate (the default gate): its tables are built on first use, then kept from the journal
     vision_dim = stored.setup.get("vision_dim")
     if vision_dim:
+        removes = []
         for j in range(len(data["adds"])):  # the same keys come back as answer entries
+            t = time.perf_counter()
             cb.remove_edit(f"bench-add-{j}")
+            removes.append((time.perf_counter() - t) * 1e3)
+        out["remove_edit_p50_ms"] = statistics.median(removes)
+        out["remove_edit_p95_ms"] = float(np.percentile(removes, 95))
         # the shipped YAML's null-set settings (candidates, relative text test and its null questions)
         from reasonedit_plugin.hparams import ReasonEditHyperParams
         from reasonedit_plugin.text_encoder import shared_text_encoder

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 _INDEX = np.int32
+_LONG = 256  # mean rows per gathered list above which copying stretches beats one vectorised index
 
 
 def _slack(lens: np.ndarray) -> np.ndarray:
@@ -61,12 +62,18 @@ class IvfLists:
 
     def gather(self, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows of ``lists`` (each list's rows in list order, list after list), their radii and the
-        lists' lengths."""
+        lists' lengths. Short lists through one vectorised index (~2 ns a row); long ones by copying each
+        list's stretch (~0.5 us a list, then memory speed): on the benchmark keys, 158-row lists (100k
+        keys) gather faster, 500-row lists (1M) copy faster."""
         lens = self.lengths[lists]
         total = int(lens.sum())
-        offsets = np.cumsum(lens) - lens
-        idx = np.repeat(self._start[lists] - offsets, lens) + np.arange(total)
-        return self._rows[idx], self._rad[idx], lens
+        start = self._start[lists]
+        if total > _LONG * len(lists):
+            spans = list(zip(start.tolist(), (start + lens).tolist()))
+            return (np.concatenate([self._rows[a:b] for a, b in spans]),
+                    np.concatenate([self._rad[a:b] for a, b in spans]), lens)
+        idx = np.repeat(start - (np.cumsum(lens) - lens), lens) + np.arange(total)
+        return np.take(self._rows, idx), np.take(self._rad, idx), lens
 
     def add(self, c: int, row: int, rad: float) -> None:
         n = int(self.lengths[c])

@@ -1,7 +1,9 @@
 import random
 
 import numpy as np
+import pytest
 
+from reasonedit_plugin import ivf_lists
 from reasonedit_plugin.ivf_lists import IvfLists
 
 
@@ -19,9 +21,11 @@ def _check(lists: IvfLists, model: dict[int, dict[int, float]]) -> None:
         at += m
 
 
-def test_lists_follow_adds_drops_and_renumbering():
+@pytest.mark.parametrize("long", [0, 10**9])  # gather by copying each list's stretch / by one index
+def test_lists_follow_adds_drops_and_renumbering(monkeypatch, long):
     """A model of dicts against the flat buffer, through rebuilds, growth past every list's room (moves and
     compactions) and swap-removals."""
+    monkeypatch.setattr(ivf_lists, "_LONG", long)
     rng = random.Random(0)
     lists = IvfLists()
     assign = np.array([rng.randrange(5) for _ in range(40)])
