@@ -20,6 +20,8 @@ Rows:
 * hard locality (+ facts) near-miss probes (an image sharing the colour or the shape, the same wording on
                          another image, another property of the edited image, a look-alike image with a
                          plain question), alone and with the edit's facts
+* applies check           the edit's rationale, then "Do those statements fit this picture?" (held-out
+                         wordings): on the edit's own image (yes) and on a near-miss image (no)
 * near miss: answer changed  how often the edit's facts change the answer to a near-miss probe (target <= 0.10)
 
 Generated records (the default) are an *evaluated* ShapeRules split: held-out rules, test images and
@@ -48,11 +50,12 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from reasonedit_plugin.data.language import DESCRIBE_PROMPT
+from reasonedit_plugin.data.language import APPLIES_PROMPTS, DESCRIBE_PROMPT
 from reasonedit_plugin.data.shaperules import (
     COLOURS,
     SHAPES,
     SENTENCE_SPLIT,
+    YES_NO,
     answer_choices,
     answer_entry,
     easy_vqa_root,
@@ -66,6 +69,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "ass
 CAP_KEYS = 7
 """Retrieved entries per query for Qwen models (paper: 5; 7 for Qwen; METHOD.md §4)."""
 Scorer = Callable[[str, str, Sequence[str]], list[float]]
+NEAR_MISS_IMAGES = ("shares_colour", "shares_shape", "same_wording")
+"""Hard-locality kinds whose probe is another image (governed by another rule than the edit's)."""
 
 
 def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
@@ -168,6 +173,13 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> li
                                      r["rgen_target"]) for r in records], 0.5))
     rows.append(("R-Gen, no fact", [(r["image"], r["rgen_prompt"], r["rgen_choices"], r["rgen_target"])
                                     for r in records], 0.5))
+    # the applies check (held-out wordings): the edit's rationale on its own image, and on a near miss
+    applies = [(r["image"], fuse(edit_facts(r, "rationale"), rng.choice(APPLIES_PROMPTS["eval"])), YES_NO, "yes")
+               for r in records]
+    rows.append(("applies check: own image (yes)", applies, 0.5))
+    near = [(r["hard_locality_image"], fuse(edit_facts(r, "rationale"), rng.choice(APPLIES_PROMPTS["eval"])), YES_NO,
+             "no") for r in records if r["meta"].get("hard_locality") in NEAR_MISS_IMAGES]
+    rows.append(("applies check: near-miss image (no)", near, 0.5))
     for prefix, name in (("multimodal_locality", "locality"), ("hard_locality", "hard locality")):
         for facts_on, suffix in ((False, ""), (True, " + edit's facts")):
             rows.append((name + suffix, [

@@ -219,7 +219,7 @@ def test_the_applies_check_says_whether_the_rationale_is_about_the_image():
         ex = sampler.sample()
         info = _info(ex.image)
         assert ex.kind == "applies" and ex.choices == sr.YES_NO
-        assert any(ex.text.endswith(q) for q in sr.APPLIES_PROMPTS)
+        assert any(ex.text.endswith(q) for q in sr.APPLIES_PROMPTS["train"])
         words = set(re.findall(r"[a-z]+", ex.text.lower()))
         named = {c for c in sr.COLOURS if c in words} | {x for x in sr.SHAPES if x in words or x + "s" in words}
         assert named, ex.text  # every rationale says what it is about

@@ -84,10 +84,13 @@ def caption(colour: str, shape: str) -> str:
     return f"A {colour} {shape}."
 
 
-APPLIES_PROMPTS = ("Do these facts apply to the shape in the image?", "Is this shape the one the rule is about?",
-                   "Does that rule cover the shape shown here?", "Are the facts above about this shape?")
-"""Training wordings of the ``applies`` check (:mod:`.training_mix`): is an edit's rationale about the image's
-colour and shape? Asked in training only (no evaluated row uses them)."""
+APPLIES_PROMPTS = {
+    "train": ("Do these facts apply to the shape in the image?", "Is this shape the one the rule is about?",
+              "Does that rule cover the shape shown here?", "Are the facts above about this shape?"),
+    "eval": ("Is what was just said true of the pictured shape?", "Do those statements fit this picture?"),
+}
+"""Wordings of the ``applies`` check (:mod:`.training_mix`): is an edit's rationale about the image's colour
+and shape? Training asks the train ones; ``examples/measure_default_model.py`` the eval ones."""
 
 
 def verify_prompt(sentence: str) -> str:

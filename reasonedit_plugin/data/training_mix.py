@@ -288,7 +288,7 @@ class MixSampler:
         about = info if self.rng.random() < 0.5 else self._near(prop, info) or info
         facts = rationale_sentences(prop, about, self.rng.choice(prop.values), self.rng)
         applies = prop.key_of(about) == prop.key_of(info)
-        return Example("applies", info.path, fuse(facts, self.rng.choice(APPLIES_PROMPTS)),
+        return Example("applies", info.path, fuse(facts, self.rng.choice(APPLIES_PROMPTS["train"])),
                        "yes" if applies else "no", YES_NO)
 
     def _name(self) -> str:
