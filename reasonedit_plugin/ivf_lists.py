@@ -1,12 +1,13 @@
 """The IVF lists of the key store: each list's rows and their radii, in one flat buffer.
 
 Every list owns a stretch of two flat arrays (store rows, int32, and their distances to the list's
-centroid, float32) with room to grow. A search gathers the rows of many lists at once with one
-vectorised index (:meth:`IvfLists.gather`) instead of concatenating one array per list: on the 100k
-benchmark a question visits ~150 lists, and the per-list concatenation was a fifth of its time.
+centroid, float32) with room to grow. A search takes the rows of all the lists it visits in one call
+(:meth:`IvfLists.gather`): short lists through one vectorised index, long ones by copying each stretch.
+Against the former array pair per list: a few per cent of a 100k query, the same at 1M (RESULTS.md,
+"Session 13"), and two arrays in all instead of two per list.
 
 A list that outgrows its stretch moves to the end of the buffer with twice the room; the stretch it
-leaves is dead space, reclaimed when the dead space passes the live rows (a compaction, amortised O(1)
+leaves is dead space, reclaimed when it outgrows the room the lists hold (a compaction, amortised O(1)
 per add) or at the next rebuild (every training of the partition).
 """
 
