@@ -228,6 +228,31 @@ def test_the_applies_check_says_whether_the_rationale_is_about_the_image():
     assert 0.35 < answers.count("yes") / len(answers) < 0.65
 
 
+def test_near_miss_entries_can_quote_the_asked_question():
+    """``near_same_question``: a near miss's answer entry quotes the asked question's template filled for the
+    near-miss image (verbatim the asked question when the template names no colour or shape); its value is
+    never the answer. Off (0): the default stream draws nothing for it."""
+    tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
+    from reasonedit_plugin.data import training_mix as mix
+
+    def verbatim_share(share: float) -> float:
+        cfg = tdm.TrainConfig(word_noise=0.0, easy_share=0.0, mix={"near_miss": 1.0}, near_same_question=share)
+        sampler = mix.MixSampler(sr.rule_world(), cfg, random.Random(4))
+        quoted = entries = 0
+        for _ in range(400):
+            ex = sampler.sample()
+            question = ex.text[ex.text.rfind(". ") + 2:] if ". " in ex.text else ex.text
+            entry = re.search(r"The answer to '(.*?)' is (\w+)\.", ex.text)
+            if entry and ex.choices != sr.YES_NO:
+                entries += 1
+                quoted += entry.group(1) == question
+                if entry.group(1) == question:
+                    assert entry.group(2) != ex.answer, ex.text
+        return quoted / entries
+
+    assert verbatim_share(1.0) > 0.2 and verbatim_share(0.0) < 0.1  # (measured: 0.31, 0.04)
+
+
 def test_training_mix_never_uses_a_held_out_wording():
     tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
     from reasonedit_plugin.data import training_mix as mix

@@ -119,6 +119,11 @@ class TrainConfig:
     shape, which the facts do not cover, answered from the model's own knowledge."""
     same_question: float = 0.5
     """Share of answer entries quoting exactly the asked question (else a paraphrase)."""
+    near_same_question: float = 0.0
+    """Share of ``near_miss`` examples (answer entry and rationale, a property question) whose answer entry
+    quotes the asked question's template filled for the near miss: verbatim the asked question when the
+    template names no colour or shape. The evaluated near misses are built that way (the edit's question
+    asked of another image); off in the shipped recipe."""
     aux_weight: float = 1.0
     """Weight of the auxiliary colour/shape loss on mean-pooled vision tokens (head discarded after
     training). Without it the vision tower collapses to an image-independent vector early on."""

@@ -348,7 +348,7 @@ class MixSampler:
         this image) is in the prompt; the question is answered by the model's own knowledge."""
         prop, info = self.rng.choice(self.rule_images)
         rule = self.world.rule_for(prop, info)
-        question, answer, choices, _ = self._rule_question(prop, info, rule.value)
+        question, answer, choices, (template, asked) = self._rule_question(prop, info, rule.value)
         wrong = self.rng.choice([v for v in prop.values if v != rule.value])
         other_props = [p for p in PROPERTIES if p is not prop and self._is_known(p, info)]
         near = self._near(prop, info)
@@ -356,7 +356,11 @@ class MixSampler:
             return self._known()
         if near is not None and (not other_props or self.rng.random() < 0.75):
             mode = "both" if self.rng.random() < 0.6 else "rationale"
-            facts = self._edit_facts(prop, near, wrong, mode)
+            entry_q = None  # the near miss's edit was asked with the same question template
+            if (self.cfg.near_same_question > 0 and mode == "both" and asked is None
+                    and self.rng.random() < self.cfg.near_same_question):
+                entry_q = format_question(template, near)
+            facts = self._edit_facts(prop, near, wrong, mode, entry_q)
         else:
             other = self.rng.choice(other_props)
             mode = self.rng.choices(FACT_MODES, (0.3, 0.3, 0.4))[0]
