@@ -265,7 +265,10 @@ def test_training_mix_never_uses_a_held_out_wording():
         if len(literal) >= 12:
             pieces.add(literal.lower())
     assert len(pieces) > 20
-    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0), random.Random(1))  # templates, not noise words
+    pieces |= {q.lower().rstrip("?") for q in language.APPLIES_PROMPTS["eval"]}
+    every_kind = {**tdm.TrainConfig().mix, "applies": 0.05}
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, mix=every_kind),  # templates, not noise words
+                             random.Random(1))
     for _ in range(600):
         ex = sampler.sample()
         text = (ex.text + " " + ex.answer).lower()
