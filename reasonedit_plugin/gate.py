@@ -352,24 +352,33 @@ class NullSetGate:
         return dict(self._table.conflict)
 
     # ------------------------------------------------------------------ one query
-    def out_of_reach(self, q_vision: torch.Tensor) -> str | None:
-        """Why no edit can match a query whose image part is ``q_vision`` [Dv], whatever its question: no
-        answer row is within its image bound min(``image_factor`` x radius, the null percentile), which is at
-        least its image test's threshold. None when some row is within reach, or when the answer rows cannot
-        tell (``match_on: any``, an edit without answer entries, more than ``_PRESCREEN_MAX`` values)."""
+    def can_prescreen(self) -> bool:
+        """Whether :meth:`out_of_reach` can reject anything now: not with ``match_on: any``, an edit without
+        answer entries or more than ``_PRESCREEN_MAX`` values (then every query goes the full way)."""
+        return len(self._reach_rows()[1]) > 0
+
+    def _reach_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Image parts of the live answer rows (float64) and their image bounds, remembered per codebook
+        version; none when the answer rows cannot tell (see :meth:`can_prescreen`)."""
         self.refresh()
         table = self._table
-        if self.config.match_on != "answer" or len(table.rows_of) != self.codebook.num_edits:
-            return None
         if self._reach is None or self._reach[0] != self._version:
             rows = np.flatnonzero(table.live)
-            if len(rows) * self.vision_dim > _PRESCREEN_MAX:  # (remembered too: not counted again per query)
+            if (self.config.match_on != "answer" or len(table.rows_of) != self.codebook.num_edits
+                    or len(rows) * self.vision_dim > _PRESCREEN_MAX):
                 rows = rows[:0]
             bound = self.config.image_factor * table.radius[rows]
             if self.null_threshold is not None:
                 bound = np.minimum(bound, self.null_threshold)
             self._reach = (self._version, table.keys[rows, : self.vision_dim].astype(np.float64), bound)
-        _, vision, bound = self._reach
+        return self._reach[1], self._reach[2]
+
+    def out_of_reach(self, q_vision: torch.Tensor) -> str | None:
+        """Why no edit can match a query whose image part is ``q_vision`` [Dv], whatever its question: no
+        answer row is within its image bound min(``image_factor`` x radius, the null percentile), which is at
+        least its image test's threshold. None when some row is within reach, or when the answer rows cannot
+        tell (:meth:`can_prescreen`)."""
+        vision, bound = self._reach_rows()
         if not len(bound):
             return None
         ratio = np.linalg.norm(vision - q_vision.double().numpy(), axis=1) / np.maximum(bound, 1e-300)

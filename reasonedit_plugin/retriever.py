@@ -91,14 +91,16 @@ class Retriever:
             if self.config.gate == "nullset" else None
 
     def prescreens(self) -> bool:
-        """Whether a query may be rejected by its image alone (the null-set gate's ``image_prescreen``)."""
-        return self.nullset is not None and self.config.nullset.image_prescreen
+        """Whether a query may be rejected by its image alone (the null-set gate's ``image_prescreen``, where
+        the codebook's answer rows can tell: :meth:`NullSetGate.can_prescreen`)."""
+        return (self.nullset is not None and self.config.nullset.image_prescreen and len(self.codebook) > 0
+                and self.nullset.can_prescreen())
 
     def out_of_reach(self, vision: torch.Tensor) -> Retrieval | None:
         """With ``nullset.image_prescreen``: the rejection of a query whose image part ``vision`` [Dv] is beyond
         every edit's image test, whatever its question (the decision :meth:`search` would take; the question is
         then not embedded, and no candidates are listed). None: search."""
-        if not self.prescreens() or len(self.codebook) == 0:
+        if not self.prescreens():
             return None
         why = self.nullset.out_of_reach(vision)
         return None if why is None else Retrieval(False, reason=why)

@@ -71,9 +71,10 @@ def test_out_of_reach_cannot_tell_without_answer_rows_or_when_off():
     cb, r = book()
     cb.add_edit("s", [PendingEntry("reasoning", "S is round.", key([0.0, 0.0], [1.0, 0.0, 0.0]), 0.5)])
     assert r.out_of_reach(torch.tensor([9.0, 9.0])) is None                   # matches through its sentences
+    assert not r.prescreens()  # so answers take the full path at once (no tapped pass to throw away)
     cb, r = book(match_on="any")
     cb.add_edit("a", [answer_entry("a", [0.0, 0.0], [1.0, 0.0, 0.0], 0.5)])
-    assert r.out_of_reach(torch.tensor([9.0, 9.0])) is None
+    assert r.out_of_reach(torch.tensor([9.0, 9.0])) is None and not r.prescreens()
     cb = Codebook(5, CodebookConfig(merge=False), RetrievalConfig(nullset={}))
     cb.add_edit("a", [answer_entry("a", [0.0, 0.0], [1.0, 0.0, 0.0], 0.5)])
     assert Retriever(cb, vision_dim=2).out_of_reach(torch.tensor([9.0, 9.0])) is None   # the default: off
@@ -222,10 +223,10 @@ def test_past_the_size_limit_the_prescreen_steps_aside(monkeypatch):
     cb, r = book()
     for e in range(3):
         cb.add_edit(f"e{e}", [answer_entry(f"e{e}", [3.0 * e, 0.0], [1.0, 0.0, 0.0], 0.5)])
-    assert r.out_of_reach(torch.tensor([9.0, 9.0])) is not None
+    assert r.out_of_reach(torch.tensor([9.0, 9.0])) is not None and r.prescreens()
     monkeypatch.setattr(gate, "_PRESCREEN_MAX", 5)                      # 3 rows x 2 dims > 5
     cb.add_edit("e3", [answer_entry("e3", [20.0, 0.0], [1.0, 0.0, 0.0], 0.5)])
-    assert r.out_of_reach(torch.tensor([9.0, 9.0])) is None
+    assert r.out_of_reach(torch.tensor([9.0, 9.0])) is None and not r.prescreens()
     assert not r.search(key([9.0, 9.0], [1.0, 0.0, 0.0])).accepted     # the full gate decides instead
 
 
