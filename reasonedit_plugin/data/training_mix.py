@@ -356,10 +356,10 @@ class MixSampler:
             return self._known()
         if near is not None and (not other_props or self.rng.random() < 0.75):
             mode = "both" if self.rng.random() < 0.6 else "rationale"
-            entry_q = None  # the near miss's edit was asked with the same question template
+            entry_q = None  # (None: the entry quotes a random question of its own)
             if (self.cfg.near_same_question > 0 and mode == "both" and asked is None
                     and self.rng.random() < self.cfg.near_same_question):
-                entry_q = format_question(template, near)
+                entry_q = format_question(template, near)  # the near miss's edit asked the same question
             facts = self._edit_facts(prop, near, wrong, mode, entry_q)
         else:
             other = self.rng.choice(other_props)
