@@ -110,10 +110,11 @@ class QueryPath:
         """Answer with the edited model. With ``choices``, the option of lowest summed NLL wins."""
         check_question(question, choices)
         img = open_image(image)
-        shared = self._answer_in_one_pass(img, question, choices)
+        shared, vision = self._answer_in_one_pass(img, question, choices)
         if shared is not None:
             return shared
-        retrieval = self.retrieve(img, question)
+        retrieval = self.retrieve(img, question) if vision is None else \
+            self._search(vision[None], question, lambda: self.evidence_probe(img))
         fused = self.fused_question(question, retrieval)
         with self.fusion_context(question, retrieval):
             text, option_nll = self._ask(img, fused, choices)
@@ -125,29 +126,33 @@ class QueryPath:
         nll = self.vlm.option_nll(img, text, list(choices))
         return choices[min(range(len(choices)), key=lambda i: (nll[i], i))], dict(zip(choices, nll))
 
-    def _answer_in_one_pass(self, img: Image.Image, question: str, choices: Sequence[str] | None) -> Answer | None:
+    def _answer_in_one_pass(self, img: Image.Image, question: str, choices: Sequence[str] | None
+                            ) -> tuple[Answer | None, torch.Tensor | None]:
         """With ``nullset.image_prescreen``, a new image is answered unedited straight away and the key's vision
         part read from that answer's own vision pass (METHOD.md §4 (c)): if no edit is within reach of it, that
         answer stands (what the full path gives, without a second vision pass or the question's embedding);
-        otherwise the pass stops at the key layer and the full path follows with the feature it gave. None:
-        the full path is to be taken."""
+        otherwise the pass stops at the key layer and the full path follows with the feature it gave.
+        Returns (the standing answer, None) or (None, the image's key vision part [Dv] when known, else None:
+        the full path computes it)."""
         if self._one_pass is False or self._empty() or not self.retriever.prescreens():
-            return None
+            return None, None
         digest, known = self.keys.cached_vision(img)
-        if known is not None:  # a known image: retrieve() costs no vision pass
-            return None
+        if known is not None:  # a known image: the full path costs no vision pass
+            return None, known
+        tapped_feature: list[torch.Tensor] = []
         rejected: list[Retrieval | None] = []
 
         def check(feature: torch.Tensor) -> bool:  # go on answering only if no edit can match
-            self.keys.remember_vision(digest, feature)
+            tapped_feature.append(self.keys.remember_vision(digest, feature))
             rejected.append(self.retriever.out_of_reach(feature))
             return rejected[0] is not None
 
         with self.vlm.vision_tap(self.keys.vision_module, check) as tapped:
             text, option_nll = self._ask(img, question, choices)
         if tapped.fired and not tapped.stopped:
-            return Answer(text, question, self.vlm.prompt_text(question), rejected[0], option_nll)
+            return Answer(text, question, self.vlm.prompt_text(question), rejected[0], option_nll), None
         if not tapped.fired:  # the answer's pass does not run the key's module: never try again
             logger.info("%s does not run in an answer's pass: no shared vision", self.keys.vision_module)
             self._one_pass = False
-        return None
+            return None, None
+        return None, tapped_feature[0]

@@ -113,15 +113,20 @@ class KeyEncoder:
 
     def cached_vision(self, image: Image.Image) -> tuple[str, torch.Tensor | None]:
         """The image's cache key (a digest of its pixels) and v(image) if those pixels were encoded before
-        (float32 [Dv]), else None."""
+        (float32 [Dv]; a use, as in :meth:`vision`), else None."""
         digest = image_digest(image)
-        return digest, self._cache.get(digest)
+        feature = self._cache.get(digest)
+        if feature is not None:
+            self._cache.move_to_end(digest)
+        return digest, feature
 
-    def remember_vision(self, digest: str, feature: torch.Tensor) -> None:
+    def remember_vision(self, digest: str, feature: torch.Tensor) -> torch.Tensor:
         """Keep ``feature`` as v(image) for the image of cache key ``digest`` (:meth:`cached_vision`): the key
         layer's input read from another pass over the same pixels (:meth:`VLM.vision_tap`), so the next key of
-        this image needs no vision pass of its own."""
-        self._remember(digest, feature.detach().float().cpu())
+        this image needs no vision pass of its own. Returns what is kept (float32 [Dv], on the CPU)."""
+        kept = feature.detach().float().cpu()
+        self._remember(digest, kept)
+        return kept
 
     def _remember(self, digest: str, feature: torch.Tensor) -> None:
         self._cache[digest] = feature

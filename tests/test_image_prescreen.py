@@ -150,8 +150,10 @@ def test_the_tapped_feature_is_the_keys_vision_part(editors, queries):
 
 def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editors, queries, monkeypatch):
     full, fast = editors
-    calls = {"vision": 0, "text": 0}
-    vision_features, text = fast.vlm.vision_features, fast.keys.text
+    import reasonedit_plugin.embedding as embedding
+
+    calls = {"vision": 0, "text": 0, "digest": 0}
+    vision_features, text, digest = fast.vlm.vision_features, fast.keys.text, embedding.image_digest
 
     def counted_vision(*a, **k):
         calls["vision"] += 1
@@ -161,9 +163,14 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
         calls["text"] += 1
         return text(*a, **k)
 
+    def counted_digest(*a, **k):
+        calls["digest"] += 1
+        return digest(*a, **k)
+
     fast.retrieve(*queries[-1])  # first use: the key setup's probe and the gate's null images are encoded
     monkeypatch.setattr(fast.vlm, "vision_features", counted_vision)
     monkeypatch.setattr(fast.keys, "text", counted_text)
+    monkeypatch.setattr(embedding, "image_digest", counted_digest)
     early = 0
     for n, (image, question) in enumerate(queries[:-1]):
         choices = ["yes", "no", "kesh"] if n % 3 == 0 else None
@@ -174,9 +181,10 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
         b = fast.answer(image, question, choices)
         assert (a.text, a.prompt, a.option_nll, a.retrieval.accepted, a.retrieval.facts) == \
                (b.text, b.prompt, b.option_nll, b.retrieval.accepted, b.retrieval.facts)
+        assert calls["digest"] - before["digest"] == 1                   # the image's pixels hashed once
         if "not embedded" in b.retrieval.reason:
             early += 1
-            assert calls == before                                       # no vision pass of its own, no embedding
+            assert calls == {**before, "digest": before["digest"] + 1}    # no vision pass of its own, no embedding
         else:
             assert calls["vision"] == before["vision"]                   # the feature came from the answer's pass
         assert fast.retrieve(image, question).accepted == a.retrieval.accepted
