@@ -17,8 +17,8 @@ members are red circles." it is a near miss. The rationale itself tells them apa
 * the query image must get P(yes) >= ``evidence_min_yes`` for every evidence sentence, else the edit is not
   matched (and another matched edit may win).
 
-It costs one model call per evidence sentence of each *matched* edit, so unrelated queries the gate already
-rejected cost nothing. On EasyEdit's tensor inputs (``ReasonEditModel``) the question is spliced into the
+It costs one batched model call for the evidence sentences of the *matched* edits (the claims of every matched
+edit asked together), so unrelated queries the gate already rejected cost nothing. On EasyEdit's tensor inputs (``ReasonEditModel``) the question is spliced into the
 inputs EasyEdit built, in place of the user's question; BLIP-2-style batches (``text_input``/``image``) run the
 gate without the check.
 """
@@ -29,7 +29,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import ConfigError
 from .records import EditRecord, load_image
@@ -73,8 +73,12 @@ _ANSWERS_KEPT = 8192
 _CAPTION_TOKENS = 24
 """Longest caption generated as an edit's fallback evidence."""
 
-EvidenceProbe = Callable[[str], list[EvidenceTest]]
-"""edit id -> the tests of its evidence on one query image (what the gate calls for each matched edit)."""
+EvidenceProbe = Callable[[Sequence[str]], dict[str, list[EvidenceTest]]]
+"""edit ids -> the tests of each one's evidence on one query image (what the gate calls with the edits it matched;
+their claims not asked about these pixels before are asked in one batched pass)."""
+
+YesMany = Callable[[list[str]], list[float]]
+"""claim questions -> their P(yes) on one query image."""
 
 
 class EvidenceCheck:
@@ -111,7 +115,7 @@ class EvidenceCheck:
         if config.retrieval.gate != "nullset" or not nullset.evidence_check:
             return None
         if getattr(getattr(vlm, "spec", None), "scorer", None) == "image_text_similarity" or \
-                not callable(getattr(vlm, "yes_probability", None)):
+                not callable(getattr(vlm, "yes_probabilities", None)):
             raise ConfigError("retrieval.nullset.evidence_check asks the model yes/no questions about the query "
                               "image, and this model cannot answer them (it scores image-text similarity); set "
                               "evidence_check: false.")
@@ -147,58 +151,66 @@ class EvidenceCheck:
         if record is not None:
             image = load_image(record.image)
             digest = _digest(image)
-            for sentence in dict.fromkeys(record.rationale):
-                p = self._yes(image, digest, sentence)
+            for sentence, p in self._yes(image, digest, list(dict.fromkeys(record.rationale))).items():
                 if p > self.own_yes:
                     found.append((sentence, p))
             if self.describe_prompt and (self.caption_always or not found):
                 caption = self.vlm.generate(image, self.describe_prompt, _CAPTION_TOKENS).strip()
-                p = self._yes(image, digest, caption) if caption else 0.0
+                p = self._yes(image, digest, [caption])[caption] if caption else 0.0
                 if p > self.own_yes and caption not in dict(found):
                     found.append((caption, p))
         self._evidence[edit_id] = (stamp, found)
         return found
 
     def probe(self, image: Any) -> EvidenceProbe:
-        """The per-edit test for one query image (each sentence asked at most once per query, and not at all
-        when the same pixels were asked about before, e.g. the edited image itself)."""
+        """The test for one query image (each claim asked at most once per query, and not at all when the same
+        pixels were asked about before, e.g. the edited image itself)."""
         image = load_image(image)
-        return self.probe_with(lambda question: float(self.vlm.yes_probability(image, question)), _digest(image))
+        return self.probe_with(lambda questions: self.vlm.yes_probabilities(image, questions), _digest(image))
 
     def probe_inputs(self, inputs: Mapping[str, Any], yes: Callable[[str], float]) -> EvidenceProbe:
-        """The per-edit test for a query given as processor outputs and ``yes`` (claim question -> P(yes) on
-        them; EasyEdit's tensor path); answers are remembered by a digest of the pixel tensor."""
+        """The test for a query given as processor outputs and ``yes`` (claim question -> P(yes) on them;
+        EasyEdit's tensor path, one question per pass); answers are remembered by a digest of the pixel tensor."""
         pixels = next((v for k, v in inputs.items() if k.startswith("pixel_values") and v is not None), None)
-        return self.probe_with(yes, None if pixels is None else tensor_digest(pixels))
+        return self.probe_with(lambda questions: [yes(q) for q in questions],
+                               None if pixels is None else tensor_digest(pixels))
 
-    def probe_with(self, yes: Callable[[str], float], digest: bytes | None = None) -> EvidenceProbe:
-        """The per-edit test for a query given as ``yes``: claim question -> P(yes) on the query's image
-        (EasyEdit's tensor inputs: the adapter asks the question on the inputs it was given). ``digest``
-        identifies the query's pixels: answers are remembered under it."""
+    def probe_with(self, yes: YesMany, digest: bytes | None = None) -> EvidenceProbe:
+        """The test for a query given as ``yes``: claim questions -> their P(yes) on the query's image.
+        ``digest`` identifies the query's pixels: answers are remembered under it."""
 
-        def ask(question: str) -> float:
-            return self._remembered(digest, question, yes) if digest is not None else float(yes(question))
-
-        def tests(edit_id: str) -> list[EvidenceTest]:
-            return [EvidenceTest(edit_id, sentence, own, ask(claim_question(sentence, self.template)), self.min_yes)
-                    for sentence, own in self.evidence(edit_id)]
+        def tests(edit_ids: Sequence[str]) -> dict[str, list[EvidenceTest]]:
+            claims = {edit_id: [(sentence, own, claim_question(sentence, self.template))
+                                for sentence, own in self.evidence(edit_id)] for edit_id in edit_ids}
+            asked = self._ask([q for rows in claims.values() for _, _, q in rows], yes, digest)
+            return {edit_id: [EvidenceTest(edit_id, sentence, own, asked[q], self.min_yes) for sentence, own, q in rows]
+                    for edit_id, rows in claims.items()}
 
         return tests
 
-    def _yes(self, image: Any, digest: bytes, sentence: str) -> float:
-        return self._remembered(digest, claim_question(sentence, self.template),
-                                lambda question: float(self.vlm.yes_probability(image, question)))
+    def _yes(self, image: Any, digest: bytes, sentences: Sequence[str]) -> dict[str, float]:
+        """P(yes) of each sentence's claim on an edit's own image, by sentence."""
+        questions = {s: claim_question(s, self.template) for s in sentences}
+        asked = self._ask(list(questions.values()), lambda qs: self.vlm.yes_probabilities(image, qs), digest)
+        return {s: asked[q] for s, q in questions.items()}
 
-    def _remembered(self, digest: bytes, question: str, yes: Callable[[str], float]) -> float:
-        key = (digest, question)
-        if key in self._answers:
-            self._answers.move_to_end(key)
-            return self._answers[key]
-        p = float(yes(question))
-        self._answers[key] = p
-        if len(self._answers) > _ANSWERS_KEPT:
+    def _ask(self, questions: list[str], yes: YesMany, digest: bytes | None) -> dict[str, float]:
+        """Question -> P(yes): remembered ones (under ``digest``) read back, the others asked in one call."""
+        out: dict[str, float] = {}
+        for q in questions:
+            if digest is not None and (digest, q) in self._answers:
+                self._answers.move_to_end((digest, q))
+                out[q] = self._answers[(digest, q)]
+        new = list(dict.fromkeys(q for q in questions if q not in out))
+        if not new:
+            return out
+        for q, p in zip(new, yes(new)):
+            out[q] = float(p)
+            if digest is not None:
+                self._answers[(digest, q)] = out[q]
+        while len(self._answers) > _ANSWERS_KEPT:
             self._answers.popitem(last=False)
-        return p
+        return out
 
 
 def _stamp(record: Optional[EditRecord]) -> Any:

@@ -460,9 +460,8 @@ class NullSetGate:
             self._relative_text(q_text, candidates, tests)
         matched = self._matched(tests)
         checked: list[EvidenceTest] = []
-        if evidence is not None:
-            for edit in list(matched):
-                found = evidence(edit)
+        if evidence is not None and matched:
+            for edit, found in evidence(list(matched)).items():
                 checked += found
                 if not all(e.passed for e in found):
                     del matched[edit]

@@ -17,6 +17,8 @@ Every pass is ``torch.inference_mode`` and greedy; scores are float32 on the CPU
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -187,11 +189,9 @@ def token_scores(vlm: Any, image: Any, text: str, continuations: Sequence[str]) 
             pred = logits[:, :longest]
         else:
             inputs = extend_token_inputs(vlm.spec, base, cont, real)
-            logits = vlm.model(**inputs).logits.float()
-            # models that prepend image embeddings outside input_ids (legacy BLIP-2) have longer logits
-            p_len = base["input_ids"].shape[1]
-            offset = logits.shape[1] - inputs["input_ids"].shape[1]
-            pred = logits[:, offset + p_len - 1: offset + p_len - 1 + longest]
+            # the positions from the prompt's last token on, read from the end (models that prepend image
+            # embeddings outside input_ids, legacy BLIP-2, return longer logits)
+            pred = _logits(vlm, inputs, longest + 1)[:, -(longest + 1):-1].float()
     logp = pred.log_softmax(-1)
     picked = logp.gather(-1, cont.unsqueeze(-1)).squeeze(-1)
     best = pred.argmax(-1)
@@ -258,16 +258,47 @@ def yes_share(tokenizer: Any, logits: torch.Tensor) -> float:
     return float(p_yes / total) if total > 0 else 0.5
 
 
-def next_token_logits(vlm: Any, image: Any, text: str) -> torch.Tensor:
-    """float32 [V]: the distribution of the first answer token after the prompt of ``text``."""
+def next_token_logits(vlm: Any, image: Any, texts: Sequence[str]) -> torch.Tensor:
+    """float32 [len(texts), V]: per text, the distribution of the first answer token after its prompt, on the same
+    image (one batched pass; rows of unequal length are padded and each read at its own last real token)."""
     if vlm.spec.scorer == "image_text_similarity":
         raise _not_generative(vlm, "predict a next token (yes-probability, patches)")
-    inputs = vlm.build_inputs([image], [text])
+    texts = list(texts)
+    if not texts:
+        raise ReasonEditError("next_token_logits needs at least one text.")
+    if vlm.spec.scorer == "encoder_decoder":  # one text per pass: BLIP's answer decoder reads the padding too
+        return torch.cat([_first_decoder_logits(vlm, image, text) for text in texts])
+    inputs = vlm.build_inputs([image] * len(texts), texts)
     with torch.inference_mode():
-        if vlm.spec.scorer == "encoder_decoder":
-            start = torch.full((1, 1), _decoder_start(vlm), dtype=inputs["input_ids"].dtype, device=vlm.device)
-            return _decoder_logits(vlm, inputs, start, torch.ones_like(start))[0, -1].float()
-        return vlm.model(**inputs).logits[0, -1].float()
+        mask = inputs.get("attention_mask")
+        length = inputs["input_ids"].shape[1]
+        # tokens after each row's last real one (padding on the right; none on the left)
+        after = (torch.zeros(len(texts), dtype=torch.long) if mask is None else
+                 mask.flip(1).long().argmax(1).cpu())
+        logits = _logits(vlm, inputs, length - int(after.min()))
+        return logits[torch.arange(len(texts)), logits.shape[1] - 1 - after.to(logits.device)].float()
+
+
+def _first_decoder_logits(vlm: Any, image: Any, text: str) -> torch.Tensor:
+    inputs = vlm.build_inputs([image], [text])
+    start = torch.full((1, 1), _decoder_start(vlm), dtype=inputs["input_ids"].dtype, device=vlm.device)
+    with torch.inference_mode():
+        return _decoder_logits(vlm, inputs, start, torch.ones_like(start))[:, -1].float()
+
+
+def _logits(vlm: Any, inputs: Any, keep: int) -> torch.Tensor:
+    """The causal LM's logits [B, >= keep, V] with at least the last ``keep`` positions: only those when its
+    forward takes ``logits_to_keep`` (the LM head over a 30k vocabulary on every prompt position was ~40 % of
+    the embedded model's forward), all of them otherwise. Read positions from the end."""
+    inputs = {k: v for k, v in inputs.items() if k != "labels"}  # (PaliGemma's processor makes some: no loss here)
+    if _keeps_logits(type(vlm.model)):
+        return vlm.model(**inputs, logits_to_keep=keep).logits
+    return vlm.model(**inputs).logits
+
+
+@functools.lru_cache(maxsize=None)
+def _keeps_logits(model_class: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def generate(vlm: Any, image: Any, text: str, max_new_tokens: int) -> str:

@@ -434,7 +434,14 @@ class VLM:
     def yes_probability(self, image: ImageInput, question: str) -> float:
         """P(yes) / (P(yes) + P(no)) from the first generated token's distribution (METHOD.md §6).
         Case and leading-space variants of yes/no count; first tokens shared by both are ignored."""
-        return scoring.yes_share(self.tokenizer, scoring.next_token_logits(self, image, question))
+        return self.yes_probabilities(image, [question])[0]
+
+    def yes_probabilities(self, image: ImageInput, questions: Sequence[str]) -> list[float]:
+        """:meth:`yes_probability` of several questions about one image, in one batched pass."""
+        if not questions:
+            return []
+        logits = scoring.next_token_logits(self, image, questions)
+        return [scoring.yes_share(self.tokenizer, row) for row in logits]
 
 
 def _pool_per_image(activation: torch.Tensor, units: list[int], path: str) -> torch.Tensor:

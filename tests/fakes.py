@@ -63,6 +63,10 @@ class FakeVLM:
         nearest = min(_FAKE_COLOURS, key=lambda c: float(((mean - np.array(_FAKE_COLOURS[c])) ** 2).sum()))
         return 0.9 if nearest in named else 0.05
 
+    def yes_probabilities(self, image, questions) -> list[float]:
+        self.yes_batches = getattr(self, "yes_batches", 0) + 1
+        return [self.yes_probability(image, q) for q in questions]
+
     def continuation_nll(self, image, text: str, continuation: str) -> float:
         """Lower for crops whose dominant colour the continuation names, and for larger crops."""
         w, h = image.size

@@ -81,7 +81,7 @@ def test_only_sentences_the_model_affirms_on_the_edit_image_are_evidence(text_en
     assert [s for s, _ in ed.evidence.evidence("red")] == ["The shape is red.", "Red shapes belong to the Vol tribe."]
     unknown = EvidenceCheck(FakeVLM(), "Does the image show {claim}", 0.5, 0.2, lambda edit_id: None)
     assert unknown.evidence("imported-without-record") == []
-    assert unknown.probe(solid(GREEN))("imported-without-record") == []      # nothing to check: passes
+    assert unknown.probe(solid(GREEN))(["imported-without-record"]) == {"imported-without-record": []}  # passes
 
 
 def test_model_calls_only_for_matched_edits_on_new_pixels(text_encoder):
@@ -184,18 +184,18 @@ def test_answers_on_tensor_inputs_are_remembered_by_their_pixels():
                           lambda edit_id: make_record(record("red", "red", solid(RED), "Vol")))
     asked = []
 
-    def yes(question):
-        asked.append(question)
-        return 0.9
+    def yes(questions):
+        asked.append(list(questions))
+        return [0.9] * len(questions)
 
     pixels = torch.ones(4, 6)
     for _ in range(2):
-        tests = check.probe_with(yes, tensor_digest(pixels))("red")
+        tests = check.probe_with(yes, tensor_digest(pixels))(["red"])["red"]
         assert [t.passed for t in tests] == [True, True]
-    assert len(asked) == 2                              # two sentences, asked once for these pixels
-    check.probe_with(yes, tensor_digest(pixels * 2))("red")
-    check.probe_with(yes)("red")                          # no digest: nothing remembered
-    assert len(asked) == 6
+    assert len(asked) == 1 and len(asked[0]) == 2       # two sentences, asked once (together) for these pixels
+    check.probe_with(yes, tensor_digest(pixels * 2))(["red"])
+    check.probe_with(yes)(["red"])                        # no digest: nothing remembered
+    assert [len(a) for a in asked] == [2, 2, 2]
     assert tensor_digest(pixels) != tensor_digest(pixels.double())
 
 
@@ -219,3 +219,27 @@ def test_evidence_is_read_again_when_an_edit_id_comes_back_with_another_record(t
     assert [s for s, _ in check.evidence("red")][0] == "The shape is green."
     del records["red"]
     assert check.evidence("red") == []
+
+
+def test_the_claims_of_every_matched_edit_are_asked_in_one_pass():
+    """The gate hands the probe all the edits it matched: their claims go to the model in one batched call, each
+    claim once (two edits sharing a sentence), the claims asked before about the same pixels not again."""
+    records = {"red": make_record(record("red", "red", solid(RED), "Vol")),
+               "red2": make_record(record("red2", "red", solid(DARK_RED), "Kem", extra=" It is a big shape."))}
+    vlm = FakeVLM()
+    check = EvidenceCheck(vlm, "Does the image show {claim}", 0.45, 0.45, records.get)
+    for edit_id in records:
+        check.evidence(edit_id)
+    asked = []
+
+    def yes(questions):
+        asked.append(list(questions))
+        return vlm.yes_probabilities(solid(GREEN), questions)
+
+    probe = check.probe_with(yes, b"green")
+    tests = probe(["red", "red2"])
+    assert list(tests) == ["red", "red2"] and [len(tests["red"]), len(tests["red2"])] == [2, 3]
+    assert [t.passed for t in tests["red2"]] == [False, False, True]          # red on a green image; the size: 0.5
+    assert len(asked) == 1 and len(asked[0]) == len(set(asked[0])) == 4      # "The shape is red." asked once
+    probe(["red2"])
+    assert len(asked) == 1                                                    # remembered for these pixels

@@ -19,6 +19,7 @@ from reasonedit_plugin.errors import ReasonEditError, UnsupportedModelError
 from reasonedit_plugin.hooks import ModulePathError, capture_inputs, hook_count, modify_outputs
 from reasonedit_plugin.model_specs import (DEFAULT_TOKEN_INPUTS, MODEL_SPECS, ModelSpec, TokenInput, get_model_spec,
                                            register_model_spec)
+from reasonedit_plugin.scoring import next_token_logits
 from reasonedit_plugin.vlm import VLM
 from tiny_models import FAMILIES, build_or_skip
 
@@ -196,6 +197,28 @@ def test_language_side(family: str, images: list[Image.Image]) -> None:
     p = vlm.yes_probability(images[0], "Does the image show a circle?")
     assert 0.0 <= p <= 1.0
     assert isinstance(vlm.generate(images[0], "What is it?", max_new_tokens=3), str)
+
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_yes_probabilities_batch_questions_of_unequal_length(family: str, images: list[Image.Image]) -> None:
+    """The evidence check's batched yes/no pass reads each row at its own last real token (right padding on
+    most rows here): it equals the questions asked one by one, and the one-question pass equals the last
+    position of a full forward (the LM head run on that position only)."""
+    vlm = tiny_vlm(family)
+    if vlm.spec.scorer == "image_text_similarity":
+        return
+    questions = ["Does the image show a circle?", "Is it red?", "Does the image show a big blue square on a white page?"]
+    one_by_one = [vlm.yes_probability(images[0], q) for q in questions]
+    assert vlm.yes_probabilities(images[0], questions) == pytest.approx(one_by_one, abs=1e-5)
+    assert vlm.yes_probabilities(images[0], []) == []
+    if vlm.spec.scorer == "causal_lm":
+        inputs = vlm.build_inputs([images[0]], [questions[2]])
+        inputs.pop("labels", None)
+        with torch.inference_mode():
+            full = vlm.model(**inputs).logits[0, -1]
+        torch.testing.assert_close(next_token_logits(vlm, images[0], [questions[2]])[0], full.float(),
+                                   rtol=1e-4, atol=1e-5)
 
 
 # --- option scoring against a hand computation, for every row ------------------------------------
