@@ -18,7 +18,8 @@ accepted retrieval also lengthens the prompt (the fused facts), which ``answer``
 ``--image-prescreen`` turns on ``retrieval.nullset.image_prescreen`` (the serving setting): a query whose image
 no edit's image test can reach is rejected before its question is embedded, and ``answer`` reads the key's
 image part from the unedited answer's own vision pass. The answers are the same either way (tested); the
-JSON then also gives the medians of the queries so rejected and of the rest.
+JSON then also gives the medians of the queries so rejected and of the rest. ``--text-bf16`` runs the question's
+sentence encoder in bfloat16 (``embedding.text_dtype``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main() -> None:
     ap.add_argument("--no-evidence", action="store_true", help="the null-set gate without its evidence test")
     ap.add_argument("--image-prescreen", action="store_true", help="retrieval.nullset.image_prescreen on")
     ap.add_argument("--repeat", type=int, default=3, help="rounds per query (its median is kept)")
+    ap.add_argument("--text-bf16", action="store_true", help="embedding.text_dtype bfloat16 (the serving setting "
+                    "on a CPU with native bfloat16)")
     args = ap.parse_args()
     import torch
 
@@ -58,6 +61,8 @@ def main() -> None:
         cfg = cfg.replace(retrieval={"nullset": {"evidence_check": False}})
     if args.image_prescreen:
         cfg = cfg.replace(retrieval={"nullset": {"image_prescreen": True}})
+    if args.text_bf16:
+        cfg = cfg.replace(embedding={"text_dtype": "bfloat16"})
     editor = ReasonEditor.from_pretrained(hp.model_name, cfg.replace(guard={"policy": "off"}), device="cpu")
     editor.edit(load_edit_records(None, "small", None, None))
     rng = random.Random(args.seed)
@@ -117,7 +122,7 @@ def main() -> None:
 
     res = {
         "entries": len(editor.codebook), "queries": len(items), "accepted": accepted,
-        "image_prescreen": args.image_prescreen, "repeat": args.repeat,
+        "image_prescreen": args.image_prescreen, "text_dtype": cfg.embedding.text_dtype, "repeat": args.repeat,
         "rejected_by_image": sum(early) if args.image_prescreen else 0,
         "evidence_check": editor.evidence is not None,
         "distinct_questions": len({q for _, q in items}),
@@ -140,7 +145,8 @@ def main() -> None:
                             "warm": float(statistics.quantiles(retrieve_warm, n=20)[-1])},
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "command": "benchmarks/bench_overhead.py" + (" --no-evidence" if args.no_evidence else "")
-                   + (" --image-prescreen" if args.image_prescreen else ""),
+                   + (" --image-prescreen" if args.image_prescreen else "")
+                   + (" --text-bf16" if args.text_bf16 else ""),
     }
     print(json.dumps(res, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,8 @@ class ReasonEditor(QueryPath):
         get_fusion(config.fusion.kind)
         self.config = config
         self.vlm = vlm
-        self.text_encoder = text_encoder or shared_text_encoder(config.embedding.text_encoder)
+        self.text_encoder = text_encoder or shared_text_encoder(config.embedding.text_encoder,
+                                                                  dtype=config.embedding.text_dtype)
         self.topology_report: Any = None
         module, scale = config.embedding.layer, config.embedding.scale
         if module == "auto" or scale == "auto":

@@ -25,3 +25,30 @@ def test_batches_and_edge_cases(text_encoder):
     assert text_encoder.encode([]).shape == (0, text_encoder.dim)
     with pytest.raises(TypeError):
         text_encoder.encode("a string")
+
+
+def test_bfloat16_weights_give_float32_vectors_close_to_float32s(text_encoder):
+    """embedding.text_dtype: bfloat16 (a serving setting) changes the weights, not the vectors' dtype, and the
+    vectors stay within cosine 0.9999 of float32's on questions and rationale sentences."""
+    from reasonedit_plugin.config import ReasonEditConfig
+    from reasonedit_plugin.errors import ConfigError
+    from reasonedit_plugin.text_encoder import TextEncoder, shared_text_encoder
+
+    bf16 = shared_text_encoder(dtype="bfloat16")
+    assert bf16 is not text_encoder and bf16 is shared_text_encoder(dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    texts = ["Which tribe does this red shape belong to?", "Red circles belong to the Kesh tribe.",
+             "This one is a brown circle; Taro members are brown circles.", "x"]
+    for one in (bf16.encode(texts), torch.cat([bf16.encode([t]) for t in texts])):
+        assert one.dtype == torch.float32
+        cos = torch.nn.functional.cosine_similarity(one, text_encoder.encode(texts))
+        assert cos.min() > 0.9999 and not torch.equal(one, text_encoder.encode(texts))
+    from fakes import FakeVLM
+    from reasonedit_plugin.editor import ReasonEditor
+
+    config = ReasonEditConfig(embedding={"text_dtype": "bfloat16"}, guard={"policy": "off"})
+    assert ReasonEditor(FakeVLM(), config).text_encoder is bf16
+    with pytest.raises(ConfigError, match="text_dtype"):
+        ReasonEditConfig(embedding={"text_dtype": "float16"})
+    with pytest.raises(ConfigError, match="text_dtype"):
+        TextEncoder(dtype="int8")
