@@ -137,6 +137,11 @@ class ModelSpec:
     optional_processor_args: tuple[str, ...] = ()
     """Processor ``__init__`` arguments that are required but may be None when it loads without its
     video processor (SmolVLM's ``video_processor``)."""
+    pad_left: bool = True
+    """Batched prompts of unequal length may be padded on the left (every row then ends at the last position,
+    whose logits alone a yes/no pass computes). False where left padding would move a row's positions: the
+    row's tokenizer's own padding side is kept then (InstructBLIP: the Q-Former reads the padded text with
+    absolute positions)."""
     processor_kwargs: tuple[tuple[str, Any], ...] = ()
     """Extra keyword arguments of every processor call, e.g. ``(("truncation", True),)``."""
     easyedit_image_prefix: str | None = None

@@ -176,6 +176,7 @@ _ROWS: list[ModelSpec] = [
         chat_template=False,
         prompt_template="{text}",
         lm_block_template="language_model.model.layers.{L}",
+        pad_left=False,
         known_defaults=(KnownDefault(39, 4096, 38, "InstructBLIP-Vicuna-7B (paper)"),),
         notes="The Q-Former reads the instruction text, so language_projection depends on the question: "
         "keys use the vision tower only and the projector is not a candidate. No chat template; the "

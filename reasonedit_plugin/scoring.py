@@ -268,14 +268,16 @@ def next_token_logits(vlm: Any, image: Any, texts: Sequence[str]) -> torch.Tenso
         raise ReasonEditError("next_token_logits needs at least one text.")
     if vlm.spec.scorer == "encoder_decoder":  # one text per pass: BLIP's answer decoder reads the padding too
         return torch.cat([_first_decoder_logits(vlm, image, text) for text in texts])
-    inputs = vlm.build_inputs([image] * len(texts), texts)
+    # left padding where the row allows it: every row ends at the last position, whose logits alone are
+    # computed (the LM head over a 30k vocabulary on every position from the shortest row's end on cost more
+    # than the rows' passes)
+    inputs = vlm.build_inputs([image] * len(texts), texts, padding_side="left" if vlm.spec.pad_left else None)
     with torch.inference_mode():
         mask = inputs.get("attention_mask")
-        length = inputs["input_ids"].shape[1]
-        # tokens after each row's last real one (padding on the right; none on the left)
+        # tokens after each row's last real one (a processor that pads on the right all the same)
         after = (torch.zeros(len(texts), dtype=torch.long) if mask is None else
                  mask.flip(1).long().argmax(1).cpu())
-        logits = _logits(vlm, inputs, length - int(after.min()))
+        logits = _logits(vlm, inputs, int(after.max()) + 1)
         return logits[torch.arange(len(texts)), logits.shape[1] - 1 - after.to(logits.device)].float()
 
 

@@ -281,15 +281,17 @@ class VLM:
             out.append([img] if self.spec.nest_images else img)
         return out
 
-    def build_inputs(self, images: Sequence[ImageInput], texts: Sequence[str]) -> Any:
-        """Processor outputs (a BatchFeature on the model's device) for one image + user text per sample."""
+    def build_inputs(self, images: Sequence[ImageInput], texts: Sequence[str], padding_side: str | None = None) -> Any:
+        """Processor outputs (a BatchFeature on the model's device) for one image + user text per sample
+        (``padding_side``: "left" or "right" for texts of unequal length; None: the tokenizer's own)."""
         if len(images) != len(texts):
             raise ReasonEditError(f"{len(images)} images but {len(texts)} texts; give one text per image.")
         if not images:
             raise ReasonEditError("build_inputs needs at least one image.")
         prompts = [self.prompt_text(t) for t in texts]
+        side = {} if padding_side is None or len(texts) < 2 else {"padding_side": padding_side}
         inputs = self.processor(images=self._prepare_images(images), text=prompts, return_tensors="pt",
-                                padding=True, **dict(self.spec.processor_kwargs)).to(self.device)
+                                padding=True, **side, **dict(self.spec.processor_kwargs)).to(self.device)
         if self._tap_inputs is not None:
             self._tap_inputs.append(inputs)
         return inputs

@@ -210,7 +210,17 @@ def test_yes_probabilities_batch_questions_of_unequal_length(family: str, images
         return
     questions = ["Does the image show a circle?", "Is it red?", "Does the image show a big blue square on a white page?"]
     one_by_one = [vlm.yes_probability(images[0], q) for q in questions]
-    assert vlm.yes_probabilities(images[0], questions) == pytest.approx(one_by_one, abs=1e-5)
+    head = vlm.model.get_output_embeddings() if vlm.spec.scorer == "causal_lm" else None
+    rows: list[tuple[int, ...]] = []
+    handle = head.register_forward_pre_hook(lambda m, args: rows.append(tuple(args[0].shape[:-1]))) if head else None
+    try:
+        assert vlm.yes_probabilities(images[0], questions) == pytest.approx(one_by_one, abs=1e-5)
+    finally:
+        if handle is not None:
+            handle.remove()
+    if head is not None and "logits_to_keep" in inspect.signature(type(vlm.model).forward).parameters:
+        # the LM head runs on each row's last position only (left padding), or from the first padded row's end
+        assert rows[-1][0] == 3 and (rows[-1][1] == 1 if vlm.spec.pad_left else rows[-1][1] < 12), rows
     assert vlm.yes_probabilities(images[0], []) == []
     if vlm.spec.scorer == "causal_lm":
         inputs = vlm.build_inputs([images[0]], [questions[2]])
