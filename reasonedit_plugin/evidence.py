@@ -17,9 +17,9 @@ members are red circles." it is a near miss. The rationale itself tells them apa
 * the query image must get P(yes) >= ``evidence_min_yes`` for every evidence sentence, else the edit is not
   matched (and another matched edit may win).
 
-It costs one batched model call for the evidence sentences of the *matched* edits (the claims of every matched
-edit asked together), so unrelated queries the gate already rejected cost nothing. On EasyEdit's tensor inputs (``ReasonEditModel``) the question is spliced into the
-inputs EasyEdit built, in place of the user's question; BLIP-2-style batches (``text_input``/``image``) run the
+It costs one batched model pass over the evidence sentences of the *matched* edits (the claims of every matched
+edit asked together), so unrelated queries the gate already rejected cost nothing. On EasyEdit's tensor inputs
+(``ReasonEditModel``, one pass per claim) the question is spliced into the inputs EasyEdit built, in place of the user's question; BLIP-2-style batches (``text_input``/``image``) run the
 gate without the check.
 """
 

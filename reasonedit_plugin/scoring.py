@@ -246,6 +246,11 @@ def _first_token_ids(tokenizer: Any, words: Sequence[str]) -> set[int]:
 def yes_share(tokenizer: Any, logits: torch.Tensor) -> float:
     """P(yes) / (P(yes) + P(no)) from one next-token distribution's logits [V] (METHOD.md §6). Case and
     leading-space variants of yes/no count; first tokens shared by both are ignored."""
+    return yes_shares(tokenizer, logits[None])[0]
+
+
+def yes_shares(tokenizer: Any, logits: torch.Tensor) -> list[float]:
+    """:func:`yes_share` of each row of ``logits`` [B, V]."""
     yes = _first_token_ids(tokenizer, ["Yes", "yes", " Yes", " yes"])
     no = _first_token_ids(tokenizer, ["No", "no", " No", " no"])
     yes, no = yes - no, no - yes
@@ -253,9 +258,9 @@ def yes_share(tokenizer: Any, logits: torch.Tensor) -> float:
         raise ReasonEditError("the tokenizer gives 'yes' and 'no' the same first token; a yes-probability "
                               "cannot tell them apart.")
     probs = logits.float().softmax(-1)
-    p_yes, p_no = probs[sorted(yes)].sum(), probs[sorted(no)].sum()
+    p_yes, p_no = probs[:, sorted(yes)].sum(-1), probs[:, sorted(no)].sum(-1)
     total = p_yes + p_no
-    return float(p_yes / total) if total > 0 else 0.5
+    return [float(y / t) if t > 0 else 0.5 for y, t in zip(p_yes.tolist(), total.tolist())]
 
 
 def next_token_logits(vlm: Any, image: Any, texts: Sequence[str]) -> torch.Tensor:

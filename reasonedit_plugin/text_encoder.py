@@ -103,7 +103,8 @@ class TextEncoder:
         return out.detach().float().cpu()
 
 
-def shared_text_encoder(name_or_path: str = PACKAGED_MINILM, device: str = "cpu", dtype: str = "float32") -> TextEncoder:
+def shared_text_encoder(name_or_path: str = PACKAGED_MINILM, device: str = "cpu",
+                        dtype: str = "float32") -> TextEncoder:
     """One encoder per (path, device, dtype) per process: never re-load an encoder for every request."""
     return _shared(name_or_path, str(device), dtype)
 

@@ -442,8 +442,7 @@ class VLM:
         """:meth:`yes_probability` of several questions about one image, in one batched pass."""
         if not questions:
             return []
-        logits = scoring.next_token_logits(self, image, questions)
-        return [scoring.yes_share(self.tokenizer, row) for row in logits]
+        return scoring.yes_shares(self.tokenizer, scoring.next_token_logits(self, image, questions))
 
 
 def _pool_per_image(activation: torch.Tensor, units: list[int], path: str) -> torch.Tensor:

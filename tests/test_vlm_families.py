@@ -208,7 +208,8 @@ def test_yes_probabilities_batch_questions_of_unequal_length(family: str, images
     vlm = tiny_vlm(family)
     if vlm.spec.scorer == "image_text_similarity":
         return
-    questions = ["Does the image show a circle?", "Is it red?", "Does the image show a big blue square on a white page?"]
+    questions = ["Does the image show a circle?", "Is it red?",
+                 "Does the image show a big blue square on a white page?"]
     one_by_one = [vlm.yes_probability(images[0], q) for q in questions]
     head = vlm.model.get_output_embeddings() if vlm.spec.scorer == "causal_lm" else None
     rows: list[tuple[int, ...]] = []
