@@ -23,9 +23,9 @@ Three checks, each switchable in :class:`~reasonedit_plugin.config.GuardConfig`:
    within :attr:`RationaleGuard.same_image_tolerance`, relative). Edits accepted earlier in the same
    ``edit`` call are compared the same way (all their entries, not only the nearest): a batch cannot
    contradict itself.
-3. **visual** (off by default; one VLM pass per sentence) — sentences that describe the image are asked back
+3. **visual** (off by default; one batched VLM pass per edit) — sentences that describe the image are asked back
    as ``patches.question_template`` ("Does the image show <claim>?"), and flagged when
-   ``vlm.yes_probability`` is below ``guard.visual_threshold``.
+   ``vlm.yes_probabilities`` (the edit's claims in one pass) is below ``guard.visual_threshold``.
 
 The editor applies ``guard.policy`` to the flags: ``warn`` logs and commits, ``quarantine`` (the default) holds
 the edit for ``editor.approve`` / ``reasonedit approve``, ``reject`` raises with nothing added.
@@ -226,8 +226,8 @@ class RationaleGuard:
     def __init__(self, config: GuardConfig, editor: Any):
         self.config = config
         self.editor = editor
-        if config.visual and not callable(getattr(editor.vlm, "yes_probability", None)):
-            raise ConfigError("guard.visual needs a VLM with yes_probability(image, question); this one has none. "
+        if config.visual and not callable(getattr(editor.vlm, "yes_probabilities", None)):
+            raise ConfigError("guard.visual needs a VLM with yes_probabilities(image, questions); this one has none. "
                               "Set guard.visual: false.")
 
     def check(self, record: EditRecord, image: Image.Image,
@@ -335,12 +335,11 @@ class RationaleGuard:
     # ------------------------------------------------------------------ 3. visual claims
     def check_visual(self, record: EditRecord, image: Image.Image) -> list[GuardFlag]:
         template = self.editor.config.patches.question_template
+        claims = {sentence: claim_question(sentence, template) for sentence in record.rationale
+                  if is_visual_claim(sentence)}
+        answers = self.editor.vlm.yes_probabilities(image, list(claims.values())) if claims else []
         flags = []
-        for sentence in record.rationale:
-            if not is_visual_claim(sentence):
-                continue
-            question = claim_question(sentence, template)
-            p = float(self.editor.vlm.yes_probability(image, question))
+        for (sentence, question), p in zip(claims.items(), answers):
             if p < self.config.visual_threshold:
                 flags.append(GuardFlag("visual", f"the model does not see this in the image: P(yes)={p:.2f} < "
                                        f"{self.config.visual_threshold:g} for {question!r}", sentence, p))

@@ -84,12 +84,13 @@ def find_patches(vlm: Any, image: Image.Image, sentences: Sequence[str],
     img.thumbnail((config.max_side, config.max_side))
     crops = candidate_crops(img.size, config)
     crop_images = {c: img.crop(c.box) for c in crops}
+    questions = [claim_question(sentence, config) for sentence in sentences]
+    yes = {crop: vlm.yes_probabilities(crop_images[crop], questions) for crop in crops} if questions else {}
     out: list[tuple[Image.Image, str]] = []
-    for sentence in sentences:
-        question = claim_question(sentence, config)
+    for i, sentence in enumerate(sentences):
         passing = []
         for crop in crops:
-            if vlm.yes_probability(crop_images[crop], question) > config.yes_threshold:
+            if yes[crop][i] > config.yes_threshold:
                 nll = vlm.continuation_nll(crop_images[crop], config.describe_prompt, sentence)
                 passing.append((crop, float(nll)))
         out.extend((crop_images[c], sentence) for c in select_crops(passing))

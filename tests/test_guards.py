@@ -117,9 +117,9 @@ def test_visual_claims_checked_with_yes_probability(text_encoder):
 
 def test_visual_needs_yes_probability(text_encoder):
     class NoYes(FakeVLM):
-        yes_probability = None
+        yes_probabilities = None
 
-    with pytest.raises(ConfigError, match="yes_probability"):
+    with pytest.raises(ConfigError, match="yes_probabilities"):
         ReasonEditor(NoYes(), ReasonEditConfig(guard={"visual": True}), text_encoder=text_encoder)
 
 
