@@ -19,8 +19,8 @@ members are red circles." it is a near miss. The rationale itself tells them apa
 
 It costs one batched model pass over the evidence sentences of the *matched* edits (the claims of every matched
 edit asked together), so unrelated queries the gate already rejected cost nothing. On EasyEdit's tensor inputs
-(``ReasonEditModel``, one pass per claim) the question is spliced into the inputs EasyEdit built, in place of the user's question; BLIP-2-style batches (``text_input``/``image``) run the
-gate without the check.
+(``ReasonEditModel``, one pass per claim) the question is spliced into the inputs EasyEdit built, in place of
+the user's question; BLIP-2-style batches (``text_input``/``image``) run the gate without the check.
 """
 
 from __future__ import annotations
