@@ -439,10 +439,18 @@ class VLM:
         return self.yes_probabilities(image, [question])[0]
 
     def yes_probabilities(self, image: ImageInput, questions: Sequence[str]) -> list[float]:
-        """:meth:`yes_probability` of several questions about one image, in one batched pass."""
-        if not questions:
-            return []
-        return scoring.yes_shares(self.tokenizer, scoring.next_token_logits(self, image, questions))
+        """:meth:`yes_probability` of several questions about one image, batched (at most
+        :data:`YES_BATCH` a pass: each row repeats the image's tokens)."""
+        questions = list(questions)
+        out: list[float] = []
+        for start in range(0, len(questions), YES_BATCH):
+            chunk = questions[start:start + YES_BATCH]
+            out += scoring.yes_shares(self.tokenizer, scoring.next_token_logits(self, image, chunk))
+        return out
+
+
+YES_BATCH = 8
+"""Most yes/no questions :meth:`VLM.yes_probabilities` asks in one pass (the image is repeated per question)."""
 
 
 def _pool_per_image(activation: torch.Tensor, units: list[int], path: str) -> torch.Tensor:

@@ -200,28 +200,40 @@ def test_language_side(family: str, images: list[Image.Image]) -> None:
 
 
 
+def _yes_with_head_rows(vlm: VLM, image: Image.Image,
+                        questions: list[str]) -> tuple[list[float], list[tuple[int, ...]]]:
+    """``vlm.yes_probabilities`` and the (batch, positions) of each call of the LM head it made (causal rows)."""
+    rows: list[tuple[int, ...]] = []
+    head = vlm.model.get_output_embeddings() if vlm.spec.scorer == "causal_lm" else None
+    handle = head.register_forward_pre_hook(lambda m, args: rows.append(tuple(args[0].shape[:-1]))) if head else None
+    try:
+        return vlm.yes_probabilities(image, questions), rows
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_yes_probabilities_batch_questions_of_unequal_length(family: str, images: list[Image.Image]) -> None:
-    """The evidence check's batched yes/no pass reads each row at its own last real token (right padding on
-    most rows here): it equals the questions asked one by one, and the one-question pass equals the last
-    position of a full forward (the LM head run on that position only)."""
+def test_yes_probabilities_batch_questions_of_unequal_length(family: str, images: list[Image.Image],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evidence check's batched yes/no pass reads each row at its own last real token: it equals the
+    questions asked one by one, the LM head runs on the positions read only, lists longer than YES_BATCH go in
+    several passes, and the one-question pass equals the last position of a full forward."""
     vlm = tiny_vlm(family)
     if vlm.spec.scorer == "image_text_similarity":
         return
     questions = ["Does the image show a circle?", "Is it red?",
                  "Does the image show a big blue square on a white page?"]
     one_by_one = [vlm.yes_probability(images[0], q) for q in questions]
-    head = vlm.model.get_output_embeddings() if vlm.spec.scorer == "causal_lm" else None
-    rows: list[tuple[int, ...]] = []
-    handle = head.register_forward_pre_hook(lambda m, args: rows.append(tuple(args[0].shape[:-1]))) if head else None
-    try:
-        assert vlm.yes_probabilities(images[0], questions) == pytest.approx(one_by_one, abs=1e-5)
-    finally:
-        if handle is not None:
-            handle.remove()
-    if head is not None and "logits_to_keep" in inspect.signature(type(vlm.model).forward).parameters:
-        # the LM head runs on each row's last position only (left padding), or from the first padded row's end
+    batched, rows = _yes_with_head_rows(vlm, images[0], questions)
+    assert batched == pytest.approx(one_by_one, abs=1e-5)
+    if rows and "logits_to_keep" in inspect.signature(type(vlm.model).forward).parameters:
+        # each row's last position only (left padding), or from the first padded row's end
         assert rows[-1][0] == 3 and (rows[-1][1] == 1 if vlm.spec.pad_left else rows[-1][1] < 12), rows
+    monkeypatch.setattr("reasonedit_plugin.vlm.YES_BATCH", 2)
+    chunked, rows = _yes_with_head_rows(vlm, images[0], questions)
+    assert chunked == pytest.approx(one_by_one, abs=1e-5)
+    assert vlm.spec.scorer != "causal_lm" or [r[0] for r in rows] == [2, 1]
     assert vlm.yes_probabilities(images[0], []) == []
     if vlm.spec.scorer == "causal_lm":
         inputs = vlm.build_inputs([images[0]], [questions[2]])
