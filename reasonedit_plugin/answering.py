@@ -6,6 +6,7 @@ model's answer. With ``retrieval.nullset.image_prescreen`` an answer shares its 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -63,11 +64,12 @@ class QueryPath:
         img = open_image(image)
         return self._search(self.keys.vision([img]), question, lambda: self.evidence_probe(img))
 
-    def _search(self, vision: torch.Tensor, question: str, evidence: Callable[[], EvidenceProbe | None]
-                ) -> Retrieval:
-        """The gate's decision for a query's image part [1, Dv] and question (``evidence``: its evidence check)."""
-        early = self.retriever.out_of_reach(vision[0])  # nullset.image_prescreen: the question not embedded
-        if early is not None:
+    def _search(self, vision: torch.Tensor, question: str, evidence: Callable[[], EvidenceProbe | None],
+                screened: bool = False) -> Retrieval:
+        """The gate's decision for a query's image part [1, Dv] and question (``evidence``: its evidence check;
+        ``screened``: the image part is known to be within some edit's reach, not to be checked again)."""
+        early = None if screened else self.retriever.out_of_reach(vision[0])  # nullset.image_prescreen:
+        if early is not None:                                                # the question not embedded
             return early
         key = self.keys.combine(vision, [question])[0]
         return self._noted(self.retriever.search(key, evidence=evidence()))
@@ -110,11 +112,11 @@ class QueryPath:
         """Answer with the edited model. With ``choices``, the option of lowest summed NLL wins."""
         check_question(question, choices)
         img = open_image(image)
-        shared, vision = self._answer_in_one_pass(img, question, choices)
+        shared, retrieval = self._answer_in_one_pass(img, question, choices)
         if shared is not None:
             return shared
-        retrieval = self.retrieve(img, question) if vision is None else \
-            self._search(vision[None], question, lambda: self.evidence_probe(img))
+        if retrieval is None:
+            retrieval = self.retrieve(img, question)
         fused = self.fused_question(question, retrieval)
         with self.fusion_context(question, retrieval):
             text, option_nll = self._ask(img, fused, choices)
@@ -127,18 +129,19 @@ class QueryPath:
         return choices[min(range(len(choices)), key=lambda i: (nll[i], i))], dict(zip(choices, nll))
 
     def _answer_in_one_pass(self, img: Image.Image, question: str, choices: Sequence[str] | None
-                            ) -> tuple[Answer | None, torch.Tensor | None]:
+                            ) -> tuple[Answer | None, Retrieval | None]:
         """With ``nullset.image_prescreen``, a new image is answered unedited straight away and the key's vision
         part read from that answer's own vision pass (METHOD.md §4 (c)): if no edit is within reach of it, that
         answer stands (what the full path gives, without a second vision pass or the question's embedding);
         otherwise the pass stops at the key layer and the full path follows with the feature it gave.
-        Returns (the standing answer, None) or (None, the image's key vision part [Dv] when known, else None:
-        the full path computes it)."""
+        Returns (the standing answer, None) or (None, the retrieval from the image's key vision part when the
+        pass or the cache gave it, else None: the full path computes it)."""
         if self._one_pass is False or self._empty() or not self.retriever.prescreens():
             return None, None
+        evidence = functools.partial(self.evidence_probe, img)
         digest, known = self.keys.cached_vision(img)
-        if known is not None:  # a known image: the full path costs no vision pass
-            return None, known
+        if known is not None:  # a known image: the search costs no vision pass
+            return None, self._search(known[None], question, evidence)
         tapped_feature: list[torch.Tensor] = []
         rejected: list[Retrieval | None] = []
 
@@ -155,4 +158,4 @@ class QueryPath:
             logger.info("%s does not run in an answer's pass: no shared vision", self.keys.vision_module)
             self._one_pass = False
             return None, None
-        return None, tapped_feature[0]
+        return None, self._search(tapped_feature[0][None], question, evidence, screened=True)  # (check said so)

@@ -152,8 +152,13 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
     full, fast = editors
     import reasonedit_plugin.embedding as embedding
 
-    calls = {"vision": 0, "text": 0, "digest": 0}
+    calls = {"vision": 0, "text": 0, "digest": 0, "screen": 0}
     vision_features, text, digest = fast.vlm.vision_features, fast.keys.text, embedding.image_digest
+    screen = fast.retriever.out_of_reach
+
+    def counted_screen(*a, **k):
+        calls["screen"] += 1
+        return screen(*a, **k)
 
     def counted_vision(*a, **k):
         calls["vision"] += 1
@@ -171,6 +176,7 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
     monkeypatch.setattr(fast.vlm, "vision_features", counted_vision)
     monkeypatch.setattr(fast.keys, "text", counted_text)
     monkeypatch.setattr(embedding, "image_digest", counted_digest)
+    monkeypatch.setattr(fast.retriever, "out_of_reach", counted_screen)
     early = 0
     for n, (image, question) in enumerate(queries[:-1]):
         choices = ["yes", "no", "kesh"] if n % 3 == 0 else None
@@ -182,9 +188,11 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
         assert (a.text, a.prompt, a.option_nll, a.retrieval.accepted, a.retrieval.facts) == \
                (b.text, b.prompt, b.option_nll, b.retrieval.accepted, b.retrieval.facts)
         assert calls["digest"] - before["digest"] == 1                   # the image's pixels hashed once
+        assert calls["screen"] - before["screen"] == 1                   # its reach screened once
         if "not embedded" in b.retrieval.reason:
             early += 1
-            assert calls == {**before, "digest": before["digest"] + 1}    # no vision pass of its own, no embedding
+            assert calls == {**before, "digest": before["digest"] + 1,
+                             "screen": before["screen"] + 1}              # no vision pass of its own, no embedding
         else:
             assert calls["vision"] == before["vision"]                   # the feature came from the answer's pass
         assert fast.retrieve(image, question).accepted == a.retrieval.accepted
