@@ -124,6 +124,10 @@ def build_section(cls: Type[T], values: Any, section: str) -> T:
         raise ConfigError(f"section {section!r}: {exc}") from exc
 
 
+TEXT_DTYPES = ("float32", "bfloat16")
+"""The dtypes the sentence encoder's weights may run in (``embedding.text_dtype``; torch dtype names)."""
+
+
 @dataclass
 class EmbeddingConfig:
     """The key embedding E(image, text) = [v(image); scale * t(text)] (METHOD.md §3)."""
@@ -143,8 +147,8 @@ class EmbeddingConfig:
     """Images are thumbnailed to this long side before the vision tower (reference: 512)."""
 
     def __post_init__(self) -> None:
-        _check(self.text_dtype in ("float32", "bfloat16"),
-               f"embedding.text_dtype={self.text_dtype!r} must be 'float32' or 'bfloat16'.")
+        _check(self.text_dtype in TEXT_DTYPES,
+               f"embedding.text_dtype={self.text_dtype!r} must be one of {', '.join(TEXT_DTYPES)}.")
         if isinstance(self.scale, str):
             _check(self.scale == "auto", f"embedding.scale={self.scale!r}: give a positive number or 'auto'.")
         else:

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from .config import TEXT_DTYPES
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,6 @@ def _folder_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-TEXT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-"""The weights' dtypes a text encoder runs in (``embedding.text_dtype``)."""
-
-
 class TextEncoder:
     """A sentence-transformers model loaded from a local folder; encodes batches to float32 tensors.
 
@@ -69,13 +66,13 @@ class TextEncoder:
         from sentence_transformers import SentenceTransformer
 
         if dtype not in TEXT_DTYPES:
-            raise ConfigError(f"embedding.text_dtype={dtype!r} must be one of {sorted(TEXT_DTYPES)}.")
+            raise ConfigError(f"embedding.text_dtype={dtype!r} must be one of {', '.join(TEXT_DTYPES)}.")
         self.path = resolve_text_encoder_path(name_or_path)
         self.name = name_or_path
         self.batch_size = batch_size
         self.dtype = dtype
         self.model = SentenceTransformer(str(self.path), device=str(device), local_files_only=True)
-        self.model.to(TEXT_DTYPES[dtype])
+        self.model.to(getattr(torch, dtype))
         self.model.eval()
         self.fingerprint = f"{name_or_path}:{_folder_fingerprint(self.path)}"
 
