@@ -361,3 +361,35 @@ def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
         Qwen2VLForConditionalGeneration.from_pretrained(cfg.out, local_files_only=True)
     assert outs[0].keys() == outs[1].keys()
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_image_shows_it():
+    from reasonedit_plugin.data.aux_probes import GroundingProbe
+
+    tokenizer = dmb.build_tokenizer()
+    info = next(i for i in sr.image_catalogue("train") if (i.colour, i.shape) == ("teal", "rectangle"))
+    probe = GroundingProbe(8, tokenizer)
+    text = "Teal rectangles are Kesh, red circles are not; is this teal rectangle a circle?"
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]] * 2)
+    where, shown = probe.targets(ids, [info.path, None])  # the second row has no image: no targets
+    pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    assert [pieces[p] for p in where[:, 1].tolist()] == ["##l", "##tangle", "red", "circles", "##l", "##tangle", "circle"]
+    assert where[:, 0].tolist() == [0] * 7
+    assert shown.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_grounding_loss_trains_the_model_only_when_weighted(tmp_path):
+    from safetensors.torch import load_file
+
+    weights = []
+    for g in (0.0, 5.0):
+        cfg = tdm.TrainConfig(out=str(tmp_path / f"g{g}"), steps=2, batch_size=4, eval_every=2, eval_n=2,
+                              hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                              vision_dim=32, vision_depth=1, vision_heads=2, curriculum_steps=1, valid_n=2,
+                              select_best=False, grounding_weight=g)
+        tdm.train(cfg, progress=False)
+        weights.append(load_file(str(Path(cfg.out) / "model.safetensors")))
+    first = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(weights[0][first], weights[1][first])
+    with pytest.raises(ValueError, match="grounding_layer=3"):
+        tdm.TrainConfig(num_layers=2, grounding_layer=3)

@@ -46,8 +46,9 @@ from .default_model_build import (
     project_embeddings,
     save_checkpoint,
 )
+from .aux_probes import AttributeProbe, GroundingProbe
 from .default_model_scoring import ImageCache, answer_logprobs, encode, mc_accuracy, plain_examples, record_examples
-from .shaperules import COLOURS, SHAPES, generate_split, image_catalogue, rule_world
+from .shaperules import generate_split, rule_world
 from .training_mix import FACT_MODES, MIX_KINDS, Example, MixSampler
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,11 @@ class TrainConfig:
     aux_weight: float = 1.0
     """Weight of the auxiliary colour/shape loss on mean-pooled vision tokens (head discarded after
     training). Without it the vision tower collapses to an image-independent vector early on."""
+    grounding_weight: float = 0.0
+    """Weight of the auxiliary grounding loss (:class:`.aux_probes.GroundingProbe`): at each colour or shape
+    word of a prompt, whether the image shows it, read after ``grounding_layer`` decoder layers (off in
+    the shipped recipe)."""
+    grounding_layer: int = 1
     noise_warmup: float = 0.2
     """Fraction of the steps (after the curriculum) over which distractors next to relevant facts ramp
     from 0 to 4."""
@@ -159,6 +165,9 @@ class TrainConfig:
         if self.pretrained_embeddings and self.hidden_size > 384:
             raise ValueError(f"hidden_size={self.hidden_size}: MiniLM's embeddings have 384 dimensions; "
                              "use hidden_size <= 384 or --no-pretrained-embeddings.")
+        if not 1 <= self.grounding_layer <= self.num_layers:
+            raise ValueError(f"grounding_layer={self.grounding_layer}: must be between 1 and num_layers="
+                             f"{self.num_layers}.")
         for name, weights, valid in (("mix", self.mix, MIX_KINDS), ("easy_mix", self.easy_mix, MIX_KINDS),
                                      ("fact_modes", self.fact_modes, FACT_MODES),
                                      ("easy_fact_modes", self.easy_fact_modes, FACT_MODES)):
@@ -171,24 +180,6 @@ DICT_FIELDS = ("mix", "fact_modes", "easy_mix", "easy_fact_modes")
 VALID_ROWS = ("answer", "both", "rgen", "hard_facts")
 """Rows of the checkpoint-selection score (their mean): copying an answer entry, reading a whole edit,
 answering a yes/no rule question from facts, and ignoring an edit's facts on a near-miss image."""
-
-
-class AttributeProbe(torch.nn.Module):
-    """Auxiliary head: colour and shape of each image from its mean-pooled merged vision tokens."""
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.colour = torch.nn.Linear(hidden_size, len(COLOURS))
-        self.shape = torch.nn.Linear(hidden_size, len(SHAPES))
-        self.labels = {info.path: (COLOURS.index(info.colour), SHAPES.index(info.shape))
-                       for info in image_catalogue("train")}
-
-    def loss(self, merged: torch.Tensor, grids: torch.Tensor, paths: Sequence[str], merge: int = 4) -> torch.Tensor:
-        sizes = (grids.prod(-1) // merge).tolist()
-        pooled = torch.stack([chunk.mean(0) for chunk in merged.split(sizes)])
-        targets = torch.tensor([self.labels.get(p, (-100, -100)) for p in paths])
-        return (torch.nn.functional.cross_entropy(self.colour(pooled), targets[:, 0], ignore_index=-100)
-                + torch.nn.functional.cross_entropy(self.shape(pooled), targets[:, 1], ignore_index=-100))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -217,11 +208,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     sampler = MixSampler(world, cfg, random.Random(f"train-mix:{cfg.seed}"))
     batch_rng = random.Random(f"train-batches:{cfg.seed}")
     probe = AttributeProbe(cfg.hidden_size)
-    params = list(model.named_parameters()) + list(probe.named_parameters())
+    grounding = GroundingProbe(cfg.hidden_size, tokenizer) if cfg.grounding_weight > 0 else None
+    params = [*model.named_parameters(), *probe.named_parameters(),
+              *(grounding.named_parameters() if grounding is not None else ())]
     decay = [p for n, p in params if p.ndim >= 2]
     no_decay = [p for n, p in params if p.ndim < 2]
     merged: list[torch.Tensor] = []
-    hook = model.model.visual.merger.register_forward_hook(lambda mod, args, out: merged.append(out))
+    early: list[torch.Tensor] = []
+    hooks = [model.model.visual.merger.register_forward_hook(lambda mod, args, out: merged.append(out))]
+    if grounding is not None:
+        layer = model.model.language_model.layers[cfg.grounding_layer - 1]
+        hooks.append(layer.register_forward_hook(
+            lambda mod, args, out: early.append(out[0] if isinstance(out, tuple) else out)))
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     eval_records = generate_split("train-eval", cfg.eval_n, 1, world)
@@ -253,11 +251,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             examples = pending.pop()
             batch = encode(tokenizer, images, examples, None)
             merged.clear()
+            early.clear()
             logp, _ = answer_logprobs(model, batch)
             loss = -logp.mean()
             if cfg.aux_weight > 0 and merged:
                 paths = [ex.image for ex in examples if ex.image is not None]
                 loss = loss + cfg.aux_weight * probe.loss(merged[0], batch["image_grid_thw"], paths)
+            if grounding is not None and early:
+                extra = grounding.loss(early[0], batch["input_ids"], [ex.image for ex in examples])
+                if extra is not None:
+                    loss = loss + cfg.grounding_weight * extra
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
             optimizer.step()
@@ -282,8 +285,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 logger.info("%s", json.dumps(row))
                 if cfg.save_every_eval:
                     save_checkpoint(model, tokenizer, image_processor, Path(cfg.out), cfg, history)
-    finally:  # the probe hook never outlives training
-        hook.remove()
+    finally:  # the probes' hooks never outlive training
+        for hook in hooks:
+            hook.remove()
     model.eval()
     if best["state"] is not None:
         model.load_state_dict(best["state"])

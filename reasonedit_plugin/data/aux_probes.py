@@ -1,0 +1,90 @@
+"""Auxiliary heads of the embedded model's training (``train_default_model.py``); discarded after training.
+
+* :class:`AttributeProbe`: colour and shape of each image from its mean-pooled merged vision tokens (keeps
+  the vision tower of a from-scratch model from collapsing to an image-independent vector).
+* :class:`GroundingProbe`: at every colour or shape word of a prompt, whether the image shows it, read
+  from the hidden state after an early decoder layer. A fact about a near miss ("Red circles belong to
+  ...", asked of a red square) differs from a fact about the image only in such words; this head asks
+  the model to compute, at the word itself, the match that deciding whether to follow the fact needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .shaperules import COLOURS, SHAPES, image_catalogue
+
+
+def _train_labels() -> dict[str, tuple[int, int]]:
+    return {info.path: (COLOURS.index(info.colour), SHAPES.index(info.shape)) for info in image_catalogue("train")}
+
+
+class AttributeProbe(torch.nn.Module):
+    """Auxiliary head: colour and shape of each image from its mean-pooled merged vision tokens."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.colour = torch.nn.Linear(hidden_size, len(COLOURS))
+        self.shape = torch.nn.Linear(hidden_size, len(SHAPES))
+        self.labels = _train_labels()
+
+    def loss(self, merged: torch.Tensor, grids: torch.Tensor, paths: Sequence[str], merge: int = 4) -> torch.Tensor:
+        sizes = (grids.prod(-1) // merge).tolist()
+        pooled = torch.stack([chunk.mean(0) for chunk in merged.split(sizes)])
+        targets = torch.tensor([self.labels.get(p, (-100, -100)) for p in paths])
+        return (torch.nn.functional.cross_entropy(self.colour(pooled), targets[:, 0], ignore_index=-100)
+                + torch.nn.functional.cross_entropy(self.shape(pooled), targets[:, 1], ignore_index=-100))
+
+
+def attribute_words(tokenizer: Any) -> tuple[dict[int, tuple[int, int]], dict[tuple[int, int], tuple[int, int]]]:
+    """Where the tokenizer spells a colour or shape word (plurals too): token id -> (attribute, index) for
+    one-piece words, and (previous id, id) -> (attribute, index) for words of several pieces, labelled at
+    their second piece ("rec ##tangle [##s]", "tea ##l"). Attribute 0: colour, 1: shape."""
+    single: dict[int, tuple[int, int]] = {}
+    pairs: dict[tuple[int, int], tuple[int, int]] = {}
+    for attr, words in enumerate((COLOURS, SHAPES)):
+        for index, word in enumerate(words):
+            for form in (word, word + "s"):
+                ids = tokenizer(" " + form, add_special_tokens=False)["input_ids"]
+                if len(ids) == 1:
+                    single[ids[0]] = (attr, index)
+                elif form == word:  # a plural of several pieces starts with its singular's pieces
+                    pairs[(ids[0], ids[1])] = (attr, index)
+    return single, pairs
+
+
+class GroundingProbe(torch.nn.Module):
+    """Auxiliary head: does the image show the colour or shape word at this prompt position (one logit
+    from the word's hidden state; binary cross-entropy over every such word of the batch)."""
+
+    def __init__(self, hidden_size: int, tokenizer: Any):
+        super().__init__()
+        self.head = torch.nn.Linear(hidden_size, 1)
+        self.labels = _train_labels()
+        self.single, self.pairs = attribute_words(tokenizer)
+
+    def targets(self, input_ids: torch.Tensor, paths: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, position) pairs [m, 2] of the colour and shape words of rows whose image has known
+        attributes, and whether the image shows each (float [m])."""
+        where: list[tuple[int, int]] = []
+        shown: list[float] = []
+        for row, (ids, path) in enumerate(zip(input_ids.tolist(), paths)):
+            truth = self.labels.get(path) if path is not None else None
+            if truth is None:
+                continue
+            for pos, tok in enumerate(ids):
+                hit = self.single.get(tok) or (self.pairs.get((ids[pos - 1], tok)) if pos else None)
+                if hit is not None:
+                    where.append((row, pos))
+                    shown.append(float(truth[hit[0]] == hit[1]))
+        return torch.tensor(where, dtype=torch.long).reshape(-1, 2), torch.tensor(shown)
+
+    def loss(self, hidden: torch.Tensor, input_ids: torch.Tensor, paths: Sequence[str | None]) -> torch.Tensor | None:
+        """The head's loss on ``hidden`` [B, T, H] (None: no colour or shape word in a row with an image)."""
+        where, shown = self.targets(input_ids, paths)
+        if not len(where):
+            return None
+        logits = self.head(hidden[where[:, 0], where[:, 1]]).squeeze(-1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, shown)
