@@ -174,12 +174,12 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> li
     rows.append(("R-Gen, no fact", [(r["image"], r["rgen_prompt"], r["rgen_choices"], r["rgen_target"])
                                     for r in records], 0.5))
     # the applies check (held-out wordings): the edit's rationale on its own image, and on a near miss
-    applies = [(r["image"], fuse(edit_facts(r, "rationale"), rng.choice(APPLIES_PROMPTS["eval"])), YES_NO, "yes")
-               for r in records]
-    rows.append(("applies check: own image (yes)", applies, 0.5))
-    near = [(r["hard_locality_image"], fuse(edit_facts(r, "rationale"), rng.choice(APPLIES_PROMPTS["eval"])), YES_NO,
-             "no") for r in records if r["meta"].get("hard_locality") in NEAR_MISS_IMAGES]
-    rows.append(("applies check: near-miss image (no)", near, 0.5))
+    def applies(r: dict, image: str, truth: str) -> tuple:
+        return image, fuse(edit_facts(r, "rationale"), rng.choice(APPLIES_PROMPTS["eval"])), YES_NO, truth
+
+    rows.append(("applies check: own image (yes)", [applies(r, r["image"], "yes") for r in records], 0.5))
+    rows.append(("applies check: near-miss image (no)", [applies(r, r["hard_locality_image"], "no") for r in records
+                                                         if r["meta"].get("hard_locality") in NEAR_MISS_IMAGES], 0.5))
     for prefix, name in (("multimodal_locality", "locality"), ("hard_locality", "hard locality")):
         for facts_on, suffix in ((False, ""), (True, " + edit's facts")):
             rows.append((name + suffix, [
