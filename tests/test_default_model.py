@@ -376,20 +376,36 @@ def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_ima
     assert [pieces[p] for p in where[:, 1].tolist()] == ["##l", "##tangle", "red", "circles", "##l", "##tangle", "circle"]
     assert where[:, 0].tolist() == [0] * 7
     assert shown.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    # by sentence: at ";" (teal rectangles: shown), "." (red circles: not), "?" (teal, but a circle: not)
+    # and "!" (teal: shown); a sentence naming no colour or shape has no target
+    sentences = GroundingProbe(8, tokenizer, unit="sentence")
+    text = "Teal rectangles are Kesh; red circles are not. The background is white. Is it a teal circle? Teal!"
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    where, shown = sentences.targets(ids, [info.path])
+    pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    assert [pieces[p] for p in where[:, 1].tolist()] == [";", ".", "?", "!"]
+    assert shown.tolist() == [1.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="unit='clause'"):
+        GroundingProbe(8, tokenizer, unit="clause")
 
 
 def test_grounding_loss_trains_the_model_only_when_weighted(tmp_path):
     from safetensors.torch import load_file
 
     weights = []
-    for g in (0.0, 5.0):
-        cfg = tdm.TrainConfig(out=str(tmp_path / f"g{g}"), steps=2, batch_size=4, eval_every=2, eval_n=2,
+    for name, g, c in (("off", 0.0, 0.0), ("words", 5.0, 0.0), ("sentences", 0.0, 5.0)):
+        cfg = tdm.TrainConfig(out=str(tmp_path / name), steps=2, batch_size=4, eval_every=2, eval_n=2,
                               hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
                               vision_dim=32, vision_depth=1, vision_heads=2, curriculum_steps=1, valid_n=2,
-                              select_best=False, grounding_weight=g)
+                              select_best=False, grounding_weight=g, claim_weight=c, claim_layer=1)
         tdm.train(cfg, progress=False)
         weights.append(load_file(str(Path(cfg.out) / "model.safetensors")))
     first = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(weights[0][first], weights[1][first])
+    assert not torch.equal(weights[0][first], weights[2][first])
+    assert not torch.equal(weights[1][first], weights[2][first])
     with pytest.raises(ValueError, match="grounding_layer=3"):
-        tdm.TrainConfig(num_layers=2, grounding_layer=3)
+        tdm.TrainConfig(num_layers=2, grounding_weight=1.0, grounding_layer=3)
+    with pytest.raises(ValueError, match="claim_layer=3"):
+        tdm.TrainConfig(num_layers=2, claim_weight=1.0, claim_layer=3)
+    tdm.TrainConfig(num_layers=1)  # an unused head's layer is not checked

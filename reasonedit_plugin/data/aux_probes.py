@@ -6,11 +6,13 @@
   from the hidden state after an early decoder layer. A fact about a near miss ("Red circles belong to
   ...", asked of a red square) differs from a fact about the image only in such words; this head asks
   the model to compute, at the word itself, the match that deciding whether to follow the fact needs.
+  With ``unit="sentence"`` it asks the next step, at the end of each sentence naming a colour or shape:
+  does the image show all of them (does the sentence's claim hold for this image).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
 
@@ -55,30 +57,54 @@ def attribute_words(tokenizer: Any) -> tuple[dict[int, tuple[int, int]], dict[tu
     return single, pairs
 
 
-class GroundingProbe(torch.nn.Module):
-    """Auxiliary head: does the image show the colour or shape word at this prompt position (one logit
-    from the word's hidden state; binary cross-entropy over every such word of the batch)."""
+SENTENCE_ENDS = (".", "?", "!", ";")
+"""Tokens that end a sentence (or a clause with its own subject) for ``GroundingProbe(unit="sentence")``."""
 
-    def __init__(self, hidden_size: int, tokenizer: Any):
+
+class GroundingProbe(torch.nn.Module):
+    """Auxiliary head: does the image show the colour or shape word at this prompt position (``unit="word"``),
+    or every colour and shape word of the sentence ending here (``unit="sentence"``, at the sentence's last
+    token; sentences naming none are skipped). One logit from the hidden state; binary cross-entropy over
+    every target of the batch."""
+
+    def __init__(self, hidden_size: int, tokenizer: Any, unit: Literal["word", "sentence"] = "word"):
         super().__init__()
+        if unit not in ("word", "sentence"):
+            raise ValueError(f"unit={unit!r}: use 'word' or 'sentence'.")
+        self.unit = unit
         self.head = torch.nn.Linear(hidden_size, 1)
         self.labels = _train_labels()
         self.single, self.pairs = attribute_words(tokenizer)
+        self.ends = set(tokenizer.convert_tokens_to_ids(list(SENTENCE_ENDS)))
+
+    def _words(self, ids: list[int]) -> Iterator[tuple[int, tuple[int, int]]]:
+        """(position, (attribute, index)) of each colour or shape word; sentence ends as (position, None)."""
+        for pos, tok in enumerate(ids):
+            hit = self.single.get(tok) or (self.pairs.get((ids[pos - 1], tok)) if pos else None)
+            if hit is not None or tok in self.ends:
+                yield pos, hit
 
     def targets(self, input_ids: torch.Tensor, paths: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(row, position) pairs [m, 2] of the colour and shape words of rows whose image has known
-        attributes, and whether the image shows each (float [m])."""
+        """(row, position) pairs [m, 2] of the targets of rows whose image has known attributes, and
+        whether the image shows the word, or all of the sentence's words (float [m])."""
         where: list[tuple[int, int]] = []
         shown: list[float] = []
         for row, (ids, path) in enumerate(zip(input_ids.tolist(), paths)):
             truth = self.labels.get(path) if path is not None else None
             if truth is None:
                 continue
-            for pos, tok in enumerate(ids):
-                hit = self.single.get(tok) or (self.pairs.get((ids[pos - 1], tok)) if pos else None)
+            named: list[bool] = []  # the current sentence's words: shown or not
+            for pos, hit in self._words(ids):
                 if hit is not None:
-                    where.append((row, pos))
-                    shown.append(float(truth[hit[0]] == hit[1]))
+                    named.append(truth[hit[0]] == hit[1])
+                    if self.unit == "word":
+                        where.append((row, pos))
+                        shown.append(float(named[-1]))
+                elif named:  # the end of a sentence that named a colour or shape
+                    if self.unit == "sentence":
+                        where.append((row, pos))
+                        shown.append(float(all(named)))
+                    named = []
         return torch.tensor(where, dtype=torch.long).reshape(-1, 2), torch.tensor(shown)
 
     def loss(self, hidden: torch.Tensor, input_ids: torch.Tensor, paths: Sequence[str | None]) -> torch.Tensor | None:

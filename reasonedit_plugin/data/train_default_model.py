@@ -34,7 +34,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -133,6 +133,11 @@ class TrainConfig:
     word of a prompt, whether the image shows it, read after ``grounding_layer`` decoder layers (off in
     the shipped recipe)."""
     grounding_layer: int = 1
+    claim_weight: float = 0.0
+    """Weight of the sentence-level grounding loss (``GroundingProbe(unit="sentence")``): at the end of each
+    sentence naming a colour or shape, whether the image shows all of them, read after ``claim_layer``
+    decoder layers (off in the shipped recipe)."""
+    claim_layer: int = 2
     noise_warmup: float = 0.2
     """Fraction of the steps (after the curriculum) over which distractors next to relevant facts ramp
     from 0 to 4."""
@@ -165,9 +170,9 @@ class TrainConfig:
         if self.pretrained_embeddings and self.hidden_size > 384:
             raise ValueError(f"hidden_size={self.hidden_size}: MiniLM's embeddings have 384 dimensions; "
                              "use hidden_size <= 384 or --no-pretrained-embeddings.")
-        if not 1 <= self.grounding_layer <= self.num_layers:
-            raise ValueError(f"grounding_layer={self.grounding_layer}: must be between 1 and num_layers="
-                             f"{self.num_layers}.")
+        for name, weight in (("grounding_layer", self.grounding_weight), ("claim_layer", self.claim_weight)):
+            if weight > 0 and not 1 <= getattr(self, name) <= self.num_layers:
+                raise ValueError(f"{name}={getattr(self, name)}: must be between 1 and num_layers={self.num_layers}.")
         for name, weights, valid in (("mix", self.mix, MIX_KINDS), ("easy_mix", self.easy_mix, MIX_KINDS),
                                      ("fact_modes", self.fact_modes, FACT_MODES),
                                      ("easy_fact_modes", self.easy_fact_modes, FACT_MODES)):
@@ -208,18 +213,25 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     sampler = MixSampler(world, cfg, random.Random(f"train-mix:{cfg.seed}"))
     batch_rng = random.Random(f"train-batches:{cfg.seed}")
     probe = AttributeProbe(cfg.hidden_size)
-    grounding = GroundingProbe(cfg.hidden_size, tokenizer) if cfg.grounding_weight > 0 else None
+    grounding = [(GroundingProbe(cfg.hidden_size, tokenizer, unit), weight, layer) for unit, weight, layer in
+                 (("word", cfg.grounding_weight, cfg.grounding_layer), ("sentence", cfg.claim_weight, cfg.claim_layer))
+                 if weight > 0]
     params = [*model.named_parameters(), *probe.named_parameters(),
-              *(grounding.named_parameters() if grounding is not None else ())]
+              *(named for head, _, _ in grounding for named in head.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2]
     no_decay = [p for n, p in params if p.ndim < 2]
     merged: list[torch.Tensor] = []
-    early: list[torch.Tensor] = []
+    states: dict[int, torch.Tensor] = {}  # decoder layer -> its output in this step's training forward
+
+    def keep_state(layer: int) -> Callable[..., None]:
+        def hook(mod: torch.nn.Module, args: Any, out: Any) -> None:
+            if mod.training:
+                states[layer] = out[0] if isinstance(out, tuple) else out
+        return hook
+
     hooks = [model.model.visual.merger.register_forward_hook(lambda mod, args, out: merged.append(out))]
-    if grounding is not None:
-        layer = model.model.language_model.layers[cfg.grounding_layer - 1]
-        hooks.append(layer.register_forward_hook(
-            lambda mod, args, out: early.append(out[0] if isinstance(out, tuple) else out)))
+    hooks += [model.model.language_model.layers[layer - 1].register_forward_hook(keep_state(layer))
+              for layer in sorted({layer for _, _, layer in grounding})]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     eval_records = generate_split("train-eval", cfg.eval_n, 1, world)
@@ -251,16 +263,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             examples = pending.pop()
             batch = encode(tokenizer, images, examples, None)
             merged.clear()
-            early.clear()
+            states.clear()
             logp, _ = answer_logprobs(model, batch)
             loss = -logp.mean()
             if cfg.aux_weight > 0 and merged:
                 paths = [ex.image for ex in examples if ex.image is not None]
                 loss = loss + cfg.aux_weight * probe.loss(merged[0], batch["image_grid_thw"], paths)
-            if grounding is not None and early:
-                extra = grounding.loss(early[0], batch["input_ids"], [ex.image for ex in examples])
+            for head, weight, layer in grounding:
+                extra = head.loss(states[layer], batch["input_ids"], [ex.image for ex in examples])
                 if extra is not None:
-                    loss = loss + cfg.grounding_weight * extra
+                    loss = loss + weight * extra
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
             optimizer.step()
