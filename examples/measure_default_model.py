@@ -22,7 +22,8 @@ Rows:
                          plain question), alone and with the edit's facts
 * applies check           the edit's rationale, then "Do those statements fit this picture?" (held-out
                          wordings): on the edit's own image (yes) and on a near-miss image (no)
-* near miss: answer changed  how often the edit's facts change the answer to a near-miss probe (target <= 0.10)
+* near miss: answer changed  how often the edit's facts change the answer to a near-miss probe (target <= 0.10);
+                         and by the answer entry alone, the rationale alone (which part moves it)
 
 Generated records (the default) are an *evaluated* ShapeRules split: held-out rules, test images and
 the held-out ("eval") wordings the default model never saw in training.
@@ -185,7 +186,27 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> li
             rows.append((name + suffix, [
                 (r[f"{prefix}_image"], fuse(edit_facts(r) if facts_on else [], r[f"{prefix}_prompt"]),
                  r[f"{prefix}_choices"], r[f"{prefix}_ground_truth"]) for r in records], float("nan")))
+    for mode in ("answer", "rationale"):  # which of the edit's facts move a near miss
+        rows.append((f"hard locality + {NEAR_MISS_FACTS[mode]}", [
+            (r["hard_locality_image"], fuse(edit_facts(r, mode), r["hard_locality_prompt"]), r["hard_locality_choices"],
+             r["hard_locality_ground_truth"]) for r in records], float("nan")))
     return rows
+
+
+NEAR_MISS_FACTS = {"both": "edit's facts", "answer": "answer entry", "rationale": "rationale"}
+"""The near-miss rows by the facts prepended: the target row (both), and each part alone."""
+
+
+def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:
+    """How often ``mode``'s facts change the answer to the near-miss probe, overall and by kind of near miss."""
+    facts = NEAR_MISS_FACTS[mode]
+    changed = [a != b for a, b in zip(predictions["hard locality"], predictions[f"hard locality + {facts}"])]
+    by_kind: dict[str, list[bool]] = {}
+    for record, c in zip(records, changed):
+        by_kind.setdefault(record["meta"].get("hard_locality", "?"), []).append(c)
+    name = "near miss: answer changed by the facts" if mode == "both" else f"near miss: changed by the {facts} alone"
+    return {"row": name, "n": len(changed), "accuracy": round(sum(changed) / max(1, len(changed)), 4), "chance": None,
+            "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())}}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -222,22 +243,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "chance": None if chance != chance else round(chance, 4)})
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
-    changed = [a != b for a, b in zip(predictions["hard locality"], predictions["hard locality + edit's facts"])]
-    by_kind: dict[str, list[bool]] = {}
-    for record, c in zip(records, changed):
-        by_kind.setdefault(record["meta"].get("hard_locality", "?"), []).append(c)
-    results.append({"row": "near miss: answer changed by the facts", "n": len(changed),
-                    "accuracy": round(sum(changed) / max(1, len(changed)), 4), "chance": None,
-                    "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())}})
-    print(f"near miss changed: {results[-1]['accuracy']:.3f} {results[-1]['by_kind']}", file=sys.stderr)
+    for mode in NEAR_MISS_FACTS:
+        results.append(near_miss_changed(records, predictions, mode))
+        print(f"{results[-1]['row']}: {results[-1]['accuracy']:.3f} {results[-1]['by_kind']}", file=sys.stderr)
     size_mb = sum(p.stat().st_size for p in args.model.iterdir() if p.is_file()) / 2**20
     print(f"\nmodel: {args.model} ({size_mb:.1f} MB)   scorer: {scorer_name}   "
           f"edits: {len(records)} held-out-rule records (seed {args.seed})   {time.time() - start:.0f} s")
-    print(f"| {'row':<40} | {'n':>5} | {'accuracy':>8} | {'chance':>6} |")  # last row: a rate, not an accuracy
-    print(f"|{'-' * 42}|{'-' * 7}|{'-' * 10}|{'-' * 8}|")
+    width = max(len(r["row"]) for r in results)
+    print(f"| {'row':<{width}} | {'n':>5} | {'accuracy':>8} | {'chance':>6} |")  # near-miss rows: rates
+    print(f"|{'-' * (width + 2)}|{'-' * 7}|{'-' * 10}|{'-' * 8}|")
     for r in results:
         chance = "" if r["chance"] is None else f"{r['chance']:.3f}"
-        print(f"| {r['row']:<40} | {r['n']:>5} | {r['accuracy']:>8.3f} | {chance:>6} |")
+        print(f"| {r['row']:<{width}} | {r['n']:>5} | {r['accuracy']:>8.3f} | {chance:>6} |")
     out = {"model": str(args.model), "size_mb": round(size_mb, 2), "scorer": scorer_name, "seed": args.seed,
            "rows": results}
     if args.json is not None:
