@@ -6,16 +6,18 @@ tokens; the token embeddings start from MiniLM's, projected onto their top princ
 What it learns is the mix of :mod:`.training_mix` (METHOD.md §4 fusion: facts joined by single spaces,
 one space, then the question, in one user turn after the image, with a generation prompt). Loss is on
 the answer tokens (and the closing ``<|im_end|>``) only, with the LM head applied to those positions
-alone, plus an auxiliary colour/shape loss on the mean-pooled vision tokens through a linear head
-that is not saved: without it the vision tower of a from-scratch model collapses to an
-image-independent vector within a few hundred steps and the model answers from question priors alone.
+alone, plus two auxiliary losses through linear heads that are not saved (:mod:`.aux_probes`): colour
+and shape of the mean-pooled vision tokens (without it the vision tower of a from-scratch model
+collapses to an image-independent vector within a few hundred steps and the model answers from
+question priors alone), and, at each colour or shape word of a prompt, whether the image shows it
+(``grounding_weight``; without it the language model never computes that match).
 
 CLI (deterministic for a seed and a thread count)::
 
-    python -m reasonedit_plugin.data.train_default_model --out reasonedit_plugin/assets/tiny-qwen2-vl-shapes --seed 2
+    python -m reasonedit_plugin.data.train_default_model --out reasonedit_plugin/assets/tiny-qwen2-vl-shapes --seed 1
 
-(the shipped model: seed 2 of three, one thread, chosen on a selection split that is not the demo's;
-``docs/default_model/selection_session11/``).
+(the shipped model since session 16: seed 1 of three, one thread, chosen on a selection split that is
+not the demo's; ``docs/default_model/selection_session11/``).
 """
 
 from __future__ import annotations
@@ -128,10 +130,10 @@ class TrainConfig:
     aux_weight: float = 1.0
     """Weight of the auxiliary colour/shape loss on mean-pooled vision tokens (head discarded after
     training). Without it the vision tower collapses to an image-independent vector early on."""
-    grounding_weight: float = 0.0
+    grounding_weight: float = 1.0
     """Weight of the auxiliary grounding loss (:class:`.aux_probes.GroundingProbe`): at each colour or shape
-    word of a prompt, whether the image shows it, read after ``grounding_layer`` decoder layers (off in
-    the shipped recipe)."""
+    word of a prompt, whether the image shows it, read after ``grounding_layer`` decoder layers (0: off,
+    the recipe before session 16)."""
     grounding_layer: int = 1
     claim_weight: float = 0.0
     """Weight of the sentence-level grounding loss (``GroundingProbe(unit="sentence")``): at the end of each
