@@ -222,17 +222,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
               *(named for head, _, _ in grounding for named in head.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2]
     no_decay = [p for n, p in params if p.ndim < 2]
-    merged: list[torch.Tensor] = []
-    states: dict[int, torch.Tensor] = {}  # decoder layer -> its output in this step's training forward
+    states: dict[str | int, torch.Tensor] = {}
+    """This step's training forward: the merged vision tokens ("merged"), each probed decoder layer's output."""
 
-    def keep_state(layer: int) -> Callable[..., None]:
+    def keep(name: str | int) -> Callable[..., None]:
         def hook(mod: torch.nn.Module, args: Any, out: Any) -> None:
-            if mod.training:
-                states[layer] = out[0] if isinstance(out, tuple) else out
+            if mod.training:  # the periodic evaluation's forwards are not kept
+                states[name] = out[0] if isinstance(out, tuple) else out
         return hook
 
-    hooks = [model.model.visual.merger.register_forward_hook(lambda mod, args, out: merged.append(out))]
-    hooks += [model.model.language_model.layers[layer - 1].register_forward_hook(keep_state(layer))
+    hooks = [model.model.visual.merger.register_forward_hook(keep("merged"))]
+    hooks += [model.model.language_model.layers[layer - 1].register_forward_hook(keep(layer))
               for layer in sorted({layer for _, _, layer in grounding})]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
@@ -264,13 +264,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 batch_rng.shuffle(pending)
             examples = pending.pop()
             batch = encode(tokenizer, images, examples, None)
-            merged.clear()
             states.clear()
             logp, _ = answer_logprobs(model, batch)
             loss = -logp.mean()
-            if cfg.aux_weight > 0 and merged:
+            if cfg.aux_weight > 0 and "merged" in states:
                 paths = [ex.image for ex in examples if ex.image is not None]
-                loss = loss + cfg.aux_weight * probe.loss(merged[0], batch["image_grid_thw"], paths)
+                loss = loss + cfg.aux_weight * probe.loss(states["merged"], batch["image_grid_thw"], paths)
             for head, weight, layer in grounding:
                 extra = head.loss(states[layer], batch["input_ids"], [ex.image for ex in examples])
                 if extra is not None:
