@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from reasonedit_plugin.data.aux_probes import attribute_words  # noqa: E402
+from reasonedit_plugin.data.aux_probes import GroundingProbe  # noqa: E402
 from reasonedit_plugin.data.default_model_build import build_image_processor  # noqa: E402
 from reasonedit_plugin.data.default_model_scoring import ImageCache, encode  # noqa: E402
-from reasonedit_plugin.data.shaperules import COLOURS, SHAPES, image_catalogue, rule_world  # noqa: E402
+from reasonedit_plugin.data.shaperules import rule_world  # noqa: E402
 from reasonedit_plugin.data.train_default_model import TrainConfig  # noqa: E402
 from reasonedit_plugin.data.training_mix import MixSampler  # noqa: E402
 
@@ -49,27 +49,22 @@ def word_states(model_dir: Path, prompts: int, seed: int, batch: int = 16) -> tu
     images = ImageCache(build_image_processor(cfg))
     sampler = MixSampler(rule_world() if cfg.world_seed is None else rule_world(cfg.world_seed), cfg,
                          random.Random(f"grounding-probe:{seed}"), image_split="test")
-    truth = {i.path: (COLOURS.index(i.colour), SHAPES.index(i.shape)) for i in image_catalogue("test")}
-    single, pairs = attribute_words(tokenizer)
+    words = GroundingProbe(cfg.hidden_size, tokenizer, unit="word", image_split="test")  # its targets, not its head
     states: dict[int, list[np.ndarray]] = {layer: [] for layer in range(1, cfg.num_layers + 1)}
-    shown: list[float] = []
-    source: list[int] = []
+    shown: list[np.ndarray] = []
+    source: list[np.ndarray] = []
     for start in range(0, prompts, batch):
         examples = [sampler.sample() for _ in range(min(batch, prompts - start))]
         inputs = encode(tokenizer, images, examples, None)
         with torch.no_grad():
             out = model(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True)
-        for row, ex in enumerate(examples):
-            ids = inputs["input_ids"][row].tolist()
-            for pos, tok in enumerate(ids):
-                hit = single.get(tok) or (pairs.get((ids[pos - 1], tok)) if pos else None)
-                if hit is None or ex.image not in truth:
-                    continue
-                for layer in states:
-                    states[layer].append(out.hidden_states[layer][row, pos].numpy())
-                shown.append(float(truth[ex.image][hit[0]] == hit[1]))
-                source.append(start + row)
-    return {k: np.stack(v) for k, v in states.items()}, np.array(shown), np.array(source)
+        where, truth = words.targets(inputs["input_ids"], [ex.image for ex in examples])
+        for layer in states:
+            states[layer].append(out.hidden_states[layer][where[:, 0], where[:, 1]].numpy())
+        shown.append(truth.numpy())
+        source.append(start + where[:, 0].numpy())
+    return ({k: np.concatenate(v) for k, v in states.items()}, np.concatenate(shown).astype(float),
+            np.concatenate(source))
 
 
 def main(argv: list[str] | None = None) -> dict:

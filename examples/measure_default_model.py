@@ -137,6 +137,10 @@ def accuracy_of(items: Sequence[tuple[str, str, Sequence[str], str]], prediction
 CAPTIONS = [f"A {c} {s}." for c in COLOURS for s in SHAPES]
 
 
+NEAR_MISS_FACTS = {"both": "edit's facts", "answer": "answer entry", "rationale": "rationale"}
+"""The near-miss rows by the facts prepended: the target row (both), and each part alone."""
+
+
 def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> list[tuple[str, list, float]]:
     """(name, items, chance) per row; items are (image, text, options, truth)."""
     rng = random.Random(f"measure:{seed}")
@@ -181,20 +185,14 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> li
     rows.append(("applies check: own image (yes)", [applies(r, r["image"], "yes") for r in records], 0.5))
     rows.append(("applies check: near-miss image (no)", [applies(r, r["hard_locality_image"], "no") for r in records
                                                          if r["meta"].get("hard_locality") in NEAR_MISS_IMAGES], 0.5))
-    for prefix, name in (("multimodal_locality", "locality"), ("hard_locality", "hard locality")):
-        for facts_on, suffix in ((False, ""), (True, " + edit's facts")):
-            rows.append((name + suffix, [
-                (r[f"{prefix}_image"], fuse(edit_facts(r) if facts_on else [], r[f"{prefix}_prompt"]),
+    # unrelated and near-miss probes alone and with the edit's facts; near misses also with each part alone
+    for prefix, name, modes in (("multimodal_locality", "locality", ("none", "both")),
+                                ("hard_locality", "hard locality", ("none", *NEAR_MISS_FACTS))):
+        for mode in modes:
+            rows.append((name if mode == "none" else f"{name} + {NEAR_MISS_FACTS[mode]}", [
+                (r[f"{prefix}_image"], fuse(edit_facts(r, mode) if mode != "none" else [], r[f"{prefix}_prompt"]),
                  r[f"{prefix}_choices"], r[f"{prefix}_ground_truth"]) for r in records], float("nan")))
-    for mode in ("answer", "rationale"):  # which of the edit's facts move a near miss
-        rows.append((f"hard locality + {NEAR_MISS_FACTS[mode]}", [
-            (r["hard_locality_image"], fuse(edit_facts(r, mode), r["hard_locality_prompt"]), r["hard_locality_choices"],
-             r["hard_locality_ground_truth"]) for r in records], float("nan")))
     return rows
-
-
-NEAR_MISS_FACTS = {"both": "edit's facts", "answer": "answer entry", "rationale": "rationale"}
-"""The near-miss rows by the facts prepended: the target row (both), and each part alone."""
 
 
 def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:

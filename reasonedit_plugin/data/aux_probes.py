@@ -19,8 +19,9 @@ import torch
 from .shaperules import COLOURS, SHAPES, image_catalogue
 
 
-def _train_labels() -> dict[str, tuple[int, int]]:
-    return {info.path: (COLOURS.index(info.colour), SHAPES.index(info.shape)) for info in image_catalogue("train")}
+def image_labels(split: str = "train") -> dict[str, tuple[int, int]]:
+    """easy-vqa image path -> (colour index, shape index) for the images of ``split``."""
+    return {info.path: (COLOURS.index(info.colour), SHAPES.index(info.shape)) for info in image_catalogue(split)}
 
 
 class AttributeProbe(torch.nn.Module):
@@ -30,7 +31,7 @@ class AttributeProbe(torch.nn.Module):
         super().__init__()
         self.colour = torch.nn.Linear(hidden_size, len(COLOURS))
         self.shape = torch.nn.Linear(hidden_size, len(SHAPES))
-        self.labels = _train_labels()
+        self.labels = image_labels()
 
     def loss(self, merged: torch.Tensor, grids: torch.Tensor, paths: Sequence[str], merge: int = 4) -> torch.Tensor:
         sizes = (grids.prod(-1) // merge).tolist()
@@ -67,13 +68,15 @@ class GroundingProbe(torch.nn.Module):
     token; sentences naming none are skipped). One logit from the hidden state; binary cross-entropy over
     every target of the batch."""
 
-    def __init__(self, hidden_size: int, tokenizer: Any, unit: Literal["word", "sentence"] = "word"):
+    def __init__(self, hidden_size: int, tokenizer: Any, unit: Literal["word", "sentence"] = "word",
+                 image_split: str = "train"):
         super().__init__()
         if unit not in ("word", "sentence"):
             raise ValueError(f"unit={unit!r}: use 'word' or 'sentence'.")
         self.unit = unit
         self.head = torch.nn.Linear(hidden_size, 1)
-        self.labels = _train_labels()
+        self.labels = image_labels(image_split)
+        """Whose images the targets know (training: the train split; a diagnosis may ask about test images)."""
         self.single, self.pairs = attribute_words(tokenizer)
         self.ends = set(tokenizer.convert_tokens_to_ids(list(SENTENCE_ENDS)))
 
