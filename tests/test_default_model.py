@@ -363,6 +363,34 @@ def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
 
+def test_curriculum_is_extended_only_while_copying_has_not_emerged(tmp_path):
+    from safetensors.torch import load_file
+
+    def run(name: str, **kw: float) -> tuple[dict, dict]:
+        cfg = tdm.TrainConfig(out=str(tmp_path / name), steps=6, batch_size=4, eval_every=2, eval_n=2,
+                              hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                              vision_dim=32, vision_depth=1, vision_heads=2, curriculum_steps=2, valid_n=2,
+                              grounding_weight=0.0, **kw)
+        return tdm.train(cfg, progress=False), load_file(str(Path(cfg.out) / "model.safetensors"))
+
+    off, off_weights = run("off")
+    # a target no room is left to pursue trains exactly as without one
+    capped, capped_weights = run("capped", curriculum_copy_target=1.0, curriculum_max_steps=2)
+    # an unmet target: one period more of the easy mix, then the cap
+    longer, longer_weights = run("longer", curriculum_copy_target=1.0, curriculum_max_steps=4)
+    assert off["curriculum_steps"] == capped["curriculum_steps"] == 2
+    assert all(torch.equal(off_weights[k], capped_weights[k]) for k in off_weights)
+    assert [row.get("curriculum_extended_to") for row in longer["history"] if "step" in row] == [4, None, None]
+    assert longer["curriculum_steps"] == 4
+    assert not all(torch.equal(off_weights[k], longer_weights[k]) for k in off_weights)
+    with pytest.raises(ValueError, match="select_best=True"):
+        tdm.TrainConfig(curriculum_copy_target=0.9, select_best=False)
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        tdm.TrainConfig(curriculum_copy_target=0.9, curriculum_steps=1100)
+    with pytest.raises(ValueError, match="below steps=2000"):
+        tdm.TrainConfig(curriculum_copy_target=0.9, curriculum_max_steps=2000, steps=2000)
+
+
 def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_image_shows_it():
     from reasonedit_plugin.data.aux_probes import GroundingProbe
 
