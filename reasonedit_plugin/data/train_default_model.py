@@ -9,14 +9,15 @@ the answer tokens (and the closing ``<|im_end|>``) only, with the LM head applie
 alone, plus two auxiliary losses through linear heads that are not saved (:mod:`.aux_probes`): colour
 and shape of the mean-pooled vision tokens (without it the vision tower of a from-scratch model
 collapses to an image-independent vector within a few hundred steps and the model answers from
-question priors alone), and, at each colour or shape word of a prompt, whether the image shows it
-(``grounding_weight``; without it the language model never computes that match).
+question priors alone), at each colour or shape word of a prompt, whether the image shows it
+(``grounding_weight``; without it the language model never computes that match), and at the end of each
+sentence naming colours or shapes, whether the image shows all of them (``claim_weight``).
 
 CLI (deterministic for a seed and a thread count)::
 
     python -m reasonedit_plugin.data.train_default_model --out reasonedit_plugin/assets/tiny-qwen2-vl-shapes --seed 1
 
-(the shipped model since session 16: seed 1 of three, one thread, chosen on a selection split that is
+(the shipped model since session 17: seed 1 of three, one thread, chosen on a selection split that is
 not the demo's; ``docs/default_model/selection_session11/``).
 """
 
@@ -135,10 +136,10 @@ class TrainConfig:
     word of a prompt, whether the image shows it, read after ``grounding_layer`` decoder layers (0: off,
     the recipe before session 16)."""
     grounding_layer: int = 1
-    claim_weight: float = 0.0
+    claim_weight: float = 1.0
     """Weight of the sentence-level grounding loss (``GroundingProbe(unit="sentence")``): at the end of each
     sentence naming a colour or shape, whether the image shows all of them, read after ``claim_layer``
-    decoder layers (off in the shipped recipe)."""
+    decoder layers (0: off, the recipe before session 17)."""
     claim_layer: int = 2
     noise_warmup: float = 0.2
     """Fraction of the steps (after the curriculum) over which distractors next to relevant facts ramp
