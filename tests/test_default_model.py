@@ -393,6 +393,29 @@ def test_curriculum_is_extended_only_while_copying_has_not_emerged(tmp_path):
         tdm.TrainConfig(curriculum_copy_target=0.9, curriculum_max_steps=2000, steps=2000)
 
 
+def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts_seed(tmp_path):
+    from safetensors.torch import load_file
+
+    def run(name: str, **kw: float) -> tuple[dict, dict]:
+        cfg = tdm.TrainConfig(**TINY_TRAINING, out=str(tmp_path / name), steps=6, num_layers=1, curriculum_steps=2,
+                              grounding_weight=0.0, claim_weight=0.0, **kw)
+        return tdm.train(cfg, progress=False), load_file(str(Path(cfg.out) / "model.safetensors"))
+
+    # an unmet target with one restart allowed and no room to extend: attempt 1 is a plain run of seed 1000
+    restarted, restarted_weights = run("restarted", seed=0, curriculum_copy_target=1.0, curriculum_restarts=1,
+                                       curriculum_max_steps=2)
+    fresh, fresh_weights = run("fresh", seed=tdm.attempt_seed(0, 1))
+    first = restarted["history"][0]
+    assert first["step"] == 2 and first["restart"] and first["valid_answer"] < 1.0 and "attempt" not in first
+    assert restarted["attempts"] == 2
+    assert [row["step"] for row in restarted["history"][1:] if "step" in row] == [2, 4, 6]
+    assert all(row["attempt"] == 1 for row in restarted["history"][1:] if "step" in row)
+    assert restarted["selected_step"] == fresh["selected_step"]
+    assert all(torch.equal(restarted_weights[k], fresh_weights[k]) for k in fresh_weights)
+    with pytest.raises(ValueError, match="curriculum_copy_target > 0"):
+        tdm.TrainConfig(curriculum_restarts=2)
+
+
 def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_image_shows_it():
     from reasonedit_plugin.data.aux_probes import GroundingProbe
 
