@@ -141,7 +141,7 @@ class EmbeddingConfig:
     """A local sentence-transformers folder, or the name of the packaged MiniLM-L6 (offline)."""
     text_dtype: str = "float32"
     """The text encoder's weights: ``float32``, or ``bfloat16`` (a serving setting for CPUs with native
-    bfloat16: a question embedded in ~60 % of the time; cosine to float32's >= 0.9999)."""
+    bfloat16: a question embedded in ~60 % of the time; cosine to float32's >= 0.9995)."""
     batch_size: int = 16
     max_image_side: int = 512
     """Images are thumbnailed to this long side before the vision tower (reference: 512)."""

