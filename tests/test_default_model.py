@@ -29,7 +29,8 @@ target_not_met = pytest.mark.xfail(
                         "remove this mark when a retrained model meets it")
 
 TINY_TRAINING = dict(batch_size=4, eval_every=2, eval_n=2, valid_n=2, hidden_size=32, num_heads=2, num_kv_heads=1,
-                     intermediate_size=64, vision_dim=32, vision_depth=1, vision_heads=2)
+                     intermediate_size=64, vision_dim=32, vision_depth=1, vision_heads=2,
+                     curriculum_copy_target=0.0, curriculum_restarts=0)
 """A tiny model and a few-step run: the training code's paths, not the recipe's figures."""
 
 
@@ -371,8 +372,8 @@ def test_curriculum_is_extended_only_while_copying_has_not_emerged(tmp_path):
     from safetensors.torch import load_file
 
     def run(name: str, **kw: float) -> tuple[dict, dict]:
-        cfg = tdm.TrainConfig(**TINY_TRAINING, out=str(tmp_path / name), steps=6, num_layers=1, curriculum_steps=2,
-                              grounding_weight=0.0, claim_weight=0.0, **kw)
+        cfg = tdm.TrainConfig(**{**TINY_TRAINING, **kw}, out=str(tmp_path / name), steps=6, num_layers=1,
+                              curriculum_steps=2, grounding_weight=0.0, claim_weight=0.0)
         return tdm.train(cfg, progress=False), load_file(str(Path(cfg.out) / "model.safetensors"))
 
     off, off_weights = run("off")
@@ -397,8 +398,8 @@ def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts
     from safetensors.torch import load_file
 
     def run(name: str, **kw: float) -> tuple[dict, dict]:
-        cfg = tdm.TrainConfig(**TINY_TRAINING, out=str(tmp_path / name), steps=6, num_layers=1, curriculum_steps=2,
-                              grounding_weight=0.0, claim_weight=0.0, **kw)
+        cfg = tdm.TrainConfig(**{**TINY_TRAINING, **kw}, out=str(tmp_path / name), steps=6, num_layers=1,
+                              curriculum_steps=2, grounding_weight=0.0, claim_weight=0.0)
         return tdm.train(cfg, progress=False), load_file(str(Path(cfg.out) / "model.safetensors"))
 
     # an unmet target with one restart allowed and no room to extend: attempt 1 is a plain run of seed 1000
@@ -413,7 +414,10 @@ def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts
     assert restarted["selected_step"] == fresh["selected_step"]
     assert all(torch.equal(restarted_weights[k], fresh_weights[k]) for k in fresh_weights)
     with pytest.raises(ValueError, match="curriculum_copy_target > 0"):
-        tdm.TrainConfig(curriculum_restarts=2)
+        tdm.TrainConfig(curriculum_copy_target=0.0, curriculum_restarts=2)
+    defaults = tdm.TrainConfig()  # the shipped recipe: three fresh starts, no extension
+    assert (defaults.curriculum_copy_target, defaults.curriculum_restarts, defaults.curriculum_max_steps) == \
+        (0.9, 3, defaults.curriculum_steps)
 
 
 def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_image_shows_it():
