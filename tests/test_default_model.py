@@ -4,6 +4,7 @@ what ReasonEdit needs (answers easy-vqa, reads facts). Fast (seconds, CPU)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -368,14 +369,17 @@ def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
 
-def test_curriculum_is_extended_only_while_copying_has_not_emerged(tmp_path):
+def _six_step_run(tmp_path: Path, name: str, **kw: float) -> tuple[dict, dict]:
+    """A six-step tiny run with a two-step curriculum (no grounding heads): its result and saved weights."""
     from safetensors.torch import load_file
 
-    def run(name: str, **kw: float) -> tuple[dict, dict]:
-        cfg = tdm.TrainConfig(**{**TINY_TRAINING, **kw}, out=str(tmp_path / name), steps=6, num_layers=1,
-                              curriculum_steps=2, grounding_weight=0.0, claim_weight=0.0)
-        return tdm.train(cfg, progress=False), load_file(str(Path(cfg.out) / "model.safetensors"))
+    cfg = tdm.TrainConfig(**{**TINY_TRAINING, **kw}, out=str(tmp_path / name), steps=6, num_layers=1,
+                          curriculum_steps=2, grounding_weight=0.0, claim_weight=0.0)
+    return tdm.train(cfg, progress=False), load_file(str(Path(cfg.out) / "model.safetensors"))
 
+
+def test_curriculum_is_extended_only_while_copying_has_not_emerged(tmp_path):
+    run = functools.partial(_six_step_run, tmp_path)
     off, off_weights = run("off")
     # a target no room is left to pursue trains exactly as without one
     capped, capped_weights = run("capped", curriculum_copy_target=1.0, curriculum_max_steps=2)
@@ -395,13 +399,7 @@ def test_curriculum_is_extended_only_while_copying_has_not_emerged(tmp_path):
 
 
 def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts_seed(tmp_path):
-    from safetensors.torch import load_file
-
-    def run(name: str, **kw: float) -> tuple[dict, dict]:
-        cfg = tdm.TrainConfig(**{**TINY_TRAINING, **kw}, out=str(tmp_path / name), steps=6, num_layers=1,
-                              curriculum_steps=2, grounding_weight=0.0, claim_weight=0.0)
-        return tdm.train(cfg, progress=False), load_file(str(Path(cfg.out) / "model.safetensors"))
-
+    run = functools.partial(_six_step_run, tmp_path)
     # an unmet target with one restart allowed and no room to extend: attempt 1 is a plain run of seed 1000
     restarted, restarted_weights = run("restarted", seed=0, curriculum_copy_target=1.0, curriculum_restarts=1,
                                        curriculum_max_steps=2)
