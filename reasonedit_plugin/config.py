@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -204,7 +205,9 @@ class CodebookConfig:
     merge_overlap: float = 0.9
     """... or when the balls' overlap covers more than this of both (reference: 0.9)."""
     answer_template: str = "The answer to '{question}' is {answer}."
-    """The answer entry's text (:meth:`answer_entry`)."""
+    """The answer entry's text (:meth:`answer_entry`). It may also name the edited image with ``{image}``
+    (the model's own caption of it, "a red circle"), so that a model reading the entry can tell whether it
+    is about the image asked about (``"For {image}, the answer to '{question}' is {answer}."``)."""
     key_dtype: str = "float16"
     """Precision keys are stored in, in memory and on disk: ``float16`` (half the memory; queries are
     rounded to it, scores computed in float32) or ``float32`` (the reference's precision)."""
@@ -237,12 +240,33 @@ class CodebookConfig:
         for key in ("{question}", "{answer}"):
             _check(key in self.answer_template, f"codebook.answer_template must contain {key}.")
 
-    def answer_entry(self, question: str, answer: str) -> str:
+    @property
+    def names_image(self) -> bool:
+        """Whether :attr:`answer_template` names the edited image (``{image}``)."""
+        return "{image}" in self.answer_template
+
+    def answer_pattern(self) -> "re.Pattern[str]":
+        """Reads an answer entry back (``fullmatch``): groups ``question``, ``answer`` and, when the
+        template names it, ``image``."""
+        pattern = re.escape(self.answer_template)
+        for name, group in (("question", ".*"), ("answer", ".*?"), ("image", ".*?")):
+            pattern = pattern.replace(re.escape("{%s}" % name), f"(?P<{name}>{group})", 1)
+        return re.compile(pattern, re.S)
+
+    def answer_entry(self, question: str, answer: str, image: str | None = None) -> str:
         """The answer entry of an edit: :attr:`answer_template` filled in. A target that ends a sentence
-        ("A red circle.") does not get a second period from a template that puts one after it."""
+        ("A red circle.") does not get a second period from a template that puts one after it. ``image``:
+        the edited image's description (a caption; its final period and a leading article's capital are
+        dropped: "a red circle"), needed when the template names it."""
         if answer.endswith(".") and "{answer}." in self.answer_template:
             answer = answer[:-1]
-        return self.answer_template.format(question=question, answer=answer)
+        if self.names_image:
+            if not image or not image.strip(" ."):
+                raise ConfigError("codebook.answer_template names {image}: the edit needs a description of "
+                                  "its image (the model's caption of it).")
+            first, space, rest = image.strip().rstrip(".").partition(" ")
+            image = (first.lower() if first in ("A", "An", "The") else first) + space + rest
+        return self.answer_template.format(question=question, answer=answer, image=image or "")
 
 
 GATES = ("nullset", "percentile", "off")
@@ -495,6 +519,9 @@ class ReasonEditConfig:
         for name, cls in SECTIONS.items():
             setattr(self, name, build_section(cls, getattr(self, name), name))
         _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1.")
+        _check(not (self.codebook.names_image and self.codebook.answer_entries and not self.patches.describe_prompt),
+               "codebook.answer_template names {image}, the model's caption of the edited image, asked for with "
+               "patches.describe_prompt, which is empty; set one or drop {image} from the template.")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ReasonEditConfig":

@@ -34,6 +34,9 @@ from .text_encoder import TextEncoder, shared_text_encoder
 
 logger = logging.getLogger(__name__)
 
+DESCRIPTION_TOKENS = 24
+"""Longest caption generated for an answer template that names the edited image (``{image}``)."""
+
 RecordsLike = Union[EditRecord, Mapping[str, Any], Iterable[Union[EditRecord, Mapping[str, Any]]]]
 
 
@@ -362,19 +365,25 @@ class ReasonEditor(QueryPath):
         """Edits held by the rationale guard, waiting for ``approve`` (or ``remove``)."""
         return [info for info in self.list_edits() if info.status == "quarantined"]
 
-    def _entry_texts(self, record: EditRecord) -> list[tuple[str, str, str]]:
-        """(kind, key text, value) for the answer entry and one reasoning entry per sentence."""
+    def _entry_texts(self, record: EditRecord, image: Image.Image) -> list[tuple[str, str, str]]:
+        """(kind, key text, value) for the answer entry and one reasoning entry per sentence. An answer
+        template naming ``{image}`` gets the model's own caption of the edit's image."""
         cfg = self.config.codebook
         items = []
         if cfg.answer_entries:
-            items.append(("answer", record.prompt,
-                          cfg.answer_entry(record.prompt, record.target)))
+            described = None
+            if cfg.names_image:
+                described = self.vlm.generate(image, self.config.patches.describe_prompt, DESCRIPTION_TOKENS)
+                if not described.strip(" ."):
+                    raise ReasonEditError(f"edit {record.id!r}: the model gave no caption of its image for the "
+                                          "answer template's {image}; check patches.describe_prompt or drop {image}.")
+            items.append(("answer", record.prompt, cfg.answer_entry(record.prompt, record.target, described)))
         if cfg.rationale_entries:
             items.extend(("reasoning", s, s) for s in record.rationale)
         return items
 
     def _pending_entries(self, record: EditRecord, image: Image.Image) -> list[PendingEntry]:
-        items = self._entry_texts(record)
+        items = self._entry_texts(record, image)
         if not items:
             raise ReasonEditError(f"edit {record.id!r} has no rationale and answer entries are off; nothing "
                                   "to store.")
@@ -447,7 +456,7 @@ class ReasonEditor(QueryPath):
         """The gate's training material of one edit (see fusion_gate.py): facts, positives, null probes."""
         from .fusion_gate import GateEdit
 
-        facts = list(dict.fromkeys(v for _, _, v in self._entry_texts(record)))
+        facts = list(dict.fromkeys(v for _, _, v in self._entry_texts(record, image)))
         positives = [(image, record.prompt)]
         if self.config.augment.enabled:
             rng = random.Random(f"{self.config.seed}:{record.id}:gate")

@@ -244,12 +244,10 @@ class _EntryRows:
     """float64 [m, text dim], unit rows (None without a text part)."""
 
 
-def _answer_of(value: str, template: str) -> str:
-    """The answer inside an answer entry's value, read with the codebook's answer template."""
-    pattern = re.escape(template).replace(re.escape("{question}"), "(?P<q>.*)").replace(
-        re.escape("{answer}"), "(?P<a>.*?)")
-    m = re.fullmatch(pattern, value, flags=re.S)
-    return (m.group("a") if m else value).strip().lower()
+def _answer_of(value: str, pattern: re.Pattern[str]) -> str:
+    """The answer inside an answer entry's value, read with the codebook's answer template's pattern."""
+    m = pattern.fullmatch(value)
+    return (m.group("answer") if m else value).strip().lower()
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -330,8 +328,8 @@ class NullSetGate:
     def _answer_rows(self, edit_id: str) -> list[tuple[int, np.ndarray, str, float]]:
         """An edit's answer contributions, each with its OWN key (a merged entry keeps each edit's key; the
         gate tests those, not the merged centre)."""
-        cb, template = self.codebook, self.codebook.config.answer_template
-        return [(eid, cb.stored_key(eid, p), _answer_of(p.value, template), float(p.radius))
+        cb, pattern = self.codebook, self.codebook.config.answer_pattern()
+        return [(eid, cb.stored_key(eid, p), _answer_of(p.value, pattern), float(p.radius))
                 for eid, p in cb.edit_parts(edit_id) if p.kind == "answer"]
 
     def _image_of(self, edit_id: str) -> np.ndarray | None:

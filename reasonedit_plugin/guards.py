@@ -277,11 +277,6 @@ class RationaleGuard:
         scale = max(float(torch.linalg.vector_norm(b)), 1e-12)
         return float(torch.linalg.vector_norm(a - b)) <= self.same_image_tolerance * scale
 
-    def _answer_pattern(self) -> re.Pattern:
-        template = self.editor.config.codebook.answer_template
-        pattern = re.escape(template).replace(re.escape("{question}"), "(?P<question>.*)")
-        return re.compile("^" + pattern.replace(re.escape("{answer}"), "(?P<answer>.*)") + "$", re.S)
-
     def _same_question(self, a: str, b: str) -> bool:
         if normalize_answer(a) == normalize_answer(b):
             return True
@@ -310,9 +305,9 @@ class RationaleGuard:
                     yield other.id, entry.kind, entry.value, entry.key, ", same batch"
 
         flags: list[GuardFlag] = []
-        answer_re = self._answer_pattern()
+        answer_re = ed.config.codebook.answer_pattern()
         for edit_id, kind, value, key, where in nearby(keys[0]):
-            m = answer_re.match(value) if kind == "answer" else None
+            m = answer_re.fullmatch(value) if kind == "answer" else None
             if m is None or same_value(m.group("answer"), record.target):
                 continue
             if self._same_image(keys[0], key) and self._same_question(m.group("question"), record.prompt):

@@ -100,3 +100,46 @@ def test_radii_are_seeded(text_encoder):
         ed.edit([record()])
         radii.append([e.radius for e in ed.codebook.entries.values()])
     assert radii[0] == radii[1] and all(r > 0 for r in radii[0])
+
+
+class CaptioningVLM(FakeVLM):
+    """Captions a solid image by its dominant channel (what ``patches.describe_prompt`` asks for)."""
+
+    def __init__(self, empty=False):
+        super().__init__()
+        self.empty, self.described = empty, 0
+
+    def generate(self, image, text, max_new_tokens):
+        if text != "Describe this image.":
+            return super().generate(image, text, max_new_tokens)
+        self.described += 1
+        r, _, b = image.convert("RGB").getpixel((0, 0))
+        return "" if self.empty else ("A red square." if r > b else "A blue square.")
+
+
+NAMING = "For {image}, the answer to '{question}' is {answer}."
+
+
+def test_an_answer_template_naming_the_image_gets_the_models_caption(text_encoder):
+    cfg = config(codebook={"rationale_entries": False, "answer_template": NAMING})
+    vlm = CaptioningVLM()
+    ed = ReasonEditor(vlm, cfg, text_encoder=text_encoder)
+    ed.edit([record(), record("e2", BLUE, target="Kem")])
+    assert vlm.described == 2
+    ans = ed.answer(RED, "Which tribe owns this shape?", ["Vol", "Kem"])
+    assert ans.retrieval.facts == ["For a red square, the answer to 'Which tribe owns this shape?' is Vol."]
+    assert ans.text == "Vol"
+    assert ed.answer(BLUE, "Which tribe owns this shape?", ["Vol", "Kem"]).text == "Kem"
+    pattern_ = cfg.codebook.answer_pattern()
+    assert pattern_.fullmatch(ans.retrieval.facts[0]).group("answer") == "Vol"
+
+
+def test_an_image_naming_template_needs_a_caption(text_encoder):
+    from reasonedit_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="describe_prompt"):
+        config(codebook={"answer_template": NAMING}, patches={"describe_prompt": ""})
+    ed = ReasonEditor(CaptioningVLM(empty=True), config(codebook={"answer_template": NAMING}), text_encoder=text_encoder)
+    with pytest.raises(ReasonEditError, match="no caption of its image"):
+        ed.edit([record()])
+    assert len(ed.codebook) == 0
