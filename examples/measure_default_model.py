@@ -51,20 +51,21 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from reasonedit_plugin.config import CodebookConfig
 from reasonedit_plugin.data.language import APPLIES_PROMPTS, DESCRIBE_PROMPT
 from reasonedit_plugin.data.shaperules import (
     COLOURS,
     SHAPES,
-    SENTENCE_SPLIT,
     YES_NO,
     answer_choices,
-    answer_entry,
     easy_vqa_root,
     generate_split,
     image_catalogue,
     plain_questions,
 )
+from reasonedit_plugin.data.default_model_scoring import edit_facts
 from reasonedit_plugin.data.split_files import IMAGE_FIELDS, load_jsonl
+from reasonedit_plugin.data.training_mix import fuse
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
 CAP_KEYS = 7
@@ -107,20 +108,6 @@ def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
     return score, "local scorer (default_model_scoring.option_nlls)"
 
 
-def fuse(facts: Sequence[str], question: str) -> str:
-    return " ".join([*facts, question]) if facts else question
-
-
-def edit_facts(record: dict[str, Any], mode: str = "both") -> list[str]:
-    """What ReasonEdit stores for an edit: the answer entry and/or the rationale sentences."""
-    facts = []
-    if mode in ("answer", "both"):
-        facts.append(answer_entry(record["prompt"], record["target"]))
-    if mode in ("rationale", "both"):
-        facts += [s for s in SENTENCE_SPLIT.split(record["rationale"]) if s]
-    return facts
-
-
 def predict(score: Scorer, items: Sequence[tuple[str, str, Sequence[str], str]], desc: str) -> list[str]:
     """The lowest-NLL option per item."""
     out = []
@@ -141,15 +128,20 @@ NEAR_MISS_FACTS = {"both": "edit's facts", "answer": "answer entry", "rationale"
 """The near-miss rows by the facts prepended: the target row (both), and each part alone."""
 
 
-def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> list[tuple[str, list, float]]:
-    """(name, items, chance) per row; items are (image, text, options, truth)."""
+def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int,
+               template: str | None = None) -> list[tuple[str, list, float]]:
+    """(name, items, chance) per row; items are (image, text, options, truth). ``template``: the answer
+    entries' wording (None: the codebook's default)."""
     rng = random.Random(f"measure:{seed}")
     root = easy_vqa_root()
+
+    def facts_of(r: dict[str, Any], mode: str = "both") -> list[str]:
+        return edit_facts(r, mode, template)
 
     def with_noise(i: int, facts: list[str]) -> list[str]:
         """The edit's facts plus entries of other edits (other rules) up to the Qwen cap of 7 (METHOD.md §4)."""
         rule = (records[i]["meta"]["property"], records[i]["meta"]["key"])
-        pool = sorted({f for r in records if (r["meta"]["property"], r["meta"]["key"]) != rule for f in edit_facts(r)})
+        pool = sorted({f for r in records if (r["meta"]["property"], r["meta"]["key"]) != rule for f in facts_of(r)})
         noisy = list(facts) + rng.sample(pool, max(0, CAP_KEYS - len(facts)))
         rng.shuffle(noisy)
         return noisy
@@ -163,24 +155,24 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> li
     chance = sum(1 / len(r["choices"]) for r in records) / len(records)
     for mode, name in (("none", "held-out, no fact"), ("answer", "held-out + answer entry"),
                        ("rationale", "held-out + rationale"), ("both", "held-out + both")):
-        facts = [edit_facts(r, mode) if mode != "none" else [] for r in records]
+        facts = [facts_of(r, mode) if mode != "none" else [] for r in records]
         rows.append((name, [(r["image"], fuse(f, r["prompt"]), r["choices"], r["target"])
                             for r, f in zip(records, facts)], chance))
     for mode, name in (("answer", "held-out + answer, 7 entries"), ("rationale", "held-out + rationale, 7 entries"),
                        ("both", "held-out + both, 7 entries")):
-        rows.append((name, [(r["image"], fuse(with_noise(i, edit_facts(r, mode)), r["prompt"]), r["choices"],
+        rows.append((name, [(r["image"], fuse(with_noise(i, facts_of(r, mode)), r["prompt"]), r["choices"],
                              r["target"]) for i, r in enumerate(records)], chance))
-    rows.append(("T-Gen (+ both)", [(r["image"], fuse(edit_facts(r), r["rephrase_prompt"]), r["choices"], r["target"])
+    rows.append(("T-Gen (+ both)", [(r["image"], fuse(facts_of(r), r["rephrase_prompt"]), r["choices"], r["target"])
                                     for r in records], chance))
-    rows.append(("I-Gen (+ both)", [(r["image_rephrase"], fuse(edit_facts(r), r["prompt"]), r["choices"], r["target"])
+    rows.append(("I-Gen (+ both)", [(r["image_rephrase"], fuse(facts_of(r), r["prompt"]), r["choices"], r["target"])
                                     for r in records], chance))
-    rows.append(("R-Gen (+ both)", [(r["image"], fuse(edit_facts(r), r["rgen_prompt"]), r["rgen_choices"],
+    rows.append(("R-Gen (+ both)", [(r["image"], fuse(facts_of(r), r["rgen_prompt"]), r["rgen_choices"],
                                      r["rgen_target"]) for r in records], 0.5))
     rows.append(("R-Gen, no fact", [(r["image"], r["rgen_prompt"], r["rgen_choices"], r["rgen_target"])
                                     for r in records], 0.5))
     # the applies check (held-out wordings): the edit's rationale on its own image, and on a near miss
     def applies(r: dict, image: str, truth: str) -> tuple:
-        return image, fuse(edit_facts(r, "rationale"), rng.choice(APPLIES_PROMPTS["eval"])), YES_NO, truth
+        return image, fuse(facts_of(r, "rationale"), rng.choice(APPLIES_PROMPTS["eval"])), YES_NO, truth
 
     rows.append(("applies check: own image (yes)", [applies(r, r["image"], "yes") for r in records], 0.5))
     rows.append(("applies check: near-miss image (no)", [applies(r, r["hard_locality_image"], "no") for r in records
@@ -190,7 +182,7 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int) -> li
                                 ("hard_locality", "hard locality", ("none", *NEAR_MISS_FACTS))):
         for mode in modes:
             rows.append((name if mode == "none" else f"{name} + {NEAR_MISS_FACTS[mode]}", [
-                (r[f"{prefix}_image"], fuse(edit_facts(r, mode) if mode != "none" else [], r[f"{prefix}_prompt"]),
+                (r[f"{prefix}_image"], fuse(facts_of(r, mode) if mode != "none" else [], r[f"{prefix}_prompt"]),
                  r[f"{prefix}_choices"], r[f"{prefix}_ground_truth"]) for r in records], float("nan")))
     return rows
 
@@ -207,6 +199,12 @@ def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list
             "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())}}
 
 
+def trained_template(model_dir: Path) -> str | None:
+    """The answer template a model of ``train_default_model`` was trained with (None: another model)."""
+    args = model_dir / "training_args.json"
+    return json.loads(args.read_text())["config"].get("answer_template") if args.is_file() else None
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -218,7 +216,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scorer", choices=("local", "vlm"), default="local",
                         help="local: LM head on option tokens only (fast); vlm: VLM.option_nll")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    parser.add_argument("--answer-template", default=None,
+                        help="the answer entries' wording (default: the one the model was trained with, from its "
+                             "training_args.json; else the codebook's)")
     args = parser.parse_args(argv)
+    template = args.answer_template or trained_template(args.model)
     torch.set_num_threads(args.threads)
     start = time.time()
     score, scorer_name = make_scorer(args.model, args.scorer)
@@ -234,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     plain = questions if args.plain_n <= 0 else random.Random(args.seed).sample(questions, args.plain_n)
     results = []
     predictions: dict[str, list[str]] = {}
-    for name, items, chance in build_rows(records, plain, args.seed):
+    for name, items, chance in build_rows(records, plain, args.seed, template):
         predictions[name] = predict(score, items, name)
         acc = accuracy_of(items, predictions[name])
         results.append({"row": name, "n": len(items), "accuracy": round(acc, 4),
@@ -254,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         chance = "" if r["chance"] is None else f"{r['chance']:.3f}"
         print(f"| {r['row']:<{width}} | {r['n']:>5} | {r['accuracy']:>8.3f} | {chance:>6} |")
     out = {"model": str(args.model), "size_mb": round(size_mb, 2), "scorer": scorer_name, "seed": args.seed,
+           "answer_template": template or CodebookConfig.answer_template,
            "rows": results}
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

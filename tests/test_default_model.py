@@ -354,6 +354,69 @@ def test_answer_entries_do_not_double_a_sentence_final_period():
     assert CodebookConfig(answer_template="Q: {question} A: {answer}").answer_entry("q", "a.") == "Q: q A: a."
 
 
+NAMING = "For {image}, the answer to '{question}' is {answer}."
+
+
+def test_an_answer_template_may_name_the_edited_image():
+    from reasonedit_plugin.config import CodebookConfig
+    from reasonedit_plugin.errors import ConfigError
+
+    cfg = CodebookConfig(answer_template=NAMING)
+    assert cfg.names_image and not CodebookConfig().names_image
+    assert cfg.answer_entry("Which tribe?", "Vol", "A red circle.") == "For a red circle, the answer to 'Which tribe?' is Vol."
+    assert cfg.answer_entry("Describe it.", "A dog.", "The Eiffel Tower") == \
+        "For the Eiffel Tower, the answer to 'Describe it.' is A dog."
+    with pytest.raises(ConfigError, match="description of its image"):
+        cfg.answer_entry("Which tribe?", "Vol")
+    assert CodebookConfig().answer_entry("q", "a", "A red circle.") == "The answer to 'q' is a."  # not named: ignored
+    info = sr.image_catalogue("test")[0]
+    assert sr.answer_entry("q", "a", info, NAMING) == f"For a {info.colour} {info.shape}, the answer to 'q' is a."
+    assert sr.image_info(info.path) == info == sr.image_info(str(sr.easy_vqa_root() / info.path))
+    with pytest.raises(ValueError, match="catalogue"):
+        sr.image_info("elsewhere/x.png")
+    with pytest.raises(ConfigError, match="must contain {answer}"):
+        tdm.TrainConfig(answer_template="For {image}: {question}")
+
+
+def test_the_mix_writes_answer_entries_in_the_configured_template():
+    import random
+    import re
+
+    world = sr.rule_world()
+    entry = re.compile(r"For an? (\w+) (\w+), the answer to '([^']*)' is ([^.']+)\.")
+    sampler = mix.MixSampler(world, tdm.TrainConfig(answer_template=NAMING, word_noise=0.0, entry_sibling=1.0,
+                                                    mix={"facts": 1.0}), random.Random(0))
+    asked_elsewhere = 0
+    for _ in range(300):
+        ex = sampler.sample()
+        assert "The answer to" not in ex.text
+        info = sr.image_info(ex.image)
+        for colour, shape, _, _ in entry.findall(ex.text):
+            asked_elsewhere += (colour, shape) != (info.colour, info.shape)
+    assert asked_elsewhere > 30  # siblings and distractors name other images
+    default = mix.MixSampler(world, tdm.TrainConfig(word_noise=0.0, mix={"facts": 1.0}), random.Random(0))
+    assert not any(entry.search(default.sample().text) for _ in range(100))
+    # a sibling: the same rule key, another look (and never for a colour + shape rule)
+    prop = next(p for p in sr.PROPERTIES if p.keyed_by == "shape")
+    info = sampler.images[0]
+    other = sampler._sibling(prop, info)
+    assert other is not None and other.shape == info.shape and other.colour != info.colour
+    both = next(p for p in sr.PROPERTIES if p.keyed_by == "colour+shape")
+    assert sampler._sibling(both, info) is None
+
+
+def test_scoring_rows_use_the_template_they_are_given():
+    from reasonedit_plugin.data import default_model_scoring as dms
+
+    records = sr.generate_split("tmpl", 3, 0)
+    named = dms.record_examples(records, "both", NAMING)
+    plain = dms.record_examples(records, "both")
+    for r, a, b in zip(records, named, plain):
+        info = sr.image_info(r["image"])
+        assert f"For a {info.colour} {info.shape}, the answer to '{r['prompt']}'" in a.text
+        assert f"The answer to '{r['prompt']}'" in b.text
+
+
 def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     from safetensors.torch import load_file
     from transformers import Qwen2VLForConditionalGeneration

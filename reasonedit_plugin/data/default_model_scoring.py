@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .default_model_build import EOS_TOKEN, PAD_TOKEN
-from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, generate_split, plain_questions
+from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, generate_split, image_info, plain_questions
 from .training_mix import Example, fuse
 
 
@@ -114,32 +114,35 @@ def mc_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequen
 EVAL_ROWS = ("none", "answer", "rationale", "both", "rgen", "rgen_none", "hard", "hard_facts")
 
 
-def edit_facts(record: dict[str, Any], mode: str = "both") -> list[str]:
-    """What ReasonEdit stores for an edit record: the answer entry and/or the rationale sentences."""
+def edit_facts(record: dict[str, Any], mode: str = "both", template: str | None = None) -> list[str]:
+    """What ReasonEdit stores for an edit record: the answer entry (in ``template``, default the codebook's;
+    one naming ``{image}`` describes the edit's image) and/or the rationale sentences."""
     from .shaperules import SENTENCE_SPLIT
 
     facts = []
     if mode in ("answer", "both"):
-        facts.append(answer_entry(record["prompt"], record["target"]))
+        image = image_info(record["image"]) if template and "{image}" in template else None
+        facts.append(answer_entry(record["prompt"], record["target"], image, template))
     if mode in ("rationale", "both"):
         facts += [s for s in SENTENCE_SPLIT.split(record["rationale"]) if s]
     return facts
 
 
-def record_examples(records: Sequence[dict[str, Any]], row: str) -> list[Example]:
+def record_examples(records: Sequence[dict[str, Any]], row: str, template: str | None = None) -> list[Example]:
     """Examples of one evaluation ``row`` (:data:`EVAL_ROWS`) from edit records (relative image paths):
     the edited question without facts / with the answer entry / rationale / both; the R-Gen yes/no
-    question with both / without; the hard-locality probe alone / with the edit's facts."""
+    question with both / without; the hard-locality probe alone / with the edit's facts. ``template``: the
+    answer entries' (:func:`edit_facts`)."""
     out = []
     for r in records:
         if row in ("none", "answer", "rationale", "both"):
-            facts = edit_facts(r, row) if row != "none" else []
+            facts = edit_facts(r, row, template) if row != "none" else []
             out.append(Example(row, r["image"], fuse(facts, r["prompt"]), r["target"], tuple(r["choices"])))
         elif row in ("rgen", "rgen_none"):
-            facts = edit_facts(r) if row == "rgen" else []
+            facts = edit_facts(r, template=template) if row == "rgen" else []
             out.append(Example(row, r["image"], fuse(facts, r["rgen_prompt"]), r["rgen_target"], tuple(r["rgen_choices"])))
         elif row in ("hard", "hard_facts"):
-            facts = edit_facts(r) if row == "hard_facts" else []
+            facts = edit_facts(r, template=template) if row == "hard_facts" else []
             out.append(Example(row, r["hard_locality_image"], fuse(facts, r["hard_locality_prompt"]),
                                r["hard_locality_ground_truth"], tuple(r["hard_locality_choices"])))
         else:
@@ -147,9 +150,10 @@ def record_examples(records: Sequence[dict[str, Any]], row: str) -> list[Example
     return out
 
 
-def held_out_examples(world: RuleWorld, n: int, seed: int, mode: str, image_split: str = "test") -> list[Example]:
+def held_out_examples(world: RuleWorld, n: int, seed: int, mode: str, image_split: str = "test",
+                      template: str | None = None) -> list[Example]:
     """Questions on held-out (eval) rules in held-out wordings, test images. ``mode``: a row of :data:`EVAL_ROWS`."""
-    return record_examples(generate_split(f"train-eval-{seed}", n, seed, world, image_split), mode)
+    return record_examples(generate_split(f"train-eval-{seed}", n, seed, world, image_split), mode, template)
 
 
 def plain_examples(n: int, seed: int, image_split: str = "test") -> list[Example]:

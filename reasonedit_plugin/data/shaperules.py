@@ -369,10 +369,34 @@ def format_question(template: str, info: ImageInfo, value: str | None = None) ->
     return template.format(colour=info.colour, shape=info.shape, value=value)
 
 
-def answer_entry(question: str, answer: str) -> str:
-    """The codebook's answer entry (METHOD.md §2) with the default template: ``The answer to '<question>'
-    is <answer>.`` (:meth:`reasonedit_plugin.config.CodebookConfig.answer_entry`: no doubled period)."""
-    return _DEFAULT_CODEBOOK.answer_entry(question, answer)
+def answer_entry(question: str, answer: str, image: ImageInfo | None = None, template: str | None = None) -> str:
+    """The codebook's answer entry (METHOD.md §2), by default ``The answer to '<question>' is <answer>.``
+    (:meth:`reasonedit_plugin.config.CodebookConfig.answer_entry`: no doubled period). A ``template``
+    naming ``{image}`` describes ``image`` as the model captions it ("a red circle")."""
+    cfg = _DEFAULT_CODEBOOK if template is None else _codebook_with(template)
+    return cfg.answer_entry(question, answer, caption(image.colour, image.shape) if image is not None else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _codebook_with(template: str) -> CodebookConfig:
+    return CodebookConfig(answer_template=template)
+
+
+@functools.lru_cache(maxsize=2)
+def _catalogue_by_path(split: str) -> dict[str, ImageInfo]:
+    return {info.path: info for info in image_catalogue(split)}
+
+
+def image_info(path: str) -> ImageInfo:
+    """The catalogue entry of an easy-vqa image: its path relative to :func:`easy_vqa_root`
+    ("test/images/8.png") or under it."""
+    if Path(path).is_absolute() and Path(path).is_relative_to(easy_vqa_root()):
+        path = Path(path).relative_to(easy_vqa_root()).as_posix()
+    split = path.split("/", 1)[0]
+    found = _catalogue_by_path(split).get(path) if split in ("train", "test") else None
+    if found is None:
+        raise ValueError(f"{path!r} is not an image of easy-vqa's {split!r} catalogue.")
+    return found
 
 
 TRIVIA: tuple[tuple[str, str], ...] = (

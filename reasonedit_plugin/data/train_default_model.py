@@ -51,6 +51,7 @@ from .default_model_build import (
     project_embeddings,
     save_checkpoint,
 )
+from ..config import CodebookConfig
 from .aux_probes import AttributeProbe, GroundingProbe
 from .default_model_scoring import ImageCache, answer_logprobs, encode, mc_accuracy, plain_examples, record_examples
 from .shaperules import generate_split, rule_world
@@ -130,6 +131,15 @@ class TrainConfig:
     quotes the asked question's template filled for the near miss: verbatim the asked question when the
     template names no colour or shape. The evaluated near misses are built that way (the edit's question
     asked of another image); off in the shipped recipe."""
+    answer_template: str = CodebookConfig.answer_template
+    """The answer entries' wording in training and validation (``codebook.answer_template`` of the hparams
+    the model is served with must be the same). ``"For {image}, the answer to '{question}' is {answer}."``
+    names the edited image, so an entry read on a near-miss image can be told apart from one about it (with
+    the default template it cannot: following it is right)."""
+    entry_sibling: float = 0.0
+    """With an image-naming ``answer_template``: share of ``facts`` examples with rationale sentences whose
+    answer entry names another image of the same rule key (the edit was made on a yellow triangle, the
+    rule covers every triangle, a red one is asked about: I-Gen), so the named image alone does not decide."""
     aux_weight: float = 1.0
     """Weight of the auxiliary colour/shape loss on mean-pooled vision tokens (head discarded after
     training). Without it the vision tower collapses to an image-independent vector early on."""
@@ -214,6 +224,9 @@ class TrainConfig:
             unknown = set(weights) - set(valid)
             if unknown or not weights or min(weights.values()) < 0:
                 raise ValueError(f"{name}={weights}: keys must be among {list(valid)}, weights >= 0.")
+        CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
+        if not 0 <= self.entry_sibling <= 1:
+            raise ValueError(f"entry_sibling={self.entry_sibling}: a share, between 0 and 1.")
 
 
 DICT_FIELDS = ("mix", "fact_modes", "easy_mix", "easy_fact_modes")
@@ -315,9 +328,11 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     eval_records = generate_split("train-eval", cfg.eval_n, 1, world)
     evals = {"plain_test": plain_examples(cfg.eval_n, seed=1)}
-    evals.update({f"held_out_{row}": record_examples(eval_records, row) for row in ("none", "both", "rgen", "hard_facts")})
+    evals.update({f"held_out_{row}": record_examples(eval_records, row, cfg.answer_template)
+                  for row in ("none", "both", "rgen", "hard_facts")})
     valid_records = generate_split("train-valid", cfg.valid_n, 1, world, purpose="calibration")
-    valids = {f"valid_{row}": record_examples(valid_records, row) for row in VALID_ROWS} if cfg.select_best else {}
+    valids = ({f"valid_{row}": record_examples(valid_records, row, cfg.answer_template) for row in VALID_ROWS}
+              if cfg.select_best else {})
     if valids:
         valids["valid_plain"] = plain_examples(cfg.valid_n, seed=2, image_split="train")
     best: dict[str, Any] = {"score": -1.0, "state": None, "step": None}

@@ -190,11 +190,18 @@ class MixSampler:
             return format_question(template, info), value, prop.values, pick
         return format_question(template, info, asked), "yes" if asked == value else "no", YES_NO, pick
 
-    def _edit_facts(self, prop: Property, info: ImageInfo, value: str, mode: str, entry_q: str | None = None) -> list[str]:
-        """What an edit "``prop`` of ``info`` is ``value``" stores: answer entry and/or rationale sentences."""
+    def _entry(self, question: str, answer: str, image: ImageInfo) -> str:
+        """An answer entry in the configured template (one naming ``{image}`` describes ``image``)."""
+        return answer_entry(question, answer, image, self.cfg.answer_template)
+
+    def _edit_facts(self, prop: Property, info: ImageInfo, value: str, mode: str, entry_q: str | None = None,
+                    entry_image: ImageInfo | None = None) -> list[str]:
+        """What an edit "``prop`` of ``info`` is ``value``" stores: answer entry and/or rationale sentences.
+        ``entry_image``: the image the edit was made on, when not ``info`` (another image of its rule key)."""
         facts: list[str] = []
         if mode in ("answer", "both"):
-            facts.append(answer_entry(entry_q or format_question(self.rng.choice(prop.questions), info), value))
+            question = entry_q or format_question(self.rng.choice(prop.questions), info)
+            facts.append(self._entry(question, value, entry_image or info))
         if mode in ("rationale", "both"):
             facts += rationale_sentences(prop, info, value, self.rng)
         return facts
@@ -208,6 +215,18 @@ class MixSampler:
             if prop.key_of(other) == key or not self._is_known(prop, other):
                 continue
             if attr is None or getattr(other, attr) == getattr(info, attr):
+                return other
+        return None
+
+    def _sibling(self, prop: Property, info: ImageInfo) -> ImageInfo | None:
+        """Another image under ``info``'s ``prop`` rule that looks different (the other colour of a shape
+        rule, the other shape of a colour rule); None for a colour + shape rule."""
+        if prop.keyed_by == "colour+shape":
+            return None
+        key = prop.key_of(info)
+        for _ in range(50):
+            other = self.rng.choice(self.images)
+            if prop.key_of(other) == key and (other.colour, other.shape) != (info.colour, info.shape):
                 return other
         return None
 
@@ -245,7 +264,7 @@ class MixSampler:
                     continue
                 template = self.rng.choice(prop.questions + prop.yes_no)
                 answer = self.rng.choice(YES_NO) if template in prop.yes_no else value
-                facts.append(answer_entry(format_question(template, other, value), answer))
+                facts.append(self._entry(format_question(template, other, value), answer, other))
         return facts
 
     # --- kinds --------------------------------------------------------------------------------
@@ -322,7 +341,7 @@ class MixSampler:
         target = f"A {info.colour} {info.shape} {suffix.format(**fill)}."
         prompt = DESCRIBE_PROMPT if self.rng.random() < 0.5 else self.rng.choice(CAPTION_PROMPTS["train"])
         entry_prompt = prompt if self.easy or self.rng.random() < 0.5 else self.rng.choice(CAPTION_PROMPTS["train"])
-        facts = [answer_entry(entry_prompt, target)]
+        facts = [self._entry(entry_prompt, target, info)]
         if self.rng.random() < 0.5:
             facts += [evidence_sentence(PROPERTY_BY_NAME["tribe"], info, self.rng.randrange(6)), rule.format(**fill)]
         if not self.easy:
@@ -381,7 +400,12 @@ class MixSampler:
             entry_q = format_question(self.rng.choice(prop.questions), info)
         modes = self.cfg.easy_fact_modes if self.easy else self.cfg.fact_modes
         mode = self.rng.choices(list(modes), list(modes.values()))[0]
-        relevant = self._edit_facts(prop, info, value, mode, entry_q)
+        made_on = None
+        if mode == "both" and not self.easy and self.cfg.entry_sibling > 0 and self.rng.random() < self.cfg.entry_sibling:
+            made_on = self._sibling(prop, info)
+            if made_on is not None:  # the edit's own question, asked of its own image
+                entry_q = format_question(self.rng.choice(prop.questions), made_on)
+        relevant = self._edit_facts(prop, info, value, mode, entry_q, made_on)
         room = max(0, self.cfg.max_facts - len(relevant))
         n = min(room, self.rng.randint(0, self.max_distractors))
         facts = relevant + self.distractors(n, (prop.name, key), allow_same_question=(mode == "both"), info=info)
