@@ -182,3 +182,14 @@ def test_claims_paraphrased_and_restated():
 
 def test_default_policy_quarantines():
     assert ReasonEditConfig().guard.policy == "quarantine"
+
+
+@pytest.mark.parametrize("template", ["The answer to '{question}' is {answer}.",
+                                      "For {image}, the answer to '{question}' is {answer}."])
+def test_an_answer_entry_is_read_back_with_the_configured_template(text_encoder, template):
+    cfg = ReasonEditConfig(guard={"policy": "reject", "injection": False}, augment={"enabled": False},
+                           codebook={"answer_template": template})
+    ed = ReasonEditor(FakeVLM(), cfg, text_encoder=text_encoder)
+    ed.edit([rec("e1")])
+    with pytest.raises(ReasonEditError, match="already answers this question .* with 'Vol', this edit says 'Kem'"):
+        ed.edit([rec("e2", target="Kem", rationale="The shape in the image is red.")])
