@@ -8,6 +8,7 @@ place (``monkeypatch.setattr(cli_inputs, "load_vlm", ...)``).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import re
@@ -77,6 +78,27 @@ def resolve_device(device: Any) -> str:
     return str(device)
 
 
+def warn_on_other_answer_template(model_path: Path, template: str) -> str | None:
+    """A model trained by ``train_default_model`` records the answer-entry wording it learnt to read; a
+    warning (returned, and logged) when the hparams store entries in another one."""
+    args = model_path / "training_args.json"
+    if not args.is_file():
+        return None
+    from .config import CodebookConfig
+
+    try:
+        config = json.loads(args.read_text(encoding="utf-8"))["config"]
+        trained = config.get("answer_template", CodebookConfig.answer_template)  # older folders: the default
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if trained == template:
+        return None
+    message = (f"{model_path} was trained on answer entries worded {trained!r}, the hparams store them as "
+               f"{template!r}; set codebook.answer_template to the model's.")
+    logger.warning(message)
+    return message
+
+
 def load_vlm(hparams: Any) -> Any:
     from .vlm import VLM
 
@@ -85,6 +107,7 @@ def load_vlm(hparams: Any) -> Any:
         raise ReasonEditError(f"model folder {str(model_path)!r} does not exist; set model_name in the hparams "
                               "YAML or pass --model PATH.")
     device = resolve_device(hparams.device)
+    warn_on_other_answer_template(model_path, hparams.codebook.answer_template)
     try:
         return VLM.from_pretrained(str(model_path), dtype=hparams.dtype, device=device)
     except ReasonEditError:

@@ -209,3 +209,19 @@ def test_compare_jobs_gives_the_rows_of_one_process(tmp_path):
 def test_compare_jobs_must_be_positive(capsys):
     assert main(["compare", "--jobs", "0"]) == 2
     assert "--jobs must be >= 1" in capsys.readouterr().err
+
+
+def test_a_model_trained_on_another_answer_template_is_warned_about(tmp_path, caplog):
+    from reasonedit_plugin.cli_inputs import warn_on_other_answer_template
+
+    default = "The answer to '{question}' is {answer}."
+    naming = "For {image}, the answer to '{question}' is {answer}."
+    assert warn_on_other_answer_template(tmp_path, default) is None  # not a trained folder
+    (tmp_path / "training_args.json").write_text(json.dumps({"config": {"seed": 1}}))
+    assert warn_on_other_answer_template(tmp_path, default) is None  # trained before the option: the default
+    assert "set codebook.answer_template" in warn_on_other_answer_template(tmp_path, naming)
+    (tmp_path / "training_args.json").write_text(json.dumps({"config": {"answer_template": naming}}))
+    assert warn_on_other_answer_template(tmp_path, naming) is None
+    with caplog.at_level("WARNING", logger="reasonedit_plugin.cli"):
+        message = warn_on_other_answer_template(tmp_path, default)
+    assert message is not None and "set codebook.answer_template" in message and message in caplog.text
