@@ -253,7 +253,7 @@ class ReasonEditor(QueryPath):
                 committed.append(p.record.id)
                 outcomes[p.record.id] = EditOutcome(p.record.id, "added", [i for i, _ in result],
                                                     [m for _, m in result], p.base_answer, p.flags, p.seconds)
-            self._after_commit([(p.record, p.image) for p in prepared])
+            self._after_commit([(p.record, p.image, p.pending) for p in prepared])
         except BaseException:
             for edit_id in reversed(committed):
                 self.codebook.remove_edit(edit_id)
@@ -283,7 +283,7 @@ class ReasonEditor(QueryPath):
         image = load_image(record.image)
         pending = self._pending_entries(record, image)
         result = self.codebook.add_edit(edit_id, pending, {**record.meta, "approved": True})
-        self._after_commit([(record, image)])
+        self._after_commit([(record, image, pending)])
         del self.quarantine[edit_id]
         outcome = EditOutcome(edit_id, "added", [i for i, _ in result], [m for _, m in result])
         self.edit_records[edit_id] = record
@@ -435,7 +435,7 @@ class ReasonEditor(QueryPath):
         return encoder.encode(aug_images, aug_texts)
 
     # ------------------------------------------------------------------ continual learning (extensions)
-    def _after_commit(self, committed: Sequence[tuple[EditRecord, Image.Image]]) -> None:
+    def _after_commit(self, committed: Sequence[tuple[EditRecord, Image.Image, Sequence[PendingEntry]]]) -> None:
         """After edits are in the codebook: train the key projection (``retrieval.tuning: contrastive``)
         and re-project the stored keys when due; encode the facts and train the gate (hidden fusion)."""
         if not committed:
@@ -443,20 +443,21 @@ class ReasonEditor(QueryPath):
         start = time.perf_counter()
         tuner = getattr(self.keys, "tuner", None)
         if tuner is not None:
-            tuner.commit([r.id for r, _ in committed])
+            tuner.commit([r.id for r, _, _ in committed])
             if tuner.due:
                 tuner.train()
                 tuner.rekey(self.codebook)
         if self.hidden is not None:
-            self.hidden.on_edits([self._gate_edit(r, image) for r, image in committed])
+            self.hidden.on_edits([self._gate_edit(r, image, pending) for r, image, pending in committed])
         if tuner is not None or (self.hidden is not None and self.hidden.gate is not None):
             self.learning_seconds.append(time.perf_counter() - start)
 
-    def _gate_edit(self, record: EditRecord, image: Image.Image) -> Any:
-        """The gate's training material of one edit (see fusion_gate.py): facts, positives, null probes."""
+    def _gate_edit(self, record: EditRecord, image: Image.Image, pending: Sequence[PendingEntry]) -> Any:
+        """The gate's training material of one edit (see fusion_gate.py): facts (the values of its answer and
+        reasoning entries, as stored), positives, null probes."""
         from .fusion_gate import GateEdit
 
-        facts = list(dict.fromkeys(v for _, _, v in self._entry_texts(record, image)))
+        facts = list(dict.fromkeys(e.value for e in pending if e.kind != "patch"))
         positives = [(image, record.prompt)]
         if self.config.augment.enabled:
             rng = random.Random(f"{self.config.seed}:{record.id}:gate")
