@@ -116,3 +116,21 @@ def _resolve(group: Sequence[str], pos: set[str], neg: set[str]) -> str | None:
     if not found:
         found = [x for x in group if x not in neg]
     return found[0] if len(found) == 1 else None
+
+
+@functools.lru_cache(maxsize=2)
+def _catalogue_by_path(split: str) -> dict[str, ImageInfo]:
+    return {info.path: info for info in image_catalogue(split)}
+
+
+def image_info(path: str) -> ImageInfo:
+    """The catalogue entry of an easy-vqa image: its path relative to :func:`easy_vqa_root`
+    ("test/images/8.png") or under it."""
+    root = easy_vqa_root()
+    if Path(path).is_absolute() and Path(path).is_relative_to(root):
+        path = Path(path).relative_to(root).as_posix()
+    split = path.split("/", 1)[0]
+    found = _catalogue_by_path(split).get(path) if split in ("train", "test") else None
+    if found is None:
+        raise ValueError(f"{path!r} is not an image of easy-vqa's {split!r} catalogue.")
+    return found

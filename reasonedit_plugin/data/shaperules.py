@@ -47,6 +47,7 @@ from .easyvqa import (  # noqa: F401 - re-exported: ShapeRules' public names
     answer_choices,
     easy_vqa_root,
     image_catalogue,
+    image_info,
     plain_questions,
 )
 from .language import (  # noqa: F401 - re-exported
@@ -380,23 +381,6 @@ def answer_entry(question: str, answer: str, image: ImageInfo | None = None, tem
 @functools.lru_cache(maxsize=8)
 def _codebook_with(template: str) -> CodebookConfig:
     return CodebookConfig(answer_template=template)
-
-
-@functools.lru_cache(maxsize=2)
-def _catalogue_by_path(split: str) -> dict[str, ImageInfo]:
-    return {info.path: info for info in image_catalogue(split)}
-
-
-def image_info(path: str) -> ImageInfo:
-    """The catalogue entry of an easy-vqa image: its path relative to :func:`easy_vqa_root`
-    ("test/images/8.png") or under it."""
-    if Path(path).is_absolute() and Path(path).is_relative_to(easy_vqa_root()):
-        path = Path(path).relative_to(easy_vqa_root()).as_posix()
-    split = path.split("/", 1)[0]
-    found = _catalogue_by_path(split).get(path) if split in ("train", "test") else None
-    if found is None:
-        raise ValueError(f"{path!r} is not an image of easy-vqa's {split!r} catalogue.")
-    return found
 
 
 TRIVIA: tuple[tuple[str, str], ...] = (
