@@ -63,6 +63,7 @@ from reasonedit_plugin.data.shaperules import (
     image_catalogue,
     plain_questions,
 )
+from reasonedit_plugin.data.default_model_build import trained_answer_template
 from reasonedit_plugin.data.default_model_scoring import edit_facts
 from reasonedit_plugin.data.split_files import IMAGE_FIELDS, load_jsonl
 from reasonedit_plugin.data.training_mix import fuse
@@ -199,12 +200,6 @@ def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list
             "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())}}
 
 
-def trained_template(model_dir: Path) -> str | None:
-    """The answer template a model of ``train_default_model`` was trained with (None: another model)."""
-    args = model_dir / "training_args.json"
-    return json.loads(args.read_text())["config"].get("answer_template") if args.is_file() else None
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -220,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="the answer entries' wording (default: the one the model was trained with, from its "
                              "training_args.json; else the codebook's)")
     args = parser.parse_args(argv)
-    template = args.answer_template or trained_template(args.model)
+    template = args.answer_template or trained_answer_template(args.model)
     torch.set_num_threads(args.threads)
     start = time.time()
     score, scorer_name = make_scorer(args.model, args.scorer)

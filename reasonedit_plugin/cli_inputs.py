@@ -8,7 +8,6 @@ place (``monkeypatch.setattr(cli_inputs, "load_vlm", ...)``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import re
@@ -81,17 +80,10 @@ def resolve_device(device: Any) -> str:
 def warn_on_other_answer_template(model_path: Path, template: str) -> str | None:
     """A model trained by ``train_default_model`` records the answer-entry wording it learnt to read; a
     warning (returned, and logged) when the hparams store entries in another one."""
-    args = model_path / "training_args.json"
-    if not args.is_file():
-        return None
-    from .config import CodebookConfig
+    from .data.default_model_build import trained_answer_template
 
-    try:
-        config = json.loads(args.read_text(encoding="utf-8"))["config"]
-        trained = config.get("answer_template", CodebookConfig.answer_template)  # older folders: the default
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if trained == template:
+    trained = trained_answer_template(model_path)
+    if trained is None or trained == template:
         return None
     message = (f"{model_path} was trained on answer entries worded {trained!r}, the hparams store them as "
                f"{template!r}; set codebook.answer_template to the model's.")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..config import CodebookConfig
 from .shaperules import RuleWorld
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -237,6 +238,19 @@ def video_processor_config(image_processor: Any) -> dict[str, Any]:
     config = {k: v for k, v in image_processor.to_dict().items() if k in keys}
     config["video_processor_type"] = "Qwen2VLVideoProcessor"
     return config
+
+
+def trained_answer_template(folder: Path) -> str | None:
+    """The answer-entry wording a folder saved by :func:`save_checkpoint` was trained on (folders from before
+    ``TrainConfig.answer_template``: the codebook's default); None for any other folder."""
+    args = Path(folder) / "training_args.json"
+    if not args.is_file():
+        return None
+    try:
+        return json.loads(args.read_text(encoding="utf-8"))["config"].get("answer_template",
+                                                                         CodebookConfig.answer_template)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path, cfg: TrainConfig,
