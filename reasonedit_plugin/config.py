@@ -11,6 +11,7 @@ did-you-mean, and every ``__post_init__`` checks its fields against each other.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -248,10 +249,7 @@ class CodebookConfig:
     def answer_pattern(self) -> "re.Pattern[str]":
         """Reads an answer entry back (``fullmatch``): groups ``question``, ``answer`` and, when the
         template names it, ``image``."""
-        pattern = re.escape(self.answer_template)
-        for name, group in (("question", ".*"), ("answer", ".*?"), ("image", ".*?")):
-            pattern = pattern.replace(re.escape("{%s}" % name), f"(?P<{name}>{group})", 1)
-        return re.compile(pattern, re.S)
+        return _template_pattern(self.answer_template)
 
     def answer_entry(self, question: str, answer: str, image: str | None = None) -> str:
         """The answer entry of an edit: :attr:`answer_template` filled in. A target that ends a sentence
@@ -268,6 +266,16 @@ class CodebookConfig:
             image = (first.lower() if first in ("A", "An", "The") else first) + space + rest
         return self.answer_template.format(question=question, answer=answer, image=image or "")
 
+
+
+@functools.lru_cache(maxsize=32)
+def _template_pattern(template: str) -> "re.Pattern[str]":
+    """The regex reading back entries made from ``template`` (one per template string: the config is
+    mutable, so the cache is keyed by the text, not the config)."""
+    pattern = re.escape(template)
+    for name, group in (("question", ".*"), ("answer", ".*?"), ("image", ".*?")):
+        pattern = pattern.replace(re.escape("{%s}" % name), f"(?P<{name}>{group})", 1)
+    return re.compile(pattern, re.S)
 
 GATES = ("nullset", "percentile", "off")
 """``nullset``: per-entry image and text tests with an editor-built null set (default, ``gate.py``);
