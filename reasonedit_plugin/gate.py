@@ -238,10 +238,12 @@ class _EntryRows:
     the entry)."""
 
     contributions: list[Any]
-    vision: torch.Tensor
+    vision: np.ndarray
     """float64 [m, vision_dim]"""
-    text_unit: torch.Tensor | None
+    text_unit: np.ndarray | None
     """float64 [m, text dim], unit rows (None without a text part)."""
+    radius_reasons: list[str]
+    """Per contribution, how its radius bounds the image test (formatted once, not per query)."""
 
 
 def _answer_of(value: str, pattern: re.Pattern[str]) -> str:
@@ -250,8 +252,13 @@ def _answer_of(value: str, pattern: re.Pattern[str]) -> str:
     return (m.group("answer") if m else value).strip().lower()
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _as_float64(x: torch.Tensor) -> np.ndarray:
+    """A key (any float dtype, any device) as a flat float64 numpy array."""
+    return x.detach().reshape(-1).to("cpu", torch.float64).numpy()
 
 
 class NullSetGate:
@@ -266,11 +273,12 @@ class NullSetGate:
         self._domain_images = domain_images
         self._domain: dict[str, np.ndarray] = {}
         self._encode_text = encode_text
-        self._null_text: torch.Tensor | None = None
+        self._null_text: np.ndarray | None = None
         self.seed = seed
         self.null_threshold: float | None = None
         """The null-percentile image bound (None with fewer than two edits)."""
         self.null_pairs = 0
+        self._null_reason = ""
         self.config = config
         self.vision_dim = vision_dim if vision_dim is not None else codebook.dim
         self.has_text = self.vision_dim < codebook.dim
@@ -309,6 +317,8 @@ class NullSetGate:
             self._sample.sync()
         self.null_threshold = self._sample.threshold(self.config.null_percentile)
         self.null_pairs = self._sample.pairs
+        self._null_reason = (f"{self.config.null_percentile:g}th percentile of {self.null_pairs} image distances "
+                             "between different edits" + (f" and {len(self._domain)} domain images" if self._domain else ""))
         self._version = cb.version
 
     def _build(self) -> None:
@@ -379,7 +389,7 @@ class NullSetGate:
         vision, bound = self._reach_rows()
         if not len(bound):
             return None
-        ratio = np.linalg.norm(vision - q_vision.double().numpy(), axis=1) / np.maximum(bound, 1e-300)
+        ratio = np.linalg.norm(vision - _as_float64(q_vision), axis=1) / np.maximum(bound, 1e-300)
         nearest = float(ratio.min())
         if nearest <= 1 + 1e-9:  # (a margin for the rounding of another summation order)
             return None
@@ -389,8 +399,12 @@ class NullSetGate:
     def test(self, query: torch.Tensor, entry_id: int) -> list[EntryTest]:
         """The image and text tests of every contribution of entry ``entry_id``."""
         self.refresh()
-        q = query.double().reshape(-1)
-        return self._test(q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None, entry_id)
+        return self._tests(*self._halves(query), [entry_id])
+
+    def _halves(self, query: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """A query key's image part and unit text part (None without one), float64."""
+        q = _as_float64(query)
+        return q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None
 
     def contributions(self, entry_id: int) -> list[Any]:
         """The contribution records of entry ``entry_id`` (:meth:`Codebook.entry_parts`; cached until a change
@@ -405,37 +419,35 @@ class NullSetGate:
                 self._rows.clear()
             cb = self.codebook
             contributions = cb.entry_parts(entry_id)
-            keys = torch.from_numpy(np.stack([cb.stored_key(entry_id, p) for p in contributions])).double()
-            dv = self.vision_dim
-            rows = self._rows[entry_id] = _EntryRows(contributions, keys[:, :dv],
-                                                     _unit(keys[:, dv:]) if self.has_text else None)
+            keys = np.stack([cb.stored_key(entry_id, p) for p in contributions]).astype(np.float64)
+            dv, factor = self.vision_dim, self.config.image_factor
+            rows = self._rows[entry_id] = _EntryRows(
+                contributions, keys[:, :dv], _unit(keys[:, dv:]) if self.has_text else None,
+                [f"{factor:g} x radius {c.radius:.3f}" for c in contributions])
         return rows
 
-    def _test(self, q_vision: torch.Tensor, q_text: torch.Tensor | None, entry_id: int) -> list[EntryTest]:
-        return self._tests(q_vision, q_text, [entry_id])
-
-    def _tests(self, q_vision: torch.Tensor, q_text: torch.Tensor | None, entry_ids: list[int]) -> list[EntryTest]:
+    def _tests(self, q_vision: np.ndarray, q_text: np.ndarray | None, entry_ids: list[int]) -> list[EntryTest]:
         """The tests of every contribution of ``entry_ids``, in order (one batched distance and cosine)."""
         cfg = self.config
-        entries = [(i, self._entry_rows(i)) for i in entry_ids]
+        entries = [self._entry_rows(i) for i in entry_ids]
         if not entries:
             return []
         conflict = self._table.conflict
-        vision = entries[0][1].vision if len(entries) == 1 else torch.cat([r.vision for _, r in entries])
-        d_img = torch.linalg.vector_norm(q_vision - vision, dim=1).tolist()
+        vision = entries[0].vision if len(entries) == 1 else np.concatenate([r.vision for r in entries])
+        d_img = np.linalg.norm(vision - q_vision, axis=1).tolist()
         if q_text is None:
             cos: list[Any] = [None] * len(d_img)
         else:
-            text = entries[0][1].text_unit if len(entries) == 1 else torch.cat([r.text_unit for _, r in entries])
+            text = entries[0].text_unit if len(entries) == 1 else np.concatenate([r.text_unit for r in entries])
             cos = (text @ q_text).tolist()
-        owners = [(entry_id, c) for entry_id, rows in entries for c in rows.contributions]
+        owners = [(entry_id, c, why) for entry_id, rows in zip(entry_ids, entries)
+                  for c, why in zip(rows.contributions, rows.radius_reasons)]
+        null_thr = self.null_threshold
         out = []
-        for (entry_id, c), d, cs in zip(owners, d_img, cos):
-            thr, why = cfg.image_factor * c.radius, f"{cfg.image_factor:g} x radius {c.radius:.3f}"
-            if self.null_threshold is not None and self.null_threshold < thr:
-                thr, why = self.null_threshold, (f"{cfg.null_percentile:g}th percentile of {self.null_pairs} "
-                                                 "image distances between different edits"
-                                                 + (f" and {len(self._domain)} domain images" if self._domain else ""))
+        for (entry_id, c, why), d, cs in zip(owners, d_img, cos):
+            thr = cfg.image_factor * c.radius
+            if null_thr is not None and null_thr < thr:
+                thr, why = null_thr, self._null_reason
             if c.edit_id in conflict:
                 dc, other = conflict[c.edit_id]
                 if cfg.conflict_share * dc < thr:
@@ -451,8 +463,7 @@ class NullSetGate:
         evidence tests is not matched."""
         self.refresh()
         cfg = self.config
-        q = query.double().reshape(-1)
-        q_vision, q_text = q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None
+        q_vision, q_text = self._halves(query)
         tests = self._tests(q_vision, q_text, candidates)
         if cfg.relative_text and q_text is not None:
             self._relative_text(q_text, candidates, tests)
@@ -510,13 +521,14 @@ class NullSetGate:
                 dropped[edit] = rival
         return order, kept, dropped
 
-    def null_text(self) -> torch.Tensor | None:
-        """Unit sentence embeddings of ``null_questions`` [n, text dim] (None without an encoder)."""
+    def null_text(self) -> np.ndarray | None:
+        """Unit sentence embeddings of ``null_questions`` [n, text dim], float64 (None without an encoder)."""
         if self._null_text is None and self._encode_text is not None and self.config.null_questions:
-            self._null_text = _unit(self._encode_text(list(self.config.null_questions)).double())
+            self._null_text = _unit(_as_float64(self._encode_text(list(self.config.null_questions)))
+                                    .reshape(len(self.config.null_questions), -1))
         return self._null_text
 
-    def _relative_text(self, q_text: torch.Tensor, candidates: list[int], tests: list[EntryTest]) -> None:
+    def _relative_text(self, q_text: np.ndarray, candidates: list[int], tests: list[EntryTest]) -> None:
         """Answer entries that failed ``text_min_cos``: pass if the query is nearer to their question than
         to every rival question by ``text_margin`` (module doc). Updates ``tests`` in place; called only
         when keys have a text part."""
@@ -526,13 +538,13 @@ class NullSetGate:
         if not any(not tests[n].text_ok and tests[n].text_cos >= cfg.text_floor for n in at):
             return
         answers = [tests[n] for n in at]
-        text = torch.cat([self._entry_rows(i).text_unit for i in candidates])
+        text = np.concatenate([self._entry_rows(i).text_unit for i in candidates])
         rows = rows_all = text[at]
-        q_cos = torch.tensor([t.text_cos for t in answers], dtype=torch.float64)
+        q_cos = np.array([t.text_cos for t in answers], dtype=np.float64)
         null = self.null_text()
         if null is not None and len(null):  # null questions are rivals too, unless paraphrases of the edit's
-            rows_all = torch.cat([rows, null])
-            q_cos = torch.cat([q_cos, null @ q_text])
+            rows_all = np.concatenate([rows, null])
+            q_cos = np.concatenate([q_cos, null @ q_text])
         same = (rows @ rows_all.T) >= cfg.text_min_cos  # paraphrases of each other's question: not rivals
         for n, t in enumerate(answers):
             if t.text_ok or t.text_cos < cfg.text_floor:
