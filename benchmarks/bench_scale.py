@@ -228,12 +228,14 @@ def serve(path: str, queries_file: str, exact_queries: int) -> dict[str, Any]:
         t = time.perf_counter()
         null.nullset.refresh()
         row: dict[str, Any] = {"gate_init_s": time.perf_counter() - t, **row_cfg}
-        lat = []
+        lat, cpu = [], []
         for q in probe:
-            t = time.perf_counter()
+            c, t = time.thread_time(), time.perf_counter()
             null.search(q)
             lat.append((time.perf_counter() - t) * 1e3)
+            cpu.append((time.thread_time() - c) * 1e3)
         row["query_p50_ms"] = statistics.median(lat)
+        row["query_cpu_p50_ms"] = statistics.median(cpu)
         row.update(edit_timings(cb, null, data["adds"], probe, "answer", "bench-null-add"))
         gc.collect()
         row["rss_ratio_with_tables"] = (rss_bytes() - rss0 - encoder_bytes) / raw_fp16
