@@ -100,12 +100,11 @@ class ReasonEditor(QueryPath):
             config = ReasonEditConfig()
         elif isinstance(config, Mapping):
             config = ReasonEditConfig.from_dict(config)
+        elif callable(getattr(config, "to_config", None)):  # ReasonEditHyperParams: its engine part, copied
+            config = config.to_config()
         elif not isinstance(config, ReasonEditConfig):
-            to_config = getattr(config, "to_config", None)
-            if to_config is None:
-                raise ConfigError(f"config must be a ReasonEditConfig, a mapping or ReasonEditHyperParams, "
-                                  f"got {type(config).__name__}.")
-            config = to_config()
+            raise ConfigError(f"config must be a ReasonEditConfig, a mapping or ReasonEditHyperParams, "
+                              f"got {type(config).__name__}.")
         get_fusion(config.fusion.kind)
         self.config = config
         self.vlm = vlm

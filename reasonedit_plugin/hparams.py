@@ -38,21 +38,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 import yaml
 
-from .config import (
-    SECTIONS,
-    AugmentConfig,
-    CodebookConfig,
-    EmbeddingConfig,
-    FusionConfig,
-    GuardConfig,
-    KeyTuningConfig,
-    PatchConfig,
-    ReasonEditConfig,
-    RetrievalConfig,
-    TopologyConfig,
-    build_section,
-    check_types,
-)
+from .config import SECTIONS, ReasonEditConfig, build_section, check_types
 from .errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -187,13 +173,15 @@ def portable_model_name(path: Union[str, Path, None]) -> str:
     return PACKAGE_SCHEME + relative.as_posix()
 
 
-@dataclass
-class ReasonEditHyperParams(HyperParamsCompat):
-    """EasyEdit hyper-parameters of ReasonEdit; ``to_config()`` gives the engine's ``ReasonEditConfig``.
+@dataclass(kw_only=True)
+class ReasonEditHyperParams(ReasonEditConfig, HyperParamsCompat):
+    """EasyEdit hyper-parameters of ReasonEdit: the engine's :class:`ReasonEditConfig` (its fields and
+    checks) plus the fields below, which EasyEdit reads; ``to_config()`` gives an independent engine config.
 
     Load with :meth:`from_hparams` (``hparams/ReasonEdit/<model>.yaml``). Top-level keys are the fields
-    below; ``embedding``, ``augment``, ``codebook``, ``retrieval``, ``fusion``, ``patches``, ``topology``
-    and ``guard`` are mappings onto the dataclasses of ``config.py``. Unknown keys are an error.
+    below and ReasonEditConfig's (``seed``, ``only_edit_errors``, ``max_new_tokens`` and the sections
+    ``embedding``, ``augment``, ``codebook``, ``retrieval``, ``fusion``, ``patches``, ``topology``,
+    ``guard`` and ``key_tuning``: mappings onto the dataclasses of ``config.py``). Unknown keys are an error.
     """
 
     model_name: str
@@ -236,19 +224,6 @@ class ReasonEditHyperParams(HyperParamsCompat):
     """Python modules that register ModelSpec rows for families not in the table (``[my_pkg.specs]``),
     imported when the hparams load; see docs/ADDING_A_FAMILY.md."""
 
-    seed: int = 0
-    only_edit_errors: bool = True
-    max_new_tokens: int = 16
-    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    codebook: CodebookConfig = field(default_factory=CodebookConfig)
-    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    patches: PatchConfig = field(default_factory=PatchConfig)
-    topology: TopologyConfig = field(default_factory=TopologyConfig)
-    guard: GuardConfig = field(default_factory=GuardConfig)
-    key_tuning: KeyTuningConfig = field(default_factory=KeyTuningConfig)
-
     def __post_init__(self) -> None:
         if self.alg_name != ALG_NAME:
             raise ConfigError(
@@ -288,15 +263,7 @@ class ReasonEditHyperParams(HyperParamsCompat):
             from .model_specs import load_model_specs
 
             load_model_specs(list(self.model_specs))
-        # The engine's config validates the shared fields and the nested sections.
-        config = ReasonEditConfig(
-            seed=self.seed,
-            only_edit_errors=self.only_edit_errors,
-            max_new_tokens=self.max_new_tokens,
-            **{name: getattr(self, name) for name in SECTIONS},
-        )
-        for name in SECTIONS:
-            setattr(self, name, getattr(config, name))
+        super().__post_init__()  # the engine's checks: its fields and the nested sections
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -365,13 +332,9 @@ class ReasonEditHyperParams(HyperParamsCompat):
     # -- views -----------------------------------------------------------------------------------
 
     def to_config(self) -> ReasonEditConfig:
-        """The engine configuration (an independent copy)."""
-        return ReasonEditConfig(
-            seed=self.seed,
-            only_edit_errors=self.only_edit_errors,
-            max_new_tokens=self.max_new_tokens,
-            **{name: dataclasses.replace(getattr(self, name)) for name in SECTIONS},
-        )
+        """The engine configuration alone (an independent copy: sections copied, EasyEdit's fields dropped)."""
+        return ReasonEditConfig(**{f.name: getattr(self, f.name) if f.name not in SECTIONS
+                                   else dataclasses.replace(getattr(self, f.name)) for f in fields(ReasonEditConfig)})
 
     def to_dict(self) -> dict:
         """Plain, YAML-safe values (``dtype`` as its name)."""
@@ -393,7 +356,7 @@ def adopt_easyedit_base() -> bool:
     if base is None:
         return False
     if not issubclass(ReasonEditHyperParams, base):
-        ReasonEditHyperParams.__bases__ = (base, HyperParamsCompat)
+        ReasonEditHyperParams.__bases__ = (ReasonEditConfig, base, HyperParamsCompat)
     return True
 
 

@@ -135,6 +135,30 @@ def test_to_config_is_an_independent_copy():
     assert hp.retrieval.cap_keys == 5
 
 
+def test_hparams_are_the_engine_config_plus_easyedit_fields():
+    from dataclasses import fields
+
+    hp = ReasonEditHyperParams(**minimal())
+    assert isinstance(hp, ReasonEditConfig)
+    engine = {f.name for f in fields(ReasonEditConfig)}
+    assert engine < {f.name for f in fields(ReasonEditHyperParams)}
+    config = hp.to_config()
+    assert type(config) is ReasonEditConfig and config.to_dict() == {k: v for k, v in hp.to_dict().items() if k in engine}
+    with pytest.raises(ConfigError, match="max_new_tokens"):  # the engine's own checks run on hparams too
+        ReasonEditHyperParams(**minimal(max_new_tokens=0))
+
+
+def test_an_editor_given_hparams_keeps_its_own_copy():
+    from reasonedit_plugin.editor import ReasonEditor
+    from fakes import FakeVLM
+
+    hp = ReasonEditHyperParams(**minimal())
+    editor = ReasonEditor(FakeVLM(), hp)
+    assert type(editor.config) is ReasonEditConfig
+    editor.config.retrieval.cap_keys = 99
+    assert hp.retrieval.cap_keys == 5
+
+
 def test_path_without_suffix_as_in_easyedit(tmp_path):
     write_yaml(tmp_path, minimal())
     assert ReasonEditHyperParams.from_hparams(tmp_path / "h").model_name == "/models/qwen2-vl-tiny"
