@@ -378,6 +378,39 @@ def test_an_answer_template_may_name_the_edited_image():
         tdm.TrainConfig(answer_template="For {image}: {question}")
 
 
+def test_near_miss_share_about_another_property_of_the_asked_image():
+    """``near_other_property``: the share of near-miss edits about another property of the asked image. With an
+    image-naming template their answer entry names the asked image; the others name a near miss (another key,
+    so another caption), or fall back to another property where no near miss exists. 0.25 is the shipped
+    recipe's split (the same draw as before)."""
+    import random
+    import re
+
+    entry = re.compile(r"For an? (\w+) (\w+), the answer to '[^']*' is [^.']+\.")
+
+    def same_image_share(share: float) -> float:
+        cfg = tdm.TrainConfig(answer_template=NAMING, word_noise=0.0, easy_share=0.0, mix={"near_miss": 1.0},
+                              near_other_property=share, max_facts=1)  # (max_facts 1: no distractor entries)
+        sampler = mix.MixSampler(sr.rule_world(), cfg, random.Random(3))
+        same = seen = 0
+        for _ in range(400):
+            ex = sampler.sample()
+            info = sr.image_info(ex.image)
+            named = entry.findall(ex.text)
+            if ex.kind == "near_miss" and named:
+                seen += 1
+                same += named[0] == (info.colour, info.shape)
+        assert seen > 100
+        return same / seen
+
+    none, shipped, every = same_image_share(0.0), same_image_share(0.25), same_image_share(1.0)
+    assert none < 0.3  # only where no near-miss image exists for the asked property
+    assert none + 0.1 < shipped < every - 0.3
+    assert every > 0.9  # (the rest: images whose other properties the world does not know)
+    with pytest.raises(ValueError, match="near_other_property"):
+        tdm.TrainConfig(near_other_property=1.5)
+
+
 def test_the_mix_writes_answer_entries_in_the_configured_template():
     import random
     import re

@@ -131,6 +131,11 @@ class TrainConfig:
     quotes the asked question's template filled for the near miss: verbatim the asked question when the
     template names no colour or shape. The evaluated near misses are built that way (the edit's question
     asked of another image); off in the shipped recipe."""
+    near_other_property: float = 0.25
+    """Share of ``near_miss`` examples whose edit is about another property of the asked image (the rest: the
+    asked property of an image sharing the colour or the shape), where both exist. With an image-naming
+    ``answer_template`` such an edit names the asked image itself, so only its question tells it apart; the
+    image-naming models of sessions 20-21 left most of their near misses there (docs/RESULTS.md)."""
     answer_template: str = CodebookConfig.answer_template
     """The answer entries' wording in training and validation (``codebook.answer_template`` of the hparams
     the model is served with must be the same). ``"For {image}, the answer to '{question}' is {answer}."``
@@ -225,8 +230,9 @@ class TrainConfig:
             if unknown or not weights or min(weights.values()) < 0:
                 raise ValueError(f"{name}={weights}: keys must be among {list(valid)}, weights >= 0.")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
-        if not 0 <= self.entry_sibling <= 1:
-            raise ValueError(f"entry_sibling={self.entry_sibling}: a share, between 0 and 1.")
+        for name in ("entry_sibling", "near_other_property"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")
 
 
 DICT_FIELDS = ("mix", "fact_modes", "easy_mix", "easy_fact_modes")

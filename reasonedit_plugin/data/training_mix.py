@@ -373,7 +373,7 @@ class MixSampler:
         near = self._near(prop, info)
         if near is None and not other_props:
             return self._known()
-        if near is not None and (not other_props or self.rng.random() < 0.75):
+        if near is not None and (not other_props or self.rng.random() < 1.0 - self.cfg.near_other_property):
             mode = "both" if self.rng.random() < 0.6 else "rationale"
             entry_q = None  # (None: the entry quotes a random question of its own)
             if (self.cfg.near_same_question > 0 and mode == "both" and asked is None
