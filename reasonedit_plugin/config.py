@@ -267,7 +267,6 @@ class CodebookConfig:
         return self.answer_template.format(question=question, answer=answer, image=image or "")
 
 
-
 @functools.lru_cache(maxsize=32)
 def _template_pattern(template: str) -> "re.Pattern[str]":
     """The regex reading back entries made from ``template`` (one per template string: the config is
@@ -276,6 +275,7 @@ def _template_pattern(template: str) -> "re.Pattern[str]":
     for name, group in (("question", ".*"), ("answer", ".*?"), ("image", ".*?")):
         pattern = pattern.replace(re.escape("{%s}" % name), f"(?P<{name}>{group})", 1)
     return re.compile(pattern, re.S)
+
 
 GATES = ("nullset", "percentile", "off")
 """``nullset``: per-entry image and text tests with an editor-built null set (default, ``gate.py``);

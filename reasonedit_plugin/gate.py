@@ -257,8 +257,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _as_float64(x: torch.Tensor) -> np.ndarray:
-    """A key (any float dtype, any device) as a flat float64 numpy array."""
-    return x.detach().reshape(-1).to("cpu", torch.float64).numpy()
+    """A tensor (any float dtype, any device) as a float64 numpy array of the same shape."""
+    return x.detach().to("cpu", torch.float64).numpy()
 
 
 class NullSetGate:
@@ -403,7 +403,7 @@ class NullSetGate:
 
     def _halves(self, query: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """A query key's image part and unit text part (None without one), float64."""
-        q = _as_float64(query)
+        q = _as_float64(query).reshape(-1)
         return q[: self.vision_dim], _unit(q[self.vision_dim:]) if self.has_text else None
 
     def contributions(self, entry_id: int) -> list[Any]:
@@ -524,8 +524,7 @@ class NullSetGate:
     def null_text(self) -> np.ndarray | None:
         """Unit sentence embeddings of ``null_questions`` [n, text dim], float64 (None without an encoder)."""
         if self._null_text is None and self._encode_text is not None and self.config.null_questions:
-            self._null_text = _unit(_as_float64(self._encode_text(list(self.config.null_questions)))
-                                    .reshape(len(self.config.null_questions), -1))
+            self._null_text = _unit(_as_float64(self._encode_text(list(self.config.null_questions))))
         return self._null_text
 
     def _relative_text(self, q_text: np.ndarray, candidates: list[int], tests: list[EntryTest]) -> None:
