@@ -6,9 +6,10 @@ here so that they move with their row. The IVF partition (the seed's hierarchica
 centroids trained with faiss on a seeded sample) stores, per row, its list and ``rad`` = its distance to
 its list's centroid. For a query q the triangle inequality gives, for every row x of list c,
 
-    d(q, x) >= | d(q, c) - rad_x |              and for the whole list    d(q, x) >= d(q, c) - max rad
+    d(q, x) >= | d(q, c) - rad_x |              and for the whole list    d(q, x) >= d(q, c) - max rad;
 
-so a search for the k rows of lowest ``d(q, x) / den_x`` (``den`` = sigma + eps for the hubness score,
+each list also keeps the box of its rows' first projected codes (``key_projection.py``), a second bound for
+the whole list (on the real benchmark keys it admits ~45 % fewer rows than the triangle's alone), so a search for the k rows of lowest ``d(q, x) / den_x`` (``den`` = sigma + eps for the hubness score,
 1 for plain L2) visits lists by increasing lower bound, skips every row whose bound already exceeds the
 current k-th best score, and stops when the next list's bound does: the answer equals a full scan (same
 ids, order, distances), not an approximation. Bounds carry a relative margin of 1e-5 for float32
@@ -34,13 +35,12 @@ import torch
 
 from .errors import ReasonEditError
 from .ivf_lists import IvfLists
-from .key_projection import PROJ_DIM, KeyProjection
+from .key_projection import HEAD_DIM, PROJ_DIM, KeyProjection, QueryCodes
 from .store_search import _CHUNK, _TOL, Hits, search, within_reach  # noqa: F401 (Hits: re-exported)
 
 logger = logging.getLogger(__name__)
 
 KEY_DTYPES = {"float16": np.float16, "float32": np.float32}
-_PRE = 8  # projected coordinates of the first, cheaper bound (of PROJ_DIM)
 _INDEX = np.int32
 """Key ids, rows and IVF list members are stored as int32 (4 bytes a key each, not 8)."""
 _MAX_ID = int(np.iinfo(_INDEX).max) - 1
@@ -84,17 +84,24 @@ class KeyStore:
         self._list_rmax = np.zeros(0, np.float32)
         self._list_den_max = np.zeros(0, np.float64)
         self._list_reach_max = np.zeros(0, np.float32)
+        # each list's box in head-code space (float64 [nlist, HEAD_DIM]: the smallest and largest code of its
+        # rows, kept as rows join; a removal leaves it wide, still a bound) and whether an open row joined it
+        self._box_lo = np.zeros((0, HEAD_DIM))
+        self._box_hi = np.zeros((0, HEAD_DIM))
+        self._list_open = np.zeros(0, bool)
         self.add_column("sigma", (), np.float64, 1.0)
         self.eps = 0.0
         """A score's denominator is sigma + eps (:meth:`den`; the hubness graph sets both): one column, not two."""
         self.add_column("reach", (), np.float32, np.inf)
         self.add_column("sqn", (), np.float32, 0.0)
-        # projections, stored at half precision in two columns: the first _PRE coordinates (a cheap first
-        # bound that reads 16 bytes a row) and the rest (read only for the rows the first one keeps)
-        self.add_column("pz_head", (_PRE,), np.float16, 0.0)
-        self.add_column("pz_tail", (PROJ_DIM - _PRE,), np.float16, 0.0)
-        self._proj: KeyProjection | None = None  # a lower bound of distances from PROJ_DIM numbers (trained)
-        self._proj_head: KeyProjection | None = None  # the same from the first _PRE of them
+        # projections as 8-bit codes in two columns: the first HEAD_DIM coordinates (a cheap first bound that
+        # reads 16 bytes a row) and the rest (read only for the rows the first one keeps); "pz_open": a
+        # coordinate outside the code range (a key added after the ranges were fitted), never pruned
+        self.add_column("pz_head", (HEAD_DIM,), np.int8, 0)
+        self.add_column("pz_tail", (PROJ_DIM - HEAD_DIM,), np.int8, 0)
+        self.add_column("pz_open", (), np.bool_, True)
+        self._proj: KeyProjection | None = None  # a lower bound of distances from PROJ_DIM codes (trained)
+        self._open = False  # some row is open (kept true until the next fit: an O(1) check a search)
         self._csq = np.zeros(0, np.float32)  # squared centroid norms
         self._bounds_memo: tuple[bytes, tuple[np.ndarray, np.ndarray]] | None = None
         du = self.dim * 2.0 ** -24
@@ -318,30 +325,51 @@ class KeyStore:
         self._bounds_memo = (tag, out)
         return out
 
-    def _projected(self, q: np.ndarray, qsq: float) -> tuple[np.ndarray, float]:
-        """The query's projection and an upper bound of its norm (for :meth:`_proj_keep`)."""
-        return self._proj.project(q[None])[0], math.sqrt(qsq) * (1.0 + 1e-12)
+    def _projected(self, q: np.ndarray, qsq: float) -> QueryCodes:
+        """The query's side of the projected bound (for :meth:`_proj_keep`); the rounding margins use the
+        store's largest key norm (a row's own would cost a gather)."""
+        return self._proj.query(self._proj.project(q[None])[0], math.sqrt(qsq) * (1.0 + 1e-12), self.norm_max)
 
-    def _set_projections(self, rows: Any, x: np.ndarray) -> None:
-        z = self._proj.project(x)
-        self._columns["pz_head"][rows] = z[:, :_PRE]
-        self._columns["pz_tail"][rows] = z[:, _PRE:]
+    def _box_bounds(self, qc: QueryCodes) -> np.ndarray:
+        """float64 [nlist]: a lower bound of d(q, x) for every row x of each IVF list, from the list's box in
+        head-code space (0 for a list an open row joined)."""
+        lb = self._proj.box_bounds(qc, self._box_lo, self._box_hi)
+        lb[self._list_open] = 0.0
+        return lb
 
-    def _proj_keep(self, rows: np.ndarray, zq: np.ndarray, norm_q: float, within: np.ndarray) -> np.ndarray:
+    def _set_projections(self, rows: slice, x: np.ndarray) -> None:
+        codes, is_open = self._proj.encode(self._proj.project(x))
+        self._columns["pz_head"][rows] = codes[:, :HEAD_DIM]
+        self._columns["pz_tail"][rows] = codes[:, HEAD_DIM:]
+        self._columns["pz_open"][rows] = is_open
+        self._open = self._open or bool(is_open.any())
+
+    def _fit_projections(self) -> None:
+        """Fit the code ranges to the stored keys (a seeded sample of up to 32k rows; the ranges only decide
+        how well the codes prune) and encode every row."""
+        n = self.n
+        sample = np.sort(np.random.default_rng(self.seed).choice(n, size=min(n, 32768), replace=False))
+        self._proj.fit(np.concatenate([self._proj.project(self._fp32(sample[s:s + _CHUNK]).numpy())
+                                       for s in range(0, len(sample), _CHUNK)] or [np.zeros((0, PROJ_DIM))]))
+        self._open = False
+        for s in range(0, n, _CHUNK):
+            e = min(n, s + _CHUNK)
+            self._set_projections(slice(s, e), self._fp32(np.arange(s, e)).numpy())
+
+    def _proj_keep(self, rows: np.ndarray, qc: QueryCodes, within: np.ndarray) -> np.ndarray:
         """Which ``rows`` the projections cannot rule out: proven lower bounds of d(q, x)
-        (``key_projection.py``) <= ``within`` (per row). The first _PRE coordinates first (a weaker bound
-        of the same kind: the first columns of an orthonormal basis are one), then all of them for the rows
-        left."""
-        t_rows = torch.from_numpy(rows)
-        head = torch.from_numpy(self._columns["pz_head"]).index_select(0, t_rows).float()
-        norm_x = self.norm_max  # the rounding margins' norm: the store's largest (a row's own costs a gather)
-        keep = self._proj_head.within(zq[:_PRE], head, norm_q, norm_x, within)
+        (``key_projection.py``) <= ``within`` (per row). The first HEAD_DIM coordinates first (a weaker bound
+        of the same kind: the first columns of an orthonormal basis are one), then the rest added for the
+        rows left. Open rows are kept."""
+        proj = self._proj
+        head = proj.partial(qc, np.take(self._columns["pz_head"], rows, axis=0))
+        keep = head <= proj.reach2(qc, within, HEAD_DIM)
         if keep.any():
             sel = np.flatnonzero(keep)
-            t_left = torch.from_numpy(rows[sel])
-            z = torch.cat([torch.from_numpy(self._columns[name]).index_select(0, t_left)
-                           for name in ("pz_head", "pz_tail")], dim=1).float()
-            keep[sel] = self._proj.within(zq, z, norm_q, norm_x, within[sel])
+            tail = proj.partial(qc, np.take(self._columns["pz_tail"], rows[sel], axis=0), HEAD_DIM)
+            keep[sel] = head[sel] + tail <= proj.reach2(qc, within[sel], PROJ_DIM)
+        if self._open:
+            keep |= self._columns["pz_open"][rows]
         return keep
 
     # ------------------------------------------------------------------ IVF partition
@@ -375,10 +403,7 @@ class KeyStore:
         self._trained_at = self.n
         self._csq = np.einsum("ij,ij->i", self.centroids, self.centroids)
         self._proj = KeyProjection.from_centroids(self.centroids, self.dim)
-        self._proj_head = KeyProjection(self._proj.basis[:, :_PRE])
-        for s in range(0, self.n, _CHUNK):
-            e = min(self.n, s + _CHUNK)
-            self._set_projections(slice(s, e), self._fp32(np.arange(s, e)).numpy())
+        self._fit_projections()
         if assign is None or rad is None:
             self._assign_rows(np.arange(self.n), rebuild=True)
         else:
@@ -454,12 +479,27 @@ class KeyStore:
         np.maximum.at(self._list_den_max, a, self.den(slice(0, self.n)))
         self._list_reach_max = np.zeros(nlist, np.float32)
         np.maximum.at(self._list_reach_max, a, self._columns["reach"][: self.n])
+        self._box_lo = np.full((nlist, HEAD_DIM), np.inf)
+        self._box_hi = np.full((nlist, HEAD_DIM), -np.inf)
+        head = self._columns["pz_head"][: self.n]
+        if self.n:
+            order = None if bool((a[1:] >= a[:-1]).all()) else np.argsort(a, kind="stable")  # (rows clustered)
+            a_sorted, head = (a, head) if order is None else (a[order], head[order])
+            starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]])
+            self._box_lo[a_sorted[starts]] = np.minimum.reduceat(head, starts, axis=0)
+            self._box_hi[a_sorted[starts]] = np.maximum.reduceat(head, starts, axis=0)
+        self._list_open = np.zeros(nlist, bool)
+        self._list_open[a[self._columns["pz_open"][: self.n]]] = True
 
     def _list_add(self, c: int, row: int) -> None:
         self._ivf.add(c, row, self._rad[row])
         self._list_rmax[c] = max(self._list_rmax[c], self._rad[row])
         self._list_den_max[c] = max(self._list_den_max[c], self.den(row))
         self._list_reach_max[c] = max(self._list_reach_max[c], self._columns["reach"][row])
+        head = self._columns["pz_head"][row]
+        np.minimum(self._box_lo[c], head, out=self._box_lo[c])
+        np.maximum(self._box_hi[c], head, out=self._box_hi[c])
+        self._list_open[c] |= bool(self._columns["pz_open"][row])
 
     def partition_state(self) -> dict[str, np.ndarray]:
         """What to persist so a load need not reassign: centroids, each row's list and radius."""

@@ -1,7 +1,7 @@
 """The key store's exact bounded searches (``KeyStore.search``, ``KeyStore.within_reach``).
 
 Both visit the IVF lists by the triangle bound, then screen the rows left with the projected bounds
-(``key_projection.py``: the first 8 coordinates, then all 32) and a float32 matrix product with a proven
+(``key_projection.py``: the first 16 coded coordinates, then all 64) and a float32 matrix product with a proven
 rounding margin, and compute exact distances (by differences) only for what survives; the keystore module
 docstring gives the bounds. Exact: the same ids, order and distances as a full scan.
 """
@@ -71,8 +71,9 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
         dqc = lb_list = order = None
     else:
         dqc, dqc_hi = store._centroid_bounds(q, qsq)
-        zq, norm_q = store._projected(q, qsq)
+        qc = store._projected(q, qsq)
         lb_list = np.maximum(dqc - store._list_rmax - _TOL * (dqc_hi + store._list_rmax), 0.0).astype(np.float64)
+        lb_list = np.maximum(lb_list, store._box_bounds(qc))  # the lists' triangle and code-box bounds
         with np.errstate(divide="ignore", invalid="ignore"):
             lb_list = lb_list / store._list_den_max if scaled else lb_list
         lb_list = np.where(store._list_len > 0, lb_list, np.inf)
@@ -107,27 +108,34 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
                 near = gap <= within
                 rows, within = rows[near], within[near]
                 if len(rows):
-                    rows = rows[store._proj_keep(rows, zq, norm_q, within)]
+                    rows = rows[store._proj_keep(rows, qc, within)]
         if exclude >= 0:
             rows = rows[rows != exclude]
-        if not len(rows):
-            continue
-        lo, hi = store._screen(rows, q, qsq)
-        dr = den(rows) if scaled else None
-        if dr is not None:
-            lo, hi = lo / dr, hi / dr
-        # an upper bound of the k-th best score so far: the k-th smallest of (exact best, chunk upper bounds)
-        ub = np.concatenate([best[0], hi])
-        bound = min(kth, float(np.partition(ub, k - 1)[k - 1]) * (1 + _TOL)) if len(ub) >= k else kth
-        keep = lo <= bound
-        rows = rows[keep]
-        d = store.distances(rows, q)
-        scored += len(rows)
-        sc = d / dr[keep] if dr is not None else d.astype(np.float64)
-        best = _merge(best, (sc, store._ids[rows], d, rows), k)
-        if len(best[0]) == k:
-            kth = float(best[0][-1]) * (1 + _TOL)
+        if len(rows):
+            best, kth, n = _score(store, rows, q, qsq, scaled, k, best, kth)
+            scored += n
     return Hits(best[1], best[2], best[0], best[3], scored)
+
+
+def _score(store: "KeyStore", rows: np.ndarray, q: np.ndarray, qsq: float, scaled: bool, k: int,
+           best: tuple[np.ndarray, ...], kth: float) -> tuple[tuple[np.ndarray, ...], float, int]:
+    """Merge ``rows`` into the k best: screened by one float32 matrix product against the k-th best score
+    so far (or the k-th smallest of the screen's upper bounds), then exact distances for the rows left.
+    Returns the new best, its k-th score with the search's margin (inf while fewer than k) and how many
+    distances were computed."""
+    lo, hi = store._screen(rows, q, qsq)
+    dr = store.den(rows) if scaled else None
+    if dr is not None:
+        lo, hi = lo / dr, hi / dr
+    # an upper bound of the k-th best score so far: the k-th smallest of (exact best, chunk upper bounds)
+    ub = np.concatenate([best[0], hi])
+    bound = min(kth, float(np.partition(ub, k - 1)[k - 1]) * (1 + _TOL)) if len(ub) >= k else kth
+    keep = lo <= bound
+    rows = rows[keep]
+    d = store.distances(rows, q)
+    sc = d / dr[keep] if dr is not None else d.astype(np.float64)
+    best = _merge(best, (sc, store._ids[rows], d, rows), k)
+    return best, (float(best[0][-1]) * (1 + _TOL) if len(best[0]) == k else kth), len(rows)
 
 
 def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists: int | None = None
@@ -141,7 +149,9 @@ def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists:
         rows = np.arange(n)
     else:
         dqc, dqc_hi = store._centroid_bounds(q, qsq)
-        near = dqc - store._list_rmax - _TOL * (dqc_hi + store._list_rmax) <= store._list_reach_max
+        qc = store._projected(q, qsq)
+        near = ((dqc - store._list_rmax - _TOL * (dqc_hi + store._list_rmax) <= store._list_reach_max)
+                & (store._box_bounds(qc) <= store._list_reach_max))
         lists = np.flatnonzero(near & (store._list_len > 0))
         if max_lists is not None and len(lists) > max_lists:
             lists = lists[np.argsort(dqc[lists] - store._list_rmax[lists], kind="stable")[:max_lists]]
@@ -150,8 +160,7 @@ def within_reach(store: "KeyStore", q: np.ndarray, exclude: int = -1, max_lists:
         rows, gap = _list_rows(store, lists, dqc, dqc_hi)
         rows = rows[gap <= reach[rows]]
         if len(rows):
-            zq, norm_q = store._projected(q, qsq)
-            rows = rows[store._proj_keep(rows, zq, norm_q, reach[rows].astype(np.float64))]
+            rows = rows[store._proj_keep(rows, qc, reach[rows].astype(np.float64))]
     if exclude >= 0:
         rows = rows[rows != exclude]
     if len(rows):

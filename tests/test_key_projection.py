@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reasonedit_plugin.hubness import HubnessGraph
-from reasonedit_plugin.key_projection import PROJ_DIM, KeyProjection
+from reasonedit_plugin.key_projection import HEAD_DIM, PROJ_DIM, KeyProjection
 from reasonedit_plugin.keystore import KeyStore
 
 
@@ -14,29 +14,102 @@ from reasonedit_plugin.keystore import KeyStore
 def test_lower_bound_never_exceeds_the_distance(scale):
     rng = np.random.default_rng(0)
     dim = 96
-    centroids = rng.standard_normal((40, dim)) * scale
+    centroids = rng.standard_normal((80, dim)) * scale
     proj = KeyProjection.from_centroids(centroids, dim)
     basis = proj.basis.astype(np.float64)
     assert np.allclose(basis.T @ basis, np.eye(PROJ_DIM), atol=1e-6)
-    x = (centroids[rng.integers(0, 40, 500)] + rng.standard_normal((500, dim)) * scale * 0.1).astype(np.float32)
+    x = (centroids[rng.integers(0, 80, 500)] + rng.standard_normal((500, dim)) * scale * 0.1).astype(np.float32)
     x[:50] = x[50:100]  # exact duplicates: the bound must be 0 there
     q = x[7] + np.float32(scale * 1e-4) * rng.standard_normal(dim).astype(np.float32)
     true = np.linalg.norm(x.astype(np.float64) - q.astype(np.float64), axis=1)
     norms = np.linalg.norm(x.astype(np.float64), axis=1) * (1 + 1e-6)
-    stored = proj.project(x).astype(np.float16)  # as the key store keeps them
-    lb = proj.lower_bounds(proj.project(q[None])[0], stored, float(np.linalg.norm(q)) * (1 + 1e-6), norms)
+    proj.fit(proj.project(x))
+    codes, is_open = proj.encode(proj.project(x))  # as the key store keeps them
+    assert codes.dtype == np.int8 and not is_open.any()
+    qc = proj.query(proj.project(q[None])[0], float(np.linalg.norm(q)) * (1 + 1e-6), float(norms.max()))
+    lb = proj.lower_bounds(qc, codes)
     assert (lb <= true).all()
     assert (lb[:50] == 0).all() or (true[:50] > 0).all()
     assert np.median(lb / np.maximum(true, 1e-30)) > 0.5  # and it is a useful bound on clustered keys
-    # the search's fused test keeps exactly the rows whose bound is within the limit (up to float64 rounding)
-    for limit in (np.quantile(true, [0.01, 0.2, 0.6]) if scale else []):
+    head = proj.lower_bounds(qc, codes[:, :HEAD_DIM])  # the first coordinates alone: a weaker bound
+    assert (head <= lb * (1 + 1e-9)).all() and (head < lb).mean() > 0.5
+    # the hot path's float32 sums: head and tail partials add up to the whole
+    whole = proj.partial(qc, codes)
+    split = proj.partial(qc, codes[:, :HEAD_DIM]) + proj.partial(qc, codes[:, HEAD_DIM:], HEAD_DIM)
+    assert np.allclose(split, whole, rtol=1e-5, atol=1e-30)
+    # the search's test keeps every row within the limit, and drops what the float64 bound drops (up to rounding)
+    for limit in np.quantile(true, [0.01, 0.2, 0.6]):
         limits = np.full(len(x), limit) * rng.uniform(0.5, 1.5, len(x))
-        keep = proj.within(proj.project(q[None])[0], torch.from_numpy(stored.astype(np.float32)),
-                           float(np.linalg.norm(q)) * (1 + 1e-6), float(norms.max()), limits)
-        lb_max = proj.lower_bounds(proj.project(q[None])[0], stored, float(np.linalg.norm(q)) * (1 + 1e-6),
-                                   float(norms.max()))
-        assert (keep == (lb_max <= limits * (1 + 1e-9))).all() and keep.any() and not keep.all()
-        assert keep[true <= limits].all()  # never a row that is within the limit
+        keep = proj.within(qc, codes, limits)
+        assert keep[true <= limits].all() and keep.any() and not keep.all()
+        assert keep[lb <= limits].all() and not keep[lb > limits * (1 + 1e-4)].any()
+
+
+def test_a_code_box_bounds_every_key_inside_it():
+    """The IVF lists' bound: the box of a group's codes bounds the distance to each of its keys."""
+    rng = np.random.default_rng(4)
+    dim = 64
+    centroids = rng.standard_normal((30, dim)) * 2
+    proj = KeyProjection.from_centroids(centroids, dim)
+    group = rng.integers(0, 30, 900)
+    x = (centroids[group] + rng.standard_normal((900, dim)) * 0.3).astype(np.float32)
+    proj.fit(proj.project(x))
+    codes, _ = proj.encode(proj.project(x))
+    r = HEAD_DIM
+    lo = np.stack([codes[group == g, :r].min(axis=0) for g in range(30)]).astype(np.float64)
+    hi = np.stack([codes[group == g, :r].max(axis=0) for g in range(30)]).astype(np.float64)
+    for q in [x[3], x[500] + 0.01, centroids[7].astype(np.float32), rng.standard_normal(dim).astype(np.float32) * 4]:
+        true = np.linalg.norm(x.astype(np.float64) - q.astype(np.float64), axis=1)
+        norm_x = float(np.linalg.norm(x.astype(np.float64), axis=1).max()) * (1 + 1e-6)
+        qc = proj.query(proj.project(q[None])[0], float(np.linalg.norm(q)) * (1 + 1e-6), norm_x)
+        lb = proj.box_bounds(qc, lo, hi)
+        nearest = np.array([true[group == g].min() for g in range(30)])
+        assert (lb <= nearest).all() and (lb > 0).sum() >= 10  # a bound, and one that rules groups out
+        row_lb = proj.lower_bounds(qc, codes[:, :r])  # the box is the weaker bound of its rows' own
+        assert (lb <= np.array([row_lb[group == g].min() for g in range(30)]) + 1e-9).all()
+    empty = proj.box_bounds(qc, np.full((1, r), np.inf), np.full((1, r), -np.inf))
+    assert np.isinf(empty).all()
+
+
+def test_a_coordinate_outside_the_fitted_range_marks_the_key_open():
+    """Codes are clipped to their range; a key beyond it must not be bounded by them (``open``)."""
+    rng = np.random.default_rng(1)
+    dim = 40
+    x = rng.standard_normal((300, dim)).astype(np.float32)
+    proj = KeyProjection.from_centroids(x[:60], dim)
+    proj.fit(proj.project(x))
+    far = (x[:5] * 40).astype(np.float32)
+    codes, is_open = proj.encode(proj.project(np.concatenate([x, far])))
+    assert not is_open[:300].any() and is_open[300:].all()
+    assert np.abs(codes.astype(int)).max() <= 127
+
+
+def test_keys_added_beyond_the_code_ranges_are_still_found():
+    """Keys added after training far outside the fitted code ranges: the search stays exact (they are open)."""
+    g = torch.Generator().manual_seed(11)
+    dim = 48
+    centres = torch.randn(8, dim, generator=g) * 2
+    keys = centres[torch.randint(0, 8, (800,), generator=g)] + 0.3 * torch.randn(800, dim, generator=g)
+    table = HubnessGraph(KeyStore(dim, "float16", exact_below=64, seed=0), 8)
+    table.build(np.arange(len(keys)), keys.numpy())
+    store = table.store
+    assert store.trained and not store._open
+    far = keys[:6] * 30
+    for i, key in enumerate(far):
+        table.add(5000 + i, key)
+    rows = store.rows(range(5000, 5006))
+    assert store._open and store.column("pz_open")[rows].all()
+    assert store._list_open[store._assign[rows]].all()  # their lists are not bounded by their code boxes
+    q = store.round((far[0] + 0.05).numpy())
+    qc = store._projected(q, float(np.dot(q.astype(np.float64), q)))
+    d = store.distances(rows, q).astype(np.float64)
+    assert store._proj_keep(rows, qc, d * (1 + 1e-6)).all()  # their clipped codes would rule some out
+    for q in torch.cat([far + 0.1, keys[:10], far[:3] * 0.5]):
+        for k in (1, 5):
+            assert table.scaled_topk(q, k) == table.scaled_topk(q, k, exact_scan=True)
+            plain = store.search(store.round(q.numpy()), k, scaled=False)
+            ref = store.search(store.round(q.numpy()), k, scaled=False, force_scan=True)
+            assert plain.ids.tolist() == ref.ids.tolist() and np.array_equal(plain.distances, ref.distances)
 
 
 @pytest.mark.parametrize("kind", ["clustered", "duplicates"])
@@ -89,6 +162,32 @@ def test_search_with_a_row_left_out_equals_a_scan(scaled):
             assert got.ids.tolist() == ref.ids.tolist() and row not in got.rows.tolist()
             assert np.array_equal(got.distances, ref.distances) and np.array_equal(got.scores, ref.scores)
             assert got.scored < len(store) / 2
+
+
+def test_list_boxes_bound_their_rows_through_adds_and_removals():
+    """Each IVF list's code box (its lower bound in a search) stays below the distance to every row of the
+    list as rows are added (boxes grow) and removed (boxes stay wide)."""
+    rng = np.random.default_rng(8)
+    dim = 32
+    centres = rng.standard_normal((10, dim)) * 3
+    keys = centres[rng.integers(0, 10, 1200)] + rng.standard_normal((1200, dim)) * 0.5
+    store = KeyStore(dim, "float16", exact_below=256, seed=0)
+    store.add_many(np.arange(1200), keys)
+    assert store.trained
+    between = (centres[rng.integers(0, 10, 100)] + centres[rng.integers(0, 10, 100)]) / 2  # outside the lists'
+    store.add_many(np.arange(1200, 1300), between + rng.standard_normal((100, dim)) * 0.3)  # boxes, inside the ranges
+    assert not store._open
+    for key_id in range(0, 1200, 7):
+        store.remove(key_id)
+    for q in [store.vectors(np.array([5]))[0], store.vectors(store.rows([1250]))[0], store.round(centres[2] + 0.2),
+              store.round(between[0] + 0.1)]:
+        qc = store._projected(q, float(np.dot(q.astype(np.float64), q)))
+        lb = store._box_bounds(qc)
+        d = store.distances(np.arange(store.n), q).astype(np.float64)
+        assign = store._assign[: store.n]
+        for c in np.unique(assign):
+            assert lb[c] <= d[assign == c].min()
+        assert (lb > 0).any()
 
 
 def test_store_wide_bounds_hold_through_adds_removals_and_sigma_changes():
