@@ -242,8 +242,11 @@ class PartTable:
         registered in order (``metas``: edit code -> its provenance)."""
         if self._n or self._code:
             raise ValueError("fill_rows fills an empty table")
-        for edit_id in edit_ids:
-            self._edit_code(edit_id)
+        self._code = {edit_id: code for code, edit_id in enumerate(edit_ids)}
+        if len(self._code) != len(edit_ids):
+            raise ValueError("fill_rows: edit ids repeat")
+        self._names = list(edit_ids)
+        self._first = _grown(self._first, len(self._names))
         self._meta.update({int(c): m for c, m in (metas or {}).items() if m})
         self._values = list(values)
         self._value_code = {v: i for i, v in enumerate(self._values)}

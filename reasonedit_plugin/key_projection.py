@@ -105,11 +105,10 @@ class KeyProjection:
     def fit(self, z: np.ndarray) -> None:
         """Code ranges from projections ``z`` [m, r] of (a sample of) the stored keys: each coordinate's
         range widened by an eighth of its span on each side, cut into 255 steps. A step is never below a
-        millionth of the coordinate's magnitude (so the float64 encoding is exact to far below a step)."""
-        z = np.asarray(z, np.float64)
+        millionth of the coordinate's magnitude."""
         if not len(z):
             return
-        lo, hi = z.min(axis=0), z.max(axis=0)
+        lo, hi = np.asarray(z.min(axis=0), np.float64), np.asarray(z.max(axis=0), np.float64)
         span = (hi - lo) * (1.0 + 2.0 * _RANGE_MARGIN)
         self._set_ranges((hi + lo) / 2.0, np.maximum.reduce([span / (2 * _CODE_MAX), 1e-6 * (np.abs(lo) + np.abs(hi)),
                                                               np.full(len(lo), 1e-30)]))
@@ -120,11 +119,14 @@ class KeyProjection:
         self._half_step = step * (0.5 + 1e-6 + 2.0 * _U * (_CODE_MAX + 1.0))
         self._w_step = step * 4.0 * _U
         self._step2 = np.square(step).astype(np.float32)
+        self._mid32, self._inv_step32 = mid.astype(np.float32), (1.0 / step).astype(np.float32)
+        self._encode_err = 8.0 * _U * np.abs(mid)  # the float32 encoding's error, less its |z| part (:meth:`query`)
 
     def encode(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """int8 codes [m, r] of projections ``z`` [m, r] (float32) and which rows are ``open`` (bool [m]:
         a coordinate outside the code range, so the codes bound nothing)."""
-        v = (np.asarray(z, np.float64) - self.mid) / self.step
+        v = np.asarray(z, np.float32) - self._mid32
+        v *= self._inv_step32
         codes = np.clip(np.rint(v), -_CODE_MAX, _CODE_MAX)
         return codes.astype(np.int8), (np.abs(v - codes) > 0.5).any(axis=1)
 
@@ -132,13 +134,15 @@ class KeyProjection:
         """The query's side of :meth:`partial` from its computed projection ``zq`` [r] (float32) and upper
         bounds of ||q|| and of every stored key's norm.
 
-        Per coordinate (code units): a stored key's coordinate was within 1/2 + 1e-6 of its code (the
-        float64 encoding is exact to far below a step), both computed projections are within
-        e = gamma ||p|| ||.|| of the true ones (``e / step``), and the float32 difference c - w on the hot
-        path is off by at most u |w| + u (|w| + 127) (1 + u) (rounded up to 2 u (2 |w| + 128)); the
-        margin over j coordinates is the norm of step times their sum."""
+        Per coordinate (code units): a stored key's computed coordinate z was within 1/2 of its code as
+        encoded in float32 ((z - mid) * (1 / step): off by at most 8 u (|z| + |mid|) / step, |z| <=
+        1.01 ||x||), both computed projections are within e = gamma ||p|| ||.|| of the true ones
+        (``e / step``), and the float32 difference c - w on the hot path is off by at most
+        u |w| + u (|w| + 127) (1 + u) (rounded up to 2 u (2 |w| + 128)); 1e-6 more covers the float64 work
+        here. The margin over j coordinates is the norm of step times their sum."""
         w = (np.asarray(zq, np.float64) - self.mid) / self.step
-        per = self._half_step + self._abs * (norm_q + norm_x) + self._w_step * np.abs(w)  # step * (code units)
+        per = (self._half_step + self._abs * (norm_q + norm_x) + 8.0 * _U * 1.01 * norm_x + self._encode_err
+               + self._w_step * np.abs(w))  # step * (code units): absolute
         margin = np.sqrt(np.concatenate([[0.0], np.cumsum(per * per)])) * (1.0 + 1e-6)
         return QueryCodes(torch.from_numpy(w.astype(np.float32)), w, self._step2, margin)
 

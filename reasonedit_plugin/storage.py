@@ -58,7 +58,7 @@ from .codebook_setup import check_setup, setup_dict
 from .codebook_state import export_state, from_state
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
 from .errors import CodebookCorruptError, ReasonEditError, RecordError
-from .keystore import trim_heap
+from .keystore import all_finite, trim_heap
 from .locking import check_unchanged, codebook_lock, editor_token, write_errors
 from .manifest import write_manifest, require_intact
 from .records import IMAGE_FIELDS, EditRecord, make_record
@@ -308,7 +308,7 @@ def _codebook_from_tables(tensors: Mapping[str, np.ndarray], table: Mapping[str,
         raise CodebookCorruptError("keys.safetensors and entries.json disagree (entry ids or key shapes).")
     for name in ("entry_keys", "contribution_keys"):
         t = tensors[name]
-        if t.size and not np.isfinite(t).all():
+        if t.size and not all_finite(np.asarray(t)):
             raise CodebookCorruptError(f"keys.safetensors: {name} holds NaN/inf values.")
     if "nbr" in tensors and len(ids) and (tensors["nbr"].shape != (len(ids), int(table.get("hubness_k", 0)))):
         raise CodebookCorruptError("keys.safetensors: the neighbour lists do not match the entries.")

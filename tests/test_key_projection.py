@@ -211,3 +211,16 @@ def test_store_wide_bounds_hold_through_adds_removals_and_sigma_changes():
     for key_id in range(200, 210):
         store.remove(key_id)
     check()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_all_finite_finds_nan_and_inf_by_the_dtype(dtype):
+    """The load's and the store's key check (float16 by its exponent bits)."""
+    from reasonedit_plugin.keystore import all_finite
+
+    ok = np.array([[0.0, -0.0, 1.5], [65504.0, -65504.0, 6e-8]], dtype)  # largest and subnormal float16
+    assert all_finite(ok)
+    for bad in (np.inf, -np.inf, np.nan):
+        x = ok.copy()
+        x[1, 2] = bad
+        assert not all_finite(x)
