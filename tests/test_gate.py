@@ -196,6 +196,33 @@ def test_cached_entry_rows_follow_merges_and_removals():
     assert r.nullset.test(key(RED, QA).double(), 0)[0].edit_id == "b"
 
 
+def test_entry_rows_read_together_equal_those_read_one_by_one(monkeypatch):
+    """Candidates not cached are read in one batch (entry keys gathered together, merged contributions with
+    their own keys); a cache that overflows mid-query starts afresh. Every verdict equals one from a fresh
+    gate, whatever the cache held."""
+    import reasonedit_plugin.gate as gate_module
+
+    cb = Codebook(5, CodebookConfig(merge=True), RetrievalConfig(nullset={"candidates": 6}))
+    images = [RED, RED2, BLUE, GREEN, [2.0, 2.0], [6.0, 1.0], [9.0, 9.0], [12.0, 0.0], [0.0, 14.0], [7.0, 7.0]]
+    for n, image in enumerate(images):
+        cb.add_edit(f"e{n}", [answer(f"Q{n}", "Vol", image, QA if n % 2 else QB, radius=0.6)])
+    cb.add_edit("merged", [answer("Q0", "Kem", RED, QB, radius=0.6)])  # a second contribution of entry 0
+    queries = [key(image, text) for image in images for text in (QA, QB, QA2)]
+
+    def verdict(res):
+        return (res.accepted, res.entry_ids, res.reason,
+                [(t.entry_id, t.edit_id, t.image_distance, t.text_cos) for t in res.verdict.tests])
+
+    fresh = [verdict(Retriever(cb, vision_dim=2).search(q)) for q in queries]  # an empty cache each time
+    assert any(len(v[3]) > 4 for v in fresh) and any(v[0] for v in fresh) and not all(v[0] for v in fresh)
+    monkeypatch.setattr(gate_module, "_ROWS_CACHED", 8)  # a query's candidates overflow what earlier ones left
+    small = Retriever(cb, vision_dim=2)
+    assert [verdict(small.search(q)) for q in queries] == fresh and len(small.nullset._rows) <= 8
+    monkeypatch.setattr(gate_module, "_ROWS_CACHED", 4096)
+    shared = Retriever(cb, vision_dim=2)
+    assert [verdict(shared.search(q)) for q in queries] == fresh
+
+
 def test_relative_text_test_accepts_a_far_rephrase_nearest_to_the_edits_question():
     far = [0.45, 0.893, 0.0]                                     # cos 0.45 with QA: fails text_min_cos 0.6
     cb, r = book()
