@@ -10,6 +10,16 @@ from reasonedit_plugin.key_projection import HEAD_DIM, PROJ_DIM, KeyProjection
 from reasonedit_plugin.keystore import KeyStore
 
 
+def clustered_table(seed: int, n: int, n_centres: int, spread: float, dim: int = 48) -> tuple[HubnessGraph, torch.Tensor]:
+    """A hubness graph over ``n`` float16 keys around ``n_centres`` centres (trained: 64 keys suffice)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_centres, dim, generator=g) * 2
+    keys = centres[torch.randint(0, n_centres, (n,), generator=g)] + spread * torch.randn(n, dim, generator=g)
+    table = HubnessGraph(KeyStore(dim, "float16", exact_below=64, seed=0), 8)
+    table.build(np.arange(len(keys)), keys.numpy())
+    return table, keys
+
+
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 300.0])
 def test_lower_bound_never_exceeds_the_distance(scale):
     rng = np.random.default_rng(0)
@@ -86,12 +96,7 @@ def test_a_coordinate_outside_the_fitted_range_marks_the_key_open():
 
 def test_keys_added_beyond_the_code_ranges_are_still_found():
     """Keys added after training far outside the fitted code ranges: the search stays exact (they are open)."""
-    g = torch.Generator().manual_seed(11)
-    dim = 48
-    centres = torch.randn(8, dim, generator=g) * 2
-    keys = centres[torch.randint(0, 8, (800,), generator=g)] + 0.3 * torch.randn(800, dim, generator=g)
-    table = HubnessGraph(KeyStore(dim, "float16", exact_below=64, seed=0), 8)
-    table.build(np.arange(len(keys)), keys.numpy())
+    table, keys = clustered_table(seed=11, n=800, n_centres=8, spread=0.3)
     store = table.store
     assert store.trained and not store._open
     far = keys[:6] * 30
@@ -146,12 +151,7 @@ def test_pruned_search_equals_scan_in_high_dimension(kind):
 def test_search_with_a_row_left_out_equals_a_scan(scaled):
     """The hubness graph asks for a key's own neighbours with its row left out: the pruned search with
     ``exclude`` equals a full scan with it, for small and larger k."""
-    g = torch.Generator().manual_seed(9)
-    dim = 48
-    centres = torch.randn(6, dim, generator=g) * 2
-    keys = centres[torch.randint(0, 6, (1500,), generator=g)] + 0.5 * torch.randn(1500, dim, generator=g)
-    table = HubnessGraph(KeyStore(dim, "float16", exact_below=64, seed=0), 8)
-    table.build(np.arange(len(keys)), keys.numpy())
+    table, _ = clustered_table(seed=9, n=1500, n_centres=6, spread=0.5)
     store = table.store
     assert store.trained
     for row in range(0, 1500, 37):
