@@ -512,6 +512,8 @@ def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts
     defaults = tdm.TrainConfig()  # the shipped recipe: three fresh starts, no extension
     assert (defaults.curriculum_copy_target, defaults.curriculum_restarts, defaults.curriculum_max_steps) == \
         (0.9, 3, defaults.curriculum_steps)
+    longer = tdm.TrainConfig(curriculum_steps=1500)  # no extension follows a longer curriculum too
+    assert longer.curriculum_max_steps == 1500
 
 
 def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_image_shows_it():

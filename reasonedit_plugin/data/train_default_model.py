@@ -176,8 +176,9 @@ class TrainConfig:
     answer entry 0.530). A target of 0.9 rescued that seed (selection split 62.2 -> 86.1) but not seed 2
     (89.5 -> 86.7; docs/RESULTS.md, session 17). A seed that reaches the target at ``curriculum_steps``
     trains exactly as without it."""
-    curriculum_max_steps: int = 1000
-    """1000 (= curriculum_steps) from session 19: the last attempt is not extended."""
+    curriculum_max_steps: int | None = None
+    """The step the curriculum may be extended to; None: ``curriculum_steps`` (not extended, the recipe since
+    session 19, when it was a literal 1000)."""
     curriculum_restarts: int = 3
     """Fresh starts allowed when ``valid_answer`` is below ``curriculum_copy_target`` at the curriculum's end:
     the run begins again from new weights with seed ``seed + 1000 * attempt`` (reproducible from ``seed``)
@@ -205,6 +206,8 @@ class TrainConfig:
     save_every_eval: bool = False
 
     def __post_init__(self) -> None:
+        if self.curriculum_max_steps is None:
+            self.curriculum_max_steps = self.curriculum_steps
         if self.hidden_size % self.num_heads or self.vision_dim % self.vision_heads:
             raise ValueError("hidden_size / vision_dim must be divisible by their head counts.")
         if self.pretrained_embeddings and self.hidden_size > 384:
@@ -425,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name in DICT_FIELDS:
             continue
-        default = getattr(defaults, f.name)
+        # as declared (a None that __post_init__ resolves from another field stays None until the flags are read)
+        default = f.default if f.default is not dataclasses.MISSING else getattr(defaults, f.name)
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
