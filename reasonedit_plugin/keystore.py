@@ -173,6 +173,10 @@ class KeyStore:
                                   " use codebook.key_dtype: float32.")
         return r.astype(np.float32)
 
+    def reserve(self, rows: int) -> None:
+        """Room for ``rows`` rows in all (a bulk load's chunks then go in without growing the arrays)."""
+        self._grow(rows)
+
     def _grow(self, needed: int) -> None:
         """Room for ``needed`` rows, with headroom (a quarter more, at least double the old capacity): the
         new arrays come from calloc and rows past ``n`` are never written until used, so the headroom costs
