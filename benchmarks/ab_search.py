@@ -45,8 +45,9 @@ def retrievers(package: str, codebook: str, gates: list[str]) -> dict[str, Any]:
     for gate in gates:
         if gate == "nullset":
             nullset = hparams.ReasonEditHyperParams.from_hparams(str(DEFAULT_HPARAMS)).to_config().retrieval.nullset
-            r = retriever.Retriever(stored.codebook, config.RetrievalConfig(cap_keys=5, gate="nullset", nullset=nullset),
-                                    seed=0, vision_dim=int(stored.setup["vision_dim"]),
+            r = retriever.Retriever(stored.codebook,
+                                    config.RetrievalConfig(cap_keys=5, gate="nullset", nullset=nullset), seed=0,
+                                    vision_dim=int(stored.setup["vision_dim"]),
                                     encode_text=text_encoder.shared_text_encoder().encode)
             r.nullset.refresh()
         else:

@@ -9,8 +9,9 @@ its list's centroid. For a query q the triangle inequality gives, for every row 
     d(q, x) >= | d(q, c) - rad_x |              and for the whole list    d(q, x) >= d(q, c) - max rad;
 
 each list also keeps the box of its rows' first projected codes (``key_projection.py``), a second bound for
-the whole list (on the real benchmark keys it admits ~45 % fewer rows than the triangle's alone), so a search for the k rows of lowest ``d(q, x) / den_x`` (``den`` = sigma + eps for the hubness score,
-1 for plain L2) visits lists by increasing lower bound, skips every row whose bound already exceeds the
+the whole list (on the real benchmark keys it admits ~45 % fewer rows than the triangle's alone), so a search
+for the k rows of lowest ``d(q, x) / den_x`` (``den`` = sigma + eps for the hubness score, 1 for plain L2)
+visits lists by increasing lower bound, skips every row whose bound already exceeds the
 current k-th best score, and stops when the next list's bound does: the answer equals a full scan (same
 ids, order, distances), not an approximation. Bounds carry a relative margin of 1e-5 for float32
 rounding. How much is skipped depends on the data: clustered keys (real ones) prune well; random

@@ -10,7 +10,8 @@ from reasonedit_plugin.key_projection import HEAD_DIM, PROJ_DIM, KeyProjection
 from reasonedit_plugin.keystore import KeyStore
 
 
-def clustered_table(seed: int, n: int, n_centres: int, spread: float, dim: int = 48) -> tuple[HubnessGraph, torch.Tensor]:
+def clustered_table(seed: int, n: int, n_centres: int, spread: float,
+                    dim: int = 48) -> tuple[HubnessGraph, torch.Tensor]:
     """A hubness graph over ``n`` float16 keys around ``n_centres`` centres (trained: 64 keys suffice)."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(n_centres, dim, generator=g) * 2
