@@ -359,15 +359,25 @@ class KeyStore:
 
     def _fit_projections(self) -> None:
         """Fit the code ranges to the stored keys (up to 32k rows evenly spaced, so every list is sampled; the
-        ranges only decide how well the codes prune) and encode every row."""
+        ranges only decide how well the codes prune) and encode every row; rows the sample's ranges miss widen
+        them, and every row is encoded again (after a training or a load no row is open)."""
         n = self.n
         sample = np.unique(np.linspace(0, n - 1, min(n, 32768)).astype(np.int64))
-        self._proj.fit(np.concatenate([self._proj.project(self._fp32(sample[s:s + _CHUNK]).numpy())
-                                       for s in range(0, len(sample), _CHUNK)] or [np.zeros((0, PROJ_DIM))]))
-        self._open = False
-        for s in range(0, n, _CHUNK):
-            e = min(n, s + _CHUNK)
-            self._set_projections(slice(s, e), self._fp32(np.arange(s, e)).numpy())
+        fitted = self._projections(sample)
+        for _ in range(2):
+            self._proj.fit(fitted)
+            self._open = False
+            for s in range(0, n, _CHUNK):
+                e = min(n, s + _CHUNK)
+                self._set_projections(slice(s, e), self._fp32(np.arange(s, e)).numpy())
+            if not self._open:
+                break
+            fitted = np.concatenate([fitted, self._projections(np.flatnonzero(self._columns["pz_open"][:n]))])
+
+    def _projections(self, rows: np.ndarray) -> np.ndarray:
+        """float32 [len(rows), PROJ_DIM]: the projections of ``rows``' keys."""
+        return np.concatenate([self._proj.project(self._fp32(rows[s:s + _CHUNK]).numpy())
+                               for s in range(0, len(rows), _CHUNK)] or [np.zeros((0, PROJ_DIM), np.float32)])
 
     def _proj_keep(self, rows: np.ndarray, qc: QueryCodes, within: np.ndarray) -> np.ndarray:
         """Which ``rows`` the projections cannot rule out: proven lower bounds of d(q, x)

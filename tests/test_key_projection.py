@@ -225,3 +225,20 @@ def test_all_finite_finds_nan_and_inf_by_the_dtype(dtype):
         x = ok.copy()
         x[1, 2] = bad
         assert not all_finite(x)
+
+
+def test_no_key_is_open_after_training_even_beyond_the_sampled_ranges():
+    """The code ranges are fitted on a sample of the rows (32k of them); keys outside it widen the ranges, so
+    after a training no row is left unbounded by its codes, and the search stays exact."""
+    rng = np.random.default_rng(12)
+    n, dim = 40_000, 8
+    keys = rng.standard_normal((n, dim)).astype(np.float32)
+    far = rng.choice(n, 60, replace=False)
+    keys[far] *= 25  # far outside the bulk: the rows of them the sample misses would be open
+    store = KeyStore(dim, "float16", exact_below=n, seed=0)
+    store.add_many(np.arange(n), keys)
+    assert store.trained and not store._open and not store.column("pz_open").any()
+    for q in keys[far[:5]] * 1.01:
+        q = store.round(q)
+        got, ref = store.search(q, 5, scaled=False), store.search(q, 5, scaled=False, force_scan=True)
+        assert got.ids.tolist() == ref.ids.tolist() and np.array_equal(got.distances, ref.distances)
