@@ -99,9 +99,7 @@ def search(store: "KeyStore", q: np.ndarray, k: int, scaled: bool = True, exclud
             rows, gap = _list_rows(store, lists, dqc, dqc_hi)
             i = j
             if kth < np.inf:  # the triangle bound, then the projected one: most rows of the lists end here
-                if scaled:  # first with each list's largest denominator (no gather), then each row's own
-                    near = gap <= kth * np.repeat(store._list_den_max[lists], store._list_len[lists])
-                    rows, gap = rows[near], gap[near]
+                if scaled:  # each row's own denominator
                     within = kth * den(rows)
                 else:
                     within = np.full(len(rows), kth)
