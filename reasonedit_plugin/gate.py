@@ -428,7 +428,7 @@ class NullSetGate:
             cb = self.codebook
             parts = [cb.entry_parts(i) for i in missing]
             own = [i for i, ps in zip(missing, parts) for p in ps if p.key is None]  # the entry's own key
-            own_keys = iter(cb.keys(own).numpy()) if own else iter(())
+            own_keys = iter(cb.keys(own).numpy())
             keys = np.stack([next(own_keys) if p.key is None else p.key for ps in parts for p in ps]).astype(np.float64)
             dv, factor = self.vision_dim, self.config.image_factor
             vision, text = keys[:, :dv], _unit(keys[:, dv:]) if self.has_text else None

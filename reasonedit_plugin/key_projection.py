@@ -21,9 +21,9 @@ the benchmark keys about a third of the rows left to screen at full dimension. T
 to the stored keys when the partition is trained or loaded, with a margin; a key added later whose
 coordinate falls outside them is marked ``open`` and never pruned by its codes.
 
-The bound is computed in float32; every rounding step is accounted for (:meth:`KeyProjection.within`), so
-a row is only ever skipped when its true distance is provably larger. Pruning power depends on the data;
-exactness does not.
+The bound is computed in float32; every rounding step is accounted for (:meth:`KeyProjection.query`,
+:meth:`KeyProjection.reach2`), so a row is only ever skipped when its true distance is provably larger.
+Pruning power depends on the data; exactness does not.
 """
 
 from __future__ import annotations
@@ -181,8 +181,3 @@ class KeyProjection:
         margin[r], and the computed sum is at most (1 + rel) ||step (w - c)||^2 (the float32 scaling, squares
         and sum of nonnegative terms; the difference's rounding is in the margin); 1e-12 covers this float64 product."""
         return np.square(limit * self._stretch + qc.margin[r]) * ((1.0 + self._rel) * (1.0 + 1e-12))
-
-    def within(self, qc: QueryCodes, codes: np.ndarray, limit: np.ndarray) -> np.ndarray:
-        """bool [m]: which rows the bound from ``codes`` [m, r'] (int8, the first r' coordinates) cannot put
-        beyond ``limit`` (never drops a row within it). Open rows are the caller's to keep."""
-        return self.partial(qc, codes) <= self.reach2(qc, limit, codes.shape[1])
