@@ -450,6 +450,17 @@ def test_scoring_rows_use_the_template_they_are_given():
         assert f"The answer to '{r['prompt']}'" in b.text
 
 
+def test_validation_rows_read_the_configured_wording_pool_never_the_measured_one():
+    world = sr.rule_world()
+    shipped = tdm.validation_records(tdm.TrainConfig(valid_n=8), world)
+    unseen = tdm.validation_records(tdm.TrainConfig(valid_n=8, valid_wordings="valid"), world)
+    assert {r["meta"]["wordings"] for r in shipped} == {"train"} and {r["meta"]["wordings"] for r in unseen} == {"valid"}
+    assert {r["meta"]["key"] for r in shipped} == {r["meta"]["key"] for r in unseen}  # same rules, other words
+    assert not {r["prompt"] for r in shipped} & {r["prompt"] for r in unseen}
+    with pytest.raises(ValueError, match="valid_wordings='eval'"):
+        tdm.TrainConfig(valid_wordings="eval")
+
+
 def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     from safetensors.torch import load_file
     from transformers import Qwen2VLForConditionalGeneration

@@ -133,12 +133,16 @@ def test_calibration_split_is_disjoint_from_the_evaluated_split(shipped):
 def test_wording_pools_are_disjoint_and_evaluated_splits_use_held_out_wordings(shipped):
     from reasonedit_plugin.data import language
 
-    train, held = language.all_wordings("train", sr.PROPERTIES), language.all_wordings("eval", sr.PROPERTIES)
-    assert train and held and not train & held
+    train, valid, held = (language.all_wordings(pool, sr.PROPERTIES) for pool in ("train", "valid", "eval"))
+    assert train and valid and held and not train & held and not valid & (train | held)
     for prop in sr.PROPERTIES:
         for kind in ("question", "rephrase", "yes_no", "rule"):
-            assert prop.wordings(kind, "eval"), (prop.name, kind)
-        assert not set(prop.wordings("question", "eval")) & set(prop.wordings("rephrase", "eval"))
+            assert prop.wordings(kind, "eval") and prop.wordings(kind, "valid"), (prop.name, kind)
+        for pool in ("valid", "eval"):
+            assert not set(prop.wordings("question", pool)) & set(prop.wordings("rephrase", pool))
+    for table in (language.CONNECTORS, language.CAPTION_PROMPTS, language.APPLIES_PROMPTS, language.SPLIT_EVIDENCE):
+        assert set(table) == set(language.POOLS)
+        assert not set(table["valid"]) & (set(table["train"]) | set(table["eval"]))
     for record in sr.generate_split("wordings", 60, seed=3):
         prop = sr.PROPERTY_BY_NAME[record["meta"]["property"]]
         info = _info(record["image"])
@@ -146,6 +150,28 @@ def test_wording_pools_are_disjoint_and_evaluated_splits_use_held_out_wordings(s
         assert record["rephrase_prompt"] in {sr.format_question(t, info) for t in prop.wordings("rephrase", "eval")}
         assert record["rgen_prompt"] in {sr.format_question(t, info, v) for t in prop.wordings("yes_no", "eval")
                                          for v in prop.values}
+
+
+def test_a_split_in_the_valid_pool_keeps_its_rules_and_images_and_changes_only_the_wordings():
+    from reasonedit_plugin.data import language
+
+    train = sr.generate_split("train-valid", 24, 1, purpose="calibration")
+    valid = sr.generate_split("train-valid", 24, 1, purpose="calibration", wordings="valid")
+    assert [r["meta"]["wordings"] for r in valid] == ["valid"] * 24 and train[0]["meta"]["wordings"] == "train"
+    assert {(r["meta"]["property"], r["meta"]["key"]) for r in valid} == \
+        {(r["meta"]["property"], r["meta"]["key"]) for r in train}
+    other = language.all_wordings("train", sr.PROPERTIES) | language.all_wordings("eval", sr.PROPERTIES)
+    for record in valid:
+        prop, info = sr.PROPERTY_BY_NAME[record["meta"]["property"]], _info(record["image"])
+        assert record["prompt"] in {sr.format_question(t, info) for t in prop.wordings("question", "valid")}
+        assert record["rephrase_prompt"] in {sr.format_question(t, info) for t in prop.wordings("rephrase", "valid")}
+        assert not {sr.format_question(t, info) for t in other if "{value}" not in t} & {record["prompt"]}
+        if record["meta"]["hard_locality"] == "other_property":
+            hard = _info(record["hard_locality_image"])
+            assert any(record["hard_locality_prompt"] == sr.format_question(t, hard)
+                       for p in sr.PROPERTIES for t in p.wordings("question", "valid"))
+    with pytest.raises(ValueError, match="wordings='test'"):
+        sr.generate_split("x", 2, 0, wordings="test")
 
 
 def test_rationales_vary_in_structure():
@@ -187,7 +213,7 @@ def test_training_mix_never_mentions_a_held_out_rule():
     sampler = mix.MixSampler(world, tdm.TrainConfig(word_noise=0.0, mix=every_kind), random.Random(0))  # noise would rewrite the questions parsed below
     held_rule_sentences = {
         sr.rule_sentence(sr.PROPERTY_BY_NAME[r.prop], r.key, v, form, pool)
-        for r in world.held_out_rules for v in sr.PROPERTY_BY_NAME[r.prop].values for pool in ("train", "eval")
+        for r in world.held_out_rules for v in sr.PROPERTY_BY_NAME[r.prop].values for pool in sr.POOLS
         for form in range(len(sr.PROPERTY_BY_NAME[r.prop].wordings("rule", pool)))
     }
     held_subjects = {sr.PROPERTY_BY_NAME[r.prop].subject(r.key) for r in world.held_out_rules}
@@ -258,14 +284,16 @@ def test_training_mix_never_uses_a_held_out_wording():
     from reasonedit_plugin.data import training_mix as mix
     from reasonedit_plugin.data import language
 
-    # the longest literal piece of every eval template (placeholders removed) must never occur in training text
+    # the longest literal piece of every valid or eval template (placeholders removed) must never occur in
+    # training text
     pieces = set()
-    for template in language.all_wordings("eval", sr.PROPERTIES):
-        literal = max((p.strip(" ,.?!;:-") for p in template.replace("}", "{").split("{")[::2]), key=len)
-        if len(literal) >= 12:
-            pieces.add(literal.lower())
-    assert len(pieces) > 20
-    pieces |= {q.lower().rstrip("?") for q in language.APPLIES_PROMPTS["eval"]}
+    for pool in ("valid", "eval"):
+        for template in language.all_wordings(pool, sr.PROPERTIES):
+            literal = max((p.strip(" ,.?!;:-") for p in template.replace("}", "{").split("{")[::2]), key=len)
+            if len(literal) >= 12:
+                pieces.add(literal.lower())
+        pieces |= {q.lower().rstrip("?") for q in language.APPLIES_PROMPTS[pool]}
+    assert len(pieces) > 40
     every_kind = {**tdm.TrainConfig().mix, "applies": 0.05}
     sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, mix=every_kind),  # templates, not noise words
                              random.Random(1))

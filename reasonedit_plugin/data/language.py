@@ -1,8 +1,9 @@
 """The language of ShapeRules: how evidence, rules and rationales are worded.
 
-Every wording comes in two disjoint pools: ``"train"`` (what the embedded default model is trained on)
-and ``"eval"`` (held out: edit splits and measurements only), so a measured figure on ``eval``
-wordings says how the model does on language it never saw. Rationales vary in structure as a person
+Every wording comes in three disjoint pools: ``"train"`` (what the embedded default model is trained on),
+``"valid"`` (never trained on: the training run's checkpoint selection and restarts may read it, with
+``TrainConfig.valid_wordings``) and ``"eval"`` (held out: edit splits and measurements only), so a measured
+figure on ``eval`` wordings says how the model does on language it never saw and was not chosen on. Rationales vary in structure as a person
 writes them: rule-first or evidence-first, one sentence ("This is a red circle, so it belongs to the
 Kesh tribe.") or four to five sentences with sentences that do not matter, negations ("..., not
 Vol") and punctuation (commas, semicolons, "!").
@@ -17,26 +18,30 @@ import random
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .shaperules import ImageInfo, Property
+    from .easyvqa import ImageInfo
+    from .rule_properties import Property
 
-POOLS = ("train", "eval")
+POOLS = ("train", "valid", "eval")
 
 EVIDENCE_FORMS: dict[str, dict[str, tuple[str, ...]]] = {
     "colour+shape": {
         "train": ("The shape in the image is a {colour} {shape}.", "I can see a {colour} {shape} in the picture.",
                   "The picture shows a {colour} {shape}.", "This is a {colour} {shape}.",
                   "There is a {colour} {shape} here.", "The image contains one {colour} {shape}."),
+        "valid": ("Here we see a {colour} {shape}.", "The drawing is of a {colour} {shape}."),
         "eval": ("What we have here is a {colour} {shape}.", "Looking at the image, it's a {colour} {shape}."),
     },
     "colour": {
         "train": ("The shape in the image is {colour}.", "The shape is coloured {colour}.",
                   "I can see a {colour} shape in the picture.", "Its colour is {colour}.",
                   "The shape here is {colour}."),
+        "valid": ("This shape has been painted {colour}.", "The drawing uses {colour} for the shape."),
         "eval": ("The colour of this shape is {colour}.", "Looking at it, the shape is {colour}."),
     },
     "shape": {
         "train": ("The shape in the image is a {shape}.", "The picture shows a {shape}.",
                   "I can see a {shape} in the picture.", "This is a {shape}.", "The object here is a {shape}."),
+        "valid": ("The drawing is of a {shape}.", "Here we see a {shape}."),
         "eval": ("What the image shows is a {shape}.", "Looking at it, the object is a {shape}."),
     },
 }
@@ -44,6 +49,7 @@ EVIDENCE_FORMS: dict[str, dict[str, tuple[str, ...]]] = {
 
 SPLIT_EVIDENCE = {
     "train": ("The shape in the image is {colour}.", "It is a {shape}."),
+    "valid": ("The paint used is {colour}.", "Its outline is that of a {shape}."),
     "eval": ("Its colour is clearly {colour}.", "As for the form, it's a {shape}."),
 }
 """Colour and shape stated in two sentences (for rules keyed by both)."""
@@ -51,18 +57,23 @@ SPLIT_EVIDENCE = {
 ONLY_MATTERS = {
     "train": {"colour": "Only the colour matters for this rule.", "shape": "Only the shape matters for this rule.",
               "colour+shape": "Both the colour and the shape matter here."},
+    "valid": {"colour": "The colour settles it, whatever the outline.",
+              "shape": "The outline settles it, whatever the paint.",
+              "colour+shape": "It takes the colour and the outline together."},
     "eval": {"colour": "The form of the shape is irrelevant; colour decides.",
              "shape": "Colour plays no part, only the form does.",
              "colour+shape": "You need both its colour and its form for this."},
 }
 
-CONNECTORS = {"train": (", and ", "; ", ", so "), "eval": (" - and ", ", which means ")}
+CONNECTORS = {"train": (", and ", "; ", ", so "), "valid": (", therefore ", ", hence "),
+              "eval": (" - and ", ", which means ")}
 """Joins evidence and rule into one sentence ("This is a red circle, so red circles ...")."""
 
 FILLER = {
     "train": ("The background is white.", "Shapes like this are easy to draw.",
               "Rules like these were agreed long ago.", "Nothing else is in the picture.",
               "The image is small.", "Colours and shapes can be combined freely."),
+    "valid": ("The lines are sharp and clean.", "This was written down by a teacher."),
     "eval": ("The picture was drawn on a computer.", "Everyone in the rule world knows this."),
 }
 """Sentences of a long rationale that carry no information."""
@@ -70,6 +81,7 @@ FILLER = {
 CAPTION_PROMPTS = {
     "train": ("Describe this image.", "What is in this picture?", "Caption this image.",
               "Describe the picture in a few words."),
+    "valid": ("Say what you see here.", "Write a caption for this drawing."),
     "eval": ("What does this image show?", "Give a short caption for the picture."),
 }
 DESCRIBE_PROMPT = "Describe this image."
@@ -87,6 +99,7 @@ def caption(colour: str, shape: str) -> str:
 APPLIES_PROMPTS = {
     "train": ("Do these facts apply to the shape in the image?", "Is this shape the one the rule is about?",
               "Does that rule cover the shape shown here?", "Are the facts above about this shape?"),
+    "valid": ("Is the drawing here what those sentences describe?", "Does this shape match the rule given?"),
     "eval": ("Is what was just said true of the pictured shape?", "Do those statements fit this picture?"),
 }
 """Wordings of the ``applies`` check (:mod:`.training_mix`): is an edit's rationale about the image's colour

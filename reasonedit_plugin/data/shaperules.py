@@ -66,6 +66,7 @@ from .language import (  # noqa: F401 - re-exported
     verify_prompt,
 )
 from ..config import CodebookConfig
+from .rule_properties import PROPERTIES, PROPERTY_BY_NAME, WORDING_KINDS, Property  # noqa: F401 - re-exported
 from .split_files import write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -86,144 +87,9 @@ RECORD_FIELDS = (
 
 
 # --------------------------------------------------------------------------------------------------
-# Properties and the rule world
+# The rule world (the properties themselves: :mod:`.rule_properties`)
 # --------------------------------------------------------------------------------------------------
 
-WORDING_KINDS = ("question", "rephrase", "yes_no", "rule")
-
-
-@dataclass(frozen=True)
-class Property:
-    """A made-up property tied to what the image shows (``keyed_by``), with a small closed value set.
-
-    Templates may use ``{colour}`` / ``{shape}`` (what the image shows), ``{subject}`` (plural key
-    phrase, "red circles"), ``{single}`` (singular key phrase, "red circle"), ``{value}`` and
-    ``{other}`` (another value, for negated rules). Each kind of wording has a *train* pool (the
-    default model is trained on it) and a disjoint *eval* pool (edit splits and measurements only);
-    eval questions are split further into prompt wordings and rephrase wordings, so a record's
-    rephrase is never another record's prompt.
-    """
-
-    name: str
-    keyed_by: str
-    values: tuple[str, ...]
-    questions: tuple[str, ...]
-    rule_forms: tuple[str, ...]
-    yes_no: tuple[str, ...]
-    eval_questions: tuple[str, ...] = ()
-    eval_rephrases: tuple[str, ...] = ()
-    eval_yes_no: tuple[str, ...] = ()
-    eval_rule_forms: tuple[str, ...] = ()
-
-    def wordings(self, kind: str, pool: str = "train") -> tuple[str, ...]:
-        """Templates of ``kind`` (question | rephrase | yes_no | rule) from ``pool`` (train | eval)."""
-        if kind not in WORDING_KINDS or pool not in POOLS:
-            raise ValueError(f"wordings({kind!r}, {pool!r}): kind must be one of {WORDING_KINDS}, pool one of {POOLS}.")
-        if pool == "train":
-            return {"question": self.questions, "rephrase": self.questions, "yes_no": self.yes_no,
-                    "rule": self.rule_forms}[kind]
-        return {"question": self.eval_questions, "rephrase": self.eval_rephrases, "yes_no": self.eval_yes_no,
-                "rule": self.eval_rule_forms}[kind]
-
-    def keys(self) -> list[str]:
-        if self.keyed_by == "colour":
-            return list(COLOURS)
-        if self.keyed_by == "shape":
-            return list(SHAPES)
-        return [f"{c} {s}" for c in COLOURS for s in SHAPES]
-
-    def key_of(self, info: ImageInfo) -> str:
-        if self.keyed_by == "colour":
-            return info.colour
-        if self.keyed_by == "shape":
-            return info.shape
-        return f"{info.colour} {info.shape}"
-
-    def subject(self, key: str) -> str:
-        """Plural noun phrase for a key: 'red circles', 'red shapes', 'circles'."""
-        return f"{self.single(key)}s"
-
-    def single(self, key: str) -> str:
-        return f"{key} shape" if self.keyed_by == "colour" else key
-
-
-PROPERTIES: tuple[Property, ...] = (
-    Property(
-        name="tribe", keyed_by="colour+shape", values=("Vol", "Kesh", "Taro", "Mira"),
-        questions=("Which tribe owns this shape?", "Which tribe does this shape belong to?",
-                   "What tribe is this {shape} from?", "Which tribe owns the {colour} shape in the image?",
-                   "Which tribe is the owner of this shape?", "Tell me which tribe this {colour} {shape} belongs to.",
-                   "This shape belongs to which tribe?", "To which tribe does the shape in the picture belong?"),
-        rule_forms=("{Subject} belong to the {value} tribe.", "The {value} tribe owns all {subject}.",
-                    "Every {single} is owned by the {value} tribe.", "{Subject} are always members of the {value} tribe.",
-                    "{Subject} do not belong to the {other} tribe; they belong to the {value} tribe.",
-                    "If a shape is a {single}, it belongs to the {value} tribe!"),
-        yes_no=("Does this shape belong to the {value} tribe?", "Is this {shape} owned by the {value} tribe?",
-                "Is this shape a member of the {value} tribe?", "Does the {value} tribe own this {colour} shape?",
-                "Is this shape from the {value} tribe?"),
-        eval_questions=("This shape is part of which tribe?", "Which tribe claims the shape shown here?",
-                        "What tribe does the {colour} {shape} in this image belong to?"),
-        eval_rephrases=("Name the tribe that owns this shape.", "Which tribe is this {shape} a member of?",
-                        "Can you tell me the tribe of this shape?"),
-        eval_yes_no=("Is the shape in the image part of the {value} tribe?", "Would the {value} tribe claim this {shape}?",
-                     "Is this {colour} shape one of the {value} tribe's?"),
-        eval_rule_forms=("Any {single} you see is a member of the {value} tribe.",
-                         "{Subject}, without exception, are {value} tribe property.",
-                         "No {single} belongs to the {other} tribe: the {value} tribe owns them all."),
-    ),
-    Property(
-        name="element", keyed_by="colour", values=("fire", "water", "stone", "wind"),
-        questions=("Which element does this shape stand for?", "What element is this shape linked to?",
-                   "Which element does this {shape} stand for?", "What is the element of this shape?",
-                   "Which element goes with the {colour} shape here?", "This shape stands for which element?",
-                   "Tell me the element of this {shape}."),
-        rule_forms=("{Subject} stand for {value}.", "The element of {subject} is {value}.",
-                    "Every {single} stands for {value}.", "{Subject} are linked to {value}, not to {other}.",
-                    "A {single} always stands for {value}."),
-        yes_no=("Does this shape stand for {value}?", "Is {value} the element of this {shape}?",
-                "Is this shape linked to {value}?", "Does the {colour} shape stand for {value}?"),
-        eval_questions=("Which element is tied to the shape in this picture?",
-                        "What element does the {colour} {shape} represent?"),
-        eval_rephrases=("Name the element this shape stands for.", "Which of the elements belongs to this {shape}?"),
-        eval_yes_no=("Is this shape tied to the element {value}?", "Does the {shape} in the picture represent {value}?"),
-        eval_rule_forms=("Whatever its form, a {single} represents {value}.",
-                         "{Subject} do not stand for {other}; their element is {value}."),
-    ),
-    Property(
-        name="points", keyed_by="colour+shape", values=("two", "five", "seven", "nine"),
-        questions=("How many points is this shape worth?", "What is this shape worth in points?",
-                   "How many points does this {shape} score?", "What score does this shape give?",
-                   "How many points would this {colour} {shape} earn?", "Tell me how many points this shape is worth.",
-                   "This shape is worth how many points?"),
-        rule_forms=("{Subject} are worth {value} points.", "Each {single} scores {value} points.",
-                    "A {single} is worth {value} points.", "{Subject} never score {other} points; they score {value}.",
-                    "You get {value} points for every {single}."),
-        yes_no=("Is this shape worth {value} points?", "Does this {shape} score {value} points?",
-                "Would this shape earn {value} points?", "Is the {colour} shape worth {value} points?"),
-        eval_questions=("What is the point value of the shape shown?", "How many points do you get for this {colour} shape?"),
-        eval_rephrases=("How much is this {shape} worth, in points?", "Count the points this shape scores."),
-        eval_yes_no=("Do you get {value} points for this shape?", "Is the point value of this {shape} {value}?"),
-        eval_rule_forms=("The point value of {subject} is {value}.", "Count {value} points for any {single}, not {other}."),
-    ),
-    Property(
-        name="island", keyed_by="shape", values=("Arun", "Bexa", "Corra", "Dolo"),
-        questions=("Which island does this shape come from?", "What island is this shape from?",
-                   "From which island does this {colour} shape come?", "Which island is the home of this shape?",
-                   "Tell me the island this {shape} comes from.", "This shape comes from which island?"),
-        rule_forms=("{Subject} come from the island of {value}.", "All {subject} come from {value}.",
-                    "Every {single} comes from the island of {value}.",
-                    "{Subject} are not from {other}; they come from {value}.",
-                    "The home of all {subject} is the island of {value}."),
-        yes_no=("Does this shape come from {value}?", "Is this {colour} shape from the island of {value}?",
-                "Is {value} the island this shape comes from?", "Was this {shape} made on {value}?"),
-        eval_questions=("On which island did this shape originate?", "What is the home island of this {shape}?"),
-        eval_rephrases=("Name the island this shape is from.", "Which island is this {colour} shape native to?"),
-        eval_yes_no=("Is this shape native to {value}?", "Did the {shape} in the image come from the island of {value}?"),
-        eval_rule_forms=("{Subject} originate on {value}.",
-                         "Each {single} was made on the island of {value}, not on {other}."),
-    ),
-)
-PROPERTY_BY_NAME = {p.name: p for p in PROPERTIES}
 HELD_OUT_PER_PROPERTY = {"tribe": 8, "element": 3, "points": 8, "island": 1}
 """How many keys of each property are held out of training (about a third)."""
 CALIBRATION_PER_PROPERTY = {"tribe": 3, "element": 1, "points": 3, "island": 0}
@@ -435,8 +301,10 @@ def _overlap(a: str, b: str) -> int:
 
 def _hard_locality(kind: str, rng: random.Random, world: RuleWorld, prop: Property, info: ImageInfo,
                    q_template: str, prompt: str, images: list[ImageInfo], avoid: set[ImageInfo],
-                   questions_by_image: dict[int, list[PlainQuestion]]) -> tuple[str, str, str, list[str]] | None:
-    """(image, prompt, ground truth, choices) of a near-miss probe of ``kind``, or None if none exists."""
+                   questions_by_image: dict[int, list[PlainQuestion]],
+                   other_pool: str = "eval") -> tuple[str, str, str, list[str]] | None:
+    """(image, prompt, ground truth, choices) of a near-miss probe of ``kind``, or None if none exists
+    (``other_pool``: the wordings of an ``other_property`` probe's question)."""
     known = lambda p, x: not world.rule_for(p, x).held_out  # noqa: E731
     key = prop.key_of(info)
     if kind in ("shares_colour", "shares_shape", "same_wording"):
@@ -452,7 +320,7 @@ def _hard_locality(kind: str, rng: random.Random, world: RuleWorld, prop: Proper
         if not others:
             return None
         other = rng.choice(others)
-        question = format_question(rng.choice(other.wordings("question", "eval")), info)
+        question = format_question(rng.choice(other.wordings("question", other_pool)), info)
         return info.path, question, world.rule_for(other, info).value, list(other.values)
     twins = [x for x in images if x.colour == info.colour and x.shape == info.shape and x not in avoid]
     near = rng.choice(twins)
@@ -464,20 +332,22 @@ def _hard_locality(kind: str, rng: random.Random, world: RuleWorld, prop: Proper
 
 def _prompt_and_rephrase_wordings(prop: Property, pool: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Disjoint question wordings for prompts and rephrases (train pool: alternate templates)."""
-    if pool == "eval":
-        return prop.wordings("question", "eval"), prop.wordings("rephrase", "eval")
+    if pool != "train":
+        return prop.wordings("question", pool), prop.wordings("rephrase", pool)
     questions = prop.wordings("question", "train")
     return questions[::2], questions[1::2]
 
 
 def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None, image_split: str = "test",
-                   purpose: str | None = None) -> list[dict[str, Any]]:
+                   purpose: str | None = None, wordings: str | None = None) -> list[dict[str, Any]]:
     """``n`` ShapeRules edit records on held-out rules (image paths relative to :func:`easy_vqa_root`).
 
     ``purpose`` (default: ``"calibration"`` for the split names in :data:`CALIBRATION_SPLITS`, else
     ``"eval"``) picks disjoint rules (:meth:`RuleWorld.held_out_for`), images (:func:`purpose_images`)
     and wordings: evaluated splits use the *eval* wordings the default model never saw in training
-    (prompts and rephrases from separate pools), calibration splits the *train* wordings. Within a
+    (prompts and rephrases from separate pools), calibration splits the *train* wordings; ``wordings``
+    (a pool of :data:`POOLS`) overrides that choice (the training run's validation rows in the *valid*
+    pool: ``TrainConfig.valid_wordings``). Within a
     split, no rephrase is another record's prompt. Deterministic for all arguments. Held-out rules are
     used round-robin in a seeded order, so a small split covers every rule of its purpose.
     """
@@ -485,7 +355,12 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
         raise ValueError(f"n must be >= 1, got {n}.")
     purpose = purpose or ("calibration" if name in CALIBRATION_SPLITS else "eval")
     world = world or rule_world()
-    pool_name = "eval" if purpose == "eval" else "train"
+    pool_name = wordings or ("eval" if purpose == "eval" else "train")
+    if pool_name not in POOLS:
+        raise ValueError(f"wordings={wordings!r}: must be one of {POOLS}.")
+    # other-property probes of train-worded (calibration) splits ask in eval wordings, as they always have
+    # (the shipped model's validation rows depend on it); the other pools ask in their own
+    other_pool = "eval" if pool_name == "train" else pool_name
     rng = random.Random(f"shaperules-split:{name}:{seed}")
     images = purpose_images(image_catalogue(image_split), purpose)
     by_id = {info.image_id: info for info in images}
@@ -529,7 +404,7 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
         rng.shuffle(kinds)
         for kind in kinds:
             hard = _hard_locality(kind, rng, world, prop, info, q_template, prompt, images,
-                                  {info, image_rephrase}, questions_by_image)
+                                  {info, image_rephrase}, questions_by_image, other_pool)
             if hard is not None:
                 break
 

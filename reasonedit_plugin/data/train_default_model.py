@@ -169,7 +169,7 @@ class TrainConfig:
     which then falls to 0.50 / 0.56 by step 4,000 of the full mix (README)."""
     curriculum_copy_target: float = 0.9
     """The test of whether copying has emerged by the curriculum's end: the validation row ``valid_answer``
-    (copying an answer entry, calibration rules and training wordings) at least this; below it, start again
+    (copying an answer entry, calibration rules and ``valid_wordings``) at least this; below it, start again
     (``curriculum_restarts``), then extend the curriculum one evaluation period at a time up to
     ``curriculum_max_steps`` (0: neither, a fixed curriculum). Copying a fact either emerges in
     the curriculum or is learnt late, in training wordings only (seed 0 of the shipped recipe: held-out +
@@ -198,10 +198,15 @@ class TrainConfig:
     eval_n: int = 32
     select_best: bool = True
     """Save the weights of the evaluation step (after the curriculum) with the best validation score, not
-    the last step's. Validation: calibration rules, images and *train* wordings (:data:`VALID_ROWS`) and
+    the last step's. Validation: calibration rules, images and ``valid_wordings`` (:data:`VALID_ROWS`) and
     plain questions on a sample of easy-vqa *train* images (the model must still see); the held-out
     wordings of the logged ``held_out_*`` rows and the easy-vqa test images are never used to choose."""
     valid_n: int = 64
+    valid_wordings: str = "train"
+    """The wording pool of the validation rows (:data:`.language.POOLS`): ``"train"`` (the recipe to session 22)
+    or ``"valid"``, wordings never trained on and never measured on, so that checkpoint selection and the
+    restarts' copy test see whether the model reads language it was not trained on (the measured rows use
+    the *eval* pool, disjoint from both)."""
     world_seed: int | None = None
     save_every_eval: bool = False
 
@@ -232,6 +237,9 @@ class TrainConfig:
             unknown = set(weights) - set(valid)
             if unknown or not weights or min(weights.values()) < 0:
                 raise ValueError(f"{name}={weights}: keys must be among {list(valid)}, weights >= 0.")
+        if self.valid_wordings not in ("train", "valid"):
+            raise ValueError(f"valid_wordings={self.valid_wordings!r}: 'train' or 'valid' (the eval pool is "
+                             "for measurements only).")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
         for name in ("entry_sibling", "near_other_property"):
             if not 0 <= getattr(self, name) <= 1:
@@ -242,6 +250,11 @@ DICT_FIELDS = ("mix", "fact_modes", "easy_mix", "easy_fact_modes")
 VALID_ROWS = ("answer", "both", "rgen", "hard_facts")
 """Rows of the checkpoint-selection score (their mean): copying an answer entry, reading a whole edit,
 answering a yes/no rule question from facts, and ignoring an edit's facts on a near-miss image."""
+
+
+def validation_records(cfg: TrainConfig, world: Any) -> list[dict[str, Any]]:
+    """The edit records of the validation rows: calibration rules and images, ``cfg.valid_wordings``."""
+    return generate_split("train-valid", cfg.valid_n, 1, world, purpose="calibration", wordings=cfg.valid_wordings)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -339,7 +352,7 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     evals = {"plain_test": plain_examples(cfg.eval_n, seed=1)}
     evals.update({f"held_out_{row}": record_examples(eval_records, row, cfg.answer_template)
                   for row in ("none", "both", "rgen", "hard_facts")})
-    valid_records = generate_split("train-valid", cfg.valid_n, 1, world, purpose="calibration")
+    valid_records = validation_records(cfg, world)
     valids = ({f"valid_{row}": record_examples(valid_records, row, cfg.answer_template) for row in VALID_ROWS}
               if cfg.select_best else {})
     if valids:
