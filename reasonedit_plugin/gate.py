@@ -38,6 +38,7 @@ test) to any number (per-entry work; the candidate list comes from the retriever
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from dataclasses import dataclass, field
@@ -280,6 +281,8 @@ class NullSetGate:
         self.null_pairs = 0
         self._null_reason = ""
         self.config = config
+        self._config_seen = copy.deepcopy(config)
+        """The config the tables below were derived from (a config changed in place rebuilds them)."""
         self.vision_dim = vision_dim if vision_dim is not None else codebook.dim
         self.has_text = self.vision_dim < codebook.dim
         self._version: int | None = None
@@ -298,6 +301,9 @@ class NullSetGate:
         entries it touched leave the per-entry cache; a codebook without a journal that reaches back
         (first use, a reload, a rebuild) builds the tables from scratch."""
         cb = self.codebook
+        if self.config != self._config_seen:  # changed in place: nothing derived from the old one is kept
+            self._config_seen = copy.deepcopy(self.config)
+            self._version = self._table = self._reach = self._null_text = None
         if self._version == cb.version:
             return
         changes = None if self._table is None or self._version is None else cb.changes_since(self._version)

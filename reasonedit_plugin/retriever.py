@@ -85,7 +85,7 @@ class Retriever:
         self.codebook = codebook
         self.config = config or codebook.retrieval
         self.seed = seed
-        self._tau: tuple[int, float] | None = None
+        self._tau: tuple[tuple[int, float, int], float] | None = None
         self.nullset = NullSetGate(codebook, self.config.nullset, vision_dim, seed, encode_text,
                                    domain_images) \
             if self.config.gate == "nullset" else None
@@ -106,15 +106,16 @@ class Retriever:
         return None if why is None else Retrieval(False, reason=why)
 
     def threshold(self) -> float | None:
-        """The percentile gate's threshold tau (cached per codebook version); None for the other gates
-        or fewer than two keys (then each entry's own radius is the gate)."""
+        """The percentile gate's threshold tau (cached per codebook version and the settings it is computed
+        with); None for the other gates or fewer than two keys (then each entry's own radius is the gate)."""
         cb = self.codebook
         if self.config.gate != "percentile" or not self.config.hubness or len(cb) < 2:
             return None
-        if self._tau is not None and self._tau[0] == cb.version:
+        stamp = (cb.version, gate_percentile(cb.num_edits, self.config), self.config.gate_sample)
+        if self._tau is not None and self._tau[0] == stamp:
             return self._tau[1]
-        tau = cb.gate_threshold(gate_percentile(cb.num_edits, self.config), self.config.gate_sample, self.seed)
-        self._tau = (cb.version, tau)
+        tau = cb.gate_threshold(stamp[1], stamp[2], self.seed)
+        self._tau = (stamp, tau)
         return tau
 
     def search(self, query: torch.Tensor, k: int | None = None, evidence: EvidenceProbe | None = None

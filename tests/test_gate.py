@@ -284,6 +284,25 @@ def test_domain_images_bound_the_image_test_from_the_first_edit():
     assert smallest <= r2.nullset.null_threshold < 3.0           # the low end of the 10 null distances
 
 
+def test_a_gate_setting_changed_in_place_rebuilds_what_was_derived_from_it():
+    edits = [("a", RED), ("b", BLUE), ("c", GREEN), ("d", [2.0, 2.0])]
+    cb, r = book()
+    for name, image in edits:
+        cb.add_edit(name, [answer("Q", name, image, QA, radius=50.0)])  # the null threshold binds
+    query = key([3.3, 0.0], QA)
+    r.search(query)
+    before = r.nullset.null_threshold
+    r.nullset.config.null_percentile = 95.0  # in place, on the live config: the codebook has not changed
+    after = r.search(query)
+    fresh_cb, fresh = book(null_percentile=95.0)
+    for name, image in edits:
+        fresh_cb.add_edit(name, [answer("Q", name, image, QA, radius=50.0)])
+    want = fresh.search(query)
+    assert r.nullset.null_threshold == fresh.nullset.null_threshold > before
+    assert (after.accepted, [t.image_reason for t in after.verdict.tests]) == \
+        (want.accepted, [t.image_reason for t in want.verdict.tests])
+
+
 def test_null_images_resolve_packaged_folders_and_say_what_is_missing(tmp_path):
     from reasonedit_plugin.hparams import resolve_image_paths
 

@@ -43,6 +43,14 @@ def test_gate_rejects_far_query_and_accepts_near():
     assert not far.accepted and far.facts == []
 
 
+def test_a_percentile_changed_in_place_is_seen_by_the_next_search():
+    cb = book([[0.0], [1.0], [2.0], [10.0]], gate="percentile")
+    r = Retriever(cb)
+    assert r.threshold() == pytest.approx(Retriever(book([[0.0], [1.0], [2.0], [10.0]], gate="percentile")).threshold())
+    cb.retrieval.gate_percentile = 100.0  # the same config object, mutated: no codebook change
+    assert r.threshold() == pytest.approx(10 / 9, rel=1e-5)  # the largest scaled pair, as from a fresh retriever
+
+
 def test_hubness_demotes_hub():
     # key 0 is near everything ("hub"), key 1 is in a tight pair with key 2
     cb = book([[0.0, 0.0], [3.0, 0.0], [3.05, 0.0], [-3.0, 0.0], [0.0, 3.0]], gate=False)
