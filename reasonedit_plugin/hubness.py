@@ -167,12 +167,12 @@ class HubnessGraph:
         # rows go in already grouped by IVF list (the order the partition would move them to), a chunk at a
         # time into room reserved once: no reordering of every key after they are in (a million keys: one
         # 900 MB gathered temporary and a copy less)
-        order = np.argsort(partition["assign"], kind="stable") if partition else np.arange(len(ids))
+        order = np.argsort(partition["assign"], kind="stable") if partition else slice(None)  # (no copy)
         exact_below, s.exact_below = s.exact_below, 1 << 62  # no training while rows go in
         try:
             s.reserve(len(ids))
             for start in range(0, len(ids), _RESTORE_CHUNK):
-                rows = order[start:start + _RESTORE_CHUNK]
+                rows = order[start:start + _RESTORE_CHUNK] if partition else slice(start, start + _RESTORE_CHUNK)
                 s.add_many(ids[rows], keys[rows])
         finally:
             s.exact_below = exact_below
