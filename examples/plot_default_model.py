@@ -1,0 +1,79 @@
+"""Plot issue 12's targets for several measured default models (seeds or recipes) side by side.
+
+Reads the JSON files that ``examples/measure_default_model.py --json FILE`` writes and draws, per target row,
+one bar per model with the target as a line (or a band, for "near chance"), so which seed misses which target
+is seen at a glance::
+
+    python examples/plot_default_model.py --out docs/default_model/seeds.png \\
+        "seed 0=docs/default_model/a.json" "seed 1=docs/default_model/b.json"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+TARGETS: tuple[tuple[str, str, float, float], ...] = (
+    # (row of measure_default_model.py, short label, lowest passing value, highest passing value)
+    ("easy-vqa test", "easy-vqa test\n(>= 0.92)", 0.92, 1.0),
+    ("held-out + both", "held-out + both\n(>= 0.95)", 0.95, 1.0),
+    ("R-Gen (+ both)", "R-Gen with facts\n(>= 0.90)", 0.90, 1.0),
+    ("R-Gen, no fact", "R-Gen, no fact\n(0.50 +- 0.05)", 0.45, 0.55),
+    ("near miss: answer changed by the facts", "near miss changed\n(<= 0.10)", 0.0, 0.10),
+)
+
+
+def load(spec: str) -> tuple[str, dict[str, float]]:
+    """``LABEL=PATH`` (or a bare PATH, labelled by its file name) -> (label, row -> accuracy)."""
+    label, _, path = spec.rpartition("=")
+    path = path or spec
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))["rows"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"{path}: not a measure_default_model.py JSON ({exc}); write one with --json FILE.")
+    return label or Path(path).stem, {r["row"]: float(r["accuracy"]) for r in rows}
+
+
+def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(2.0 + 1.9 * len(TARGETS), 4.2))
+    for t, (_, _, lo, hi) in enumerate(TARGETS):
+        ax.add_patch(plt.Rectangle((t - 0.45, lo), 0.9, hi - lo, color="tab:green", alpha=0.12, lw=0))
+    for m, (label, rows) in enumerate(models):
+        xs = [t - 0.4 + width * (m + 0.5) for t in range(len(TARGETS))]
+        values = [rows.get(row, float("nan")) for row, *_ in TARGETS]
+        ax.bar(xs, values, width * 0.9, label=label)
+        for x, v, (_, _, lo, hi) in zip(xs, values, TARGETS):
+            if v == v:  # (not NaN)
+                ax.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7,
+                        fontweight="bold" if lo <= v <= hi else "normal")
+    ax.set_xticks(range(len(TARGETS)), [label for _, label, _, _ in TARGETS], fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("accuracy / share (n = 200; easy-vqa n = 1000)")
+    ax.set_title(title + "  (green: the target's passing range; bold: met)", fontsize=9)
+    ax.legend(fontsize=8, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="+", help="LABEL=PATH of measure_default_model.py JSON files")
+    ap.add_argument("--out", type=Path, required=True, help="PNG to write")
+    ap.add_argument("--title", default="issue 12 targets")
+    args = ap.parse_args(argv)
+    print(plot([load(spec) for spec in args.models], args.out, args.title))
+
+
+if __name__ == "__main__":
+    main()

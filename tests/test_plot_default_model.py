@@ -1,0 +1,34 @@
+"""examples/plot_default_model.py: issue 12's target rows of measured models, side by side."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import plot_default_model as pdm  # noqa: E402
+
+
+def _measured(path: Path, **accuracy: float) -> Path:
+    rows = [{"row": row, "n": 200, "accuracy": accuracy.get(label, 0.5)} for row, label in
+            (("easy-vqa test", "plain"), ("held-out + both", "both"), ("R-Gen (+ both)", "rgen"))]
+    path.write_text(json.dumps({"rows": rows}))
+    return path
+
+
+def test_plots_every_model_and_reads_labels(tmp_path):
+    a = _measured(tmp_path / "a.json", plain=0.99, both=0.96)
+    b = _measured(tmp_path / "b.json", rgen=0.91)
+    label, rows = pdm.load(f"seed 1={a}")
+    assert label == "seed 1" and rows["held-out + both"] == 0.96
+    assert pdm.load(str(b))[0] == "b"                             # a bare path is labelled by its name
+    out = pdm.plot([pdm.load(f"seed 1={a}"), pdm.load(str(b))], tmp_path / "p" / "seeds.png", "t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"          # rows a file lacks are left out, not an error
+
+
+def test_a_file_that_is_not_a_measurement_says_how_to_make_one(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(SystemExit, match="--json FILE"):
+        pdm.load(f"x={bad}")
