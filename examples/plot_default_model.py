@@ -52,7 +52,7 @@ def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) 
         ax.bar(xs, values, width * 0.9, label=label)
         for x, v, (_, _, lo, hi) in zip(xs, values, TARGETS):
             if v == v:  # (not NaN)
-                ax.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7,
+                ax.text(x, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=6,
                         fontweight="bold" if lo <= v <= hi else "normal")
     ax.set_xticks(range(len(TARGETS)), [label for _, label, _, _ in TARGETS], fontsize=8)
     ax.set_ylim(0, 1.12)
