@@ -77,18 +77,30 @@ def resolve_device(device: Any) -> str:
     return str(device)
 
 
-def warn_on_other_answer_template(model_path: Path, template: str) -> str | None:
-    """A model trained by ``train_default_model`` records the answer-entry wording it learnt to read; a
-    warning (returned, and logged) when the hparams store entries in another one."""
+def other_answer_template(model_path: Path, template: str) -> str | None:
+    """A model trained by ``train_default_model`` records the answer-entry wording it learnt to read; what to
+    say when the hparams store entries in another one (None: the same, or not such a model)."""
     from .data.default_model_build import trained_answer_template
 
     trained = trained_answer_template(model_path)
     if trained is None or trained == template:
         return None
-    message = (f"{model_path} was trained on answer entries worded {trained!r}, the hparams store them as "
-               f"{template!r}; set codebook.answer_template to the model's.")
-    logger.warning(message)
+    return (f"{model_path} was trained on answer entries worded {trained!r}, the hparams store them as "
+            f"{template!r}; set codebook.answer_template to the model's.")
+
+
+def warn_on_other_answer_template(model_path: Path, template: str) -> str | None:
+    """:func:`other_answer_template`, logged as a warning (and returned)."""
+    message = other_answer_template(model_path, template)
+    if message is not None:
+        logger.warning(message)
     return message
+
+
+def report_warnings(hparams: Any) -> list[str]:
+    """What a report states above its tables (``-q`` hides the log's warnings; a report keeps them)."""
+    message = other_answer_template(Path(hparams.model_name), hparams.codebook.answer_template)
+    return [message] if message else []
 
 
 def load_vlm(hparams: Any) -> Any:

@@ -53,7 +53,8 @@ def _run_and_report(args: argparse.Namespace, hparams: Any, records: list, metho
                                 easyedit_hparams_dir=getattr(args, "easyedit_hparams", None), single=single,
                                 progress=progress, on_method=announce, jobs=getattr(args, "jobs", 1),
                                 vlm_loader=functools.partial(inputs.load_vlm, hparams))
-    extra_report = {"hparams_path": getattr(hparams, "source_path", None)}
+    extra_report = {"hparams_path": getattr(hparams, "source_path", None),
+                    "warnings": inputs.report_warnings(hparams)}
     if after is not None:
         extra_report.update(after(comparison, vlm) or {})
     files = write_report(comparison, args.out, title=title, command=command or command_line(),
@@ -203,7 +204,7 @@ def _eval_codebook(args: argparse.Namespace) -> int:
     comparison = Comparison([row], reference.summary(), protocol, config.to_dict(), hparams.model_name,
                             time.perf_counter() - start)
     files = write_report(comparison, args.out, title=f"ReasonEdit codebook {codebook}", command=command_line(),
-                         hparams=hparams)
+                         hparams=hparams, extra={"warnings": inputs.report_warnings(hparams)})
     say(args, summary_text(comparison))
     say(args, f"report: {files.markdown}")
     return 0

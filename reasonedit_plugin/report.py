@@ -280,6 +280,11 @@ def _edit_k_lines(extra: dict[str, Any] | None) -> list[str]:
             f"({ek['rounds']} seeded rounds, mean accuracy in %): {cells}", ""]
 
 
+def _warnings(extra: dict[str, Any] | None) -> list[str]:
+    """What the run warned about that the results depend on (e.g. a model read with another answer template)."""
+    return list((extra or {}).get("warnings") or [])
+
+
 def _captions(extra: dict[str, Any] | None) -> dict[str, Any] | None:
     return (extra or {}).get("captions")
 
@@ -297,7 +302,10 @@ def render_markdown(comparison: Any, title: str, command: str | None, plots: Seq
     lines = [f"# {title}", ""]
     if command:
         lines += ["Regenerate with:", "", "```bash", command, "```", ""]
-    lines += _summary_lines(comparison) + ["", "## Results", "", _markdown_table(rows, PAPER_TABLE), ""]
+    lines += _summary_lines(comparison) + [""]
+    if _warnings(extra):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in _warnings(extra)] + [""]
+    lines += ["## Results", "", _markdown_table(rows, PAPER_TABLE), ""]
     ok_rows = [r for r in rows if r["Status"] == "ok"]
     if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):
         lines += ["## EasyEdit metrics", "", _markdown_table(ok_rows, EASYEDIT_TABLE), ""]
@@ -334,6 +342,9 @@ def render_html(comparison: Any, title: str, command: str | None, plots: Sequenc
         parts.append(f"<p>Regenerate with:</p><pre>{html.escape(command)}</pre>")
     parts.append("<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in _summary_lines(comparison))
                  + "</ul>")
+    if _warnings(extra):
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in _warnings(extra))
+                     + "</ul>")
     parts.append("<h2>Results</h2>" + _html_table(rows, PAPER_TABLE))
     ok_rows = [r for r in rows if r["Status"] == "ok"]
     if ok_rows and any(r[t] != "—" for r in ok_rows for _, t in EASYEDIT_COLUMNS):

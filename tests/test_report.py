@@ -177,6 +177,26 @@ def test_edit_k_section(comparison, tmp_path):
     assert json.loads(files.json.read_text())["extra"]["edit_k"]["accuracy"] == {"1": 0.5, "5": None}
 
 
+def test_warnings_are_stated_above_the_results_in_both_pages(comparison, tmp_path):
+    from reasonedit_plugin.cli_inputs import report_warnings
+
+    files = write_report(comparison, tmp_path / "w", extra={"warnings": ["read with another answer template"]})
+    md = files.markdown.read_text()
+    assert md.index("## Warnings") < md.index("## Results") and "- read with another answer template" in md
+    assert "<h2>Warnings</h2><ul><li>read with another answer template</li></ul>" in files.html.read_text()
+    assert "## Warnings" not in write_report(comparison, tmp_path / "none").markdown.read_text()
+
+    class Hparams:  # a trained default model read with another template: the report says so
+        model_name = str(tmp_path / "model")
+        codebook = type("C", (), {"answer_template": "The answer to '{question}' is {answer}."})
+
+    (tmp_path / "model").mkdir()
+    assert report_warnings(Hparams) == []
+    naming = "For {image}, the answer to '{question}' is {answer}."
+    (tmp_path / "model" / "training_args.json").write_text(json.dumps({"config": {"answer_template": naming}}))
+    assert ["set codebook.answer_template" in w for w in report_warnings(Hparams)] == [True]
+
+
 def test_summary_text_lists_every_row(comparison):
     from reasonedit_plugin.report import summary_text
 
