@@ -86,9 +86,18 @@ class Retriever:
         self.config = config or codebook.retrieval
         self.seed = seed
         self._tau: tuple[tuple[int, float, int], float] | None = None
-        self.nullset = NullSetGate(codebook, self.config.nullset, vision_dim, seed, encode_text,
-                                   domain_images) \
-            if self.config.gate == "nullset" else None
+        self._gate_args = (vision_dim, seed, encode_text, domain_images)
+        self._nullset: NullSetGate | None = None
+
+    @property
+    def nullset(self) -> NullSetGate | None:
+        """The null-set gate when ``config.gate`` is ``"nullset"`` (None otherwise); made on first use and made
+        again when the config's gate section is another object (settings changed in place it follows itself)."""
+        if self.config.gate != "nullset":
+            return None
+        if self._nullset is None or self._nullset.config is not self.config.nullset:
+            self._nullset = NullSetGate(self.codebook, self.config.nullset, *self._gate_args)
+        return self._nullset
 
     def prescreens(self) -> bool:
         """Whether a query may be rejected by its image alone (the null-set gate's ``image_prescreen``, where

@@ -303,6 +303,28 @@ def test_a_gate_setting_changed_in_place_rebuilds_what_was_derived_from_it():
         (want.accepted, [t.image_reason for t in want.verdict.tests])
 
 
+def test_the_gate_kind_changed_in_place_is_the_one_searched_with():
+    cb = Codebook(5, CodebookConfig(merge=False), RetrievalConfig(gate="percentile"))
+    r = Retriever(cb, vision_dim=2)
+    for name, image in (("a", RED), ("b", BLUE), ("c", GREEN)):
+        cb.add_edit(name, [answer("Q", name, image, QA)])
+    query = key(RED2, QA)
+    assert r.nullset is None and r.search(query).verdict is None
+    cb.retrieval.gate = "nullset"                    # the same config object, changed in place
+    fresh_cb, fresh = book()
+    for name, image in (("a", RED), ("b", BLUE), ("c", GREEN)):
+        fresh_cb.add_edit(name, [answer("Q", name, image, QA)])
+    got, want = r.search(query), fresh.search(query)
+    assert got.verdict is not None and (got.accepted, got.entry_ids, got.reason) == \
+        (want.accepted, want.entry_ids, want.reason)
+    gate = r.nullset
+    assert r.nullset is gate                          # kept while the section is the same object
+    cb.retrieval.nullset = NullSetGateConfig(null_percentile=50.0)
+    assert r.nullset is not gate and r.nullset.config.null_percentile == 50.0
+    cb.retrieval.gate = "percentile"
+    assert r.nullset is None and r.search(query).verdict is None
+
+
 def test_null_images_resolve_packaged_folders_and_say_what_is_missing(tmp_path):
     from reasonedit_plugin.hparams import resolve_image_paths
 
