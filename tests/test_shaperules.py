@@ -333,6 +333,9 @@ def test_cli_writes_jsonl(tmp_path):
     sr.main(["--split", "cli", "--n", "5", "--seed", "2", "--out", str(out)])
     records = split_files.load_jsonl(out)
     assert [r["id"] for r in records] == [f"shaperules-cli-{i:04d}" for i in range(5)]
+    assert {r["meta"]["wordings"] for r in records} == {"eval"}
+    sr.main(["--split", "cli", "--n", "5", "--seed", "2", "--wordings", "valid", "--out", str(out)])
+    assert {r["meta"]["wordings"] for r in split_files.load_jsonl(out)} == {"valid"}
 
 
 def test_load_split_names_the_fix_for_unknown_splits():

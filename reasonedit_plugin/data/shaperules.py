@@ -453,10 +453,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--purpose", default=None, choices=PURPOSES,
                         help="eval (held-out wordings) or calibration (disjoint rules, images and prompts); "
                              f"default: calibration for --split {' / '.join(CALIBRATION_SPLITS)}, else eval")
+    parser.add_argument("--wordings", default=None, choices=POOLS,
+                        help="wording pool (default: eval for evaluated splits, train for calibration ones; valid: "
+                             "the pool the training run may select checkpoints on)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     records = generate_split(args.split, args.n, args.seed, rule_world(args.world_seed), args.image_split,
-                             args.purpose)
+                             args.purpose, args.wordings)
     out = write_jsonl(records, args.out or Path(f"shaperules_{args.split}.jsonl"))
     logger.info("wrote %d records to %s (image paths relative to %s)", len(records), out, easy_vqa_root())
 
