@@ -317,7 +317,7 @@ class RetrievalConfig:
     with InfoNCE as edits accumulate; settings in the ``key_tuning`` section)."""
 
     def __post_init__(self) -> None:
-        from .gate import NullSetGateConfig  # the gate module owns its config; imported here, no circle
+        from .gate_config import NullSetGateConfig  # the gate owns its config; imported here, no circle
 
         _choice("retrieval.backend", self.backend, KEY_SEARCHES)
         _check(self.hubness_k >= 1, "retrieval.hubness_k must be >= 1.")
