@@ -190,6 +190,8 @@ class NullSetGate:
         (first use, a reload, a rebuild) builds the tables from scratch."""
         cb = self.codebook
         if self.config != self._config_seen:  # changed in place: nothing derived from the old one is kept
+            if self.config.null_images != self._config_seen.null_images:
+                self._domain = {}  # read again through ``domain_images`` (which reads the live config)
             self._config_seen = copy.deepcopy(self.config)
             self._version = self._table = self._reach = self._null_text = None
         if self._version == cb.version:

@@ -303,6 +303,26 @@ def test_a_gate_setting_changed_in_place_rebuilds_what_was_derived_from_it():
         (want.accepted, [t.image_reason for t in want.verdict.tests])
 
 
+def test_null_images_changed_in_place_are_read_again():
+    # the editor's domain_images reads the live config's null_images; a change there must reach the gate
+    config = RetrievalConfig()
+    images = {"one.png": [[2.0, 0.0]], "four.png": [[2.0, 0.0], [0.0, 2.0], [2.0, 2.0], [4.0, 4.0]]}
+
+    def domain():
+        rows = [row for name in config.nullset.null_images for row in images[name]]
+        return torch.tensor(rows, dtype=torch.float64).numpy() if rows else None
+
+    cb = Codebook(5, CodebookConfig(merge=False), config)
+    r = Retriever(cb, vision_dim=2, domain_images=domain)
+    cb.add_edit("a", [answer("Q", "Vol", RED, QA, radius=5.0)])
+    config.nullset.null_images = ("one.png",)
+    assert r.search(key([3.0, 0.0], QA)).verdict.tests[0].image_reason.endswith("and 1 domain images")
+    config.nullset.null_images = ("four.png",)                  # in place, on the live config
+    assert r.nullset.null_pairs == 1
+    res = r.search(key([3.0, 0.0], QA))
+    assert r.nullset.null_pairs == 10 and "and 4 domain images" in res.verdict.tests[0].image_reason
+
+
 def test_the_gate_kind_changed_in_place_is_the_one_searched_with():
     cb = Codebook(5, CodebookConfig(merge=False), RetrievalConfig(gate="percentile"))
     r = Retriever(cb, vision_dim=2)
