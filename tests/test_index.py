@@ -16,8 +16,9 @@ import torch
 
 from reasonedit_plugin import index as index_mod
 from reasonedit_plugin.errors import ConfigError, ReasonEditError
+from reasonedit_plugin import faiss_index
+from reasonedit_plugin.faiss_index import FaissIndex
 from reasonedit_plugin.index import (
-    FaissIndex,
     IndexInputError,
     MissingDependencyError,
     SearchResult,
@@ -394,7 +395,7 @@ def test_missing_faiss_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.skipif(not _backend_available("faiss"), reason="faiss not installed")
 def test_faiss_use_gpu_without_gpu_is_a_clear_error() -> None:
-    if index_mod._faiss_gpu_usable(index_mod._import_faiss()):
+    if faiss_index._faiss_gpu_usable(faiss_index._import_faiss()):
         pytest.skip("a faiss GPU is available here")
     with pytest.raises(ConfigError, match="faiss-gpu"):
         FaissIndex(4, use_gpu=True)
