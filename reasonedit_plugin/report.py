@@ -30,6 +30,7 @@ from typing import Any, Sequence, Union
 
 from .errors import ReasonEditError
 from .hparams import portable_model_name
+from .plots import plot_metrics_vs_edits, plot_retrieval_distances, plot_topology
 
 PAPER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("reliability", "Rel."), ("t_gen", "T-Gen"), ("i_gen", "I-Gen"), ("r_gen", "R-Gen"), ("gen", "Gen (HM)"),
@@ -41,12 +42,6 @@ EASYEDIT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rewrite_acc", "rewrite_acc"), ("rephrase_acc", "rephrase_acc"), ("image_rephrase_acc", "image_rephrase_acc"),
     ("locality_acc", "locality_acc"), ("multimodal_locality_acc", "multimodal_locality_acc"),
 )
-PLOT_METRICS: tuple[tuple[str, str], ...] = (
-    ("reliability", "Reliability"), ("gen", "Generalisation (HM of T/I/R-Gen)"), ("locality", "Locality"),
-    ("hard_locality", "Hard locality"),
-)
-EDIT_KINDS = ("reliability", "t_gen", "i_gen", "r_gen")
-UNRELATED_KINDS = ("locality", "hard_locality")
 PACKAGES = ("torch", "transformers", "faiss-cpu", "faiss-gpu", "sentence-transformers", "numpy", "pillow",
             "easy-vqa", "matplotlib", "reasonedit-plugin")
 
@@ -360,130 +355,6 @@ def render_html(comparison: Any, title: str, command: str | None, plots: Sequenc
         parts.append(f"<img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'>")
     parts.append(f"<p>{html.escape(DEFINITIONS)}</p><p>Raw numbers: results.json</p></body></html>")
     return "".join(parts)
-
-
-# ================================================================================================
-# Plots
-# ================================================================================================
-
-def _figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Any, Any]:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
-        raise ReasonEditError("plots need matplotlib: pip install matplotlib") from exc
-    fig = Figure(figsize=(width, height))  # no pyplot: no global state, no display
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    return path
-
-
-_STYLE = {"ReasonEdit": dict(color="black", linewidth=2.4, marker="o", zorder=5),
-          "unedited": dict(color="tab:gray", linestyle="--", marker="s")}
-
-
-def plot_metrics_vs_edits(comparison: Any, path: Union[str, Path]) -> Path | None:
-    """The paper metrics after each checkpoint, one line per method that ran (None if nothing to plot)."""
-    runs = [m for m in comparison.methods if m.ok and m.evaluation is not None and m.evaluation.checkpoints]
-    if not runs:
-        return None
-    fig, axes = _figure(10.5, 6.8, 2, 2)
-    cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
-            "tab:olive", "tab:cyan"]
-    markers = ["^", "v", "D", "P", "X", "<", ">", "h"]
-    styles: dict[str, dict[str, Any]] = {}
-    for m in runs:  # distinct colour AND marker, so methods with equal numbers stay visible
-        if m.name in _STYLE:
-            styles[m.name] = dict(_STYLE[m.name])
-        else:
-            i = len([n for n in styles if n not in _STYLE])
-            styles[m.name] = dict(color=cmap[i % len(cmap)], marker=markers[i % len(markers)],
-                                  markersize=7 - (i % 3), linewidth=1.3, alpha=0.85,
-                                  linestyle=("-", "--", "-.", ":")[i % 4])
-    for ax, (key, title) in zip(axes.reshape(-1), PLOT_METRICS):
-        for m in runs:
-            pts = [(c.num_edits, c.scores.metric(key)) for c in m.evaluation.checkpoints
-                   if c.scores.metric(key) is not None]
-            if not pts:
-                continue
-            style = styles[m.name]
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], label=m.label or m.name, **style)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylim(-3, 103)
-        ax.set_xlabel("number of sequential edits")
-        ax.set_ylabel("%")
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    last = runs[0].evaluation.checkpoints[-1]
-    fig.suptitle(f"Metrics vs number of edits (intermediate points: seeded subsample; last point: all "
-                 f"{last.num_edits} edits)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, format="png")
-    return path
-
-
-def plot_retrieval_distances(result: Any, path: Union[str, Path]) -> Path | None:
-    """Histograms of the best scaled score and raw distance of edited vs unrelated queries (final
-    evaluation of one ReasonEdit row), with the gate threshold τ."""
-    ev = result.evaluation
-    if ev is None:
-        return None
-    edited = [p for p in ev.probes if p.kind in EDIT_KINDS and p.best_score is not None]
-    unrelated = [p for p in ev.probes if p.kind in UNRELATED_KINDS and p.best_score is not None]
-    if not edited and not unrelated:
-        return None
-    import numpy as np
-
-    fig, axes = _figure(11.0, 4.8, 1, 2)
-    for ax, attr, title in ((axes[0, 0], "best_score", "best hubness-scaled score  d / σ"),
-                            (axes[0, 1], "best_distance", "best raw L2 distance")):
-        groups = [
-            ("edited queries (Rel/T/I/R-Gen)", [getattr(p, attr) for p in edited], "tab:blue"),
-            ("unrelated: locality", [getattr(p, attr) for p in unrelated if p.kind == "locality"], "tab:green"),
-            ("unrelated: hard locality", [getattr(p, attr) for p in unrelated if p.kind == "hard_locality"],
-             "tab:red"),
-        ]
-        values = [v for _, vs, _ in groups for v in vs if v is not None]
-        if not values:
-            continue
-        bins = np.linspace(min(values), max(values) + 1e-9, 31)
-        for label, vs, colour in groups:
-            if vs:
-                ax.hist(vs, bins=bins, alpha=0.55, color=colour, label=f"{label} (n={len(vs)})")
-        if attr == "best_score" and ev.gate_threshold is not None:
-            ax.axvline(ev.gate_threshold, color="black", linestyle="--", linewidth=1.5,
-                       label=f"gate τ = {ev.gate_threshold:.3f} (final codebook)")
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel("queries")
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
-        ax.grid(alpha=0.3)
-    n_acc = sum(1 for p in unrelated if p.accepted)
-    fig.suptitle(f"{result.label or result.name}: nearest codebook entry per query after all edits "
-                 f"({n_acc}/{len(unrelated)} unrelated queries passed the gate)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, format="png")
-    return path
-
-
-def plot_topology(calibration: Any, folder: Union[str, Path]) -> list[Path]:
-    """The AutoScaler / AutoLayer sweep PNGs of a Calibration (``topology.py`` draws them)."""
-    if calibration is None or not hasattr(calibration, "plot"):
-        return []
-    return [Path(p) for p in calibration.plot(Path(folder) / "topology.png")]
 
 
 # ================================================================================================

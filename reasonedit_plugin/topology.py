@@ -32,6 +32,7 @@ import torch
 
 from .config import TopologyConfig
 from .errors import ConfigError, ReasonEditError
+from .plots import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -282,25 +283,6 @@ def _best_index(points: Sequence[BalancePoint]) -> int:
     return max(range(len(points)), key=lambda i: (points[i].harmonic, -i))
 
 
-def _new_figure(width: float, height: float) -> tuple[Any, Any]:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ReasonEditError("plotting needs matplotlib: pip install matplotlib") from exc
-    fig = Figure(figsize=(width, height))  # no pyplot: no global state, no display backend
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def _save(fig: Any, path: Union[str, Path]) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120, format="png")
-    return out
-
-
 @dataclass
 class ScaleSweep:
     """AutoScaler: balance per λ (METHOD.md §5). ``best`` is the λ with the highest mean harmonic."""
@@ -324,7 +306,8 @@ class ScaleSweep:
 
     def plot(self, path: Union[str, Path]) -> Path:
         """Write the topology-balance sweep (Vision-Q, Language-Q, balance vs λ) as a PNG."""
-        fig, ax = _new_figure(7.0, 4.2)
+        fig, axes = new_figure(7.0, 4.2)
+        ax = axes[0, 0]
         lam = [float(p.value) for p in self.points]
         h = [p.harmonic for p in self.points]
         sd = [p.harmonic_std for p in self.points]
@@ -344,7 +327,7 @@ class ScaleSweep:
         where = f", layer {self.layer}" if self.layer else ""
         ax.set_title(f"Topology balance vs λ (n={self.samples}, {self.runs} runs{where})", fontsize=10)
         ax.legend(fontsize=8)
-        return _save(fig, path)
+        return save_figure(fig, path, dpi=120)
 
 
 @dataclass
@@ -367,7 +350,8 @@ class LayerSweep:
 
     def plot(self, path: Union[str, Path]) -> Path:
         """Write Vision-Q, Language-Q and balance per candidate layer as a PNG."""
-        fig, ax = _new_figure(max(7.0, 0.35 * len(self.points)), 4.6)
+        fig, axes = new_figure(max(7.0, 0.35 * len(self.points)), 4.6)
+        ax = axes[0, 0]
         x = list(range(len(self.points)))
         h = [p.harmonic for p in self.points]
         ax.plot(x, [p.vision_q for p in self.points], "o-", color="tab:blue", markersize=3, label="Vision-Q")
@@ -383,7 +367,7 @@ class LayerSweep:
         ax.set_title(f"Topology balance per layer (λ={self.scale:.3g}, n={self.samples}, {self.runs} runs)",
                      fontsize=10)
         ax.legend(fontsize=8)
-        return _save(fig, path)
+        return save_figure(fig, path, dpi=120)
 
 
 def scale_grid(config: TopologyConfig) -> list[float]:
@@ -488,12 +472,13 @@ class Calibration:
         if self.layer_sweep is not None:
             written.append(self.layer_sweep.plot(out.with_name(f"{out.stem}_layer.png")))
         if not written:  # the ablation: just the diagnostics at the fixed point
-            fig, ax = _new_figure(4.5, 3.5)
+            fig, axes = new_figure(4.5, 3.5)
+            ax = axes[0, 0]
             b = self.balance
             ax.bar(["Vision-Q", "Language-Q", "balance"], [b.vision_q, b.language_q, b.harmonic],
                    color=["tab:blue", "tab:orange", "black"])
             ax.set_title(f"No balance: layer {self.layer}, λ={self.scale:.3g}", fontsize=9)
-            written.append(_save(fig, out.with_suffix(".png")))
+            written.append(save_figure(fig, out.with_suffix(".png"), dpi=120))
         return written
 
 
