@@ -17,9 +17,9 @@ from typing import Any, Mapping, Sequence
 from .baseline_registry import BaselineUnavailable, easyedit_commit
 from .easyedit_mend import vqa_record
 from .easyedit_setup import ALGORITHMS, LIST_REQUEST_ALGS, ModelFolder, apply_fix, hparams_to_dict, multimodal_editor_class
-from .edit_methods import Prediction, TeacherForced, _pick, vlm_teacher_forced
+from .edit_methods import DirectAnswers, Prediction, TeacherForced
 from .metrics import EASYEDIT_KEYS
-from .records import EditRecord, ImageLike, load_image
+from .records import EditRecord, ImageLike
 
 # ================================================================================================
 # Records -> EasyEdit requests
@@ -93,7 +93,7 @@ def _native_summary(native: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-class EasyEditMethod:
+class EasyEditMethod(DirectAnswers):
     """One EasyEdit multimodal method behind :class:`~reasonedit_plugin.evaluation.EditMethod`.
 
     ``apply`` edits through ``MultimodalEditor.edit(..., sequential_edit=True)`` (edits accumulate in the
@@ -161,15 +161,6 @@ class EasyEditMethod:
         self.native_metrics.extend(_plain(m) for m in metrics)
         self.last_apply_seconds = self.native_metrics[-1].get("time") if self.native_metrics else None
         self.mm_editor.model.eval()
-
-    def predict(self, image: ImageLike | None, question: str, choices: Sequence[str] | None) -> Prediction:
-        img = load_image(image) if image is not None else None
-        if choices:
-            return Prediction(_pick(list(choices), self.vlm.option_nll(img, question, list(choices))))
-        return Prediction(self.vlm.generate(img, question, self.max_new_tokens))
-
-    def teacher_forced(self, image: ImageLike | None, question: str, target: str) -> TeacherForced | None:
-        return vlm_teacher_forced(self.vlm, image, question, target)
 
 
 def _list_request(apply_algo: Any) -> Any:

@@ -131,7 +131,24 @@ def vlm_teacher_forced(vlm: Any, image: ImageLike | None, user_text: str, target
     return TeacherForced(logits, labels)
 
 
-class UneditedMethod:
+class DirectAnswers:
+    """``predict`` and ``teacher_forced`` from the model as it now is (``self.vlm``, ``self.max_new_tokens``):
+    the unedited model, and every method that edits the model's weights in place."""
+
+    vlm: Any
+    max_new_tokens: int
+
+    def predict(self, image: ImageLike | None, question: str, choices: Sequence[str] | None) -> Prediction:
+        img = load_image(image) if image is not None else None
+        if choices:
+            return Prediction(_pick(list(choices), self.vlm.option_nll(img, question, list(choices))))
+        return Prediction(self.vlm.generate(img, question, self.max_new_tokens))
+
+    def teacher_forced(self, image: ImageLike | None, question: str, target: str) -> TeacherForced | None:
+        return vlm_teacher_forced(self.vlm, image, question, target)
+
+
+class UneditedMethod(DirectAnswers):
     """The unedited model: edits are ignored."""
 
     def __init__(self, vlm: Any, max_new_tokens: int = 16, name: str = "unedited"):
@@ -144,15 +161,6 @@ class UneditedMethod:
 
     def apply(self, record: EditRecord) -> None:
         pass
-
-    def predict(self, image: ImageLike | None, question: str, choices: Sequence[str] | None) -> Prediction:
-        img = load_image(image) if image is not None else None
-        if choices:
-            return Prediction(_pick(choices, self.vlm.option_nll(img, question, list(choices))))
-        return Prediction(self.vlm.generate(img, question, self.max_new_tokens))
-
-    def teacher_forced(self, image: ImageLike | None, question: str, target: str) -> TeacherForced | None:
-        return vlm_teacher_forced(self.vlm, image, question, target)
 
 
 class ReasonEditMethod:

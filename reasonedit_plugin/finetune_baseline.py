@@ -24,7 +24,7 @@ import torch
 
 from .baseline_registry import read_baseline_yaml
 from .errors import ConfigError, did_you_mean
-from .edit_methods import Prediction, TeacherForced, _pick, vlm_teacher_forced
+from .edit_methods import DirectAnswers
 from .records import EditRecord, ImageLike, load_image
 
 __all__ = ["FineTuneConfig", "FineTuneMethod"]
@@ -76,7 +76,7 @@ class FineTuneConfig:
         return cls(**kwargs)
 
 
-class FineTuneMethod:
+class FineTuneMethod(DirectAnswers):
     """The FT row behind the comparison's ``EditMethod`` interface (a deep copy of the VLM's model)."""
 
     def __init__(self, vlm: Any, config: FineTuneConfig, max_new_tokens: int = 16):
@@ -146,15 +146,6 @@ class FineTuneMethod:
                 w.grad = None
         self.losses.append((first, last))
         self.last_apply_seconds = time.perf_counter() - start
-
-    def predict(self, image: ImageLike | None, question: str, choices: Sequence[str] | None) -> Prediction:
-        img = load_image(image) if image is not None else None
-        if choices:
-            return Prediction(_pick(list(choices), self.vlm.option_nll(img, question, list(choices))))
-        return Prediction(self.vlm.generate(img, question, self.max_new_tokens))
-
-    def teacher_forced(self, image: ImageLike | None, question: str, target: str) -> TeacherForced | None:
-        return vlm_teacher_forced(self.vlm, image, question, target)
 
 
 def target_inputs(vlm: Any, image: ImageLike, text: str, target: str) -> tuple[dict[str, Any], torch.Tensor]:
