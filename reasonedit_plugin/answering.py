@@ -131,9 +131,12 @@ class QueryPath:
     def _answer_in_one_pass(self, img: Image.Image, question: str, choices: Sequence[str] | None
                             ) -> tuple[Answer | None, Retrieval | None]:
         """With ``nullset.image_prescreen``, a new image is answered unedited straight away and the key's vision
-        part read from that answer's own vision pass (METHOD.md §4 (c)): if no edit is within reach of it, that
-        answer stands (what the full path gives, without a second vision pass or the question's embedding);
-        otherwise the pass stops at the key layer and the full path follows with the feature it gave.
+        part read from that answer's own vision pass (METHOD.md §4 (c)). At the key layer the pass asks: is no
+        edit within the image's reach, or does the gate reject the query without its evidence check? Then that
+        answer stands (what the full path gives: nothing retrieved, the prompt unchanged), without a second
+        processor call and vision pass, and in the first case without the question's embedding. Otherwise (an
+        accepted query, or one whose decision needs the evidence check's own model pass) the pass stops there
+        and the full path follows with the feature it gave.
         Returns (the standing answer, None) or (None, the retrieval from the image's key vision part when the
         pass or the cache gave it, else None: the full path computes it)."""
         if self._one_pass is False or self._empty() or not self.retriever.prescreens():
@@ -143,19 +146,41 @@ class QueryPath:
         if known is not None:  # a known image: the search costs no vision pass
             return None, self._search(known[None], question, evidence)
         tapped_feature: list[torch.Tensor] = []
-        rejected: list[Retrieval | None] = []
+        decided: list[Retrieval | None] = []
 
-        def check(feature: torch.Tensor) -> bool:  # go on answering only if no edit can match
+        def check(feature: torch.Tensor) -> bool:  # go on answering only if the unedited answer stands
             tapped_feature.append(self.keys.remember_vision(digest, feature))
-            rejected.append(self.retriever.out_of_reach(feature))
-            return rejected[0] is not None
+            decided.append(self._decide_in_pass(feature, question))
+            return decided[0] is not None and not decided[0].accepted
 
         with self.vlm.vision_tap(self.keys.vision_module, check) as tapped:
             text, option_nll = self._ask(img, question, choices)
         if tapped.fired and not tapped.stopped:
-            return Answer(text, question, self.vlm.prompt_text(question), rejected[0], option_nll), None
+            return Answer(text, question, self.vlm.prompt_text(question), decided[0], option_nll), None
         if not tapped.fired:  # the answer's pass does not run the key's module: never try again
             logger.info("%s does not run in an answer's pass: no shared vision", self.keys.vision_module)
             self._one_pass = False
             return None, None
+        if decided[0] is not None:  # accepted without an evidence check (it is off)
+            return None, decided[0]
         return None, self._search(tapped_feature[0][None], question, evidence, screened=True)  # (check said so)
+
+    def _decide_in_pass(self, feature: torch.Tensor, question: str) -> Retrieval | None:
+        """The gate's decision for a query's image part [Dv], taken inside another model pass: None when it
+        needs the evidence check (whose model pass cannot run inside this one)."""
+        early = self.retriever.out_of_reach(feature)
+        if early is not None:
+            return early
+
+        def later(edits: Sequence[str]) -> Any:
+            raise _EvidenceNeeded
+
+        try:
+            return self._search(feature[None], question, lambda: None if self.evidence is None else later,
+                                screened=True)
+        except _EvidenceNeeded:
+            return None
+
+
+class _EvidenceNeeded(Exception):
+    """The gate matched an edit whose evidence must be checked: decided outside the pass."""

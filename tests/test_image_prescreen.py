@@ -154,7 +154,12 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
 
     calls = {"vision": 0, "text": 0, "digest": 0, "screen": 0}
     vision_features, text, digest = fast.vlm.vision_features, fast.keys.text, embedding.image_digest
-    screen = fast.retriever.out_of_reach
+    screen, build_inputs = fast.retriever.out_of_reach, fast.vlm.build_inputs
+    built = []
+
+    def counted_build(*a, **k):
+        built.append(1)
+        return build_inputs(*a, **k)
 
     def counted_screen(*a, **k):
         calls["screen"] += 1
@@ -177,13 +182,15 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
     monkeypatch.setattr(fast.keys, "text", counted_text)
     monkeypatch.setattr(embedding, "image_digest", counted_digest)
     monkeypatch.setattr(fast.retriever, "out_of_reach", counted_screen)
-    early = 0
+    monkeypatch.setattr(fast.vlm, "build_inputs", counted_build)
+    early = gate_rejected = 0
     for n, (image, question) in enumerate(queries[:-1]):
         choices = ["yes", "no", "kesh"] if n % 3 == 0 else None
         for ed in (full, fast):
             ed.keys._cache.clear()
         a = full.answer(image, question, choices)
         before = dict(calls)
+        built.clear()
         b = fast.answer(image, question, choices)
         assert (a.text, a.prompt, a.option_nll, a.retrieval.accepted, a.retrieval.facts) == \
                (b.text, b.prompt, b.option_nll, b.retrieval.accepted, b.retrieval.facts)
@@ -195,8 +202,13 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
                              "screen": before["screen"] + 1}              # no vision pass of its own, no embedding
         else:
             assert calls["vision"] == before["vision"]                   # the feature came from the answer's pass
+        if not b.retrieval.accepted and (b.retrieval.verdict is None or not b.retrieval.verdict.evidence):
+            gate_rejected += "not embedded" not in b.retrieval.reason
+            assert len(built) == 1                                         # rejected in the pass: it answered
+        else:
+            assert len(built) >= 2                                         # the evidence pass or the fused answer
         assert fast.retrieve(image, question).accepted == a.retrieval.accepted
-    assert 0 < early < len(queries)
+    assert 0 < early < len(queries) and gate_rejected > 0
 
 
 def test_a_key_module_outside_the_answer_pass_falls_back_once(editors, queries, monkeypatch):
@@ -251,3 +263,23 @@ def test_tuned_keys_cannot_be_prescreened():
 
     with pytest.raises(ConfigError, match="untuned keys"):
         RetrievalConfig(tuning="contrastive", nullset=PRESCREEN)
+
+
+def test_without_the_evidence_check_an_accepted_query_is_decided_in_the_pass(editors, queries, tmp_path):
+    """Evidence check off: the pass decides every query itself; an accepted one stops there and is fused."""
+    from reasonedit_plugin.editor import ReasonEditor
+
+    full, fast = editors
+    full.save(tmp_path / "codebook")
+    off = {"evidence_check": False}
+    plain, screened = (ReasonEditor.load(tmp_path / "codebook", full.vlm,
+                                         ed.config.replace(retrieval={"nullset": off}),
+                                         text_encoder=full.keys.text_encoder) for ed in (full, fast))
+    assert plain.evidence is None and screened.retriever.prescreens()
+    accepted = 0
+    for image, question in queries[:-1]:
+        a, b = plain.answer(image, question), screened.answer(image, question)
+        assert (a.text, a.prompt, a.retrieval.accepted, a.retrieval.facts) == \
+               (b.text, b.prompt, b.retrieval.accepted, b.retrieval.facts)
+        accepted += b.retrieval.accepted
+    assert accepted > 0
