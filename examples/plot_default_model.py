@@ -37,15 +37,15 @@ def load(spec: str) -> tuple[str, dict[str, float]]:
 
 
 def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) -> Path:
-    import matplotlib
+    from matplotlib.patches import Rectangle
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from reasonedit_plugin.plots import new_figure, save_figure
 
     width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(2.0 + 1.9 * len(TARGETS), 4.2))
+    fig, axes = new_figure(2.0 + 1.9 * len(TARGETS), 4.2)
+    ax = axes[0, 0]
     for t, (_, _, lo, hi) in enumerate(TARGETS):
-        ax.add_patch(plt.Rectangle((t - 0.45, lo), 0.9, hi - lo, color="tab:green", alpha=0.12, lw=0))
+        ax.add_patch(Rectangle((t - 0.45, lo), 0.9, hi - lo, color="tab:green", alpha=0.12, lw=0))
     for m, (label, rows) in enumerate(models):
         xs = [t - 0.4 + width * (m + 0.5) for t in range(len(TARGETS))]
         values = [rows.get(row, float("nan")) for row, *_ in TARGETS]
@@ -59,11 +59,7 @@ def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) 
     ax.set_ylabel("accuracy / share (n = 200; easy-vqa n = 1000)")
     ax.set_title(title + "  (green: the target's passing range; bold: met)", fontsize=9)
     ax.legend(fontsize=8, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.16))
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
