@@ -19,7 +19,7 @@ from .config import ReasonEditConfig
 from .evidence import EvidenceCheck, EvidenceProbe
 from .fusion import fuse
 from .records import ImageLike, check_question, open_image
-from .retriever import Retrieval, Retriever
+from .retriever import Retrieval, Retriever, Screened
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +64,11 @@ class QueryPath:
         img = open_image(image)
         return self._search(self.keys.vision([img]), question, lambda: self.evidence_probe(img))
 
-    def _search(self, vision: torch.Tensor, question: str, evidence: Callable[[], EvidenceProbe | None],
-                screened: bool = False) -> Retrieval:
-        """The gate's decision for a query's image part [1, Dv] and question (``evidence``: its evidence check;
-        ``screened``: the image part is known to be within some edit's reach, not to be checked again)."""
-        early = None if screened else self.retriever.out_of_reach(vision[0])  # nullset.image_prescreen:
-        if early is not None:                                                # the question not embedded
+    def _search(self, vision: torch.Tensor, question: str, evidence: Callable[[], EvidenceProbe | None]
+                ) -> Retrieval:
+        """The gate's decision for a query's image part [1, Dv] and question (``evidence``: its evidence check)."""
+        early = self.retriever.out_of_reach(vision[0])  # nullset.image_prescreen: the question not embedded
+        if early is not None:
             return early
         key = self.keys.combine(vision, [question])[0]
         return self._noted(self.retriever.search(key, evidence=evidence()))
@@ -136,7 +135,7 @@ class QueryPath:
         answer stands (what the full path gives: nothing retrieved, the prompt unchanged), without a second
         processor call and vision pass, and in the first case without the question's embedding. Otherwise (an
         accepted query, or one whose decision needs the evidence check's own model pass) the pass stops there
-        and the full path follows with the feature it gave.
+        and the full path follows, its search begun (the candidates and their key tests are not redone).
         Returns (the standing answer, None) or (None, the retrieval from the image's key vision part when the
         pass or the cache gave it, else None: the full path computes it)."""
         if self._one_pass is False or self._empty() or not self.retriever.prescreens():
@@ -145,13 +144,11 @@ class QueryPath:
         digest, known = self.keys.cached_vision(img)
         if known is not None:  # a known image: the search costs no vision pass
             return None, self._search(known[None], question, evidence)
-        tapped_feature: list[torch.Tensor] = []
-        decided: list[Retrieval | None] = []
+        decided: list[Retrieval | Screened] = []
 
         def check(feature: torch.Tensor) -> bool:  # go on answering only if the unedited answer stands
-            tapped_feature.append(self.keys.remember_vision(digest, feature))
-            decided.append(self._decide_in_pass(feature, question))
-            return decided[0] is not None and not decided[0].accepted
+            decided.append(self._decide_in_pass(self.keys.remember_vision(digest, feature), question))
+            return isinstance(decided[0], Retrieval) and not decided[0].accepted
 
         with self.vlm.vision_tap(self.keys.vision_module, check) as tapped:
             text, option_nll = self._ask(img, question, choices)
@@ -161,26 +158,18 @@ class QueryPath:
             logger.info("%s does not run in an answer's pass: no shared vision", self.keys.vision_module)
             self._one_pass = False
             return None, None
-        if decided[0] is not None:  # accepted without an evidence check (it is off)
+        if isinstance(decided[0], Retrieval):  # accepted without an evidence check (it is off)
             return None, decided[0]
-        return None, self._search(tapped_feature[0][None], question, evidence, screened=True)  # (check said so)
+        return None, self._noted(self.retriever.conclude(decided[0], evidence()))  # resumed at the evidence
 
-    def _decide_in_pass(self, feature: torch.Tensor, question: str) -> Retrieval | None:
-        """The gate's decision for a query's image part [Dv], taken inside another model pass: None when it
-        needs the evidence check (whose model pass cannot run inside this one)."""
+    def _decide_in_pass(self, feature: torch.Tensor, question: str) -> Retrieval | Screened:
+        """The gate's decision for a query's image part [Dv], taken inside another model pass; when it needs
+        the evidence check (whose model pass cannot run inside this one), the search stopped there, for
+        :meth:`Retriever.conclude` to finish after the pass."""
         early = self.retriever.out_of_reach(feature)
         if early is not None:
             return early
-
-        def later(edits: Sequence[str]) -> Any:
-            raise _EvidenceNeeded
-
-        try:
-            return self._search(feature[None], question, lambda: None if self.evidence is None else later,
-                                screened=True)
-        except _EvidenceNeeded:
-            return None
-
-
-class _EvidenceNeeded(Exception):
-    """The gate matched an edit whose evidence must be checked: decided outside the pass."""
+        screened = self.retriever.screen(self.keys.combine(feature[None], [question])[0])
+        if self.evidence is not None and screened.needs_evidence:
+            return screened
+        return self._noted(self.retriever.conclude(screened))

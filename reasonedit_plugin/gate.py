@@ -122,6 +122,17 @@ class GateVerdict:
 
 
 @dataclass
+class KeyScreen:
+    """The key tests of one query over its candidates (:meth:`NullSetGate.screen`), before the evidence check:
+    a decision taken inside another model pass stops here when ``matched`` is not empty and resumes later."""
+
+    candidates: list[int]
+    tests: list[EntryTest]
+    matched: dict[str, float]
+    """Edit id -> its best worst-test ratio, for the edits that passed both key tests."""
+
+
+@dataclass
 class _EntryRows:
     """An entry's contributions with their key halves as the tests use them (cached until a change touches
     the entry)."""
@@ -370,14 +381,25 @@ class NullSetGate:
                ) -> GateVerdict:
         """Test ``candidates`` (nearest first) and pick what is retrieved. ``evidence``: the evidence check
         for the query's image (edit id -> tests); an edit that passed both key tests but fails one of its
-        evidence tests is not matched."""
+        evidence tests is not matched. The same as :meth:`conclude` of :meth:`screen`."""
+        return self.conclude(self.screen(query, candidates), evidence)
+
+    def screen(self, query: torch.Tensor, candidates: list[int]) -> KeyScreen:
+        """The key tests of ``candidates`` (nearest first) for a query key [D]: the gate's first phase, which
+        needs no model pass (:meth:`conclude` finishes it)."""
         self.refresh()
-        cfg = self.config
         q_vision, q_text = self._halves(query)
         tests = self._tests(q_vision, q_text, candidates)
-        if cfg.relative_text and q_text is not None:
+        if self.config.relative_text and q_text is not None:
             self._relative_text(q_text, candidates, tests)
-        matched = self._matched(tests)
+        return KeyScreen(list(candidates), tests, self._matched(tests))
+
+    def conclude(self, screened: KeyScreen, evidence: EvidenceProbe | None = None) -> GateVerdict:
+        """The gate's second phase: the evidence check of the edits that passed both key tests (``evidence``;
+        None: not checked), then the winners."""
+        cfg = self.config
+        tests, candidates = screened.tests, screened.candidates
+        matched = dict(screened.matched)
         checked: list[EvidenceTest] = []
         if evidence is not None and matched:
             for edit, found in evidence(list(matched)).items():

@@ -25,7 +25,7 @@ import torch
 from .codebook import Codebook
 from .config import RetrievalConfig
 from .evidence import EvidenceProbe
-from .gate import GateVerdict, NullSetGate
+from .gate import GateVerdict, KeyScreen, NullSetGate
 
 EPS = 1e-6
 
@@ -56,6 +56,23 @@ class Retrieval:
         out = {k: v for k, v in self.__dict__.items() if k != "verdict"}
         out["verdict"] = None if self.verdict is None else as_dict(self.verdict)
         return out
+
+
+@dataclass
+class Screened:
+    """A null-set search stopped before the gate's evidence check (:meth:`Retriever.screen`)."""
+
+    ids: list[int]
+    distances: list[float]
+    scores: list[float]
+    cap: int
+    keys: KeyScreen
+    """The gate's key tests of ``ids``."""
+
+    @property
+    def needs_evidence(self) -> bool:
+        """Whether some edit passed both key tests: with the evidence check on, its evidence decides."""
+        return bool(self.keys.matched)
 
 
 def gate_percentile(num_edits: int, config: RetrievalConfig) -> float:
@@ -135,11 +152,9 @@ class Retriever:
         cap = k or self.config.cap_keys
         if len(cb) == 0:
             return Retrieval(False, reason="the codebook is empty")
-        query = query.detach().float().reshape(1, -1)
-        if query.shape[1] != cb.dim:
-            raise ValueError(f"query key has dim {query.shape[1]}, the codebook {cb.dim}.")
+        query = self._checked(query)
         if self.nullset is not None:
-            return self._search_nullset(query, cap, evidence)
+            return self.conclude(self._screen(query, cap), evidence)
         ids, dists, scores = self._scaled_topk(query, cap)
         tau = self.threshold()
         if self.config.gate == "percentile":
@@ -167,11 +182,30 @@ class Retriever:
         ids, dists, _ = self._scaled_topk(query.detach().float().reshape(1, -1), k)
         return list(zip(ids, dists))
 
-    def _search_nullset(self, query: torch.Tensor, cap: int, evidence: EvidenceProbe | None) -> Retrieval:
-        """The null-set gate over the nearest ``nullset.candidates`` entries; the accepted ones (at most
-        ``cap``, nearest first) give the facts. A merged entry contributes only the values of kept edits."""
+    def screen(self, query: torch.Tensor, k: int | None = None) -> Screened:
+        """The null-set gate's first phase for one query key [D] of a non-empty codebook: the candidates and
+        their key tests, no model pass. ``conclude(screen(q), evidence)`` is ``search(q, evidence=evidence)``;
+        a decision taken inside another model pass stops between the two when the evidence check is needed
+        (``Screened.needs_evidence``)."""
+        if self.nullset is None or len(self.codebook) == 0:
+            raise ValueError("Retriever.screen needs retrieval.gate: nullset and a non-empty codebook; use search.")
+        return self._screen(self._checked(query), k or self.config.cap_keys)
+
+    def _checked(self, query: torch.Tensor) -> torch.Tensor:
+        query = query.detach().float().reshape(1, -1)
+        if query.shape[1] != self.codebook.dim:
+            raise ValueError(f"query key has dim {query.shape[1]}, the codebook {self.codebook.dim}.")
+        return query
+
+    def _screen(self, query: torch.Tensor, cap: int) -> Screened:
         ids, dists, scores = self._scaled_topk(query, max(cap, self.config.nullset.candidates))
-        verdict = self.nullset.decide(query[0], ids, evidence)
+        return Screened(ids, dists, scores, cap, self.nullset.screen(query[0], ids))
+
+    def conclude(self, screened: Screened, evidence: EvidenceProbe | None = None) -> Retrieval:
+        """The null-set gate over the screened candidates (:meth:`screen`); the accepted ones (at most the cap,
+        nearest first) give the facts. A merged entry contributes only the values of kept edits."""
+        ids, dists, scores, cap = screened.ids, screened.distances, screened.scores, screened.cap
+        verdict = self.nullset.conclude(screened.keys, evidence)
         rank = {eid: n for n, eid in enumerate(ids)}
         chosen = verdict.accepted[:cap]
         kept = set(verdict.kept_edits)

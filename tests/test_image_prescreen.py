@@ -152,10 +152,14 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
     full, fast = editors
     import reasonedit_plugin.embedding as embedding
 
-    calls = {"vision": 0, "text": 0, "digest": 0, "screen": 0}
+    calls = {"vision": 0, "text": 0, "digest": 0, "screen": 0, "search": 0}
     vision_features, text, digest = fast.vlm.vision_features, fast.keys.text, embedding.image_digest
-    screen, build_inputs = fast.retriever.out_of_reach, fast.vlm.build_inputs
+    screen, build_inputs, topk = fast.retriever.out_of_reach, fast.vlm.build_inputs, fast.retriever._scaled_topk
     built = []
+
+    def counted_topk(*a, **k):
+        calls["search"] += 1
+        return topk(*a, **k)
 
     def counted_build(*a, **k):
         built.append(1)
@@ -183,7 +187,8 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
     monkeypatch.setattr(embedding, "image_digest", counted_digest)
     monkeypatch.setattr(fast.retriever, "out_of_reach", counted_screen)
     monkeypatch.setattr(fast.vlm, "build_inputs", counted_build)
-    early = gate_rejected = 0
+    monkeypatch.setattr(fast.retriever, "_scaled_topk", counted_topk)
+    early = gate_rejected = evidence_read = 0
     for n, (image, question) in enumerate(queries[:-1]):
         choices = ["yes", "no", "kesh"] if n % 3 == 0 else None
         for ed in (full, fast):
@@ -202,13 +207,15 @@ def test_prescreened_answers_equal_the_full_path_and_skip_the_second_pass(editor
                              "screen": before["screen"] + 1}              # no vision pass of its own, no embedding
         else:
             assert calls["vision"] == before["vision"]                   # the feature came from the answer's pass
+            assert calls["search"] - before["search"] == 1               # candidates listed and key-tested once,
+            evidence_read += bool(b.retrieval.verdict.evidence)          # also where the evidence decided
         if not b.retrieval.accepted and (b.retrieval.verdict is None or not b.retrieval.verdict.evidence):
             gate_rejected += "not embedded" not in b.retrieval.reason
             assert len(built) == 1                                         # rejected in the pass: it answered
         else:
             assert len(built) >= 2                                         # the evidence pass or the fused answer
         assert fast.retrieve(image, question).accepted == a.retrieval.accepted
-    assert 0 < early < len(queries) and gate_rejected > 0
+    assert 0 < early < len(queries) and gate_rejected > 0 and evidence_read > 0
 
 
 def test_a_key_module_outside_the_answer_pass_falls_back_once(editors, queries, monkeypatch):
@@ -243,6 +250,40 @@ def test_retrieval_from_processor_outputs_is_prescreened_alike(editors, queries)
         assert (a.accepted, a.facts) == (b.accepted, b.facts)
         early += "not embedded" in b.reason
     assert early > 0
+
+
+def test_a_search_stopped_before_its_evidence_resumes_to_the_same_retrieval():
+    """``conclude(screen(q), evidence)`` is ``search(q, evidence=evidence)``: the stop a decision inside
+    another model pass makes, and its resumption after it, change nothing."""
+    from reasonedit_plugin.evidence import EvidenceTest
+
+    cb, r = book()
+    rng = random.Random(0)
+    for e in range(6):
+        near = [rng.uniform(-1, 1), rng.uniform(-1, 1)]
+        cb.add_edit(f"e{e}", [answer_entry(f"e{e}", near, [1.0, 0.0, float(e % 2)], 0.8),
+                             PendingEntry("reasoning", f"E{e} holds.", key(near, [0.0, 1.0, 0.0]), 0.8)])
+    asked = []
+
+    def refuse(edits):  # the evidence of every other matched edit fails
+        asked.append(list(edits))
+        return {e: [EvidenceTest(e, "shown", 0.9, 0.1 if n % 2 else 0.9, 0.5)] for n, e in enumerate(edits)}
+
+    needed = 0
+    for _ in range(40):
+        q = key([rng.uniform(-1, 1), rng.uniform(-1, 1)], [1.0, 0.0, rng.random()])
+        for evidence in (None, refuse):
+            a = r.search(q, evidence=evidence)
+            screened = r.screen(q)
+            b = r.conclude(screened, evidence)
+            needed += screened.needs_evidence
+            assert (a.accepted, a.facts, a.entry_ids, a.scores, a.reason) == \
+                   (b.accepted, b.facts, b.entry_ids, b.scores, b.reason)
+            assert screened.needs_evidence == bool(r.search(q).accepted)
+    assert 0 < needed < 80 and asked
+    plain = Retriever(Codebook(5, CodebookConfig(merge=False), RetrievalConfig(gate="percentile")))
+    with pytest.raises(ValueError, match="use search"):
+        plain.screen(q)
 
 
 def test_past_the_size_limit_the_prescreen_steps_aside(monkeypatch):
