@@ -5,125 +5,23 @@ One dataclass per component; :class:`ReasonEditConfig` composes them. The EasyEd
 Paper values cite METHOD.md sections (the reference behaviour of arXiv 2602.02408).
 
 YAML sections map one to one onto the dataclasses below; unknown keys are an error with a
-did-you-mean, and every ``__post_init__`` checks its fields against each other.
+did-you-mean, values are type-checked (``config_types.py``), and every ``__post_init__`` checks its fields
+against each other.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import re
-import types
-import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Type, TypeVar, Union
+from typing import Any, Mapping, Union
 
+from .config_types import build_section, check_choice, check_types, require
 from .errors import ConfigError, did_you_mean
-
-T = TypeVar("T")
 
 LayerSpec = Union[str, int, None]
 """A vision layer: ``None`` (the model-spec default), an int block index, a module path, or ``"auto"``."""
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"{name}={value!r} is not one of {list(choices)}.{did_you_mean(str(value), choices)}"
-        )
-
-
-MAX_INT = 2 ** 63 - 1
-"""Integers in a config must fit in 64 bits (seeds, counts)."""
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Union or origin is types.UnionType:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin is not None:
-        return {list: "a list", dict: "a mapping"}.get(origin, str(origin))
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, getattr(
-        tp, "__name__", str(tp)))
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    if tp is Any:
-        return True
-    origin = typing.get_origin(tp)
-    if origin is Union or origin is types.UnionType:
-        return any(_matches(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT
-    if tp is float:
-        return (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= 1e300
-                and math.isfinite(value))
-    if origin is tuple:  # YAML and JSON have lists, not tuples
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) for v in value)
-        return not args or (len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args)))
-    if origin is not None:
-        return isinstance(value, origin)
-    return isinstance(value, tp) if isinstance(tp, type) else True
-
-
-def check_types(cls: type, values: Mapping[str, Any], section: str) -> None:
-    """Strict YAML types: true/false for switches (a quoted 'no' is not false), integers where integers
-    (no 2.5, no bool), finite numbers (no .nan), strings where strings. Raises ConfigError naming the field."""
-    hints = typing.get_type_hints(cls)
-    prefix = f"{section}." if section else ""
-    for key, value in values.items():
-        tp = hints.get(key)
-        if tp is None or _matches(value, tp):
-            continue
-        shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a huge integer"
-        hint = ""
-        if tp is bool and isinstance(value, str):
-            hint = " Write true or false without quotes."
-        elif isinstance(value, float) and not math.isfinite(value):
-            hint = " NaN and infinity are not allowed."
-        elif isinstance(value, int) and abs(value) > MAX_INT:
-            hint = " Integers must be below 2**63."
-        raise ConfigError(f"{prefix}{key}={shown[:60]}: expected {_type_name(tp)}, got {type(value).__name__}.{hint}")
-
-
-def build_section(cls: Type[T], values: Any, section: str) -> T:
-    """Build dataclass ``cls`` from a mapping (or pass an instance through), rejecting unknown keys."""
-    if isinstance(values, cls):
-        return values
-    if values is None:
-        return cls()
-    if not isinstance(values, Mapping):
-        raise ConfigError(
-            f"section {section!r} must be a mapping of field: value, got {type(values).__name__}."
-        )
-    known = {f.name for f in fields(cls) if f.init}
-    for key in values:
-        if key not in known:
-            raise ConfigError(
-                f"unknown key {str(key)[:40]!r} in section {section!r}.{did_you_mean(str(key), known)} "
-                f"Valid keys: {sorted(known)}."
-            )
-    check_types(cls, values, section)
-    try:
-        return cls(**dict(values))
-    except TypeError as exc:  # wrong arity is already excluded; keep the message readable
-        raise ConfigError(f"section {section!r}: {exc}") from exc
 
 
 TEXT_DTYPES = ("float32", "bfloat16")
@@ -153,19 +51,19 @@ class EmbeddingConfig:
     """Images are thumbnailed to this long side before the vision tower (reference: 512)."""
 
     def __post_init__(self) -> None:
-        _check(self.text_dtype in TEXT_DTYPES,
+        require(self.text_dtype in TEXT_DTYPES,
                f"embedding.text_dtype={self.text_dtype!r} must be one of {', '.join(TEXT_DTYPES)}.")
         if isinstance(self.scale, str):
-            _check(self.scale == "auto", f"embedding.scale={self.scale!r}: give a positive number or 'auto'.")
+            require(self.scale == "auto", f"embedding.scale={self.scale!r}: give a positive number or 'auto'.")
         else:
-            _check(float(self.scale) > 0, f"embedding.scale={self.scale!r} must be > 0 (paper default: 30).")
+            require(float(self.scale) > 0, f"embedding.scale={self.scale!r} must be > 0 (paper default: 30).")
             self.scale = float(self.scale)
         if isinstance(self.layer, str) and self.layer.lstrip("-").isdigit():
             self.layer = int(self.layer)
         if isinstance(self.layer, bool):
             raise ConfigError("embedding.layer must be a block index, a module path, 'auto' or null.")
-        _check(self.batch_size >= 1, f"embedding.batch_size={self.batch_size} must be >= 1.")
-        _check(self.max_image_side >= 16, f"embedding.max_image_side={self.max_image_side} must be >= 16.")
+        require(self.batch_size >= 1, f"embedding.batch_size={self.batch_size} must be >= 1.")
+        require(self.max_image_side >= 16, f"embedding.max_image_side={self.max_image_side} must be >= 16.")
 
 
 @dataclass
@@ -188,13 +86,13 @@ class AugmentConfig:
     default_radius: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(0 < self.mosaic_ratio <= 1, f"augment.mosaic_ratio={self.mosaic_ratio} must be in (0, 1].")
-        _check(self.rotation_degrees >= 0, "augment.rotation_degrees must be >= 0.")
+        require(0 < self.mosaic_ratio <= 1, f"augment.mosaic_ratio={self.mosaic_ratio} must be in (0, 1].")
+        require(self.rotation_degrees >= 0, "augment.rotation_degrees must be >= 0.")
         for name in ("brightness", "contrast", "saturation"):
-            _check(0 <= getattr(self, name) < 1, f"augment.{name} must be in [0, 1).")
-        _check(0 <= self.hue <= 0.5, "augment.hue must be in [0, 0.5].")
-        _choice("augment.paraphrase", self.paraphrase, ("none", "template"))
-        _check(self.default_radius > 0, "augment.default_radius must be > 0.")
+            require(0 <= getattr(self, name) < 1, f"augment.{name} must be in [0, 1).")
+        require(0 <= self.hue <= 0.5, "augment.hue must be in [0, 0.5].")
+        check_choice("augment.paraphrase", self.paraphrase, ("none", "template"))
+        require(self.default_radius > 0, "augment.default_radius must be > 0.")
 
 
 @dataclass
@@ -232,18 +130,18 @@ class CodebookConfig:
     retrieved and that are older than this many seconds; each is logged as ``evicted`` in the audit log."""
 
     def __post_init__(self) -> None:
-        _choice("codebook.key_dtype", self.key_dtype, ("float16", "float32"))
-        _check(self.exact_search_below >= 1, "codebook.exact_search_below must be >= 1.")
-        _check(self.ivf_lists is None or self.ivf_lists >= 1, "codebook.ivf_lists must be >= 1 or null.")
-        _check(self.graph_probe is None or self.graph_probe >= 1, "codebook.graph_probe must be >= 1 or null.")
-        _check(self.evict_unretrieved_after is None or self.evict_unretrieved_after >= 0,
+        check_choice("codebook.key_dtype", self.key_dtype, ("float16", "float32"))
+        require(self.exact_search_below >= 1, "codebook.exact_search_below must be >= 1.")
+        require(self.ivf_lists is None or self.ivf_lists >= 1, "codebook.ivf_lists must be >= 1 or null.")
+        require(self.graph_probe is None or self.graph_probe >= 1, "codebook.graph_probe must be >= 1 or null.")
+        require(self.evict_unretrieved_after is None or self.evict_unretrieved_after >= 0,
                "codebook.evict_unretrieved_after must be >= 0 seconds or null (off).")
-        _check(self.answer_entries or self.rationale_entries,
+        require(self.answer_entries or self.rationale_entries,
                "codebook: answer_entries and rationale_entries are both false; nothing would be stored.")
-        _check(0 <= self.merge_center_ratio < 1, "codebook.merge_center_ratio must be in [0, 1).")
-        _check(0 < self.merge_overlap <= 1, "codebook.merge_overlap must be in (0, 1].")
+        require(0 <= self.merge_center_ratio < 1, "codebook.merge_center_ratio must be in [0, 1).")
+        require(0 < self.merge_overlap <= 1, "codebook.merge_overlap must be in (0, 1].")
         for key in ("{question}", "{answer}"):
-            _check(key in self.answer_template, f"codebook.answer_template must contain {key}.")
+            require(key in self.answer_template, f"codebook.answer_template must contain {key}.")
 
     @property
     def names_image(self) -> bool:
@@ -323,28 +221,28 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         from .gate_config import NullSetGateConfig  # the gate owns its config; imported here, no circle
 
-        _choice("retrieval.backend", self.backend, KEY_SEARCHES)
-        _check(self.hubness_k >= 1, "retrieval.hubness_k must be >= 1.")
+        check_choice("retrieval.backend", self.backend, KEY_SEARCHES)
+        require(self.hubness_k >= 1, "retrieval.hubness_k must be >= 1.")
         if isinstance(self.gate, bool):
             self.gate = "nullset" if self.gate else "off"
-        _choice("retrieval.gate", str(self.gate), GATES)
-        _check(not (self.gate == "percentile" and not self.hubness),
+        check_choice("retrieval.gate", str(self.gate), GATES)
+        require(not (self.gate == "percentile" and not self.hubness),
                "retrieval.gate: percentile needs retrieval.hubness (the gate is defined on hubness-scaled "
                "distances); set gate: nullset or off, or hubness: true.")
-        _check(self.gate_sample >= 2, "retrieval.gate_sample must be >= 2.")
+        require(self.gate_sample >= 2, "retrieval.gate_sample must be >= 2.")
         if self.gate_percentile is not None:
-            _check(0 < self.gate_percentile <= 100, "retrieval.gate_percentile must be in (0, 100].")
-        _check(self.cap_keys >= 1, "retrieval.cap_keys must be >= 1.")
-        _choice("retrieval.tuning", self.tuning, ("off", "contrastive"))
+            require(0 < self.gate_percentile <= 100, "retrieval.gate_percentile must be in (0, 100].")
+        require(self.cap_keys >= 1, "retrieval.cap_keys must be >= 1.")
+        check_choice("retrieval.tuning", self.tuning, ("off", "contrastive"))
         self.nullset = build_section(NullSetGateConfig, self.nullset, "retrieval.nullset")
-        _check(not (self.nullset.image_prescreen and self.tuning != "off"),
+        require(not (self.nullset.image_prescreen and self.tuning != "off"),
                "retrieval.nullset.image_prescreen needs untuned keys (retrieval.tuning: off): a tuned projection "
                "mixes the question into the key's image part, so the image alone cannot reject a query.")
         if self.milvus is not None or self.backend == "milvus":
             from .milvus_backend import MilvusConfig  # pymilvus itself is imported only when connecting
 
             self.milvus = build_section(MilvusConfig, self.milvus, "retrieval.milvus")
-            _check(self.backend != "milvus" or self.milvus.uri is not None,
+            require(self.backend != "milvus" or self.milvus.uri is not None,
                    "retrieval.backend: milvus needs retrieval.milvus.uri (a milvus-lite file such as "
                    "./codebook.db, or http://host:19530 for a server).")
 
@@ -388,19 +286,19 @@ class FusionConfig:
 
     def __post_init__(self) -> None:
         for key in ("{facts}", "{question}"):
-            _check(key in self.template, f"fusion.template must contain {key}, got {self.template!r}.")
+            require(key in self.template, f"fusion.template must contain {key}, got {self.template!r}.")
         if self.layer is not None:
-            _check(isinstance(self.layer, int) and not isinstance(self.layer, bool),
+            require(isinstance(self.layer, int) and not isinstance(self.layer, bool),
                    f"fusion.layer={self.layer!r} must be a language-model block index or null.")
-        _check(float(self.scale) >= 0, f"fusion.scale={self.scale!r} must be >= 0 (0 adds nothing).")
+        require(float(self.scale) >= 0, f"fusion.scale={self.scale!r} must be >= 0 (0 adds nothing).")
         self.scale = float(self.scale)
-        _choice("fusion.positions", self.positions, ("question", "text"))
-        _check(self.max_facts >= 0, f"fusion.max_facts={self.max_facts} must be >= 0 (0: all facts).")
-        _check(self.gate_hidden >= 1 and self.gate_steps >= 1 and self.gate_every >= 1,
+        check_choice("fusion.positions", self.positions, ("question", "text"))
+        require(self.max_facts >= 0, f"fusion.max_facts={self.max_facts} must be >= 0 (0: all facts).")
+        require(self.gate_hidden >= 1 and self.gate_steps >= 1 and self.gate_every >= 1,
                "fusion.gate_hidden, gate_steps and gate_every must be >= 1.")
-        _check(self.gate_lr > 0, f"fusion.gate_lr={self.gate_lr} must be > 0.")
+        require(self.gate_lr > 0, f"fusion.gate_lr={self.gate_lr} must be > 0.")
         self.null_prompts = tuple(self.null_prompts)
-        _check(all(isinstance(q, str) and q.strip() for q in self.null_prompts),
+        require(all(isinstance(q, str) and q.strip() for q in self.null_prompts),
                "fusion.null_prompts must be non-empty strings.")
 
     @property
@@ -430,8 +328,8 @@ class KeyTuningConfig:
     """Negatives besides other edits' keys: these questions on each edit's image."""
 
     def __post_init__(self) -> None:
-        _check(self.every >= 1 and self.steps >= 1, "key_tuning.every and key_tuning.steps must be >= 1.")
-        _check(self.lr > 0 and self.temperature > 0 and self.identity_weight >= 0,
+        require(self.every >= 1 and self.steps >= 1, "key_tuning.every and key_tuning.steps must be >= 1.")
+        require(self.lr > 0 and self.temperature > 0 and self.identity_weight >= 0,
                "key_tuning: lr and temperature must be > 0, identity_weight >= 0.")
         self.null_prompts = tuple(self.null_prompts)
 
@@ -450,9 +348,9 @@ class PatchConfig:
     """Crops whose aspect ratio exceeds this are skipped (the reference's wrong-aspect rule)."""
 
     def __post_init__(self) -> None:
-        _check(self.grid >= 2, "patches.grid must be >= 2.")
-        _check(0 < self.yes_threshold < 1, "patches.yes_threshold must be in (0, 1).")
-        _check("{claim}" in self.question_template, "patches.question_template must contain {claim}.")
+        require(self.grid >= 2, "patches.grid must be >= 2.")
+        require(0 < self.yes_threshold < 1, "patches.yes_threshold must be in (0, 1).")
+        require("{claim}" in self.question_template, "patches.question_template must contain {claim}.")
 
 
 @dataclass
@@ -468,9 +366,9 @@ class TopologyConfig:
     include_projector: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.layer_samples >= 2 and self.scale_samples >= 2, "topology: need >= 2 samples.")
-        _check(self.runs >= 1, "topology.runs must be >= 1.")
-        _check(self.scale_steps >= 1 and self.scale_max_exp >= self.scale_min_exp,
+        require(self.layer_samples >= 2 and self.scale_samples >= 2, "topology: need >= 2 samples.")
+        require(self.runs >= 1, "topology.runs must be >= 1.")
+        require(self.scale_steps >= 1 and self.scale_max_exp >= self.scale_min_exp,
                "topology: need scale_steps >= 1 and scale_max_exp >= scale_min_exp.")
 
 
@@ -490,9 +388,9 @@ class GuardConfig:
     max_sentences: int = 32
 
     def __post_init__(self) -> None:
-        _choice("guard.policy", self.policy, ("off", "warn", "quarantine", "reject"))
-        _check(0 < self.visual_threshold < 1, "guard.visual_threshold must be in (0, 1).")
-        _check(self.max_rationale_chars > 0 and self.max_sentences > 0, "guard limits must be > 0.")
+        check_choice("guard.policy", self.policy, ("off", "warn", "quarantine", "reject"))
+        require(0 < self.visual_threshold < 1, "guard.visual_threshold must be in (0, 1).")
+        require(self.max_rationale_chars > 0 and self.max_sentences > 0, "guard limits must be > 0.")
 
 
 SECTIONS: dict[str, type] = {
@@ -530,11 +428,11 @@ class ReasonEditConfig:
         check_types(type(self), {k: getattr(self, k) for k in ("seed", "only_edit_errors", "max_new_tokens")}, "")
         for name, cls in SECTIONS.items():
             setattr(self, name, build_section(cls, getattr(self, name), name))
-        _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1.")
-        _check(not (self.codebook.names_image and self.codebook.answer_entries and not self.patches.describe_prompt),
+        require(self.max_new_tokens >= 1, "max_new_tokens must be >= 1.")
+        require(not (self.codebook.names_image and self.codebook.answer_entries and not self.patches.describe_prompt),
                "codebook.answer_template names {image}, the model's caption of the edited image, asked for with "
                "patches.describe_prompt, which is empty; set one or drop {image} from the template.")
-        _check(not self.embedding.overlap_question or (self.retrieval.gate == "nullset"
+        require(not self.embedding.overlap_question or (self.retrieval.gate == "nullset"
                                                        and self.retrieval.nullset.image_prescreen),
                "embedding.overlap_question overlaps the question's embedding with the answer's own pass, which "
                "needs retrieval.gate: nullset with nullset.image_prescreen: true; turn that on or this off.")

@@ -38,7 +38,8 @@ from typing import Any, Mapping, Optional, Union
 import torch
 import yaml
 
-from .config import SECTIONS, ReasonEditConfig, build_section, check_types
+from .config import SECTIONS, ReasonEditConfig
+from .config_types import build_section, check_types
 from .errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
