@@ -33,6 +33,7 @@ import random
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,8 +118,17 @@ def main() -> None:
         for out, times in zip((unedited, retrieve_cold, retrieve_warm, answer_cold, answer_warm), zip(*rounds)):
             out.append(statistics.median(times))  # per query, the median of its rounds
     med = statistics.median
-    accepted = sum(editor.retrieve(im, q).accepted for im, q in items)
+    decisions = [editor.retrieve(im, q) for im, q in items]
+    accepted = sum(r.accepted for r in decisions)
     early = [editor.retriever.out_of_reach(editor.keys.vision([im])[0]) is not None for im, _ in items]
+    outcome = ["image_rejected" if e else "accepted" if r.accepted else
+               "evidence_rejected" if r.verdict is not None and r.verdict.evidence else "gate_rejected"
+               for r, e in zip(decisions, early)]
+
+    def mean_overhead(times: list[float], keep: Any) -> float | None:
+        """sum(answer) / sum(unedited) - 1 over the queries ``keep`` picks (the mean's overhead)."""
+        picked = [(t, u) for t, u, o in zip(times, unedited, outcome) if keep(o)]
+        return sum(t for t, _ in picked) / sum(u for _, u in picked) - 1 if picked else None
 
     def split(times: list[float]) -> dict[str, float | None]:
         """Medians of the queries rejected by their image alone and of the rest."""
@@ -146,6 +156,13 @@ def main() -> None:
         "answer_overhead_paired_p50": {
             "cold": med([a / u - 1 for a, u in zip(answer_cold, unedited)]),
             "warm": med([a / u - 1 for a, u in zip(answer_warm, unedited)])},
+        "mean_overhead_by_outcome": {
+            o: {"queries": outcome.count(o), "cold": mean_overhead(answer_cold, o.__eq__),
+                "warm": mean_overhead(answer_warm, o.__eq__)}
+            for o in ("image_rejected", "gate_rejected", "evidence_rejected", "accepted")},
+        "mean_overhead_left_unedited": {  # the queries the codebook does not change: retrieval's cost alone
+            "cold": mean_overhead(answer_cold, lambda o: o != "accepted"),
+            "warm": mean_overhead(answer_warm, lambda o: o != "accepted")},
         "by_group_p50_ms": {"unedited": split(unedited), "answer_cold": split(answer_cold),
                             "answer_warm": split(answer_warm), "retrieve_cold": split(retrieve_cold)},
         "retrieve_p95_ms": {"cold": float(statistics.quantiles(retrieve_cold, n=20)[-1]),
