@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ class KeyEncoder:
         self._text_cache_size = 16 * cache_size
         self._pending: dict[str, Future[torch.Tensor]] = {}
         """Questions being embedded on the worker thread (:meth:`prefetch_text`)."""
-        self._worker: ThreadPoolExecutor | None = None
+        self._worker: tuple[int, ThreadPoolExecutor] | None = None
+        """(the process that made it, the worker): a forked child makes its own (it has no thread of its parent)."""
         self._setup: KeySetup | None = None
 
     @property
@@ -160,6 +162,7 @@ class KeyEncoder:
         text = texts[0]
         hit = self._text_cache.get(text)
         if hit is None:
+            self._forked()
             future = self._pending.pop(text, None)
             hit = (future.result() if future is not None else self.text_encoder.encode([text]))[0]
             self._cache_text(text, hit)
@@ -172,13 +175,21 @@ class KeyEncoder:
         the encoder runs while the answer's own pass does, on another core, or on the CPU while the VLM runs on
         an accelerator). The next :meth:`text` of it waits for that result: the same vector, bit for bit. A
         no-op for a text cached or under way."""
+        self._forked()
         self._collect()
         if text in self._text_cache or text in self._pending:
             return
         if self._worker is None:  # its torch ops use as many threads as the caller's
-            self._worker = ThreadPoolExecutor(1, "reasonedit-question", torch.set_num_threads,
-                                              (torch.get_num_threads(),))
-        self._pending[text] = self._worker.submit(self.text_encoder.encode, [text])
+            self._worker = (os.getpid(), ThreadPoolExecutor(1, "reasonedit-question", torch.set_num_threads,
+                                                            (torch.get_num_threads(),)))
+        self._pending[text] = self._worker[1].submit(self.text_encoder.encode, [text])
+
+    def _forked(self) -> None:
+        """In a process forked from the one that made the worker: its thread and prefetches are the parent's
+        (they would never finish here); start afresh."""
+        if self._worker is not None and self._worker[0] != os.getpid():
+            self._worker = None
+            self._pending.clear()
 
     def _collect(self) -> None:
         """Finished prefetches nobody asked for (the image was beyond every edit's reach) join the text cache;
@@ -195,6 +206,7 @@ class KeyEncoder:
 
     def forget_text(self) -> None:
         """Empty the question cache (prefetches under way are waited for and dropped): every question new."""
+        self._forked()
         for future in self._pending.values():
             future.exception()
         self._pending.clear()

@@ -64,3 +64,28 @@ def test_overlap_needs_the_prescreen():
     cfg = ReasonEditConfig.from_dict({"embedding": {"overlap_question": True},
                                       "retrieval": {"nullset": {"image_prescreen": True}}})
     assert cfg.embedding.overlap_question
+
+
+def test_a_forked_child_does_not_wait_for_its_parents_worker():
+    """A process forked while a prefetch is under way has neither the worker's thread nor its result: it
+    encodes the question itself (waiting for the parent's future would hang for ever)."""
+    import os
+    import signal
+
+    keys, text = encoder()
+    keys.prefetch_text("asked before the fork")                     # the parent's worker is blocked
+    pid = os.fork()
+    if pid == 0:  # the child: a hang ends in SIGALRM, an error in exit status 1
+        signal.alarm(5)
+        ok = False
+        try:
+            text.release.set()
+            ok = keys.text(["asked before the fork"]).shape == (1, 4) and text.threads[-1] == "MainThread"
+            keys.prefetch_text("after the fork")
+            ok = ok and keys.text(["after the fork"]).shape == (1, 4) and text.threads[-1] != "MainThread"
+        finally:
+            os._exit(0 if ok else 1)
+    text.release.set()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert keys.text(["asked before the fork"]).shape == (1, 4)
