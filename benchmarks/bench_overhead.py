@@ -19,9 +19,7 @@ accepted retrieval also lengthens the prompt (the fused facts), which ``answer``
 no edit's image test can reach is rejected before its question is embedded, and ``answer`` reads the key's
 image part from the unedited answer's own vision pass. The answers are the same either way (tested); the
 JSON then also gives the medians of the queries so rejected and of the rest. ``--text-bf16`` runs the question's
-sentence encoder in bfloat16 (``embedding.text_dtype``). ``--overlap-question`` (with ``--image-prescreen``)
-embeds a new question on a worker thread while the answer's own pass reads the image
-(``embedding.overlap_question``): two threads instead of one, on a machine with a spare core.
+sentence encoder in bfloat16 (``embedding.text_dtype``).
 """
 
 from __future__ import annotations
@@ -46,8 +44,6 @@ def main() -> None:
     ap.add_argument("--no-evidence", action="store_true", help="the null-set gate without its evidence test")
     ap.add_argument("--image-prescreen", action="store_true", help="retrieval.nullset.image_prescreen on")
     ap.add_argument("--repeat", type=int, default=3, help="rounds per query (its median is kept)")
-    ap.add_argument("--overlap-question", action="store_true", help="embedding.overlap_question (with "
-                    "--image-prescreen): the question embedded on a worker thread beside the answer's pass")
     ap.add_argument("--text-bf16", action="store_true", help="embedding.text_dtype bfloat16 (the serving setting "
                     "on a CPU with native bfloat16)")
     args = ap.parse_args()
@@ -68,8 +64,6 @@ def main() -> None:
         cfg = cfg.replace(retrieval={"nullset": {"image_prescreen": True}})
     if args.text_bf16:
         cfg = cfg.replace(embedding={"text_dtype": "bfloat16"})
-    if args.overlap_question:
-        cfg = cfg.replace(embedding={"overlap_question": True})
     editor = ReasonEditor.from_pretrained(hp.model_name, cfg.replace(guard={"policy": "off"}), device="cpu")
     editor.edit(load_edit_records(None, "small", None, None))
     rng = random.Random(args.seed)
@@ -100,7 +94,7 @@ def main() -> None:
         if editor.evidence is not None:
             editor.evidence.forget_answers()
         if not text_cache:
-            editor.keys.forget_text()
+            editor.keys._text_cache.clear()
 
     # Paired, query by query (the machine's load drifts): the unedited answer before and after, then
     # retrieve and answer with the question new (cold) and seen (warm); the image is new to each.
@@ -139,7 +133,6 @@ def main() -> None:
     res = {
         "entries": len(editor.codebook), "queries": len(items), "accepted": accepted,
         "image_prescreen": args.image_prescreen, "text_dtype": cfg.embedding.text_dtype, "repeat": args.repeat,
-        "overlap_question": args.overlap_question,
         "rejected_by_image": sum(early) if args.image_prescreen else 0,
         "evidence_check": editor.evidence is not None,
         "distinct_questions": len({q for _, q in items}),
@@ -170,8 +163,7 @@ def main() -> None:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "command": "benchmarks/bench_overhead.py" + (" --no-evidence" if args.no_evidence else "")
                    + (" --image-prescreen" if args.image_prescreen else "")
-                   + (" --text-bf16" if args.text_bf16 else "")
-                   + (" --overlap-question" if args.overlap_question else ""),
+                   + (" --text-bf16" if args.text_bf16 else ""),
     }
     print(json.dumps(res, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -144,8 +144,6 @@ class QueryPath:
         digest, known = self.keys.cached_vision(img)
         if known is not None:  # a known image: the search costs no vision pass
             return None, self._search(known[None], question, evidence)
-        if self.config.embedding.overlap_question:
-            self.keys.prefetch_text(question)  # embedded on a worker while the pass below reads the image
         decided: list[Retrieval | Screened] = []
 
         def check(feature: torch.Tensor) -> bool:  # go on answering only if the unedited answer stands

@@ -42,10 +42,6 @@ class EmbeddingConfig:
     text_dtype: str = "float32"
     """The text encoder's weights: ``float32``, or ``bfloat16`` (a serving setting for CPUs with native
     bfloat16: a question embedded in ~60 % of the time; cosine to float32's >= 0.9995)."""
-    overlap_question: bool = False
-    """With ``retrieval.nullset.image_prescreen``: embed a new question on a worker thread while the answer's
-    own pass reads the image, instead of after it (a serving setting where a core is spare, or the VLM runs
-    on an accelerator; the same keys and answers)."""
     batch_size: int = 16
     max_image_side: int = 512
     """Images are thumbnailed to this long side before the vision tower (reference: 512)."""
@@ -432,10 +428,6 @@ class ReasonEditConfig:
         require(not (self.codebook.names_image and self.codebook.answer_entries and not self.patches.describe_prompt),
                "codebook.answer_template names {image}, the model's caption of the edited image, asked for with "
                "patches.describe_prompt, which is empty; set one or drop {image} from the template.")
-        require(not self.embedding.overlap_question or (self.retrieval.gate == "nullset"
-                                                       and self.retrieval.nullset.image_prescreen),
-               "embedding.overlap_question overlaps the question's embedding with the answer's own pass, which "
-               "needs retrieval.gate: nullset with nullset.image_prescreen: true; turn that on or this off.")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ReasonEditConfig":

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -80,10 +78,6 @@ class KeyEncoder:
         self._cache_size = cache_size
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = 16 * cache_size
-        self._pending: dict[str, Future[torch.Tensor]] = {}
-        """Questions being embedded on the worker thread (:meth:`prefetch_text`)."""
-        self._worker: tuple[int, ThreadPoolExecutor] | None = None
-        """(the process that made it, the worker): a forked child makes its own (it has no thread of its parent)."""
         self._setup: KeySetup | None = None
 
     @property
@@ -154,63 +148,20 @@ class KeyEncoder:
 
     def text(self, texts: Sequence[str]) -> torch.Tensor:
         """t(text) for each text, float32 [B, Dt]. A single text (a question at answer time) comes from an
-        LRU cache when it was asked before (the same question is asked of many images), or from its
-        :meth:`prefetch_text` (waited for); batches (edits) are encoded together as they always were, so a
-        cached value is exactly what encoding the text alone gives and the cache never changes a key."""
+        LRU cache when it was asked before (the same question is asked of many images); batches (edits)
+        are encoded together as they always were, so a cached value is exactly what encoding the text
+        alone gives and the cache never changes a key."""
         if len(texts) != 1:
             return self.text_encoder.encode(list(texts))
         text = texts[0]
         hit = self._text_cache.get(text)
         if hit is None:
-            self._forked()
-            future = self._pending.pop(text, None)
-            hit = (future.result() if future is not None else self.text_encoder.encode([text]))[0]
-            self._cache_text(text, hit)
+            hit = self._text_cache[text] = self.text_encoder.encode([text])[0]
+            while len(self._text_cache) > self._text_cache_size:
+                self._text_cache.popitem(last=False)
         else:
             self._text_cache.move_to_end(text)
         return hit[None]
-
-    def prefetch_text(self, text: str) -> None:
-        """Start embedding one question on a worker thread and return at once (``embedding.overlap_question``:
-        the encoder runs while the answer's own pass does, on another core, or on the CPU while the VLM runs on
-        an accelerator). The next :meth:`text` of it waits for that result: the same vector, bit for bit. A
-        no-op for a text cached or under way."""
-        self._forked()
-        self._collect()
-        if text in self._text_cache or text in self._pending:
-            return
-        if self._worker is None:  # its torch ops use as many threads as the caller's
-            self._worker = (os.getpid(), ThreadPoolExecutor(1, "reasonedit-question", torch.set_num_threads,
-                                                            (torch.get_num_threads(),)))
-        self._pending[text] = self._worker[1].submit(self.text_encoder.encode, [text])
-
-    def _forked(self) -> None:
-        """In a process forked from the one that made the worker: its thread and prefetches are the parent's
-        (they would never finish here); start afresh."""
-        if self._worker is not None and self._worker[0] != os.getpid():
-            self._worker = None
-            self._pending.clear()
-
-    def _collect(self) -> None:
-        """Finished prefetches nobody asked for (the image was beyond every edit's reach) join the text cache;
-        a failed one is dropped (asking for its text encodes it again, and raises there)."""
-        for text in [t for t, f in self._pending.items() if f.done()]:
-            future = self._pending.pop(text)
-            if future.exception() is None:
-                self._cache_text(text, future.result()[0])
-
-    def _cache_text(self, text: str, vector: torch.Tensor) -> None:
-        self._text_cache[text] = vector
-        while len(self._text_cache) > self._text_cache_size:
-            self._text_cache.popitem(last=False)
-
-    def forget_text(self) -> None:
-        """Empty the question cache (prefetches under way are waited for and dropped): every question new."""
-        self._forked()
-        for future in self._pending.values():
-            future.exception()
-        self._pending.clear()
-        self._text_cache.clear()
 
     def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         """Keys E(image_i, text_i), float32 [B, Dv + Dt]."""

@@ -324,36 +324,3 @@ def test_without_the_evidence_check_an_accepted_query_is_decided_in_the_pass(edi
                (b.text, b.prompt, b.retrieval.accepted, b.retrieval.facts)
         accepted += b.retrieval.accepted
     assert accepted > 0
-
-
-def test_a_question_embedded_beside_the_answer_pass_changes_nothing(editors, queries, tmp_path, monkeypatch):
-    """``embedding.overlap_question``: the question is embedded on the worker thread while the pass reads the
-    image; keys, decisions and answers are those of the prescreened path without it."""
-    import threading
-
-    from reasonedit_plugin.editor import ReasonEditor
-
-    full, fast = editors
-    full.save(tmp_path / "codebook")
-    overlap = ReasonEditor.load(tmp_path / "codebook", full.vlm, fast.config.replace(embedding={"overlap_question": True}),
-                                text_encoder=full.keys.text_encoder)
-    encode, where, watching = full.keys.text_encoder.encode, [], []  # (the encoder is shared by the editors)
-
-    def noted(texts):
-        if watching:
-            where.append(threading.current_thread().name)
-        return encode(texts)
-
-    overlap.retrieve(*queries[-1])  # first use: the gate's null questions and images are encoded
-    monkeypatch.setattr(overlap.keys.text_encoder, "encode", noted)
-    for image, question in queries[:-1]:
-        for ed in (fast, overlap):
-            ed.keys._cache.clear()
-            ed.keys.forget_text()
-        a = fast.answer(image, question, ["yes", "no"])
-        watching.append(1)
-        b = overlap.answer(image, question, ["yes", "no"])
-        watching.clear()
-        assert (a.text, a.prompt, a.option_nll, a.retrieval.accepted, a.retrieval.facts, a.retrieval.reason) == \
-               (b.text, b.prompt, b.option_nll, b.retrieval.accepted, b.retrieval.facts, b.retrieval.reason)
-    assert where and all(name.startswith("reasonedit-question") for name in where)
