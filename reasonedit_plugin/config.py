@@ -48,7 +48,7 @@ class EmbeddingConfig:
 
     def __post_init__(self) -> None:
         require(self.text_dtype in TEXT_DTYPES,
-               f"embedding.text_dtype={self.text_dtype!r} must be one of {', '.join(TEXT_DTYPES)}.")
+                f"embedding.text_dtype={self.text_dtype!r} must be one of {', '.join(TEXT_DTYPES)}.")
         if isinstance(self.scale, str):
             require(self.scale == "auto", f"embedding.scale={self.scale!r}: give a positive number or 'auto'.")
         else:
@@ -131,9 +131,9 @@ class CodebookConfig:
         require(self.ivf_lists is None or self.ivf_lists >= 1, "codebook.ivf_lists must be >= 1 or null.")
         require(self.graph_probe is None or self.graph_probe >= 1, "codebook.graph_probe must be >= 1 or null.")
         require(self.evict_unretrieved_after is None or self.evict_unretrieved_after >= 0,
-               "codebook.evict_unretrieved_after must be >= 0 seconds or null (off).")
+                "codebook.evict_unretrieved_after must be >= 0 seconds or null (off).")
         require(self.answer_entries or self.rationale_entries,
-               "codebook: answer_entries and rationale_entries are both false; nothing would be stored.")
+                "codebook: answer_entries and rationale_entries are both false; nothing would be stored.")
         require(0 <= self.merge_center_ratio < 1, "codebook.merge_center_ratio must be in [0, 1).")
         require(0 < self.merge_overlap <= 1, "codebook.merge_overlap must be in (0, 1].")
         for key in ("{question}", "{answer}"):
@@ -223,8 +223,8 @@ class RetrievalConfig:
             self.gate = "nullset" if self.gate else "off"
         check_choice("retrieval.gate", str(self.gate), GATES)
         require(not (self.gate == "percentile" and not self.hubness),
-               "retrieval.gate: percentile needs retrieval.hubness (the gate is defined on hubness-scaled "
-               "distances); set gate: nullset or off, or hubness: true.")
+                "retrieval.gate: percentile needs retrieval.hubness (the gate is defined on hubness-scaled "
+                "distances); set gate: nullset or off, or hubness: true.")
         require(self.gate_sample >= 2, "retrieval.gate_sample must be >= 2.")
         if self.gate_percentile is not None:
             require(0 < self.gate_percentile <= 100, "retrieval.gate_percentile must be in (0, 100].")
@@ -232,15 +232,15 @@ class RetrievalConfig:
         check_choice("retrieval.tuning", self.tuning, ("off", "contrastive"))
         self.nullset = build_section(NullSetGateConfig, self.nullset, "retrieval.nullset")
         require(not (self.nullset.image_prescreen and self.tuning != "off"),
-               "retrieval.nullset.image_prescreen needs untuned keys (retrieval.tuning: off): a tuned projection "
-               "mixes the question into the key's image part, so the image alone cannot reject a query.")
+                "retrieval.nullset.image_prescreen needs untuned keys (retrieval.tuning: off): a tuned projection "
+                "mixes the question into the key's image part, so the image alone cannot reject a query.")
         if self.milvus is not None or self.backend == "milvus":
             from .milvus_backend import MilvusConfig  # pymilvus itself is imported only when connecting
 
             self.milvus = build_section(MilvusConfig, self.milvus, "retrieval.milvus")
             require(self.backend != "milvus" or self.milvus.uri is not None,
-                   "retrieval.backend: milvus needs retrieval.milvus.uri (a milvus-lite file such as "
-                   "./codebook.db, or http://host:19530 for a server).")
+                    "retrieval.backend: milvus needs retrieval.milvus.uri (a milvus-lite file such as "
+                    "./codebook.db, or http://host:19530 for a server).")
 
     @property
     def gated(self) -> bool:
@@ -285,17 +285,17 @@ class FusionConfig:
             require(key in self.template, f"fusion.template must contain {key}, got {self.template!r}.")
         if self.layer is not None:
             require(isinstance(self.layer, int) and not isinstance(self.layer, bool),
-                   f"fusion.layer={self.layer!r} must be a language-model block index or null.")
+                    f"fusion.layer={self.layer!r} must be a language-model block index or null.")
         require(float(self.scale) >= 0, f"fusion.scale={self.scale!r} must be >= 0 (0 adds nothing).")
         self.scale = float(self.scale)
         check_choice("fusion.positions", self.positions, ("question", "text"))
         require(self.max_facts >= 0, f"fusion.max_facts={self.max_facts} must be >= 0 (0: all facts).")
         require(self.gate_hidden >= 1 and self.gate_steps >= 1 and self.gate_every >= 1,
-               "fusion.gate_hidden, gate_steps and gate_every must be >= 1.")
+                "fusion.gate_hidden, gate_steps and gate_every must be >= 1.")
         require(self.gate_lr > 0, f"fusion.gate_lr={self.gate_lr} must be > 0.")
         self.null_prompts = tuple(self.null_prompts)
         require(all(isinstance(q, str) and q.strip() for q in self.null_prompts),
-               "fusion.null_prompts must be non-empty strings.")
+                "fusion.null_prompts must be non-empty strings.")
 
     @property
     def hidden(self) -> bool:
@@ -326,7 +326,7 @@ class KeyTuningConfig:
     def __post_init__(self) -> None:
         require(self.every >= 1 and self.steps >= 1, "key_tuning.every and key_tuning.steps must be >= 1.")
         require(self.lr > 0 and self.temperature > 0 and self.identity_weight >= 0,
-               "key_tuning: lr and temperature must be > 0, identity_weight >= 0.")
+                "key_tuning: lr and temperature must be > 0, identity_weight >= 0.")
         self.null_prompts = tuple(self.null_prompts)
 
 
@@ -365,7 +365,7 @@ class TopologyConfig:
         require(self.layer_samples >= 2 and self.scale_samples >= 2, "topology: need >= 2 samples.")
         require(self.runs >= 1, "topology.runs must be >= 1.")
         require(self.scale_steps >= 1 and self.scale_max_exp >= self.scale_min_exp,
-               "topology: need scale_steps >= 1 and scale_max_exp >= scale_min_exp.")
+                "topology: need scale_steps >= 1 and scale_max_exp >= scale_min_exp.")
 
 
 @dataclass
@@ -426,8 +426,8 @@ class ReasonEditConfig:
             setattr(self, name, build_section(cls, getattr(self, name), name))
         require(self.max_new_tokens >= 1, "max_new_tokens must be >= 1.")
         require(not (self.codebook.names_image and self.codebook.answer_entries and not self.patches.describe_prompt),
-               "codebook.answer_template names {image}, the model's caption of the edited image, asked for with "
-               "patches.describe_prompt, which is empty; set one or drop {image} from the template.")
+                "codebook.answer_template names {image}, the model's caption of the edited image, asked for with "
+                "patches.describe_prompt, which is empty; set one or drop {image} from the template.")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ReasonEditConfig":
