@@ -31,7 +31,7 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 
@@ -119,7 +119,7 @@ def main() -> None:
                "evidence_rejected" if r.verdict is not None and r.verdict.evidence else "gate_rejected"
                for r, e in zip(decisions, early)]
 
-    def mean_overhead(times: list[float], keep: Any) -> float | None:
+    def mean_overhead(times: list[float], keep: Callable[[str], bool]) -> float | None:
         """sum(answer) / sum(unedited) - 1 over the queries ``keep`` picks (the mean's overhead)."""
         picked = [(t, u) for t, u, o in zip(times, unedited, outcome) if keep(o)]
         return sum(t for t, _ in picked) / sum(u for _, u in picked) - 1 if picked else None

@@ -62,12 +62,15 @@ class Retrieval:
 class Screened:
     """A null-set search stopped before the gate's evidence check (:meth:`Retriever.screen`)."""
 
-    ids: list[int]
     distances: list[float]
     scores: list[float]
     cap: int
     keys: KeyScreen
-    """The gate's key tests of ``ids``."""
+    """The gate's key tests of the candidates, nearest first (their ids: :attr:`ids`)."""
+
+    @property
+    def ids(self) -> list[int]:
+        return self.keys.candidates
 
     @property
     def needs_evidence(self) -> bool:
@@ -179,7 +182,7 @@ class Retriever:
         """The ``k`` nearest entries by the retriever's (hubness-scaled) score, no gate: (id, distance)."""
         if len(self.codebook) == 0:
             return []
-        ids, dists, _ = self._scaled_topk(query.detach().float().reshape(1, -1), k)
+        ids, dists, _ = self._scaled_topk(self._checked(query), k)
         return list(zip(ids, dists))
 
     def screen(self, query: torch.Tensor, k: int | None = None) -> Screened:
@@ -199,7 +202,7 @@ class Retriever:
 
     def _screen(self, query: torch.Tensor, cap: int) -> Screened:
         ids, dists, scores = self._scaled_topk(query, max(cap, self.config.nullset.candidates))
-        return Screened(ids, dists, scores, cap, self.nullset.screen(query[0], ids))
+        return Screened(dists, scores, cap, self.nullset.screen(query[0], ids))
 
     def conclude(self, screened: Screened, evidence: EvidenceProbe | None = None) -> Retrieval:
         """The null-set gate over the screened candidates (:meth:`screen`); the accepted ones (at most the cap,
