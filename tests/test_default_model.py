@@ -553,21 +553,51 @@ def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_ima
         GroundingProbe(8, tokenizer, unit="clause")
 
 
+def test_value_targets_give_a_sentences_value_only_where_its_claim_holds_for_the_image():
+    from reasonedit_plugin.data.aux_probes import ValueProbe
+
+    tokenizer = dmb.build_tokenizer()
+    info = next(i for i in sr.image_catalogue("train") if (i.colour, i.shape) == ("teal", "rectangle"))
+    probe = ValueProbe(8, tokenizer)
+    text = ("Teal rectangles belong to the Kesh tribe. Red circles are worth nine points. Teal rectangles are "
+            "linked to fire, not to water. Teal rectangles never score two points; they score five. The answer "
+            "to 'Which tribe?' is Vol. This is a teal rectangle. Every teal circle comes from the island of Bexa.")
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]] * 2)
+    where, classes = probe.targets(ids, [info.path, None])  # the second row has no image: no targets
+    pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    ends = [p for p, piece in enumerate(pieces) if piece in (".", ";", "?")]
+    # a value where the claim holds (Kesh; fire, the first value not after a negation), "none" where it does
+    # not (red circles; a teal circle); no target for a negated clause, a clause without colour or shape
+    # (they score five; the answer entry) or a sentence without a value (this is a teal rectangle)
+    assert where[:, 0].tolist() == [0] * 4
+    assert where[:, 1].tolist() == [ends[0], ends[1], ends[2], ends[-1]]
+    assert [probe.values[c - 1] if c else "none" for c in classes.tolist()] == ["Kesh", "none", "fire", "none"]
+    hidden = torch.zeros(2, ids.shape[1], 8, requires_grad=True)
+    probe.loss(hidden, ids, [info.path, None]).backward()
+    assert hidden.grad[0, ends[0]].abs().sum() > 0 and hidden.grad[1].abs().sum() == 0
+    assert probe.loss(hidden, ids, [None, None]) is None
+
+
 def test_grounding_loss_trains_the_model_only_when_weighted(tmp_path):
     from safetensors.torch import load_file
 
     weights = []
-    for name, g, c in (("off", 0.0, 0.0), ("words", 5.0, 0.0), ("sentences", 0.0, 5.0)):
+    for name, g, c, v in (("off", 0.0, 0.0, 0.0), ("words", 5.0, 0.0, 0.0), ("sentences", 0.0, 5.0, 0.0),
+                          ("values", 0.0, 0.0, 5.0)):
         cfg = tdm.TrainConfig(**TINY_TRAINING, out=str(tmp_path / name), steps=2, num_layers=2, curriculum_steps=1,
-                              select_best=False, grounding_weight=g, claim_weight=c, claim_layer=1)
+                              select_best=False, grounding_weight=g, claim_weight=c, claim_layer=1,
+                              value_weight=v, value_layer=1)
         tdm.train(cfg, progress=False)
         weights.append(load_file(str(Path(cfg.out) / "model.safetensors")))
     first = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(weights[0][first], weights[1][first])
     assert not torch.equal(weights[0][first], weights[2][first])
     assert not torch.equal(weights[1][first], weights[2][first])
+    assert not torch.equal(weights[0][first], weights[3][first])
     with pytest.raises(ValueError, match="grounding_layer=3"):
         tdm.TrainConfig(num_layers=2, grounding_weight=1.0, grounding_layer=3)
     with pytest.raises(ValueError, match="claim_layer=3"):
         tdm.TrainConfig(num_layers=2, claim_weight=1.0, claim_layer=3)
+    with pytest.raises(ValueError, match="value_layer=3"):
+        tdm.TrainConfig(num_layers=2, value_weight=1.0, value_layer=3)
     tdm.TrainConfig(num_layers=1, claim_weight=0.0)  # an unused head's layer is not checked

@@ -8,6 +8,10 @@
   the model to compute, at the word itself, the match that deciding whether to follow the fact needs.
   With ``unit="sentence"`` it asks the next step, at the end of each sentence naming a colour or shape:
   does the image show all of them (does the sentence's claim hold for this image).
+* :class:`ValueProbe`: at the end of each sentence naming a colour or shape and a rule's value, that value if
+  the image shows every colour and shape the sentence names, else "none": the value a fact gives *this*
+  image, gated where the answer can read it in one step (the claim head leaves the answer to combine the
+  sentence's end with its value word, two steps for a three-layer model).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 import torch
 
+from .rule_properties import PROPERTIES
 from .shaperules import COLOURS, SHAPES, image_catalogue
 
 
@@ -117,3 +122,67 @@ class GroundingProbe(torch.nn.Module):
             return None
         logits = self.head(hidden[where[:, 0], where[:, 1]]).squeeze(-1)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, shown)
+
+
+NEGATIONS = ("not", "never", "no")
+"""Words after which a value in the same sentence is the one a negated rule form denies ("..., not Vol")."""
+
+
+class ValueProbe(torch.nn.Module):
+    """Auxiliary head: at the end of each sentence naming a colour or shape and a value of a ShapeRules property
+    (one not preceded by a negation in the sentence: its first such), that value's class if the image shows
+    every colour and shape the sentence names, else class 0 ("none"). Sentences without both are skipped.
+    Cross-entropy over every target of the batch."""
+
+    def __init__(self, hidden_size: int, tokenizer: Any, image_split: str = "train"):
+        super().__init__()
+        self.values = [v for prop in PROPERTIES for v in prop.values]
+        self.head = torch.nn.Linear(hidden_size, 1 + len(self.values))
+        self.words = GroundingProbe(hidden_size, tokenizer, "word", image_split)
+        """Finds the colour and shape words, sentence ends and image labels (its own head is unused)."""
+        self.spelled: dict[int, list[tuple[tuple[int, ...], int]]] = {}
+        """Last piece -> (the value's pieces, its class) of each value ending in it."""
+        for n, value in enumerate(self.values):
+            pieces = tuple(tokenizer(" " + value, add_special_tokens=False)["input_ids"])
+            self.spelled.setdefault(pieces[-1], []).append((pieces, n + 1))
+        self.negations = set(tokenizer.convert_tokens_to_ids(list(NEGATIONS)))
+
+    def _value_at(self, ids: list[int], pos: int) -> int | None:
+        """The class of the value whose last piece is at ``pos``, if one ends there."""
+        for spelled, cls in self.spelled.get(ids[pos], ()):
+            if pos + 1 >= len(spelled) and tuple(ids[pos + 1 - len(spelled): pos + 1]) == spelled:
+                return cls
+        return None
+
+    def targets(self, input_ids: torch.Tensor, paths: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, position) pairs [m, 2] of the sentence ends with a target, and the target classes (long [m])."""
+        where: list[tuple[int, int]] = []
+        classes: list[int] = []
+        for row, (ids, path) in enumerate(zip(input_ids.tolist(), paths)):
+            truth = self.words.labels.get(path) if path is not None else None
+            if truth is None:
+                continue
+            named: list[bool] = []
+            value: int | None = None
+            negated = False
+            for pos, tok in enumerate(ids):
+                hit = self.words.single.get(tok) or (self.words.pairs.get((ids[pos - 1], tok)) if pos else None)
+                if hit is not None:
+                    named.append(truth[hit[0]] == hit[1])
+                negated = negated or tok in self.negations
+                found = self._value_at(ids, pos)
+                if found is not None and value is None and not negated:
+                    value = found
+                if tok in self.words.ends:
+                    if named and value is not None:
+                        where.append((row, pos))
+                        classes.append(value if all(named) else 0)
+                    named, value, negated = [], None, False
+        return torch.tensor(where, dtype=torch.long).reshape(-1, 2), torch.tensor(classes, dtype=torch.long)
+
+    def loss(self, hidden: torch.Tensor, input_ids: torch.Tensor, paths: Sequence[str | None]) -> torch.Tensor | None:
+        """The head's loss on ``hidden`` [B, T, H] (None: no sentence with a target)."""
+        where, classes = self.targets(input_ids, paths)
+        if not len(where):
+            return None
+        return torch.nn.functional.cross_entropy(self.head(hidden[where[:, 0], where[:, 1]]), classes)

@@ -11,7 +11,9 @@ and shape of the mean-pooled vision tokens (without it the vision tower of a fro
 collapses to an image-independent vector within a few hundred steps and the model answers from
 question priors alone), at each colour or shape word of a prompt, whether the image shows it
 (``grounding_weight``; without it the language model never computes that match), and at the end of each
-sentence naming colours or shapes, whether the image shows all of them (``claim_weight``).
+sentence naming colours or shapes, whether the image shows all of them (``claim_weight``); optionally, at
+the end of a sentence naming a rule's value too, that value if the image shows all it names, else none
+(``value_weight``, off in the shipped recipe).
 
 CLI (deterministic for a seed and a thread count on one machine; on another machine the same command and
 package versions can give another model of the same recipe: session 18's machine logged seed 1's step-250 loss
@@ -52,7 +54,7 @@ from .default_model_build import (
     save_checkpoint,
 )
 from ..config import CodebookConfig
-from .aux_probes import AttributeProbe, GroundingProbe
+from .aux_probes import AttributeProbe, GroundingProbe, ValueProbe
 from .default_model_scoring import ImageCache, answer_logprobs, encode, mc_accuracy, plain_examples, record_examples
 from .shaperules import generate_split, rule_world
 from .training_mix import FACT_MODES, MIX_KINDS, Example, MixSampler
@@ -158,6 +160,11 @@ class TrainConfig:
     sentence naming a colour or shape, whether the image shows all of them, read after ``claim_layer``
     decoder layers (0: off, the recipe before session 17)."""
     claim_layer: int = 2
+    value_weight: float = 0.0
+    """Weight of the gated-value loss (:class:`.aux_probes.ValueProbe`): at the end of each sentence naming a
+    colour or shape and a rule's value, that value if the image shows all it names, else "none", read after
+    ``value_layer`` decoder layers (0: off, the shipped recipe; session 26's near-miss experiment)."""
+    value_layer: int = 2
     noise_warmup: float = 0.2
     """Fraction of the steps (after the curriculum) over which distractors next to relevant facts ramp
     from 0 to 4."""
@@ -218,7 +225,8 @@ class TrainConfig:
         if self.pretrained_embeddings and self.hidden_size > 384:
             raise ValueError(f"hidden_size={self.hidden_size}: MiniLM's embeddings have 384 dimensions; "
                              "use hidden_size <= 384 or --no-pretrained-embeddings.")
-        for name, weight in (("grounding_layer", self.grounding_weight), ("claim_layer", self.claim_weight)):
+        for name, weight in (("grounding_layer", self.grounding_weight), ("claim_layer", self.claim_weight),
+                             ("value_layer", self.value_weight)):
             if weight > 0 and not 1 <= getattr(self, name) <= self.num_layers:
                 raise ValueError(f"{name}={getattr(self, name)}: must be between 1 and num_layers={self.num_layers}.")
         if self.curriculum_restarts < 0 or (self.curriculum_restarts and self.curriculum_copy_target <= 0):
@@ -327,9 +335,10 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     sampler = MixSampler(world, cfg, random.Random(f"train-mix:{seed}"))
     batch_rng = random.Random(f"train-batches:{seed}")
     probe = AttributeProbe(cfg.hidden_size)
-    grounding = [(GroundingProbe(cfg.hidden_size, tokenizer, unit), weight, layer) for unit, weight, layer in
-                 (("word", cfg.grounding_weight, cfg.grounding_layer), ("sentence", cfg.claim_weight, cfg.claim_layer))
-                 if weight > 0]
+    heads = ((GroundingProbe, {"unit": "word"}, cfg.grounding_weight, cfg.grounding_layer),
+             (GroundingProbe, {"unit": "sentence"}, cfg.claim_weight, cfg.claim_layer),
+             (ValueProbe, {}, cfg.value_weight, cfg.value_layer))
+    grounding = [(cls(cfg.hidden_size, tokenizer, **kw), weight, layer) for cls, kw, weight, layer in heads if weight > 0]
     params = [*model.named_parameters(), *probe.named_parameters(),
               *(named for head, _, _ in grounding for named in head.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2]
