@@ -20,6 +20,12 @@ no edit's image test can reach is rejected before its question is embedded, and 
 image part from the unedited answer's own vision pass. The answers are the same either way (tested); the
 JSON then also gives the medians of the queries so rejected and of the rest. ``--text-bf16`` runs the question's
 sentence encoder in bfloat16 (``embedding.text_dtype``).
+
+Each query's outcome (rejected by its image, by the gate's key tests, by the evidence check, or accepted) gives
+the mean overhead per outcome. ``components_p50_ms`` times alone, per query, the model work its outcome needs
+beyond the unedited answer: the question's sentence embedding, the evidence pass, the answer with the facts
+fused in; ``mean_overhead_floor`` is the mean overhead if a query cost only its unedited answer plus that work
+(the fused answer in place of the unedited one): what no change to the plumbing can go below with these models.
 """
 
 from __future__ import annotations
@@ -119,6 +125,8 @@ def main() -> None:
                "evidence_rejected" if r.verdict is not None and r.verdict.evidence else "gate_rejected"
                for r, e in zip(decisions, early)]
 
+    parts = component_times(editor, items, decisions, outcome, args.repeat, clock)
+
     def mean_overhead(times: list[float], keep: Callable[[str], bool]) -> float | None:
         """sum(answer) / sum(unedited) - 1 over the queries ``keep`` picks (the mean's overhead)."""
         picked = [(t, u) for t, u, o in zip(times, unedited, outcome) if keep(o)]
@@ -153,6 +161,8 @@ def main() -> None:
             o: {"queries": outcome.count(o), "cold": mean_overhead(answer_cold, o.__eq__),
                 "warm": mean_overhead(answer_warm, o.__eq__)}
             for o in ("image_rejected", "gate_rejected", "evidence_rejected", "accepted")},
+        "components_p50_ms": {k: med(t) if (t := [x for x in v if x is not None]) else None for k, v in parts.items()},
+        "mean_overhead_floor": overhead_floor(parts, outcome, unedited),
         "mean_overhead_left_unedited": {  # the queries the codebook does not change: retrieval's cost alone
             "cold": mean_overhead(answer_cold, lambda o: o != "accepted"),
             "warm": mean_overhead(answer_warm, lambda o: o != "accepted")},
@@ -168,6 +178,42 @@ def main() -> None:
     print(json.dumps(res, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
+
+
+def component_times(editor, items, decisions, outcome, repeat: int, clock) -> dict[str, list[float | None]]:
+    """Per query, the model work its outcome needs beyond the unedited answer, each timed alone (median of
+    ``repeat``): the question's sentence embedding (every query that reaches the search), the evidence pass
+    over the matched edits' claims (every query whose decision read it) and the answer with the facts fused in
+    (accepted queries). ``None`` where a query's outcome does not need the part."""
+    from reasonedit_plugin.evidence import claim_question
+
+    template = editor.config.patches.question_template
+    out: dict[str, list[float]] = {"question_embedding": [], "evidence_pass": [], "fused_answer": []}
+    for (image, question), r, o in zip(items, decisions, outcome):
+        times = {}
+        if o != "image_rejected":
+            times["question_embedding"] = lambda: editor.keys.text_encoder.encode([question])
+        if r.verdict is not None and r.verdict.evidence:
+            claims = list(dict.fromkeys(claim_question(t.sentence, template) for t in r.verdict.evidence))
+            times["evidence_pass"] = lambda: editor.vlm.yes_probabilities(image, claims)
+        if r.accepted:
+            fused = editor.fused_question(question, r)
+            times["fused_answer"] = lambda: editor.vlm.generate(image, fused, editor.config.max_new_tokens)
+        for name in out:
+            out[name].append(statistics.median(clock(times[name]) for _ in range(repeat)) if name in times else None)
+    return out
+
+
+def overhead_floor(parts: dict[str, list[float | None]], outcome: list[str], unedited: list[float]) -> float:
+    """The mean overhead if a query cost its unedited answer plus only the model work its outcome needs (the
+    components timed alone: an accepted query's fused answer replaces its unedited one) and nothing else: what
+    no plumbing can go below with these models on this machine."""
+    extra = 0.0
+    for i, o in enumerate(outcome):
+        extra += sum(t for t in (parts["question_embedding"][i], parts["evidence_pass"][i]) if t is not None)
+        if o == "accepted":
+            extra += parts["fused_answer"][i] - unedited[i]
+    return extra / sum(unedited)
 
 
 if __name__ == "__main__":
