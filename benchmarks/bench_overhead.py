@@ -25,7 +25,8 @@ Each query's outcome (rejected by its image, by the gate's key tests, by the evi
 the mean overhead per outcome. ``components_p50_ms`` times alone, per query, the model work its outcome needs
 beyond the unedited answer: the question's sentence embedding, the evidence pass, the answer with the facts
 fused in; ``mean_overhead_floor`` is the mean overhead if a query cost only its unedited answer plus that work
-(the fused answer in place of the unedited one): what no change to the plumbing can go below with these models.
+(the fused answer in place of the unedited one): what no change to the plumbing can go below with these models
+(with ``--image-prescreen``; without it the key's own vision pass is work too, not counted).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 
@@ -125,7 +126,7 @@ def main() -> None:
                "evidence_rejected" if r.verdict is not None and r.verdict.evidence else "gate_rejected"
                for r, e in zip(decisions, early)]
 
-    parts = component_times(editor, items, decisions, outcome, args.repeat, clock)
+    parts = component_times(editor, items, decisions, outcome, args.repeat, clock, args.image_prescreen)
 
     def mean_overhead(times: list[float], keep: Callable[[str], bool]) -> float | None:
         """sum(answer) / sum(unedited) - 1 over the queries ``keep`` picks (the mean's overhead)."""
@@ -180,18 +181,20 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(res, indent=1))
 
 
-def component_times(editor, items, decisions, outcome, repeat: int, clock) -> dict[str, list[float | None]]:
+def component_times(editor: Any, items: list[tuple[Any, str]], decisions: list[Any], outcome: list[str], repeat: int,
+                    clock: Callable[..., float], prescreen: bool) -> dict[str, list[float | None]]:
     """Per query, the model work its outcome needs beyond the unedited answer, each timed alone (median of
-    ``repeat``): the question's sentence embedding (every query that reaches the search), the evidence pass
+    ``repeat``): the question's sentence embedding (every query that reaches the search, every query without
+    ``prescreen``), the evidence pass
     over the matched edits' claims (every query whose decision read it) and the answer with the facts fused in
     (accepted queries). ``None`` where a query's outcome does not need the part."""
     from reasonedit_plugin.evidence import claim_question
 
     template = editor.config.patches.question_template
-    out: dict[str, list[float]] = {"question_embedding": [], "evidence_pass": [], "fused_answer": []}
+    out: dict[str, list[float | None]] = {"question_embedding": [], "evidence_pass": [], "fused_answer": []}
     for (image, question), r, o in zip(items, decisions, outcome):
-        times = {}
-        if o != "image_rejected":
+        times: dict[str, Callable[[], Any]] = {}
+        if o != "image_rejected" or not prescreen:
             times["question_embedding"] = lambda: editor.keys.text_encoder.encode([question])
         if r.verdict is not None and r.verdict.evidence:
             claims = list(dict.fromkeys(claim_question(t.sentence, template) for t in r.verdict.evidence))
