@@ -67,6 +67,32 @@ SENTENCE_ENDS = (".", "?", "!", ";")
 """Tokens that end a sentence (or a clause with its own subject) for ``GroundingProbe(unit="sentence")``."""
 
 
+class PromptWords:
+    """Where a prompt names a colour or shape, where its sentences end, and what each training image shows:
+    what the grounding and value heads' targets are read from."""
+
+    def __init__(self, tokenizer: Any, image_split: str = "train"):
+        self.labels = image_labels(image_split)
+        """Whose images the targets know (training: the train split; a diagnosis may ask about test images)."""
+        self.single, self.pairs = attribute_words(tokenizer)
+        self.ends = set(tokenizer.convert_tokens_to_ids(list(SENTENCE_ENDS)))
+
+    def truth(self, path: str | None) -> tuple[int, int] | None:
+        """(colour index, shape index) of the image at ``path``; None when unknown (or no image)."""
+        return self.labels.get(path) if path is not None else None
+
+    def attribute(self, ids: list[int], pos: int) -> tuple[int, int] | None:
+        """(attribute, index) of the colour or shape word whose (last labelled) piece is at ``pos``, if any."""
+        return self.single.get(ids[pos]) or (self.pairs.get((ids[pos - 1], ids[pos])) if pos else None)
+
+    def scan(self, ids: list[int]) -> Iterator[tuple[int, tuple[int, int]] | tuple[int, None]]:
+        """(position, (attribute, index)) of each colour or shape word; sentence ends as (position, None)."""
+        for pos, tok in enumerate(ids):
+            hit = self.attribute(ids, pos)
+            if hit is not None or tok in self.ends:
+                yield pos, hit
+
+
 class GroundingProbe(torch.nn.Module):
     """Auxiliary head: does the image show the colour or shape word at this prompt position (``unit="word"``),
     or every colour and shape word of the sentence ending here (``unit="sentence"``, at the sentence's last
@@ -80,17 +106,7 @@ class GroundingProbe(torch.nn.Module):
             raise ValueError(f"unit={unit!r}: use 'word' or 'sentence'.")
         self.unit = unit
         self.head = torch.nn.Linear(hidden_size, 1)
-        self.labels = image_labels(image_split)
-        """Whose images the targets know (training: the train split; a diagnosis may ask about test images)."""
-        self.single, self.pairs = attribute_words(tokenizer)
-        self.ends = set(tokenizer.convert_tokens_to_ids(list(SENTENCE_ENDS)))
-
-    def _words(self, ids: list[int]) -> Iterator[tuple[int, tuple[int, int]]]:
-        """(position, (attribute, index)) of each colour or shape word; sentence ends as (position, None)."""
-        for pos, tok in enumerate(ids):
-            hit = self.single.get(tok) or (self.pairs.get((ids[pos - 1], tok)) if pos else None)
-            if hit is not None or tok in self.ends:
-                yield pos, hit
+        self.words = PromptWords(tokenizer, image_split)
 
     def targets(self, input_ids: torch.Tensor, paths: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """(row, position) pairs [m, 2] of the targets of rows whose image has known attributes, and
@@ -98,11 +114,11 @@ class GroundingProbe(torch.nn.Module):
         where: list[tuple[int, int]] = []
         shown: list[float] = []
         for row, (ids, path) in enumerate(zip(input_ids.tolist(), paths)):
-            truth = self.labels.get(path) if path is not None else None
+            truth = self.words.truth(path)
             if truth is None:
                 continue
             named: list[bool] = []  # the current sentence's words: shown or not
-            for pos, hit in self._words(ids):
+            for pos, hit in self.words.scan(ids):
                 if hit is not None:
                     named.append(truth[hit[0]] == hit[1])
                     if self.unit == "word":
@@ -138,8 +154,7 @@ class ValueProbe(torch.nn.Module):
         super().__init__()
         self.values = [v for prop in PROPERTIES for v in prop.values]
         self.head = torch.nn.Linear(hidden_size, 1 + len(self.values))
-        self.words = GroundingProbe(hidden_size, tokenizer, "word", image_split)
-        """Finds the colour and shape words, sentence ends and image labels (its own head is unused)."""
+        self.words = PromptWords(tokenizer, image_split)
         self.spelled: dict[int, list[tuple[tuple[int, ...], int]]] = {}
         """Last piece -> (the value's pieces, its class) of each value ending in it."""
         for n, value in enumerate(self.values):
@@ -159,14 +174,14 @@ class ValueProbe(torch.nn.Module):
         where: list[tuple[int, int]] = []
         classes: list[int] = []
         for row, (ids, path) in enumerate(zip(input_ids.tolist(), paths)):
-            truth = self.words.labels.get(path) if path is not None else None
+            truth = self.words.truth(path)
             if truth is None:
                 continue
             named: list[bool] = []
             value: int | None = None
             negated = False
             for pos, tok in enumerate(ids):
-                hit = self.words.single.get(tok) or (self.words.pairs.get((ids[pos - 1], tok)) if pos else None)
+                hit = self.words.attribute(ids, pos)
                 if hit is not None:
                     named.append(truth[hit[0]] == hit[1])
                 negated = negated or tok in self.negations
