@@ -77,9 +77,14 @@ class PromptWords:
         self.single, self.pairs = attribute_words(tokenizer)
         self.ends = set(tokenizer.convert_tokens_to_ids(list(SENTENCE_ENDS)))
 
-    def truth(self, path: str | None) -> tuple[int, int] | None:
-        """(colour index, shape index) of the image at ``path``; None when unknown (or no image)."""
-        return self.labels.get(path) if path is not None else None
+    def rows(self, input_ids: torch.Tensor, paths: Sequence[str | None]
+             ) -> Iterator[tuple[int, list[int], tuple[int, int]]]:
+        """(row, its token ids, (colour index, shape index) of its image) for the rows of a batch whose image
+        has known attributes (a row without an image, or with an unknown one, has no targets)."""
+        for row, (ids, path) in enumerate(zip(input_ids.tolist(), paths)):
+            truth = self.labels.get(path) if path is not None else None
+            if truth is not None:
+                yield row, ids, truth
 
     def attribute(self, ids: list[int], pos: int) -> tuple[int, int] | None:
         """(attribute, index) of the colour or shape word whose (last labelled) piece is at ``pos``, if any."""
@@ -113,10 +118,7 @@ class GroundingProbe(torch.nn.Module):
         whether the image shows the word, or all of the sentence's words (float [m])."""
         where: list[tuple[int, int]] = []
         shown: list[float] = []
-        for row, (ids, path) in enumerate(zip(input_ids.tolist(), paths)):
-            truth = self.words.truth(path)
-            if truth is None:
-                continue
+        for row, ids, truth in self.words.rows(input_ids, paths):
             named: list[bool] = []  # the current sentence's words: shown or not
             for pos, hit in self.words.scan(ids):
                 if hit is not None:
@@ -173,10 +175,7 @@ class ValueProbe(torch.nn.Module):
         """(row, position) pairs [m, 2] of the sentence ends with a target, and the target classes (long [m])."""
         where: list[tuple[int, int]] = []
         classes: list[int] = []
-        for row, (ids, path) in enumerate(zip(input_ids.tolist(), paths)):
-            truth = self.words.truth(path)
-            if truth is None:
-                continue
+        for row, ids, truth in self.words.rows(input_ids, paths):
             named: list[bool] = []
             value: int | None = None
             negated = False
