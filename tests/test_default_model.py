@@ -578,6 +578,25 @@ def test_value_targets_give_a_sentences_value_only_where_its_claim_holds_for_the
     assert probe.loss(hidden, ids, [None, None]) is None
 
 
+def test_value_targets_read_an_image_naming_answer_entry_past_its_quoted_question():
+    from reasonedit_plugin.data.aux_probes import ValueProbe
+
+    tokenizer = dmb.build_tokenizer()
+    info = next(i for i in sr.image_catalogue("train") if (i.colour, i.shape) == ("teal", "rectangle"))
+    probe = ValueProbe(8, tokenizer)
+    text = ("For a teal rectangle, the answer to 'Do red circles belong to the Vol tribe?' is no. "
+            "For a red circle, the answer to 'Which tribe is it?' is Kesh. "
+            "For a teal rectangle, the answer to 'Which tribe is it?' is Kesh. It's a teal rectangle, so it's Vol.")
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    where, classes = probe.targets(ids, [info.path])
+    pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    ends = [p for p, piece in enumerate(pieces) if piece in (".", ";") and pieces[p - 1] != "'"]
+    # the quoted question's colours, shape, value and '?' claim nothing (the first entry: no value of its own);
+    # an entry naming another image gives "none", one naming this image its answer; "it's" is no quote mark
+    assert where[:, 1].tolist() == [ends[1], ends[2], ends[3]]
+    assert [probe.values[c - 1] if c else "none" for c in classes.tolist()] == ["none", "Kesh", "Vol"]
+
+
 def test_grounding_loss_trains_the_model_only_when_weighted(tmp_path):
     from safetensors.torch import load_file
 

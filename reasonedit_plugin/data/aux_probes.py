@@ -145,12 +145,17 @@ class GroundingProbe(torch.nn.Module):
 NEGATIONS = ("not", "never", "no")
 """Words after which a value in the same sentence is the one a negated rule form denies ("..., not Vol")."""
 
+CONTRACTIONS = ("s", "t", "re", "ll", "ve", "d", "m")
+"""Pieces after an apostrophe that make it a contraction or possessive ("it's", "don't"), not a quote mark."""
+
 
 class ValueProbe(torch.nn.Module):
     """Auxiliary head: at the end of each sentence naming a colour or shape and a value of a ShapeRules property
     (one not preceded by a negation in the sentence: its first such), that value's class if the image shows
     every colour and shape the sentence names, else class 0 ("none"). Sentences without both are skipped.
-    Cross-entropy over every target of the batch."""
+    A quoted question is part of its sentence and claims nothing: its words and its '?' are passed over, so
+    an image-naming answer entry ("For a red circle, the answer to '...?' is Kesh.") gets the target its own
+    named image and answer give. Cross-entropy over every target of the batch."""
 
     def __init__(self, hidden_size: int, tokenizer: Any, image_split: str = "train"):
         super().__init__()
@@ -163,6 +168,12 @@ class ValueProbe(torch.nn.Module):
             pieces = tuple(tokenizer(" " + value, add_special_tokens=False)["input_ids"])
             self.spelled.setdefault(pieces[-1], []).append((pieces, n + 1))
         self.negations = set(tokenizer.convert_tokens_to_ids(list(NEGATIONS)))
+        self.quote = tokenizer.convert_tokens_to_ids("'")
+        self.contractions = set(tokenizer.convert_tokens_to_ids(list(CONTRACTIONS)))
+
+    def _is_quote(self, ids: list[int], pos: int) -> bool:
+        """Whether the token at ``pos`` opens or closes a quotation (an apostrophe not starting a contraction)."""
+        return ids[pos] == self.quote and (pos + 1 == len(ids) or ids[pos + 1] not in self.contractions)
 
     def _value_at(self, ids: list[int], pos: int) -> int | None:
         """The class of the value whose last piece is at ``pos``, if one ends there."""
@@ -178,8 +189,12 @@ class ValueProbe(torch.nn.Module):
         for row, ids, truth in self.words.rows(input_ids, paths):
             named: list[bool] = []
             value: int | None = None
-            negated = False
+            negated = quoted = False
             for pos, tok in enumerate(ids):
+                if self._is_quote(ids, pos):
+                    quoted = not quoted
+                if quoted:
+                    continue
                 hit = self.words.attribute(ids, pos)
                 if hit is not None:
                     named.append(truth[hit[0]] == hit[1])
