@@ -6,7 +6,7 @@ tokens; the token embeddings start from MiniLM's, projected onto their top princ
 What it learns is the mix of :mod:`.training_mix` (METHOD.md §4 fusion: facts joined by single spaces,
 one space, then the question, in one user turn after the image, with a generation prompt). Loss is on
 the answer tokens (and the closing ``<|im_end|>``) only, with the LM head applied to those positions
-alone, plus two auxiliary losses through linear heads that are not saved (:mod:`.aux_probes`): colour
+alone, plus auxiliary losses through linear heads that are not saved (:mod:`.aux_probes`): colour
 and shape of the mean-pooled vision tokens (without it the vision tower of a from-scratch model
 collapses to an image-independent vector within a few hundred steps and the model answers from
 question priors alone), at each colour or shape word of a prompt, whether the image shows it
