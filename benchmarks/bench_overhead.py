@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_HPARAMS = HERE.parent / "hparams" / "ReasonEdit" / "tiny-qwen2-vl-shapes.yaml"
 
 
 def main() -> None:
@@ -48,6 +49,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results" / "overhead.json"))
+    ap.add_argument("--hparams", default=str(DEFAULT_HPARAMS),
+                    help="ReasonEdit hparams YAML of the embedded model (default: the shipped one)")
     ap.add_argument("--no-evidence", action="store_true", help="the null-set gate without its evidence test")
     ap.add_argument("--image-prescreen", action="store_true", help="retrieval.nullset.image_prescreen on")
     ap.add_argument("--repeat", type=int, default=3, help="rounds per query (its median is kept)")
@@ -63,7 +66,7 @@ def main() -> None:
     from reasonedit_plugin.records import load_image
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    hp = ReasonEditHyperParams.from_hparams(str(HERE.parent / "hparams" / "ReasonEdit" / "tiny-qwen2-vl-shapes.yaml"))
+    hp = ReasonEditHyperParams.from_hparams(args.hparams)
     cfg = hp.to_config()
     if args.no_evidence:
         cfg = cfg.replace(retrieval={"nullset": {"evidence_check": False}})
@@ -142,6 +145,7 @@ def main() -> None:
     res = {
         "entries": len(editor.codebook), "queries": len(items), "accepted": accepted,
         "image_prescreen": args.image_prescreen, "text_dtype": cfg.embedding.text_dtype, "repeat": args.repeat,
+        "text_encoder": cfg.embedding.text_encoder,
         "rejected_by_image": sum(early) if args.image_prescreen else 0,
         "evidence_check": editor.evidence is not None,
         "distinct_questions": len({q for _, q in items}),
@@ -174,7 +178,8 @@ def main() -> None:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "command": "benchmarks/bench_overhead.py" + (" --no-evidence" if args.no_evidence else "")
                    + (" --image-prescreen" if args.image_prescreen else "")
-                   + (" --text-bf16" if args.text_bf16 else ""),
+                   + (" --text-bf16" if args.text_bf16 else "")
+                   + (f" --hparams {args.hparams}" if Path(args.hparams).resolve() != DEFAULT_HPARAMS else ""),
     }
     print(json.dumps(res, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
