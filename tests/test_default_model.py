@@ -553,48 +553,50 @@ def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_ima
         GroundingProbe(8, tokenizer, unit="clause")
 
 
-def test_value_targets_give_a_sentences_value_only_where_its_claim_holds_for_the_image():
+def _value_targets(text: str, paths: list) -> tuple:
+    """A ValueProbe's targets for ``text`` in one row per path ("teal rectangle": a train image showing one):
+    (probe, ids, paths, where, the target values by name, the text's pieces)."""
     from reasonedit_plugin.data.aux_probes import ValueProbe
 
     tokenizer = dmb.build_tokenizer()
     info = next(i for i in sr.image_catalogue("train") if (i.colour, i.shape) == ("teal", "rectangle"))
+    paths = [info.path if p == "teal rectangle" else p for p in paths]
     probe = ValueProbe(8, tokenizer)
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]] * len(paths))
+    where, classes = probe.targets(ids, paths)
+    values = [probe.values[c - 1] if c else "none" for c in classes.tolist()]
+    return probe, ids, paths, where, values, tokenizer.convert_ids_to_tokens(ids[0].tolist())
+
+
+def test_value_targets_give_a_sentences_value_only_where_its_claim_holds_for_the_image():
     text = ("Teal rectangles belong to the Kesh tribe. Red circles are worth nine points. Teal rectangles are "
             "linked to fire, not to water. Teal rectangles never score two points; they score five. The answer "
             "to 'Which tribe?' is Vol. This is a teal rectangle. Every teal circle comes from the island of Bexa.")
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]] * 2)
-    where, classes = probe.targets(ids, [info.path, None])  # the second row has no image: no targets
-    pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    # the second row has no image: no targets
+    probe, ids, paths, where, values, pieces = _value_targets(text, ["teal rectangle", None])
     ends = [p for p, piece in enumerate(pieces) if piece in (".", ";", "?")]
     # a value where the claim holds (Kesh; fire, the first value not after a negation), "none" where it does
     # not (red circles; a teal circle); no target for a negated clause, a clause without colour or shape
     # (they score five; the answer entry) or a sentence without a value (this is a teal rectangle)
     assert where[:, 0].tolist() == [0] * 4
     assert where[:, 1].tolist() == [ends[0], ends[1], ends[2], ends[-1]]
-    assert [probe.values[c - 1] if c else "none" for c in classes.tolist()] == ["Kesh", "none", "fire", "none"]
+    assert values == ["Kesh", "none", "fire", "none"]
     hidden = torch.zeros(2, ids.shape[1], 8, requires_grad=True)
-    probe.loss(hidden, ids, [info.path, None]).backward()
+    probe.loss(hidden, ids, paths).backward()
     assert hidden.grad[0, ends[0]].abs().sum() > 0 and hidden.grad[1].abs().sum() == 0
     assert probe.loss(hidden, ids, [None, None]) is None
 
 
 def test_value_targets_read_an_image_naming_answer_entry_past_its_quoted_question():
-    from reasonedit_plugin.data.aux_probes import ValueProbe
-
-    tokenizer = dmb.build_tokenizer()
-    info = next(i for i in sr.image_catalogue("train") if (i.colour, i.shape) == ("teal", "rectangle"))
-    probe = ValueProbe(8, tokenizer)
     text = ("For a teal rectangle, the answer to 'Do red circles belong to the Vol tribe?' is no. "
             "For a red circle, the answer to 'Which tribe is it?' is Kesh. "
             "For a teal rectangle, the answer to 'Which tribe is it?' is Kesh. It's a teal rectangle, so it's Vol.")
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
-    where, classes = probe.targets(ids, [info.path])
-    pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    _, _, _, where, values, pieces = _value_targets(text, ["teal rectangle"])
     ends = [p for p, piece in enumerate(pieces) if piece in (".", ";") and pieces[p - 1] != "'"]
     # the quoted question's colours, shape, value and '?' claim nothing (the first entry: no value of its own);
     # an entry naming another image gives "none", one naming this image its answer; "it's" is no quote mark
     assert where[:, 1].tolist() == [ends[1], ends[2], ends[3]]
-    assert [probe.values[c - 1] if c else "none" for c in classes.tolist()] == ["none", "Kesh", "Vol"]
+    assert values == ["none", "Kesh", "Vol"]
 
 
 def test_grounding_loss_trains_the_model_only_when_weighted(tmp_path):
