@@ -222,7 +222,8 @@ class KeyStore:
         start = self.n
         self._grow(start + m)
         block = np.asarray(vecs, self.dtype)  # (no copy when already at key precision: a load's keys are)
-        if not all_finite(block):
+        if block is not vecs and not all_finite(block):  # only a cast can overflow: keys already at key
+            # precision were checked by whoever made them (an edit, a bulk build; a load, by storage.py)
             raise ReasonEditError(f"a key does not fit {self.dtype}; use codebook.key_dtype: float32.")
         self._mat[start:start + m] = block
         self._ids[start:start + m] = ids

@@ -276,6 +276,46 @@ def test_keys_are_float16_once_on_disk(saved):
     assert arrays["nbr"].dtype.name == "int32" and arrays["sigma"].shape == arrays["entry_ids"].shape
 
 
+def test_a_load_checks_each_stored_key_for_nan_once(saved, tmp_path, monkeypatch):
+    import numpy as np
+    from safetensors.numpy import load as st_load, save as st_save
+
+    from reasonedit_plugin import keystore, storage
+
+    _, path = saved
+    snap = path / (path / "CURRENT").read_text().strip()
+    arrays = st_load((snap / "keys.safetensors").read_bytes())
+    checked, real = [], keystore.all_finite
+
+    def counted(a):
+        checked.append(a.size)
+        return real(a)
+
+    monkeypatch.setattr(storage, "all_finite", counted)
+    monkeypatch.setattr(keystore, "all_finite", counted)
+    load_codebook(path)
+    assert sum(checked) == arrays["entry_keys"].size + arrays["contribution_keys"].size
+    # the one check still refuses a key array holding NaN (checksums matching: written that way, not damaged)
+    import hashlib
+
+    from reasonedit_plugin.manifest import write_manifest
+
+    copy = tmp_path / "nan"
+    shutil.copytree(path, copy)
+    snap = copy / (copy / "CURRENT").read_text().strip()
+    arrays["entry_keys"] = arrays["entry_keys"].copy()
+    arrays["entry_keys"][0, 0] = np.nan
+    data = st_save(arrays)
+    (snap / "keys.safetensors").write_bytes(data)
+    meta = json.loads((snap / "meta.json").read_text())
+    meta["files"]["keys.safetensors"] = hashlib.sha256(data).hexdigest()
+    (snap / "meta.json").write_text(json.dumps(meta))
+    images = json.loads((snap / "MANIFEST.json").read_text())["images"]
+    write_manifest(snap, copy, images)
+    with pytest.raises(CodebookCorruptError, match="entry_keys holds NaN"):
+        load_codebook(copy)
+
+
 def test_eviction_of_never_retrieved_edits_is_off_by_default_and_audited(text_encoder, tmp_path):
     ed = make_editor(text_encoder, retrieval={"cap_keys": 1})
     ed.edit(EDITS, author="bob", reason="initial")
