@@ -599,6 +599,16 @@ def test_value_targets_read_an_image_naming_answer_entry_past_its_quoted_questio
     assert values == ["none", "Kesh", "Vol"]
 
 
+def test_value_targets_survive_a_plural_possessive_apostrophe():
+    text = ("The shapes' points do not count for red circles. Teal rectangles belong to the Kesh tribe. "
+            "For a red circle, the answer to 'Which tribe is it?' is Vol.")
+    _, _, _, where, values, pieces = _value_targets(text, ["teal rectangle"])
+    ends = [p for p, piece in enumerate(pieces) if piece == "."]
+    # the apostrophe after "shapes" opens no quotation: the first sentence is silenced from it on (no target),
+    # the next two are read as ever
+    assert where[:, 1].tolist() == ends[1:] and values == ["Kesh", "none"]
+
+
 def test_grounding_loss_trains_the_model_only_when_weighted(tmp_path):
     from safetensors.torch import load_file
 

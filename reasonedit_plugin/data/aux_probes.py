@@ -155,7 +155,8 @@ class ValueProbe(torch.nn.Module):
     every colour and shape the sentence names, else class 0 ("none"). Sentences without both are skipped.
     A quoted question is part of its sentence and claims nothing: its words and its '?' are passed over, so
     an image-naming answer entry ("For a red circle, the answer to '...?' is Kesh.") gets the target its own
-    named image and answer give. Cross-entropy over every target of the batch."""
+    named image and answer give; an apostrophe no quote mark closes before its sentence ends (a plural
+    possessive) silences only the rest of that sentence. Cross-entropy over every target of the batch."""
 
     def __init__(self, hidden_size: int, tokenizer: Any, image_split: str = "train"):
         super().__init__()
@@ -193,6 +194,9 @@ class ValueProbe(torch.nn.Module):
             for pos, tok in enumerate(ids):
                 if self._is_quote(ids, pos):
                     quoted = not quoted
+                elif quoted and tok in self.words.ends and ids[pos + 1: pos + 2] != [self.quote]:
+                    quoted = False  # an apostrophe that closed no quotation (a plural possessive, "shapes'
+                    # points"): it ends with its sentence, which is read from here on as if unquoted
                 if quoted:
                     continue
                 hit = self.words.attribute(ids, pos)
