@@ -32,6 +32,7 @@ Usage::
 
     python examples/measure_default_model.py                 # shipped model, 200 edits, 1000 easy-vqa questions
     python examples/measure_default_model.py --model PATH --n 100 --plain-n 500 --json out.json
+    python examples/measure_default_model.py --model PATH --dump items.jsonl   # every item and its prediction
 """
 
 from __future__ import annotations
@@ -129,10 +130,13 @@ NEAR_MISS_FACTS = {"both": "edit's facts", "answer": "answer entry", "rationale"
 """The near-miss rows by the facts prepended: the target row (both), and each part alone."""
 
 
-def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int,
-               template: str | None = None) -> list[tuple[str, list, float]]:
-    """(name, items, chance) per row; items are (image, text, options, truth). ``template``: the answer
-    entries' wording (None: the codebook's default)."""
+Row = tuple[str, list, float, list]
+"""(name, items, chance, the edit record each item comes from (empty: not from edit records))."""
+
+
+def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int, template: str | None = None) -> list[Row]:
+    """The rows to score; items are (image, text, options, truth). ``template``: the answer entries' wording
+    (None: the codebook's default)."""
     rng = random.Random(f"measure:{seed}")
     root = easy_vqa_root()
 
@@ -147,44 +151,45 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int,
         rng.shuffle(noisy)
         return noisy
 
-    rows: list[tuple[str, list, float]] = []
+    rows: list[Row] = []
     rows.append(("easy-vqa test", [(str(root / q.image), q.question, answer_choices(q.answer), q.answer)
-                                   for q in plain], float("nan")))
+                                   for q in plain], float("nan"), []))
     shown = rng.sample(list(image_catalogue("test")), min(100, len(records)))
     rows.append(("caption (24-way)", [(str(root / x.path), DESCRIBE_PROMPT, CAPTIONS, f"A {x.colour} {x.shape}.")
-                                      for x in shown], 1 / len(CAPTIONS)))
+                                      for x in shown], 1 / len(CAPTIONS), []))
     chance = sum(1 / len(r["choices"]) for r in records) / len(records)
     for mode, name in (("none", "held-out, no fact"), ("answer", "held-out + answer entry"),
                        ("rationale", "held-out + rationale"), ("both", "held-out + both")):
         facts = [facts_of(r, mode) if mode != "none" else [] for r in records]
         rows.append((name, [(r["image"], fuse(f, r["prompt"]), r["choices"], r["target"])
-                            for r, f in zip(records, facts)], chance))
+                            for r, f in zip(records, facts)], chance, records))
     for mode, name in (("answer", "held-out + answer, 7 entries"), ("rationale", "held-out + rationale, 7 entries"),
                        ("both", "held-out + both, 7 entries")):
         rows.append((name, [(r["image"], fuse(with_noise(i, facts_of(r, mode)), r["prompt"]), r["choices"],
-                             r["target"]) for i, r in enumerate(records)], chance))
+                             r["target"]) for i, r in enumerate(records)], chance, records))
     rows.append(("T-Gen (+ both)", [(r["image"], fuse(facts_of(r), r["rephrase_prompt"]), r["choices"], r["target"])
-                                    for r in records], chance))
+                                    for r in records], chance, records))
     rows.append(("I-Gen (+ both)", [(r["image_rephrase"], fuse(facts_of(r), r["prompt"]), r["choices"], r["target"])
-                                    for r in records], chance))
+                                    for r in records], chance, records))
     rows.append(("R-Gen (+ both)", [(r["image"], fuse(facts_of(r), r["rgen_prompt"]), r["rgen_choices"],
-                                     r["rgen_target"]) for r in records], 0.5))
+                                     r["rgen_target"]) for r in records], 0.5, records))
     rows.append(("R-Gen, no fact", [(r["image"], r["rgen_prompt"], r["rgen_choices"], r["rgen_target"])
-                                    for r in records], 0.5))
+                                    for r in records], 0.5, records))
     # the applies check (held-out wordings): the edit's rationale on its own image, and on a near miss
     def applies(r: dict, image: str, truth: str) -> tuple:
         return image, fuse(facts_of(r, "rationale"), rng.choice(APPLIES_PROMPTS["eval"])), YES_NO, truth
 
-    rows.append(("applies check: own image (yes)", [applies(r, r["image"], "yes") for r in records], 0.5))
-    rows.append(("applies check: near-miss image (no)", [applies(r, r["hard_locality_image"], "no") for r in records
-                                                         if r["meta"].get("hard_locality") in NEAR_MISS_IMAGES], 0.5))
+    near = [r for r in records if r["meta"].get("hard_locality") in NEAR_MISS_IMAGES]
+    rows.append(("applies check: own image (yes)", [applies(r, r["image"], "yes") for r in records], 0.5, records))
+    rows.append(("applies check: near-miss image (no)", [applies(r, r["hard_locality_image"], "no") for r in near],
+                 0.5, near))
     # unrelated and near-miss probes alone and with the edit's facts; near misses also with each part alone
     for prefix, name, modes in (("multimodal_locality", "locality", ("none", "both")),
                                 ("hard_locality", "hard locality", ("none", *NEAR_MISS_FACTS))):
         for mode in modes:
             rows.append((name if mode == "none" else f"{name} + {NEAR_MISS_FACTS[mode]}", [
                 (r[f"{prefix}_image"], fuse(facts_of(r, mode) if mode != "none" else [], r[f"{prefix}_prompt"]),
-                 r[f"{prefix}_choices"], r[f"{prefix}_ground_truth"]) for r in records], float("nan")))
+                 r[f"{prefix}_choices"], r[f"{prefix}_ground_truth"]) for r in records], float("nan"), records))
     return rows
 
 
@@ -211,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scorer", choices=("local", "vlm"), default="local",
                         help="local: LM head on option tokens only (fast); vlm: VLM.option_nll")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="also write every scored item as JSON lines (row, its edit record, rule and near-miss "
+                             "kind, image, prompt, options, truth, prediction): for reading the errors")
     parser.add_argument("--answer-template", default=None,
                         help="the answer entries' wording (default: the one the model was trained with, from its "
                              "training_args.json; else the codebook's)")
@@ -231,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     plain = questions if args.plain_n <= 0 else random.Random(args.seed).sample(questions, args.plain_n)
     results = []
     predictions: dict[str, list[str]] = {}
-    for name, items, chance in build_rows(records, plain, args.seed, template):
+    rows = build_rows(records, plain, args.seed, template)
+    for name, items, chance, _ in rows:
         predictions[name] = predict(score, items, name)
         acc = accuracy_of(items, predictions[name])
         results.append({"row": name, "n": len(items), "accuracy": round(acc, 4),
@@ -255,7 +264,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "rows": results}
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
+    if args.dump is not None:
+        write_dump(args.dump, rows, predictions)
     return out
+
+
+def write_dump(path: Path, rows: list[Row], predictions: dict[str, list[str]]) -> None:
+    """One JSON line per scored item."""
+    with open(path, "w") as fh:
+        for name, items, _, owners in rows:
+            for i, ((image, text, options, truth), pred) in enumerate(zip(items, predictions[name])):
+                meta = owners[i]["meta"] if owners else {}
+                fh.write(json.dumps({"row": name, "record": owners[i]["id"] if owners else None,
+                                     "rule": [meta["property"], meta["key"]] if owners else None,
+                                     "near_miss": meta.get("hard_locality"), "image": image, "text": text,
+                                     "options": list(options), "truth": truth, "prediction": pred}) + "\n")
 
 
 if __name__ == "__main__":

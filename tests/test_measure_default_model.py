@@ -1,0 +1,32 @@
+"""examples/measure_default_model.py: the table of issue 12's rows, and the per-item dump for reading errors."""
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import measure_default_model as mdm  # noqa: E402
+
+
+def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
+    out = mdm.main(["--n", "6", "--plain-n", "5", "--threads", "1", "--dump", str(tmp_path / "items.jsonl")])
+    items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    by_row = defaultdict(list)
+    for item in items:
+        by_row[item["row"]].append(item)
+    scored = {r["row"]: r for r in out["rows"] if not r["row"].startswith("near miss")}
+    assert set(by_row) == set(scored)
+    for name, row in scored.items():
+        # the table's accuracy is the dump's: one line per item, prediction against truth
+        got = [i["prediction"].lower() == i["truth"].lower() for i in by_row[name]]
+        assert len(got) == row["n"] and round(sum(got) / len(got), 4) == row["accuracy"], name
+    assert all(i["record"] is None for i in by_row["easy-vqa test"] + by_row["caption (24-way)"])
+    held = by_row["held-out + both"]
+    assert [i["record"] for i in held] == [i["record"] for i in by_row["hard locality"]] and len(set(
+        i["record"] for i in held)) == 6
+    # the near-miss applies check holds only the records whose near miss is another image, each on that image
+    near = by_row["applies check: near-miss image (no)"]
+    assert all(i["near_miss"] in mdm.NEAR_MISS_IMAGES for i in near)
+    hard_image = {i["record"]: i["image"] for i in by_row["hard locality"]}
+    assert all(i["image"] == hard_image[i["record"]] for i in near)
