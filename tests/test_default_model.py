@@ -411,6 +411,52 @@ def test_near_miss_share_about_another_property_of_the_asked_image():
         tdm.TrainConfig(near_other_property=1.5)
 
 
+def test_late_negation_puts_the_wrong_value_after_the_right_one_only_when_asked():
+    """``late_negation``: rationales whose rule sentence names the wrong value last ("..., not two"), which the
+    train pool's own negated forms never do; at 0 (the shipped recipe) the sampler draws nothing extra."""
+    import random
+
+    from reasonedit_plugin.data.language import rule_sentence
+
+    for prop in sr.PROPERTIES:
+        assert len(prop.late_negation_forms) >= 2
+        for form in prop.late_negation_forms:
+            assert form.index("{value}") < form.index("{other}")
+        assert not set(prop.late_negation_forms) & set(prop.rule_forms)
+
+    def late_share(share: float) -> float:
+        cfg = tdm.TrainConfig(word_noise=0.0, late_negation=share)
+        sampler = mix.MixSampler(sr.rule_world(), cfg, random.Random(5))
+        late = 0
+        for prop, info in random.Random(0).sample(sampler.rule_images, 200):
+            value = sampler.rng.choice(prop.values)
+            forms = prop.late_negation_forms
+            # (the sentence's middle: a one-sentence rationale joins it to the evidence, lower-cased)
+            needles = {rule_sentence(prop, prop.key_of(info), value, i, forms=forms)[1:-1] for i in range(len(forms))}
+            text = " ".join(sampler._rationale(prop, info, value))
+            late += any(n in text for n in needles)
+        return late / 200
+
+    assert late_share(1.0) == 1.0 and late_share(0.0) == 0.0 and 0.2 < late_share(0.4) < 0.6
+    state = random.Random(5)
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0), state)
+    prop, info = sampler.rule_images[0]
+    before = state.getstate()
+    sampler._rationale(prop, info, prop.values[0])
+    again = random.Random()
+    again.setstate(before)
+    assert sampler.rng.getstate() == _after_plain_rationale(again, prop, info, prop.values[0])
+    with pytest.raises(ValueError, match="late_negation"):
+        tdm.TrainConfig(late_negation=-0.1)
+
+
+def _after_plain_rationale(rng, prop, info, value):
+    from reasonedit_plugin.data.language import rationale_sentences
+
+    rationale_sentences(prop, info, value, rng)
+    return rng.getstate()
+
+
 def test_the_mix_writes_answer_entries_in_the_configured_template():
     import random
     import re

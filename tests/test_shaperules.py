@@ -295,7 +295,8 @@ def test_training_mix_never_uses_a_held_out_wording():
         pieces |= {q.lower().rstrip("?") for q in language.APPLIES_PROMPTS[pool]}
     assert len(pieces) > 40
     every_kind = {**tdm.TrainConfig().mix, "applies": 0.05}
-    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, mix=every_kind),  # templates, not noise words
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, mix=every_kind,  # templates, not noise
+                                                              late_negation=0.5),  # words; the optional forms too
                              random.Random(1))
     for _ in range(600):
         ex = sampler.sample()

@@ -132,10 +132,12 @@ def other_value(prop: "Property", value: str) -> str:
     return prop.values[(prop.values.index(value) + 1) % len(prop.values)]
 
 
-def rule_sentence(prop: "Property", key: str, value: str, form: int = 0, pool: str = "train") -> str:
-    """The rule "<key> has <value>" in rule form ``form`` of ``pool`` (negated forms name another value)."""
+def rule_sentence(prop: "Property", key: str, value: str, form: int = 0, pool: str = "train",
+                  forms: Sequence[str] | None = None) -> str:
+    """The rule "<key> has <value>" in rule form ``form`` of ``pool`` (negated forms name another value), or of
+    ``forms`` when given."""
     _check_pool(pool)
-    forms = prop.wordings("rule", pool)
+    forms = forms or prop.wordings("rule", pool)
     template = forms[form % len(forms)]
     subject, single = prop.subject(key), prop.single(key)
     text = template.format(Subject=cap(subject), subject=subject, single=single, value=value,
@@ -154,19 +156,21 @@ STYLE_WEIGHTS = (0.1, 0.25, 0.15, 0.15, 0.35)
 
 
 def rationale_sentences(prop: "Property", info: "ImageInfo", value: str, rng: random.Random,
-                        pool: str = "train", style: str | None = None) -> list[str]:
+                        pool: str = "train", style: str | None = None,
+                        rule_forms: Sequence[str] | None = None) -> list[str]:
     """A human-style rationale for "``prop`` of this image is ``value``", as a list of sentences.
 
     Styles (drawn with :data:`STYLE_WEIGHTS` unless given): the rule alone; evidence then rule; rule
     then evidence; evidence and rule joined into one sentence; or four to five sentences (evidence,
     possibly split into colour and shape, the rule, what matters for it, and sentences that do not matter).
+    ``rule_forms``: the rule sentence's templates instead of ``pool``'s.
     """
     _check_pool(pool)
     style = style or rng.choices(RATIONALE_STYLES, STYLE_WEIGHTS)[0]
     if style not in RATIONALE_STYLES:
         raise ValueError(f"rationale style must be one of {RATIONALE_STYLES}, got {style!r}.")
-    n_forms = len(prop.wordings("rule", pool))
-    rule = rule_sentence(prop, prop.key_of(info), value, rng.randrange(n_forms), pool)
+    forms = rule_forms or prop.wordings("rule", pool)
+    rule = rule_sentence(prop, prop.key_of(info), value, rng.randrange(len(forms)), pool, forms)
     evidence = evidence_sentence(prop, info, rng.randrange(len(EVIDENCE_FORMS[prop.keyed_by][pool])), pool)
     if style == "rule":
         return [rule]
@@ -201,6 +205,8 @@ def all_wordings(pool: str, properties: Sequence["Property"]) -> set[str]:
     for prop in properties:
         for kind in ("question", "rephrase", "yes_no", "rule"):
             out.update(prop.wordings(kind, pool))
+        if pool == "train":
+            out.update(prop.late_negation_forms)
     for forms in EVIDENCE_FORMS.values():
         out.update(forms[pool])
     out.update(SPLIT_EVIDENCE[pool], ONLY_MATTERS[pool].values(), FILLER[pool], CAPTION_PROMPTS[pool])

@@ -42,6 +42,11 @@ class Property:
     valid_rephrases: tuple[str, ...] = ()
     valid_yes_no: tuple[str, ...] = ()
     valid_rule_forms: tuple[str, ...] = ()
+    late_negation_forms: tuple[str, ...] = ()
+    """Train-pool negated rule forms naming the wrong value *after* the right one ("..., not {other}"), where
+    the other train forms of three properties name it first ("do not belong to {other}; they belong to
+    {value}"): a model taught only those takes the last value named. Used only as ``TrainConfig.late_negation`` asks (off in the shipped
+    recipe), so they are not in :meth:`wordings`' train pool."""
 
     def wordings(self, kind: str, pool: str = "train") -> tuple[str, ...]:
         """Templates of ``kind`` (question | rephrase | yes_no | rule) from ``pool`` (train | valid | eval)."""
@@ -103,6 +108,8 @@ PROPERTIES: tuple[Property, ...] = (
         valid_yes_no=("Is the {value} tribe the owner of the shape pictured?", "Does this {shape} count as {value}?"),
         valid_rule_forms=("The {value} tribe holds every {single} there is.",
                           "{Subject} are counted as {value}, never as {other}."),
+        late_negation_forms=("{Subject} belong to the {value} tribe, not to the {other} tribe.",
+                             "The {value} tribe owns every {single}; the {other} tribe owns none."),
     ),
     Property(
         name="element", keyed_by="colour", values=("fire", "water", "stone", "wind"),
@@ -126,6 +133,8 @@ PROPERTIES: tuple[Property, ...] = (
         valid_yes_no=("Would this shape symbolise {value}?", "Is the {shape} here connected with {value}?"),
         valid_rule_forms=("The element that {subject} symbolise is {value}.",
                           "{value} is what any {single} is connected with, and {other} is not."),
+        late_negation_forms=("{Subject} stand for {value}, not for {other}.",
+                             "Every {single} stands for {value} and never for {other}."),
     ),
     Property(
         name="points", keyed_by="colour+shape", values=("two", "five", "seven", "nine"),
@@ -147,6 +156,8 @@ PROPERTIES: tuple[Property, ...] = (
         valid_yes_no=("Are {value} points given for this shape?", "Does the {shape} pictured earn {value} points?"),
         valid_rule_forms=("Every {single} earns a score of {value}.",
                           "The score for {subject} is {value} points and not {other}."),
+        late_negation_forms=("{Subject} score {value} points, not {other}.",
+                             "A {single} is worth {value} points and never {other}."),
     ),
     Property(
         name="island", keyed_by="shape", values=("Arun", "Bexa", "Corra", "Dolo"),
@@ -169,6 +180,8 @@ PROPERTIES: tuple[Property, ...] = (
         valid_yes_no=("Was the shape pictured found on {value}?", "Is this {shape} from the {value} island?"),
         valid_rule_forms=("{Subject} were all found on {value}.",
                           "Any {single} was found on {value} and never on {other}."),
+        late_negation_forms=("{Subject} come from {value}, not from {other}.",
+                             "Every {single} comes from the island of {value} and never from {other}."),
     ),
 )
 PROPERTY_BY_NAME = {p.name: p for p in PROPERTIES}

@@ -133,6 +133,12 @@ class TrainConfig:
     quotes the asked question's template filled for the near miss: verbatim the asked question when the
     template names no colour or shape. The evaluated near misses are built that way (the edit's question
     asked of another image); off in the shipped recipe."""
+    late_negation: float = 0.0
+    """Share of training rationales whose rule sentence is a late-negation form ("Red circles score five points,
+    not two": the wrong value named after the right one; :attr:`.rule_properties.Property.late_negation_forms`).
+    The train pool's negated forms name it first for three of the four properties, and models trained on them
+    take the last value named in held-out wordings that put it last (docs/RESULTS.md, session 28). Off in the
+    shipped recipe."""
     near_other_property: float = 0.25
     """Share of ``near_miss`` examples whose edit is about another property of the asked image (the rest: the
     asked property of an image sharing the colour or the shape), where both exist. With an image-naming
@@ -249,7 +255,7 @@ class TrainConfig:
             raise ValueError(f"valid_wordings={self.valid_wordings!r}: 'train' or 'valid' (the eval pool is "
                              "for measurements only).")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
-        for name in ("entry_sibling", "near_other_property"):
+        for name in ("entry_sibling", "near_other_property", "late_negation"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")
 

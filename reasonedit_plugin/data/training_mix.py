@@ -203,8 +203,14 @@ class MixSampler:
             question = entry_q or format_question(self.rng.choice(prop.questions), info)
             facts.append(self._entry(question, value, entry_image or info))
         if mode in ("rationale", "both"):
-            facts += rationale_sentences(prop, info, value, self.rng)
+            facts += self._rationale(prop, info, value)
         return facts
+
+    def _rationale(self, prop: Property, info: ImageInfo, value: str) -> list[str]:
+        """A train-worded rationale; its rule sentence in one of ``prop``'s late-negation forms ("..., not
+        {other}") with probability ``cfg.late_negation`` (no draw when 0: the stream stays the recipe's)."""
+        late = self.cfg.late_negation > 0 and self.rng.random() < self.cfg.late_negation
+        return rationale_sentences(prop, info, value, self.rng, rule_forms=prop.late_negation_forms if late else None)
 
     def _near(self, prop: Property, info: ImageInfo) -> ImageInfo | None:
         """An image whose ``prop`` rule is another train rule, preferably sharing colour or shape with ``info``."""
@@ -305,7 +311,7 @@ class MixSampler:
         the comparison of a fact's colour and shape with the picture that a near miss needs."""
         prop, info = self.rng.choice(self.rule_images)
         about = info if self.rng.random() < 0.5 else self._near(prop, info) or info
-        facts = rationale_sentences(prop, about, self.rng.choice(prop.values), self.rng)
+        facts = self._rationale(prop, about, self.rng.choice(prop.values))
         applies = prop.key_of(about) == prop.key_of(info)
         return Example("applies", info.path, fuse(facts, self.rng.choice(APPLIES_PROMPTS["train"])),
                        "yes" if applies else "no", YES_NO)
@@ -412,7 +418,7 @@ class MixSampler:
         if not self.easy and mode != "answer" and self.rng.random() < 0.15 and len(facts) < self.cfg.max_facts:
             near = self._near(prop, info)  # another edit of the same property, about a near miss
             if near is not None:
-                facts += rationale_sentences(prop, near, self.rng.choice(prop.values), self.rng)[:2]
+                facts += self._rationale(prop, near, self.rng.choice(prop.values))[:2]
         self.rng.shuffle(facts)
         if not self.easy and mode != "answer" and self.cfg.near_twin > 0 and self.rng.random() < self.cfg.near_twin:
             self._twin_of(prop, info, pick, facts)
