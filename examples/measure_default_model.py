@@ -25,6 +25,9 @@ Rows:
 * near miss: answer changed  how often the edit's facts change the answer to a near-miss probe (target <= 0.10);
                          and by the answer entry alone, the rationale alone (which part moves it)
 
+Every row of edit records also gives its accuracy on the records whose rationale negates the rule ("..., not
+two") and on the rest (``by_rule_form`` in the JSON).
+
 Generated records (the default) are an *evaluated* ShapeRules split: held-out rules, test images and
 the held-out ("eval") wordings the default model never saw in training.
 
@@ -44,6 +47,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # a script: idle OpenMP thr
 import argparse
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -53,7 +57,8 @@ import torch
 from tqdm.auto import tqdm
 
 from reasonedit_plugin.config import CodebookConfig
-from reasonedit_plugin.data.language import APPLIES_PROMPTS, DESCRIBE_PROMPT
+from reasonedit_plugin.data.language import APPLIES_PROMPTS, DESCRIBE_PROMPT, other_value
+from reasonedit_plugin.data.rule_properties import PROPERTY_BY_NAME
 from reasonedit_plugin.data.shaperules import (
     COLOURS,
     SHAPES,
@@ -193,6 +198,25 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int, templ
     return rows
 
 
+def negated_rule(record: dict[str, Any]) -> bool:
+    """Whether the record's rationale states its rule in a negated form (one naming another value of the
+    property, "..., not two"; no other sentence of a rationale names a value)."""
+    prop = PROPERTY_BY_NAME[record["meta"]["property"]]
+    return re.search(rf"\b{re.escape(other_value(prop, record['target']))}\b", record["rationale"]) is not None
+
+
+def by_rule_form(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: Sequence[str],
+                 owners: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A row's accuracy on the records whose rationale negates its rule and on the rest (where the row reads
+    no rationale, a control)."""
+    negated = [negated_rule(r) for r in owners]
+    out: dict[str, Any] = {"negated_n": sum(negated)}
+    for label, want in (("negated", True), ("affirmative", False)):
+        picked = [i for i, n in enumerate(negated) if n == want]
+        out[label] = round(accuracy_of([items[i] for i in picked], [predictions[i] for i in picked]), 4)
+    return out
+
+
 def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:
     """How often ``mode``'s facts change the answer to the near-miss probe, overall and by kind of near miss."""
     facts = NEAR_MISS_FACTS[mode]
@@ -240,11 +264,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = []
     predictions: dict[str, list[str]] = {}
     rows = build_rows(records, plain, args.seed, template)
-    for name, items, chance, _ in rows:
+    for name, items, chance, owners in rows:
         predictions[name] = predict(score, items, name)
         acc = accuracy_of(items, predictions[name])
         results.append({"row": name, "n": len(items), "accuracy": round(acc, 4),
                         "chance": None if chance != chance else round(chance, 4)})
+        if owners:
+            results[-1]["by_rule_form"] = by_rule_form(items, predictions[name], owners)
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
     for mode in NEAR_MISS_FACTS:

@@ -30,3 +30,27 @@ def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
     assert all(i["near_miss"] in mdm.NEAR_MISS_IMAGES for i in near)
     hard_image = {i["record"]: i["image"] for i in by_row["hard locality"]}
     assert all(i["image"] == hard_image[i["record"]] for i in near)
+    # each row of edit records split by the rationale's rule form, the two parts adding up to the row
+    for row in scored.values():
+        if "by_rule_form" in row:
+            split = row["by_rule_form"]
+            k = split["negated_n"]
+            assert abs(k * split["negated"] + (row["n"] - k) * split["affirmative"] - row["n"] * row["accuracy"]) < 1e-3
+    assert "by_rule_form" in scored["held-out + both"] and "by_rule_form" not in scored["easy-vqa test"]
+
+
+def test_a_rationale_negates_its_rule_exactly_when_its_rule_form_names_another_value():
+    from reasonedit_plugin.data.language import rule_sentence
+    from reasonedit_plugin.data.rule_properties import PROPERTIES
+
+    seen = set()
+    for prop in PROPERTIES:
+        key, value = prop.keys()[0], prop.values[1]
+        for pool in ("valid", "eval"):
+            forms = prop.wordings("rule", pool)
+            for form, template in enumerate(forms):
+                record = {"meta": {"property": prop.name}, "target": value,
+                          "rationale": "This is a shape. " + rule_sentence(prop, key, value, form, pool)}
+                assert mdm.negated_rule(record) == ("{other}" in template), template
+                seen.add("{other}" in template)
+    assert seen == {True, False}
