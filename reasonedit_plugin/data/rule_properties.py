@@ -45,8 +45,8 @@ class Property:
     late_negation_forms: tuple[str, ...] = ()
     """Train-pool negated rule forms naming the wrong value *after* the right one ("..., not {other}"), where
     the other train forms of three properties name it first ("do not belong to {other}; they belong to
-    {value}"): a model taught only those takes the last value named. Used only as ``TrainConfig.late_negation`` asks (off in the shipped
-    recipe), so they are not in :meth:`wordings`' train pool."""
+    {value}"): a model taught only those takes the last value named. Used only as ``TrainConfig.late_negation``
+    asks (off in the shipped recipe), so they are not in :meth:`wordings`' train pool."""
 
     def wordings(self, kind: str, pool: str = "train") -> tuple[str, ...]:
         """Templates of ``kind`` (question | rephrase | yes_no | rule) from ``pool`` (train | valid | eval)."""
