@@ -207,13 +207,14 @@ def negated_rule(record: dict[str, Any]) -> bool:
 
 def by_rule_form(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: Sequence[str],
                  owners: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A row's accuracy on the records whose rationale negates its rule and on the rest (where the row reads
-    no rationale, a control)."""
+    """A row's accuracy on the records whose rationale negates its rule and on the rest (None: no such record;
+    where the row reads no rationale, a control)."""
     negated = [negated_rule(r) for r in owners]
     out: dict[str, Any] = {"negated_n": sum(negated)}
     for label, want in (("negated", True), ("affirmative", False)):
         picked = [i for i, n in enumerate(negated) if n == want]
-        out[label] = round(accuracy_of([items[i] for i in picked], [predictions[i] for i in picked]), 4)
+        out[label] = (round(accuracy_of([items[i] for i in picked], [predictions[i] for i in picked]), 4)
+                      if picked else None)
     return out
 
 
@@ -280,11 +281,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"\nmodel: {args.model} ({size_mb:.1f} MB)   scorer: {scorer_name}   "
           f"edits: {len(records)} held-out-rule records (seed {args.seed})   {time.time() - start:.0f} s")
     width = max(len(r["row"]) for r in results)
-    print(f"| {'row':<{width}} | {'n':>5} | {'accuracy':>8} | {'chance':>6} |")  # near-miss rows: rates
-    print(f"|{'-' * (width + 2)}|{'-' * 7}|{'-' * 10}|{'-' * 8}|")
+    print(f"| {'row':<{width}} | {'n':>5} | {'accuracy':>8} | {'chance':>6} | negated rule / other |")  # near-miss
+    print(f"|{'-' * (width + 2)}|{'-' * 7}|{'-' * 10}|{'-' * 8}|{'-' * 22}|")  # rows: rates
     for r in results:
         chance = "" if r["chance"] is None else f"{r['chance']:.3f}"
-        print(f"| {r['row']:<{width}} | {r['n']:>5} | {r['accuracy']:>8.3f} | {chance:>6} |")
+        split = r.get("by_rule_form")
+        forms = " / ".join("-" if split[k] is None else f"{split[k]:.3f}" for k in ("negated", "affirmative")
+                           ) if split else ""
+        print(f"| {r['row']:<{width}} | {r['n']:>5} | {r['accuracy']:>8.3f} | {chance:>6} | {forms:>20} |")
     out = {"model": str(args.model), "size_mb": round(size_mb, 2), "scorer": scorer_name, "seed": args.seed,
            "answer_template": template or CodebookConfig.answer_template,
            "rows": results}

@@ -10,7 +10,7 @@ import measure_default_model as mdm  # noqa: E402
 
 
 def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
-    out = mdm.main(["--n", "6", "--plain-n", "5", "--threads", "1", "--dump", str(tmp_path / "items.jsonl")])
+    out = mdm.main(["--n", "10", "--plain-n", "5", "--threads", "1", "--dump", str(tmp_path / "items.jsonl")])
     items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
     by_row = defaultdict(list)
     for item in items:
@@ -24,7 +24,7 @@ def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
     assert all(i["record"] is None for i in by_row["easy-vqa test"] + by_row["caption (24-way)"])
     held = by_row["held-out + both"]
     assert [i["record"] for i in held] == [i["record"] for i in by_row["hard locality"]] and len(set(
-        i["record"] for i in held)) == 6
+        i["record"] for i in held)) == 10
     # the near-miss applies check holds only the records whose near miss is another image, each on that image
     near = by_row["applies check: near-miss image (no)"]
     assert all(i["near_miss"] in mdm.NEAR_MISS_IMAGES for i in near)
@@ -35,8 +35,10 @@ def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
         if "by_rule_form" in row:
             split = row["by_rule_form"]
             k = split["negated_n"]
-            assert abs(k * split["negated"] + (row["n"] - k) * split["affirmative"] - row["n"] * row["accuracy"]) < 1e-3
-    assert "by_rule_form" in scored["held-out + both"] and "by_rule_form" not in scored["easy-vqa test"]
+            parts = k * (split["negated"] or 0) + (row["n"] - k) * (split["affirmative"] or 0)
+            assert abs(parts - row["n"] * row["accuracy"]) < 1e-3 and (split["negated"] is None) == (k == 0)
+    assert scored["held-out + both"]["by_rule_form"]["negated_n"] == 2  # (of these 10 records)
+    assert "by_rule_form" not in scored["easy-vqa test"]
 
 
 def test_a_rationale_negates_its_rule_exactly_when_its_rule_form_names_another_value():
