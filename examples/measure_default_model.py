@@ -202,7 +202,7 @@ def negated_rule(record: dict[str, Any]) -> bool:
     """Whether the record's rationale states its rule in a negated form (one naming another value of the
     property, "..., not two"; no other sentence of a rationale names a value)."""
     prop = PROPERTY_BY_NAME[record["meta"]["property"]]
-    return re.search(rf"\b{re.escape(other_value(prop, record['target']))}\b", record["rationale"]) is not None
+    return re.search(rf"\b{re.escape(other_value(prop, record['target']))}\b", record["rationale"], re.I) is not None
 
 
 def by_rule_form(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: Sequence[str],

@@ -56,3 +56,6 @@ def test_a_rationale_negates_its_rule_exactly_when_its_rule_form_names_another_v
                 assert mdm.negated_rule(record) == ("{other}" in template), template
                 seen.add("{other}" in template)
     assert seen == {True, False}
+    # a hand-written rationale may open with the denied value
+    assert mdm.negated_rule({"meta": {"property": "element"}, "target": "wind",
+                             "rationale": "Fire has nothing to do with green shapes; green stands for wind."})
