@@ -281,8 +281,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"\nmodel: {args.model} ({size_mb:.1f} MB)   scorer: {scorer_name}   "
           f"edits: {len(records)} held-out-rule records (seed {args.seed})   {time.time() - start:.0f} s")
     width = max(len(r["row"]) for r in results)
-    print(f"| {'row':<{width}} | {'n':>5} | {'accuracy':>8} | {'chance':>6} | negated rule / other |")  # near-miss
-    print(f"|{'-' * (width + 2)}|{'-' * 7}|{'-' * 10}|{'-' * 8}|{'-' * 22}|")  # rows: rates
+    # (near-miss rows: rates; the last column: accuracy on records whose rationale negates the rule / the rest)
+    print(f"| {'row':<{width}} | {'n':>5} | {'accuracy':>8} | {'chance':>6} | negated rule / other |")
+    print(f"|{'-' * (width + 2)}|{'-' * 7}|{'-' * 10}|{'-' * 8}|{'-' * 22}|")
     for r in results:
         chance = "" if r["chance"] is None else f"{r['chance']:.3f}"
         split = r.get("by_rule_form")
