@@ -412,8 +412,9 @@ def test_near_miss_share_about_another_property_of_the_asked_image():
 
 
 def test_late_negation_puts_the_wrong_value_after_the_right_one_only_when_asked():
-    """``late_negation``: rationales whose rule sentence names the wrong value last ("..., not two"), which the
-    train pool's own negated forms never do; at 0 (the shipped recipe) the sampler draws nothing extra."""
+    """``late_negation``: rationales whose rule sentence names the wrong value last ("..., not two"), as the
+    train pool's own negated forms do for one property of four; at 0 (the shipped recipe) the sampler draws
+    nothing extra."""
     import random
 
     from reasonedit_plugin.data.language import rule_sentence
