@@ -574,6 +574,53 @@ def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts
     assert longer.curriculum_max_steps == 1500
 
 
+def test_weight_average_is_a_running_mean_until_its_window_then_an_exponential_one():
+    model = torch.nn.Linear(1, 1, bias=False)
+    frozen = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+    model.register_parameter("frozen", frozen)
+    weights = [1.0, 2.0, 6.0, 10.0, 20.0]
+    with torch.no_grad():
+        model.weight.fill_(weights[0])
+    average = tdm.WeightAverage(model, decay=0.7)
+    assert average.params == [model.weight]  # only what training changes
+    expected = weights[0]
+    for n, w in enumerate(weights[1:], start=2):
+        with torch.no_grad():
+            model.weight.fill_(w)
+        average.update()
+        share = max(1 - 0.7, 1 / n)  # 1/2, 1/3 (a mean), then 0.3, 0.3 (decay 0.7)
+        expected = (1 - share) * expected + share * w
+        assert average.average[0].item() == pytest.approx(expected)
+    assert expected == pytest.approx(0.7 * (0.7 * 3.0 + 0.3 * 10.0) + 0.3 * 20.0)  # 3.0: the first three's mean
+    with average.applied():
+        assert model.weight.item() == pytest.approx(expected)
+    assert model.weight.item() == 20.0  # the trained weights are back
+    with pytest.raises(RuntimeError, match="scored"), average.applied():
+        raise RuntimeError("scored")
+    assert model.weight.item() == 20.0  # ... also when scoring fails
+
+
+def test_weight_average_scores_and_keeps_the_average_without_changing_the_trajectory(tmp_path):
+    run = functools.partial(_six_step_run, tmp_path)
+    plain, plain_weights = run("plain")
+    averaged, averaged_weights = run("averaged", weight_average=0.5)
+    rows, averaged_rows = ([r for r in result["history"] if "step" in r] for result in (plain, averaged))
+    # the trained weights are scored as before; the average too, after the curriculum
+    assert [{k: v for k, v in r.items() if k not in ("minutes", "cpu_minutes", "average")} for r in averaged_rows] \
+        == [{k: v for k, v in r.items() if k not in ("minutes", "cpu_minutes")} for r in rows]
+    assert ["average" in r for r in averaged_rows] == [False, True, True]
+    assert averaged["selected_step"] in (4, 6)
+    kept = next(r for r in averaged_rows if r["step"] == averaged["selected_step"])
+    assert averaged["history"][-1] == {"selected_step": kept["step"], "valid_score": kept["average"]["valid_score"],
+                                       "averaged": True}
+    assert not all(torch.equal(plain_weights[k], averaged_weights[k]) for k in plain_weights)
+    with pytest.raises(ValueError, match="weight_average"):
+        tdm.TrainConfig(weight_average=1.0)
+    with pytest.raises(ValueError, match="select_best=True"):
+        tdm.TrainConfig(weight_average=0.99, select_best=False, curriculum_copy_target=0.0, curriculum_restarts=0)
+    assert tdm.TrainConfig().weight_average == 0.0  # off in the shipped recipe
+
+
 def test_grounding_targets_mark_every_colour_and_shape_word_with_whether_the_image_shows_it():
     from reasonedit_plugin.data.aux_probes import GroundingProbe
 

@@ -39,9 +39,10 @@ import logging
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -220,6 +221,12 @@ class TrainConfig:
     or ``"valid"``, wordings never trained on and never measured on, so that checkpoint selection and the
     restarts' copy test see whether the model reads language it was not trained on (the measured rows use
     the *eval* pool, disjoint from both)."""
+    weight_average: float = 0.0
+    """Decay of an exponential moving average of the trained weights, kept from the curriculum's end (0: off,
+    the recipe to session 28). When on, every evaluation after the curriculum scores the averaged weights as
+    well (the log row's ``average``) and checkpoint selection keeps the best average: the same training
+    trajectory (the average draws no random numbers), read where it is smoother than any one step. 0.998
+    averages over ~500 steps."""
     world_seed: int | None = None
     save_every_eval: bool = False
 
@@ -258,6 +265,10 @@ class TrainConfig:
         for name in ("entry_sibling", "near_other_property", "late_negation"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")
+        if not 0 <= self.weight_average < 1:
+            raise ValueError(f"weight_average={self.weight_average}: a decay in [0, 1) (0: off).")
+        if self.weight_average and not self.select_best:
+            raise ValueError("weight_average scores the averaged weights for checkpoint selection: set select_best=True.")
 
 
 DICT_FIELDS = ("mix", "fact_modes", "easy_mix", "easy_fact_modes")
@@ -285,6 +296,50 @@ RESTART_SEED_STRIDE = 1000
 def attempt_seed(seed: int, attempt: int) -> int:
     """The seed of fresh start ``attempt`` (0: ``seed`` itself; :attr:`TrainConfig.curriculum_restarts`)."""
     return seed + RESTART_SEED_STRIDE * attempt
+
+
+def _kept(best: dict[str, Any], scores: dict[str, float], step: int, curriculum_end: int,
+          model: torch.nn.Module) -> dict[str, Any]:
+    """Checkpoint selection: the model's weights now if their validation score beats ``best``'s (after the
+    curriculum), else ``best``."""
+    if "valid_score" not in scores or step <= curriculum_end or scores["valid_score"] <= best["score"]:
+        return best
+    return {"score": scores["valid_score"], "step": step,
+            "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+class WeightAverage:
+    """An exponential moving average of a model's trainable weights (:attr:`TrainConfig.weight_average`).
+
+    Update ``n`` uses the decay ``min(decay, 1 - 1 / (n + 1))``: a plain mean of the weights seen until its
+    window reaches the decay's, so the average never leans on the weights it started from."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+        self.updates = 1
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        weight = 1 - min(self.decay, 1 - 1 / self.updates)
+        for avg, p in zip(self.average, self.params):
+            avg.lerp_(p, weight)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the model for the block's duration; the trained ones are back after it."""
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self.params]
+            for p, avg in zip(self.params, self.average):
+                p.copy_(avg)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, kept in zip(self.params, trained):
+                    p.copy_(kept)
 
 
 @dataclass
@@ -373,6 +428,14 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     if valids:
         valids["valid_plain"] = plain_examples(cfg.valid_n, seed=2, image_split="train")
     best: dict[str, Any] = {"score": -1.0, "state": None, "step": None}
+    average: WeightAverage | None = None
+
+    def scores() -> dict[str, float]:
+        row = {name: round(mc_accuracy(model, tokenizer, images, exs), 3) for name, exs in {**evals, **valids}.items()}
+        if valids:
+            row["valid_score"] = round(sum(row[name] for name in valids) / len(valids), 4)
+        return row
+
     history: list[dict[str, Any]] = []
     start, cpu_start = time.time(), time.process_time()
     running = 0.0
@@ -408,6 +471,11 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
             torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if cfg.weight_average and step >= curriculum_end:
+                if average is None:
+                    average = WeightAverage(model, cfg.weight_average)
+                else:
+                    average.update()
             running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
             if not progress and (step + 1) % 25 == 0:
@@ -417,10 +485,14 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
                 row = {**({"attempt": attempt} if attempt else {}), "step": step + 1, "loss": round(running, 4),
                        "minutes": round((time.time() - start) / 60, 2),
                        "cpu_minutes": round((time.process_time() - cpu_start) / 60, 2)}
-                row.update({name: round(mc_accuracy(model, tokenizer, images, exs), 3)
-                            for name, exs in {**evals, **valids}.items()})
+                row.update(scores())
+                if average is None:
+                    best = _kept(best, row, step + 1, curriculum_end, model)
+                else:  # the trained weights are logged; the average is scored and kept
+                    with average.applied():
+                        row["average"] = scores()
+                        best = _kept(best, row["average"], step + 1, curriculum_end, model)
                 if valids:
-                    row["valid_score"] = round(sum(row[name] for name in valids) / len(valids), 4)
                     short = step + 1 == curriculum_end and row["valid_answer"] < cfg.curriculum_copy_target
                     if short and may_restart:
                         row["restart"] = True
@@ -430,9 +502,6 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
                     if short and curriculum_end + cfg.eval_every <= cfg.curriculum_max_steps:
                         curriculum_end += cfg.eval_every
                         row["curriculum_extended_to"] = curriculum_end
-                    if step + 1 > curriculum_end and row["valid_score"] > best["score"]:
-                        best = {"score": row["valid_score"], "step": step + 1,
-                                "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                 model.train()
                 history.append(row)
                 logger.info("%s", json.dumps(row))
@@ -445,7 +514,8 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     model.eval()
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-        history.append({"selected_step": best["step"], "valid_score": best["score"]})
+        history.append({"selected_step": best["step"], "valid_score": best["score"],
+                        **({"averaged": True} if average is not None else {})})
         logger.info("keeping the weights of step %d (validation score %.4f)", best["step"], best["score"])
     return Attempt(history, (model, tokenizer, image_processor), best["step"], curriculum_end)
 
