@@ -214,8 +214,6 @@ def test_torn_audit_tail_and_leftovers_are_recovered(saved, text_encoder, tmp_pa
 def _as_format_1(path):
     """Rewrite a saved folder's live snapshot the way format 1 stored it (float32 keys, every contribution's
     key, one dict per entry, no neighbour lists), with matching checksums."""
-    import hashlib
-
     import numpy as np
     from safetensors.numpy import save as st_save
 
@@ -232,13 +230,21 @@ def _as_format_1(path):
                                           "entry_keys": cb.keys().numpy(), "contribution_keys": np.stack(rows)}),
              "entries.json": json.dumps({"dim": cb.dim, "next_id": cb._next_id, "version": cb.version,
                                          "entries": entries}).encode()}
+    _rewrite_files(snap, blobs, format_version=1)
+    (snap / "MANIFEST.json").unlink()  # format 1 was written before manifests
+
+
+def _rewrite_files(snap, blobs, **meta_fields):
+    """Write ``blobs`` (file name -> bytes) into a snapshot with their checksums in its meta.json (as if
+    saved that way, not damaged), and set ``meta_fields`` there."""
+    import hashlib
+
     meta = json.loads((snap / "meta.json").read_text())
     for name, data in blobs.items():
         (snap / name).write_bytes(data)
         meta["files"][name] = hashlib.sha256(data).hexdigest()
-    meta["format_version"] = 1
+    meta.update(meta_fields)
     (snap / "meta.json").write_text(json.dumps(meta))
-    (snap / "MANIFEST.json").unlink()  # format 1 was written before manifests
 
 
 def test_format_1_is_migrated_once_with_a_message(saved, text_encoder, tmp_path, caplog, monkeypatch):
@@ -296,8 +302,6 @@ def test_a_load_checks_each_stored_key_for_nan_once(saved, tmp_path, monkeypatch
     load_codebook(path)
     assert sum(checked) == arrays["entry_keys"].size + arrays["contribution_keys"].size
     # the one check still refuses a key array holding NaN (checksums matching: written that way, not damaged)
-    import hashlib
-
     from reasonedit_plugin.manifest import write_manifest
 
     copy = tmp_path / "nan"
@@ -305,11 +309,7 @@ def test_a_load_checks_each_stored_key_for_nan_once(saved, tmp_path, monkeypatch
     snap = copy / (copy / "CURRENT").read_text().strip()
     arrays["entry_keys"] = arrays["entry_keys"].copy()
     arrays["entry_keys"][0, 0] = np.nan
-    data = st_save(arrays)
-    (snap / "keys.safetensors").write_bytes(data)
-    meta = json.loads((snap / "meta.json").read_text())
-    meta["files"]["keys.safetensors"] = hashlib.sha256(data).hexdigest()
-    (snap / "meta.json").write_text(json.dumps(meta))
+    _rewrite_files(snap, {"keys.safetensors": st_save(arrays)})
     images = json.loads((snap / "MANIFEST.json").read_text())["images"]
     write_manifest(snap, copy, images)
     with pytest.raises(CodebookCorruptError, match="entry_keys holds NaN"):
