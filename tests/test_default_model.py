@@ -576,28 +576,21 @@ def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts
 
 def test_weight_average_is_a_running_mean_until_its_window_then_an_exponential_one():
     model = torch.nn.Linear(1, 1, bias=False)
-    frozen = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+    frozen = torch.nn.Parameter(torch.full((1,), 5.0), requires_grad=False)
     model.register_parameter("frozen", frozen)
     weights = [1.0, 2.0, 6.0, 10.0, 20.0]
-    with torch.no_grad():
-        model.weight.fill_(weights[0])
-    average = tdm.WeightAverage(model, decay=0.7)
-    assert average.params == [model.weight]  # only what training changes
-    expected = weights[0]
-    for n, w in enumerate(weights[1:], start=2):
+    average = tdm.weight_average(model, decay=0.7)
+    assert not average.training and average.module is not model
+    expected = None
+    for n, w in enumerate(weights, start=1):
         with torch.no_grad():
             model.weight.fill_(w)
-        average.update()
-        share = max(1 - 0.7, 1 / n)  # 1/2, 1/3 (a mean), then 0.3, 0.3 (decay 0.7)
-        expected = (1 - share) * expected + share * w
-        assert average.average[0].item() == pytest.approx(expected)
+        average.update_parameters(model)
+        share = max(1 - 0.7, 1 / n)  # 1 (a copy), 1/2, 1/3 (a mean), then 0.3, 0.3 (decay 0.7)
+        expected = w if expected is None else (1 - share) * expected + share * w
+        assert average.module.weight.item() == pytest.approx(expected)
     assert expected == pytest.approx(0.7 * (0.7 * 3.0 + 0.3 * 10.0) + 0.3 * 20.0)  # 3.0: the first three's mean
-    with average.applied():
-        assert model.weight.item() == pytest.approx(expected)
-    assert model.weight.item() == 20.0  # the trained weights are back
-    with pytest.raises(RuntimeError, match="scored"), average.applied():
-        raise RuntimeError("scored")
-    assert model.weight.item() == 20.0  # ... also when scoring fails
+    assert model.weight.item() == 20.0 and average.module.frozen.item() == 5.0  # trained and frozen weights kept
 
 
 def test_weight_average_scores_and_keeps_the_average_without_changing_the_trajectory(tmp_path):

@@ -39,12 +39,12 @@ import logging
 import math
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from .default_model_build import (
     build_image_processor,
@@ -308,38 +308,16 @@ def _kept(best: dict[str, Any], scores: dict[str, float], step: int, curriculum_
             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
 
 
-class WeightAverage:
-    """An exponential moving average of a model's trainable weights (:attr:`TrainConfig.weight_average`).
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights (:attr:`TrainConfig.weight_average`), in eval mode.
 
-    Update ``n`` uses the decay ``min(decay, 1 - 1 / (n + 1))``: a plain mean of the weights seen until its
-    window reaches the decay's, so the average never leans on the weights it started from."""
+    Its first ``update_parameters`` copies the weights; update ``n`` then moves the average by
+    ``1 - min(decay, 1 - 1 / (n + 1))``: a plain mean of the weights seen until its window reaches the decay's,
+    so the average never leans on the weights it started from. Parameters training never changes stay equal."""
+    def ema(average: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor) -> torch.Tensor:
+        return average.lerp(current, 1 - min(decay, 1 - 1 / (int(n_averaged) + 1)))
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.average = [p.detach().clone() for p in self.params]
-        self.updates = 1
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.updates += 1
-        weight = 1 - min(self.decay, 1 - 1 / self.updates)
-        for avg, p in zip(self.average, self.params):
-            avg.lerp_(p, weight)
-
-    @contextmanager
-    def applied(self) -> Iterator[None]:
-        """The averaged weights in the model for the block's duration; the trained ones are back after it."""
-        with torch.no_grad():
-            trained = [p.detach().clone() for p in self.params]
-            for p, avg in zip(self.params, self.average):
-                p.copy_(avg)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, kept in zip(self.params, trained):
-                    p.copy_(kept)
+    return AveragedModel(model, avg_fn=ema).eval()
 
 
 @dataclass
@@ -390,6 +368,8 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     if cfg.pretrained_embeddings and cfg.frozen_embeddings:
         project_embeddings(model, seed=seed)
     model.train()
+    # copied before the probes' hooks exist, so scoring the average stores nothing of theirs
+    average = weight_average(model, cfg.weight_average) if cfg.weight_average else None
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("tiny Qwen2-VL: %.2fM parameters, vocabulary %d", n_params / 1e6, len(tokenizer))
     images = ImageCache(image_processor)
@@ -428,10 +408,9 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     if valids:
         valids["valid_plain"] = plain_examples(cfg.valid_n, seed=2, image_split="train")
     best: dict[str, Any] = {"score": -1.0, "state": None, "step": None}
-    average: WeightAverage | None = None
 
-    def scores() -> dict[str, float]:
-        row = {name: round(mc_accuracy(model, tokenizer, images, exs), 3) for name, exs in {**evals, **valids}.items()}
+    def scores(net: torch.nn.Module) -> dict[str, float]:
+        row = {name: round(mc_accuracy(net, tokenizer, images, exs), 3) for name, exs in {**evals, **valids}.items()}
         if valids:
             row["valid_score"] = round(sum(row[name] for name in valids) / len(valids), 4)
         return row
@@ -471,11 +450,8 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
             torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if cfg.weight_average and step >= curriculum_end:
-                if average is None:
-                    average = WeightAverage(model, cfg.weight_average)
-                else:
-                    average.update()
+            if average is not None and step >= curriculum_end:
+                average.update_parameters(model)
             running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
             if not progress and (step + 1) % 25 == 0:
@@ -485,13 +461,12 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
                 row = {**({"attempt": attempt} if attempt else {}), "step": step + 1, "loss": round(running, 4),
                        "minutes": round((time.time() - start) / 60, 2),
                        "cpu_minutes": round((time.process_time() - cpu_start) / 60, 2)}
-                row.update(scores())
-                if average is None:
+                row.update(scores(model))
+                if average is None or not average.n_averaged:
                     best = _kept(best, row, step + 1, curriculum_end, model)
                 else:  # the trained weights are logged; the average is scored and kept
-                    with average.applied():
-                        row["average"] = scores()
-                        best = _kept(best, row["average"], step + 1, curriculum_end, model)
+                    row["average"] = scores(average.module)
+                    best = _kept(best, row["average"], step + 1, curriculum_end, average.module)
                 if valids:
                     short = step + 1 == curriculum_end and row["valid_answer"] < cfg.curriculum_copy_target
                     if short and may_restart:
@@ -515,7 +490,7 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     if best["state"] is not None:
         model.load_state_dict(best["state"])
         history.append({"selected_step": best["step"], "valid_score": best["score"],
-                        **({"averaged": True} if average is not None else {})})
+                        **({"averaged": True} if average is not None and average.n_averaged else {})})
         logger.info("keeping the weights of step %d (validation score %.4f)", best["step"], best["score"])
     return Attempt(history, (model, tokenizer, image_processor), best["step"], curriculum_end)
 
