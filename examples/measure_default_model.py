@@ -23,7 +23,9 @@ Rows:
 * applies check           the edit's rationale, then "Do those statements fit this picture?" (held-out
                          wordings): on the edit's own image (yes) and on a near-miss image (no)
 * near miss: answer changed  how often the edit's facts change the answer to a near-miss probe (target <= 0.10);
-                         and by the answer entry alone, the rationale alone (which part moves it)
+                         and by the answer entry alone, the rationale alone (which part moves it); the JSON's
+                         ``to_edit_answer``: the share changed to the edit's own answer (the facts taken as
+                         about this image), the rest changed to another answer (knowledge knocked over)
 
 Every row of edit records also gives its accuracy on the records whose rationale negates the rule ("..., not
 two") and on the rest (``by_rule_form`` in the JSON).
@@ -219,14 +221,20 @@ def by_rule_form(items: Sequence[tuple[str, str, Sequence[str], str]], predictio
 
 
 def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:
-    """How often ``mode``'s facts change the answer to the near-miss probe, overall and by kind of near miss."""
+    """How often ``mode``'s facts change the answer to the near-miss probe, overall and by kind of near miss, and
+    how often the new answer is the edit's own (``to_edit_answer``: the facts read as if about this image; the
+    rest of the changes are the model's own answer knocked over by facts it should ignore)."""
     facts = NEAR_MISS_FACTS[mode]
-    changed = [a != b for a, b in zip(predictions["hard locality"], predictions[f"hard locality + {facts}"])]
+    before, after = predictions["hard locality"], predictions[f"hard locality + {facts}"]
+    changed = [a != b for a, b in zip(before, after)]
+    to_edit = [c and b.lower() == r["target"].lower() for r, c, b in zip(records, changed, after)]
     by_kind: dict[str, list[bool]] = {}
     for record, c in zip(records, changed):
         by_kind.setdefault(record["meta"].get("hard_locality", "?"), []).append(c)
     name = "near miss: answer changed by the facts" if mode == "both" else f"near miss: changed by the {facts} alone"
-    return {"row": name, "n": len(changed), "accuracy": round(sum(changed) / max(1, len(changed)), 4), "chance": None,
+    n = max(1, len(changed))
+    return {"row": name, "n": len(changed), "accuracy": round(sum(changed) / n, 4), "chance": None,
+            "to_edit_answer": round(sum(to_edit) / n, 4),
             "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())}}
 
 
@@ -276,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               file=sys.stderr, flush=True)
     for mode in NEAR_MISS_FACTS:
         results.append(near_miss_changed(records, predictions, mode))
-        print(f"{results[-1]['row']}: {results[-1]['accuracy']:.3f} {results[-1]['by_kind']}", file=sys.stderr)
+        print(f"{results[-1]['row']}: {results[-1]['accuracy']:.3f} (to the edit's answer "
+              f"{results[-1]['to_edit_answer']:.3f}) {results[-1]['by_kind']}", file=sys.stderr)
     size_mb = sum(p.stat().st_size for p in args.model.iterdir() if p.is_file()) / 2**20
     print(f"\nmodel: {args.model} ({size_mb:.1f} MB)   scorer: {scorer_name}   "
           f"edits: {len(records)} held-out-rule records (seed {args.seed})   {time.time() - start:.0f} s")

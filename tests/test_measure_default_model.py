@@ -59,3 +59,14 @@ def test_a_rationale_negates_its_rule_exactly_when_its_rule_form_names_another_v
     # a hand-written rationale may open with the denied value
     assert mdm.negated_rule({"meta": {"property": "element"}, "target": "wind",
                              "rationale": "Fire has nothing to do with green shapes; green stands for wind."})
+
+
+def test_a_near_miss_change_is_counted_by_kind_and_split_by_whether_it_took_the_edit_answer():
+    records = [{"target": "Kesh", "meta": {"hard_locality": kind}}
+               for kind in ("shares_colour", "shares_colour", "shares_shape", "other_property")]
+    predictions = {"hard locality": ["Vol", "Vol", "two", "Taro"],
+                   "hard locality + edit's facts": ["kesh", "Mira", "two", "Taro"]}
+    row = mdm.near_miss_changed(records, predictions, "both")
+    assert row["row"] == "near miss: answer changed by the facts" and row["n"] == 4
+    assert row["accuracy"] == 0.5 and row["to_edit_answer"] == 0.25  # Vol -> kesh (the edit's), Vol -> Mira
+    assert row["by_kind"] == {"other_property": 0.0, "shares_colour": 1.0, "shares_shape": 0.0}
