@@ -324,6 +324,26 @@ def test_default_training_stream_is_the_shipped_recipes():
     assert hashlib.md5("\n".join(drawn).encode()).hexdigest() == "6597033f789822368d73edb889a5841f"
 
 
+def test_question_noise_touches_the_question_alone_and_keeps_its_protected_words():
+    import random
+
+    text = ("For a red circle, the answer to 'Which tribe owns this shape?' is Kesh. Red circles belong to the Kesh "
+            "tribe. Which element is tied to the shape in this picture?")
+    assert mix.split_question(text) == (text[: text.index(" Which element")], "Which element is tied to the shape in "
+                                        "this picture?")  # the quoted question ends no sentence
+    assert mix.split_question("Which tribe owns this shape?") == ("", "Which tribe owns this shape?")
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=1e-12, question_noise=1.0), random.Random(0))
+    noisy = sampler._noisy(text, random.Random(1))
+    facts, question = mix.split_question(noisy)
+    assert facts == mix.split_question(text)[0]  # the facts: word noise only (here ~never)
+    words = question.rstrip("?").lower().split()
+    assert {"which", "element", "shape"} <= set(words) and not {"tied", "picture", "is", "the"} & set(words)
+    off = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=1e-12), random.Random(0))
+    assert off._noisy(text, random.Random(1)) == text  # off (the default): no second pass
+    with pytest.raises(ValueError, match="question_noise"):
+        tdm.TrainConfig(question_noise=1.5)
+
+
 def test_letter_names_are_copied_piece_by_piece_never_held_out():
     import random
     import re

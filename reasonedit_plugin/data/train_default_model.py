@@ -116,6 +116,12 @@ class TrainConfig:
     negation or question word is deleted or replaced by a random English word with this probability
     (:func:`.training_mix.word_noise`): the held-out wordings are what the model must read, and recipe 2
     (no noise) read facts in training wordings at 1.00 but in held-out ones at 0.85."""
+    question_noise: float = 0.0
+    """A second pass of word noise at this rate over the question alone (the prompt's last sentence), after
+    ``word_noise`` (0: none, the recipe to session 29). Held-out question frames the model reads as another
+    property's or as yes/no ("Which element is tied to the shape in this picture?" answered "yes"; docs/RESULTS.md,
+    session 30) are what it targets: with the frame's words unreliable, the protected ones (which / what / how many,
+    the property's name, values, colour and shape) must carry the question."""
     caption_word_names: float = 0.3
     """Share of caption-edit names drawn from real English words (the rest: made-up, see ``letter_names``;
     recipe 3: 0.7)."""
@@ -262,7 +268,7 @@ class TrainConfig:
             raise ValueError(f"valid_wordings={self.valid_wordings!r}: 'train' or 'valid' (the eval pool is "
                              "for measurements only).")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
-        for name in ("entry_sibling", "near_other_property", "late_negation"):
+        for name in ("entry_sibling", "near_other_property", "late_negation", "question_noise"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")
         if not 0 <= self.weight_average < 1:

@@ -37,6 +37,7 @@ from .shaperules import (
     COLOURS,
     PROPERTIES,
     PROPERTY_BY_NAME,
+    SENTENCE_SPLIT,
     SHAPES,
     TRIVIA,
     YES_NO,
@@ -115,6 +116,13 @@ def noise_vocabulary() -> list[str]:
     return sorted(w for w in vocab if w.isascii() and w.isalpha() and 3 <= len(w) <= 12 and w not in PROTECTED)
 
 
+def split_question(text: str) -> tuple[str, str]:
+    """(the facts, the question) of a :func:`fuse`d prompt: the question is its last sentence (a quoted question
+    inside an answer entry, "...'Which tribe?' is Kesh.", ends no sentence: no space follows its '?')."""
+    question = SENTENCE_SPLIT.split(text)[-1]
+    return text[: len(text) - len(question)].rstrip(), question
+
+
 def fuse(facts: Sequence[str], question: str) -> str:
     """METHOD.md §4: facts joined by single spaces, one space, then the question (no facts: the question)."""
     return " ".join([*facts, question]) if facts else question
@@ -136,7 +144,7 @@ class MixSampler:
         """Distractors next to relevant facts; the training loop ramps it up (noise curriculum)."""
         self.easy = False
         """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
-        self.noise_words = noise_vocabulary() if cfg.word_noise > 0 else []
+        self.noise_words = noise_vocabulary() if cfg.word_noise > 0 or cfg.question_noise > 0 else []
         self.name_words = [w for w in (self.noise_words or noise_vocabulary()) if len(w) <= 7]
         """Real English words a caption edit may use as a name (most of them one WordPiece token)."""
         self._queued: list[Example] = []
@@ -169,7 +177,12 @@ class MixSampler:
         return example
 
     def _noisy(self, text: str, rng: random.Random) -> str:
-        return word_noise(text, self.cfg.word_noise, rng, self.noise_words)
+        text = word_noise(text, self.cfg.word_noise, rng, self.noise_words)
+        if self.cfg.question_noise > 0:  # no draw when off: the stream stays the recipe's
+            facts, question = split_question(text)
+            question = word_noise(question, self.cfg.question_noise, rng, self.noise_words) or question
+            text = fuse([facts] if facts else [], question)
+        return text
 
     # --- pieces -------------------------------------------------------------------------------
     def _is_known(self, prop: Property, info: ImageInfo) -> bool:
