@@ -28,7 +28,7 @@ Rows:
                          about this image), the rest changed to another answer (knowledge knocked over)
 
 Every row of edit records also gives its accuracy on the records whose rationale negates the rule ("..., not
-two") and on the rest (``by_rule_form`` in the JSON).
+two") and on the rest (``by_rule_form`` in the JSON), and per question wording (``by_wording``).
 
 Generated records (the default) are an *evaluated* ShapeRules split: held-out rules, test images and
 the held-out ("eval") wordings the default model never saw in training.
@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from reasonedit_plugin.config import CodebookConfig
 from reasonedit_plugin.data.language import APPLIES_PROMPTS, DESCRIBE_PROMPT, other_value
-from reasonedit_plugin.data.rule_properties import PROPERTY_BY_NAME
+from reasonedit_plugin.data.rule_properties import PROPERTIES, PROPERTY_BY_NAME
 from reasonedit_plugin.data.shaperules import (
     COLOURS,
     SHAPES,
@@ -74,7 +74,7 @@ from reasonedit_plugin.data.shaperules import (
 from reasonedit_plugin.data.default_model_build import trained_answer_template
 from reasonedit_plugin.data.default_model_scoring import edit_facts
 from reasonedit_plugin.data.split_files import IMAGE_FIELDS, load_jsonl
-from reasonedit_plugin.data.training_mix import fuse
+from reasonedit_plugin.data.training_mix import fuse, split_question
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
 CAP_KEYS = 7
@@ -220,6 +220,28 @@ def by_rule_form(items: Sequence[tuple[str, str, Sequence[str], str]], predictio
     return out
 
 
+PLACEHOLDERS = ([(c, "{colour}") for c in COLOURS] + [(x, "{shape}") for x in SHAPES]
+                + [(v, "{value}") for prop in PROPERTIES for v in prop.values])
+WORDING_WORD = re.compile(r"\b(" + "|".join(re.escape(w) for w, _ in PLACEHOLDERS) + r")s?\b", re.I)
+
+
+def wording_of(text: str) -> str:
+    """The question a prompt ends with, its colours, shapes and values put back as placeholders ("What tribe does
+    the {colour} {shape} in this image belong to?"): the wording it was generated from."""
+    names = {w.lower(): ph for w, ph in PLACEHOLDERS}
+    return WORDING_WORD.sub(lambda m: names[m.group(1).lower()], split_question(text)[1])
+
+
+def by_wording(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: Sequence[str]) -> dict[str, Any]:
+    """A row's accuracy per question wording: {wording: [n, accuracy]} (a held-out wording the model misreads
+    shows here as one low line, where the row's figure only drops)."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(wording_of(item[1]), []).append(i)
+    return {w: [len(ix), round(accuracy_of([items[i] for i in ix], [predictions[i] for i in ix]), 4)]
+            for w, ix in sorted(groups.items())}
+
+
 def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:
     """How often ``mode``'s facts change the answer to the near-miss probe, overall and by kind of near miss, and
     how often the new answer is the edit's own (``to_edit_answer``: the facts read as if about this image; the
@@ -280,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "chance": None if chance != chance else round(chance, 4)})
         if owners:
             results[-1]["by_rule_form"] = by_rule_form(items, predictions[name], owners)
+            results[-1]["by_wording"] = by_wording(items, predictions[name])
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
     for mode in NEAR_MISS_FACTS:

@@ -37,6 +37,13 @@ def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
             k = split["negated_n"]
             parts = k * (split["negated"] or 0) + (row["n"] - k) * (split["affirmative"] or 0)
             assert abs(parts - row["n"] * row["accuracy"]) < 1e-3 and (split["negated"] is None) == (k == 0)
+    # ... and per question wording, the parts adding up to the row as well
+    for row in scored.values():
+        if "by_wording" in row:
+            parts = row["by_wording"].values()
+            assert sum(n for n, _ in parts) == row["n"]
+            assert abs(sum(n * acc for n, acc in parts) - row["n"] * row["accuracy"]) < 1e-3
+    assert all("{" in w for w in scored["R-Gen (+ both)"]["by_wording"])  # each asks about a value or the image
     assert scored["held-out + both"]["by_rule_form"]["negated_n"] == 2  # (of these 10 records)
     assert "by_rule_form" not in scored["easy-vqa test"]
 
@@ -70,3 +77,10 @@ def test_a_near_miss_change_is_counted_by_kind_and_split_by_whether_it_took_the_
     assert row["row"] == "near miss: answer changed by the facts" and row["n"] == 4
     assert row["accuracy"] == 0.5 and row["to_edit_answer"] == 0.25  # Vol -> kesh (the edit's), Vol -> Mira
     assert row["by_kind"] == {"other_property": 0.0, "shares_colour": 1.0, "shares_shape": 0.0}
+
+
+def test_a_wording_is_the_question_with_its_colours_shapes_and_values_as_placeholders():
+    prompt = ("For a teal circle, the answer to 'Which tribe owns this shape?' is Kesh. Teal circles belong to the "
+              "Kesh tribe. Does the teal circle belong to the Kesh tribe?")
+    assert mdm.wording_of(prompt) == "Does the {colour} {shape} belong to the {value} tribe?"
+    assert mdm.wording_of("How many points is this Triangle worth?") == "How many points is this {shape} worth?"
