@@ -222,14 +222,14 @@ def by_rule_form(items: Sequence[tuple[str, str, Sequence[str], str]], predictio
 
 PLACEHOLDERS = ([(c, "{colour}") for c in COLOURS] + [(x, "{shape}") for x in SHAPES]
                 + [(v, "{value}") for prop in PROPERTIES for v in prop.values])
+PLACEHOLDER_OF = {w.lower(): ph for w, ph in PLACEHOLDERS}
 WORDING_WORD = re.compile(r"\b(" + "|".join(re.escape(w) for w, _ in PLACEHOLDERS) + r")s?\b", re.I)
 
 
 def wording_of(text: str) -> str:
     """The question a prompt ends with, its colours, shapes and values put back as placeholders ("What tribe does
     the {colour} {shape} in this image belong to?"): the wording it was generated from."""
-    names = {w.lower(): ph for w, ph in PLACEHOLDERS}
-    return WORDING_WORD.sub(lambda m: names[m.group(1).lower()], split_question(text)[1])
+    return WORDING_WORD.sub(lambda m: PLACEHOLDER_OF[m.group(1).lower()], split_question(text)[1])
 
 
 def by_wording(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: Sequence[str]) -> dict[str, Any]:
