@@ -344,6 +344,28 @@ def test_question_noise_touches_the_question_alone_and_keeps_its_protected_words
         tdm.TrainConfig(question_noise=1.5)
 
 
+def test_wide_questions_adds_the_extra_frames_to_rule_questions_only_when_asked():
+    import random
+
+    world = sr.rule_world()
+    wide = mix.MixSampler(world, tdm.TrainConfig(wide_questions=True), random.Random(0))
+    off = mix.MixSampler(world, tdm.TrainConfig(), random.Random(0))
+    for prop in sr.PROPERTIES:
+        assert len(prop.extra_questions) >= 5 and not set(prop.extra_questions) & set(prop.questions)
+        assert off.rule_questions[prop.name] == prop.questions
+        assert wide.rule_questions[prop.name] == prop.questions + prop.extra_questions
+    frames = {}  # every extra frame, filled for some image, to its template
+    for prop in sr.PROPERTIES:
+        for template in prop.extra_questions:
+            for image in wide.images[:40]:
+                frames[sr.format_question(template, image)] = template
+    wide.max_distractors = 0
+    seen = {frames[q] for q in (mix.split_question(wide.sample().text)[1] for _ in range(2000)) if q in frames}
+    assert len(seen) >= len(set(frames.values())) // 2  # the extra frames are asked
+    off.max_distractors = 0
+    assert not any(mix.split_question(off.sample().text)[1] in frames for _ in range(2000))
+
+
 def test_letter_names_are_copied_piece_by_piece_never_held_out():
     import random
     import re

@@ -206,7 +206,7 @@ def all_wordings(pool: str, properties: Sequence["Property"]) -> set[str]:
         for kind in ("question", "rephrase", "yes_no", "rule"):
             out.update(prop.wordings(kind, pool))
         if pool == "train":
-            out.update(prop.late_negation_forms)
+            out.update(prop.late_negation_forms, prop.extra_questions)
     for forms in EVIDENCE_FORMS.values():
         out.update(forms[pool])
     out.update(SPLIT_EVIDENCE[pool], ONLY_MATTERS[pool].values(), FILLER[pool], CAPTION_PROMPTS[pool])

@@ -43,6 +43,12 @@ class Property:
     valid_yes_no: tuple[str, ...] = ()
     valid_rule_forms: tuple[str, ...] = ()
     late_negation_forms: tuple[str, ...] = ()
+    extra_questions: tuple[str, ...] = ()
+    """More train-pool question frames (imperatives, a fronted "In this image, ...", other verbs), used only as
+    ``TrainConfig.wide_questions`` asks (off in the shipped recipe), so they are not in :meth:`wordings`' train
+    pool either. Written after held-out question frames were misread wording by wording (docs/RESULTS.md,
+    session 30), in words the train pool already uses: none of the eval pool's own phrases ("point value",
+    "claims", "tied to", "represent", "originate", "native") is among them."""
     """Train-pool negated rule forms naming the wrong value *after* the right one ("..., not {other}"), where
     the other train forms of three properties name it first ("do not belong to {other}; they belong to
     {value}"): a model taught only those takes the last value named. Used only as ``TrainConfig.late_negation``
@@ -110,6 +116,9 @@ PROPERTIES: tuple[Property, ...] = (
                           "{Subject} are counted as {value}, never as {other}."),
         late_negation_forms=("{Subject} belong to the {value} tribe, not to the {other} tribe.",
                              "The {value} tribe owns every {single}; the {other} tribe owns none."),
+        extra_questions=("Give the tribe of this shape.", "In this image, which tribe has the {shape}?",
+                         "Which tribe is this {colour} {shape} in?", "The shape here is owned by which tribe?",
+                         "What is the tribe of the {colour} shape?", "Do you know which tribe owns this {shape}?"),
     ),
     Property(
         name="element", keyed_by="colour", values=("fire", "water", "stone", "wind"),
@@ -135,6 +144,10 @@ PROPERTIES: tuple[Property, ...] = (
                           "{value} is what any {single} is connected with, and {other} is not."),
         late_negation_forms=("{Subject} stand for {value}, not for {other}.",
                              "Every {single} stands for {value} and never for {other}."),
+        extra_questions=("Give the element of this shape.",
+                         "In this image, what element does the {shape} stand for?",
+                         "The {colour} shape here is linked to which element?", "What element goes with this {shape}?",
+                         "Which element is this {colour} shape linked to?", "Do you know the element of this shape?"),
     ),
     Property(
         name="points", keyed_by="colour+shape", values=("two", "five", "seven", "nine"),
@@ -158,6 +171,10 @@ PROPERTIES: tuple[Property, ...] = (
                           "The score for {subject} is {value} points and not {other}."),
         late_negation_forms=("{Subject} score {value} points, not {other}.",
                              "A {single} is worth {value} points and never {other}."),
+        extra_questions=("Give the number of points this shape is worth.",
+                         "In this image, how many points is the {shape} worth?",
+                         "What is the score of this {colour} {shape}?", "How many points does the shape here score?",
+                         "What are the points for this shape?", "Do you know how many points this {shape} earns?"),
     ),
     Property(
         name="island", keyed_by="shape", values=("Arun", "Bexa", "Corra", "Dolo"),
@@ -182,6 +199,11 @@ PROPERTIES: tuple[Property, ...] = (
                           "Any {single} was found on {value} and never on {other}."),
         late_negation_forms=("{Subject} come from {value}, not from {other}.",
                              "Every {single} comes from the island of {value} and never from {other}."),
+        extra_questions=("Give the island this shape comes from.",
+                         "In this image, which island does the {shape} come from?",
+                         "What is the island of this {colour} shape?", "The shape here comes from which island?",
+                         "Where does this {shape} come from, which island?",
+                         "Do you know which island this shape is from?"),
     ),
 )
 PROPERTY_BY_NAME = {p.name: p for p in PROPERTIES}

@@ -122,6 +122,10 @@ class TrainConfig:
     property's or as yes/no ("Which element is tied to the shape in this picture?" answered "yes"; docs/RESULTS.md,
     session 30) are what it targets: with the frame's words unreliable, the protected ones (which / what / how many,
     the property's name, values, colour and shape) must carry the question."""
+    wide_questions: bool = False
+    """Rule questions also in each property's :attr:`.rule_properties.Property.extra_questions` frames (False: the
+    train pool alone, the recipe to session 30). More frames of one question to learn the property from, where
+    held-out frames were misread one by one, differently in each seed (docs/RESULTS.md, session 31)."""
     caption_word_names: float = 0.3
     """Share of caption-edit names drawn from real English words (the rest: made-up, see ``letter_names``;
     recipe 3: 0.7)."""

@@ -137,6 +137,9 @@ class MixSampler:
         self.images = list(image_catalogue(image_split))
         self.questions = list(plain_questions(image_split))
         self.train_keys = {(r.prop, r.key) for r in world.train_rules}
+        self.rule_questions = {p.name: p.questions + (p.extra_questions if cfg.wide_questions else ())
+                               for p in PROPERTIES}
+        """Each property's train question frames (``cfg.wide_questions``: with its extra ones)."""
         # (property, image) pairs whose rule is a train rule
         self.rule_images = [(p, x) for p in PROPERTIES for x in self.images
                             if (p.name, p.key_of(x)) in self.train_keys]
@@ -194,7 +197,7 @@ class MixSampler:
         (template, value asked or None): passing it back asks the same question of another image."""
         if pick is None:
             if self.rng.random() >= self.cfg.yes_no:
-                pick = (self.rng.choice(prop.questions), None)
+                pick = (self.rng.choice(self.rule_questions[prop.name]), None)
             else:
                 asked = value if self.rng.random() < 0.5 else self.rng.choice([v for v in prop.values if v != value])
                 pick = (self.rng.choice(prop.yes_no), asked)
@@ -213,7 +216,7 @@ class MixSampler:
         ``entry_image``: the image the edit was made on, when not ``info`` (another image of its rule key)."""
         facts: list[str] = []
         if mode in ("answer", "both"):
-            question = entry_q or format_question(self.rng.choice(prop.questions), info)
+            question = entry_q or format_question(self.rng.choice(self.rule_questions[prop.name]), info)
             facts.append(self._entry(question, value, entry_image or info))
         if mode in ("rationale", "both"):
             facts += self._rationale(prop, info, value)
@@ -281,7 +284,7 @@ class MixSampler:
             else:
                 if avoid is not None and prop.name == avoid[0] and not allow_same_question:
                     continue
-                template = self.rng.choice(prop.questions + prop.yes_no)
+                template = self.rng.choice(self.rule_questions[prop.name] + prop.yes_no)
                 answer = self.rng.choice(YES_NO) if template in prop.yes_no else value
                 facts.append(self._entry(format_question(template, other, value), answer, other))
         return facts
@@ -416,14 +419,14 @@ class MixSampler:
         if answer == value and (self.easy or self.rng.random() < self.cfg.same_question):  # reliability case
             entry_q = question
         else:  # a paraphrase (T-Gen) or a yes/no question (R-Gen)
-            entry_q = format_question(self.rng.choice(prop.questions), info)
+            entry_q = format_question(self.rng.choice(self.rule_questions[prop.name]), info)
         modes = self.cfg.easy_fact_modes if self.easy else self.cfg.fact_modes
         mode = self.rng.choices(list(modes), list(modes.values()))[0]
         made_on = None
         if mode == "both" and not self.easy and self.cfg.entry_sibling > 0 and self.rng.random() < self.cfg.entry_sibling:
             made_on = self._sibling(prop, info)
             if made_on is not None:  # the edit's own question, asked of its own image
-                entry_q = format_question(self.rng.choice(prop.questions), made_on)
+                entry_q = format_question(self.rng.choice(self.rule_questions[prop.name]), made_on)
         relevant = self._edit_facts(prop, info, value, mode, entry_q, made_on)
         room = max(0, self.cfg.max_facts - len(relevant))
         n = min(room, self.rng.randint(0, self.max_distractors))
