@@ -125,7 +125,8 @@ class TrainConfig:
     wide_questions: bool = False
     """Rule questions also in each property's :attr:`.rule_properties.Property.extra_questions` frames (False: the
     train pool alone, the recipe to session 30). More frames of one question to learn the property from, where
-    held-out frames were misread one by one, differently in each seed (docs/RESULTS.md, session 31)."""
+    held-out frames were misread one by one, differently in each seed. Measured worse than without (held-out +
+    both 0.79-0.95 over three seeds with question noise 0.25; docs/RESULTS.md, session 31): off in every recipe."""
     caption_word_names: float = 0.3
     """Share of caption-edit names drawn from real English words (the rest: made-up, see ``letter_names``;
     recipe 3: 0.7)."""
