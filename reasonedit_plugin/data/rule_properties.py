@@ -43,16 +43,16 @@ class Property:
     valid_yes_no: tuple[str, ...] = ()
     valid_rule_forms: tuple[str, ...] = ()
     late_negation_forms: tuple[str, ...] = ()
-    extra_questions: tuple[str, ...] = ()
-    """More train-pool question frames (imperatives, a fronted "In this image, ...", other verbs), used only as
-    ``TrainConfig.wide_questions`` asks (off in the shipped recipe), so they are not in :meth:`wordings`' train
-    pool either. Written after held-out question frames were misread wording by wording (docs/RESULTS.md,
-    session 30), in words the train pool already uses: none of the eval pool's own phrases ("point value",
-    "claims", "tied to", "represent", "originate", "native") is among them."""
     """Train-pool negated rule forms naming the wrong value *after* the right one ("..., not {other}"), where
     the other train forms of three properties name it first ("do not belong to {other}; they belong to
     {value}"): a model taught only those takes the last value named. Used only as ``TrainConfig.late_negation``
     asks (off in the shipped recipe), so they are not in :meth:`wordings`' train pool."""
+    extra_questions: tuple[str, ...] = ()
+    """More train-pool question frames (imperatives, a fronted "In this image, ...", other verbs), used only as
+    ``TrainConfig.wide_questions`` asks (off in the shipped recipe), so they are not in :meth:`wordings`' train
+    pool either. Written after held-out question frames were misread wording by wording (docs/RESULTS.md,
+    session 30), mostly in words the train pool already uses; none of the eval pool's own phrases ("point value",
+    "claims", "tied to", "represent", "originate", "native") is among them."""
 
     def wordings(self, kind: str, pool: str = "train") -> tuple[str, ...]:
         """Templates of ``kind`` (question | rephrase | yes_no | rule) from ``pool`` (train | valid | eval)."""
