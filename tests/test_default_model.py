@@ -551,18 +551,27 @@ def test_validation_rows_read_the_configured_wording_pool_never_the_measured_one
 
 
 def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
+    """Two runs of one seed, the second stored in half precision: the same weights, rounded, loaded back in
+    float32 (the dtype the folder's config names)."""
     from safetensors.torch import load_file
     from transformers import Qwen2VLForConditionalGeneration
 
-    outs = []
-    for name in ("a", "b"):
+    outs, loaded = [], []
+    for name, dtype in (("a", "float32"), ("b", "float16")):
         cfg = tdm.TrainConfig(**TINY_TRAINING, out=str(tmp_path / f"tiny-qwen2-vl-{name}"), steps=2, num_layers=1,
-                              curriculum_steps=1, claim_layer=1)
+                              curriculum_steps=1, claim_layer=1, weights_dtype=dtype)
         tdm.train(cfg, progress=False)
         outs.append(load_file(str(Path(cfg.out) / "model.safetensors")))
-        Qwen2VLForConditionalGeneration.from_pretrained(cfg.out, local_files_only=True)
-    assert outs[0].keys() == outs[1].keys()
-    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+        loaded.append(Qwen2VLForConditionalGeneration.from_pretrained(cfg.out, local_files_only=True))
+        assert json.loads((Path(cfg.out) / "config.json").read_text())["dtype"] == "float32"
+    full, half = outs
+    assert full.keys() == half.keys()
+    assert {t.dtype for t in full.values()} == {torch.float32} and {t.dtype for t in half.values()} == {torch.float16}
+    assert all(torch.equal(full[k].half(), half[k]) for k in full)
+    assert {p.dtype for p in loaded[1].parameters()} == {torch.float32}
+    assert all(torch.equal(p.half().float(), q) for p, q in zip(loaded[0].parameters(), loaded[1].parameters()))
+    with pytest.raises(ValueError, match="weights_dtype='int8'"):
+        tdm.TrainConfig(weights_dtype="int8")
 
 
 def _six_step_run(tmp_path: Path, name: str, **kw: float) -> tuple[dict, dict]:

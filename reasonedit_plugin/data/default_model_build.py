@@ -253,6 +253,22 @@ def trained_answer_template(folder: Path) -> str | None:
         return None
 
 
+def save_weights(model: Any, folder: Path, weights_dtype: str = "float32") -> None:
+    """``save_pretrained`` with the safetensors in ``weights_dtype`` (a cast copy: ``model`` is untouched) and
+    ``config.json`` still naming the model's own dtype, so that ``from_pretrained`` loads it back in that one."""
+    compute_dtype = next(model.parameters()).dtype
+    stored = getattr(torch, weights_dtype)
+    if stored != compute_dtype:
+        model = copy.deepcopy(model).to(stored)
+    model.save_pretrained(folder, safe_serialization=True)
+    if stored != compute_dtype:
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text())
+        for part in (config, *(v for v in config.values() if isinstance(v, dict) and "dtype" in v)):
+            part["dtype"] = str(compute_dtype).removeprefix("torch.")  # and the text / vision parts' own
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path, cfg: TrainConfig,
                     history: list[dict[str, Any]]) -> None:
     if isinstance(model.get_input_embeddings(), ProjectedEmbedding):  # mid-training: save a plain copy
@@ -261,7 +277,7 @@ def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path,
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    save_weights(model, tmp, cfg.weights_dtype)
     processor = image_only_processor(image_processor, tokenizer)
     processor.save_pretrained(tmp)
     # Saved as the stock Qwen2VLProcessor: AutoProcessor loads it wherever torchvision is installed.

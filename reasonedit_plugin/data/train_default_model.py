@@ -240,6 +240,11 @@ class TrainConfig:
     averages over ~500 steps."""
     world_seed: int | None = None
     save_every_eval: bool = False
+    weights_dtype: str = "float32"
+    """How the saved safetensors store the weights: ``"float32"`` (the recipe to session 32) or ``"float16"``,
+    half the file, so that a wider language model fits the 25 MB budget (width 192 is 28.9 MB in float32). The
+    folder's ``config.json`` keeps ``dtype: float32``, the precision the model was trained and is run in:
+    ``from_pretrained`` (dtype ``"auto"``) upcasts on load (:func:`.default_model_build.save_weights`)."""
 
     def __post_init__(self) -> None:
         if self.curriculum_max_steps is None:
@@ -276,6 +281,8 @@ class TrainConfig:
         for name in ("entry_sibling", "near_other_property", "late_negation", "question_noise"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")
+        if self.weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights_dtype={self.weights_dtype!r}: one of {list(WEIGHTS_DTYPES)}.")
         if not 0 <= self.weight_average < 1:
             raise ValueError(f"weight_average={self.weight_average}: a decay in [0, 1) (0: off).")
         if self.weight_average and not self.select_best:
@@ -283,6 +290,7 @@ class TrainConfig:
 
 
 DICT_FIELDS = ("mix", "fact_modes", "easy_mix", "easy_fact_modes")
+WEIGHTS_DTYPES = ("float32", "float16")
 VALID_ROWS = ("answer", "both", "rgen", "hard_facts")
 """Rows of the checkpoint-selection score (their mean): copying an answer entry, reading a whole edit,
 answering a yes/no rule question from facts, and ignoring an edit's facts on a near-miss image."""
