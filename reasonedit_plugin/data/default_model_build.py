@@ -258,15 +258,15 @@ def save_weights(model: Any, folder: Path, weights_dtype: str = "float32") -> No
     ``config.json`` still naming the model's own dtype, so that ``from_pretrained`` loads it back in that one."""
     compute_dtype = next(model.parameters()).dtype
     stored = getattr(torch, weights_dtype)
-    if stored != compute_dtype:
-        model = copy.deepcopy(model).to(stored)
-    model.save_pretrained(folder, safe_serialization=True)
-    if stored != compute_dtype:
-        config_path = folder / "config.json"
-        config = json.loads(config_path.read_text())
-        for part in (config, *(v for v in config.values() if isinstance(v, dict) and "dtype" in v)):
-            part["dtype"] = str(compute_dtype).removeprefix("torch.")  # and the text / vision parts' own
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if stored == compute_dtype:
+        model.save_pretrained(folder, safe_serialization=True)
+        return
+    copy.deepcopy(model).to(stored).save_pretrained(folder, safe_serialization=True)  # names ``stored`` as dtype
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    for part in (config, *(v for v in config.values() if isinstance(v, dict) and "dtype" in v)):
+        part["dtype"] = str(compute_dtype).removeprefix("torch.")  # and the text / vision parts' own
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path, cfg: TrainConfig,
