@@ -28,7 +28,10 @@ Rows:
                          about this image), the rest changed to another answer (knowledge knocked over)
 
 Every row of edit records also gives its accuracy on the records whose rationale negates the rule ("..., not
-two") and on the rest (``by_rule_form`` in the JSON), and per question wording (``by_wording``).
+two") and on the rest (``by_rule_form`` in the JSON), per question wording (``by_wording``) and per rule
+(``by_rule`` where the row asks about the edit's rule, with ``modal_share``: how often the model gives its most common answer for the rule, and
+``per_rule_guess_sd``: the spread of the row's accuracy for a model that guesses one value per rule at random,
+which a no-fact row's distance from chance should be read against).
 
 Generated records (the default) are an *evaluated* ShapeRules split: held-out rules, test images and
 the held-out ("eval") wordings the default model never saw in training.
@@ -52,6 +55,7 @@ import random
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -242,6 +246,27 @@ def by_wording(items: Sequence[tuple[str, str, Sequence[str], str]], predictions
             for w, ix in sorted(groups.items())}
 
 
+def by_rule(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: Sequence[str],
+            owners: Sequence[dict[str, Any]], chance: float) -> dict[str, Any]:
+    """A row's accuracy per rule, {"property: key": [n, accuracy, share of the rule's most common prediction]};
+    the row's ``modal_share`` (the same share over all its items: 1.0 when the model answers each rule one way
+    whatever the image and wording); and ``per_rule_guess_sd``, the standard deviation of the row's accuracy
+    for a model that picks one value per rule uniformly at random (accuracy ``chance`` per rule, the rules
+    weighted by their items): with a handful of rules, a per-rule guesser lands far from chance by luck alone."""
+    groups: dict[str, list[int]] = {}
+    for i, owner in enumerate(owners):
+        groups.setdefault(f"{owner['meta']['property']}: {owner['meta']['key']}", []).append(i)
+    rules, modal = {}, 0
+    for rule, ix in sorted(groups.items()):
+        top = Counter(predictions[i].lower() for i in ix).most_common(1)[0][1]
+        modal += top
+        rules[rule] = [len(ix), round(accuracy_of([items[i] for i in ix], [predictions[i] for i in ix]), 4),
+                       round(top / len(ix), 4)]
+    n = len(items)
+    sd = (sum((len(ix) / n) ** 2 for ix in groups.values()) * chance * (1 - chance)) ** 0.5
+    return {"modal_share": round(modal / n, 4), "per_rule_guess_sd": round(sd, 4), "rules": rules}
+
+
 def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:
     """How often ``mode``'s facts change the answer to the near-miss probe, overall and by kind of near miss, and
     how often the new answer is the edit's own (``to_edit_answer``: the facts read as if about this image; the
@@ -303,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if owners:
             results[-1]["by_rule_form"] = by_rule_form(items, predictions[name], owners)
             results[-1]["by_wording"] = by_wording(items, predictions[name])
+            if chance == chance:  # (a row asking about the edit's own rule; the locality rows ask other things)
+                results[-1]["by_rule"] = by_rule(items, predictions[name], owners, chance)
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
     for mode in NEAR_MISS_FACTS:

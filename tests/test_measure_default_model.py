@@ -43,6 +43,14 @@ def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
             parts = row["by_wording"].values()
             assert sum(n for n, _ in parts) == row["n"]
             assert abs(sum(n * acc for n, acc in parts) - row["n"] * row["accuracy"]) < 1e-3
+    # ... and per rule, where the row asks about the edit's own rule
+    for row in scored.values():
+        if "by_rule" in row:
+            parts = row["by_rule"]["rules"].values()
+            assert sum(n for n, _, _ in parts) == row["n"]
+            assert abs(sum(n * acc for n, acc, _ in parts) - row["n"] * row["accuracy"]) < 1e-3
+            assert abs(sum(n * modal for n, _, modal in parts) - row["n"] * row["by_rule"]["modal_share"]) < 1e-3
+    assert "by_rule" in scored["held-out, no fact"] and "by_rule" not in scored["hard locality"]
     assert all("{" in w for w in scored["R-Gen (+ both)"]["by_wording"])  # each asks about a value or the image
     assert scored["held-out + both"]["by_rule_form"]["negated_n"] == 2  # (of these 10 records)
     assert "by_rule_form" not in scored["easy-vqa test"]
@@ -77,6 +85,16 @@ def test_a_near_miss_change_is_counted_by_kind_and_split_by_whether_it_took_the_
     assert row["row"] == "near miss: answer changed by the facts" and row["n"] == 4
     assert row["accuracy"] == 0.5 and row["to_edit_answer"] == 0.25  # Vol -> kesh (the edit's), Vol -> Mira
     assert row["by_kind"] == {"other_property": 0.0, "shares_colour": 1.0, "shares_shape": 0.0}
+
+
+def test_a_row_split_by_rule_gives_each_rule_its_most_common_answer_and_the_spread_of_a_per_rule_guesser():
+    owners = [{"meta": {"property": "tribe", "key": "red circle"}}] * 4 + [{"meta": {"property": "points", "key": "teal"}}] * 2
+    items = [("img", "q", ("Kesh", "Vol", "Taro", "Mira"), "Kesh")] * 4 + [("img", "q", ("two", "five"), "two")] * 2
+    row = mdm.by_rule(items, ["Kesh", "kesh", "Vol", "Kesh", "five", "five"], owners, 0.25)
+    assert row["rules"] == {"points: teal": [2, 0.0, 1.0], "tribe: red circle": [4, 0.75, 0.75]}
+    assert row["modal_share"] == round(5 / 6, 4)  # 3 of 4 answered Kesh (case-insensitive), 2 of 2 five
+    # one guess per rule, right with probability 1/4: variance sum((n_r / n)^2) * 1/4 * 3/4
+    assert row["per_rule_guess_sd"] == round((((4 / 6) ** 2 + (2 / 6) ** 2) * 0.25 * 0.75) ** 0.5, 4)
 
 
 def test_a_wording_is_the_question_with_its_colours_shapes_and_values_as_placeholders():
