@@ -29,9 +29,11 @@ Rows:
 
 Every row of edit records also gives its accuracy on the records whose rationale negates the rule ("..., not
 two") and on the rest (``by_rule_form`` in the JSON), per question wording (``by_wording``) and per rule
-(``by_rule`` where the row asks about the edit's rule, with ``modal_share``: how often the model gives its most common answer for the rule, and
-``per_rule_guess_sd``: the spread of the row's accuracy for a model that guesses one value per rule at random,
-which a no-fact row's distance from chance should be read against).
+(``by_rule`` where the row asks about the edit's rule, with ``modal_share``: how often the model gives its most
+common answer for the rule). The held-out no-fact row also gives ``neighbour_guess``: what a model scores that
+answers each rule the way its neighbouring train rules vote (ties broken once per rule at random), the reference
+its distance from chance should be read against: with the split's 13 rules such a model lands within 0.05 of
+chance only about a third of the time.
 
 Generated records (the default) are an *evaluated* ShapeRules split: held-out rules, test images and
 the held-out ("eval") wordings the default model never saw in training.
@@ -67,13 +69,16 @@ from reasonedit_plugin.data.language import APPLIES_PROMPTS, DESCRIBE_PROMPT, ot
 from reasonedit_plugin.data.rule_properties import PROPERTIES, PROPERTY_BY_NAME
 from reasonedit_plugin.data.shaperules import (
     COLOURS,
+    PRIOR_TOLERANCE,
     SHAPES,
     YES_NO,
     answer_choices,
     easy_vqa_root,
     generate_split,
     image_catalogue,
+    neighbour_guess,
     plain_questions,
+    rule_world,
 )
 from reasonedit_plugin.data.default_model_build import trained_answer_template
 from reasonedit_plugin.data.default_model_scoring import edit_facts
@@ -141,6 +146,8 @@ NEAR_MISS_FACTS = {"both": "edit's facts", "answer": "answer entry", "rationale"
 """The near-miss rows by the facts prepended: the target row (both), and each part alone."""
 
 
+NO_FACT_ROW = "held-out, no fact"
+
 Row = tuple[str, list, float, list]
 """(name, items, chance, the edit record each item comes from (empty: not from edit records))."""
 
@@ -169,7 +176,7 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int, templ
     rows.append(("caption (24-way)", [(str(root / x.path), DESCRIBE_PROMPT, CAPTIONS, f"A {x.colour} {x.shape}.")
                                       for x in shown], 1 / len(CAPTIONS), []))
     chance = sum(1 / len(r["choices"]) for r in records) / len(records)
-    for mode, name in (("none", "held-out, no fact"), ("answer", "held-out + answer entry"),
+    for mode, name in (("none", NO_FACT_ROW), ("answer", "held-out + answer entry"),
                        ("rationale", "held-out + rationale"), ("both", "held-out + both")):
         facts = [facts_of(r, mode) if mode != "none" else [] for r in records]
         rows.append((name, [(r["image"], fuse(f, r["prompt"]), r["choices"], r["target"])
@@ -247,12 +254,10 @@ def by_wording(items: Sequence[tuple[str, str, Sequence[str], str]], predictions
 
 
 def by_rule(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: Sequence[str],
-            owners: Sequence[dict[str, Any]], chance: float) -> dict[str, Any]:
-    """A row's accuracy per rule, {"property: key": [n, accuracy, share of the rule's most common prediction]};
-    the row's ``modal_share`` (the same share over all its items: 1.0 when the model answers each rule one way
-    whatever the image and wording); and ``per_rule_guess_sd``, the standard deviation of the row's accuracy
-    for a model that picks one value per rule uniformly at random (accuracy ``chance`` per rule, the rules
-    weighted by their items): with a handful of rules, a per-rule guesser lands far from chance by luck alone."""
+            owners: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A row's accuracy per rule, {"property: key": [n, accuracy, share of the rule's most common prediction]},
+    and the row's ``modal_share``: the same share over all its items (1.0 when the model answers each rule one
+    way whatever the image and the wording)."""
     groups: dict[str, list[int]] = {}
     for i, owner in enumerate(owners):
         groups.setdefault(f"{owner['meta']['property']}: {owner['meta']['key']}", []).append(i)
@@ -262,9 +267,33 @@ def by_rule(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: S
         modal += top
         rules[rule] = [len(ix), round(accuracy_of([items[i] for i in ix], [predictions[i] for i in ix]), 4),
                        round(top / len(ix), 4)]
-    n = len(items)
-    sd = (sum((len(ix) / n) ** 2 for ix in groups.values()) * chance * (1 - chance)) ** 0.5
-    return {"modal_share": round(modal / n, 4), "per_rule_guess_sd": round(sd, 4), "rules": rules}
+    return {"modal_share": round(modal / len(items), 4), "rules": rules}
+
+
+def neighbour_guess_spread(owners: Sequence[dict[str, Any]], chance: float) -> dict[str, Any] | None:
+    """The accuracy on a no-fact row of these records of a model that answers each rule one way, the way the
+    neighbouring train rules vote (:func:`.shaperules.neighbour_guess`, ties broken once per rule at random):
+    its mean, standard deviation and probability of landing within ``PRIOR_TOLERANCE`` of ``chance`` (the
+    exact distribution over the rules' outcomes, each rule weighted by its items). None: records of rules the
+    default rule world does not hold."""
+    world = rule_world()
+    counts = Counter((o["meta"]["property"], o["meta"]["key"]) for o in owners)
+    try:
+        hits = [(n, neighbour_guess(world, world.rule(prop, key))) for (prop, key), n in sorted(counts.items())]
+    except KeyError:
+        return None
+    dist: dict[int, float] = {0: 1.0}  # items right -> probability
+    for n, p in hits:
+        nxt: dict[int, float] = {}
+        for right, q in dist.items():
+            nxt[right + n] = nxt.get(right + n, 0.0) + q * p
+            nxt[right] = nxt.get(right, 0.0) + q * (1 - p)
+        dist = nxt
+    total = len(owners)
+    mean = sum(right / total * q for right, q in dist.items())
+    sd = sum((right / total - mean) ** 2 * q for right, q in dist.items()) ** 0.5
+    within = sum(q for right, q in dist.items() if abs(right / total - chance) <= PRIOR_TOLERANCE + 1e-9)
+    return {"mean": round(mean, 4), "sd": round(sd, 4), "within_tolerance": round(within, 4)}
 
 
 def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:
@@ -329,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results[-1]["by_rule_form"] = by_rule_form(items, predictions[name], owners)
             results[-1]["by_wording"] = by_wording(items, predictions[name])
             if chance == chance:  # (a row asking about the edit's own rule; the locality rows ask other things)
-                results[-1]["by_rule"] = by_rule(items, predictions[name], owners, chance)
+                results[-1]["by_rule"] = by_rule(items, predictions[name], owners)
+            if name == NO_FACT_ROW:
+                results[-1]["neighbour_guess"] = neighbour_guess_spread(owners, chance)
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
     for mode in NEAR_MISS_FACTS:

@@ -51,6 +51,9 @@ def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
             assert abs(sum(n * acc for n, acc, _ in parts) - row["n"] * row["accuracy"]) < 1e-3
             assert abs(sum(n * modal for n, _, modal in parts) - row["n"] * row["by_rule"]["modal_share"]) < 1e-3
     assert "by_rule" in scored["held-out, no fact"] and "by_rule" not in scored["hard locality"]
+    guess = scored["held-out, no fact"]["neighbour_guess"]
+    assert 0 <= guess["mean"] <= 1 and 0 <= guess["within_tolerance"] <= 1
+    assert all("neighbour_guess" not in row for name, row in scored.items() if name != "held-out, no fact")
     assert all("{" in w for w in scored["R-Gen (+ both)"]["by_wording"])  # each asks about a value or the image
     assert scored["held-out + both"]["by_rule_form"]["negated_n"] == 2  # (of these 10 records)
     assert "by_rule_form" not in scored["easy-vqa test"]
@@ -87,14 +90,27 @@ def test_a_near_miss_change_is_counted_by_kind_and_split_by_whether_it_took_the_
     assert row["by_kind"] == {"other_property": 0.0, "shares_colour": 1.0, "shares_shape": 0.0}
 
 
-def test_a_row_split_by_rule_gives_each_rule_its_most_common_answer_and_the_spread_of_a_per_rule_guesser():
+def test_a_row_split_by_rule_gives_each_rule_its_accuracy_and_most_common_answer():
     owners = [{"meta": {"property": "tribe", "key": "red circle"}}] * 4 + [{"meta": {"property": "points", "key": "teal"}}] * 2
     items = [("img", "q", ("Kesh", "Vol", "Taro", "Mira"), "Kesh")] * 4 + [("img", "q", ("two", "five"), "two")] * 2
-    row = mdm.by_rule(items, ["Kesh", "kesh", "Vol", "Kesh", "five", "five"], owners, 0.25)
+    row = mdm.by_rule(items, ["Kesh", "kesh", "Vol", "Kesh", "five", "five"], owners)
     assert row["rules"] == {"points: teal": [2, 0.0, 1.0], "tribe: red circle": [4, 0.75, 0.75]}
     assert row["modal_share"] == round(5 / 6, 4)  # 3 of 4 answered Kesh (case-insensitive), 2 of 2 five
-    # one guess per rule, right with probability 1/4: variance sum((n_r / n)^2) * 1/4 * 3/4
-    assert row["per_rule_guess_sd"] == round((((4 / 6) ** 2 + (2 / 6) ** 2) * 0.25 * 0.75) ** 0.5, 4)
+
+
+def test_a_neighbour_guesser_scores_a_no_fact_row_by_its_tie_breaks():
+    from reasonedit_plugin.data import shaperules as sr
+
+    world = sr.rule_world()
+    tied = next(r for r in world.held_out_for("eval") if sr.neighbour_guess(world, r) == 0.5)
+    sure = next(r for r in world.held_out_for("eval") if sr.neighbour_guess(world, r) == 1.0)
+    owners = ([{"meta": {"property": tied.prop, "key": tied.key}}] * 4
+              + [{"meta": {"property": sure.prop, "key": sure.key}}] * 2)
+    # 2 of 6 right (the tie lost) or 6 of 6 (won), each with probability 1/2
+    row = mdm.neighbour_guess_spread(owners, 0.25)
+    assert row == {"mean": round((2 / 6 + 1) / 2, 4), "sd": round((1 - 2 / 6) / 2, 4), "within_tolerance": 0.0}
+    assert mdm.neighbour_guess_spread(owners, 1 / 3)["within_tolerance"] == 0.5  # 2 of 6 is within 0.05 of 1/3
+    assert mdm.neighbour_guess_spread([{"meta": {"property": "tribe", "key": "no such key"}}], 0.25) is None
 
 
 def test_a_wording_is_the_question_with_its_colours_shapes_and_values_as_placeholders():

@@ -167,22 +167,26 @@ PRIOR_TOLERANCE = 0.05
 """How far from chance (1 / number of values) :func:`neighbour_guess_accuracy` may be for a world."""
 
 
-def neighbour_guess_accuracy(world: RuleWorld) -> float:
-    """Expected accuracy on the held-out rules of a model-free guess from the train rules alone.
+def neighbour_guess(world: RuleWorld, rule: Rule) -> float:
+    """The probability that a model-free guess from the train rules alone is ``rule``'s value.
 
-    For a held-out key, the guess is the most common value among the same property's train keys that
-    share its colour or its shape (or among all of the property's train keys when none does); ties
-    are split evenly. Averaged over held-out rules, which edit splits use round-robin. This is what a
-    learner that generalises from neighbouring rules gets *without the fact*; it should be chance.
+    The guess is the most common value among the same property's train keys that share the rule's colour or
+    its shape (or among all of the property's train keys when none does), ties broken at random: 1 / (number
+    of tied values) when the rule's value is among them, else 0. It is what a learner that generalises from
+    neighbouring rules gets *without the fact*.
     """
-    scores = []
-    for rule in world.held_out_rules:
-        train = [r for r in world.train_rules if r.prop == rule.prop]
-        parts = set(rule.key.split())
-        votes = Counter(r.value for r in train if parts & set(r.key.split())) or Counter(r.value for r in train)
-        top = max(votes.values())
-        best = [v for v, c in votes.items() if c == top]
-        scores.append(1 / len(best) if rule.value in best else 0.0)
+    train = [r for r in world.train_rules if r.prop == rule.prop]
+    parts = set(rule.key.split())
+    votes = Counter(r.value for r in train if parts & set(r.key.split())) or Counter(r.value for r in train)
+    top = max(votes.values())
+    best = [v for v, c in votes.items() if c == top]
+    return 1 / len(best) if rule.value in best else 0.0
+
+
+def neighbour_guess_accuracy(world: RuleWorld) -> float:
+    """Expected accuracy of :func:`neighbour_guess` on the held-out rules, averaged over them (edit splits use
+    them round-robin); it should be chance."""
+    scores = [neighbour_guess(world, rule) for rule in world.held_out_rules]
     return sum(scores) / len(scores)
 
 
