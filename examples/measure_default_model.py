@@ -270,12 +270,11 @@ def by_rule(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: S
     return {"modal_share": round(modal / len(items), 4), "rules": rules}
 
 
-def neighbour_guess_spread(owners: Sequence[dict[str, Any]], chance: float) -> dict[str, Any] | None:
+def neighbour_guess_distribution(owners: Sequence[dict[str, Any]]) -> dict[float, float] | None:
     """The accuracy on a no-fact row of these records of a model that answers each rule one way, the way the
     neighbouring train rules vote (:func:`.shaperules.neighbour_guess`, ties broken once per rule at random):
-    its mean, standard deviation and probability of landing within ``PRIOR_TOLERANCE`` of ``chance`` (the
-    exact distribution over the rules' outcomes, each rule weighted by its items). None: records of rules the
-    default rule world does not hold."""
+    {accuracy: probability}, exact over the rules' outcomes, each rule weighted by its items. None: records of
+    rules the default rule world does not hold."""
     world = rule_world()
     counts = Counter((o["meta"]["property"], o["meta"]["key"]) for o in owners)
     try:
@@ -289,10 +288,18 @@ def neighbour_guess_spread(owners: Sequence[dict[str, Any]], chance: float) -> d
             nxt[right + n] = nxt.get(right + n, 0.0) + q * p
             nxt[right] = nxt.get(right, 0.0) + q * (1 - p)
         dist = nxt
-    total = len(owners)
-    mean = sum(right / total * q for right, q in dist.items())
-    sd = sum((right / total - mean) ** 2 * q for right, q in dist.items()) ** 0.5
-    within = sum(q for right, q in dist.items() if abs(right / total - chance) <= PRIOR_TOLERANCE + 1e-9)
+    return {right / len(owners): q for right, q in sorted(dist.items()) if q > 0}
+
+
+def neighbour_guess_spread(owners: Sequence[dict[str, Any]], chance: float) -> dict[str, Any] | None:
+    """:func:`neighbour_guess_distribution`'s mean, standard deviation and probability of landing within
+    ``PRIOR_TOLERANCE`` of ``chance``."""
+    dist = neighbour_guess_distribution(owners)
+    if dist is None:
+        return None
+    mean = sum(acc * q for acc, q in dist.items())
+    sd = sum((acc - mean) ** 2 * q for acc, q in dist.items()) ** 0.5
+    within = sum(q for acc, q in dist.items() if abs(acc - chance) <= PRIOR_TOLERANCE + 1e-9)
     return {"mean": round(mean, 4), "sd": round(sd, 4), "within_tolerance": round(within, 4)}
 
 

@@ -1,0 +1,121 @@
+"""How far from chance the no-fact rows of ``examples/measure_default_model.py`` land by luck alone.
+
+    python benchmarks/no_fact_spread.py --out benchmarks/results/no_fact_spread.json \
+        --plot benchmarks/results/no_fact_spread.png
+
+Two references for issue 12's "no fact at chance +/- 0.05" rows, read without any model run:
+
+* the *neighbour guesser* on the measured split (200 records, seed 123, 13 held-out rules): a model that
+  answers each held-out rule one way, the way the neighbouring train rules vote, ties broken once per rule at
+  random (``measure_default_model.neighbour_guess_spread``): its mean, spread and chance of landing in the band;
+* every committed measurement of a trained model on that split (``docs/default_model/*.json`` with the
+  200-record seed-123 rows; re-measurements on other record files and the float16 re-store of the shipped
+  model left out): the two no-fact rows' mean, spread and how many land in their bands, alone and together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import measure_default_model as mdm  # noqa: E402
+
+from reasonedit_plugin.data.shaperules import PRIOR_TOLERANCE, generate_split  # noqa: E402
+
+MEASURED = ROOT / "docs" / "default_model"
+SKIP = ("_valid_pool", "_negated", "_training", "shipped_float16_storage")
+"""Files that are not a first measurement of a model on the measured split."""
+
+
+def committed_rows(folder: Path, n: int, seed: int) -> list[dict[str, float | str]]:
+    """The no-fact rows of every committed measurement of ``n`` records of ``seed``."""
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        if any(s in path.name for s in SKIP):
+            continue
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("seed") != seed or "rows" not in data:
+            continue
+        rows = {r["row"]: r for r in data["rows"]}
+        if rows.get(mdm.NO_FACT_ROW, {}).get("n") == n and "R-Gen, no fact" in rows:
+            out.append({"file": path.name, "held_out": rows[mdm.NO_FACT_ROW]["accuracy"],
+                        "rgen": rows["R-Gen, no fact"]["accuracy"]})
+    return out
+
+
+def summary(values: list[float], chance: float) -> dict[str, float | int]:
+    return {"mean": round(statistics.mean(values), 4), "sd": round(statistics.stdev(values), 4),
+            "min": min(values), "max": max(values),
+            "within_tolerance": sum(abs(v - chance) <= PRIOR_TOLERANCE + 1e-9 for v in values)}
+
+
+def plot(path: Path, measured: list[float], guesser: dict[float, float], chance: float) -> None:
+    """The committed models' held-out no-fact figures (share of models per 0.025 bin) and the neighbour
+    guesser's outcomes (their probabilities), with the target band shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.025
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.axvspan(chance - PRIOR_TOLERANCE, chance + PRIOR_TOLERANCE, color="tab:green", alpha=0.12,
+               label=f"target: chance {chance:.2f} ± {PRIOR_TOLERANCE}")
+    bins = [i * width for i in range(int(0.5 / width) + 1)]
+    ax.hist(measured, bins=bins, weights=[1 / len(measured)] * len(measured), color="tab:blue", alpha=0.6,
+            label=f"{len(measured)} committed models (share per {width} bin)")
+    ax.vlines(list(guesser), 0, list(guesser.values()), color="tab:red", lw=3,
+              label="neighbour guesser, ties broken at random (probability)")
+    ax.set_xlabel("held-out, no fact: accuracy (200 records, 13 rules)")
+    ax.set_ylabel("share")
+    ax.set_xlim(0, 0.5)
+    ax.set_ylim(0, 1.5 * max(max(guesser.values()), 0.2))  # room for the legend above the bars
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("How far from chance the held-out no-fact row lands by luck", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="records of the measured split")
+    ap.add_argument("--seed", type=int, default=123, help="seed of the measured split")
+    ap.add_argument("--out", type=Path, default=None, help="write the result as JSON")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="draw the committed models' held-out no-fact figures beside the neighbour guesser's")
+    args = ap.parse_args(argv)
+    records = generate_split("measure", args.n, args.seed)
+    chance = sum(1 / len(r["choices"]) for r in records) / len(records)
+    rows = committed_rows(MEASURED, args.n, args.seed)
+    if len(rows) < 2:
+        raise SystemExit(f"found {len(rows)} committed measurements of {args.n} records (seed {args.seed}) in "
+                         f"{MEASURED}; measure models with examples/measure_default_model.py --json first.")
+    both = sum(abs(r["held_out"] - chance) <= PRIOR_TOLERANCE + 1e-9 and abs(r["rgen"] - 0.5) <= PRIOR_TOLERANCE + 1e-9
+               for r in rows)
+    result = {"records": args.n, "seed": args.seed, "rules": len({(r["meta"]["property"], r["meta"]["key"])
+                                                                  for r in records}),
+              "chance": round(chance, 4), "tolerance": PRIOR_TOLERANCE,
+              "neighbour_guess": mdm.neighbour_guess_spread(records, chance),
+              "committed_models": len(rows),
+              "held_out_no_fact": summary([r["held_out"] for r in rows], chance),
+              "rgen_no_fact": summary([r["rgen"] for r in rows], 0.5),
+              "both_within_tolerance": both,
+              "command": "python benchmarks/no_fact_spread.py" + (f" --out {args.out}" if args.out else "")}
+    if args.plot is not None:
+        result["command"] += f" --plot {args.plot}"
+        plot(args.plot, [r["held_out"] for r in rows], mdm.neighbour_guess_distribution(records), chance)
+    print(json.dumps(result, indent=2))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
