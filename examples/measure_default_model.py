@@ -387,6 +387,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         forms = " / ".join("-" if split[k] is None else f"{split[k]:.3f}" for k in ("negated", "affirmative")
                            ) if split else ""
         print(f"| {r['row']:<{width}} | {r['n']:>5} | {r['accuracy']:>8.3f} | {chance:>6} | {forms:>20} |")
+    guess = next((r.get("neighbour_guess") for r in results if r["row"] == NO_FACT_ROW), None)
+    if guess is not None:
+        print(f"\n{NO_FACT_ROW}: a model answering each rule as its neighbouring train rules vote scores "
+              f"{guess['mean']:.3f} ± {guess['sd']:.3f} here, within {PRIOR_TOLERANCE} of chance "
+              f"{guess['within_tolerance']:.0%} of the time (benchmarks/no_fact_spread.py)")
     out = {"model": str(args.model), "size_mb": round(size_mb, 2), "scorer": scorer_name, "seed": args.seed,
            "answer_template": template or CodebookConfig.answer_template,
            "rows": results}
