@@ -52,7 +52,7 @@ def committed_rows(folder: Path, n: int, seed: int) -> list[dict[str, float | st
 def summary(values: list[float], chance: float) -> dict[str, float | int]:
     return {"mean": round(statistics.mean(values), 4), "sd": round(statistics.stdev(values), 4),
             "min": min(values), "max": max(values),
-            "within_tolerance": sum(abs(v - chance) <= PRIOR_TOLERANCE + 1e-9 for v in values)}
+            "within_tolerance": sum(mdm.near_chance(v, chance) for v in values)}
 
 
 def plot(path: Path, measured: list[float], guesser: dict[float, float], chance: float) -> None:
@@ -92,13 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
                     help="draw the committed models' held-out no-fact figures beside the neighbour guesser's")
     args = ap.parse_args(argv)
     records = generate_split("measure", args.n, args.seed)
-    chance = sum(1 / len(r["choices"]) for r in records) / len(records)
+    chance = mdm.rule_chance(records)
     rows = committed_rows(MEASURED, args.n, args.seed)
     if len(rows) < 2:
         raise SystemExit(f"found {len(rows)} committed measurements of {args.n} records (seed {args.seed}) in "
                          f"{MEASURED}; measure models with examples/measure_default_model.py --json first.")
-    both = sum(abs(r["held_out"] - chance) <= PRIOR_TOLERANCE + 1e-9 and abs(r["rgen"] - 0.5) <= PRIOR_TOLERANCE + 1e-9
-               for r in rows)
+    both = sum(mdm.near_chance(r["held_out"], chance) and mdm.near_chance(r["rgen"], 0.5) for r in rows)
     result = {"records": args.n, "seed": args.seed, "rules": len({(r["meta"]["property"], r["meta"]["key"])
                                                                   for r in records}),
               "chance": round(chance, 4), "tolerance": PRIOR_TOLERANCE,

@@ -148,6 +148,17 @@ NEAR_MISS_FACTS = {"both": "edit's facts", "answer": "answer entry", "rationale"
 
 NO_FACT_ROW = "held-out, no fact"
 
+
+def rule_chance(records: Sequence[dict[str, Any]]) -> float:
+    """The chance accuracy of the rows asking the records' own questions: 1 / options, averaged over records."""
+    return sum(1 / len(r["choices"]) for r in records) / len(records)
+
+
+def near_chance(accuracy: float, chance: float) -> bool:
+    """Whether an accuracy is within ``PRIOR_TOLERANCE`` of chance, as the no-fact targets ask (1e-9: a figure
+    rounded to 0.30 is within 0.05 of 0.25)."""
+    return abs(accuracy - chance) <= PRIOR_TOLERANCE + 1e-9
+
 Row = tuple[str, list, float, list]
 """(name, items, chance, the edit record each item comes from (empty: not from edit records))."""
 
@@ -175,7 +186,7 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int, templ
     shown = rng.sample(list(image_catalogue("test")), min(100, len(records)))
     rows.append(("caption (24-way)", [(str(root / x.path), DESCRIBE_PROMPT, CAPTIONS, f"A {x.colour} {x.shape}.")
                                       for x in shown], 1 / len(CAPTIONS), []))
-    chance = sum(1 / len(r["choices"]) for r in records) / len(records)
+    chance = rule_chance(records)
     for mode, name in (("none", NO_FACT_ROW), ("answer", "held-out + answer entry"),
                        ("rationale", "held-out + rationale"), ("both", "held-out + both")):
         facts = [facts_of(r, mode) if mode != "none" else [] for r in records]
@@ -299,7 +310,7 @@ def neighbour_guess_spread(owners: Sequence[dict[str, Any]], chance: float) -> d
         return None
     mean = sum(acc * q for acc, q in dist.items())
     sd = sum((acc - mean) ** 2 * q for acc, q in dist.items()) ** 0.5
-    within = sum(q for acc, q in dist.items() if abs(acc - chance) <= PRIOR_TOLERANCE + 1e-9)
+    within = sum(q for acc, q in dist.items() if near_chance(acc, chance))
     return {"mean": round(mean, 4), "sd": round(sd, 4), "within_tolerance": round(within, 4)}
 
 
