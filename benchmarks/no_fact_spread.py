@@ -33,8 +33,8 @@ SKIP = ("_valid_pool", "_negated", "_training", "shipped_float16_storage")
 """Files that are not a first measurement of a model on the measured split."""
 
 
-def committed_rows(folder: Path, n: int, seed: int) -> list[dict[str, float | str]]:
-    """The no-fact rows of every committed measurement of ``n`` records of ``seed``."""
+def committed_measurements(folder: Path, n: int, seed: int) -> list[tuple[str, dict[str, dict]]]:
+    """(file name, row name -> row) of every committed first measurement of ``n`` records of ``seed``."""
     out = []
     for path in sorted(folder.glob("*.json")):
         if any(s in path.name for s in SKIP):
@@ -43,8 +43,17 @@ def committed_rows(folder: Path, n: int, seed: int) -> list[dict[str, float | st
         if not isinstance(data, dict) or data.get("seed") != seed or "rows" not in data:
             continue
         rows = {r["row"]: r for r in data["rows"]}
-        if rows.get(mdm.NO_FACT_ROW, {}).get("n") == n and "R-Gen, no fact" in rows:
-            out.append({"file": path.name, "held_out": rows[mdm.NO_FACT_ROW]["accuracy"],
+        if rows.get(mdm.NO_FACT_ROW, {}).get("n") == n:
+            out.append((path.name, rows))
+    return out
+
+
+def committed_rows(folder: Path, n: int, seed: int) -> list[dict[str, float | str]]:
+    """The no-fact rows of every committed measurement of ``n`` records of ``seed``."""
+    out = []
+    for name, rows in committed_measurements(folder, n, seed):
+        if "R-Gen, no fact" in rows:
+            out.append({"file": name, "held_out": rows[mdm.NO_FACT_ROW]["accuracy"],
                         "rgen": rows["R-Gen, no fact"]["accuracy"]})
     return out
 
