@@ -14,12 +14,11 @@ many would if their worst wording were read as well as the rest. No model is run
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 
-from no_fact_spread import MEASURED, committed_measurements
+from no_fact_spread import MEASURED, committed_measurements, split_parser
 
 ROW = "held-out + both"
 TARGET = 0.95
@@ -65,10 +64,7 @@ def plot(path: Path, models: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=200, help="records of the measured split")
-    ap.add_argument("--seed", type=int, default=123, help="seed of the measured split")
-    ap.add_argument("--out", type=Path, default=None, help="write the result as JSON")
+    ap = split_parser(__doc__)
     ap.add_argument("--plot", type=Path, default=None, help="draw each model's errors, worst wording apart")
     args = ap.parse_args(argv)
     models = [{"file": name, **wording_split(rows[ROW]["by_wording"])}

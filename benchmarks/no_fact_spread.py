@@ -92,11 +92,17 @@ def plot(path: Path, measured: list[float], guesser: dict[float, float], chance:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def split_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that reads the committed measurements of one split: --n, --seed, --out."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="records of the measured split")
     ap.add_argument("--seed", type=int, default=123, help="seed of the measured split")
     ap.add_argument("--out", type=Path, default=None, help="write the result as JSON")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = split_parser(__doc__)
     ap.add_argument("--plot", type=Path, default=None,
                     help="draw the committed models' held-out no-fact figures beside the neighbour guesser's")
     args = ap.parse_args(argv)
