@@ -14,11 +14,10 @@ many would if their worst wording were read as well as the rest. No model is run
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from no_fact_spread import MEASURED, committed_measurements, split_parser
+from no_fact_spread import MEASURED, committed_measurements, save, split_parser
 
 ROW = "held-out + both"
 TARGET = 0.95
@@ -73,22 +72,15 @@ def main(argv: list[str] | None = None) -> dict:
     if len(models) < 2:
         raise SystemExit(f"found {len(models)} committed measurements with a per-wording split of {ROW!r}; "
                          "measure models with examples/measure_default_model.py --json first.")
-    meet = [m for m in models if m["accuracy"] >= TARGET - 1e-9]
     result = {"row": ROW, "target": TARGET, "records": args.n, "seed": args.seed,
               "wordings": sorted({m["wordings"] for m in models}), "committed_models": len(models),
-              "meet_target": len(meet),
+              "meet_target": sum(m["accuracy"] >= TARGET - 1e-9 for m in models),
               "meet_on_the_other_wordings": sum(m["accuracy_other_wordings"] >= TARGET - 1e-9 for m in models),
               "worst_share_of_errors_mean": round(statistics.mean(m["worst_share_of_errors"] for m in models), 4),
-              "models": models,
-              "command": "python benchmarks/held_out_wordings.py" + (f" --out {args.out}" if args.out else "")}
+              "models": models}
     if args.plot is not None:
-        result["command"] += f" --plot {args.plot}"
         plot(args.plot, models)
-    summary = {k: v for k, v in result.items() if k != "models"}
-    print(json.dumps(summary, indent=2))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return save(result, args, "held_out_wordings.py", unprinted=("models",))
 
 
 if __name__ == "__main__":

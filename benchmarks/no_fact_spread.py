@@ -93,12 +93,24 @@ def plot(path: Path, measured: list[float], guesser: dict[float, float], chance:
 
 
 def split_parser(description: str) -> argparse.ArgumentParser:
-    """The arguments of a benchmark that reads the committed measurements of one split: --n, --seed, --out."""
+    """The arguments of a benchmark that reads the committed measurements of one split: --n, --seed, --out
+    (its own --plot it adds itself; :func:`save` records both)."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="records of the measured split")
     ap.add_argument("--seed", type=int, default=123, help="seed of the measured split")
     ap.add_argument("--out", type=Path, default=None, help="write the result as JSON")
     return ap
+
+
+def save(result: dict, args: argparse.Namespace, script: str, unprinted: tuple[str, ...] = ()) -> dict:
+    """Record the command that made ``result`` (its --out and --plot), print it without the ``unprinted`` keys
+    and write it whole to --out: the end of every benchmark that takes :func:`split_parser`'s arguments."""
+    result["command"] = (f"python benchmarks/{script}" + (f" --out {args.out}" if args.out else "")
+                         + (f" --plot {args.plot}" if args.plot else ""))
+    print(json.dumps({k: v for k, v in result.items() if k not in unprinted}, indent=2))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,15 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
               "committed_models": len(rows),
               "held_out_no_fact": summary([r["held_out"] for r in rows], chance),
               "rgen_no_fact": summary([r["rgen"] for r in rows], 0.5),
-              "both_within_tolerance": both,
-              "command": "python benchmarks/no_fact_spread.py" + (f" --out {args.out}" if args.out else "")}
+              "both_within_tolerance": both}
     if args.plot is not None:
-        result["command"] += f" --plot {args.plot}"
         plot(args.plot, [r["held_out"] for r in rows], mdm.neighbour_guess_distribution(records), chance)
-    print(json.dumps(result, indent=2))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return save(result, args, "no_fact_spread.py")
 
 
 if __name__ == "__main__":
