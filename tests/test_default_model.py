@@ -550,6 +550,26 @@ def test_validation_rows_read_the_configured_wording_pool_never_the_measured_one
         tdm.TrainConfig(valid_wordings="eval")
 
 
+def test_validation_prompts_also_ask_in_the_untrained_extra_frames_only_when_asked():
+    world = sr.rule_world()
+
+    def frames(records):
+        found = set()
+        for r in records:
+            prop, info = sr.PROPERTY_BY_NAME[r["meta"]["property"]], sr.image_info(r["image"])
+            found |= {t for t in prop.extra_questions if sr.format_question(t, info) == r["prompt"]}
+        return found
+
+    plain = tdm.validation_records(tdm.TrainConfig(valid_n=64, valid_wordings="valid"), world)
+    wide = tdm.validation_records(tdm.TrainConfig(valid_n=64, valid_wordings="valid", valid_extra_questions=True), world)
+    assert not frames(plain)
+    assert len(frames(wide)) >= 12  # most of the 24 extra frames, in a split of 64
+    assert [r["meta"]["key"] for r in wide] == [r["meta"]["key"] for r in plain]  # the same rules in the same order
+    assert not {r["rephrase_prompt"] for r in wide} & {r["prompt"] for r in wide}
+    with pytest.raises(ValueError, match="wide_questions trains on"):
+        tdm.TrainConfig(valid_extra_questions=True, wide_questions=True)
+
+
 def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     """Two runs of one seed, the second stored in half precision: the same weights, rounded, loaded back in
     float32 (the dtype the folder's config names)."""

@@ -334,16 +334,20 @@ def _hard_locality(kind: str, rng: random.Random, world: RuleWorld, prop: Proper
     return near.path, near_q.question, near_q.answer, answer_choices(near_q.answer)
 
 
-def _prompt_and_rephrase_wordings(prop: Property, pool: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Disjoint question wordings for prompts and rephrases (train pool: alternate templates)."""
+def _prompt_and_rephrase_wordings(prop: Property, pool: str, extra_questions: bool = False
+                                  ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Disjoint question wordings for prompts and rephrases (train pool: alternate templates), the prompts
+    with the property's :attr:`~.rule_properties.Property.extra_questions` frames when asked."""
+    extra = prop.extra_questions if extra_questions else ()
     if pool != "train":
-        return prop.wordings("question", pool), prop.wordings("rephrase", pool)
+        return prop.wordings("question", pool) + extra, prop.wordings("rephrase", pool)
     questions = prop.wordings("question", "train")
-    return questions[::2], questions[1::2]
+    return questions[::2] + extra, questions[1::2]
 
 
 def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None, image_split: str = "test",
-                   purpose: str | None = None, wordings: str | None = None) -> list[dict[str, Any]]:
+                   purpose: str | None = None, wordings: str | None = None,
+                   extra_questions: bool = False) -> list[dict[str, Any]]:
     """``n`` ShapeRules edit records on held-out rules (image paths relative to :func:`easy_vqa_root`).
 
     ``purpose`` (default: ``"calibration"`` for the split names in :data:`CALIBRATION_SPLITS`, else
@@ -351,7 +355,9 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
     and wordings: evaluated splits use the *eval* wordings the default model never saw in training
     (prompts and rephrases from separate pools), calibration splits the *train* wordings; ``wordings``
     (a pool of :data:`POOLS`) overrides that choice (the training run's validation rows in the *valid*
-    pool: ``TrainConfig.valid_wordings``). Within a
+    pool: ``TrainConfig.valid_wordings``). ``extra_questions`` adds each property's extra question frames
+    (:attr:`.rule_properties.Property.extra_questions`, trained on only with ``TrainConfig.wide_questions``)
+    to the prompts' wordings: ``TrainConfig.valid_extra_questions``. Within a
     split, no rephrase is another record's prompt. Deterministic for all arguments. Held-out rules are
     used round-robin in a seeded order, so a small split covers every rule of its purpose.
     """
@@ -385,7 +391,7 @@ def generate_split(name: str, n: int, seed: int, world: RuleWorld | None = None,
         prop = PROPERTY_BY_NAME[rule.prop]
         pool = [x for x in images if prop.key_of(x) == rule.key]
         info = rng.choice(pool)
-        prompt_wordings, rephrase_wordings = _prompt_and_rephrase_wordings(prop, pool_name)
+        prompt_wordings, rephrase_wordings = _prompt_and_rephrase_wordings(prop, pool_name, extra_questions)
         q_template = rng.choice(prompt_wordings)
         prompt = format_question(q_template, info)
         prompts.add(prompt)

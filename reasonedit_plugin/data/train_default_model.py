@@ -227,6 +227,12 @@ class TrainConfig:
     plain questions on a sample of easy-vqa *train* images (the model must still see); the held-out
     wordings of the logged ``held_out_*`` rows and the easy-vqa test images are never used to choose."""
     valid_n: int = 64
+    valid_extra_questions: bool = False
+    """Validation prompts also in each property's ``extra_questions`` frames (six per property, never trained
+    on without ``wide_questions``), beside the two of ``valid_wordings``' pool (False: the recipe to session
+    35). A model's held-out + both errors fall mostly on one of the eval pool's nine question wordings
+    (docs/RESULTS.md, session 35) while the validation rows, in eight wordings, read 0.945-1.000: checkpoint
+    selection with 32 prompt wordings may see a frame the model misreads before the measurement does."""
     valid_wordings: str = "train"
     """The wording pool of the validation rows (:data:`.language.POOLS`): ``"train"`` (the recipe to session 22)
     or ``"valid"``, wordings never trained on and never measured on, so that checkpoint selection and the
@@ -277,6 +283,9 @@ class TrainConfig:
         if self.valid_wordings not in ("train", "valid"):
             raise ValueError(f"valid_wordings={self.valid_wordings!r}: 'train' or 'valid' (the eval pool is "
                              "for measurements only).")
+        if self.valid_extra_questions and self.wide_questions:
+            raise ValueError("valid_extra_questions asks in the extra question frames, which wide_questions trains "
+                             "on: use one of the two.")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
         for name in ("entry_sibling", "near_other_property", "late_negation", "question_noise"):
             if not 0 <= getattr(self, name) <= 1:
@@ -297,8 +306,10 @@ answering a yes/no rule question from facts, and ignoring an edit's facts on a n
 
 
 def validation_records(cfg: TrainConfig, world: Any) -> list[dict[str, Any]]:
-    """The edit records of the validation rows: calibration rules and images, ``cfg.valid_wordings``."""
-    return generate_split("train-valid", cfg.valid_n, 1, world, purpose="calibration", wordings=cfg.valid_wordings)
+    """The edit records of the validation rows: calibration rules and images, ``cfg.valid_wordings`` (prompts
+    also in the extra question frames with ``cfg.valid_extra_questions``)."""
+    return generate_split("train-valid", cfg.valid_n, 1, world, purpose="calibration", wordings=cfg.valid_wordings,
+                          extra_questions=cfg.valid_extra_questions)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
