@@ -232,7 +232,7 @@ def _check_features(x: Any, name: str, rows: Optional[int] = None) -> torch.Tens
         )
     if not torch.isfinite(x).all():
         raise ReasonEditError(f"{name} contains NaN or inf; check the feature extraction (e.g. fp16 overflow).")
-    return x.detach().to(torch.float64)
+    return x.detach().to("cpu", torch.float64)  # the graph sums run on the CPU, whatever device the VLM is on
 
 
 def _check_scale(scale: Any) -> float:
