@@ -39,6 +39,12 @@ def test_a_row_without_errors_has_no_worst_share(script):
     assert split["accuracy_other_wordings"] == 1.0
 
 
+def test_a_row_in_one_wording_has_no_other_wordings(script):
+    split = script.wording_split({"a": [8, 0.75]})
+    assert split["accuracy"] == pytest.approx(0.75) and split["worst_share_of_errors"] == 1.0
+    assert split["accuracy_other_wordings"] is None
+
+
 def test_committed_measurements_carry_the_split(script):
     models = [name for name, rows in script.committed_measurements(script.MEASURED, 200, 123)
               if "by_wording" in rows.get(script.ROW, {})]
