@@ -232,7 +232,10 @@ class TrainConfig:
     on without ``wide_questions``), beside the two of ``valid_wordings``' pool (False: the recipe to session
     35). A model's held-out + both errors fall mostly on one of the eval pool's nine question wordings
     (docs/RESULTS.md, session 35) while the validation rows, in eight wordings, read 0.945-1.000: checkpoint
-    selection with 32 prompt wordings may see a frame the model misreads before the measurement does."""
+    selection with 32 prompt wordings may see a frame the model misreads before the measurement does. Measured
+    no better (session 36, the same trajectories as without it: held-out + both 0.920 / 0.915 / 0.855 against
+    0.920 / 0.880 / 0.920, seeds 1 / 0 / 2): the model reads the extra frames (0.97-1.00 at every evaluation from
+    step 4,000), so they do not separate checkpoints. Off in every recipe."""
     valid_wordings: str = "train"
     """The wording pool of the validation rows (:data:`.language.POOLS`): ``"train"`` (the recipe to session 22)
     or ``"valid"``, wordings never trained on and never measured on, so that checkpoint selection and the
