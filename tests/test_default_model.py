@@ -623,6 +623,20 @@ def test_curriculum_is_extended_only_while_copying_has_not_emerged(tmp_path):
         tdm.TrainConfig(curriculum_copy_target=0.9, curriculum_max_steps=2000, steps=2000)
 
 
+def test_every_evaluation_steps_weights_can_be_kept_without_changing_the_run(tmp_path):
+    from safetensors.torch import load_file
+
+    plain, plain_weights = _six_step_run(tmp_path, "plain")
+    kept, kept_weights = _six_step_run(tmp_path, "kept", keep_every_eval=True)
+    assert plain["selected_step"] == kept["selected_step"]
+    assert all(torch.equal(plain_weights[k], kept_weights[k]) for k in plain_weights)
+    steps = tmp_path / "kept_steps"
+    assert sorted(p.name for p in steps.iterdir()) == ["step_00002", "step_00004", "step_00006"]
+    selected = load_file(str(steps / f"step_{kept['selected_step']:05d}" / "model.safetensors"))
+    assert all(torch.equal(selected[k], kept_weights[k]) for k in kept_weights)  # the kept step is one of them
+    assert not (tmp_path / "plain_steps").exists()
+
+
 def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts_seed(tmp_path):
     run = functools.partial(_six_step_run, tmp_path)
     # an unmet target with one restart allowed and no room to extend: attempt 1 is a plain run of seed 1000

@@ -249,6 +249,10 @@ class TrainConfig:
     averages over ~500 steps."""
     world_seed: int | None = None
     save_every_eval: bool = False
+    keep_every_eval: bool = False
+    """Also keep the trained weights of every evaluation step, each a loadable folder ``<out>_steps/step_NNNNN``
+    (``attempt<A>_step_NNNNN`` after a restart), for reading a whole trajectory rather than the kept step
+    (docs/RESULTS.md, session 36). Off in every recipe; it changes nothing of the training."""
     weights_dtype: str = "float32"
     """How the saved safetensors store the weights: ``"float32"`` (the recipe to session 32) or ``"float16"``,
     half the file, so that a wider language model fits the 25 MB budget (width 192 is 28.9 MB in float32). The
@@ -313,6 +317,14 @@ def validation_records(cfg: TrainConfig, world: Any) -> list[dict[str, Any]]:
     also in the extra question frames with ``cfg.valid_extra_questions``)."""
     return generate_split("train-valid", cfg.valid_n, 1, world, purpose="calibration", wordings=cfg.valid_wordings,
                           extra_questions=cfg.valid_extra_questions)
+
+
+def step_folder(cfg: TrainConfig, attempt: int, step: int) -> Path:
+    """Where ``keep_every_eval`` keeps one evaluation step's weights (its parent made)."""
+    out = Path(cfg.out)
+    folder = out.with_name(f"{out.name}_steps")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{f'attempt{attempt}_' if attempt else ''}step_{step:05d}"
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -515,6 +527,8 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
                 logger.info("%s", json.dumps(row))
                 if cfg.save_every_eval:
                     save_checkpoint(model, tokenizer, image_processor, Path(cfg.out), cfg, history)
+                if cfg.keep_every_eval:
+                    save_checkpoint(model, tokenizer, image_processor, step_folder(cfg, attempt, step + 1), cfg, history)
     finally:  # the probes' hooks never outlive training (nor the bar an attempt that restarts)
         bar.close()
         for hook in hooks:
