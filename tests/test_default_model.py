@@ -623,7 +623,7 @@ def test_curriculum_is_extended_only_while_copying_has_not_emerged(tmp_path):
         tdm.TrainConfig(curriculum_copy_target=0.9, curriculum_max_steps=2000, steps=2000)
 
 
-def test_every_evaluation_steps_weights_can_be_kept_without_changing_the_run(tmp_path):
+def test_every_evaluation_steps_weights_can_be_kept_without_changing_the_run_and_averaged(tmp_path):
     from safetensors.torch import load_file
 
     plain, plain_weights = _six_step_run(tmp_path, "plain")
@@ -635,6 +635,21 @@ def test_every_evaluation_steps_weights_can_be_kept_without_changing_the_run(tmp
     selected = load_file(str(steps / f"step_{kept['selected_step']:05d}" / "model.safetensors"))
     assert all(torch.equal(selected[k], kept_weights[k]) for k in kept_weights)  # the kept step is one of them
     assert not (tmp_path / "plain_steps").exists()
+
+    # their uniform mean, a loadable folder naming the steps it averaged
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from reasonedit_plugin.data import average_checkpoints as avg
+
+    folders = avg.step_folders(tmp_path / "kept", from_step=4)
+    assert [f.name for f in folders] == ["step_00004", "step_00006"]
+    out = avg.average_checkpoints(folders, tmp_path / "mean")
+    mean, (a, b) = load_file(str(out / "model.safetensors")), [load_file(str(f / "model.safetensors")) for f in folders]
+    assert all(torch.allclose(mean[k], (a[k] + b[k]) / 2, atol=1e-7) for k in mean)
+    assert json.loads((out / "training_args.json").read_text())["averaged_steps"] == ["step_00004", "step_00006"]
+    Qwen2VLForConditionalGeneration.from_pretrained(str(out), local_files_only=True)
+    with pytest.raises(ValueError, match="train with --keep-every-eval"):
+        avg.step_folders(tmp_path / "plain", from_step=0)
 
 
 def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts_seed(tmp_path):

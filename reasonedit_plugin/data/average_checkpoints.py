@@ -1,0 +1,84 @@
+"""Average the weights a training run kept at its evaluation steps into one model folder.
+
+    python -m reasonedit_plugin.data.average_checkpoints --run DIR --from-step 4000 --out AVG
+
+``DIR`` is a run of ``train_default_model --keep-every-eval``: its evaluation steps' weights are in
+``DIR_steps/step_NNNNN``. The result is the uniform mean (in float64, stored in the checkpoints' dtype) of the
+steps from ``--from-step`` to ``--to-step``, in a folder laid out like them (config, processor, tokenizer) whose
+``training_args.json`` names the averaged steps. A kept step is one draw from a trajectory whose measured rows move
+by up to 0.14 between evaluations 250 steps apart; the mean of the late steps reads as the trajectory does
+(docs/RESULTS.md, session 36).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+WEIGHTS = "model.safetensors"
+
+
+def step_folders(run: Path, from_step: int, to_step: int | None = None) -> list[Path]:
+    """The first attempt's kept evaluation steps of ``run`` between ``from_step`` and ``to_step``, in order."""
+    folder = run.with_name(f"{run.name}_steps")
+    found = sorted((int(m.group(1)), p) for p in folder.glob("step_*")
+                   if (m := re.fullmatch(r"step_(\d+)", p.name)) and (p / WEIGHTS).is_file())
+    chosen = [p for step, p in found if step >= from_step and (to_step is None or step <= to_step)]
+    if not chosen:
+        raise ValueError(f"no kept steps of {run} between {from_step} and {to_step or 'the end'} in {folder}; "
+                         "train with --keep-every-eval, or check --from-step / --to-step.")
+    return chosen
+
+
+def average_checkpoints(folders: Sequence[Path], out: Path) -> Path:
+    """Write the uniform mean of ``folders``' weights to ``out`` (replaced whole; the last folder's other files)."""
+    from safetensors.torch import load_file, save_file
+
+    if not folders:
+        raise ValueError("average_checkpoints: give at least one checkpoint folder.")
+    states = [load_file(str(Path(f) / WEIGHTS)) for f in folders]
+    if any(state.keys() != states[-1].keys() for state in states):
+        raise ValueError("average_checkpoints: the checkpoints hold different tensors; average steps of one run.")
+    mean = {key: ((sum(state[key].double() for state in states) / len(states)).to(last.dtype).contiguous()
+                  if last.is_floating_point() else last)
+            for key, last in states[-1].items()}
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(folders[-1], tmp)
+    save_file(mean, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    args_path = tmp / "training_args.json"
+    if args_path.is_file():
+        args = json.loads(args_path.read_text())
+        args["averaged_steps"] = [Path(f).name for f in folders]
+        args_path.write_text(json.dumps(args, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="the run's --out (its steps in <run>_steps/)")
+    parser.add_argument("--from-step", type=int, default=4000, help="first step averaged (default 4000)")
+    parser.add_argument("--to-step", type=int, default=None, help="last step averaged (default: the last kept)")
+    parser.add_argument("--out", type=Path, required=True, help="the averaged model's folder")
+    args = parser.parse_args(argv)
+    try:
+        folders = step_folders(args.run, args.from_step, args.to_step)
+        average_checkpoints(folders, args.out)
+    except ValueError as exc:
+        parser.exit(2, f"average_checkpoints: error: {exc}\n")
+    print(f"averaged {len(folders)} steps ({folders[0].name} .. {folders[-1].name}) into {args.out}")
+
+
+if __name__ == "__main__":
+    main()
