@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def script():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling no_fact_spread
-    try:
-        spec = importlib.util.spec_from_file_location("held_out_wordings_script", BENCHMARKS / "held_out_wordings.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def script(benchmark_script):
+    return benchmark_script("held_out_wordings")
 
 
 def test_worst_wording_and_the_rest_by_hand(script):

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def script():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its siblings
-    try:
-        spec = importlib.util.spec_from_file_location("trajectory_script", BENCHMARKS / "trajectory.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def script(benchmark_script):
+    return benchmark_script("trajectory")
 
 
 def _measure(both: float, rgen: float, near: float, worst: float) -> dict:
