@@ -652,6 +652,24 @@ def test_every_evaluation_steps_weights_can_be_kept_without_changing_the_run_and
         avg.step_folders(tmp_path / "plain", from_step=0)
 
 
+def test_a_run_can_save_the_mean_of_its_late_steps_the_offline_average_of_its_kept_steps(tmp_path):
+    from safetensors.torch import load_file
+
+    from reasonedit_plugin.data import average_checkpoints as avg
+
+    averaged, weights = _six_step_run(tmp_path, "avg", average_from_step=4, keep_every_eval=True)
+    assert averaged["selected_step"] is None
+    assert averaged["history"][-1] == {"averaged_from_step": 4, "averaged_steps": 2}
+    offline = avg.average_checkpoints(avg.step_folders(tmp_path / "avg", from_step=4), tmp_path / "offline")
+    offline_weights = load_file(str(offline / "model.safetensors"))
+    assert offline_weights.keys() == weights.keys()
+    assert all(torch.equal(offline_weights[k], weights[k]) for k in weights)
+    with pytest.raises(ValueError, match="not with weight_average"):
+        tdm.TrainConfig(average_from_step=4000, weight_average=0.998)
+    with pytest.raises(ValueError, match="average_from_step=9000"):
+        tdm.TrainConfig(average_from_step=9000, steps=6000)
+
+
 def test_a_run_whose_copying_has_not_emerged_starts_again_from_the_next_attempts_seed(tmp_path):
     run = functools.partial(_six_step_run, tmp_path)
     # an unmet target with one restart allowed and no room to extend: attempt 1 is a plain run of seed 1000

@@ -36,18 +36,44 @@ def step_folders(run: Path, from_step: int, to_step: int | None = None) -> list[
     return chosen
 
 
+class WeightMean:
+    """The uniform mean of state dicts given one at a time, summed in float64 and returned in the last one's
+    dtypes (tensors that are not floating point: the last one's). What ``TrainConfig.average_from_step`` keeps
+    during a run and :func:`average_checkpoints` reads from its saved steps, with the same arithmetic."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, torch.Tensor] = {}
+        self.last: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, state: dict[str, torch.Tensor]) -> None:
+        if self.count and state.keys() != self.total.keys():
+            raise ValueError("the checkpoints hold different tensors; average the steps of one run.")
+        for key, value in state.items():
+            if value.is_floating_point():
+                self.total[key] = self.total[key] + value.double() if self.count else value.double()
+            else:
+                self.total[key] = value
+        self.last = state
+        self.count += 1
+
+    def mean(self) -> dict[str, torch.Tensor]:
+        if not self.count:
+            raise ValueError("nothing to average: no checkpoint was added.")
+        return {key: (total / self.count).to(self.last[key].dtype).contiguous() if total.is_floating_point()
+                else total for key, total in self.total.items()}
+
+
 def average_checkpoints(folders: Sequence[Path], out: Path) -> Path:
     """Write the uniform mean of ``folders``' weights to ``out`` (replaced whole; the last folder's other files)."""
     from safetensors.torch import load_file, save_file
 
     if not folders:
         raise ValueError("average_checkpoints: give at least one checkpoint folder.")
-    states = [load_file(str(Path(f) / WEIGHTS)) for f in folders]
-    if any(state.keys() != states[-1].keys() for state in states):
-        raise ValueError("average_checkpoints: the checkpoints hold different tensors; average steps of one run.")
-    mean = {key: ((sum(state[key].double() for state in states) / len(states)).to(last.dtype).contiguous()
-                  if last.is_floating_point() else last)
-            for key, last in states[-1].items()}
+    running = WeightMean()
+    for folder in folders:
+        running.add(load_file(str(Path(folder) / WEIGHTS)))
+    mean = running.mean()
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():

@@ -160,6 +160,14 @@ def materialize_embeddings(model: Any) -> None:
     model.lm_head.weight = embedding.weight
 
 
+def saved_state(model: Any) -> dict[str, torch.Tensor]:
+    """The weights as :func:`save_checkpoint` stores them (the projected embedding materialized, on a copy)."""
+    if isinstance(model.get_input_embeddings(), ProjectedEmbedding):
+        model = copy.deepcopy(model)
+        materialize_embeddings(model)
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
 def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str = CHAT_TEMPLATE) -> Any:
     """A ``Qwen2VLProcessor`` without its video processor.
 
