@@ -21,12 +21,24 @@ from typing import Sequence
 
 import torch
 
+from .default_model_build import staged_folder
+
 WEIGHTS = "model.safetensors"
+
+
+def steps_folder(run: Path) -> Path:
+    """Where ``TrainConfig.keep_every_eval`` keeps a run's evaluation steps: ``<run>_steps``."""
+    return run.with_name(f"{run.name}_steps")
+
+
+def step_name(step: int, attempt: int = 0) -> str:
+    """One kept step's folder name: ``step_NNNNN`` (``attempt<A>_step_NNNNN`` after a restart)."""
+    return f"{f'attempt{attempt}_' if attempt else ''}step_{step:05d}"
 
 
 def step_folders(run: Path, from_step: int, to_step: int | None = None) -> list[Path]:
     """The first attempt's kept evaluation steps of ``run`` between ``from_step`` and ``to_step``, in order."""
-    folder = run.with_name(f"{run.name}_steps")
+    folder = steps_folder(run)
     found = sorted((int(m.group(1)), p) for p in folder.glob("step_*")
                    if (m := re.fullmatch(r"step_(\d+)", p.name)) and (p / WEIGHTS).is_file())
     chosen = [p for step, p in found if step >= from_step and (to_step is None or step <= to_step)]
@@ -43,7 +55,7 @@ class WeightMean:
 
     def __init__(self) -> None:
         self.total: dict[str, torch.Tensor] = {}
-        self.last: dict[str, torch.Tensor] = {}
+        self.dtypes: dict[str, torch.dtype] = {}
         self.count = 0
 
     def add(self, state: dict[str, torch.Tensor]) -> None:
@@ -54,13 +66,13 @@ class WeightMean:
                 self.total[key] = self.total[key] + value.double() if self.count else value.double()
             else:
                 self.total[key] = value
-        self.last = state
+            self.dtypes[key] = value.dtype
         self.count += 1
 
     def mean(self) -> dict[str, torch.Tensor]:
         if not self.count:
             raise ValueError("nothing to average: no checkpoint was added.")
-        return {key: (total / self.count).to(self.last[key].dtype).contiguous() if total.is_floating_point()
+        return {key: (total / self.count).to(self.dtypes[key]).contiguous() if total.is_floating_point()
                 else total for key, total in self.total.items()}
 
 
@@ -75,19 +87,14 @@ def average_checkpoints(folders: Sequence[Path], out: Path) -> Path:
         running.add(load_file(str(Path(folder) / WEIGHTS)))
     mean = running.mean()
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(folders[-1], tmp)
-    save_file(mean, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    args_path = tmp / "training_args.json"
-    if args_path.is_file():
-        args = json.loads(args_path.read_text())
-        args["averaged_steps"] = [Path(f).name for f in folders]
-        args_path.write_text(json.dumps(args, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with staged_folder(out) as tmp:
+        shutil.copytree(folders[-1], tmp)
+        save_file(mean, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        args_path = tmp / "training_args.json"
+        if args_path.is_file():
+            args = json.loads(args_path.read_text())
+            args["averaged_steps"] = [Path(f).name for f in folders]
+            args_path.write_text(json.dumps(args, indent=2) + "\n")
     return out
 
 

@@ -4,13 +4,14 @@ processor, a from-scratch tiny ``Qwen2VLForConditionalGeneration`` and the saved
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
@@ -160,12 +161,29 @@ def materialize_embeddings(model: Any) -> None:
     model.lm_head.weight = embedding.weight
 
 
-def saved_state(model: Any) -> dict[str, torch.Tensor]:
-    """The weights as :func:`save_checkpoint` stores them (the projected embedding materialized, on a copy)."""
+def plain_model(model: Any) -> Any:
+    """``model`` as it is saved: itself, or mid-training (a projected embedding) a copy with it materialized."""
     if isinstance(model.get_input_embeddings(), ProjectedEmbedding):
         model = copy.deepcopy(model)
         materialize_embeddings(model)
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return model
+
+
+def saved_state(model: Any) -> dict[str, torch.Tensor]:
+    """The weights as :func:`save_checkpoint` stores them."""
+    return {key: value.detach().clone() for key, value in plain_model(model).state_dict().items()}
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A folder written whole at ``<out>.tmp``, then put in ``out``'s place: a failure leaves ``out`` as it was."""
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    yield tmp
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
 
 
 def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str = CHAT_TEMPLATE) -> Any:
@@ -279,30 +297,22 @@ def save_weights(model: Any, folder: Path, weights_dtype: str = "float32") -> No
 
 def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path, cfg: TrainConfig,
                     history: list[dict[str, Any]]) -> None:
-    if isinstance(model.get_input_embeddings(), ProjectedEmbedding):  # mid-training: save a plain copy
-        model = copy.deepcopy(model)
-        materialize_embeddings(model)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_weights(model, tmp, cfg.weights_dtype)
-    processor = image_only_processor(image_processor, tokenizer)
-    processor.save_pretrained(tmp)
-    # Saved as the stock Qwen2VLProcessor: AutoProcessor loads it wherever torchvision is installed.
-    config_path = tmp / "processor_config.json"
-    processor_config = json.loads(config_path.read_text())
-    processor_config["processor_class"] = "Qwen2VLProcessor"
-    config_path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
-    # Stand-alone sub-processor files too: older transformers 5.x and the torchvision path read these.
-    image_processor.save_pretrained(tmp)
-    (tmp / "video_preprocessor_config.json").write_text(json.dumps(video_processor_config(image_processor),
-                                                                   indent=2, sort_keys=True) + "\n")
-    config = dataclasses.asdict(cfg)
-    config["out"] = out.name  # no local absolute paths in a shipped file
-    (tmp / "training_args.json").write_text(json.dumps(
-        {"config": config, "threads": torch.get_num_threads(), "torch": torch.__version__,
-         "history": history}, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with staged_folder(out) as tmp:
+        save_weights(plain_model(model), tmp, cfg.weights_dtype)
+        processor = image_only_processor(image_processor, tokenizer)
+        processor.save_pretrained(tmp)
+        # Saved as the stock Qwen2VLProcessor: AutoProcessor loads it wherever torchvision is installed.
+        config_path = tmp / "processor_config.json"
+        processor_config = json.loads(config_path.read_text())
+        processor_config["processor_class"] = "Qwen2VLProcessor"
+        config_path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
+        # Stand-alone sub-processor files too: older transformers 5.x and the torchvision path read these.
+        image_processor.save_pretrained(tmp)
+        (tmp / "video_preprocessor_config.json").write_text(json.dumps(video_processor_config(image_processor),
+                                                                       indent=2, sort_keys=True) + "\n")
+        config = dataclasses.asdict(cfg)
+        config["out"] = out.name  # no local absolute paths in a shipped file
+        (tmp / "training_args.json").write_text(json.dumps(
+            {"config": config, "threads": torch.get_num_threads(), "torch": torch.__version__,
+             "history": history}, indent=2) + "\n")
 

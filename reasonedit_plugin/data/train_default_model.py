@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from .average_checkpoints import WeightMean
+from .average_checkpoints import WeightMean, step_name, steps_folder
 from .default_model_build import (
     build_image_processor,
     build_model,
@@ -331,10 +331,9 @@ def validation_records(cfg: TrainConfig, world: Any) -> list[dict[str, Any]]:
 
 def step_folder(cfg: TrainConfig, attempt: int, step: int) -> Path:
     """Where ``keep_every_eval`` keeps one evaluation step's weights (its parent made)."""
-    out = Path(cfg.out)
-    folder = out.with_name(f"{out.name}_steps")
+    folder = steps_folder(Path(cfg.out))
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{f'attempt{attempt}_' if attempt else ''}step_{step:05d}"
+    return folder / step_name(step, attempt)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
