@@ -652,6 +652,18 @@ def test_every_evaluation_steps_weights_can_be_kept_without_changing_the_run_and
         avg.step_folders(tmp_path / "plain", from_step=0)
 
 
+def test_the_average_reads_the_steps_of_the_attempt_the_model_comes_from(tmp_path):
+    from reasonedit_plugin.data import average_checkpoints as avg
+
+    steps = avg.steps_folder(tmp_path / "run")
+    for name in ("step_00002", "attempt1_step_00002", "attempt1_step_00004", "attempt1_step_00006"):
+        (steps / name).mkdir(parents=True)
+        (steps / name / avg.WEIGHTS).touch()
+    assert [f.name for f in avg.step_folders(tmp_path / "run", from_step=2)] == [
+        "attempt1_step_00002", "attempt1_step_00004", "attempt1_step_00006"]
+    assert avg.step_name(4, attempt=1) == "attempt1_step_00004" and avg.step_name(4) == "step_00004"
+
+
 def test_a_run_can_save_the_mean_of_its_late_steps_the_offline_average_of_its_kept_steps(tmp_path):
     from safetensors.torch import load_file
 

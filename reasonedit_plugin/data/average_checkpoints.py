@@ -37,11 +37,14 @@ def step_name(step: int, attempt: int = 0) -> str:
 
 
 def step_folders(run: Path, from_step: int, to_step: int | None = None) -> list[Path]:
-    """The first attempt's kept evaluation steps of ``run`` between ``from_step`` and ``to_step``, in order."""
+    """The kept evaluation steps of ``run``'s last attempt (the one its model comes from) between ``from_step``
+    and ``to_step``, in order."""
     folder = steps_folder(run)
-    found = sorted((int(m.group(1)), p) for p in folder.glob("step_*")
-                   if (m := re.fullmatch(r"step_(\d+)", p.name)) and (p / WEIGHTS).is_file())
-    chosen = [p for step, p in found if step >= from_step and (to_step is None or step <= to_step)]
+    found = sorted((int(m.group(1) or 0), int(m.group(2)), p) for p in folder.glob("*step_*")
+                   if (m := re.fullmatch(r"(?:attempt(\d+)_)?step_(\d+)", p.name)) and (p / WEIGHTS).is_file())
+    last = max((attempt for attempt, _, _ in found), default=0)
+    chosen = [p for attempt, step, p in found
+              if attempt == last and step >= from_step and (to_step is None or step <= to_step)]
     if not chosen:
         raise ValueError(f"no kept steps of {run} between {from_step} and {to_step or 'the end'} in {folder}; "
                          "train with --keep-every-eval, or check --from-step / --to-step.")
