@@ -21,16 +21,23 @@ import statistics
 from pathlib import Path
 
 from held_out_wordings import ROW, wording_split
-from no_fact_spread import save
+from no_fact_spread import mdm, save
 
 ROWS = {"both": ROW, "rgen": "R-Gen (+ both)", "near_miss": "near miss: answer changed by the facts",
         "no_fact_rgen": "R-Gen, no fact", "no_fact": "held-out, no fact"}
-TARGETS = {"both": (">=", 0.95), "rgen": (">=", 0.90), "near_miss": ("<=", 0.10)}
+
+
+def _target(row: str) -> tuple[str, float]:
+    """A one-sided target of :data:`measure_default_model.TARGETS` as (">=" | "<=", bound)."""
+    lo, hi = next((lo, hi) for name, _, lo, hi in mdm.TARGETS if name == row)
+    return (">=", lo) if hi >= 1.0 else ("<=", hi)
+
+
+TARGETS = {name: _target(ROWS[name]) for name in ("both", "rgen", "near_miss")}
 
 
 def meets(row: dict, name: str) -> bool:
-    op, bound = TARGETS[name]
-    return row[name] >= bound - 1e-9 if op == ">=" else row[name] <= bound + 1e-9
+    return mdm.meets_target(ROWS[name], row[name])
 
 
 def read_run(measures: Path, training_args: Path, first_step: int) -> dict:
