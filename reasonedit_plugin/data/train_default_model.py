@@ -518,7 +518,8 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
                        "cpu_minutes": round((time.process_time() - cpu_start) / 60, 2)}
                 row.update(scores(model))
                 if average is None or not average.n_averaged:
-                    best = _kept(best, row, step + 1, curriculum_end, model)
+                    if mean is None:  # with the late steps' mean kept no step is selected: nothing to copy
+                        best = _kept(best, row, step + 1, curriculum_end, model)
                 else:  # the trained weights are logged; the average is scored and kept
                     row["average"] = scores(average.module)
                     best = _kept(best, row["average"], step + 1, curriculum_end, average.module)
