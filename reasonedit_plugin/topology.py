@@ -515,7 +515,7 @@ def calibrate(vlm: Any, text_encoder: Any, images: Sequence[Any], texts: Sequenc
     config = _check_config(config)
     if len(images) != len(texts):
         raise ReasonEditError(f"calibrate: {len(images)} images but {len(texts)} texts; give one text per image.")
-    text = torch.as_tensor(text_encoder.encode(list(texts))).detach().float().cpu()
+    text = torch.as_tensor(text_encoder.encode(list(texts)))  # checked and moved to the CPU by the sweeps
     layer_sweep: Optional[LayerSweep] = None
     if layer == "auto":
         first_scale = DEFAULT_SCALE if scale == "auto" else _check_scale(scale)
@@ -533,7 +533,7 @@ def calibrate(vlm: Any, text_encoder: Any, images: Sequence[Any], texts: Sequenc
     else:
         chosen_layer = vlm.resolve_layer(layer)
         vision = vlm.vision_features_multi(images, [chosen_layer])[chosen_layer]
-    vision = torch.as_tensor(vision).detach().float().cpu()
+    vision = torch.as_tensor(vision)
     if scale == "auto":
         sweep = auto_scale(vision, text, config, seed, layer=chosen_layer)
         return Calibration(chosen_layer, sweep.best, sweep.best_point, balanced=True, layer_sweep=layer_sweep,
