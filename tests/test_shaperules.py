@@ -395,4 +395,4 @@ def test_caption_edit_names_mix_real_words_and_made_up_ones():
         assert share - 0.1 < real < share + 0.1
     assert tdm.TrainConfig().caption_word_names == 0.3
     # the made-up rest (letters; recipe 3: syllables) is checked in
-    # test_default_model.test_letter_names_are_copied_piece_by_piece_never_held_out
+    # test_training_mix.test_letter_names_are_copied_piece_by_piece_never_held_out
