@@ -35,6 +35,7 @@ def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) 
     from reasonedit_plugin.plots import new_figure, save_figure
 
     width = 0.8 / max(1, len(models))
+    upright = len(models) > 5  # side by side, more than five labels per group overlap: stand them up
     fig, axes = new_figure(2.0 + 1.9 * len(TARGETS), 4.2)
     ax = axes[0, 0]
     for t, (_, _, lo, hi) in enumerate(TARGETS):
@@ -45,10 +46,10 @@ def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) 
         ax.bar(xs, values, width * 0.9, label=label)
         for x, v, (_, _, lo, hi) in zip(xs, values, TARGETS):
             if v == v:  # (not NaN)
-                ax.text(x, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=6,
+                ax.text(x, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=6, rotation=90 if upright else 0,
                         fontweight="bold" if lo <= v <= hi else "normal")
     ax.set_xticks(range(len(TARGETS)), [label for _, label, _, _ in TARGETS], fontsize=8)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.2 if upright else 1.12)
     ax.set_ylabel("accuracy / share (n = 200; easy-vqa n = 1000)")
     ax.set_title(title + "  (green: the target's passing range; bold: met)", fontsize=9)
     ax.legend(fontsize=8, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.16))
