@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from measure_default_model import TARGETS
+from measure_default_model import TARGETS, meets_target
 
 
 def load(spec: str) -> tuple[str, dict[str, float]]:
@@ -44,10 +44,10 @@ def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) 
         xs = [t - 0.4 + width * (m + 0.5) for t in range(len(TARGETS))]
         values = [rows.get(row, float("nan")) for row, *_ in TARGETS]
         ax.bar(xs, values, width * 0.9, label=label)
-        for x, v, (_, _, lo, hi) in zip(xs, values, TARGETS):
+        for x, v, (row, *_) in zip(xs, values, TARGETS):
             if v == v:  # (not NaN)
                 ax.text(x, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=6, rotation=90 if upright else 0,
-                        fontweight="bold" if lo <= v <= hi else "normal")
+                        fontweight="bold" if meets_target(row, v) else "normal")
     ax.set_xticks(range(len(TARGETS)), [label for _, label, _, _ in TARGETS], fontsize=8)
     ax.set_ylim(0, 1.2 if upright else 1.12)
     ax.set_ylabel("accuracy / share (n = 200; easy-vqa n = 1000)")
