@@ -17,10 +17,11 @@ from PIL import Image
 
 from reasonedit_plugin.errors import ReasonEditError, UnsupportedModelError
 from reasonedit_plugin.hooks import ModulePathError, capture_inputs, hook_count, modify_outputs
-from reasonedit_plugin.model_specs import (DEFAULT_TOKEN_INPUTS, MODEL_SPECS, ModelSpec, TokenInput, get_model_spec,
+from reasonedit_plugin.model_specs import (DEFAULT_TOKEN_INPUTS, MODEL_SPECS, ModelSpec, get_model_spec,
                                            register_model_spec)
 from reasonedit_plugin.scoring import next_token_logits
 from reasonedit_plugin.vlm import VLM
+from hand_scoring import HAND_ATOL, OPTIONS, hand_option_nll, noise_image
 from tiny_models import FAMILIES, build_or_skip
 
 ASSET = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
@@ -33,11 +34,6 @@ def tiny_vlm(family: str) -> VLM:
         model, processor = build_or_skip(family)
         _CACHE[family] = VLM(model, processor)
     return _CACHE[family]
-
-
-def noise_image(seed: int, size: tuple[int, int]) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -246,82 +242,6 @@ def test_yes_probabilities_batch_questions_of_unequal_length(family: str, images
 
 # --- option scoring against a hand computation, for every row ------------------------------------
 
-def _hand_causal(vlm: VLM, image: Image.Image, question: str, option: str, suffix: bool) -> float:
-    """One unpadded forward of prompt + option, built by the processor itself (byte tokenizers without
-    merges: tokenizing prompt + option concatenates the ids). ``suffix``: the option is passed the way
-    the family's processor marks an answer (PaliGemma's ``suffix=``: causal token types)."""
-    pixels = vlm._prepare_images([image])
-    prompt = vlm.prompt_text(question)
-    n = len(vlm.tokenizer(option, add_special_tokens=False)["input_ids"])
-    start = vlm.build_inputs([image], [question])["input_ids"].shape[1]
-    if suffix:
-        inputs = vlm.processor(images=pixels, text=[prompt], suffix=[option], return_tensors="pt")
-        inputs.pop("labels")
-    else:
-        inputs = vlm.processor(images=pixels, text=[prompt + option], return_tensors="pt")
-        # text inputs not aligned with input_ids describe the prompt alone (InstructBLIP's Q-Former
-        # reads the instruction, never the answer)
-        alone = vlm.processor(images=pixels, text=[prompt], return_tensors="pt")
-        for key, value in alone.items():
-            full = inputs[key]
-            if key != "input_ids" and value.dim() >= 2 and full.shape != value.shape \
-                    and full.shape[1] != inputs["input_ids"].shape[1]:
-                inputs[key] = value
-    ids = inputs["input_ids"][0]
-    assert ids.shape[0] >= start + n
-    with torch.no_grad():
-        logits = vlm.model(**inputs).logits[0].float()
-    offset = logits.shape[0] - ids.shape[0]
-    logp = logits[offset + start - 1: offset + start - 1 + n].log_softmax(-1)
-    return float(-logp.gather(-1, ids[start:start + n, None]).sum())
-
-
-def _hand_blip(vlm: VLM, image: Image.Image, question: str, option: str) -> float:
-    """BLIP VQA by its parts: vision model -> text encoder over the question -> answer decoder."""
-    model = vlm.model
-    inputs = vlm.processor(images=vlm._prepare_images([image]), text=[vlm.prompt_text(question)], return_tensors="pt")
-    ids = vlm.tokenizer(option, add_special_tokens=False)["input_ids"]
-    decoder_ids = torch.tensor([[model.config.text_config.bos_token_id] + ids])
-    with torch.no_grad():
-        image_embeds = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
-        question = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                      encoder_hidden_states=image_embeds).last_hidden_state
-        logits = model.text_decoder(input_ids=decoder_ids, encoder_hidden_states=question,
-                                    encoder_attention_mask=inputs["attention_mask"]).logits[0].float()
-    logp = logits[:-1].log_softmax(-1)
-    return float(-logp.gather(-1, torch.tensor(ids)[:, None]).sum())
-
-
-def _hand_clip(vlm: VLM, image: Image.Image, question: str, options: list[str]) -> list[float]:
-    """CLIP: cosine similarity of the image and each '<option>. <question>' text, times the logit scale,
-    as -log_softmax over the options."""
-    model = vlm.model
-    pixels = vlm.processor.image_processor(vlm._prepare_images([image]), return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        img = model.get_image_features(pixel_values=pixels).pooler_output
-        sims = []
-        for option in options:
-            ids = vlm.tokenizer([f"{option}. {question}"], return_tensors="pt")
-            txt = model.get_text_features(**ids).pooler_output
-            sims.append(float(model.logit_scale.exp() * torch.nn.functional.cosine_similarity(img, txt)[0]))
-    return [float(v) for v in -torch.tensor(sims).log_softmax(-1)]
-
-
-def hand_option_nll(vlm: VLM, image: Image.Image, question: str, options: list[str]) -> list[float]:
-    if vlm.spec.scorer == "image_text_similarity":
-        return _hand_clip(vlm, image, question, options)
-    if vlm.spec.scorer == "encoder_decoder":
-        return [_hand_blip(vlm, image, question, o) for o in options]
-    # a prefix-LM marks an answer with its own processor argument; everyone else just appends it
-    suffix = "suffix" in inspect.signature(type(vlm.processor).__call__).parameters
-    return [_hand_causal(vlm, image, question, o, suffix) for o in options]
-
-
-OPTIONS = ["circle", "square", "a big triangle"]
-HAND_ATOL = 1e-4
-"""float32 sums of ~15 log-probabilities, batched and padded vs one by one: agree to ~1e-5."""
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_option_nll_matches_hand_computation(family: str, images: list[Image.Image]) -> None:
     """Batched, padded option scoring == one plain forward per option, for every row (catches per-token
@@ -443,125 +363,6 @@ def test_shipped_tiny_qwen2_vl_loads_through_the_spec(images: list[Image.Image])
     feats = vlm.vision_features(images, vlm.resolve_layer(None))
     assert feats.shape[0] == len(images) and torch.isfinite(feats).all()
     assert len(vlm.option_nll(images[0], "what shape is it?", ["circle", "square"])) == 2
-
-
-# --- a family added from outside the package (docs/ADDING_A_FAMILY.md) ---------------------------
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def build_tiny_vipllava(seed: int = 0) -> tuple[object, object]:
-    """The test template of docs/ADDING_A_FAMILY.md: a tiny random model + processor from config
-    classes (no download), reusing the byte-level tokenizer of tiny_models."""
-    from tiny_models import LLAVA_TEMPLATE, _clip_vision, _cls, _instantiate, _llama_text, tiny_tokenizer
-
-    tok = tiny_tokenizer(["<pad>", "<s>", "</s>", "<image>"], LLAVA_TEMPLATE, pad_token="<pad>", bos_token="<s>",
-                         eos_token="</s>")
-    config = _cls("", "VipLlavaConfig")(vision_config=_clip_vision(), text_config=_llama_text(),
-                                        image_token_index=3, vision_feature_layers=[-2, -1])
-    image_processor = _cls("", "LlavaImageProcessorPil")(size={"shortest_edge": 28},
-                                                         crop_size={"height": 28, "width": 28})
-    processor = _cls("", "LlavaProcessor")(image_processor=image_processor, tokenizer=tok, patch_size=14,
-                                           vision_feature_select_strategy="default",
-                                           num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
-    return _instantiate("VipLlavaForConditionalGeneration", config, seed), processor
-
-
-@pytest.fixture
-def examples_on_path(monkeypatch: pytest.MonkeyPatch):
-    """examples/ on sys.path; the example row is unregistered afterwards whoever registered it."""
-    import sys
-
-    from reasonedit_plugin import model_specs
-
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    assert "vipllava" not in MODEL_SPECS
-    try:
-        yield
-    finally:
-        model_specs._REGISTRY.pop("vipllava", None)
-        sys.modules.pop("family_vipllava", None)
-
-
-@pytest.fixture
-def outside_row(examples_on_path):
-    """Registers examples/family_vipllava.py the way `model_specs: [family_vipllava]` does."""
-    from reasonedit_plugin.model_specs import load_model_specs
-
-    assert load_model_specs(["family_vipllava"]) == ["vipllava"]
-    assert load_model_specs("family_vipllava") == []  # imported once: no duplicate error
-    return MODEL_SPECS["vipllava"]
-
-@pytest.fixture
-def cli_logging():
-    """``cli.main`` configures the package logger (own handler, no propagation); put it back afterwards so
-    later tests' caplog still sees the library's log lines."""
-    import logging
-
-    logger = logging.getLogger("reasonedit_plugin")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
-
-def test_yaml_and_cli_name_modules_that_register_rows(examples_on_path, tmp_path: Path, capsys, cli_logging) -> None:
-    from reasonedit_plugin import model_specs
-    from reasonedit_plugin.cli import main
-    from reasonedit_plugin.errors import ConfigError
-    from reasonedit_plugin.hparams import ReasonEditHyperParams
-
-    yaml_path = tmp_path / "vip.yaml"
-    yaml_path.write_text("alg_name: ReasonEdit\nmodel_name: package://tiny-qwen2-vl-shapes\n"
-                         "model_specs: [family_vipllava]\n")
-    hparams = ReasonEditHyperParams.from_hparams(str(yaml_path))
-    assert hparams.model_specs == ["family_vipllava"] and "vipllava" in MODEL_SPECS
-    assert hparams.to_dict()["model_specs"] == ["family_vipllava"]
-    with pytest.raises(ConfigError, match="model_specs.*expected list"):
-        ReasonEditHyperParams.from_dict({"alg_name": "ReasonEdit", "model_name": "m", "model_specs": "family_vipllava"})
-
-    model_specs._REGISTRY.pop("vipllava")
-    import sys
-
-    sys.modules.pop("family_vipllava")
-    # the command line loads the modules before the command runs (here it then fails on the missing edits)
-    code = main(["edit", "--model-specs", "family_vipllava", "--edits", str(tmp_path / "none.jsonl"),
-                 "--out", str(tmp_path / "cb")])
-    assert code != 0 and "vipllava" in MODEL_SPECS
-    assert main(["edit", "--model-specs", "no_such_pkg.specs", "--edits", "x.jsonl", "--out", "cb"]) != 0
-    assert "cannot import module 'no_such_pkg.specs'" in capsys.readouterr().err
-
-
-def test_a_family_added_from_outside_by_a_row(outside_row: ModelSpec, images: list[Image.Image], text_encoder) -> None:
-    from fakes import pattern
-
-    from reasonedit_plugin import ModelSpec as Exported, ReasonEditor, register_model_spec as exported_register
-    from reasonedit_plugin.config import ReasonEditConfig
-
-    assert Exported is ModelSpec and exported_register is register_model_spec
-    model, processor = build_tiny_vipllava()
-    vlm = VLM(model, processor)
-    assert vlm.spec is outside_row
-    layer = vlm.resolve_layer(None)
-    feats = vlm.vision_features(images, layer)
-    assert feats.shape == (3, model.get_submodule(layer).in_features)
-    torch.testing.assert_close(feats, torch.cat([vlm.vision_features([im], layer) for im in images]))
-    np.testing.assert_allclose(vlm.option_nll(images[0], "Which shape is red?", OPTIONS),
-                               hand_option_nll(vlm, images[0], "Which shape is red?", OPTIONS), rtol=0, atol=HAND_ATOL)
-    editor = ReasonEditor(vlm, ReasonEditConfig(only_edit_errors=False, guard={"policy": "off"}),
-                          text_encoder=text_encoder)
-    editor.edit([{"id": "e1", "image": pattern(1, size=64), "prompt": "Which tribe owns the shape?",
-                  "target": "Vol", "rationale": "Red circles belong to the Vol tribe."}])
-    assert "Vol tribe" in editor.answer(pattern(1, size=64), "Which tribe owns the shape?", ["Vol", "Kem"]).prompt
-
-
-def test_load_model_specs_errors_name_the_fix() -> None:
-    from reasonedit_plugin.model_specs import load_model_specs
-
-    with pytest.raises(UnsupportedModelError, match="cannot import module 'no_such_pkg.specs'.*PYTHONPATH"):
-        load_model_specs(["no_such_pkg.specs"])
-    with pytest.raises(UnsupportedModelError, match="module names"):
-        load_model_specs([""])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
