@@ -29,6 +29,13 @@ def load(spec: str) -> tuple[str, dict[str, float]]:
     return label or Path(path).stem, {r["row"]: float(r["accuracy"]) for r in rows}
 
 
+def bar_colours(n: int) -> list:
+    """One colour per model, none repeated: matplotlib's ten-colour cycle up to ten models, tab20 beyond."""
+    from matplotlib import colormaps
+
+    return [f"C{i}" for i in range(n)] if n <= 10 else [colormaps["tab20"](i % 20) for i in range(n)]
+
+
 def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) -> Path:
     from matplotlib.patches import Rectangle
 
@@ -38,19 +45,20 @@ def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) 
     upright = len(models) > 5  # side by side, more than five labels per group overlap: stand them up
     fig, axes = new_figure(2.0 + 1.9 * len(TARGETS), 4.2)
     ax = axes[0, 0]
+    colours = bar_colours(len(models))
     for t, (_, _, lo, hi) in enumerate(TARGETS):
         ax.add_patch(Rectangle((t - 0.45, lo), 0.9, hi - lo, color="tab:green", alpha=0.12, lw=0))
     for m, (label, rows) in enumerate(models):
         xs = [t - 0.4 + width * (m + 0.5) for t in range(len(TARGETS))]
         values = [rows.get(row, float("nan")) for row, *_ in TARGETS]
-        ax.bar(xs, values, width * 0.9, label=label)
+        ax.bar(xs, values, width * 0.9, label=label, color=colours[m])
         for x, v, (row, *_) in zip(xs, values, TARGETS):
             if v == v:  # (not NaN)
                 ax.text(x, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=6, rotation=90 if upright else 0,
                         fontweight="bold" if meets_target(row, v) else "normal")
     ax.set_xticks(range(len(TARGETS)), [label for _, label, _, _ in TARGETS], fontsize=8)
     ax.set_ylim(0, 1.2 if upright else 1.12)
-    ax.set_ylabel("accuracy / share (n = 200; easy-vqa n = 1000)")
+    ax.set_ylabel("accuracy / share (n = 200; easy-vqa n = 1000)", fontsize=8)
     ax.set_title(title + "  (green: the target's passing range; bold: met)", fontsize=9)
     ax.legend(fontsize=8, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return save_figure(fig, out, dpi=120)

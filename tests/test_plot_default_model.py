@@ -27,6 +27,11 @@ def test_plots_every_model_and_reads_labels(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"          # rows a file lacks are left out, not an error
 
 
+def test_no_two_models_share_a_colour():
+    for n in (1, 10, 11, 20):
+        assert len(set(map(str, pdm.bar_colours(n)))) == n
+
+
 def test_a_file_that_is_not_a_measurement_says_how_to_make_one(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
