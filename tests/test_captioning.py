@@ -132,20 +132,8 @@ def test_caption_split_needs_the_rationale() -> None:
         assert r["image"] != r["image_rephrase"] != r["multimodal_locality_image"]
     assert caption_split(4, seed=0) == records and caption_split(4, seed=1) != records
 
-@pytest.fixture
-def cli_logging():
-    """``cli.main`` configures the package logger (own handler, no propagation); put it back afterwards so
-    later tests' caplog still sees the library's log lines."""
-    import logging
 
-    logger = logging.getLogger("reasonedit_plugin")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
-
-def test_caption_command(tmp_path: Path, vlm: VLM, cli_logging) -> None:
+def test_caption_command(tmp_path: Path, vlm: VLM) -> None:
     from reasonedit_plugin.cli import main
 
     folder = tmp_path / "tiny-qwen2-vl"

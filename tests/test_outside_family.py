@@ -66,20 +66,8 @@ def outside_row(examples_on_path):
     assert load_model_specs("family_vipllava") == []  # imported once: no duplicate error
     return MODEL_SPECS["vipllava"]
 
-@pytest.fixture
-def cli_logging():
-    """``cli.main`` configures the package logger (own handler, no propagation); put it back afterwards so
-    later tests' caplog still sees the library's log lines."""
-    import logging
 
-    logger = logging.getLogger("reasonedit_plugin")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
-
-def test_yaml_and_cli_name_modules_that_register_rows(examples_on_path, tmp_path: Path, capsys, cli_logging) -> None:
+def test_yaml_and_cli_name_modules_that_register_rows(examples_on_path, tmp_path: Path, capsys) -> None:
     from reasonedit_plugin import model_specs
     from reasonedit_plugin.cli import main
     from reasonedit_plugin.errors import ConfigError
