@@ -123,6 +123,16 @@ def test_every_evaluation_steps_weights_can_be_kept_without_changing_the_run_and
     assert all(torch.allclose(mean[k], (a[k] + b[k]) / 2, atol=1e-7) for k in mean)
     assert json.loads((out / "training_args.json").read_text())["averaged_steps"] == ["step_00004", "step_00006"]
     Qwen2VLForConditionalGeneration.from_pretrained(str(out), local_files_only=True)
+    # a part with a window of its own: the vision tower from the last step alone, the rest the mean of both
+    parted = avg.average_checkpoints(folders, tmp_path / "parted", {"visual.": folders[-1:]})
+    mixed = load_file(str(parted / "model.safetensors"))
+    assert any(k.startswith("visual.") for k in mixed) and any(not k.startswith("visual.") for k in mixed)
+    assert all(torch.equal(mixed[k], b[k]) if k.startswith("visual.") else torch.equal(mixed[k], mean[k]) for k in mixed)
+    assert json.loads((parted / "training_args.json").read_text())["averaged_parts"] == {"visual.": ["step_00006"]}
+    with pytest.raises(ValueError, match="no tensor's name starts with 'vision.'; the names start with model., visual."):
+        avg.average_checkpoints(folders, tmp_path / "bad", {"vision.": folders})
+    with pytest.raises(SystemExit):
+        avg.main(["--run", str(tmp_path / "kept"), "--part", "visual", "--out", str(tmp_path / "bad")])
     with pytest.raises(ValueError, match="train with --keep-every-eval"):
         avg.step_folders(tmp_path / "plain", from_step=0)
 

@@ -1,11 +1,14 @@
 """Average the weights a training run kept at its evaluation steps into one model folder.
 
     python -m reasonedit_plugin.data.average_checkpoints --run DIR --from-step 4000 --out AVG
+    python -m reasonedit_plugin.data.average_checkpoints --run DIR --from-step 3000 --part visual.=5500 --out AVG
 
 ``DIR`` is a run of ``train_default_model --keep-every-eval``: its evaluation steps' weights are in
 ``DIR_steps/step_NNNNN``. The result is the uniform mean (in float64, stored in the checkpoints' dtype) of the
 steps from ``--from-step`` to ``--to-step``, in a folder laid out like them (config, processor, tokenizer) whose
-``training_args.json`` names the averaged steps. A kept step is one draw from a trajectory whose measured rows move
+``training_args.json`` names the averaged steps. ``--part PREFIX=STEP`` gives the tensors whose names start with
+``PREFIX`` a window of their own (``averaged_parts`` in ``training_args.json``; session 38: the vision tower's
+window from step 5,500 and the language model's from 3,000). A kept step is one draw from a trajectory whose measured rows move
 by up to 0.14 between evaluations 250 steps apart; the mean of the late steps reads as the trajectory does
 (docs/RESULTS.md, session 36).
 """
@@ -17,7 +20,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -79,16 +82,25 @@ class WeightMean:
                 else total for key, total in self.total.items()}
 
 
-def average_checkpoints(folders: Sequence[Path], out: Path) -> Path:
-    """Write the uniform mean of ``folders``' weights to ``out`` (replaced whole; the last folder's other files)."""
+def average_checkpoints(folders: Sequence[Path], out: Path,
+                        parts: Mapping[str, Sequence[Path]] | None = None) -> Path:
+    """Write the uniform mean of ``folders``' weights to ``out`` (replaced whole; the last folder's other files).
+    ``parts``: tensor-name prefix -> the folders whose mean those tensors take instead (a window of their own,
+    e.g. ``{"visual.": later_steps}``); every prefix must name some tensor."""
     from safetensors.torch import load_file, save_file
 
-    if not folders:
-        raise ValueError("average_checkpoints: give at least one checkpoint folder.")
-    running = WeightMean()
-    for folder in folders:
-        running.add(load_file(str(Path(folder) / WEIGHTS)))
-    mean = running.mean()
+    if not folders or any(not group for group in (parts or {}).values()):
+        raise ValueError("average_checkpoints: give at least one checkpoint folder (for every part too).")
+    mean = _mean_of(folders, load_file)
+    averaged: dict[str, list[str]] = {}
+    for prefix, group in (parts or {}).items():
+        names = [k for k in mean if k.startswith(prefix)]
+        if not names:
+            tops = sorted({k.split(".")[0] + "." for k in mean})
+            raise ValueError(f"no tensor's name starts with {prefix!r}; the names start with {', '.join(tops)}")
+        part = _mean_of(group, load_file)
+        mean.update({k: part[k] for k in names})
+        averaged[prefix] = [Path(f).name for f in group]
     out = Path(out)
     with staged_folder(out) as tmp:
         shutil.copytree(folders[-1], tmp)
@@ -97,8 +109,25 @@ def average_checkpoints(folders: Sequence[Path], out: Path) -> Path:
         if args_path.is_file():
             args = json.loads(args_path.read_text())
             args["averaged_steps"] = [Path(f).name for f in folders]
+            if averaged:
+                args["averaged_parts"] = averaged
             args_path.write_text(json.dumps(args, indent=2) + "\n")
     return out
+
+
+def _mean_of(folders: Sequence[Path], load_file: Any) -> dict[str, torch.Tensor]:
+    running = WeightMean()
+    for folder in folders:
+        running.add(load_file(str(Path(folder) / WEIGHTS)))
+    return running.mean()
+
+
+def _part(text: str) -> tuple[str, int]:
+    """``--part PREFIX=STEP`` -> (prefix, step)."""
+    prefix, _, step = text.rpartition("=")
+    if not prefix or not step.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PREFIX=FROM_STEP, e.g. visual.=5500")
+    return prefix, int(step)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -107,13 +136,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--from-step", type=int, default=4000, help="first step averaged (default 4000)")
     parser.add_argument("--to-step", type=int, default=None, help="last step averaged (default: the last kept)")
     parser.add_argument("--out", type=Path, required=True, help="the averaged model's folder")
+    parser.add_argument("--part", type=_part, action="append", default=[], metavar="PREFIX=FROM_STEP",
+                        help="tensors whose names start with PREFIX are averaged from FROM_STEP instead (to the same "
+                             "--to-step); repeatable, e.g. --part visual.=5500")
     args = parser.parse_args(argv)
     try:
         folders = step_folders(args.run, args.from_step, args.to_step)
-        average_checkpoints(folders, args.out)
+        parts = {prefix: step_folders(args.run, step, args.to_step) for prefix, step in args.part}
+        average_checkpoints(folders, args.out, parts)
     except ValueError as exc:
         parser.exit(2, f"average_checkpoints: error: {exc}\n")
-    print(f"averaged {len(folders)} steps ({folders[0].name} .. {folders[-1].name}) into {args.out}")
+    print(f"averaged {len(folders)} steps ({folders[0].name} .. {folders[-1].name}) into {args.out}"
+          + "".join(f"; {prefix}* from {group[0].name} ({len(group)} steps)" for prefix, group in parts.items()))
 
 
 if __name__ == "__main__":
