@@ -30,7 +30,8 @@ def load(spec: str) -> tuple[str, dict[str, float]]:
 
 
 def bar_colours(n: int) -> list:
-    """One colour per model, none repeated: matplotlib's ten-colour cycle up to ten models, tab20 beyond."""
+    """One colour per model: matplotlib's ten-colour cycle up to ten models, tab20 beyond (none repeated up to
+    twenty models; past twenty tab20 starts over)."""
     from matplotlib import colormaps
 
     return [f"C{i}" for i in range(n)] if n <= 10 else [colormaps["tab20"](i % 20) for i in range(n)]

@@ -20,7 +20,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -86,19 +86,27 @@ def average_checkpoints(folders: Sequence[Path], out: Path,
                         parts: Mapping[str, Sequence[Path]] | None = None) -> Path:
     """Write the uniform mean of ``folders``' weights to ``out`` (replaced whole; the last folder's other files).
     ``parts``: tensor-name prefix -> the folders whose mean those tensors take instead (a window of their own,
-    e.g. ``{"visual.": later_steps}``); every prefix must name some tensor."""
-    from safetensors.torch import load_file, save_file
+    e.g. ``{"visual.": later_steps}``); every prefix must name some tensor. Parts sharing a window read it once."""
+    from safetensors.torch import save_file
 
     if not folders or any(not group for group in (parts or {}).values()):
         raise ValueError("average_checkpoints: give at least one checkpoint folder (for every part too).")
-    mean = _mean_of(folders, load_file)
+    means: dict[tuple[Path, ...], dict[str, torch.Tensor]] = {}
+
+    def mean_of(group: Sequence[Path]) -> dict[str, torch.Tensor]:
+        key = tuple(Path(f) for f in group)
+        if key not in means:
+            means[key] = _mean_of(key)
+        return means[key]
+
+    mean = dict(mean_of(folders))
     averaged: dict[str, list[str]] = {}
     for prefix, group in (parts or {}).items():
         names = [k for k in mean if k.startswith(prefix)]
         if not names:
             tops = sorted({k.split(".")[0] + "." for k in mean})
             raise ValueError(f"no tensor's name starts with {prefix!r}; the names start with {', '.join(tops)}")
-        part = _mean_of(group, load_file)
+        part = mean_of(group)
         mean.update({k: part[k] for k in names})
         averaged[prefix] = [Path(f).name for f in group]
     out = Path(out)
@@ -115,7 +123,9 @@ def average_checkpoints(folders: Sequence[Path], out: Path,
     return out
 
 
-def _mean_of(folders: Sequence[Path], load_file: Any) -> dict[str, torch.Tensor]:
+def _mean_of(folders: Sequence[Path]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     running = WeightMean()
     for folder in folders:
         running.add(load_file(str(Path(folder) / WEIGHTS)))
