@@ -48,6 +48,26 @@ def accuracy(flags: Sequence[bool]) -> float | None:
     return sum(bool(f) for f in flags) / len(flags) if flags else None
 
 
+def retrieval_breakdown(outcomes: Iterable) -> dict[str, dict[str, float | int | None]]:
+    """Per probe kind, how often retrieval accepted an entry and how often the answer was right with and
+    without one: {kind: {"n", "retrieved", "right_retrieved", "right_not_retrieved"}} (shares; None where no
+    probe falls in the group). Tells a retrieval miss (the gate rejected an edit probe) from a reading miss
+    (the facts were fused and the model still answered wrong). ``outcomes``: objects with ``kind``,
+    ``accepted`` (None: the method does not retrieve; such probes are left out) and ``correct``."""
+    groups: dict[str, list[tuple[bool, bool]]] = {}
+    for o in outcomes:
+        if o.accepted is not None:
+            groups.setdefault(o.kind, []).append((bool(o.accepted), bool(o.correct)))
+    out: dict[str, dict[str, float | int | None]] = {}
+    known = EDIT_KINDS + UNRELATED_KINDS
+    for kind in [k for k in known if k in groups] + sorted(set(groups) - set(known)):
+        pairs = groups[kind]
+        out[kind] = {"n": len(pairs), "retrieved": accuracy([a for a, _ in pairs]),
+                     "right_retrieved": accuracy([c for a, c in pairs if a]),
+                     "right_not_retrieved": accuracy([c for a, c in pairs if not a])}
+    return out
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Linear-interpolated percentile (numpy's default method); None for no values."""
     if not values:

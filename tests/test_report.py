@@ -14,7 +14,8 @@ from reasonedit_plugin.baselines import (
     register_easyedit_runner, run_baseline, run_comparison,
 )
 from reasonedit_plugin.errors import ConfigError
-from reasonedit_plugin.evaluation import ProtocolConfig
+from reasonedit_plugin.evaluation import ProbeOutcome, ProtocolConfig
+from reasonedit_plugin.metrics import retrieval_breakdown
 from reasonedit_plugin.report import (EASYEDIT_TABLE, PAPER_TABLE, environment, portable_paths, table_rows,
                                       write_report)
 from test_evaluation import cfg, records
@@ -71,6 +72,37 @@ def test_report_has_the_demo_caption_section(comparison, tmp_path):
     assert json.loads(files.json.read_text())["extra"]["captions"]["rows"] == rows
     plain = write_report(comparison, tmp_path / "plain", title="Demo")
     assert "Caption edits" not in plain.markdown.read_text() + plain.html.read_text()
+
+
+def test_retrieval_breakdown_by_hand():
+    def probe(kind, accepted, correct):
+        return ProbeOutcome(kind, "e", "q?", "yes", "yes" if correct else "no", correct, accepted=accepted)
+
+    outcomes = ([probe("r_gen", True, True), probe("r_gen", True, True), probe("r_gen", True, False),
+                 probe("r_gen", False, True), probe("locality", False, True), probe("locality", False, False)]
+                + [probe("reliability", None, False)] * 3)  # (no retrieval: an unedited model's probes)
+    split = retrieval_breakdown(outcomes)
+    assert list(split) == ["r_gen", "locality"]
+    assert split["r_gen"] == pytest.approx({"n": 4, "retrieved": 0.75, "right_retrieved": 2 / 3,
+                                            "right_not_retrieved": 1.0})
+    assert split["locality"] == {"n": 2, "retrieved": 0.0, "right_retrieved": None, "right_not_retrieved": 0.5}
+    assert retrieval_breakdown([probe("r_gen", None, True)]) == {}
+
+
+def test_report_splits_probes_by_retrieval(comparison, tmp_path):
+    files = write_report(comparison, tmp_path / "rep", title="Test report")
+    section = files.markdown.read_text().split("## Retrieved or not")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ")][2:]
+    methods = {r[0].lstrip("| ") for r in rows}
+    assert "ReasonEdit" in methods and "unedited model" not in methods  # the unedited model retrieves nothing
+    main = {r[1]: r[2:] for r in rows if r[0] == "| ReasonEdit"}
+    by = {m.name: m for m in comparison.methods}
+    n_rel = sum(p.kind == "reliability" for p in by["ReasonEdit"].evaluation.probes)
+    assert main["Rel."][0] == str(n_rel) and main["Rel."][1] == "100.0"  # every edit question retrieved its edit
+    gate_off = {r[1]: r[2:] for r in rows if r[0] == "| " + by["no-gate"].label}
+    assert gate_off["Loc."][1] == "100.0" and gate_off["Loc."][3].rstrip(" |") == "—"  # nothing left unretrieved
+    assert main["Hard Loc."][1] == "0.0" and gate_off["Hard Loc."][1] == "100.0"  # the gate's false accepts
+    assert "<h2>Retrieved or not</h2>" in files.html.read_text()
 
 
 def test_report_files(comparison, tmp_path):
