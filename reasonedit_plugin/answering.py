@@ -71,7 +71,7 @@ class QueryPath:
         if early is not None:
             return early
         key = self.keys.combine(vision, [question])[0]
-        return self._noted(self.retriever.search(key, evidence=evidence()))
+        return self._noted(self.retriever.search(key, evidence=evidence(), question=question))
 
     def evidence_probe(self, image: ImageLike) -> EvidenceProbe | None:
         """The gate's evidence check for one query image (None when ``nullset.evidence_check`` is off)."""
@@ -169,7 +169,7 @@ class QueryPath:
         early = self.retriever.out_of_reach(feature)
         if early is not None:
             return early
-        screened = self.retriever.screen(self.keys.combine(feature[None], [question])[0])
+        screened = self.retriever.screen(self.keys.combine(feature[None], [question])[0], question=question)
         if self.evidence is not None and screened.needs_evidence:
             return screened
         return self._noted(self.retriever.conclude(screened))

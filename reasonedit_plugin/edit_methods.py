@@ -198,7 +198,7 @@ class ReasonEditMethod:
         start = time.perf_counter()
         key = editor.keys.encode([image], [question])[0]
         mid = time.perf_counter()
-        retrieval = editor.retriever.search(key, evidence=editor.evidence_probe(image))
+        retrieval = editor.retriever.search(key, evidence=editor.evidence_probe(image), question=question)
         end = time.perf_counter()
         return retrieval, end - start, end - mid
 

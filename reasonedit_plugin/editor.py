@@ -28,6 +28,7 @@ from .embedding import KeyEncoder
 from .errors import ConfigError, ReasonEditError
 from .evidence import EvidenceCheck
 from .fusion import get_fusion
+from .gate_config import ANSWER_OPTIONS
 from .records import EditRecord, check_batch, load_image, make_records, normalize_answer, open_image
 from .retriever import Retriever
 from .text_encoder import TextEncoder, shared_text_encoder
@@ -82,6 +83,17 @@ class _Prepared:
     flags: list[Any]
     seconds: float
     image: Any = None
+
+
+
+def _entry_meta(record: EditRecord, extra: Mapping[str, Any], after: bool = False) -> dict[str, Any]:
+    """What the codebook stores with an edit's entries: ``extra`` (the caller's provenance) and the record's
+    meta (``after``: ``extra`` wins), plus its answer options (``ANSWER_OPTIONS``: the record's choices, for
+    the gate's ``names_option`` test)."""
+    meta = {**record.meta, **extra} if after else {**extra, **record.meta}
+    if record.choices:
+        meta[ANSWER_OPTIONS] = list(record.choices)
+    return meta
 
 
 class ReasonEditor(QueryPath):
@@ -247,8 +259,7 @@ class ReasonEditor(QueryPath):
         committed: list[str] = []
         try:
             for p in prepared:
-                meta_r = {**meta, **p.record.meta}
-                result = self.codebook.add_edit(p.record.id, p.pending, meta_r)
+                result = self.codebook.add_edit(p.record.id, p.pending, _entry_meta(p.record, meta))
                 committed.append(p.record.id)
                 outcomes[p.record.id] = EditOutcome(p.record.id, "added", [i for i, _ in result],
                                                     [m for _, m in result], p.base_answer, p.flags, p.seconds)
@@ -281,7 +292,7 @@ class ReasonEditor(QueryPath):
         record = self.quarantine[edit_id]
         image = load_image(record.image)
         pending = self._pending_entries(record, image)
-        result = self.codebook.add_edit(edit_id, pending, {**record.meta, "approved": True})
+        result = self.codebook.add_edit(edit_id, pending, _entry_meta(record, {"approved": True}, after=True))
         self._after_commit([(record, image, pending)])
         del self.quarantine[edit_id]
         outcome = EditOutcome(edit_id, "added", [i for i, _ in result], [m for _, m in result])

@@ -25,6 +25,11 @@ built from what the method already stores:
   paraphrases of the edit's question are not rivals either). A user's rephrase ("Score for this one?") is far from the edit's
   question in absolute terms but still nearer to it than to any other question; a question about another
   property of the same image ("What colour is it?") is nearer to a rival.
+  With ``names_option`` an answer entry's text test also passes when the query's question names one of the
+  edit's answer options ("Is the point value of this triangle nine?" for "How many points is it worth?",
+  choices two / five / seven / nine) and is at least ``text_floor`` from the edit's question: a yes/no
+  question about the edited property is far from a wh-question in sentence space, and nearer to generic
+  yes/no questions than to it, though the edit's rationale answers it (R-Gen).
 
 An edit is *matched* when its answer entry passes both tests (``match_on: answer``; an edit stored without
 answer entries matches through its sentences); its entries that pass the image test are retrieved. Matched edits whose answer entries answer the same question differently compete, and the one
@@ -49,6 +54,7 @@ import torch
 
 from .codebook import Codebook
 from .evidence import EvidenceProbe, EvidenceTest
+from .gate_config import ANSWER_OPTIONS, UNINFORMATIVE_OPTIONS
 from .gate_config import DEFAULT_NULL_QUESTIONS, NullSetGateConfig  # noqa: F401 - re-exported
 from .gate_tables import AnswerTable, NullSample
 
@@ -150,6 +156,12 @@ def _answer_of(value: str, pattern: re.Pattern[str]) -> str:
     """The answer inside an answer entry's value, read with the codebook's answer template's pattern."""
     m = pattern.fullmatch(value)
     return (m.group("answer") if m else value).strip().lower()
+
+
+def _names(question: str, option: str) -> bool:
+    """Whether ``question`` contains ``option`` as a whole word or phrase (case-insensitive)."""
+    option = option.strip()
+    return bool(option) and re.search(rf"(?<!\w){re.escape(option)}(?!\w)", question, re.IGNORECASE) is not None
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -377,21 +389,24 @@ class NullSetGate:
                                  cs is None or cs >= cfg.text_min_cos))
         return out
 
-    def decide(self, query: torch.Tensor, candidates: list[int], evidence: EvidenceProbe | None = None
-               ) -> GateVerdict:
+    def decide(self, query: torch.Tensor, candidates: list[int], evidence: EvidenceProbe | None = None,
+               question: str | None = None) -> GateVerdict:
         """Test ``candidates`` (nearest first) and pick what is retrieved. ``evidence``: the evidence check
         for the query's image (edit id -> tests); an edit that passed both key tests but fails one of its
-        evidence tests is not matched. The same as :meth:`conclude` of :meth:`screen`."""
-        return self.conclude(self.screen(query, candidates), evidence)
+        evidence tests is not matched. ``question``: the query's question text, for ``names_option`` (None:
+        that test is skipped). The same as :meth:`conclude` of :meth:`screen`."""
+        return self.conclude(self.screen(query, candidates, question), evidence)
 
-    def screen(self, query: torch.Tensor, candidates: list[int]) -> KeyScreen:
-        """The key tests of ``candidates`` (nearest first) for a query key [D]: the gate's first phase, which
-        needs no model pass (:meth:`conclude` finishes it)."""
+    def screen(self, query: torch.Tensor, candidates: list[int], question: str | None = None) -> KeyScreen:
+        """The key tests of ``candidates`` (nearest first) for a query key [D] (and its question's text, for
+        ``names_option``): the gate's first phase, which needs no model pass (:meth:`conclude` finishes it)."""
         self.refresh()
         q_vision, q_text = self._halves(query)
         tests = self._tests(q_vision, q_text, candidates)
         if self.config.relative_text and q_text is not None:
             self._relative_text(q_text, candidates, tests)
+        if self.config.names_option and question and q_text is not None:
+            self._option_text(question, tests)
         return KeyScreen(list(candidates), tests, self._matched(tests))
 
     def conclude(self, screened: KeyScreen, evidence: EvidenceProbe | None = None) -> GateVerdict:
@@ -485,6 +500,26 @@ class NullSetGate:
             t.text_ok = t.text_cos >= rival + cfg.text_margin
             t.text_reason = (f"relative: nearest rival question cos {rival:.3f}, needs "
                              f"{rival + cfg.text_margin:.3f}; absolute threshold {cfg.text_min_cos:g}")
+
+    def _option_text(self, question: str, tests: list[EntryTest]) -> None:
+        """Answer entries that failed both text tests: pass if ``question`` names one of the edit's answer
+        options and their cosine is at least ``text_floor`` (``names_option``). Updates ``tests`` in place."""
+        floor = self.config.text_floor
+        for t in tests:
+            if t.kind != "answer" or t.text_ok or t.text_cos is None or t.text_cos < floor:
+                continue
+            named = next((o for o in self._options(t) if _names(question, o)), None)
+            if named is not None:
+                t.text_ok = True
+                t.text_reason = f"names the answer option {named!r} (cos {t.text_cos:.3f} >= text_floor {floor:g})"
+
+    def _options(self, test: EntryTest) -> list[str]:
+        """The answer options of the edit behind an answer test: its record's choices as stored in the
+        codebook meta, else the answer its entry states; uninformative options left out."""
+        part = next(c for c in self._entry_rows(test.entry_id).contributions
+                    if c.edit_id == test.edit_id and c.kind == "answer" and c.value == test.value)
+        options = part.meta.get(ANSWER_OPTIONS) or [_answer_of(part.value, self.codebook.config.answer_pattern())]
+        return [o for o in options if o.strip().lower() not in UNINFORMATIVE_OPTIONS]
 
     def _conflicting(self, a: str, b: str) -> bool:
         """Two edits answer the same question differently (judged by each one's first answer row)."""

@@ -17,6 +17,12 @@ DEFAULT_NULL_QUESTIONS = (
 question about an edited image usually asks."""
 
 
+ANSWER_OPTIONS = "answer_options"
+"""The codebook meta key holding an edit's answer options (its record's ``choices``), for ``names_option``."""
+UNINFORMATIVE_OPTIONS = frozenset({"yes", "no"})
+"""Options that name no property: a question containing them is not about the edit's question."""
+
+
 @dataclass
 class NullSetGateConfig:
     """Thresholds of the null-set gate (``retrieval.nullset`` in the YAML). The defaults were chosen on the
@@ -56,6 +62,12 @@ class NullSetGateConfig:
     """The lowest cosine the relative text test accepts."""
     text_margin: float = 0.1
     """How much nearer than every rival question the edit's question must be."""
+    names_option: bool = False
+    """Also pass an answer entry's text test when the query's question names one of the edit's answer
+    options as a word (a multiple-choice edit's ``choices``, else its answer; "yes" and "no" name no
+    property and are left out) and its cosine with the edit's question is at least ``text_floor``: "Is the
+    point value of this triangle nine?" asks about the property "How many points is this shape worth?" was
+    edited on, whatever its wording. The image test and the evidence check still apply."""
     null_questions: tuple[str, ...] = DEFAULT_NULL_QUESTIONS
     """Generic questions about any image: rivals of every edit's question from the first edit on."""
     null_images: tuple[str, ...] = ()

@@ -147,17 +147,18 @@ class Retriever:
         self._tau = (stamp, tau)
         return tau
 
-    def search(self, query: torch.Tensor, k: int | None = None, evidence: EvidenceProbe | None = None
-               ) -> Retrieval:
+    def search(self, query: torch.Tensor, k: int | None = None, evidence: EvidenceProbe | None = None,
+               question: str | None = None) -> Retrieval:
         """Retrieve for one query key [D]. ``evidence``: the null-set gate's evidence check for the query's
-        image (``evidence.py``; None: not checked)."""
+        image (``evidence.py``; None: not checked); ``question``: the query's question text, for the gate's
+        ``names_option`` test (None: not tested)."""
         cb = self.codebook
         cap = k or self.config.cap_keys
         if len(cb) == 0:
             return Retrieval(False, reason="the codebook is empty")
         query = self._checked(query)
         if self.nullset is not None:
-            return self.conclude(self._screen(query, cap), evidence)
+            return self.conclude(self._screen(query, cap, question), evidence)
         ids, dists, scores = self._scaled_topk(query, cap)
         tau = self.threshold()
         if self.config.gate == "percentile":
@@ -185,14 +186,14 @@ class Retriever:
         ids, dists, _ = self._scaled_topk(self._checked(query), k)
         return list(zip(ids, dists))
 
-    def screen(self, query: torch.Tensor, k: int | None = None) -> Screened:
+    def screen(self, query: torch.Tensor, k: int | None = None, question: str | None = None) -> Screened:
         """The null-set gate's first phase for one query key [D] of a non-empty codebook: the candidates and
         their key tests, no model pass. ``conclude(screen(q), evidence)`` is ``search(q, evidence=evidence)``;
         a decision taken inside another model pass stops between the two when the evidence check is needed
         (``Screened.needs_evidence``)."""
         if self.nullset is None or len(self.codebook) == 0:
             raise ValueError("Retriever.screen needs retrieval.gate: nullset and a non-empty codebook; use search.")
-        return self._screen(self._checked(query), k or self.config.cap_keys)
+        return self._screen(self._checked(query), k or self.config.cap_keys, question)
 
     def _checked(self, query: torch.Tensor) -> torch.Tensor:
         query = query.detach().float().reshape(1, -1)
@@ -200,9 +201,9 @@ class Retriever:
             raise ValueError(f"query key has dim {query.shape[1]}, the codebook {self.codebook.dim}.")
         return query
 
-    def _screen(self, query: torch.Tensor, cap: int) -> Screened:
+    def _screen(self, query: torch.Tensor, cap: int, question: str | None = None) -> Screened:
         ids, dists, scores = self._scaled_topk(query, max(cap, self.config.nullset.candidates))
-        return Screened(dists, scores, cap, self.nullset.screen(query[0], ids))
+        return Screened(dists, scores, cap, self.nullset.screen(query[0], ids, question))
 
     def conclude(self, screened: Screened, evidence: EvidenceProbe | None = None) -> Retrieval:
         """The null-set gate over the screened candidates (:meth:`screen`); the accepted ones (at most the cap,

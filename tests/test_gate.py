@@ -178,6 +178,66 @@ def test_an_edit_matches_through_its_question_not_its_sentences():
     assert r.search(key(RED, QB)).accepted        # no answer entry: its sentences can match
 
 
+def test_names_option_passes_a_question_about_the_edited_property():
+    """names_option: a query whose question names one of the edit's answer options passes the text test at
+    text_floor (relative test off here, to see this one alone); the image test still applies."""
+    far = [0.45, 0.893, 0.0]                                     # cos 0.45 with QA: fails text_min_cos 0.6
+    points = {"answer_options": ["two", "five", "seven", "nine"]}
+
+    def run(question, meta=points, text=far, image=RED, **nullset):
+        cb, r = book(relative_text=False, **{"names_option": True, **nullset})
+        cb.add_edit("a", [answer("Q", "five", RED, QA)], meta)
+        return r.search(key(image, text), question=question)
+
+    res = run("Is this triangle worth nine points?")             # another option than the answer: still about it
+    assert res.accepted and res.facts == ["The answer to 'Q' is five."]
+    assert "names the answer option 'nine'" in res.verdict.tests[0].text_reason
+    assert not run("Is this triangle red?").accepted             # names no option
+    assert not run("Is this worth ninety points?").accepted      # a word, not a substring
+    assert not run(None).accepted                                # no question text: not tested
+    assert not run("Is this triangle worth nine points?", names_option=False).accepted
+    assert not run("Is this triangle worth nine points?", text=QB).accepted     # cos 0 < text_floor 0.3
+    assert not run("Is this triangle worth nine points?", image=BLUE).accepted  # the image test still applies
+    # without stored options the answer its entry states is the option; "yes" / "no" name no property
+    assert run("Is it Five?", meta=None).accepted and not run("Is it nine?", meta=None).accepted
+    assert not run("Is there no circle?", meta={"answer_options": ["yes", "no"]}).accepted
+
+
+def test_the_editor_stores_a_records_choices_for_the_option_test(text_encoder, tmp_path):
+    config = ReasonEditConfig(guard={"policy": "off"}, only_edit_errors=False,
+                              retrieval={"nullset": {"names_option": True}})
+    ed = ReasonEditor(FakeVLM(), config, text_encoder=text_encoder)
+    ed.edit([_sibling_records()[0]], author="me")
+    metas = [part.meta for _, part in ed.codebook.edit_parts("red")]
+    assert all(m["answer_options"] == TRIBES and m["author"] == "me" for m in metas)
+    ed.save(tmp_path / "cb")
+    loaded = ReasonEditor.load(tmp_path / "cb", FakeVLM(), config, text_encoder=text_encoder)
+    again = [part.meta for _, part in loaded.codebook.edit_parts("red")]
+    assert again == metas
+
+
+def test_the_query_question_reaches_the_gate_on_every_path(text_encoder, monkeypatch):
+    """retrieve, answer (the gate decided inside the answer's pass or after it) and the evaluation's method all
+    hand the gate the question's text, which names_option reads."""
+    from reasonedit_plugin import gate as gate_module
+    from reasonedit_plugin.edit_methods import ReasonEditMethod
+
+    seen = []
+    real = gate_module.NullSetGate.screen
+    monkeypatch.setattr(gate_module.NullSetGate, "screen",
+                        lambda self, query, candidates, question=None: seen.append(question) or real(
+                            self, query, candidates, question))
+    rec = _sibling_records()[0]
+    ed = ReasonEditor(FakeVLM(), ReasonEditConfig(guard={"policy": "off"}, only_edit_errors=False),
+                      text_encoder=text_encoder)
+    ed.edit([rec])
+    ed.retrieve(rec["image"], "Is this shape Kem's?")
+    ed.answer(rec["image"], "Is this shape Zib's?", ["yes", "no"])
+    method = ReasonEditMethod(lambda: ed)
+    method.predict(rec["image"], "Is this shape Vol's?", ["yes", "no"])
+    assert seen[-3:] == ["Is this shape Kem's?", "Is this shape Zib's?", "Is this shape Vol's?"]
+
+
 def test_cached_entry_rows_follow_merges_and_removals():
     """The gate caches each candidate's contributions per codebook version: a merge into an entry and the
     removal of a merged edit must show in the very next query's tests."""
