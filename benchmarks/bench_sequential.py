@@ -71,7 +71,9 @@ ROWS = {"nullset": {"gate": "nullset"}, "percentile": {"gate": "percentile"},
         "nullset-no-evidence": {"gate": "nullset", "nullset": {"evidence_check": False}},
         "nullset-caption-fallback": {"gate": "nullset", "nullset": {"evidence_caption": "fallback"}},
         "nullset-caption-always": {"gate": "nullset", "nullset": {"evidence_caption": "always"}},
-        "nullset-own-0.6": {"gate": "nullset", "nullset": {"evidence_own_yes": 0.6}}}
+        "nullset-own-0.6": {"gate": "nullset", "nullset": {"evidence_own_yes": 0.6}},
+        "nullset-names-option": {"gate": "nullset", "nullset": {"names_option": True}},
+        "nullset-no-names-option": {"gate": "nullset", "nullset": {"names_option": False}}}
 """Row name -> the retrieval settings changed from the shipped YAML for that row."""
 
 
