@@ -291,11 +291,11 @@ def _plot(results, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("reliability", "Reliability"), ("t_gen", "T-Gen"), ("hard_locality", "Hard locality"),
-              ("mm_loc", "EasyEdit multimodal_locality_acc"), ("accepted_unrelated", "Unrelated accepted"),
-              ("gap", "Single - sequential reliability")]
+    panels = [("reliability", "Reliability"), ("t_gen", "T-Gen"), ("i_gen", "I-Gen"), ("r_gen", "R-Gen"),
+              ("hard_locality", "Hard locality"), ("mm_loc", "EasyEdit multimodal_locality_acc"),
+              ("accepted_unrelated", "Unrelated accepted"), ("gap", "Single - sequential reliability")]
     targets = {"reliability": 0.95, "t_gen": 0.90, "hard_locality": 0.90, "mm_loc": 0.95, "gap": 0.02}
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7))
     for ax, (key, title) in zip(axes.flat, panels):
         if key in targets:  # issue 11's targets
             ax.axhline(targets[key], color="grey", linestyle="--", linewidth=1, label="target")
