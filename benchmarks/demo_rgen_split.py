@@ -87,7 +87,7 @@ def plot(rows: dict[str, list[dict[str, Any]]], names: tuple[str, str], path: Pa
     import matplotlib.pyplot as plt
 
     labels = list(rows)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(labels) + 2), 4.2))
     width = 0.38
     for i, label in enumerate(labels):
         runs = rows[label]
