@@ -335,7 +335,8 @@ class ReasonEditor(QueryPath):
 
     # ------------------------------------------------------------------ storage (storage.py)
     def save(self, path: Union[str, Path]) -> Path:
-        """Atomically save the codebook, raw edit records, quarantine and audit log to folder ``path``."""
+        """Atomically save the codebook, raw edit records, quarantine and audit log to folder ``path``. Returns
+        the snapshot folder written inside it; :meth:`load` takes ``path`` itself."""
         from .storage import save_editor
 
         after = self.config.codebook.evict_unretrieved_after

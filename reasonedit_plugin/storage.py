@@ -427,6 +427,9 @@ def read_meta(path: Union[str, Path]) -> dict[str, Any]:
     root = Path(path)
     name = _current_snapshot(root) if root.is_dir() else None
     if name is None:
+        if root.name.startswith(SNAPSHOT_PREFIX) and (root.parent / CURRENT).is_file():
+            raise ReasonEditError(f"{str(root)!r} is one snapshot inside the codebook folder {str(root.parent)!r}; "
+                                  "give that folder (editor.save() returns the snapshot it wrote, not the folder).")
         raise ReasonEditError(f"no ReasonEdit codebook at {str(root)!r} (no {CURRENT} file); give the folder "
                               "that editor.save() or editor.export_edits() wrote.")
     try:

@@ -131,6 +131,13 @@ def test_damage_is_detected(saved, tmp_path):
         save_codebook(tmp_path / "foreign", stored.codebook, stored.setup)
 
 
+def test_the_snapshot_save_returns_is_named_as_such_when_given_to_load(saved, text_encoder):
+    ed, path = saved
+    snapshot = path / (path / "CURRENT").read_text().strip()
+    with pytest.raises(ReasonEditError, match="one snapshot inside the codebook folder .*give that folder"):
+        ReasonEditor.load(snapshot, FakeVLM(), text_encoder=text_encoder)
+
+
 def test_remove_is_audited_and_split_back(text_encoder, tmp_path):
     ed = make_editor(text_encoder, augment={"enabled": False})
     ed.edit(EDITS[:2])
