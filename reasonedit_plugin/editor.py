@@ -85,7 +85,6 @@ class _Prepared:
     image: Any = None
 
 
-
 def _entry_meta(record: EditRecord, extra: Mapping[str, Any], after: bool = False) -> dict[str, Any]:
     """What the codebook stores with an edit's entries: ``extra`` (the caller's provenance) and the record's
     meta (``after``: ``extra`` wins), plus its answer options (``ANSWER_OPTIONS``: the record's choices, for
