@@ -81,13 +81,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def plot(rows: dict[str, list[dict[str, Any]]], names: tuple[str, str], path: Path) -> None:
     """Demo R-Gen per model (one bar per run), with the level each model's target asks for."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from reasonedit_plugin.plots import new_figure, save_figure
 
     labels = list(rows)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(labels) + 2), 4.2))
+    fig, axes = new_figure(max(6.0, 0.5 * len(labels) + 2), 4.2)
+    ax = axes[0, 0]
     width = 0.38
     for i, label in enumerate(labels):
         runs = rows[label]
@@ -102,9 +100,7 @@ def plot(rows: dict[str, list[dict[str, Any]]], names: tuple[str, str], path: Pa
     ax.set_ylim(0, 118)
     ax.legend(fontsize=8, loc="upper left", ncol=3)
     ax.set_title("ReasonEdit demo: R-Gen per model", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -85,14 +85,10 @@ class _Prepared:
     image: Any = None
 
 
-def _entry_meta(record: EditRecord, extra: Mapping[str, Any], after: bool = False) -> dict[str, Any]:
-    """What the codebook stores with an edit's entries: ``extra`` (the caller's provenance) and the record's
-    meta (``after``: ``extra`` wins), plus its answer options (``ANSWER_OPTIONS``: the record's choices, for
-    the gate's ``names_option`` test)."""
-    meta = {**record.meta, **extra} if after else {**extra, **record.meta}
-    if record.choices:
-        meta[ANSWER_OPTIONS] = list(record.choices)
-    return meta
+def _entry_meta(record: EditRecord, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What the codebook stores with an edit's entries: ``meta`` (its provenance) plus the record's answer
+    options (``ANSWER_OPTIONS``: its choices, for the gate's ``names_option`` test)."""
+    return {**meta, ANSWER_OPTIONS: list(record.choices)} if record.choices else dict(meta)
 
 
 class ReasonEditor(QueryPath):
@@ -258,7 +254,8 @@ class ReasonEditor(QueryPath):
         committed: list[str] = []
         try:
             for p in prepared:
-                result = self.codebook.add_edit(p.record.id, p.pending, _entry_meta(p.record, meta))
+                stored = _entry_meta(p.record, {**meta, **p.record.meta})
+                result = self.codebook.add_edit(p.record.id, p.pending, stored)
                 committed.append(p.record.id)
                 outcomes[p.record.id] = EditOutcome(p.record.id, "added", [i for i, _ in result],
                                                     [m for _, m in result], p.base_answer, p.flags, p.seconds)
@@ -291,7 +288,7 @@ class ReasonEditor(QueryPath):
         record = self.quarantine[edit_id]
         image = load_image(record.image)
         pending = self._pending_entries(record, image)
-        result = self.codebook.add_edit(edit_id, pending, _entry_meta(record, {"approved": True}, after=True))
+        result = self.codebook.add_edit(edit_id, pending, _entry_meta(record, {**record.meta, "approved": True}))
         self._after_commit([(record, image, pending)])
         del self.quarantine[edit_id]
         outcome = EditOutcome(edit_id, "added", [i for i, _ in result], [m for _, m in result])
