@@ -4,6 +4,8 @@ no model."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from reasonedit_plugin.data import shaperules as sr
@@ -272,8 +274,6 @@ def test_the_mix_writes_answer_entries_in_the_configured_template():
 
 
 def test_scoring_rows_use_the_template_they_are_given():
-    from reasonedit_plugin.data import default_model_scoring as dms
-
     records = sr.generate_split("tmpl", 3, 0)
     named = dms.record_examples(records, "both", NAMING)
     plain = dms.record_examples(records, "both")
@@ -312,3 +312,28 @@ def test_validation_prompts_also_ask_in_the_untrained_extra_frames_only_when_ask
     assert not {r["rephrase_prompt"] for r in wide} & {r["prompt"] for r in wide}
     with pytest.raises(ValueError, match="wide_questions trains on"):
         tdm.TrainConfig(valid_extra_questions=True, wide_questions=True)
+
+
+def test_plain_own_edit_puts_an_edit_about_the_asked_image_before_a_plain_question():
+    import random
+
+    world = sr.rule_world()
+    info = {i.path: i for i in sr.image_catalogue("train")}
+    plain = {(q.image, q.question): q.answer for q in sr.plain_questions("train")}
+
+    def draws(share: float) -> list:
+        cfg = tdm.TrainConfig(plain_own_edit=share, word_noise=0.0,
+                              answer_template="For {image}, the answer to '{question}' is {answer}.")
+        sampler = mix.MixSampler(world, cfg, random.Random(3))
+        return [sampler._plain_noisy() for _ in range(200)]
+
+    def names_own_image(ex) -> bool:  # a whole sentence naming the image's colour and shape (as an entry does)
+        image = info.get(ex.image)  # (off: a fifth of the images asked about have no known colour and shape)
+        return image is not None and re.search(rf"\b{image.colour} {image.shape}\b", mix.split_question(ex.text)[0], re.I) is not None
+
+    with_edit, without = draws(1.0), draws(0.0)
+    for ex in with_edit + without:  # the question and its answer are easy-vqa's, whatever the facts
+        question = mix.split_question(ex.text)[1]
+        assert plain[(ex.image, question)] == ex.answer
+    assert sum(map(names_own_image, with_edit)) >= 120
+    assert sum(map(names_own_image, without)) <= 40

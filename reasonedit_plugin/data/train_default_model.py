@@ -142,6 +142,14 @@ class TrainConfig:
     shape, which the facts do not cover, answered from the model's own knowledge."""
     same_question: float = 0.5
     """Share of answer entries quoting exactly the asked question (else a paraphrase)."""
+    plain_own_edit: float = 0.0
+    """Share of ``plain_noisy`` examples whose facts include an edit about the asked image's own colour and
+    shape (a train rule of its key, a random value; answer entry, rationale or both), as retrieval returns
+    for a look-alike image. Without it every colour or shape a plain question's facts name is another image's,
+    and models learnt to answer away from it: the issue-12 near-miss probes asking a look-alike image a
+    colour or shape question, with facts that describe it correctly, were answered wrong (7 / 9 / 1 of 44
+    in session 38's seeds 8 / 9 / 10; docs/RESULTS.md, session 40). 0: off (no draw, the recipe to
+    session 39)."""
     near_same_question: float = 0.0
     """Share of ``near_miss`` examples (answer entry and rationale, a property question) whose answer entry
     quotes the asked question's template filled for the near miss: verbatim the asked question when the

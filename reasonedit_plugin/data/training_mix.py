@@ -136,6 +136,9 @@ class MixSampler:
         self.world, self.cfg, self.rng = world, cfg, rng
         self.images = list(image_catalogue(image_split))
         self.questions = list(plain_questions(image_split))
+        self.image_info = {x.path: x for x in self.images}
+        self.described_questions = [q for q in self.questions if q.image in self.image_info]
+        """Questions on images whose colour and shape are known (an edit about them can be written)."""
         self.train_keys = {(r.prop, r.key) for r in world.train_rules}
         self.rule_questions = {p.name: p.questions + (p.extra_questions if cfg.wide_questions else ())
                                for p in PROPERTIES}
@@ -295,9 +298,23 @@ class MixSampler:
         return Example("plain", q.image, q.question, q.answer, tuple(answer_choices(q.answer)))
 
     def _plain_noisy(self) -> Example:
-        q = self.rng.choice(self.questions)
+        own = self.cfg.plain_own_edit > 0 and self.rng.random() < self.cfg.plain_own_edit  # (no draw when off)
+        q = self.rng.choice(self.described_questions if own else self.questions)
         facts = self.distractors(self.rng.randint(1, 5), None)
+        if own:
+            facts = facts[:self.rng.randint(0, 3)] + self._own_edit(self.image_info[q.image])
+            self.rng.shuffle(facts)
         return Example("plain_noisy", q.image, fuse(facts, q.question), q.answer, tuple(answer_choices(q.answer)))
+
+    def _own_edit(self, info: ImageInfo) -> list[str]:
+        """The facts of an edit about a train rule of ``info``'s own key (random property, value and mode),
+        or none when no property of it has a train rule."""
+        props = [p for p in PROPERTIES if self._is_known(p, info)]
+        if not props:
+            return []
+        prop = self.rng.choice(props)
+        mode = self.rng.choices(FACT_MODES, (0.3, 0.3, 0.4))[0]
+        return self._edit_facts(prop, info, self.rng.choice(prop.values), mode)
 
     def _describe(self) -> Example:
         """A caption ("A red circle."), mostly for METHOD.md §6's "Describe this image."."""
