@@ -129,6 +129,17 @@ def test_every_evaluation_steps_weights_can_be_kept_without_changing_the_run_and
     assert any(k.startswith("visual.") for k in mixed) and any(not k.startswith("visual.") for k in mixed)
     assert all(torch.equal(mixed[k], b[k]) if k.startswith("visual.") else torch.equal(mixed[k], mean[k]) for k in mixed)
     assert json.loads((parted / "training_args.json").read_text())["averaged_parts"] == {"visual.": ["step_00006"]}
+    # overlapping prefixes: the longest decides, whatever the order they are given in
+    merger = sorted({k.rsplit(".", 2)[0] + "." for k in mixed if k.startswith("visual.merger")})[0]
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith(merger))  # (the two steps differ there)
+    for order in ({"visual.": folders[-1:], merger: folders[:1]}, {merger: folders[:1], "visual.": folders[-1:]}):
+        nested = load_file(str(avg.average_checkpoints(folders, tmp_path / "nested", order) / "model.safetensors"))
+        assert all(torch.equal(nested[k], a[k]) if k.startswith(merger) else
+                   torch.equal(nested[k], b[k]) if k.startswith("visual.") else torch.equal(nested[k], mean[k])
+                   for k in nested)
+    with pytest.raises(SystemExit):  # the same prefix twice is an error, not the last one winning
+        avg.main(["--run", str(tmp_path / "kept"), "--part", "visual.=4", "--part", "visual.=6",
+                  "--out", str(tmp_path / "bad")])
     with pytest.raises(ValueError, match="no tensor's name starts with 'vision.'; the names start with model., visual."):
         avg.average_checkpoints(folders, tmp_path / "bad", {"vision.": folders})
     with pytest.raises(SystemExit):

@@ -86,7 +86,9 @@ def average_checkpoints(folders: Sequence[Path], out: Path,
                         parts: Mapping[str, Sequence[Path]] | None = None) -> Path:
     """Write the uniform mean of ``folders``' weights to ``out`` (replaced whole; the last folder's other files).
     ``parts``: tensor-name prefix -> the folders whose mean those tensors take instead (a window of their own,
-    e.g. ``{"visual.": later_steps}``); every prefix must name some tensor. Parts sharing a window read it once."""
+    e.g. ``{"visual.": later_steps}``); every prefix must name some tensor, and where prefixes overlap the longest
+    decides (``{"visual.": a, "visual.merger.": b}``: the merger from ``b``, the rest of the tower from ``a``).
+    Parts sharing a window read it once."""
     from safetensors.torch import save_file
 
     if not folders or any(not group for group in (parts or {}).values()):
@@ -101,7 +103,7 @@ def average_checkpoints(folders: Sequence[Path], out: Path,
 
     mean = dict(mean_of(folders))
     averaged: dict[str, list[str]] = {}
-    for prefix, group in (parts or {}).items():
+    for prefix, group in sorted((parts or {}).items(), key=lambda item: len(item[0])):  # longest prefix last
         names = [k for k in mean if k.startswith(prefix)]
         if not names:
             tops = sorted({k.split(".")[0] + "." for k in mean})
@@ -148,10 +150,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the averaged model's folder")
     parser.add_argument("--part", type=_part, action="append", default=[], metavar="PREFIX=FROM_STEP",
                         help="tensors whose names start with PREFIX are averaged from FROM_STEP instead (to the same "
-                             "--to-step); repeatable, e.g. --part visual.=5500")
+                             "--to-step); repeatable, e.g. --part visual.=5500 (overlapping prefixes: the longest "
+                             "decides)")
     args = parser.parse_args(argv)
     try:
         folders = step_folders(args.run, args.from_step, args.to_step)
+        prefixes = [prefix for prefix, _ in args.part]
+        repeated = sorted({p for p in prefixes if prefixes.count(p) > 1})
+        if repeated:
+            raise ValueError(f"--part {repeated[0]}= is given twice; give each prefix one step")
         parts = {prefix: step_folders(args.run, step, args.to_step) for prefix, step in args.part}
         average_checkpoints(folders, args.out, parts)
     except ValueError as exc:
