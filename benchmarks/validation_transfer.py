@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -42,26 +43,12 @@ def margin(row: str, value: float) -> float:
     return value - lo if hi >= 1.0 else hi - value
 
 
-def ranks(xs: list[float]) -> list[float]:
-    """Ranks with ties averaged (1-based)."""
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    out = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
 def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's rank correlation (None when either side is constant or has fewer than three values)."""
+    """Spearman's rank correlation, ties averaged (None when either side is constant or has fewer than three
+    values)."""
     if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
         return None
-    return statistics.correlation(ranks(a), ranks(b))
+    return float(spearmanr(a, b).statistic)
 
 
 def accuracies(path: Path) -> dict[str, float]:
