@@ -337,3 +337,27 @@ def test_plain_own_edit_puts_an_edit_about_the_asked_image_before_a_plain_questi
         assert plain[(ex.image, question)] == ex.answer
     assert sum(map(names_own_image, with_edit)) >= 120
     assert sum(map(names_own_image, without)) <= 40
+
+
+def test_plain_own_evidence_adds_one_true_sentence_about_the_asked_image_and_no_edit():
+    import random
+
+    world = sr.rule_world()
+    info = {i.path: i for i in sr.image_catalogue("train")}
+
+    def draws(share: float) -> list:
+        cfg = tdm.TrainConfig(plain_own_evidence=share, word_noise=0.0)
+        sampler = mix.MixSampler(world, cfg, random.Random(5))
+        sampler.max_distractors = 4
+        return [sampler._plain_noisy() for _ in range(300)]
+
+    def true_evidence(ex) -> bool:  # a sentence of the evidence forms, filled with the image's own colour / shape
+        image = info.get(ex.image)
+        facts = mix.split_question(ex.text)[0]
+        return image is not None and any(
+            form.format(colour=image.colour, shape=image.shape) in facts
+            for forms in sr.EVIDENCE_FORMS.values() for form in forms["train"])
+
+    on, off = draws(1.0), draws(0.0)
+    assert all(map(true_evidence, on))  # every example, whatever property's key the sentence is worded for
+    assert sum(map(true_evidence, off)) <= 60  # (by chance: a distractor about a look-alike image)

@@ -150,6 +150,11 @@ class TrainConfig:
     colour or shape question, with facts that describe it correctly, were answered wrong (7 / 9 / 1 of 44
     in session 38's seeds 8 / 9 / 10; docs/RESULTS.md, session 40). 0: off (no draw, the recipe to
     session 39)."""
+    plain_own_evidence: float = 0.0
+    """Share of ``plain_noisy`` examples (of those without ``plain_own_edit``'s edit) with one more sentence, a
+    true evidence sentence about the asked image ("Its colour is clearly brown."), so the colours and shapes a
+    plain question's facts name are not always another image's; unlike an edit, nothing in it speaks for the
+    image (0: off, no draw)."""
     near_same_question: float = 0.0
     """Share of ``near_miss`` examples (answer entry and rationale, a property question) whose answer entry
     quotes the asked question's template filled for the near miss: verbatim the asked question when the

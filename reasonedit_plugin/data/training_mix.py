@@ -299,11 +299,18 @@ class MixSampler:
 
     def _plain_noisy(self) -> Example:
         own = self.cfg.plain_own_edit > 0 and self.rng.random() < self.cfg.plain_own_edit  # (no draw when off)
-        q = self.rng.choice(self.described_questions if own else self.questions)
+        evidence = (not own and self.cfg.plain_own_evidence > 0
+                    and self.rng.random() < self.cfg.plain_own_evidence)
+        q = self.rng.choice(self.described_questions if own or evidence else self.questions)
         facts = self.distractors(self.rng.randint(1, 5), None)
         if own:
             facts = facts[:self.rng.randint(0, 3)] + self._own_edit(self.image_info[q.image])
             self.rng.shuffle(facts)
+        elif evidence:
+            prop = self.rng.choice(PROPERTIES)  # (its key names the colour, the shape or both)
+            sentence = evidence_sentence(prop, self.image_info[q.image],
+                                         self.rng.randrange(len(EVIDENCE_FORMS[prop.keyed_by]["train"])))
+            facts.insert(self.rng.randint(0, len(facts)), sentence)
         return Example("plain_noisy", q.image, fuse(facts, q.question), q.answer, tuple(answer_choices(q.answer)))
 
     def _own_edit(self, info: ImageInfo) -> list[str]:
