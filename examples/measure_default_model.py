@@ -331,19 +331,29 @@ def neighbour_guess_spread(owners: Sequence[dict[str, Any]], chance: float) -> d
 def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:
     """How often ``mode``'s facts change the answer to the near-miss probe, overall and by kind of near miss, and
     how often the new answer is the edit's own (``to_edit_answer``: the facts read as if about this image; the
-    rest of the changes are the model's own answer knocked over by facts it should ignore)."""
+    rest of the changes are the model's own answer knocked over by facts it should ignore). ``changes``: per kind,
+    the changed answers by direction: ``harmed`` (right alone, wrong with the facts), ``repaired`` (wrong alone,
+    right with them; the target counts these too) and ``other`` (wrong either way)."""
     facts = NEAR_MISS_FACTS[mode]
     before, after = predictions["hard locality"], predictions[f"hard locality + {facts}"]
     changed = [a != b for a, b in zip(before, after)]
     to_edit = [c and b.lower() == r["target"].lower() for r, c, b in zip(records, changed, after)]
     by_kind: dict[str, list[bool]] = {}
-    for record, c in zip(records, changed):
-        by_kind.setdefault(record["meta"].get("hard_locality", "?"), []).append(c)
+    changes: dict[str, dict[str, int]] = {}
+    for record, c, a, b in zip(records, changed, before, after):
+        kind = record["meta"].get("hard_locality", "?")
+        by_kind.setdefault(kind, []).append(c)
+        directions = changes.setdefault(kind, {"harmed": 0, "repaired": 0, "other": 0})
+        if c:
+            truth = str(record.get("hard_locality_ground_truth", "")).lower()
+            direction = "harmed" if a.lower() == truth else "repaired" if b.lower() == truth else "other"
+            directions[direction] += 1
     name = "near miss: answer changed by the facts" if mode == "both" else f"near miss: changed by the {facts} alone"
     n = max(1, len(changed))
     return {"row": name, "n": len(changed), "accuracy": round(sum(changed) / n, 4), "chance": None,
             "to_edit_answer": round(sum(to_edit) / n, 4),
-            "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())}}
+            "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())},
+            "changes": dict(sorted(changes.items()))}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

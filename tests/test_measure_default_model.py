@@ -80,14 +80,18 @@ def test_a_rationale_negates_its_rule_exactly_when_its_rule_form_names_another_v
 
 
 def test_a_near_miss_change_is_counted_by_kind_and_split_by_whether_it_took_the_edit_answer():
-    records = [{"target": "Kesh", "meta": {"hard_locality": kind}}
-               for kind in ("shares_colour", "shares_colour", "shares_shape", "other_property")]
+    records = [{"target": "Kesh", "meta": {"hard_locality": kind}, "hard_locality_ground_truth": truth}
+               for kind, truth in (("shares_colour", "Vol"), ("shares_colour", "Mira"), ("shares_shape", "two"),
+                                   ("other_property", "Taro"))]
     predictions = {"hard locality": ["Vol", "Vol", "two", "Taro"],
                    "hard locality + edit's facts": ["kesh", "Mira", "two", "Taro"]}
     row = mdm.near_miss_changed(records, predictions, "both")
     assert row["row"] == "near miss: answer changed by the facts" and row["n"] == 4
     assert row["accuracy"] == 0.5 and row["to_edit_answer"] == 0.25  # Vol -> kesh (the edit's), Vol -> Mira
     assert row["by_kind"] == {"other_property": 0.0, "shares_colour": 1.0, "shares_shape": 0.0}
+    # by direction: Vol -> kesh knocks a right answer over, Vol -> Mira repairs a wrong one
+    assert row["changes"]["shares_colour"] == {"harmed": 1, "repaired": 1, "other": 0}
+    assert row["changes"]["shares_shape"] == {"harmed": 0, "repaired": 0, "other": 0}
 
 
 def test_a_row_split_by_rule_gives_each_rule_its_accuracy_and_most_common_answer():
