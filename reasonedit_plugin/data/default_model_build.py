@@ -19,7 +19,7 @@ from ..config import CodebookConfig
 from .shaperules import RuleWorld
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .train_default_model import TrainConfig
+    from .train_config import TrainConfig
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>")

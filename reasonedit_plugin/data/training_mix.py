@@ -55,7 +55,7 @@ from .shaperules import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .train_default_model import TrainConfig
+    from .train_config import TrainConfig
 
 FACT_MODES = ("answer", "rationale", "both")
 MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia", "caption_facts",
