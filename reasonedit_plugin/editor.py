@@ -332,7 +332,7 @@ class ReasonEditor(QueryPath):
     # ------------------------------------------------------------------ storage (storage.py)
     def save(self, path: Union[str, Path]) -> Path:
         """Atomically save the codebook, raw edit records, quarantine and audit log to folder ``path``. Returns
-        the snapshot folder written inside it; :meth:`load` takes ``path`` itself."""
+        the snapshot folder written inside it; :meth:`load` takes ``path`` or that snapshot while it is the live one."""
         from .storage import save_editor
 
         after = self.config.codebook.evict_unretrieved_after

@@ -549,8 +549,22 @@ def save_editor(editor: Any, path: Union[str, Path]) -> Path:
     return snapshot
 
 
+def codebook_root(path: Union[str, Path]) -> Path:
+    """The codebook folder ``path`` names: itself, or, for the live snapshot inside one (what ``editor.save()``
+    returns), its parent. An older snapshot is refused: it is not what the folder holds now."""
+    root = Path(path)
+    if is_codebook(root) or not root.name.startswith(SNAPSHOT_PREFIX) or not is_codebook(root.parent):
+        return root
+    live = _current_snapshot(root.parent)
+    if live != root.name:
+        raise ReasonEditError(f"{str(root)!r} is an older snapshot of the codebook folder {str(root.parent)!r} "
+                              f"(its live one is {live}); give that folder.")
+    return root.parent
+
+
 def load_editor(cls: type, path: Union[str, Path], vlm: Any, config: Any = None, text_encoder: Any = None,
                 **kwargs: Any) -> Any:
+    path = codebook_root(path)
     meta = read_meta(path)
     if config is None and meta.get("config"):
         try:

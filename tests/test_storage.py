@@ -131,11 +131,20 @@ def test_damage_is_detected(saved, tmp_path):
         save_codebook(tmp_path / "foreign", stored.codebook, stored.setup)
 
 
-def test_the_snapshot_save_returns_is_named_as_such_when_given_to_load(saved, text_encoder):
-    ed, path = saved
+def test_load_takes_the_snapshot_save_returns_while_it_is_the_live_one(saved, text_encoder, tmp_path):
+    path = tmp_path / "codebook"
+    shutil.copytree(saved[1], path)  # (this test saves into it)
     snapshot = path / (path / "CURRENT").read_text().strip()
-    with pytest.raises(ReasonEditError, match="one snapshot inside the codebook folder .*give that folder"):
+    loaded = ReasonEditor.load(snapshot, FakeVLM(), text_encoder=text_encoder)  # what save() returned
+    assert state(loaded) == state(ReasonEditor.load(path, FakeVLM(), text_encoder=text_encoder))
+    newer = loaded.save(path)  # the old snapshot is gone; a copy of it is not what the folder holds now
+    assert newer != snapshot and not snapshot.exists()
+    shutil.copytree(newer, snapshot)
+    with pytest.raises(ReasonEditError, match="an older snapshot of the codebook folder .*give that folder"):
         ReasonEditor.load(snapshot, FakeVLM(), text_encoder=text_encoder)
+    # elsewhere read_meta still names a snapshot for what it is
+    with pytest.raises(ReasonEditError, match="one snapshot inside the codebook folder .*give that folder"):
+        read_meta(newer)
 
 
 def test_remove_is_audited_and_split_back(text_encoder, tmp_path):
