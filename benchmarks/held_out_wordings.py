@@ -20,7 +20,7 @@ from pathlib import Path
 from no_fact_spread import MEASURED, committed_measurements, mdm, save, split_parser
 
 ROW = "held-out + both"
-TARGET = next(lo for row, _, lo, _ in mdm.TARGETS if row == ROW)
+TARGET = mdm.target_bounds(ROW)[0]
 
 
 def wording_split(by_wording: dict[str, list]) -> dict[str, object]:

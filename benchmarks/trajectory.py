@@ -29,7 +29,7 @@ ROWS = {"both": ROW, "rgen": "R-Gen (+ both)", "near_miss": "near miss: answer c
 
 def _target(row: str) -> tuple[str, float]:
     """A one-sided target of :data:`measure_default_model.TARGETS` as (">=" | "<=", bound)."""
-    lo, hi = next((lo, hi) for name, _, lo, hi in mdm.TARGETS if name == row)
+    lo, hi = mdm.target_bounds(row)
     return (">=", lo) if hi >= 1.0 else ("<=", hi)
 
 

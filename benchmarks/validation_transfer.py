@@ -33,13 +33,9 @@ ROWS = ("held-out + both", "R-Gen (+ both)", "near miss: answer changed by the f
 """The issue-12 model rows a checkpoint choice can move (targets in ``measure_default_model.TARGETS``)."""
 
 
-def _bounds(row: str) -> tuple[float, float]:
-    return next((lo, hi) for name, _, lo, hi in mdm.TARGETS if name == row)
-
-
 def margin(row: str, value: float) -> float:
     """How far ``value`` is inside its target (negative: outside): above the floor, or below the ceiling."""
-    lo, hi = _bounds(row)
+    lo, hi = mdm.target_bounds(row)
     return value - lo if hi >= 1.0 else hi - value
 
 

@@ -157,9 +157,14 @@ TARGETS: tuple[tuple[str, str, float, float], ...] = (
 )
 
 
+def target_bounds(row: str) -> tuple[float, float]:
+    """(lowest, highest) passing value of ``row``'s target in :data:`TARGETS`."""
+    return next((lo, hi) for name, _, lo, hi in TARGETS if name == row)
+
+
 def meets_target(row: str, accuracy: float) -> bool:
     """Whether ``accuracy`` passes ``row``'s target in :data:`TARGETS` (1e-9: a figure rounded to the bound passes)."""
-    lo, hi = next((lo, hi) for name, _, lo, hi in TARGETS if name == row)
+    lo, hi = target_bounds(row)
     return lo - 1e-9 <= accuracy <= hi + 1e-9
 
 
