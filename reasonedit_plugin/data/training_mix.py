@@ -225,6 +225,16 @@ class MixSampler:
             facts += self._rationale(prop, info, value)
         return facts
 
+    def _any_edit(self, prop: Property, info: ImageInfo) -> list[str]:
+        """The facts of an edit "``prop`` of ``info`` is <a random value>", stored as answer entry, rationale or
+        both (0.3 / 0.3 / 0.4)."""
+        mode = self.rng.choices(FACT_MODES, (0.3, 0.3, 0.4))[0]
+        return self._edit_facts(prop, info, self.rng.choice(prop.values), mode)
+
+    def _evidence(self, prop: Property, info: ImageInfo) -> str:
+        """A train-worded evidence sentence about ``info``, in one of the forms for ``prop``'s key."""
+        return evidence_sentence(prop, info, self.rng.randrange(len(EVIDENCE_FORMS[prop.keyed_by]["train"])))
+
     def _rationale(self, prop: Property, info: ImageInfo, value: str) -> list[str]:
         """A train-worded rationale; its rule sentence in one of ``prop``'s late-negation forms ("..., not
         {other}") with probability ``cfg.late_negation`` (no draw when 0: the stream stays the recipe's)."""
@@ -281,7 +291,7 @@ class MixSampler:
             if u < 0.45:
                 facts.append(rule_sentence(prop, key, value, self.rng.randrange(len(prop.rule_forms))))
             elif u < 0.62:
-                facts.append(evidence_sentence(prop, other, self.rng.randrange(len(EVIDENCE_FORMS[prop.keyed_by]["train"]))))
+                facts.append(self._evidence(prop, other))
             elif u < 0.7:
                 facts.append(self.rng.choice(FILLER["train"] + tuple(ONLY_MATTERS["train"].values())))
             else:
@@ -308,8 +318,7 @@ class MixSampler:
             self.rng.shuffle(facts)
         elif evidence:
             prop = self.rng.choice(PROPERTIES)  # (its key names the colour, the shape or both)
-            sentence = evidence_sentence(prop, self.image_info[q.image],
-                                         self.rng.randrange(len(EVIDENCE_FORMS[prop.keyed_by]["train"])))
+            sentence = self._evidence(prop, self.image_info[q.image])
             facts.insert(self.rng.randint(0, len(facts)), sentence)
         return Example("plain_noisy", q.image, fuse(facts, q.question), q.answer, tuple(answer_choices(q.answer)))
 
@@ -319,9 +328,7 @@ class MixSampler:
         props = [p for p in PROPERTIES if self._is_known(p, info)]
         if not props:
             return []
-        prop = self.rng.choice(props)
-        mode = self.rng.choices(FACT_MODES, (0.3, 0.3, 0.4))[0]
-        return self._edit_facts(prop, info, self.rng.choice(prop.values), mode)
+        return self._any_edit(self.rng.choice(props), info)
 
     def _describe(self) -> Example:
         """A caption ("A red circle."), mostly for METHOD.md §6's "Describe this image."."""
@@ -427,9 +434,7 @@ class MixSampler:
                 entry_q = format_question(template, near)  # the near miss's edit asked the same question
             facts = self._edit_facts(prop, near, wrong, mode, entry_q)
         else:
-            other = self.rng.choice(other_props)
-            mode = self.rng.choices(FACT_MODES, (0.3, 0.3, 0.4))[0]
-            facts = self._edit_facts(other, info, self.rng.choice(other.values), mode)
+            facts = self._any_edit(self.rng.choice(other_props), info)
         room = max(0, self.cfg.max_facts - len(facts))
         facts += self.distractors(min(room, self.rng.randint(0, 2)), (prop.name, rule.key), info=info)
         self.rng.shuffle(facts)
