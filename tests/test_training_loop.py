@@ -345,3 +345,20 @@ def test_grounding_loss_trains_the_model_only_when_weighted(tmp_path):
     with pytest.raises(ValueError, match="value_layer=3"):
         tdm.TrainConfig(num_layers=2, value_weight=1.0, value_layer=3)
     tdm.TrainConfig(num_layers=1, claim_weight=0.0)  # an unused head's layer is not checked
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "100", "--average-from-step", "4000"], "curriculum_steps=1000"),
+    (["--steps", "6000", "--average-from-step", "7000"], "average_from_step=7000"),
+    (["--mix", "{plain: 1}"], "argument --mix: not JSON"),
+    (["--mix", "[1]"], "argument --mix: expected a JSON object"),
+    (["--easy-mix", '{"plane": 1}'], "easy_mix={'plane': 1}: keys must be among"),
+])
+def test_the_training_command_answers_a_bad_flag_in_one_line(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        tdm.main(["--out", str(tmp_path / "never"), *flags])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ": error: " in err[-1] and message in err[-1].split(": error: ", 1)[1]
+    assert "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "never").exists()

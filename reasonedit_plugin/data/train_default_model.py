@@ -304,6 +304,17 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     return Attempt(history, (model, tokenizer, image_processor), best["step"], curriculum_end)
 
 
+def _json_weights(text: str) -> dict[str, float]:
+    """``--mix`` and its kin: a JSON object of relative weights (argparse reports the error in one line)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg} at character {err.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"plain\": 0.5, \"facts\": 0.5}}', got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     defaults = TrainConfig()
@@ -319,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         kind = type(default) if default is not None else int
         parser.add_argument(flag, type=kind, default=default)
     for name in DICT_FIELDS:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=json.loads, default=None,
+        parser.add_argument(f"--{name.replace('_', '-')}", type=_json_weights, default=None,
                             help="JSON dict of relative weights")
     parser.add_argument("--no-progress", action="store_true")
     args = vars(parser.parse_args(argv))
@@ -328,7 +339,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args[name] is None:
             args.pop(name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = TrainConfig(**args)
+    try:
+        cfg = TrainConfig(**args)
+    except ValueError as err:  # a flag out of range: argparse's one-line usage error, not a traceback
+        parser.error(str(err))
     logger.info("config: %s", json.dumps(dataclasses.asdict(cfg)))
     train(cfg, progress=progress)
 
