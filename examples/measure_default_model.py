@@ -65,6 +65,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reasonedit_plugin.config import CodebookConfig
+from reasonedit_plugin.errors import ReasonEditError
 from reasonedit_plugin.data.language import APPLIES_PROMPTS, DESCRIBE_PROMPT, other_value
 from reasonedit_plugin.data.rule_properties import PROPERTIES, PROPERTY_BY_NAME
 from reasonedit_plugin.data.shaperules import (
@@ -379,10 +380,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="the answer entries' wording (default: the one the model was trained with, from its "
                              "training_args.json; else the codebook's)")
     args = parser.parse_args(argv)
-    template = args.answer_template or trained_answer_template(args.model)
+    for flag, value, least in (("--n", args.n, 1), ("--threads", args.threads, 1), ("--plain-n", args.plain_n, 0)):
+        if value < least:
+            parser.error(f"{flag} must be >= {least}, got {value}")
+    if args.edits is not None and not args.edits.is_file():
+        parser.error(f"--edits {args.edits}: no such file; write one with python -m reasonedit_plugin.data.shaperules")
+    try:  # a folder that is not a model: the loader's one-line reason, not its traceback
+        template = args.answer_template or trained_answer_template(args.model)
+        score, scorer_name = make_scorer(args.model, args.scorer)
+    except ReasonEditError as err:
+        parser.error(str(err))
     torch.set_num_threads(args.threads)
     start = time.time()
-    score, scorer_name = make_scorer(args.model, args.scorer)
     if args.edits is not None:
         records = load_jsonl(args.edits)
     else:

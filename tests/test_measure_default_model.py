@@ -5,6 +5,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import measure_default_model as mdm  # noqa: E402
 
@@ -122,3 +124,18 @@ def test_a_wording_is_the_question_with_its_colours_shapes_and_values_as_placeho
               "Kesh tribe. Does the teal circle belong to the Kesh tribe?")
     assert mdm.wording_of(prompt) == "Does the {colour} {shape} belong to the {value} tribe?"
     assert mdm.wording_of("How many points is this Triangle worth?") == "How many points is this {shape} worth?"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n", "0"], "--n must be >= 1, got 0"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--plain-n", "-1"], "--plain-n must be >= 0"),
+    (["--edits", "no-such.jsonl"], "--edits no-such.jsonl: no such file"),
+    (["--model", "no-such-model"], "'no-such-model' is not a local model folder"),
+])
+def test_a_bad_flag_is_answered_in_one_line_before_any_scoring(capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        mdm.main(flags)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err

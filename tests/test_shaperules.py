@@ -337,6 +337,9 @@ def test_cli_writes_jsonl(tmp_path):
     assert {r["meta"]["wordings"] for r in records} == {"eval"}
     sr.main(["--split", "cli", "--n", "5", "--seed", "2", "--wordings", "valid", "--out", str(out)])
     assert {r["meta"]["wordings"] for r in split_files.load_jsonl(out)} == {"valid"}
+    with pytest.raises(SystemExit) as exit_:  # argparse's one-line usage error, and nothing written
+        sr.main(["--split", "cli", "--n", "0", "--out", str(tmp_path / "none.jsonl")])
+    assert exit_.value.code == 2 and not (tmp_path / "none.jsonl").exists()
 
 
 def test_load_split_names_the_fix_for_unknown_splits():

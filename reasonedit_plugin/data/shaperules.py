@@ -467,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="wording pool (default: eval for evaluated splits, train for calibration ones; valid: "
                              "the pool the training run may select checkpoints on)")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n must be >= 1, got {args.n}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     records = generate_split(args.split, args.n, args.seed, rule_world(args.world_seed), args.image_split,
                              args.purpose, args.wordings)
