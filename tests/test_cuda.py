@@ -48,3 +48,29 @@ def test_compare_on_cuda_gives_the_cpu_rows(tmp_path, balance):
         assert cpu_eval["final"] == gpu_eval["final"], name
         assert [(p["predicted"], p["accepted"]) for p in cpu_eval["probes"]] == \
                [(p["predicted"], p["accepted"]) for p in gpu_eval["probes"]], name
+
+
+def test_the_default_models_training_runs_on_cuda_and_saves_what_the_cpu_run_saves(tmp_path):
+    """A few steps of the training recipe (every auxiliary head, checkpoint selection and the late steps'
+    mean) on both devices: the CUDA run saves a stock folder whose weights are the CPU run's up to the
+    numerics of a few optimiser steps (each moves a weight by at most about the learning rate)."""
+    from safetensors.torch import load_file
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from reasonedit_plugin.data import train_default_model as tdm
+
+    tiny = dict(batch_size=4, eval_every=2, eval_n=2, valid_n=2, hidden_size=32, num_heads=2, num_kv_heads=1,
+                intermediate_size=64, vision_dim=32, vision_depth=1, vision_heads=2, curriculum_copy_target=0.0,
+                curriculum_restarts=0, steps=6, num_layers=2, curriculum_steps=2, grounding_layer=1, claim_layer=2,
+                value_layer=2, value_weight=1.0, average_from_step=4)
+    weights = {}
+    for device in ("cpu", "cuda"):
+        cfg = tdm.TrainConfig(**tiny, out=str(tmp_path / device))
+        result = tdm.train(cfg, progress=False, device=device)
+        assert result["history"][-1]["averaged_steps"] == 2
+        assert json.loads((tmp_path / device / "training_args.json").read_text())["device"].startswith(device)
+        weights[device] = load_file(str(tmp_path / device / "model.safetensors"))
+        Qwen2VLForConditionalGeneration.from_pretrained(cfg.out, local_files_only=True)
+    assert weights["cpu"].keys() == weights["cuda"].keys()
+    worst = max((weights["cpu"][k] - weights["cuda"][k]).abs().max().item() for k in weights["cpu"])
+    assert worst < 6 * 2 * tiny.get("lr", tdm.TrainConfig.lr)

@@ -59,6 +59,7 @@ def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
         outs.append(load_file(str(Path(cfg.out) / "model.safetensors")))
         loaded.append(Qwen2VLForConditionalGeneration.from_pretrained(cfg.out, local_files_only=True))
         assert json.loads((Path(cfg.out) / "config.json").read_text())["dtype"] == "float32"
+        assert json.loads((Path(cfg.out) / "training_args.json").read_text())["device"] == "cpu"
     full, half = outs
     assert full.keys() == half.keys()
     assert {t.dtype for t in full.values()} == {torch.float32} and {t.dtype for t in half.values()} == {torch.float16}

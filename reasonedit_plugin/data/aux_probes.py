@@ -41,7 +41,7 @@ class AttributeProbe(torch.nn.Module):
     def loss(self, merged: torch.Tensor, grids: torch.Tensor, paths: Sequence[str], merge: int = 4) -> torch.Tensor:
         sizes = (grids.prod(-1) // merge).tolist()
         pooled = torch.stack([chunk.mean(0) for chunk in merged.split(sizes)])
-        targets = torch.tensor([self.labels.get(p, (-100, -100)) for p in paths])
+        targets = torch.tensor([self.labels.get(p, (-100, -100)) for p in paths], device=pooled.device)
         return (torch.nn.functional.cross_entropy(self.colour(pooled), targets[:, 0], ignore_index=-100)
                 + torch.nn.functional.cross_entropy(self.shape(pooled), targets[:, 1], ignore_index=-100))
 
@@ -138,8 +138,9 @@ class GroundingProbe(torch.nn.Module):
         where, shown = self.targets(input_ids, paths)
         if not len(where):
             return None
+        where = where.to(hidden.device)
         logits = self.head(hidden[where[:, 0], where[:, 1]]).squeeze(-1)
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, shown)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, shown.to(logits.device))
 
 
 NEGATIONS = ("not", "never", "no")
@@ -218,4 +219,5 @@ class ValueProbe(torch.nn.Module):
         where, classes = self.targets(input_ids, paths)
         if not len(where):
             return None
-        return torch.nn.functional.cross_entropy(self.head(hidden[where[:, 0], where[:, 1]]), classes)
+        where = where.to(hidden.device)
+        return torch.nn.functional.cross_entropy(self.head(hidden[where[:, 0], where[:, 1]]), classes.to(hidden.device))

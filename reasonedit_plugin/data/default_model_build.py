@@ -170,8 +170,9 @@ def plain_model(model: Any) -> Any:
 
 
 def saved_state(model: Any) -> dict[str, torch.Tensor]:
-    """The weights as :func:`save_checkpoint` stores them."""
-    return {key: value.detach().clone() for key, value in plain_model(model).state_dict().items()}
+    """The weights as :func:`save_checkpoint` stores them, copied to the CPU (where the kept step and the
+    late steps' float64 mean live, whatever device trains)."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in plain_model(model).state_dict().items()}
 
 
 @contextlib.contextmanager
@@ -313,6 +314,7 @@ def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path,
         config = dataclasses.asdict(cfg)
         config["out"] = out.name  # no local absolute paths in a shipped file
         (tmp / "training_args.json").write_text(json.dumps(
-            {"config": config, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            {"config": config, "threads": torch.get_num_threads(), "device": str(next(model.parameters()).device),
+             "torch": torch.__version__,
              "history": history}, indent=2) + "\n")
 

@@ -82,8 +82,10 @@ def encode(tokenizer: Any, images: ImageCache, examples: Sequence[Example], answ
 def answer_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of the labelled tokens only (the LM head runs on those positions alone: with a
     30k-subword vocabulary it would cost more than the rest of the model on every prompt token).
-    Returns (log-probs of the selected tokens, row index of each)."""
-    batch = dict(batch)
+    Returns (log-probs of the selected tokens, row index of each), on the model's device (the batch is
+    moved there)."""
+    device = next(model.parameters()).device
+    batch = {name: value.to(device) for name, value in batch.items()}
     labels = batch.pop("labels")
     hidden = model.model(**batch, use_cache=False).last_hidden_state[:, :-1]
     target = labels[:, 1:]
@@ -99,7 +101,7 @@ def option_nlls(model: Any, tokenizer: Any, images: ImageCache, example: Example
                 options: Sequence[str]) -> list[float]:
     batch = encode(tokenizer, images, [example] * len(options), list(options), with_eos=False)
     logp, rows = answer_logprobs(model, batch)
-    return (-torch.zeros(len(options)).index_add(0, rows, logp)).tolist()
+    return (-torch.zeros(len(options), device=logp.device).index_add(0, rows, logp)).tolist()
 
 
 def mc_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequence[Example]) -> float:

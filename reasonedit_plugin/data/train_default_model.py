@@ -46,6 +46,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from ..cli_inputs import resolve_device
+from ..errors import ReasonEditError
 from .average_checkpoints import WeightMean, step_name, steps_folder
 from .default_model_build import (
     build_image_processor,
@@ -128,11 +130,14 @@ class Attempt:
     curriculum_end: int = 0
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+def train(cfg: TrainConfig, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Train, keep the step (or the mean of the late steps) the config asks for and save it to ``cfg.out``.
+    ``device``: where the model trains (a torch device string; the recipe's figures are CPU runs, and another
+    device gives other numerics, not another recipe). The saved folder is the same stock Qwen2-VL either way."""
     start = time.time()
     history: list[dict[str, Any]] = []
     for attempt in range(cfg.curriculum_restarts + 1):
-        run = _fit(cfg, attempt, progress, may_restart=attempt < cfg.curriculum_restarts)
+        run = _fit(cfg, attempt, progress, may_restart=attempt < cfg.curriculum_restarts, device=torch.device(device))
         history += run.history
         if run.parts is not None:
             break
@@ -150,7 +155,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             "selected_step": run.selected_step, "curriculum_steps": run.curriculum_end, "attempts": attempt + 1}
 
 
-def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> Attempt:
+def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool,
+         device: torch.device = torch.device("cpu")) -> Attempt:
     """Train from fresh weights with :func:`attempt_seed`; stop at the curriculum's end for a restart when
     ``may_restart`` and copying has not emerged."""
     from tqdm.auto import tqdm
@@ -164,7 +170,7 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     model = build_model(cfg, tokenizer)
     if cfg.pretrained_embeddings and cfg.frozen_embeddings:
         project_embeddings(model, seed=seed)
-    model.train()
+    model.to(device).train()
     # copied before the probes' hooks exist, so scoring the average stores nothing of theirs
     average = weight_average(model, cfg.weight_average) if cfg.weight_average else None
     n_params = sum(p.numel() for p in model.parameters())
@@ -172,11 +178,12 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool) -> A
     images = ImageCache(image_processor)
     sampler = MixSampler(world, cfg, random.Random(f"train-mix:{seed}"))
     batch_rng = random.Random(f"train-batches:{seed}")
-    probe = AttributeProbe(cfg.hidden_size)
+    probe = AttributeProbe(cfg.hidden_size).to(device)
     heads = ((GroundingProbe, {"unit": "word"}, cfg.grounding_weight, cfg.grounding_layer),
              (GroundingProbe, {"unit": "sentence"}, cfg.claim_weight, cfg.claim_layer),
              (ValueProbe, {}, cfg.value_weight, cfg.value_layer))
-    grounding = [(cls(cfg.hidden_size, tokenizer, **kw), weight, layer) for cls, kw, weight, layer in heads if weight > 0]
+    grounding = [(cls(cfg.hidden_size, tokenizer, **kw).to(device), weight, layer)
+                 for cls, kw, weight, layer in heads if weight > 0]
     params = [*model.named_parameters(), *probe.named_parameters(),
               *(named for head, _, _ in grounding for named in head.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2]
@@ -333,18 +340,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=_json_weights, default=None,
                             help="JSON dict of relative weights")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--device", default="cpu",
+                        help="where to train: cpu (the recipe's figures), cuda, cuda:N or mps (other numerics)")
     args = vars(parser.parse_args(argv))
     progress = not args.pop("no_progress")
+    device = args.pop("device")
     for name in DICT_FIELDS:
         if args[name] is None:
             args.pop(name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         cfg = TrainConfig(**args)
-    except ValueError as err:  # a flag out of range: argparse's one-line usage error, not a traceback
+        device = resolve_device(device)
+    except (ValueError, ReasonEditError) as err:  # a flag out of range: argparse's one-line error, not a traceback
         parser.error(str(err))
     logger.info("config: %s", json.dumps(dataclasses.asdict(cfg)))
-    train(cfg, progress=progress)
+    train(cfg, progress=progress, device=device)
 
 
 if __name__ == "__main__":
