@@ -65,7 +65,6 @@ import torch
 from tqdm.auto import tqdm
 
 from reasonedit_plugin.config import CodebookConfig
-from reasonedit_plugin.errors import ReasonEditError
 from reasonedit_plugin.data.language import APPLIES_PROMPTS, DESCRIBE_PROMPT, other_value
 from reasonedit_plugin.data.rule_properties import PROPERTIES, PROPERTY_BY_NAME
 from reasonedit_plugin.data.shaperules import (
@@ -85,6 +84,7 @@ from reasonedit_plugin.data.default_model_build import trained_answer_template
 from reasonedit_plugin.data.default_model_scoring import edit_facts
 from reasonedit_plugin.data.split_files import IMAGE_FIELDS, load_jsonl
 from reasonedit_plugin.data.training_mix import fuse, split_question
+from reasonedit_plugin.errors import ReasonEditError
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
 CAP_KEYS = 7
