@@ -51,3 +51,17 @@ def test_the_committed_result_counts_the_committed_measurements(script):
     measured = script.nfs.committed_measurements(script.nfs.MEASURED, 200, 123)
     assert committed["committed_models"] == len(measured)
     assert sum(len(r["models"]) for r in committed["by_recipe"].values()) == len(measured)
+
+
+def test_the_unedited_rgen_is_read_from_a_demo_reports_table(script, tmp_path):
+    report = tmp_path / "x_demo" / "report.md"
+    report.parent.mkdir()
+    report.write_text("# Demo\n\n| Method | n | Rel. | T-Gen | I-Gen | R-Gen | Loc. |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+                      "| ReasonEdit | 36 | 77.8 | 77.8 | 58.3 | 94.4 | 100.0 |\n"
+                      "| unedited model | 36 | 0.0 | 16.7 | 0.0 | 38.9 | 100.0 |\n\n"
+                      "| Method | R-Gen |\n| --- | --- |\n| unedited model | 99.0 |\n")
+    assert script.unedited_rgen(report) == 38.9  # the first table's row, by its header
+    (tmp_path / "y_demo").mkdir()
+    (tmp_path / "y_demo" / "report.md").write_text(report.read_text().replace("38.9", "48.9"))
+    spread = script.demo_baseline(tmp_path)
+    assert spread["reports"] == 2 and spread["mean"] == 43.9 and spread["min"] == 38.9 and spread["max"] == 48.9
