@@ -14,6 +14,8 @@ import torch
 from reasonedit_plugin.cli import main
 from reasonedit_plugin.topology import TopologyConfig, auto_layer, auto_scale, no_balance
 
+from test_training_loop import TINY_TRAINING
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -59,9 +61,7 @@ def test_the_default_models_training_runs_on_cuda_and_saves_what_the_cpu_run_sav
 
     from reasonedit_plugin.data import train_default_model as tdm
 
-    tiny = dict(batch_size=4, eval_every=2, eval_n=2, valid_n=2, hidden_size=32, num_heads=2, num_kv_heads=1,
-                intermediate_size=64, vision_dim=32, vision_depth=1, vision_heads=2, curriculum_copy_target=0.0,
-                curriculum_restarts=0, steps=6, num_layers=2, curriculum_steps=2, grounding_layer=1, claim_layer=2,
+    tiny = dict(TINY_TRAINING, steps=6, num_layers=2, curriculum_steps=2, grounding_layer=1, claim_layer=2,
                 value_layer=2, value_weight=1.0, average_from_step=4)
     weights = {}
     for device in ("cpu", "cuda"):

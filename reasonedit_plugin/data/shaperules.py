@@ -467,11 +467,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="wording pool (default: eval for evaluated splits, train for calibration ones; valid: "
                              "the pool the training run may select checkpoints on)")
     args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error(f"--n must be >= 1, got {args.n}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    records = generate_split(args.split, args.n, args.seed, rule_world(args.world_seed), args.image_split,
-                             args.purpose, args.wordings)
+    try:  # generate_split's own checks (--n), as argparse's one-line error
+        records = generate_split(args.split, args.n, args.seed, rule_world(args.world_seed), args.image_split,
+                                 args.purpose, args.wordings)
+    except ValueError as err:
+        parser.error(str(err))
     out = write_jsonl(records, args.out or Path(f"shaperules_{args.split}.jsonl"))
     logger.info("wrote %d records to %s (image paths relative to %s)", len(records), out, easy_vqa_root())
 
