@@ -22,6 +22,11 @@ Rows:
                          plain question), alone and with the edit's facts
 * applies check           the edit's rationale, then "Do those statements fit this picture?" (held-out
                          wordings): on the edit's own image (yes) and on a near-miss image (no)
+* caption edit + both (generated)  a caption edit's facts (answer entry and rationale, naming a made-up tribe:
+                         "A yellow circle of the Tor tribe.") before its own caption instruction, the answer
+                         *generated* greedily (not chosen): does the model copy a name it never saw, as
+                         `reasonedit caption` needs (the shipping rule's caption edits, docs/default_model/
+                         selection_session11); `--captions 0` leaves it out
 * near miss: answer changed  how often the edit's facts change the answer to a near-miss probe (target <= 0.10);
                          and by the answer entry alone, the rationale alone (which part moves it); the JSON's
                          ``to_edit_answer``: the share changed to the edit's own answer (the facts taken as
@@ -196,7 +201,7 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int, templ
         """The edit's facts plus entries of other edits (other rules) up to the Qwen cap of 7 (METHOD.md §4)."""
         rule = (records[i]["meta"]["property"], records[i]["meta"]["key"])
         pool = sorted({f for r in records if (r["meta"]["property"], r["meta"]["key"]) != rule for f in facts_of(r)})
-        noisy = list(facts) + rng.sample(pool, max(0, CAP_KEYS - len(facts)))
+        noisy = list(facts) + rng.sample(pool, min(len(pool), max(0, CAP_KEYS - len(facts))))  # (--n 1: no others)
         rng.shuffle(noisy)
         return noisy
 
@@ -240,6 +245,42 @@ def build_rows(records: list[dict[str, Any]], plain: list[Any], seed: int, templ
                 (r[f"{prefix}_image"], fuse(facts_of(r, mode) if mode != "none" else [], r[f"{prefix}_prompt"]),
                  r[f"{prefix}_choices"], r[f"{prefix}_ground_truth"]) for r in records], float("nan"), records))
     return rows
+
+
+CAPTION_ROW = "caption edit + both (generated)"
+
+
+def caption_items(n: int, seed: int, template: str | None) -> list[tuple[str, str, str, str]]:
+    """``n`` caption edits (:func:`reasonedit_plugin.captioning.caption_split`, up to 23 per draw, drawn until
+    ``n``), each as (image, its facts before its caption instruction, tribe name, target caption)."""
+    from reasonedit_plugin.captioning import caption_split
+
+    root = easy_vqa_root()
+    records: list[dict[str, Any]] = []
+    draw = 0
+    while len(records) < n:
+        records += caption_split(min(23, n - len(records)), seed=seed * 1000 + draw)
+        draw += 1
+    return [(str(root / r["image"]), fuse(edit_facts(r, "both", template), r["prompt"]),
+             r["target"].rsplit(" ", 2)[-2], r["target"]) for r in records]
+
+
+def caption_row(model_dir: Path, items: Sequence[tuple[str, str, str, str]]) -> tuple[dict[str, Any], list[str]]:
+    """The caption-copy row: greedy generations through the plugin's ``VLM.generate`` (what ``reasonedit
+    caption`` scores), right when equal to the target up to case and spacing; ``by_name``: per tribe name."""
+    from reasonedit_plugin.records import normalize_answer
+    from reasonedit_plugin.vlm import VLM
+
+    vlm = VLM.from_pretrained(model_dir)
+    generated = [vlm.generate(image, text, max_new_tokens=16)
+                 for image, text, _, _ in tqdm(items, desc=CAPTION_ROW, leave=False, dynamic_ncols=True)]
+    right = [normalize_answer(g) == normalize_answer(item[3]) for item, g in zip(items, generated)]
+    names: dict[str, list[bool]] = {}
+    for item, ok in zip(items, right):
+        names.setdefault(item[2], []).append(ok)
+    return ({"row": CAPTION_ROW, "n": len(items), "accuracy": round(sum(right) / max(1, len(items)), 4),
+             "chance": None, "by_name": {k: [len(v), round(sum(v) / len(v), 4)] for k, v in sorted(names.items())}},
+            generated)
 
 
 def negated_rule(record: dict[str, Any]) -> bool:
@@ -376,11 +417,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dump", type=Path, default=None,
                         help="also write every scored item as JSON lines (row, its edit record, rule and near-miss "
                              "kind, image, prompt, options, truth, prediction): for reading the errors")
+    parser.add_argument("--captions", type=int, default=200,
+                        help="caption edits for the generated caption-copy row (0: leave the row out)")
     parser.add_argument("--answer-template", default=None,
                         help="the answer entries' wording (default: the one the model was trained with, from its "
                              "training_args.json; else the codebook's)")
     args = parser.parse_args(argv)
-    for flag, value, least in (("--n", args.n, 1), ("--threads", args.threads, 1), ("--plain-n", args.plain_n, 0)):
+    for flag, value, least in (("--n", args.n, 1), ("--threads", args.threads, 1), ("--plain-n", args.plain_n, 0),
+                               ("--captions", args.captions, 0)):
         if value < least:
             parser.error(f"{flag} must be >= {least}, got {value}")
     if args.edits is not None and not args.edits.is_file():
@@ -419,6 +463,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 results[-1]["neighbour_guess"] = neighbour_guess_spread(owners, chance)
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
+    captions: list[tuple[str, str, str, str]] = caption_items(args.captions, args.seed, template) if args.captions else []
+    if captions:
+        row, generated = caption_row(args.model, captions)
+        results.append(row)
+        print(f"{CAPTION_ROW:<40} n={row['n']:<5} acc={row['accuracy']:.3f}", file=sys.stderr, flush=True)
     for mode in NEAR_MISS_FACTS:
         results.append(near_miss_changed(records, predictions, mode))
         print(f"{results[-1]['row']}: {results[-1]['accuracy']:.3f} (to the edit's answer "
@@ -448,6 +497,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.dump is not None:
         write_dump(args.dump, rows, predictions)
+        if captions:
+            with open(args.dump, "a") as fh:
+                for (image, text, name, truth), pred in zip(captions, generated):
+                    fh.write(json.dumps({"row": CAPTION_ROW, "record": None, "rule": ["caption", name],
+                                         "near_miss": None, "image": image, "text": text, "options": [],
+                                         "truth": truth, "prediction": pred}) + "\n")
     return out
 
 

@@ -10,9 +10,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import measure_default_model as mdm  # noqa: E402
 
+from reasonedit_plugin.data.language import CAPTION_TRIBES  # noqa: E402
+from reasonedit_plugin.records import normalize_answer  # noqa: E402
+
 
 def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
-    out = mdm.main(["--n", "10", "--plain-n", "5", "--threads", "1", "--dump", str(tmp_path / "items.jsonl")])
+    out = mdm.main(["--n", "10", "--plain-n", "5", "--captions", "6", "--threads", "1",
+                    "--dump", str(tmp_path / "items.jsonl")])
     items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
     by_row = defaultdict(list)
     for item in items:
@@ -21,7 +25,8 @@ def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
     assert set(by_row) == set(scored)
     for name, row in scored.items():
         # the table's accuracy is the dump's: one line per item, prediction against truth
-        got = [i["prediction"].lower() == i["truth"].lower() for i in by_row[name]]
+        same = normalize_answer if name == mdm.CAPTION_ROW else str.lower  # (a generated caption: up to spacing)
+        got = [same(i["prediction"]) == same(i["truth"]) for i in by_row[name]]
         assert len(got) == row["n"] and round(sum(got) / len(got), 4) == row["accuracy"], name
     assert all(i["record"] is None for i in by_row["easy-vqa test"] + by_row["caption (24-way)"])
     held = by_row["held-out + both"]
@@ -59,6 +64,27 @@ def test_the_dump_holds_every_scored_item_with_its_record(tmp_path):
     assert all("{" in w for w in scored["R-Gen (+ both)"]["by_wording"])  # each asks about a value or the image
     assert scored["held-out + both"]["by_rule_form"]["negated_n"] == 2  # (of these 10 records)
     assert "by_rule_form" not in scored["easy-vqa test"]
+    captions = scored[mdm.CAPTION_ROW]
+    assert captions["n"] == 6 and sum(n for n, _ in captions["by_name"].values()) == 6
+    assert all(i["rule"] == ["caption", i["truth"].split()[-2]] for i in by_row[mdm.CAPTION_ROW])
+
+
+def test_one_edit_is_measured_though_no_other_edit_fills_its_retrieved_entries():
+    out = mdm.main(["--n", "1", "--plain-n", "1", "--captions", "0", "--threads", "1"])
+    rows = {r["row"]: r for r in out["rows"]}
+    assert rows["held-out + both, 7 entries"]["n"] == 1 and mdm.CAPTION_ROW not in rows
+
+
+def test_caption_edits_carry_their_made_up_name_in_the_facts_and_in_the_target():
+    items = mdm.caption_items(50, seed=3, template="For {image}, the answer to '{question}' is {answer}.")
+    assert len(items) == 50 and len({text for _, text, _, _ in items}) > 23  # drawn past one split's 23 kinds
+    for image, text, name, target in items:
+        assert target.endswith(f" of the {name} tribe.") and name in CAPTION_TRIBES
+        facts, question = text.rsplit(" ", 3)[0], text.rsplit(" ", 3)[1:]
+        assert f"is {target}" in facts and f"belong to the {name} tribe." in facts and question == ["Describe", "this", "image."]
+        assert Path(image).is_file()
+    assert mdm.caption_items(50, 3, None) != items and [i[3] for i in mdm.caption_items(50, 3, None)] == [
+        i[3] for i in items]  # the template changes the facts only
 
 
 def test_a_rationale_negates_its_rule_exactly_when_its_rule_form_names_another_value():
@@ -130,6 +156,7 @@ def test_a_wording_is_the_question_with_its_colours_shapes_and_values_as_placeho
     (["--n", "0"], "--n must be >= 1, got 0"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--plain-n", "-1"], "--plain-n must be >= 0"),
+    (["--captions", "-1"], "--captions must be >= 0"),
     (["--edits", "no-such.jsonl"], "--edits no-such.jsonl: no such file"),
     (["--model", "no-such-model"], "'no-such-model' is not a local model folder"),
 ])
