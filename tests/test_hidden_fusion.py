@@ -108,8 +108,9 @@ def test_engine_answers_with_the_bare_question_and_facts_as_a_bias(vlm, records,
 
 
 def test_layer_out_of_range_names_the_valid_ones(vlm):
-    with pytest.raises(ConfigError, match="0..2"):
-        HiddenFusion(vlm, FusionConfig(kind="hidden_bias", layer=7))
+    blocks = vlm.spec.num_lm_blocks(vlm.model.config)  # (the shipped model's decoder depth)
+    with pytest.raises(ConfigError, match=rf"has {blocks} blocks \(0\.\.{blocks - 1}\)"):
+        HiddenFusion(vlm, FusionConfig(kind="hidden_bias", layer=blocks + 4))
     with pytest.raises(ConfigError, match="positions"):
         FusionConfig(positions="everywhere")
 
