@@ -464,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
     captions: list[tuple[str, str, str, str]] = caption_items(args.captions, args.seed, template) if args.captions else []
+    generated: list[str] = []
     if captions:
         row, generated = caption_row(args.model, captions)
         results.append(row)
@@ -496,18 +497,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.dump is not None:
-        write_dump(args.dump, rows, predictions)
-        if captions:
-            with open(args.dump, "a") as fh:
-                for (image, text, name, truth), pred in zip(captions, generated):
-                    fh.write(json.dumps({"row": CAPTION_ROW, "record": None, "rule": ["caption", name],
-                                         "near_miss": None, "image": image, "text": text, "options": [],
-                                         "truth": truth, "prediction": pred}) + "\n")
+        write_dump(args.dump, rows, predictions, list(zip(captions, generated)))
     return out
 
 
-def write_dump(path: Path, rows: list[Row], predictions: dict[str, list[str]]) -> None:
-    """One JSON line per scored item."""
+def write_dump(path: Path, rows: list[Row], predictions: dict[str, list[str]],
+               captions: Sequence[tuple[tuple[str, str, str, str], str]] = ()) -> None:
+    """One JSON line per scored item; ``captions``: the caption-copy row's (item, generated caption) pairs."""
     with open(path, "w") as fh:
         for name, items, _, owners in rows:
             for i, ((image, text, options, truth), pred) in enumerate(zip(items, predictions[name])):
@@ -516,6 +512,10 @@ def write_dump(path: Path, rows: list[Row], predictions: dict[str, list[str]]) -
                                      "rule": [meta["property"], meta["key"]] if owners else None,
                                      "near_miss": meta.get("hard_locality"), "image": image, "text": text,
                                      "options": list(options), "truth": truth, "prediction": pred}) + "\n")
+        for (image, text, name, truth), generated in captions:
+            fh.write(json.dumps({"row": CAPTION_ROW, "record": None, "rule": ["caption", name], "near_miss": None,
+                                 "image": image, "text": text, "options": [], "truth": truth,
+                                 "prediction": generated}) + "\n")
 
 
 if __name__ == "__main__":

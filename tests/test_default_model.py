@@ -19,10 +19,10 @@ from reasonedit_plugin.data import training_mix as mix
 
 MODEL_DIR = Path(tdm.TrainConfig().out)
 CURRENT_RECIPE = "pretrained_embeddings" in json.loads((MODEL_DIR / "training_args.json").read_text())["config"]
-TEMPLATE = dmb.trained_answer_template(MODEL_DIR)
-"""The answer entries' wording the shipped model was trained with (what its YAML's codebook.answer_template is)."""
 """Whether the shipped asset was trained by the current recipe (MiniLM WordPiece vocabulary). If not, it
 is the earlier word-level model, kept because no run of the current recipe beat it yet (README)."""
+TEMPLATE = dmb.trained_answer_template(MODEL_DIR)
+"""The answer entries' wording the shipped model was trained with (what its YAML's codebook.answer_template is)."""
 current_recipe_only = pytest.mark.xfail(
     not CURRENT_RECIPE, strict=True,
     reason="the shipped asset is the earlier word-level model: it does not meet this target (README)")

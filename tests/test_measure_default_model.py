@@ -81,7 +81,8 @@ def test_caption_edits_carry_their_made_up_name_in_the_facts_and_in_the_target()
     for image, text, name, target in items:
         assert target.endswith(f" of the {name} tribe.") and name in CAPTION_TRIBES
         facts, question = text.rsplit(" ", 3)[0], text.rsplit(" ", 3)[1:]
-        assert f"is {target}" in facts and f"belong to the {name} tribe." in facts and question == ["Describe", "this", "image."]
+        assert f"is {target}" in facts and f"belong to the {name} tribe." in facts
+        assert question == ["Describe", "this", "image."]
         assert Path(image).is_file()
     assert mdm.caption_items(50, 3, None) != items and [i[3] for i in mdm.caption_items(50, 3, None)] == [
         i[3] for i in items]  # the template changes the facts only
