@@ -99,10 +99,11 @@ NEAR_MISS_IMAGES = ("shares_colour", "shares_shape", "same_wording")
 """Hard-locality kinds whose probe is another image (governed by another rule than the edit's)."""
 
 
-def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
+def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str, Any]:
     """``scorer="vlm"``: ``VLM.option_nll`` from ``reasonedit_plugin.vlm`` (what the plugin scores with);
     ``"local"``: ``default_model_scoring.option_nlls``, the same summed NLL with the LM head applied to the
-    option tokens only (about 3x faster on the 30k-subword default model)."""
+    option tokens only (about 3x faster on the 30k-subword default model). The third item: the ``VLM`` loaded
+    for scoring (None with the local scorer), which the caption row reuses rather than load the model again."""
     try:
         from reasonedit_plugin.vlm import VLM
     except ImportError:
@@ -110,7 +111,8 @@ def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
     local_ok = (model_dir / "training_args.json").is_file()  # a model trained by train_default_model
     if (scorer == "vlm" or not local_ok) and VLM is not None and hasattr(VLM, "option_nll"):
         vlm = VLM.from_pretrained(model_dir)
-        return (lambda image, text, options: vlm.option_nll(image, text, options)), "reasonedit_plugin.vlm.VLM.option_nll"
+        return ((lambda image, text, options: vlm.option_nll(image, text, options)),
+                "reasonedit_plugin.vlm.VLM.option_nll", vlm)
 
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
 
@@ -129,7 +131,7 @@ def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str]:
         rel = str(Path(image).relative_to(root))
         return option_nlls(model, tokenizer, images, Example("eval", rel, text, options[0]), options)
 
-    return score, "local scorer (default_model_scoring.option_nlls)"
+    return score, "local scorer (default_model_scoring.option_nlls)", None
 
 
 def predict(score: Scorer, items: Sequence[tuple[str, str, Sequence[str], str]], desc: str) -> list[str]:
@@ -265,13 +267,11 @@ def caption_items(n: int, seed: int, template: str | None) -> list[tuple[str, st
              r["target"].rsplit(" ", 2)[-2], r["target"]) for r in records]
 
 
-def caption_row(model_dir: Path, items: Sequence[tuple[str, str, str, str]]) -> tuple[dict[str, Any], list[str]]:
+def caption_row(vlm: Any, items: Sequence[tuple[str, str, str, str]]) -> tuple[dict[str, Any], list[str]]:
     """The caption-copy row: greedy generations through the plugin's ``VLM.generate`` (what ``reasonedit
     caption`` scores), right when equal to the target up to case and spacing; ``by_name``: per tribe name."""
     from reasonedit_plugin.records import normalize_answer
-    from reasonedit_plugin.vlm import VLM
 
-    vlm = VLM.from_pretrained(model_dir)
     generated = [vlm.generate(image, text, max_new_tokens=16)
                  for image, text, _, _ in tqdm(items, desc=CAPTION_ROW, leave=False, dynamic_ncols=True)]
     right = [normalize_answer(g) == normalize_answer(item[3]) for item, g in zip(items, generated)]
@@ -431,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--edits {args.edits}: no such file; write one with python -m reasonedit_plugin.data.shaperules")
     try:  # a folder that is not a model: the loader's one-line reason, not its traceback
         template = args.answer_template or trained_answer_template(args.model)
-        score, scorer_name = make_scorer(args.model, args.scorer)
+        score, scorer_name, vlm = make_scorer(args.model, args.scorer)
     except ReasonEditError as err:
         parser.error(str(err))
     torch.set_num_threads(args.threads)
@@ -463,10 +463,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 results[-1]["neighbour_guess"] = neighbour_guess_spread(owners, chance)
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
-    captions: list[tuple[str, str, str, str]] = caption_items(args.captions, args.seed, template) if args.captions else []
+    captions = caption_items(args.captions, args.seed, template) if args.captions else []
     generated: list[str] = []
     if captions:
-        row, generated = caption_row(args.model, captions)
+        from reasonedit_plugin.vlm import VLM
+
+        row, generated = caption_row(vlm or VLM.from_pretrained(args.model), captions)
         results.append(row)
         print(f"{CAPTION_ROW:<40} n={row['n']:<5} acc={row['accuracy']:.3f}", file=sys.stderr, flush=True)
     for mode in NEAR_MISS_FACTS:
