@@ -90,6 +90,29 @@ def test_question_noise_touches_the_question_alone_and_keeps_its_protected_words
         tdm.TrainConfig(question_noise=1.5)
 
 
+def test_quote_noise_gives_a_quoted_question_the_asked_questions_own_noise():
+    import random
+
+    text = ("For a red circle, the answer to 'Which element is tied to the shape in this picture?' is fire. Red "
+            "circles stand for fire. Which element is tied to the shape in this picture?")
+    on = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.3, question_noise=1.0, quote_noise=1.0),
+                        random.Random(0))
+    for seed in range(20):
+        noisy = on._noisy(text, random.Random(seed))
+        facts, question = mix.split_question(noisy)
+        assert f" '{question}' " in facts  # the entry still quotes the asked question, word for word
+        assert not {"tied", "picture"} & set(question.rstrip("?").lower().split())  # which was noised
+        assert "  " not in noisy and "fire" in facts  # spaces kept around the quote; values never noised
+    unquoted = "Red circles stand for fire. Which element is tied to the shape in this picture?"
+    facts, question = mix.split_question(on._noisy(unquoted, random.Random(3)))
+    assert "tied" not in question and "picture" not in question  # no quote: the question noise as before
+    off = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.3, question_noise=1.0), random.Random(0))
+    facts, question = mix.split_question(off._noisy(text, random.Random(1)))
+    assert f"'{question}'" not in facts  # off (the default): quote and question noised apart
+    with pytest.raises(ValueError, match="quote_noise"):
+        tdm.TrainConfig(quote_noise=-0.1)
+
+
 def test_wide_questions_adds_the_extra_frames_to_rule_questions_only_when_asked():
     import random
 

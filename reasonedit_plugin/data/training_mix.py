@@ -108,6 +108,16 @@ def word_noise(text: str, rate: float, rng: random.Random, words: Sequence[str])
     return re.sub(r" {2,}", " ", WORD.sub(swap, text)).strip()
 
 
+def word_noise_inside(text: str, rate: float, rng: random.Random, words: Sequence[str]) -> str:
+    """:func:`word_noise` on a piece of a sentence, its leading and trailing spaces kept (the text between two
+    quotes of a question: "..., the answer to " before one)."""
+    core = text.strip()
+    if not core:
+        return text
+    lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+    return lead + (word_noise(core, rate, rng, words) or core) + trail
+
+
 def noise_vocabulary() -> list[str]:
     """Whole English words of MiniLM's WordPiece vocabulary (letters only, 3-12 characters)."""
     from .default_model_build import minilm_dir
@@ -183,12 +193,27 @@ class MixSampler:
         return example
 
     def _noisy(self, text: str, rng: random.Random) -> str:
+        if self.cfg.quote_noise > 0 and rng.random() < self.cfg.quote_noise:  # (no draw when off)
+            facts, question = split_question(text)
+            quote = f"'{question}'"
+            if facts and quote in facts:
+                return self._noisy_with_quote(facts, question, rng)
         text = word_noise(text, self.cfg.word_noise, rng, self.noise_words)
         if self.cfg.question_noise > 0:  # no draw when off: the stream stays the recipe's
             facts, question = split_question(text)
             question = word_noise(question, self.cfg.question_noise, rng, self.noise_words) or question
             text = fuse([facts] if facts else [], question)
         return text
+
+    def _noisy_with_quote(self, facts: str, question: str, rng: random.Random) -> str:
+        """``_noisy`` for a prompt whose facts quote its question (``'<question>'``): the question is noised
+        once and every quote of it carries that same noise; the rest of the facts get word noise."""
+        noisy_q = word_noise(question, self.cfg.word_noise, rng, self.noise_words) or question
+        if self.cfg.question_noise > 0:
+            noisy_q = word_noise(noisy_q, self.cfg.question_noise, rng, self.noise_words) or noisy_q
+        parts = [word_noise_inside(part, self.cfg.word_noise, rng, self.noise_words)
+                 for part in facts.split(f"'{question}'")]
+        return fuse([f"'{noisy_q}'".join(parts)], noisy_q)
 
     # --- pieces -------------------------------------------------------------------------------
     def _is_known(self, prop: Property, info: ImageInfo) -> bool:
