@@ -113,6 +113,31 @@ def test_quote_noise_gives_a_quoted_question_the_asked_questions_own_noise():
         tdm.TrainConfig(quote_noise=-0.1)
 
 
+def test_entry_over_rationale_answers_a_quoted_entry_against_its_rationale():
+    import random
+
+    cfg = tdm.TrainConfig(entry_over_rationale=1.0, word_noise=0.0, question_noise=0.0, near_twin=0.0,
+                          answer_template="For {image}, the answer to '{question}' is {answer}.")
+    sampler = mix.MixSampler(sr.rule_world(), cfg, random.Random(0))
+    conflicts = agree = 0
+    for _ in range(400):
+        ex = sampler._facts()
+        facts, question = mix.split_question(ex.text)
+        entry = re.search(r"the answer to '([^']+)' is (\w+)\.", facts)
+        if entry is None or entry.group(1) != question or ex.answer in ("yes", "no"):
+            continue
+        assert entry.group(2) == ex.answer  # the quoted entry's value is the answer
+        rest = facts.replace(entry.group(0), "")
+        named = {v for v in ex.choices if re.search(rf"\b{v}\b", rest)}
+        if named and ex.answer not in named:
+            conflicts += 1
+        elif ex.answer in named:
+            agree += 1
+    assert conflicts > 20  # rationales naming another value, under an entry quoting the question
+    with pytest.raises(ValueError, match="entry_over_rationale"):
+        tdm.TrainConfig(entry_over_rationale=2.0)
+
+
 def test_wide_questions_adds_the_extra_frames_to_rule_questions_only_when_asked():
     import random
 

@@ -96,6 +96,13 @@ class TrainConfig:
     shape, which the facts do not cover, answered from the model's own knowledge."""
     same_question: float = 0.5
     """Share of answer entries quoting exactly the asked question (else a paraphrase)."""
+    entry_over_rationale: float = 0.0
+    """Share of full-mix ``facts`` examples with both an answer entry quoting the asked question and rationale
+    sentences whose rationale names another value than the entry: the entry's value is the answer (0: off, the
+    recipe to session 43). An edit's answer is what its user says it is; with the quoted entry copied
+    (``quote_noise``) the held-out + both row was still lost where the model misread a held-out rationale
+    ("Count five points for any green circle, not seven." read as seven: 33 of 39 errors of session 43's seed
+    10, whose entry-only row read 1.000; docs/RESULTS.md)."""
     plain_own_edit: float = 0.0
     """Share of ``plain_noisy`` examples whose facts include an edit about the asked image's own colour and
     shape (a train rule of its key, a random value; answer entry, rationale or both), as retrieval returns
@@ -272,7 +279,7 @@ class TrainConfig:
                              "on: use one of the two.")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
         for name in ("entry_sibling", "near_other_property", "late_negation", "question_noise", "near_twin",
-                     "plain_own_edit", "plain_own_evidence", "quote_noise"):
+                     "plain_own_edit", "plain_own_evidence", "quote_noise", "entry_over_rationale"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")
         if self.weights_dtype not in WEIGHTS_DTYPES:

@@ -482,6 +482,10 @@ class MixSampler:
             if made_on is not None:  # the edit's own question, asked of its own image
                 entry_q = format_question(self.rng.choice(self.rule_questions[prop.name]), made_on)
         relevant = self._edit_facts(prop, info, value, mode, entry_q, made_on)
+        if (mode == "both" and entry_q == question and not self.easy and self.cfg.entry_over_rationale > 0
+                and self.rng.random() < self.cfg.entry_over_rationale):  # the entry outweighs its rationale
+            other = self.rng.choice([v for v in prop.values if v != value])
+            relevant = relevant[:1] + self._rationale(prop, info, other)
         room = max(0, self.cfg.max_facts - len(relevant))
         n = min(room, self.rng.randint(0, self.max_distractors))
         facts = relevant + self.distractors(n, (prop.name, key), allow_same_question=(mode == "both"), info=info)
