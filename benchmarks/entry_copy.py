@@ -85,7 +85,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(names) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.95 * len(names) + 2), 4.6))
     colours = {"questions": "tab:blue", "valid_questions": "tab:green", "eval_questions": "tab:red",
                "extra_questions": "tab:purple", "control": "black"}
     offsets = {pool: (i - 2) * 0.12 for i, pool in enumerate(colours)}

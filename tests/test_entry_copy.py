@@ -40,3 +40,23 @@ def test_prompts_quote_the_asked_question_on_train_rule_images_the_same_for_ever
         assert not world.rule_for(prop, info).held_out
     values = [x[3] for x in script.prompts("points", script.CONTROL, 200, 0, TEMPLATE)]
     assert len(set(values)) == 4  # drawn at random, not the rule's own value
+
+
+def test_a_model_that_copies_every_entry_reads_one_and_one_that_never_does_reads_chance(script, monkeypatch, tmp_path):
+    def copier(image, text, options):  # lowest NLL for the entry's value
+        value = re.search(r"' is (\w+)\.", text).group(1)
+        return [0.0 if o == value else 1.0 for o in options]
+
+    def first(image, text, options):
+        return [0.0] + [1.0] * (len(options) - 1)
+
+    monkeypatch.setattr(script, "trained_answer_template", lambda path: TEMPLATE)
+    for scorer, expect in ((copier, 1.0), (first, None)):
+        monkeypatch.setattr(script.mdm, "make_scorer", lambda path, s=scorer: (s, "fake", None))
+        res = script.measure(tmp_path, 8, 0)
+        assert len(res["wordings"]) == len(script.wordings())
+        followed = [r["followed"] for r in res["wordings"]]
+        if expect is not None:
+            assert set(followed) == {expect} and all(s["below"] == 0 for s in res["summary"].values())
+        else:  # the first option wins: right exactly when the random value is the first
+            assert max(followed) < 1.0 and res["summary"]["control"]["below"] == len(PROPERTIES)
