@@ -48,6 +48,7 @@ Usage::
     python examples/measure_default_model.py                 # shipped model, 200 edits, 1000 easy-vqa questions
     python examples/measure_default_model.py --model PATH --n 100 --plain-n 500 --json out.json
     python examples/measure_default_model.py --model PATH --dump items.jsonl   # every item and its prediction
+    python examples/measure_default_model.py --model PATH --row "caption edit + both (generated)"   # one row
 """
 
 from __future__ import annotations
@@ -419,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "kind, image, prompt, options, truth, prediction): for reading the errors")
     parser.add_argument("--captions", type=int, default=200,
                         help="caption edits for the generated caption-copy row (0: leave the row out)")
+    parser.add_argument("--row", action="append", default=None, dest="rows", metavar="NAME",
+                        help="score only this row, named as the table prints it (repeat for more; the near-miss "
+                             "rows come with the hard-locality rows they compare); default: every row")
     parser.add_argument("--answer-template", default=None,
                         help="the answer entries' wording (default: the one the model was trained with, from its "
                              "training_args.json; else the codebook's)")
@@ -427,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                ("--captions", args.captions, 0)):
         if value < least:
             parser.error(f"{flag} must be >= {least}, got {value}")
+    wanted = None if args.rows is None else {name.strip() for name in args.rows}
     if args.edits is not None and not args.edits.is_file():
         parser.error(f"--edits {args.edits}: no such file; write one with python -m reasonedit_plugin.data.shaperules")
     try:  # a folder that is not a model: the loader's one-line reason, not its traceback
@@ -449,6 +454,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = []
     predictions: dict[str, list[str]] = {}
     rows = build_rows(records, plain, args.seed, template)
+    if wanted is not None:  # (checked before any scoring)
+        known = {name for name, *_ in rows} | {CAPTION_ROW}
+        if wanted - known:
+            parser.error(f"--row: unknown row(s) {sorted(wanted - known)}; choose among {sorted(known)}")
+        rows = [row for row in rows if row[0] in wanted]
     for name, items, chance, owners in rows:
         predictions[name] = predict(score, items, name)
         acc = accuracy_of(items, predictions[name])
@@ -463,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 results[-1]["neighbour_guess"] = neighbour_guess_spread(owners, chance)
         print(f"{name:<40} n={len(items):<5} acc={acc:.3f}" + ("" if chance != chance else f"  (chance {chance:.3f})"),
               file=sys.stderr, flush=True)
-    captions = caption_items(args.captions, args.seed, template) if args.captions else []
+    with_captions = args.captions and (wanted is None or CAPTION_ROW in wanted)
+    captions = caption_items(args.captions, args.seed, template) if with_captions else []
     generated: list[str] = []
     if captions:
         from reasonedit_plugin.vlm import VLM
@@ -472,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results.append(row)
         print(f"{CAPTION_ROW:<40} n={row['n']:<5} acc={row['accuracy']:.3f}", file=sys.stderr, flush=True)
     for mode in NEAR_MISS_FACTS:
+        if not {"hard locality", f"hard locality + {NEAR_MISS_FACTS[mode]}"} <= set(predictions):
+            continue  # (--row left out what the row compares)
         results.append(near_miss_changed(records, predictions, mode))
         print(f"{results[-1]['row']}: {results[-1]['accuracy']:.3f} (to the edit's answer "
               f"{results[-1]['to_edit_answer']:.3f}) {results[-1]['by_kind']}", file=sys.stderr)

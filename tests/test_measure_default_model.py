@@ -160,6 +160,7 @@ def test_a_wording_is_the_question_with_its_colours_shapes_and_values_as_placeho
     (["--captions", "-1"], "--captions must be >= 0"),
     (["--edits", "no-such.jsonl"], "--edits no-such.jsonl: no such file"),
     (["--model", "no-such-model"], "'no-such-model' is not a local model folder"),
+    (["--n", "2", "--row", "held-out + both", "--row", "held out + both"], "--row: unknown row(s) ['held out + both']"),
 ])
 def test_a_bad_flag_is_answered_in_one_line_before_any_scoring(capsys, flags, message):
     with pytest.raises(SystemExit) as exit_:
@@ -167,3 +168,13 @@ def test_a_bad_flag_is_answered_in_one_line_before_any_scoring(capsys, flags, me
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_row_scores_only_the_rows_named_and_the_near_miss_rows_they_allow():
+    rows = ["held-out + both", "hard locality", "hard locality + edit's facts", mdm.CAPTION_ROW]
+    out = mdm.main(["--n", "6", "--plain-n", "1", "--threads", "1", "--captions", "3",
+                    *(flag for row in rows for flag in ("--row", row))])
+    assert [r["row"] for r in out["rows"]] == ["held-out + both", "hard locality", "hard locality + edit's facts",
+                                               mdm.CAPTION_ROW, "near miss: answer changed by the facts"]
+    out = mdm.main(["--n", "6", "--plain-n", "1", "--threads", "1", "--row", "R-Gen, no fact"])
+    assert [r["row"] for r in out["rows"]] == ["R-Gen, no fact"]  # no caption row, no near-miss row
