@@ -31,7 +31,7 @@ import measure_default_model as mdm  # noqa: E402
 
 from reasonedit_plugin.data.default_model_build import trained_answer_template  # noqa: E402
 from reasonedit_plugin.data.easyvqa import easy_vqa_root, image_catalogue  # noqa: E402
-from reasonedit_plugin.data.rule_properties import PROPERTIES  # noqa: E402
+from reasonedit_plugin.data.rule_properties import PROPERTIES, PROPERTY_BY_NAME  # noqa: E402
 from reasonedit_plugin.data.shaperules import answer_entry, format_question, rule_world  # noqa: E402
 
 POOLS = ("questions", "valid_questions", "eval_questions", "extra_questions")
@@ -51,7 +51,7 @@ def wordings() -> list[tuple[str, str, str]]:
 def prompts(prop_name: str, template: str, n: int, seed: int, entry_template: str | None) -> list[tuple[str, str, list[str], str]]:
     """``n`` (image path, prompt, options, entry's value) items on test images under train rules of the
     property, seeded by the property alone (every wording of it asks the same images and values)."""
-    prop = next(p for p in PROPERTIES if p.name == prop_name)
+    prop = PROPERTY_BY_NAME[prop_name]
     world, root = rule_world(), easy_vqa_root()
     pool = [x for x in image_catalogue("test") if not world.rule_for(prop, x).held_out]
     rng = random.Random(f"entry-copy:{seed}:{prop_name}")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from reasonedit_plugin.data.rule_properties import PROPERTIES
+from reasonedit_plugin.data.rule_properties import PROPERTIES, PROPERTY_BY_NAME
 from reasonedit_plugin.data.shaperules import rule_world
 
 TEMPLATE = "For {image}, the answer to '{question}' is {answer}."
@@ -27,7 +27,7 @@ def test_every_pool_of_every_property_is_asked_and_the_control_for_each(script):
 
 def test_prompts_quote_the_asked_question_on_train_rule_images_the_same_for_every_wording(script):
     world = rule_world()
-    prop = next(p for p in PROPERTIES if p.name == "element")
+    prop = PROPERTY_BY_NAME["element"]
     a = script.prompts("element", "Which element is tied to the shape in this picture?", 30, 0, TEMPLATE)
     b = script.prompts("element", script.CONTROL, 30, 0, TEMPLATE)
     assert len(a) == len(b) == 30
