@@ -48,7 +48,8 @@ def wordings() -> list[tuple[str, str, str]]:
     return out + [(p.name, "control", CONTROL) for p in PROPERTIES]
 
 
-def prompts(prop_name: str, template: str, n: int, seed: int, entry_template: str | None) -> list[tuple[str, str, list[str], str]]:
+def prompts(prop_name: str, template: str, n: int, seed: int,
+            entry_template: str | None) -> list[tuple[str, str, list[str], str]]:
     """``n`` (image path, prompt, options, entry's value) items on test images under train rules of the
     property, seeded by the property alone (every wording of it asks the same images and values)."""
     prop = PROPERTY_BY_NAME[prop_name]
@@ -115,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
+    for flag, value in (("--n", args.n), ("--threads", args.threads)):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
     import torch
 
     torch.set_num_threads(args.threads)

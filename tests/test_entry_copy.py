@@ -60,3 +60,17 @@ def test_a_model_that_copies_every_entry_reads_one_and_one_that_never_does_reads
             assert set(followed) == {expect} and all(s["below"] == 0 for s in res["summary"].values())
         else:  # the first option wins: right exactly when the random value is the first
             assert max(followed) < 1.0 and res["summary"]["control"]["below"] == len(PROPERTIES)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n", "0"], "--n must be >= 1, got 0"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+    (["no-equals-sign"], "give NAME=MODEL_DIR with an existing model folder"),
+])
+def test_a_bad_flag_is_answered_in_one_line_before_any_model_is_loaded(script, capsys, tmp_path, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        model = [] if flags[0] == "no-equals-sign" else [f"m={tmp_path}"]
+        script.main([*flags, *model, "--out", str(tmp_path / "o.json")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err
