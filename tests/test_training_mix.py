@@ -136,6 +136,33 @@ def test_entry_over_rationale_answers_a_quoted_entry_against_its_rationale():
         tdm.TrainConfig(entry_over_rationale=2.0)
 
 
+def test_quote_copy_is_answered_by_the_entry_whose_quote_and_image_both_match():
+    import random
+
+    cfg = tdm.TrainConfig(answer_template="For {image}, the answer to '{question}' is {answer}.")
+    sampler = mix.MixSampler(sr.rule_world(), cfg, random.Random(0))
+    entry = re.compile(r"For an? (\w+ \w+), the answer to '([^']+)' is (\w+)\.")
+    decoys = {"question": 0, "image": 0}
+    for _ in range(300):
+        ex = sampler._quote_copy()
+        info = sampler.image_info[ex.image]
+        facts, question = mix.split_question(ex.text)
+        assert not set(question.rstrip("?").lower().split()) & mix.PROTECTED  # random words, nothing to read
+        entries = entry.findall(facts)
+        matching = [v for img, q, v in entries if q == question and img == f"{info.colour} {info.shape}"]
+        assert matching == [ex.answer] and ex.answer in ex.choices  # exactly one entry answers it
+        for img, q, v in entries:
+            if (img, q) != (f"{info.colour} {info.shape}", question):
+                assert v != ex.answer
+                decoys["question" if q != question else "image"] += 1
+    assert decoys["question"] > 100 and decoys["image"] > 80  # both decoys are common
+    plain = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(0))  # entries name no image
+    for _ in range(100):
+        facts, question = mix.split_question(plain._quote_copy().text)
+        assert facts.count(f"'{question}'") == 1  # no same-question decoy where the image cannot tell it apart
+    tdm.TrainConfig(mix={"plain": 0.9, "quote_copy": 0.1})  # a mix kind (off in every recipe)
+
+
 def test_wide_questions_adds_the_extra_frames_to_rule_questions_only_when_asked():
     import random
 

@@ -18,7 +18,11 @@ Kinds (``TrainConfig.mix`` weighs them):
 * ``applies``     an edit's rationale (about this image or a near miss) and "Do these facts apply to the shape
                   in the image?": yes / no. The check a near miss needs, asked outright (off by default);
 * ``caption_facts`` a caption instruction with an edited caption in the prompt ("A red circle of the Zubo
-                  tribe.", names made up per example, so the caption can only be copied): caption edits.
+                  tribe.", names made up per example, so the caption can only be copied): caption edits;
+* ``quote_copy``  a question of random words and an answer entry quoting it word for word, beside decoy entries
+                  (another random question about this image; the same question about a near miss): only the
+                  entry whose quote *and* image match answers it, so an entry is copied by its quote (off by
+                  default).
 
 Held-out rules (the only ones edit splits use) and held-out wordings never occur.
 """
@@ -59,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FACT_MODES = ("answer", "rationale", "both")
 MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia", "caption_facts",
-             "applies")
+             "applies", "quote_copy")
 CAPTION_SUFFIXES = (("of the {name} tribe", "{Colour} {shape}s are members of the {name} tribe."),
                     ("from {name} island", "{Colour} {shape}s come from {name} island."),
                     ("that {name} drew", "{name} drew every {colour} {shape}."),
@@ -426,6 +430,36 @@ class MixSampler:
             facts += self.distractors(self.rng.randint(0, min(3, self.max_distractors)), None, info=None)
         self.rng.shuffle(facts)
         return Example("caption_facts", info.path, fuse(facts, prompt), target)
+
+    def _random_question(self) -> str:
+        """A question of 3-6 random English words ("Harbor ravel plinth garden?"): what it asks can only be
+        matched word for word, never read."""
+        words = self.rng.sample(self.name_words, self.rng.randint(3, 6))
+        return " ".join(words).capitalize() + "?"
+
+    def _quote_copy(self) -> Example:
+        """A question of random words about a train-rule image, answered by the answer entry that quotes it
+        and describes this image (a random value of a property). Decoys, each half the time: an entry quoting
+        another random question about this image, and (with an image-naming ``answer_template``) one quoting
+        the same question about a near miss, both naming other values of the property. The quote and the
+        image both decide, so what is learnt is matching the asked question word for word, which held-out
+        wordings need (session 43: models copied an entry by what its question asks, and missed a wording
+        or two each, differently per seed)."""
+        prop, info = self.rng.choice(self.rule_images)
+        question = self._random_question()
+        value = self.rng.choice(prop.values)
+        others = [v for v in prop.values if v != value]
+        facts = [self._entry(question, value, info)]
+        if self.rng.random() < 0.5:
+            facts.append(self._entry(self._random_question(), self.rng.choice(others), info))
+        if "{image}" in self.cfg.answer_template and self.rng.random() < 0.5:
+            near = self._near(prop, info)
+            if near is not None:
+                facts.append(self._entry(question, self.rng.choice(others), near))
+        facts += self.distractors(self.rng.randint(0, min(2, self.max_distractors)), (prop.name, prop.key_of(info)),
+                                  info=info)
+        self.rng.shuffle(facts)
+        return Example("quote_copy", info.path, fuse(facts, question), value, prop.values)
 
     def _trivia(self) -> Example:
         question, answer = self.rng.choice(TRIVIA)
