@@ -8,8 +8,8 @@ the answer to 'Which element does this shape stand for?' is wind. Which element 
 image is under a *train* rule and the entry's value is drawn at random, so three times in four it contradicts
 what the model learnt: an answer other than the entry's is the model's memory or its reading of the question
 winning over the entry. Asked in every question wording of every property (the train, valid, eval and extra
-pools of ``rule_properties``) and in one question of made-up words (``CONTROL``), ``--n`` images each (the same
-images and values for every model). The eval pool is the measured split's, so this is a measurement beside it,
+pools of ``rule_properties``) and in questions of made-up words (``CONTROL``, whose words split into word pieces,
+and ``WORD_CONTROLS``, of whole vocabulary words), ``--n`` images each (the same images and values for every model). The eval pool is the measured split's, so this is a measurement beside it,
 never a way to choose a model. The held-out + both row of the measured split quotes the asked question the same
 way, so a wording a model does not copy here is one it can fail there whatever the facts say (RESULTS.md,
 session 43).
@@ -37,15 +37,23 @@ from reasonedit_plugin.data.shaperules import answer_entry, format_question, rul
 POOLS = ("questions", "valid_questions", "eval_questions", "extra_questions")
 """The ``Property`` fields whose question wordings are asked: train, valid, eval and extra pools."""
 CONTROL = "Harbor ravel plinth over garden?"
-"""A question of made-up words: only matching the quote word for word can answer it."""
+"""A question of made-up words: only matching the quote word for word can answer it. Two of its words split into
+word pieces ("rave ##l", "pl ##int ##h"), and that alone decided it for two models of session 44 that copied each
+whole-word question 1.00 (RESULTS.md, session 44)."""
+WORD_CONTROLS = ("Rotary proof cities kaye?", "Shark rican benji sans alaska nature?",
+                 "Python eyelids diverse torpedo ndp?")
+"""Questions of random words that are each one token of the vocabulary (as the ``quote_copy`` training kind draws
+them), seeded once and kept: the control without word pieces."""
+CONTROL_POOLS = ("control", "control_words")
 FOLLOWED = 0.9
 """A wording counts as copied when at least this share of its prompts follow the entry."""
 
 
 def wordings() -> list[tuple[str, str, str]]:
-    """(property, pool, question template) for every wording asked, the control last (under each property)."""
+    """(property, pool, question template) for every wording asked, the controls last (under each property)."""
     out = [(p.name, pool, q) for p in PROPERTIES for pool in POOLS for q in getattr(p, pool)]
-    return out + [(p.name, "control", CONTROL) for p in PROPERTIES]
+    out += [(p.name, "control", CONTROL) for p in PROPERTIES]
+    return out + [(p.name, "control_words", q) for p in PROPERTIES for q in WORD_CONTROLS]
 
 
 def prompts(prop_name: str, template: str, n: int, seed: int,
@@ -74,7 +82,7 @@ def measure(model_dir: Path, n: int, seed: int) -> dict[str, Any]:
         predictions = mdm.predict(score, items, f"{prop}: {question[:30]}")
         rows.append({"property": prop, "pool": pool, "question": question, "n": len(items),
                      "followed": round(mdm.accuracy_of(items, predictions), 4)})
-    per_pool = {pool: [r["followed"] for r in rows if r["pool"] == pool] for pool in (*POOLS, "control")}
+    per_pool = {pool: [r["followed"] for r in rows if r["pool"] == pool] for pool in (*POOLS, *CONTROL_POOLS)}
     return {"model": str(model_dir), "scorer": scorer, "answer_template": template, "wordings": rows,
             "summary": {pool: {"min": min(v), "mean": round(sum(v) / len(v), 4),
                                "below": sum(x < FOLLOWED for x in v), "of": len(v)} for pool, v in per_pool.items()}}
@@ -88,16 +96,16 @@ def plot(results: dict[str, Any], out: Path) -> None:
     names = list(results)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.95 * len(names) + 2), 4.6))
     colours = {"questions": "tab:blue", "valid_questions": "tab:green", "eval_questions": "tab:red",
-               "extra_questions": "tab:purple", "control": "black"}
-    offsets = {pool: (i - 2) * 0.12 for i, pool in enumerate(colours)}
+               "extra_questions": "tab:purple", "control": "black", "control_words": "tab:orange"}
+    offsets = {pool: (i - 2.5) * 0.1 for i, pool in enumerate(colours)}
     for x, name in enumerate(names):
         for r in results[name]["wordings"]:
             ax.scatter(x + offsets[r["pool"]], r["followed"], s=14, color=colours[r["pool"]], alpha=0.7,
                        label=r["pool"] if x == 0 else None)
     handles, labels = ax.get_legend_handles_labels()
     seen = dict(zip(labels, handles))
-    ax.legend(seen.values(), [f"{k} pool" if k != "control" else "made-up words" for k in seen], fontsize=7,
-              loc="lower left")
+    names_of = {"control": "made-up words (word pieces)", "control_words": "random whole words"}
+    ax.legend(seen.values(), [names_of.get(k, f"{k} pool") for k in seen], fontsize=7, loc="lower left")
     ax.axhline(FOLLOWED, color="grey", lw=0.8, ls="--")
     ax.set_xticks(range(len(names)), names, fontsize=8, rotation=15)
     ax.set_ylim(-0.02, 1.02)

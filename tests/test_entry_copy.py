@@ -23,6 +23,7 @@ def test_every_pool_of_every_property_is_asked_and_the_control_for_each(script):
         for pool in script.POOLS:
             assert {q for p, k, q in asked if p == prop.name and k == pool} == set(getattr(prop, pool))
         assert (prop.name, "control", script.CONTROL) in asked
+        assert {q for p, k, q in asked if p == prop.name and k == "control_words"} == set(script.WORD_CONTROLS)
 
 
 def test_prompts_quote_the_asked_question_on_train_rule_images_the_same_for_every_wording(script):
@@ -60,6 +61,7 @@ def test_a_model_that_copies_every_entry_reads_one_and_one_that_never_does_reads
             assert set(followed) == {expect} and all(s["below"] == 0 for s in res["summary"].values())
         else:  # the first option wins: right exactly when the random value is the first
             assert max(followed) < 1.0 and res["summary"]["control"]["below"] == len(PROPERTIES)
+            assert res["summary"]["control_words"]["of"] == len(PROPERTIES) * len(script.WORD_CONTROLS)
 
 
 @pytest.mark.parametrize("flags, message", [
