@@ -9,10 +9,10 @@ image is under a *train* rule and the entry's value is drawn at random, so three
 what the model learnt: an answer other than the entry's is the model's memory or its reading of the question
 winning over the entry. Asked in every question wording of every property (the train, valid, eval and extra
 pools of ``rule_properties``) and in questions of made-up words (``CONTROL``, whose words split into word pieces,
-and ``WORD_CONTROLS``, of whole vocabulary words), ``--n`` images each (the same images and values for every model). The eval pool is the measured split's, so this is a measurement beside it,
-never a way to choose a model. The held-out + both row of the measured split quotes the asked question the same
-way, so a wording a model does not copy here is one it can fail there whatever the facts say (RESULTS.md,
-session 43).
+and ``WORD_CONTROLS``, of whole vocabulary words), ``--n`` images each (the same images and values for every
+model). The eval pool is the measured split's, so this is a measurement beside it, never a way to choose a model.
+The held-out + both row of the measured split quotes the asked question the same way, so a wording a model does
+not copy here is one it can fail there whatever the facts say (RESULTS.md, sessions 43 and 44).
 """
 
 from __future__ import annotations

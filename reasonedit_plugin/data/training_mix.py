@@ -432,8 +432,8 @@ class MixSampler:
         return Example("caption_facts", info.path, fuse(facts, prompt), target)
 
     def _random_question(self) -> str:
-        """A question of 3-6 random English words ("Harbor ravel plinth garden?"): what it asks can only be
-        matched word for word, never read."""
+        """A question of 3-6 random English words, each one token of the vocabulary ("Fling celtics orlando?"):
+        what it asks can only be matched word for word, never read."""
         words = self.rng.sample(self.name_words, self.rng.randint(3, 6))
         return " ".join(words).capitalize() + "?"
 
