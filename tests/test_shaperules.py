@@ -209,7 +209,7 @@ def test_training_mix_never_mentions_a_held_out_rule():
     tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
     from reasonedit_plugin.data import training_mix as mix
     world = sr.rule_world()
-    every_kind = {**tdm.TrainConfig().mix, "applies": 0.05}  # (the applies check is off by default)
+    every_kind = {**tdm.TrainConfig().mix, "applies": 0.05, "quote_copy": 0.05}  # (both off by default)
     sampler = mix.MixSampler(world, tdm.TrainConfig(word_noise=0.0, mix=every_kind), random.Random(0))  # noise would rewrite the questions parsed below
     held_rule_sentences = {
         sr.rule_sentence(sr.PROPERTY_BY_NAME[r.prop], r.key, v, form, pool)
@@ -228,6 +228,9 @@ def test_training_mix_never_mentions_a_held_out_rule():
                 ex.text.endswith(sr.format_question(t, info, v)) for t in p.questions + p.yes_no for v in p.values)]
             assert asked, ex.text
             assert not any(world.rule(p.name, p.key_of(info)).held_out for p in asked), ex.text
+        if ex.kind == "quote_copy":  # its random question is about a property whose rule for the image is a train rule
+            prop = next(p for p in sr.PROPERTIES if p.values == ex.choices)
+            assert not world.rule(prop.name, prop.key_of(_info(ex.image))).held_out, ex.text
     assert kinds == set(mix.MIX_KINDS)
     assert held_subjects  # (rule sentences cover every rendering of a held-out rule above)
 
