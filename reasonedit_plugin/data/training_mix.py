@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from ..config import CodebookConfig
 from .language import APPLIES_PROMPTS, CAPTION_PROMPTS, CAPTION_TRIBES, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption, verify_prompt
 from .shaperules import (
     COLOURS,
@@ -168,6 +169,8 @@ class MixSampler:
         self.noise_words = noise_vocabulary() if cfg.word_noise > 0 or cfg.question_noise > 0 else []
         self.name_words = [w for w in (self.noise_words or noise_vocabulary()) if len(w) <= 7]
         """Real English words a caption edit may use as a name (most of them one WordPiece token)."""
+        self.entries_name_image = CodebookConfig(answer_template=cfg.answer_template).names_image
+        """Whether answer entries describe their image (an image-naming ``answer_template``)."""
         self._queued: list[Example] = []
         """Examples drawn as the twin of the previous one (``cfg.near_twin``), returned next."""
 
@@ -453,7 +456,7 @@ class MixSampler:
         facts = [self._entry(question, value, info)]
         if self.rng.random() < 0.5:
             facts.append(self._entry(self._random_question(), self.rng.choice(others), info))
-        if "{image}" in self.cfg.answer_template and self.rng.random() < 0.5:
+        if self.entries_name_image and self.rng.random() < 0.5:
             near = self._near(prop, info)
             if near is not None:
                 facts.append(self._entry(question, self.rng.choice(others), near))
