@@ -74,11 +74,11 @@ class TrainConfig:
     """Share of noised prompts whose answer entry quotes the asked question verbatim where the quote gets the
     asked question's own noise, so that the two still match word for word, as they do at inference when a
     user asks an edit's own question (0: off, every recipe: the quote and the question are noised apart, and a
-    noised question is never quoted word for word). Models copy an entry by what its question asks, not by
-    the quote's words, and miss a wording or two each (``benchmarks/entry_copy.py``: session 42's seed 10 copies
-    0.45 of entries quoting "Which element is tied to the shape in this picture?"). Measured at 1.0 on session
-    37's recipe (docs/RESULTS.md, session 43): no model learnt to copy by the quote (a question of made-up
-    words copied 0.20-0.43), held-out + both 0.930 / 0.895 / 0.805 against 0.940 / 0.835 / 0.950 without."""
+    noised question is never quoted word for word). Models miss copying such an entry in a wording or two
+    each (``benchmarks/entry_copy.py``: session 42's seed 10 copies 0.45 of entries quoting "Which element is
+    tied to the shape in this picture?"). Measured at 1.0 on session 37's recipe (docs/RESULTS.md, session 43):
+    held-out + both 0.930 / 0.895 / 0.805 against 0.940 / 0.835 / 0.950 without, and questions of random whole
+    words copied 0.10-1.00 (session 44; the ``quote_copy`` mix kind is what taught copying by the quote)."""
     wide_questions: bool = False
     """Rule questions also in each property's :attr:`.rule_properties.Property.extra_questions` frames (False: the
     train pool alone, the recipe to session 30). More frames of one question to learn the property from, where
