@@ -402,3 +402,17 @@ def test_caption_edit_names_mix_real_words_and_made_up_ones():
     assert tdm.TrainConfig().caption_word_names == 0.3
     # the made-up rest (letters; recipe 3: syllables) is checked in
     # test_training_mix.test_letter_names_are_copied_piece_by_piece_never_held_out
+
+
+def test_edit_facts_describe_the_image_only_for_an_image_naming_template():
+    from reasonedit_plugin.data.default_model_scoring import edit_facts
+
+    record = sr.generate_split("facts", 1, seed=2)[0]
+    info = sr.image_info(record["image"])
+    naming = "For {image}, the answer to '{question}' is {answer}."
+    entry, *rationale = edit_facts(record, "both", naming)
+    assert entry == f"For a {info.colour} {info.shape}, the answer to '{record['prompt']}' is {record['target']}."
+    assert rationale and all(s in record["rationale"] for s in rationale)
+    plain = edit_facts({**record, "image": "not/an/easy-vqa/image.png"}, "answer")  # no image needed, none read
+    assert plain == [f"The answer to '{record['prompt']}' is {record['target']}."]
+    assert edit_facts(record, "rationale", naming) == rationale

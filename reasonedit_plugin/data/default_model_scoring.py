@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from ..config import CodebookConfig
 from .default_model_build import EOS_TOKEN, PAD_TOKEN
 from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, generate_split, image_info, plain_questions
 from .training_mix import Example, fuse
@@ -123,7 +124,8 @@ def edit_facts(record: dict[str, Any], mode: str = "both", template: str | None 
 
     facts = []
     if mode in ("answer", "both"):
-        image = image_info(record["image"]) if template and "{image}" in template else None
+        names_image = template is not None and CodebookConfig(answer_template=template).names_image
+        image = image_info(record["image"]) if names_image else None
         facts.append(answer_entry(record["prompt"], record["target"], image, template))
     if mode in ("rationale", "both"):
         facts += [s for s in SENTENCE_SPLIT.split(record["rationale"]) if s]
