@@ -10,7 +10,9 @@ Two references for issue 12's "no fact at chance +/- 0.05" rows, read without an
   random (``measure_default_model.neighbour_guess_spread``): its mean, spread and chance of landing in the band;
 * every committed measurement of a trained model on that split (``docs/default_model/*.json`` with the
   200-record seed-123 rows; re-measurements on other record files and the float16 re-store of the shipped
-  model left out): the two no-fact rows' mean, spread and how many land in their bands, alone and together.
+  model left out): the two no-fact rows' mean, spread and how many land in their bands, alone and together;
+  and, per rule of the split (``by_rule``), the models' mean accuracy on its records and how many answer it
+  right on most of them, beside the neighbour guesser's chance of it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +29,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import measure_default_model as mdm  # noqa: E402
 
-from reasonedit_plugin.data.shaperules import PRIOR_TOLERANCE, generate_split  # noqa: E402
+from reasonedit_plugin.data.shaperules import PRIOR_TOLERANCE, generate_split, neighbour_guess, rule_world  # noqa: E402
 
 MEASURED = ROOT / "docs" / "default_model"
 SKIP = ("_valid_pool", "_negated", "_training", "shipped_float16_storage")
@@ -58,22 +61,43 @@ def committed_rows(folder: Path, n: int, seed: int) -> list[dict[str, float | st
     return out
 
 
+def per_rule(folder: Path, n: int, seed: int, records: list[dict]) -> dict[str, dict[str, float | int]]:
+    """Which rules carry the held-out no-fact row: per rule of the split, over the committed measurements that
+    split the row by rule (``by_rule``), the mean accuracy on its records, how many models answer it right on
+    most of them, and the neighbour guesser's chance of it (:func:`.shaperules.neighbour_guess`)."""
+    world = rule_world()
+    accuracies: dict[str, list[float]] = {}
+    for _, rows in committed_measurements(folder, n, seed):
+        for rule, (_, accuracy, _) in rows[mdm.NO_FACT_ROW].get("by_rule", {}).get("rules", {}).items():
+            accuracies.setdefault(rule, []).append(accuracy)
+    items = Counter(f"{r['meta']['property']}: {r['meta']['key']}" for r in records)
+    out = {}
+    for rule, values in sorted(accuracies.items()):
+        prop, key = rule.split(": ", 1)
+        out[rule] = {"records": items[rule], "models": len(values), "mean_accuracy": round(statistics.mean(values), 4),
+                     "models_mostly_right": sum(v > 0.5 for v in values),
+                     "neighbour_guess": round(neighbour_guess(world, world.rule(prop, key)), 4)}
+    return out
+
+
 def summary(values: list[float], chance: float) -> dict[str, float | int]:
     return {"mean": round(statistics.mean(values), 4), "sd": round(statistics.stdev(values), 4),
             "min": min(values), "max": max(values),
             "within_tolerance": sum(mdm.near_chance(v, chance) for v in values)}
 
 
-def plot(path: Path, measured: list[float], guesser: dict[float, float], chance: float) -> None:
-    """The committed models' held-out no-fact figures (share of models per 0.025 bin) and the neighbour
-    guesser's outcomes (their probabilities), with the target band shaded."""
+def plot(path: Path, measured: list[float], guesser: dict[float, float], chance: float,
+         by_rule: dict[str, dict[str, float | int]]) -> None:
+    """Left: the committed models' held-out no-fact figures (share of models per 0.025 bin) and the neighbour
+    guesser's outcomes (their probabilities), with the target band shaded. Right: per rule, the models' mean
+    accuracy and the neighbour guesser's chance of it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     width = 0.025
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1.1]})
     ax.axvspan(chance - PRIOR_TOLERANCE, chance + PRIOR_TOLERANCE, color="tab:green", alpha=0.12,
                label=f"target: chance {chance:.2f} ± {PRIOR_TOLERANCE}")
     bins = [i * width for i in range(int(0.5 / width) + 1)]
@@ -86,7 +110,21 @@ def plot(path: Path, measured: list[float], guesser: dict[float, float], chance:
     ax.set_xlim(0, 0.5)
     ax.set_ylim(0, 1.5 * max(max(guesser.values()), 0.2))  # room for the legend above the bars
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("How far from chance the held-out no-fact row lands by luck", fontsize=10)
+    ax.set_title("How far from chance the held-out no-fact row lands", fontsize=10)
+    rules = list(by_rule)
+    x = range(len(rules))
+    models = max(int(v["models"]) for v in by_rule.values()) if by_rule else 0
+    bx.bar(x, [by_rule[r]["mean_accuracy"] for r in rules], color="tab:blue", alpha=0.6,
+           label=f"models' mean accuracy on the rule's records ({models} models split by rule)")
+    bx.scatter(x, [by_rule[r]["neighbour_guess"] for r in rules], color="tab:red", marker="_", s=300, lw=3,
+               label="neighbour guesser's chance of the rule", zorder=3)
+    bx.axhline(chance, color="grey", lw=0.8, ls="--", label=f"chance {chance:.2f}")
+    bx.set_xticks(list(x))
+    bx.set_xticklabels(rules, rotation=40, ha="right", fontsize=7)
+    bx.set_ylim(0, 1.35)
+    bx.set_ylabel("accuracy without the facts")
+    bx.legend(fontsize=7, loc="upper left")
+    bx.set_title("Which rules carry it", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -132,9 +170,11 @@ def main(argv: list[str] | None = None) -> dict:
               "committed_models": len(rows),
               "held_out_no_fact": summary([r["held_out"] for r in rows], chance),
               "rgen_no_fact": summary([r["rgen"] for r in rows], 0.5),
-              "both_within_tolerance": both}
+              "both_within_tolerance": both,
+              "by_rule": per_rule(MEASURED, args.n, args.seed, records)}
     if args.plot is not None:
-        plot(args.plot, [r["held_out"] for r in rows], mdm.neighbour_guess_distribution(records), chance)
+        plot(args.plot, [r["held_out"] for r in rows], mdm.neighbour_guess_distribution(records), chance,
+             result["by_rule"])
     return save(result, args, "no_fact_spread.py")
 
 
