@@ -333,7 +333,9 @@ class KeyStore:
         tag = q.tobytes()
         if self._bounds_memo is not None and self._bounds_memo[0] == tag:
             return self._bounds_memo[1]
-        d2 = self._csq + qsq - 2.0 * (self.centroids @ q)
+        # torch, as in _screen: numpy's matmul here (OpenBLAS sgemv) now and then raised a spurious
+        # "invalid value" RuntimeWarning on finite centroids and query, and finite products
+        d2 = self._csq + qsq - 2.0 * (torch.from_numpy(self.centroids) @ torch.from_numpy(q)).numpy()
         e = self._margin * (self._csq + qsq)
         out = np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
         self._bounds_memo = (tag, out)
