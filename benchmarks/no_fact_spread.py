@@ -51,23 +51,23 @@ def committed_measurements(folder: Path, n: int, seed: int) -> list[tuple[str, d
     return out
 
 
-def committed_rows(folder: Path, n: int, seed: int) -> list[dict[str, float | str]]:
-    """The no-fact rows of every committed measurement of ``n`` records of ``seed``."""
+def committed_rows(measurements: list[tuple[str, dict[str, dict]]]) -> list[dict[str, float | str]]:
+    """The no-fact rows of the committed ``measurements`` (:func:`committed_measurements`)."""
     out = []
-    for name, rows in committed_measurements(folder, n, seed):
+    for name, rows in measurements:
         if "R-Gen, no fact" in rows:
             out.append({"file": name, "held_out": rows[mdm.NO_FACT_ROW]["accuracy"],
                         "rgen": rows["R-Gen, no fact"]["accuracy"]})
     return out
 
 
-def per_rule(folder: Path, n: int, seed: int, records: list[dict]) -> dict[str, dict[str, float | int]]:
-    """Which rules carry the held-out no-fact row: per rule of the split, over the committed measurements that
-    split the row by rule (``by_rule``), the mean accuracy on its records, how many models answer it right on
-    most of them, and the neighbour guesser's chance of it (:func:`.shaperules.neighbour_guess`)."""
+def per_rule(measurements: list[tuple[str, dict[str, dict]]], records: list[dict]) -> dict[str, dict[str, float | int]]:
+    """Which rules carry the held-out no-fact row: per rule of the split ``records``, over the committed
+    ``measurements`` that split the row by rule (``by_rule``), the mean accuracy on its records, how many models
+    answer it right on most of them, and the neighbour guesser's chance of it (:func:`.shaperules.neighbour_guess`)."""
     world = rule_world()
     accuracies: dict[str, list[float]] = {}
-    for _, rows in committed_measurements(folder, n, seed):
+    for _, rows in measurements:
         for rule, (_, accuracy, _) in rows[mdm.NO_FACT_ROW].get("by_rule", {}).get("rules", {}).items():
             accuracies.setdefault(rule, []).append(accuracy)
     items = Counter(f"{r['meta']['property']}: {r['meta']['key']}" for r in records)
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     records = generate_split("measure", args.n, args.seed)
     chance = mdm.rule_chance(records)
-    rows = committed_rows(MEASURED, args.n, args.seed)
+    measurements = committed_measurements(MEASURED, args.n, args.seed)
+    rows = committed_rows(measurements)
     if len(rows) < 2:
         raise SystemExit(f"found {len(rows)} committed measurements of {args.n} records (seed {args.seed}) in "
                          f"{MEASURED}; measure models with examples/measure_default_model.py --json first.")
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
               "held_out_no_fact": summary([r["held_out"] for r in rows], chance),
               "rgen_no_fact": summary([r["rgen"] for r in rows], 0.5),
               "both_within_tolerance": both,
-              "by_rule": per_rule(MEASURED, args.n, args.seed, records)}
+              "by_rule": per_rule(measurements, records)}
     if args.plot is not None:
         plot(args.plot, [r["held_out"] for r in rows], mdm.neighbour_guess_distribution(records), chance,
              result["by_rule"])
