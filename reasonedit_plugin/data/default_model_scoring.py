@@ -10,9 +10,8 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from ..config import CodebookConfig
 from .default_model_build import EOS_TOKEN, PAD_TOKEN
-from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, generate_split, image_info, plain_questions
+from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, entry_codebook, generate_split, image_info, plain_questions
 from .training_mix import Example, fuse
 
 
@@ -124,8 +123,7 @@ def edit_facts(record: dict[str, Any], mode: str = "both", template: str | None 
 
     facts = []
     if mode in ("answer", "both"):
-        names_image = template is not None and CodebookConfig(answer_template=template).names_image
-        image = image_info(record["image"]) if names_image else None
+        image = image_info(record["image"]) if entry_codebook(template).names_image else None
         facts.append(answer_entry(record["prompt"], record["target"], image, template))
     if mode in ("rationale", "both"):
         facts += [s for s in SENTENCE_SPLIT.split(record["rationale"]) if s]

@@ -244,8 +244,14 @@ def answer_entry(question: str, answer: str, image: ImageInfo | None = None, tem
     """The codebook's answer entry (METHOD.md §2), by default ``The answer to '<question>' is <answer>.``
     (:meth:`reasonedit_plugin.config.CodebookConfig.answer_entry`: no doubled period). A ``template``
     naming ``{image}`` describes ``image`` as the model captions it ("a red circle")."""
-    cfg = _DEFAULT_CODEBOOK if template is None else _codebook_with(template)
-    return cfg.answer_entry(question, answer, caption(image.colour, image.shape) if image is not None else None)
+    return entry_codebook(template).answer_entry(question, answer, caption(image.colour, image.shape) if image is not None else None)
+
+
+def entry_codebook(template: str | None = None) -> CodebookConfig:
+    """The codebook settings that write answer entries in ``template`` (None: the default wording), built once
+    per template; its :attr:`~reasonedit_plugin.config.CodebookConfig.names_image` says whether entries
+    describe their image."""
+    return _DEFAULT_CODEBOOK if template is None else _codebook_with(template)
 
 
 @functools.lru_cache(maxsize=8)

@@ -37,7 +37,6 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from ..config import CodebookConfig
 from .language import APPLIES_PROMPTS, CAPTION_PROMPTS, CAPTION_TRIBES, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption, verify_prompt
 from .shaperules import (
     COLOURS,
@@ -52,6 +51,7 @@ from .shaperules import (
     RuleWorld,
     answer_choices,
     answer_entry,
+    entry_codebook,
     evidence_sentence,
     format_question,
     image_catalogue,
@@ -169,7 +169,7 @@ class MixSampler:
         self.noise_words = noise_vocabulary() if cfg.word_noise > 0 or cfg.question_noise > 0 else []
         self.name_words = [w for w in (self.noise_words or noise_vocabulary()) if len(w) <= 7]
         """Real English words a caption edit may use as a name (most of them one WordPiece token)."""
-        self.entries_name_image = CodebookConfig(answer_template=cfg.answer_template).names_image
+        self.entries_name_image = entry_codebook(cfg.answer_template).names_image
         """Whether answer entries describe their image (an image-naming ``answer_template``)."""
         self._queued: list[Example] = []
         """Examples drawn as the twin of the previous one (``cfg.near_twin``), returned next."""
