@@ -132,6 +132,24 @@ def noise_vocabulary() -> list[str]:
     return sorted(w for w in vocab if w.isascii() and w.isalpha() and 3 <= len(w) <= 12 and w not in PROTECTED)
 
 
+def name_words(vocabulary: Sequence[str]) -> list[str]:
+    """The whole words of ``vocabulary`` (:func:`noise_vocabulary`) short enough to be a caption edit's name
+    (at most 7 letters; most of them one WordPiece token)."""
+    return [w for w in vocabulary if len(w) <= 7]
+
+
+def letters_name(rng: random.Random) -> str:
+    """3-6 random letters, consonants and vowels alternating ("Kem", "Ruvado"): WordPiece splits them into
+    pieces of every kind, continuation pieces ("##m") included, so what is learnt is copying the pieces of
+    the prompt, not writing a small set of syllables. Never a held-out caption name (``CAPTION_TRIBES``)."""
+    while True:
+        start = rng.randint(0, 1)
+        letters = [rng.choice(CONSONANTS if (i + start) % 2 == 0 else VOWELS) for i in range(rng.randint(3, 6))]
+        name = "".join(letters).capitalize()
+        if name not in CAPTION_TRIBES:
+            return name
+
+
 def split_question(text: str) -> tuple[str, str]:
     """(the facts, the question) of a :func:`fuse`d prompt: the question is its last sentence (a quoted question
     inside an answer entry, "...'Which tribe?' is Kesh.", ends no sentence: no space follows its '?')."""
@@ -167,7 +185,7 @@ class MixSampler:
         self.easy = False
         """Curriculum phase: ``cfg.easy_mix`` and ``cfg.easy_fact_modes``, answer entries quote the question."""
         self.noise_words = noise_vocabulary() if cfg.word_noise > 0 or cfg.question_noise > 0 else []
-        self.name_words = [w for w in (self.noise_words or noise_vocabulary()) if len(w) <= 7]
+        self.name_words = name_words(self.noise_words or noise_vocabulary())
         """Real English words a caption edit may use as a name (most of them one WordPiece token)."""
         self.entries_name_image = entry_codebook(cfg.answer_template).names_image
         """Whether answer entries describe their image (an image-naming ``answer_template``)."""
@@ -403,20 +421,8 @@ class MixSampler:
         if self.rng.random() < self.cfg.caption_word_names:
             return self.rng.choice(self.name_words).capitalize()
         if self.cfg.letter_names:
-            return self._letters_name()
+            return letters_name(self.rng)
         return "".join(self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(2, 3))).capitalize()
-
-    def _letters_name(self) -> str:
-        """3-6 random letters, consonants and vowels alternating ("Kem", "Ruvado"): WordPiece splits
-        them into pieces of every kind, continuation pieces ("##m") included, so what is learnt is copying
-        the pieces of the prompt, not writing a small set of syllables. Never a held-out caption name."""
-        while True:
-            start = self.rng.randint(0, 1)
-            letters = [self.rng.choice(CONSONANTS if (i + start) % 2 == 0 else VOWELS)
-                       for i in range(self.rng.randint(3, 6))]
-            name = "".join(letters).capitalize()
-            if name not in CAPTION_TRIBES:
-                return name
 
     def _caption_facts(self) -> Example:
         """A caption edit's facts (answer entry and/or its rationale) and a caption instruction."""
