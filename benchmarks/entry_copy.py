@@ -115,27 +115,41 @@ def plot(results: dict[str, Any], out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def model_parser(description: str, n_default: int, n_help: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that measures trained models side by side: ``NAME=MODEL_DIR ...``, ``--n``,
+    ``--seed``, ``--threads``, ``--out`` and ``--plot`` (read them with :func:`parse_models`)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("models", nargs="+", help="NAME=MODEL_DIR, a model trained by train_default_model")
-    parser.add_argument("--n", type=int, default=40, help="prompts per wording")
+    parser.add_argument("--n", type=int, default=n_default, help=n_help)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plot", type=Path)
+    return parser
+
+
+def parse_models(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Path]]:
+    """Parsed arguments of :func:`model_parser` and {name: model folder}; one-line errors for bad values. Sets
+    torch's thread count."""
     args = parser.parse_args(argv)
     for flag, value in (("--n", args.n), ("--threads", args.threads)):
         if value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")
-    import torch
-
-    torch.set_num_threads(args.threads)
     models = {}
     for spec in args.models:
         name, sep, path = spec.partition("=")
         if not sep or not Path(path).is_dir():
             parser.error(f"{spec!r}: give NAME=MODEL_DIR with an existing model folder.")
         models[name] = Path(path)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    return args, models
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = model_parser(__doc__.split("\n\n")[0], 40, "prompts per wording")
+    args, models = parse_models(parser, argv)
     results = {name: measure(path, args.n, args.seed) for name, path in models.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n": args.n, "seed": args.seed, "followed_threshold": FOLLOWED,
