@@ -209,7 +209,7 @@ def test_training_mix_never_mentions_a_held_out_rule():
     tdm = pytest.importorskip("reasonedit_plugin.data.train_default_model")
     from reasonedit_plugin.data import training_mix as mix
     world = sr.rule_world()
-    every_kind = {**tdm.TrainConfig().mix, "applies": 0.05, "quote_copy": 0.05}  # (both off by default)
+    every_kind = {**tdm.TrainConfig().mix, "applies": 0.05, "quote_copy": 0.05, "name_facts": 0.05}  # (off by default)
     sampler = mix.MixSampler(world, tdm.TrainConfig(word_noise=0.0, mix=every_kind), random.Random(0))  # noise would rewrite the questions parsed below
     held_rule_sentences = {
         sr.rule_sentence(sr.PROPERTY_BY_NAME[r.prop], r.key, v, form, pool)

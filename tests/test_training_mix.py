@@ -28,6 +28,29 @@ def test_caption_facts_can_only_be_answered_from_the_prompt():
     assert len({ex.answer for ex in examples}) >= 38  # made-up names differ from example to example
 
 
+def test_name_facts_are_answered_by_the_name_stated_for_the_asked_images_colour_and_shape():
+    import random
+
+    sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(0))
+    sampler.max_distractors = 2
+    info_of = {x.path: x for x in sr.image_catalogue("train")}
+    decoys = 0
+    for _ in range(200):
+        ex = sampler._name_facts()
+        info = info_of[ex.image]
+        facts, question = mix.split_question(ex.text)
+        sentence = next(s for s, q in mix.NAME_RELATIONS if q == question)
+        fill = dict(colour=info.colour, shape=info.shape, Colour=info.colour.capitalize())
+        assert sentence.format(name=ex.answer, **fill) in facts and not ex.choices  # generated, open vocabulary
+        named = re.findall(sentence.format(name="(\\w+)", colour="(?:\\w+)", shape="(?:\\w+)",
+                                           Colour="(?:\\w+)").replace(".", "\\."), facts)
+        decoys += len(named) == 2
+        assert len(named) == len(set(named))  # a decoy names another, for another colour + shape
+        assert ex.answer not in mix.CAPTION_TRIBES  # never a name the caption command asks
+    assert 70 < decoys < 130
+    assert len({sampler._name_facts().answer for _ in range(50)}) >= 45  # a new name per example
+
+
 def test_near_miss_twins_differ_from_their_facts_example_only_in_the_image():
     import random
 

@@ -23,7 +23,12 @@ Kinds (``TrainConfig.mix`` weighs them):
                   (another random question about this image; the same question about a near miss): only the
                   entry whose quote *and* image match answers it, so an entry is copied by its quote (off by
                   default; at 0.05 every eval wording was copied in three seeds and held-out + both rose, the
-                  near miss did not: docs/RESULTS.md, session 44).
+                  near miss did not: docs/RESULTS.md, session 44);
+* ``name_facts``  a made-up name stated for the asked image's colour and shape ("Every red circle is named
+                  Qavon.", half the time beside the same sentence naming another for a near miss) and a question
+                  asking for it: the answer is the name alone, copied piece by piece from the prompt, so the
+                  open-vocabulary copy that caption edits need gets the whole loss of an example (off by
+                  default; ``benchmarks/caption_names.py`` measures that copy, docs/RESULTS.md, session 46).
 
 Held-out rules (the only ones edit splits use) and held-out wordings never occur.
 """
@@ -65,7 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FACT_MODES = ("answer", "rationale", "both")
 MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia", "caption_facts",
-             "applies", "quote_copy")
+             "applies", "quote_copy", "name_facts")
 CAPTION_SUFFIXES = (("of the {name} tribe", "{Colour} {shape}s are members of the {name} tribe."),
                     ("from {name} island", "{Colour} {shape}s come from {name} island."),
                     ("that {name} drew", "{name} drew every {colour} {shape}."),
@@ -73,6 +78,11 @@ CAPTION_SUFFIXES = (("of the {name} tribe", "{Colour} {shape}s are members of th
                     ("in the {name} style", "{Colour} {shape}s are drawn in the {name} style."))
 """How a caption edit extends a caption, and the rule sentence that says so (training wordings; names
 are made up per example)."""
+NAME_RELATIONS = (("{name} drew every {colour} {shape}.", "Who drew this shape?"),
+                  ("Every {colour} {shape} is named {name}.", "What is this shape named?"),
+                  ("{Colour} {shape}s are drawn in the {name} style.", "In which style is this shape drawn?"))
+"""``name_facts``' sentences stating a name for a colour + shape, and the question asking for it (relations no
+rule property uses: the world's tribe and island questions keep their own values)."""
 CONSONANTS, VOWELS = "bcdfghjklmnpqrstvwxz", "aeiouy"
 SYLLABLES = ("ba", "ko", "ri", "zu", "me", "ta", "lo", "fi", "nu", "ge", "sa", "po", "vy", "dre", "qua", "xo")
 
@@ -470,6 +480,27 @@ class MixSampler:
                                   info=info)
         self.rng.shuffle(facts)
         return Example("quote_copy", info.path, fuse(facts, question), value, prop.values)
+
+    def _name_facts(self) -> Example:
+        """A name (:meth:`_name`) stated for the asked image's colour and shape and the question asking for it;
+        half the time the same relation names another for an image sharing the colour or the shape, so the
+        image decides which name is copied."""
+        info = self.rng.choice(self.images)
+        sentence, question = self.rng.choice(NAME_RELATIONS)
+        name = self._name()
+        facts = [sentence.format(name=name, colour=info.colour, shape=info.shape, Colour=info.colour.capitalize())]
+        if self.rng.random() < 0.5:
+            attr = self.rng.choice(("colour", "shape"))
+            near = [x for x in self.images if getattr(x, attr) == getattr(info, attr)
+                    and (x.colour, x.shape) != (info.colour, info.shape)]
+            other, decoy = self.rng.choice(near), self._name()
+            if decoy != name:
+                facts.append(sentence.format(name=decoy, colour=other.colour, shape=other.shape,
+                                             Colour=other.colour.capitalize()))
+        if not self.easy:
+            facts += self.distractors(self.rng.randint(0, min(2, self.max_distractors)), None, info=None)
+        self.rng.shuffle(facts)
+        return Example("name_facts", info.path, fuse(facts, question), name)
 
     def _trivia(self) -> Example:
         question, answer = self.rng.choice(TRIVIA)
