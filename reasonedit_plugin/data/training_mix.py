@@ -28,7 +28,8 @@ Kinds (``TrainConfig.mix`` weighs them):
                   Qavon.", half the time beside the same sentence naming another for a near miss) and a question
                   asking for it: the answer is the name alone, copied piece by piece from the prompt, so the
                   open-vocabulary copy that caption edits need gets the whole loss of an example (off by
-                  default; ``benchmarks/caption_names.py`` measures that copy, docs/RESULTS.md, session 46).
+                  default; at 0.05 a 2,500-step pilot copied no name, as its reference did not:
+                  ``benchmarks/caption_names.py`` measures that copy, docs/RESULTS.md, session 46).
 
 Held-out rules (the only ones edit splits use) and held-out wordings never occur.
 """
