@@ -161,6 +161,11 @@ def letters_name(rng: random.Random) -> str:
             return name
 
 
+def naming(info: ImageInfo, name: str) -> dict[str, str]:
+    """The fields of a sentence that names ``info``'s colour + shape (``CAPTION_SUFFIXES``, ``NAME_RELATIONS``)."""
+    return {"name": name, "colour": info.colour, "shape": info.shape, "Colour": info.colour.capitalize()}
+
+
 def split_question(text: str) -> tuple[str, str]:
     """(the facts, the question) of a :func:`fuse`d prompt: the question is its last sentence (a quoted question
     inside an answer entry, "...'Which tribe?' is Kesh.", ends no sentence: no space follows its '?')."""
@@ -440,7 +445,7 @@ class MixSampler:
         info = self.rng.choice(self.images)
         name = self._name()
         suffix, rule = self.rng.choice(CAPTION_SUFFIXES)
-        fill = dict(name=name, colour=info.colour, shape=info.shape, Colour=info.colour.capitalize())
+        fill = naming(info, name)
         target = f"A {info.colour} {info.shape} {suffix.format(**fill)}."
         prompt = DESCRIBE_PROMPT if self.rng.random() < 0.5 else self.rng.choice(CAPTION_PROMPTS["train"])
         entry_prompt = prompt if self.easy or self.rng.random() < 0.5 else self.rng.choice(CAPTION_PROMPTS["train"])
@@ -489,15 +494,14 @@ class MixSampler:
         info = self.rng.choice(self.images)
         sentence, question = self.rng.choice(NAME_RELATIONS)
         name = self._name()
-        facts = [sentence.format(name=name, colour=info.colour, shape=info.shape, Colour=info.colour.capitalize())]
+        facts = [sentence.format(**naming(info, name))]
         if self.rng.random() < 0.5:
             attr = self.rng.choice(("colour", "shape"))
             near = [x for x in self.images if getattr(x, attr) == getattr(info, attr)
                     and (x.colour, x.shape) != (info.colour, info.shape)]
             other, decoy = self.rng.choice(near), self._name()
             if decoy != name:
-                facts.append(sentence.format(name=decoy, colour=other.colour, shape=other.shape,
-                                             Colour=other.colour.capitalize()))
+                facts.append(sentence.format(**naming(other, decoy)))
         if not self.easy:
             facts += self.distractors(self.rng.randint(0, min(2, self.max_distractors)), None, info=None)
         self.rng.shuffle(facts)
