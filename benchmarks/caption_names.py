@@ -63,14 +63,15 @@ def renamed(record: dict[str, Any], name: str) -> dict[str, Any]:
     return {**record, "target": swap.sub(name, record["target"]), "rationale": swap.sub(name, record["rationale"])}
 
 
-def measure(model_dir: Path, n: int, seed: int) -> dict[str, Any]:
+def measure(model_dir: Path, n: int, seed: int, pools: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """One model's caption edits with every name of ``pools`` (None: :func:`names` of ``seed``)."""
     from reasonedit_plugin.vlm import VLM
 
     vlm = VLM.from_pretrained(model_dir)
     template = trained_answer_template(model_dir)
     root = easy_vqa_root()
     records = caption_split(n, seed=seed)
-    pools = names(seed)
+    pools = pools or names(seed)
     rows = []
     for pool, pool_names in pools.items():
         for name in tqdm(pool_names, desc=f"{model_dir.name}: {pool}", leave=False, dynamic_ncols=True):
@@ -123,10 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     args, models = parse_models(parser, argv)
     if args.n > 23:
         parser.error(f"--n must be at most 23 (one caption_split draw: easy-vqa's colour + shape kinds), got {args.n}")
-    results = {label: measure(path, args.n, args.seed) for label, path in models.items()}
+    pools = names(args.seed)  # read once: the vocabulary's words are parsed from MiniLM's tokenizer file
+    results = {label: measure(path, args.n, args.seed, pools) for label, path in models.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n": args.n, "seed": args.seed, "copied_threshold": COPIED,
-                                    "names": names(args.seed), "models": results}, indent=1) + "\n")
+                                    "names": pools, "models": results}, indent=1) + "\n")
     for label, res in results.items():
         print(label, " ".join(f"{pool} {s['mean']:.2f} ({s['copied']}/{s['of']} copied)"
                               for pool, s in res["summary"].items()))
