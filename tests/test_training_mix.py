@@ -457,3 +457,25 @@ def test_plain_own_evidence_adds_one_true_sentence_about_the_asked_image_and_no_
     on, off = draws(1.0), draws(0.0)
     assert all(map(true_evidence, on))  # every example, whatever property's key the sentence is worded for
     assert sum(map(true_evidence, off)) <= 60  # (by chance: a distractor about a look-alike image)
+
+
+def test_known_noise_answers_a_share_of_no_fact_questions_at_random_only_when_asked():
+    """``known_noise``: that share of ``known`` examples is answered by a random value (yes / no questions ask
+    about the draw), the rest by the world (at 0, every recipe, nothing extra is drawn: the stream test above)."""
+    import random
+
+    def wrong_share(share: float) -> float:
+        sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, known_noise=share, yes_no=0.0),
+                                 random.Random(3))
+        wrong = 0
+        for _ in range(300):
+            state = sampler.rng.getstate()
+            prop, info = sampler.rng.choice(sampler.rule_images)  # the rule image _known draws first
+            sampler.rng.setstate(state)
+            wrong += sampler._known().answer != sampler.world.rule_for(prop, info).value
+        return wrong / 300
+
+    assert wrong_share(0.0) == 0.0 and wrong_share(1.0) > 0.6 and 0.15 < wrong_share(0.4) < 0.45
+    with pytest.raises(ValueError, match="known_noise"):
+        tdm.TrainConfig(known_noise=1.5)
+

@@ -132,6 +132,12 @@ class TrainConfig:
     The train pool's negated forms name it first for three of the four properties, and models trained on them
     take the last value named in held-out wordings that put it last (docs/RESULTS.md, session 28). Off in the
     shipped recipe."""
+    known_noise: float = 0.0
+    """Share of ``known`` examples answered by a value drawn at random instead of the world's (a yes/no
+    question then asks about that draw): with no fact in the prompt the model is taught to be unsure, not to
+    guess a held-out rule from its neighbours. Every committed model answers each held-out rule with one
+    value (three answers in four the same), so its no-fact rows are a draw over 13 rules (docs/RESULTS.md,
+    no-fact spread); an unsure model's answers would vary by record. 0: off (no draw), every recipe."""
     near_other_property: float = 0.25
     """Share of ``near_miss`` examples whose edit is about another property of the asked image (the rest: the
     asked property of an image sharing the colour or the shape), where both exist. With an image-naming
@@ -280,7 +286,7 @@ class TrainConfig:
             raise ValueError("valid_extra_questions asks in the extra question frames, which wide_questions trains "
                              "on: use one of the two.")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
-        for name in ("entry_sibling", "near_other_property", "late_negation", "question_noise", "near_twin",
+        for name in ("entry_sibling", "near_other_property", "known_noise", "late_negation", "question_noise", "near_twin",
                      "plain_own_edit", "plain_own_evidence", "quote_noise", "entry_over_rationale"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")

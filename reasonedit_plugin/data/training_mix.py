@@ -13,7 +13,8 @@ Kinds (``TrainConfig.mix`` weighs them):
 * ``near_miss``   a whole edit about a near miss (a key sharing the colour or the shape, or another property
                   of this image) is in the prompt and must be ignored: answered from the model's knowledge;
 * ``known``       rule questions without their fact (sometimes with distractors), answered by the world's
-                  value: the knowledge that hard-locality probes test and a stored fact must override;
+                  value: the knowledge that hard-locality probes test and a stored fact must override
+                  (``known_noise``: a share answered by a random value instead);
 * ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``);
 * ``applies``     an edit's rationale (about this image or a near miss) and "Do these facts apply to the shape
                   in the image?": yes / no. The check a near miss needs, asked outright (off by default);
@@ -514,7 +515,10 @@ class MixSampler:
     def _known(self) -> Example:
         prop, info = self.rng.choice(self.rule_images)
         rule = self.world.rule_for(prop, info)
-        question, answer, choices, _ = self._rule_question(prop, info, rule.value)
+        value = rule.value
+        if self.cfg.known_noise > 0 and self.rng.random() < self.cfg.known_noise:
+            value = self.rng.choice(prop.values)  # unsure without a fact: answered at random
+        question, answer, choices, _ = self._rule_question(prop, info, value)
         n = self.rng.randint(1, 5) if self.rng.random() < 0.5 else 0
         facts = self.distractors(n, (prop.name, rule.key), info=info)
         self.rng.shuffle(facts)
