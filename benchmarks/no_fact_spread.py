@@ -8,6 +8,10 @@ Two references for issue 12's "no fact at chance +/- 0.05" rows, read without an
 * the *neighbour guesser* on the measured split (200 records, seed 123, 13 held-out rules): a model that
   answers each held-out rule one way, the way the neighbouring train rules vote, ties broken once per rule at
   random (``measure_default_model.neighbour_guess_spread``): its mean, spread and chance of landing in the band;
+* the *unsure guesser*: a model that knows it does not know, each record answered by one of its options at
+  random, on its own (``measure_default_model.unsure_guess_distribution``): the least spread a model at chance
+  can have on 200 records, for both no-fact rows, and its chance of landing in both bands in one seed and in
+  three;
 * every committed measurement of a trained model on that split (``docs/default_model/*.json`` with the
   200-record seed-123 rows; re-measurements on other record files and the float16 re-store of the shipped
   model left out): the two no-fact rows' mean, spread and how many land in their bands, alone and together;
@@ -87,10 +91,10 @@ def summary(values: list[float], chance: float) -> dict[str, float | int]:
 
 
 def plot(path: Path, measured: list[float], guesser: dict[float, float], chance: float,
-         by_rule: dict[str, dict[str, float | int]]) -> None:
-    """Left: the committed models' held-out no-fact figures (share of models per 0.025 bin) and the neighbour
-    guesser's outcomes (their probabilities), with the target band shaded. Right: per rule, the models' mean
-    accuracy and the neighbour guesser's chance of it."""
+         by_rule: dict[str, dict[str, float | int]], unsure: dict[float, float]) -> None:
+    """Left: the committed models' held-out no-fact figures (share of models per 0.025 bin), the neighbour
+    guesser's outcomes (their probabilities) and the unsure guesser's (probability per bin), with the target band
+    shaded. Right: per rule, the models' mean accuracy and the neighbour guesser's chance of it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,10 +109,13 @@ def plot(path: Path, measured: list[float], guesser: dict[float, float], chance:
             label=f"{len(measured)} committed models (share per {width} bin)")
     ax.vlines(list(guesser), 0, list(guesser.values()), color="tab:red", lw=3,
               label="neighbour guesser, ties broken at random (probability)")
+    per_bin = [sum(q for acc, q in unsure.items() if lo - 1e-9 <= acc < lo + width - 1e-9) for lo in bins[:-1]]
+    ax.stairs(per_bin, bins, color="black", lw=1.2,
+              label="unsure guesser, each record at random (probability per bin)")
     ax.set_xlabel("held-out, no fact: accuracy (200 records, 13 rules)")
     ax.set_ylabel("share")
     ax.set_xlim(0, 0.5)
-    ax.set_ylim(0, 1.5 * max(max(guesser.values()), 0.2))  # room for the legend above the bars
+    ax.set_ylim(0, 1.5 * max(max(guesser.values()), max(per_bin), 0.2))  # room for the legend above the bars
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title("How far from chance the held-out no-fact row lands", fontsize=10)
     rules = list(by_rule)
@@ -164,10 +171,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"found {len(rows)} committed measurements of {args.n} records (seed {args.seed}) in "
                          f"{MEASURED}; measure models with examples/measure_default_model.py --json first.")
     both = sum(mdm.near_chance(r["held_out"], chance) and mdm.near_chance(r["rgen"], 0.5) for r in rows)
+    unsure = mdm.unsure_guess_distribution([r["choices"] for r in records])
+    unsure_rows = {"held_out": mdm.guess_spread(unsure, chance),
+                   "rgen": mdm.guess_spread(mdm.unsure_guess_distribution([r["rgen_choices"] for r in records]), 0.5)}
+    one_seed = unsure_rows["held_out"]["within_tolerance"] * unsure_rows["rgen"]["within_tolerance"]
+    unsure_rows |= {"both_within_tolerance": round(one_seed, 4), "both_in_three_seeds": round(one_seed ** 3, 4)}
     result = {"records": args.n, "seed": args.seed, "rules": len({(r["meta"]["property"], r["meta"]["key"])
                                                                   for r in records}),
               "chance": round(chance, 4), "tolerance": PRIOR_TOLERANCE,
               "neighbour_guess": mdm.neighbour_guess_spread(records, chance),
+              "unsure_guess": unsure_rows,
               "committed_models": len(rows),
               "held_out_no_fact": summary([r["held_out"] for r in rows], chance),
               "rgen_no_fact": summary([r["rgen"] for r in rows], 0.5),
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
               "by_rule": per_rule(measurements, records)}
     if args.plot is not None:
         plot(args.plot, [r["held_out"] for r in rows], mdm.neighbour_guess_distribution(records), chance,
-             result["by_rule"])
+             result["by_rule"], unsure)
     return save(result, args, "no_fact_spread.py")
 
 

@@ -343,6 +343,19 @@ def by_rule(items: Sequence[tuple[str, str, Sequence[str], str]], predictions: S
     return {"modal_share": round(modal / len(items), 4), "rules": rules}
 
 
+def _items_right(blocks: Sequence[tuple[int, float]], total: int) -> dict[float, float]:
+    """{accuracy: probability} of ``total`` items answered in independent ``blocks`` (items, probability that the
+    block is right), each block right or wrong as a whole: exact, by convolution."""
+    dist: dict[int, float] = {0: 1.0}  # items right -> probability
+    for n, p in blocks:
+        nxt: dict[int, float] = {}
+        for right, q in dist.items():
+            nxt[right + n] = nxt.get(right + n, 0.0) + q * p
+            nxt[right] = nxt.get(right, 0.0) + q * (1 - p)
+        dist = nxt
+    return {right / total: q for right, q in sorted(dist.items()) if q > 0}
+
+
 def neighbour_guess_distribution(owners: Sequence[dict[str, Any]]) -> dict[float, float] | None:
     """The accuracy on a no-fact row of these records of a model that answers each rule one way, the way the
     neighbouring train rules vote (:func:`.shaperules.neighbour_guess`, ties broken once per rule at random):
@@ -354,26 +367,30 @@ def neighbour_guess_distribution(owners: Sequence[dict[str, Any]]) -> dict[float
         hits = [(n, neighbour_guess(world, world.rule(prop, key))) for (prop, key), n in sorted(counts.items())]
     except KeyError:
         return None
-    dist: dict[int, float] = {0: 1.0}  # items right -> probability
-    for n, p in hits:
-        nxt: dict[int, float] = {}
-        for right, q in dist.items():
-            nxt[right + n] = nxt.get(right + n, 0.0) + q * p
-            nxt[right] = nxt.get(right, 0.0) + q * (1 - p)
-        dist = nxt
-    return {right / len(owners): q for right, q in sorted(dist.items()) if q > 0}
+    return _items_right(hits, len(owners))
 
 
-def neighbour_guess_spread(owners: Sequence[dict[str, Any]], chance: float) -> dict[str, Any] | None:
-    """:func:`neighbour_guess_distribution`'s mean, standard deviation and probability of landing within
+def unsure_guess_distribution(choices: Sequence[Sequence[str]]) -> dict[float, float]:
+    """The accuracy on a no-fact row of a model that knows it does not know: each item answered by one of its
+    ``choices`` at random, independently of every other item (also of the items of the same rule): {accuracy:
+    probability}, exact. The least spread any model at chance can have on these items."""
+    return _items_right([(1, 1 / len(c)) for c in choices], len(choices))
+
+
+def guess_spread(dist: dict[float, float] | None, chance: float) -> dict[str, Any] | None:
+    """A guesser's {accuracy: probability}: its mean, standard deviation and probability of landing within
     ``PRIOR_TOLERANCE`` of ``chance``."""
-    dist = neighbour_guess_distribution(owners)
     if dist is None:
         return None
     mean = sum(acc * q for acc, q in dist.items())
     sd = sum((acc - mean) ** 2 * q for acc, q in dist.items()) ** 0.5
     within = sum(q for acc, q in dist.items() if near_chance(acc, chance))
     return {"mean": round(mean, 4), "sd": round(sd, 4), "within_tolerance": round(within, 4)}
+
+
+def neighbour_guess_spread(owners: Sequence[dict[str, Any]], chance: float) -> dict[str, Any] | None:
+    """:func:`neighbour_guess_distribution`'s :func:`guess_spread`."""
+    return guess_spread(neighbour_guess_distribution(owners), chance)
 
 
 def near_miss_changed(records: list[dict[str, Any]], predictions: dict[str, list[str]], mode: str) -> dict[str, Any]:

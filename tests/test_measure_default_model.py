@@ -146,6 +146,17 @@ def test_a_neighbour_guesser_scores_a_no_fact_row_by_its_tie_breaks():
     assert mdm.neighbour_guess_spread([{"meta": {"property": "tribe", "key": "no such key"}}], 0.25) is None
 
 
+def test_an_unsure_guesser_answers_every_item_at_random_on_its_own():
+    dist = mdm.unsure_guess_distribution([("yes", "no")] * 2 + [("a", "b", "c", "d")])
+    # right: 0, 1, 2 or 3 of 3 items; P(0) = 1/2 * 1/2 * 3/4
+    assert dist == pytest.approx({0.0: 3 / 16, 1 / 3: 7 / 16, 2 / 3: 5 / 16, 1.0: 1 / 16})
+    assert sum(dist.values()) == pytest.approx(1.0)
+    # 200 yes / no items: within 0.05 of chance is 90-110 right, about 0.86 (binomial)
+    spread = mdm.guess_spread(mdm.unsure_guess_distribution([("yes", "no")] * 200), 0.5)
+    assert spread["mean"] == 0.5 and spread["sd"] == round(0.5 / 200 ** 0.5, 4)
+    assert 0.85 < spread["within_tolerance"] < 0.87
+
+
 def test_a_wording_is_the_question_with_its_colours_shapes_and_values_as_placeholders():
     prompt = ("For a teal circle, the answer to 'Which tribe owns this shape?' is Kesh. Teal circles belong to the "
               "Kesh tribe. Does the teal circle belong to the Kesh tribe?")
