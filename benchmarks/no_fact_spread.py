@@ -3,15 +3,15 @@
     python benchmarks/no_fact_spread.py --out benchmarks/results/no_fact_spread.json \
         --plot benchmarks/results/no_fact_spread.png
 
-Two references for issue 12's "no fact at chance +/- 0.05" rows, read without any model run:
+Three references for issue 12's "no fact at chance +/- 0.05" rows, read without any model run:
 
 * the *neighbour guesser* on the measured split (200 records, seed 123, 13 held-out rules): a model that
   answers each held-out rule one way, the way the neighbouring train rules vote, ties broken once per rule at
   random (``measure_default_model.neighbour_guess_spread``): its mean, spread and chance of landing in the band;
 * the *unsure guesser*: a model that knows it does not know, each record answered by one of its options at
-  random, on its own (``measure_default_model.unsure_guess_distribution``): the least spread a model at chance
-  can have on 200 records, for both no-fact rows, and its chance of landing in both bands in one seed and in
-  three;
+  random, on its own (``measure_default_model.unsure_guess_distribution``): the spread of a model whose every
+  answer is a fair guess of its own, for both no-fact rows, and its chance of landing in both bands in one seed
+  and in three;
 * every committed measurement of a trained model on that split (``docs/default_model/*.json`` with the
   200-record seed-123 rows; re-measurements on other record files and the float16 re-store of the shipped
   model left out): the two no-fact rows' mean, spread and how many land in their bands, alone and together;

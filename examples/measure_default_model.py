@@ -373,7 +373,7 @@ def neighbour_guess_distribution(owners: Sequence[dict[str, Any]]) -> dict[float
 def unsure_guess_distribution(choices: Sequence[Sequence[str]]) -> dict[float, float]:
     """The accuracy on a no-fact row of a model that knows it does not know: each item answered by one of its
     ``choices`` at random, independently of every other item (also of the items of the same rule): {accuracy:
-    probability}, exact. The least spread any model at chance can have on these items."""
+    probability}, exact: the spread of a model whose every answer is a fair guess of its own."""
     return _items_right([(1, 1 / len(c)) for c in choices], len(choices))
 
 
