@@ -137,7 +137,10 @@ class TrainConfig:
     question then asks about that draw): with no fact in the prompt the model is taught to be unsure, not to
     guess a held-out rule from its neighbours. Every committed model answers each held-out rule with one
     value (three answers in four the same), so its no-fact rows are a draw over 13 rules (docs/RESULTS.md,
-    no-fact spread); an unsure model's answers would vary by record. 0: off (no draw), every recipe."""
+    no-fact spread); an unsure model's answers would vary by record. Measured at 0.5 on session 46's five-layer
+    command (docs/RESULTS.md, session 47, seeds 8 / 9 / 10): the no-fact rows in band in all three, but a rule's
+    records still mostly one answer (modal share 0.73-0.85), and the near miss lost (0.190 / 0.165 / 0.120 against
+    0.095 / 0.095 / 0.025): a fact beside the question overturns unsure knowledge. 0: off (no draw), every recipe."""
     near_other_property: float = 0.25
     """Share of ``near_miss`` examples whose edit is about another property of the asked image (the rest: the
     asked property of an image sharing the colour or the shape), where both exist. With an image-naming
