@@ -7,7 +7,7 @@ Three references for issue 12's "no fact at chance +/- 0.05" rows, read without 
 
 * the *neighbour guesser* on the measured split (200 records, seed 123, 13 held-out rules): a model that
   answers each held-out rule one way, the way the neighbouring train rules vote, ties broken once per rule at
-  random (``measure_default_model.neighbour_guess_spread``): its mean, spread and chance of landing in the band;
+  random (``measure_default_model.neighbour_guess_distribution``): its mean, spread and chance of landing in the band;
 * the *unsure guesser*: a model that knows it does not know, each record answered by one of its options at
   random, on its own (``measure_default_model.unsure_guess_distribution``): the spread of a model whose every
   answer is a fair guess of its own, for both no-fact rows, and its chance of landing in both bands in one seed
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"found {len(rows)} committed measurements of {args.n} records (seed {args.seed}) in "
                          f"{MEASURED}; measure models with examples/measure_default_model.py --json first.")
     both = sum(mdm.near_chance(r["held_out"], chance) and mdm.near_chance(r["rgen"], 0.5) for r in rows)
+    neighbour = mdm.neighbour_guess_distribution(records)
     unsure = mdm.unsure_guess_distribution([r["choices"] for r in records])
     unsure_rows = {"held_out": mdm.guess_spread(unsure, chance),
                    "rgen": mdm.guess_spread(mdm.unsure_guess_distribution([r["rgen_choices"] for r in records]), 0.5)}
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"records": args.n, "seed": args.seed, "rules": len({(r["meta"]["property"], r["meta"]["key"])
                                                                   for r in records}),
               "chance": round(chance, 4), "tolerance": PRIOR_TOLERANCE,
-              "neighbour_guess": mdm.neighbour_guess_spread(records, chance),
+              "neighbour_guess": mdm.guess_spread(neighbour, chance),
               "unsure_guess": unsure_rows,
               "committed_models": len(rows),
               "held_out_no_fact": summary([r["held_out"] for r in rows], chance),
@@ -187,8 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
               "both_within_tolerance": both,
               "by_rule": per_rule(measurements, records)}
     if args.plot is not None:
-        plot(args.plot, [r["held_out"] for r in rows], mdm.neighbour_guess_distribution(records), chance,
-             result["by_rule"], unsure)
+        plot(args.plot, [r["held_out"] for r in rows], neighbour, chance, result["by_rule"], unsure)
     return save(result, args, "no_fact_spread.py")
 
 
