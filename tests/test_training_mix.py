@@ -479,3 +479,20 @@ def test_known_noise_answers_a_share_of_no_fact_questions_at_random_only_when_as
     with pytest.raises(ValueError, match="known_noise"):
         tdm.TrainConfig(known_noise=1.5)
 
+
+
+def test_known_yes_sets_how_often_a_no_fact_yes_no_question_asks_the_rules_own_value():
+    """``known_yes``: the share of ``known`` yes / no questions answered "yes" (0.5 by default, as before:
+    the stream test above pins that nothing else is drawn); out of [0, 1] is refused."""
+    import random
+
+    def yes_share(share: float) -> float:
+        sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.0, known_yes=share, yes_no=1.0),
+                                 random.Random(5))
+        answers = [sampler._known().answer for _ in range(600)]
+        assert set(answers) <= {"yes", "no"}
+        return answers.count("yes") / len(answers)
+
+    assert 0.42 < yes_share(0.5) < 0.58 and 0.18 < yes_share(0.25) < 0.32 and yes_share(0.0) == 0.0
+    with pytest.raises(ValueError, match="known_yes"):
+        tdm.TrainConfig(known_yes=-0.1)

@@ -141,6 +141,14 @@ class TrainConfig:
     command (docs/RESULTS.md, session 47, seeds 8 / 9 / 10): the no-fact rows in band in all three, but a rule's
     records still mostly one answer (modal share 0.73-0.85), and the near miss lost (0.190 / 0.165 / 0.120 against
     0.095 / 0.095 / 0.025): a fact beside the question overturns unsure knowledge. 0: off (no draw), every recipe."""
+    known_yes: float = 0.5
+    """Share of ``known`` yes/no questions that ask about the rule's own value (answer "yes"); the rest ask
+    about another value. 0.5 balances them, as every other kind does; 0.25 asks about a value drawn
+    uniformly, so "no" is the answer three times in four, as it is for a question about any value. With that
+    prior a model that does not know a rule (a held-out one, no fact in the prompt) has reason to say "no"
+    rather than "yes" to the value its neighbouring train rules suggest, which the deal makes a wrong guess
+    (docs/RESULTS.md, no-fact spread): the evaluated R-Gen records are balanced, so "no" scores chance.
+    0.5: as before (the same draws, every recipe)."""
     near_other_property: float = 0.25
     """Share of ``near_miss`` examples whose edit is about another property of the asked image (the rest: the
     asked property of an image sharing the colour or the shape), where both exist. With an image-naming
@@ -289,7 +297,7 @@ class TrainConfig:
             raise ValueError("valid_extra_questions asks in the extra question frames, which wide_questions trains "
                              "on: use one of the two.")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
-        for name in ("entry_sibling", "near_other_property", "known_noise", "late_negation", "question_noise",
+        for name in ("entry_sibling", "near_other_property", "known_noise", "known_yes", "late_negation", "question_noise",
                      "near_twin", "plain_own_edit", "plain_own_evidence", "quote_noise", "entry_over_rationale"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")

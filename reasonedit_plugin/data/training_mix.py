@@ -14,7 +14,8 @@ Kinds (``TrainConfig.mix`` weighs them):
                   of this image) is in the prompt and must be ignored: answered from the model's knowledge;
 * ``known``       rule questions without their fact (sometimes with distractors), answered by the world's
                   value: the knowledge that hard-locality probes test and a stored fact must override
-                  (``known_noise``: a share answered by a random value instead);
+                  (``known_noise``: a share answered by a random value instead; ``known_yes``: how often a
+                  yes/no one asks about the rule's own value);
 * ``trivia``      text-only questions, no image (EasyEdit's text ``locality_prompt``);
 * ``applies``     an edit's rationale (about this image or a near miss) and "Do these facts apply to the shape
                   in the image?": yes / no. The check a near miss needs, asked outright (off by default);
@@ -263,14 +264,17 @@ class MixSampler:
         return (prop.name, prop.key_of(info)) in self.train_keys
 
     def _rule_question(self, prop: Property, info: ImageInfo, value: str,
-                       pick: tuple[str, str | None] | None = None) -> tuple[str, str, tuple[str, ...], tuple[str, str | None]]:
-        """A property question (answer: value) or a yes/no question about a value, and its ``pick``
-        (template, value asked or None): passing it back asks the same question of another image."""
+                       pick: tuple[str, str | None] | None = None,
+                       yes_share: float = 0.5) -> tuple[str, str, tuple[str, ...], tuple[str, str | None]]:
+        """A property question (answer: value) or a yes/no question about a value (about ``value`` itself
+        with probability ``yes_share``), and its ``pick`` (template, value asked or None): passing it back
+        asks the same question of another image."""
         if pick is None:
             if self.rng.random() >= self.cfg.yes_no:
                 pick = (self.rng.choice(self.rule_questions[prop.name]), None)
             else:
-                asked = value if self.rng.random() < 0.5 else self.rng.choice([v for v in prop.values if v != value])
+                asked = (value if self.rng.random() < yes_share
+                         else self.rng.choice([v for v in prop.values if v != value]))
                 pick = (self.rng.choice(prop.yes_no), asked)
         template, asked = pick
         if asked is None:
@@ -518,7 +522,7 @@ class MixSampler:
         value = rule.value
         if self.cfg.known_noise > 0 and self.rng.random() < self.cfg.known_noise:
             value = self.rng.choice(prop.values)  # unsure without a fact: answered at random
-        question, answer, choices, _ = self._rule_question(prop, info, value)
+        question, answer, choices, _ = self._rule_question(prop, info, value, yes_share=self.cfg.known_yes)
         n = self.rng.randint(1, 5) if self.rng.random() < 0.5 else 0
         facts = self.distractors(n, (prop.name, rule.key), info=info)
         self.rng.shuffle(facts)
