@@ -24,7 +24,9 @@ A save writes a new snapshot into a temporary folder, fsyncs every file and the 
 place, then replaces ``CURRENT`` (write temp, fsync, rename, fsync the folder), then appends the audit
 events and removes the old snapshot. A crash or SIGKILL at any point leaves ``CURRENT`` naming either
 the old or the new complete snapshot (``tests/test_crash_safety.py`` kills a saving process at random
-points and reloads). A knowledge module (``export_edits``) is the same format holding a subset of edits.
+points and reloads). A load holds the lock shared; :func:`read_meta` holds none, and when the snapshot it
+read ``CURRENT`` for is removed before it reads it, it reads ``CURRENT`` again (a writer committed meanwhile)
+rather than report damage. A knowledge module (``export_edits``) is the same format holding a subset of edits.
 
 ``meta.json`` pins what keys depend on (:class:`~reasonedit_plugin.embedding.KeySetup`: model type and
 weight fingerprint, vision module, scale, text encoder fingerprint, dims); loading into a different setup
@@ -152,14 +154,32 @@ def is_codebook(path: Union[str, Path]) -> bool:
     return (Path(path) / CURRENT).is_file()
 
 
-def _current_snapshot(root: Path) -> str | None:
+SNAPSHOT_SWITCH_RETRIES = 3
+"""How often a lock-free reader re-reads ``CURRENT`` when the snapshot it named is gone meanwhile: a writer
+in another process committed a new snapshot and removed the old one between the two reads."""
+
+
+def _read_current(root: Path) -> str | None:
     try:
-        name = (root / CURRENT).read_text(encoding="utf-8").strip()
+        return (root / CURRENT).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise CodebookCorruptError(f"{root / CURRENT} is unreadable ({type(exc).__name__}); run `reasonedit verify "
                                    f"--codebook {root} --repair`.") from None
+
+
+def _current_snapshot(root: Path) -> str | None:
+    name = _read_current(root)
+    for _ in range(SNAPSHOT_SWITCH_RETRIES):
+        if name is None or (root / name).is_dir():
+            break
+        newer = _read_current(root)
+        if newer == name:
+            break
+        name = newer  # a writer switched snapshots after CURRENT was read: read the new one
+    if name is None:
+        return None
     if not name.startswith(SNAPSHOT_PREFIX) or "/" in name or not (root / name).is_dir():
         raise CodebookCorruptError(f"{root / CURRENT} names {ascii(name)[:60]}, which is not a snapshot folder "
                                    f"here; the codebook folder was damaged or edited by hand. Run `reasonedit verify "
@@ -425,20 +445,27 @@ def _image_names(rows: Sequence[Mapping[str, Any]]) -> set[str]:
 def read_meta(path: Union[str, Path]) -> dict[str, Any]:
     """The ``meta.json`` of a codebook folder's live snapshot."""
     root = Path(path)
-    name = _current_snapshot(root) if root.is_dir() else None
-    if name is None:
-        if root.name.startswith(SNAPSHOT_PREFIX) and (root.parent / CURRENT).is_file():
-            raise ReasonEditError(f"{str(root)!r} is one snapshot inside the codebook folder {str(root.parent)!r}; "
-                                  "give that folder (editor.save() returns the snapshot it wrote, not the folder).")
-        raise ReasonEditError(f"no ReasonEdit codebook at {str(root)!r} (no {CURRENT} file); give the folder "
-                              "that editor.save() or editor.export_edits() wrote.")
-    try:
-        meta = json.loads((root / name / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise CodebookCorruptError(
-            f"{root / name / 'meta.json'} is missing or unreadable ({type(exc).__name__}); the codebook was "
-            f"damaged. Run `reasonedit verify --codebook {root}` to see what else is affected, or restore it "
-            "from a backup.") from None
+    for _ in range(SNAPSHOT_SWITCH_RETRIES):
+        name = _current_snapshot(root) if root.is_dir() else None
+        if name is None:
+            if root.name.startswith(SNAPSHOT_PREFIX) and (root.parent / CURRENT).is_file():
+                raise ReasonEditError(f"{str(root)!r} is one snapshot inside the codebook folder "
+                                      f"{str(root.parent)!r}; give that folder (editor.save() returns the snapshot "
+                                      "it wrote, not the folder).")
+            raise ReasonEditError(f"no ReasonEdit codebook at {str(root)!r} (no {CURRENT} file); give the folder "
+                                  "that editor.save() or editor.export_edits() wrote.")
+        try:
+            meta = json.loads((root / name / "meta.json").read_text(encoding="utf-8"))
+            break
+        except OSError:
+            if _read_current(root) != name:
+                continue  # read without a lock: a writer replaced this snapshot meanwhile, read the new one
+            raise _unreadable_meta(root, name, "OSError") from None
+        except (ValueError, RecursionError) as exc:
+            raise _unreadable_meta(root, name, type(exc).__name__) from None
+    else:
+        raise ReasonEditError(f"the codebook at {str(root)!r} changed {SNAPSHOT_SWITCH_RETRIES} times while its "
+                              "metadata was read (other processes are saving it); try again.")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CodebookCorruptError(f"{root / name / 'meta.json'} is not a ReasonEdit codebook's metadata.")
     version = meta.get("format_version")
@@ -446,6 +473,12 @@ def read_meta(path: Union[str, Path]) -> dict[str, Any]:
         raise ReasonEditError(f"the codebook at {str(root)!r} has format version {version!r}; this "
                               f"reasonedit_plugin reads up to {FORMAT_VERSION}. Upgrade reasonedit_plugin.")
     return meta
+
+
+def _unreadable_meta(root: Path, name: str, why: str) -> CodebookCorruptError:
+    return CodebookCorruptError(
+        f"{root / name / 'meta.json'} is missing or unreadable ({why}); the codebook was damaged. Run "
+        f"`reasonedit verify --codebook {root}` to see what else is affected, or restore it from a backup.")
 
 
 def load_codebook(path: Union[str, Path], setup: Any = None, *,

@@ -147,6 +147,46 @@ def test_load_takes_the_snapshot_save_returns_while_it_is_the_live_one(saved, te
         read_meta(newer)
 
 
+def test_a_lock_free_reader_follows_a_snapshot_switched_under_it(saved, text_encoder, tmp_path, monkeypatch):
+    """``read_meta`` takes no lock: a writer in another process may commit a new snapshot and remove the old
+    one between its reading ``CURRENT`` and reading the folder CURRENT named. That is read again, not
+    reported as damage; a live snapshot that is really missing its metadata still is."""
+    from reasonedit_plugin import storage
+
+    path = tmp_path / "codebook"
+    shutil.copytree(saved[1], path)
+    stale = (path / "CURRENT").read_text().strip()
+    ReasonEditor.load(path, FakeVLM(), text_encoder=text_encoder).save(path)  # the writer: `stale` is removed
+    live = (path / "CURRENT").read_text().strip()
+    assert live != stale and not (path / stale).exists()
+
+    real = storage._read_current
+    calls = []
+
+    def first_read_is_stale(root):  # CURRENT read just before the writer replaced it
+        calls.append(root)
+        return stale if len(calls) == 1 else real(root)
+
+    monkeypatch.setattr(storage, "_read_current", first_read_is_stale)
+    assert read_meta(path)["format"] == "reasonedit-codebook" and len(calls) == 2  # the snapshot's folder gone
+
+    calls.clear()
+    monkeypatch.setattr(storage, "_read_current", real)
+    real_current = storage._current_snapshot
+
+    def first_named_is_stale(root):  # named and present, then removed before its meta.json is read
+        calls.append(root)
+        return stale if len(calls) == 1 else real_current(root)
+
+    monkeypatch.setattr(storage, "_current_snapshot", first_named_is_stale)
+    assert read_meta(path)["format"] == "reasonedit-codebook" and len(calls) == 2
+
+    monkeypatch.setattr(storage, "_current_snapshot", real_current)
+    (path / live / "meta.json").unlink()
+    with pytest.raises(CodebookCorruptError, match="meta.json is missing or unreadable"):
+        read_meta(path)
+
+
 def test_remove_is_audited_and_split_back(text_encoder, tmp_path):
     ed = make_editor(text_encoder, augment={"enabled": False})
     ed.edit(EDITS[:2])
