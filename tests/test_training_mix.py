@@ -13,6 +13,7 @@ from reasonedit_plugin.data import default_model_build as dmb
 from reasonedit_plugin.data import default_model_scoring as dms
 from reasonedit_plugin.data import train_default_model as tdm
 from reasonedit_plugin.data import training_mix as mix
+from reasonedit_plugin.data.rule_properties import PROPERTIES
 
 
 def test_caption_facts_can_only_be_answered_from_the_prompt():
@@ -469,10 +470,9 @@ def test_known_noise_answers_a_share_of_no_fact_questions_at_random_only_when_as
                                  random.Random(3))
         wrong = 0
         for _ in range(300):
-            state = sampler.rng.getstate()
-            prop, info = sampler.rng.choice(sampler.rule_images)  # the rule image _known draws first
-            sampler.rng.setstate(state)
-            wrong += sampler._known().answer != sampler.world.rule_for(prop, info).value
+            example = sampler._known()  # a property question (yes_no=0): its options are its property's values
+            prop = next(p for p in PROPERTIES if tuple(p.values) == tuple(example.choices))
+            wrong += example.answer != sampler.world.rule_for(prop, sampler.image_info[example.image]).value
         return wrong / 300
 
     assert wrong_share(0.0) == 0.0 and wrong_share(1.0) > 0.6 and 0.15 < wrong_share(0.4) < 0.45
