@@ -3,7 +3,7 @@
     python benchmarks/no_fact_spread.py --out benchmarks/results/no_fact_spread.json \
         --plot benchmarks/results/no_fact_spread.png
 
-Three references for issue 12's "no fact at chance +/- 0.05" rows, read without any model run:
+Four references for issue 12's "no fact at chance +/- 0.05" rows, read without any model run:
 
 * the *neighbour guesser* on the measured split (200 records, seed 123, 13 held-out rules): a model that
   answers each held-out rule one way, the way the neighbouring train rules vote, ties broken once per rule at
@@ -12,6 +12,9 @@ Three references for issue 12's "no fact at chance +/- 0.05" rows, read without 
   random, on its own (``measure_default_model.unsure_guess_distribution``): the spread of a model whose every
   answer is a fair guess of its own, for both no-fact rows, and its chance of landing in both bands in one seed
   and in three;
+* the *declining guesser* of the R-Gen no-fact row: a model that answers "no" to every yes / no question it
+  has no fact for scores the split's share of "no" truths, the same in every seed (the split asks about the
+  rule's own value about half the time);
 * every committed measurement of a trained model on that split (``docs/default_model/*.json`` with the
   200-record seed-123 rows; re-measurements on other record files and the float16 re-store of the shipped
   model left out): the two no-fact rows' mean, spread and how many land in their bands, alone and together;
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     unsure = mdm.unsure_guess_distribution([r["choices"] for r in records])
     unsure_rows = {"held_out": mdm.guess_spread(unsure, chance),
                    "rgen": mdm.guess_spread(mdm.unsure_guess_distribution([r["rgen_choices"] for r in records]), 0.5)}
+    says_no = sum(r["rgen_target"] == "no" for r in records) / len(records)
     one_seed = unsure_rows["held_out"]["within_tolerance"] * unsure_rows["rgen"]["within_tolerance"]
     unsure_rows |= {"both_within_tolerance": round(one_seed, 4), "both_in_three_seeds": round(one_seed ** 3, 4)}
     result = {"records": args.n, "seed": args.seed, "rules": len({(r["meta"]["property"], r["meta"]["key"])
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
               "chance": round(chance, 4), "tolerance": PRIOR_TOLERANCE,
               "neighbour_guess": mdm.guess_spread(neighbour, chance),
               "unsure_guess": unsure_rows,
+              "rgen_declining_guess": {"accuracy": round(says_no, 4),
+                                       "within_tolerance": mdm.near_chance(says_no, 0.5)},
               "committed_models": len(rows),
               "held_out_no_fact": summary([r["held_out"] for r in rows], chance),
               "rgen_no_fact": summary([r["rgen"] for r in rows], 0.5),

@@ -23,10 +23,12 @@ def test_the_unsure_guesser_is_the_binomial_spread_of_each_row(script, tmp_path)
     assert unsure["both_within_tolerance"] == round(one, 4) and unsure["both_in_three_seeds"] == round(one ** 3, 4)
     # far less spread than one answer per rule, the neighbour guesser's
     assert unsure["held_out"]["within_tolerance"] > 2 * result["neighbour_guess"]["within_tolerance"]
+    # "no" to every fact-less yes / no question: the split's "no" share (106 of the 200), in every seed
+    assert result["rgen_declining_guess"] == {"accuracy": 0.53, "within_tolerance": True}
 
 
 def test_the_committed_result_counts_the_committed_measurements(script):
     committed = json.loads((script.ROOT / "benchmarks" / "results" / "no_fact_spread.json").read_text())
     measured = script.committed_measurements(script.MEASURED, 200, 123)
     assert committed["committed_models"] == len(measured)
-    assert "unsure_guess" in committed
+    assert "unsure_guess" in committed and "rgen_declining_guess" in committed
