@@ -148,7 +148,10 @@ class TrainConfig:
     prior a model that does not know a rule (a held-out one, no fact in the prompt) has reason to say "no"
     rather than "yes" to the value its neighbouring train rules suggest, which the deal makes a wrong guess
     (docs/RESULTS.md, no-fact spread): the evaluated R-Gen records are balanced, so "no" scores chance.
-    0.5: as before (the same draws, every recipe)."""
+    Measured at 0.25 on session 46's five-layer command (docs/RESULTS.md, session 48, seeds 8 / 9 / 10): "no"
+    to 0.67-0.73 of the fact-less yes / no questions, "yes" still mostly to the neighbours' value, so R-Gen
+    without facts 0.630 / 0.570 / 0.450 (the per-rule draw, above chance this time); every other target met
+    in all three seeds (seed 10 every target). 0.5: as before (the same draws, every recipe)."""
     near_other_property: float = 0.25
     """Share of ``near_miss`` examples whose edit is about another property of the asked image (the rest: the
     asked property of an image sharing the colour or the shape), where both exist. With an image-naming
