@@ -333,7 +333,7 @@ class ReasonEditor(QueryPath):
     def save(self, path: Union[str, Path]) -> Path:
         """Atomically save the codebook, raw edit records, quarantine and audit log to folder ``path``. Returns
         the snapshot folder written inside it; :meth:`load` takes ``path`` or that snapshot while it is the live one."""
-        from .storage import save_editor
+        from .editor_storage import save_editor
 
         after = self.config.codebook.evict_unretrieved_after
         if after is not None and self._codebook is not None:
@@ -345,7 +345,7 @@ class ReasonEditor(QueryPath):
              text_encoder: TextEncoder | None = None, **kwargs: Any) -> "ReasonEditor":
         """An editor for ``vlm`` with the codebook saved at ``path`` (config from the folder unless given).
         Raises CodebookMismatchError if ``vlm`` / layer / scale / text encoder differ from the saved setup."""
-        from .storage import load_editor
+        from .editor_storage import load_editor
 
         return load_editor(cls, path, vlm, config, text_encoder, **kwargs)
 

@@ -13,7 +13,8 @@ from .audit import AuditLog, EditInfo, who_why
 from .codebook import Codebook, PendingEntry
 from .errors import CodebookMismatchError, ReasonEditError
 from .codebook_setup import check_setup, setup_dict, setup_differences
-from .storage import load_codebook, read_meta, save_codebook, saved_config
+from .editor_storage import saved_config
+from .storage import load_codebook, read_meta, save_codebook
 
 
 def _edit_order(codebook: Codebook, ids: Iterable[str]) -> list[str]:

@@ -61,7 +61,7 @@ from .codebook_state import export_state, from_state
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
 from .errors import CodebookCorruptError, ReasonEditError, RecordError
 from .keystore import all_finite, trim_heap
-from .locking import check_unchanged, codebook_lock, editor_token, write_errors
+from .locking import codebook_lock, write_errors
 from .manifest import write_manifest, require_intact
 from .records import IMAGE_FIELDS, EditRecord, make_record
 
@@ -169,7 +169,7 @@ def _read_current(root: Path) -> str | None:
                                    f"--codebook {root} --repair`.") from None
 
 
-def _current_snapshot(root: Path) -> str | None:
+def current_snapshot(root: Path) -> str | None:
     name = _read_current(root)
     for _ in range(SNAPSHOT_SWITCH_RETRIES):
         if name is None or (root / name).is_dir():
@@ -396,7 +396,7 @@ def save_codebook(path: Union[str, Path], codebook: Codebook, setup: Any, *,
             "missing_raw": sorted(set(active) - {r["record"]["id"] for r in rows if r["status"] == "committed"}),
             "files": {name: _sha256(data) for name, data in payloads.items()},
         }
-        previous = _current_snapshot(root)
+        previous = current_snapshot(root)
         number = int(previous[len(SNAPSHOT_PREFIX):]) + 1 if previous else 1
         name = f"{SNAPSHOT_PREFIX}{number:06d}"
         tmp = root / f"{TMP_PREFIX}{name}.{uuid.uuid4().hex[:8]}"
@@ -446,7 +446,7 @@ def read_meta(path: Union[str, Path]) -> dict[str, Any]:
     """The ``meta.json`` of a codebook folder's live snapshot."""
     root = Path(path)
     for _ in range(SNAPSHOT_SWITCH_RETRIES):
-        name = _current_snapshot(root) if root.is_dir() else None
+        name = current_snapshot(root) if root.is_dir() else None
         if name is None:
             if root.name.startswith(SNAPSHOT_PREFIX) and (root.parent / CURRENT).is_file():
                 raise ReasonEditError(f"{str(root)!r} is one snapshot inside the codebook folder "
@@ -491,7 +491,7 @@ def load_codebook(path: Union[str, Path], setup: Any = None, *,
     root = Path(path)
     with codebook_lock(root, shared=True):
         meta = read_meta(root)
-        name = _current_snapshot(root)
+        name = current_snapshot(root)
         assert name is not None
         require_intact(root, name)
         if setup is not None:
@@ -556,66 +556,3 @@ def migrate_folder(stored: StoredCodebook) -> bool:
     logger.warning("codebook %s migrated from format %d to %d (neighbour lists built once in %.1f s, saved "
                    "as %s); later loads read them.", stored.path, version, FORMAT_VERSION, seconds, snapshot.name)
     return True
-
-
-# ---------------------------------------------------------------------- the editor's side
-def saved_config(editor: Any) -> dict[str, Any]:
-    """The editor's config with 'auto' layer/scale replaced by what calibration chose."""
-    values = editor.config.to_dict()
-    values["embedding"]["layer"] = editor.keys.vision_module
-    values["embedding"]["scale"] = editor.keys.scale
-    milvus = values["retrieval"].get("milvus")
-    if milvus and milvus.get("token"):  # credentials stay in the YAML / environment, never in the folder
-        milvus["token"] = ""
-    return values
-
-
-def save_editor(editor: Any, path: Union[str, Path]) -> Path:
-    """Save under the codebook lock, refusing when another writer changed the folder since ``editor``
-    loaded it (locking.check_unchanged)."""
-    with write_errors(path), codebook_lock(path):
-        check_unchanged(editor, path)
-        snapshot = save_codebook(path, editor.codebook, editor.keys.setup, config=saved_config(editor),
-                                 records=editor.edit_records, quarantine=editor.quarantine, audit=editor.audit,
-                                 extra=editor.side_files())
-        editor_token(editor, path)
-    return snapshot
-
-
-def codebook_root(path: Union[str, Path]) -> Path:
-    """The codebook folder ``path`` names: itself, or, for the live snapshot inside one (what ``editor.save()``
-    returns), its parent. An older snapshot is refused: it is not what the folder holds now."""
-    root = Path(path)
-    if is_codebook(root) or not root.name.startswith(SNAPSHOT_PREFIX) or not is_codebook(root.parent):
-        return root
-    live = _current_snapshot(root.parent)
-    if live != root.name:
-        raise ReasonEditError(f"{str(root)!r} is an older snapshot of the codebook folder {str(root.parent)!r} "
-                              f"(its live one is {live}); give that folder.")
-    return root.parent
-
-
-def load_editor(cls: type, path: Union[str, Path], vlm: Any, config: Any = None, text_encoder: Any = None,
-                **kwargs: Any) -> Any:
-    path = codebook_root(path)
-    meta = read_meta(path)
-    if config is None and meta.get("config"):
-        try:
-            config = ReasonEditConfig.from_dict(meta["config"])
-        except ReasonEditError:  # a damaged meta.json is named as such, not as a bad setting
-            require_intact(Path(path), _current_snapshot(Path(path)))
-            raise
-    editor = cls(vlm, config, text_encoder=text_encoder, **kwargs)
-    with codebook_lock(path, shared=True):
-        stored = load_codebook(path, editor.keys.setup, codebook_config=editor.config.codebook,
-                               retrieval_config=editor.config.retrieval, migrate=False)
-        editor_token(editor, path)
-    if migrate_folder(stored):  # outside the read lock: migrating writes a snapshot
-        editor_token(editor, path)
-    editor._codebook = stored.codebook
-    editor._retriever = None
-    editor.edit_records = dict(stored.records)
-    editor.quarantine = dict(stored.quarantine)
-    editor.audit = AuditLog(stored.audit)
-    editor.load_side_files(stored.extra)
-    return editor

@@ -172,16 +172,16 @@ def test_a_lock_free_reader_follows_a_snapshot_switched_under_it(saved, text_enc
 
     calls.clear()
     monkeypatch.setattr(storage, "_read_current", real)
-    real_current = storage._current_snapshot
+    real_current = storage.current_snapshot
 
     def first_named_is_stale(root):  # named and present, then removed before its meta.json is read
         calls.append(root)
         return stale if len(calls) == 1 else real_current(root)
 
-    monkeypatch.setattr(storage, "_current_snapshot", first_named_is_stale)
+    monkeypatch.setattr(storage, "current_snapshot", first_named_is_stale)
     assert read_meta(path)["format"] == "reasonedit-codebook" and len(calls) == 2
 
-    monkeypatch.setattr(storage, "_current_snapshot", real_current)
+    monkeypatch.setattr(storage, "current_snapshot", real_current)
     (path / live / "meta.json").unlink()
     with pytest.raises(CodebookCorruptError, match="meta.json is missing or unreadable"):
         read_meta(path)
