@@ -300,8 +300,9 @@ class TrainConfig:
             raise ValueError("valid_extra_questions asks in the extra question frames, which wide_questions trains "
                              "on: use one of the two.")
         CodebookConfig(answer_template=self.answer_template)  # its placeholders, checked the codebook's way
-        for name in ("entry_sibling", "near_other_property", "known_noise", "known_yes", "late_negation", "question_noise",
-                     "near_twin", "plain_own_edit", "plain_own_evidence", "quote_noise", "entry_over_rationale"):
+        for name in ("entry_sibling", "near_other_property", "known_noise", "known_yes", "late_negation",
+                     "question_noise", "near_twin", "plain_own_edit", "plain_own_evidence", "quote_noise",
+                     "entry_over_rationale"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)}: a share, between 0 and 1.")
         if self.weights_dtype not in WEIGHTS_DTYPES:
