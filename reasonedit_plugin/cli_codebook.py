@@ -90,16 +90,16 @@ def open_editor(path: Path, hparams: Any, vlm: Any, command: str) -> Any:
 
 def check_out_folder(out: Path, what: str = "codebook") -> None:
     """``--out`` must be a folder that is new, empty or already a codebook."""
+    from .codebook_layout import foreign_files
     from .storage import is_codebook
 
     if out.exists() and not out.is_dir():
         raise ReasonEditError(f"--out {str(out)!r} is a file; give a folder for the {what}.")
     if out.is_dir() and not is_codebook(out):  # a writer may be creating it: its own files are not foreign
-        foreign = [p.name for p in out.iterdir()
-                   if p.name not in ("LOCK", "images", "audit.jsonl") and not p.name.startswith((".tmp-", "snapshot-"))]
+        foreign = foreign_files(out)
         if foreign:
             raise ReasonEditError(f"--out {str(out)!r} is a non-empty folder that is not a ReasonEdit codebook "
-                                  f"(it holds {sorted(foreign)[:3]}); give a new or empty folder.")
+                                  f"(it holds {foreign[:3]}); give a new or empty folder.")
 
 
 @contextlib.contextmanager

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Union
 
 from .audit import AuditLog
+from .codebook_layout import SNAPSHOT_PREFIX
 from .config import ReasonEditConfig
 from .errors import ReasonEditError
 from .locking import check_unchanged, codebook_lock, editor_token, write_errors
 from .manifest import require_intact
-from .storage import (SNAPSHOT_PREFIX, current_snapshot, is_codebook, load_codebook, migrate_folder, read_meta,
-                      save_codebook)
+from .storage import current_snapshot, is_codebook, load_codebook, migrate_folder, read_meta, save_codebook
 
 
 def saved_config(editor: Any) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Union
 
+from .codebook_layout import LOCK_FILE, TMP_PREFIX, read_current
 from .errors import ReasonEditError
 
 try:  # POSIX advisory locks; elsewhere only the optimistic check protects a codebook
@@ -40,9 +41,6 @@ except ImportError:  # pragma: no cover - Windows
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = "LOCK"
-CURRENT = "CURRENT"
-TMP_PREFIX = ".tmp-"
 DEFAULT_LOCK_TIMEOUT = 120.0
 """Seconds a writer waits for another one before giving up with :class:`CodebookBusyError`."""
 _POLL = 0.05
@@ -186,7 +184,7 @@ def _acquire(fd: int, mode: int, deadline: float, timeout: float, root: Path, lo
 def current_snapshot_name(path: Union[str, Path]) -> str | None:
     """The snapshot ``CURRENT`` names, or None when the folder holds no codebook."""
     try:
-        return (Path(path) / CURRENT).read_text(encoding="utf-8").strip() or None
+        return read_current(Path(path)) or None
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Union
 
+from .codebook_layout import AUDIT_FILE, AUDIT_NEW, CURRENT, IMAGES_DIR, SNAPSHOT_PREFIX, TMP_PREFIX
 from .errors import CodebookCorruptError, ReasonEditError
 
 logger = logging.getLogger(__name__)
@@ -38,15 +39,9 @@ logger = logging.getLogger(__name__)
 MANIFEST_FILE = "MANIFEST.json"
 MANIFEST_FORMAT = "reasonedit-manifest"
 MANIFEST_VERSION = 1
-CURRENT = "CURRENT"
-AUDIT_FILE = "audit.jsonl"
-AUDIT_NEW = "audit_new.jsonl"
-"""The snapshot's own audit events, appended to audit.jsonl after the commit (storage.py)."""
-IMAGES_DIR = "images"
 FIRST_FORMAT_WITH_MANIFEST = 2
 """Codebooks of format 1 (``meta.json``'s ``format_version``) were written before manifests: they load
 (their snapshot files are still checked against ``meta.json``'s checksums) and are rewritten with one."""
-SNAPSHOT_PREFIX = "snapshot-"
 _CHUNK = 1 << 20
 
 
@@ -292,7 +287,7 @@ def repair_codebook(path: Union[str, Path]) -> list[str]:
             if name is None:
                 raise CodebookCorruptError(f"cannot repair {str(root)!r}: {CURRENT} is lost and no snapshot "
                                            "folder is intact. Restore the folder from a backup.")
-            tmp = root / f".tmp-{CURRENT}"
+            tmp = root / f"{TMP_PREFIX}{CURRENT}"
             tmp.write_text(name + "\n", encoding="utf-8")
             os.replace(tmp, root / CURRENT)
             done.append(f"{CURRENT} now names {name}")

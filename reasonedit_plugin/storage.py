@@ -56,6 +56,8 @@ from safetensors.numpy import save as st_save
 
 from .audit import AuditEvent, AuditLog, append_events, read_events
 from .codebook import Codebook
+from .codebook_layout import (AUDIT_FILE, CURRENT, IMAGES_DIR, SNAPSHOT_FILES, SNAPSHOT_PREFIX, TMP_PREFIX,
+                              foreign_files, read_current)
 from .codebook_setup import check_setup, setup_dict
 from .codebook_state import export_state, from_state
 from .config import CodebookConfig, ReasonEditConfig, RetrievalConfig
@@ -71,13 +73,6 @@ FORMAT = "reasonedit-codebook"
 FORMAT_VERSION = 2
 """1: float32 keys, no neighbour lists (migrated on load, once). 2: keys at key precision stored once,
 neighbour lists, sigma and the IVF partition saved (load is O(N) reading)."""
-CURRENT = "CURRENT"
-AUDIT_FILE = "audit.jsonl"
-IMAGES_DIR = "images"
-LOCK_FILE = "LOCK"
-SNAPSHOT_PREFIX = "snapshot-"
-TMP_PREFIX = ".tmp-"
-SNAPSHOT_FILES = ("keys.safetensors", "entries.json", "records.jsonl", "audit_new.jsonl")
 _NO_LIMIT = 10 ** 9
 
 
@@ -161,9 +156,7 @@ in another process committed a new snapshot and removed the old one between the 
 
 def _read_current(root: Path) -> str | None:
     try:
-        return (root / CURRENT).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
+        return read_current(root)
     except (OSError, UnicodeDecodeError) as exc:
         raise CodebookCorruptError(f"{root / CURRENT} is unreadable ({type(exc).__name__}); run `reasonedit verify "
                                    f"--codebook {root} --repair`.") from None
@@ -191,12 +184,10 @@ def _prepare_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise ReasonEditError(f"cannot save a codebook to {str(root)!r}: it is a file; give a folder path.")
     if root.is_dir() and not is_codebook(root):
-        ours = {CURRENT, AUDIT_FILE, IMAGES_DIR, LOCK_FILE}
-        foreign = [p.name for p in root.iterdir()
-                   if p.name not in ours and not p.name.startswith((SNAPSHOT_PREFIX, TMP_PREFIX))]
+        foreign = foreign_files(root)
         if foreign:
             raise ReasonEditError(f"{str(root)!r} is a non-empty folder that is not a ReasonEdit codebook "
-                                  f"(it holds {sorted(foreign)[:5]}); save to a new or empty folder.")
+                                  f"(it holds {foreign[:5]}); save to a new or empty folder.")
     root.mkdir(parents=True, exist_ok=True)
 
 
