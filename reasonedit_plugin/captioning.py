@@ -20,7 +20,7 @@ The text-only locality question of E-IC (``loc`` / ``loc_ans``) is kept on the r
 (it has no image); EasyEdit's own ``edit_dataset`` scores it (``locality_acc``).
 
 :func:`caption_split` writes caption edits over easy-vqa images (a caption plus a rule that only the
-rationale carries: "A red circle of the Vol tribe."). ``reasonedit caption`` runs it all from the
+rationale carries: "A red circle of the Tor tribe."). ``reasonedit caption`` runs it all from the
 command line.
 """
 

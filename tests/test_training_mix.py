@@ -228,6 +228,25 @@ def test_letter_names_are_copied_piece_by_piece_never_held_out():
     assert all(pattern.fullmatch(syllables._name().lower()) for _ in range(50))
 
 
+def test_caption_names_are_no_value_of_the_rule_world_and_no_training_name():
+    """A caption edit's name must be one the model can only copy: not a value the rule world trains it to write
+    ("Vol", a caption name until session 49, was held by models that copied no other name), and never drawn
+    as a training name; the retired name stays out of training draws too, so the stream is the shipped one."""
+    import random
+
+    from reasonedit_plugin.data.language import CAPTION_TRIBES, RETIRED_CAPTION_TRIBES
+    from reasonedit_plugin.data.rule_properties import PROPERTIES
+
+    world_values = {v.lower() for p in PROPERTIES for v in p.values}
+    assert not {n.lower() for n in CAPTION_TRIBES} & world_values
+    assert len(set(CAPTION_TRIBES)) == 12 and not set(CAPTION_TRIBES) & set(RETIRED_CAPTION_TRIBES)
+    rng = random.Random(0)
+    drawn = {mix.letters_name(rng) for _ in range(200_000)}
+    assert "Vol" not in drawn and not drawn & set(CAPTION_TRIBES)
+    assert len({n for n in drawn if len(n) == 3 and n.startswith("Vo")}) >= 15  # its neighbours are drawn: the
+    # exclusion, not chance, keeps "Vol" out
+
+
 def test_answer_entries_do_not_double_a_sentence_final_period():
     from reasonedit_plugin.config import CodebookConfig
 

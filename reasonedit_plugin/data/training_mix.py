@@ -45,7 +45,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from .language import APPLIES_PROMPTS, CAPTION_PROMPTS, CAPTION_TRIBES, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption, verify_prompt
+from .language import (APPLIES_PROMPTS, CAPTION_PROMPTS, CAPTION_TRIBES, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER,
+                       ONLY_MATTERS, RETIRED_CAPTION_TRIBES, caption, verify_prompt)
 from .shaperules import (
     COLOURS,
     PROPERTIES,
@@ -154,12 +155,12 @@ def name_words(vocabulary: Sequence[str]) -> list[str]:
 def letters_name(rng: random.Random) -> str:
     """3-6 random letters, consonants and vowels alternating ("Kem", "Ruvado"): WordPiece splits them into
     pieces of every kind, continuation pieces ("##m") included, so what is learnt is copying the pieces of
-    the prompt, not writing a small set of syllables. Never a held-out caption name (``CAPTION_TRIBES``)."""
+    the prompt, not writing a small set of syllables. Never a caption command's name, current or retired."""
     while True:
         start = rng.randint(0, 1)
         letters = [rng.choice(CONSONANTS if (i + start) % 2 == 0 else VOWELS) for i in range(rng.randint(3, 6))]
         name = "".join(letters).capitalize()
-        if name not in CAPTION_TRIBES:
+        if name not in CAPTION_TRIBES and name not in RETIRED_CAPTION_TRIBES:
             return name
 
 
