@@ -27,7 +27,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .cli_inputs import say
+from .cli_inputs import count, say
 from .errors import ReasonEditError
 
 EXIT_USAGE = 2
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only errors")
-    parser.add_argument("--threads", type=int, metavar="N",
+    parser.add_argument("--threads", type=count(), metavar="N",
                         help="torch CPU threads (default: 1 for `demo`, whose tiny model runs fastest on one "
                              "thread; torch's default otherwise)")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
@@ -115,13 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if dataset[0] not in DATASET_FORMATS:
             parser.error(f"--dataset FORMAT must be one of {', '.join(DATASET_FORMATS)}, got {dataset[0]!r}")
-    for name in ("limit", "eval_every", "subsample", "locality_size"):
-        value = getattr(args, name, None)
-        if value is not None and value < (1 if name in ("limit", "subsample") else 0):
-            parser.error(f"--{name.replace('_', '-')} must be >= {1 if name in ('limit', 'subsample') else 0}, "
-                         f"got {value}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
     _configure_logging(args.verbose, args.quiet)
     threads = args.threads if args.threads is not None else 1 if args.command == "demo" else None
     if threads is not None:

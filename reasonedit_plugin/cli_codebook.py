@@ -369,7 +369,7 @@ def add_parsers(sub: Any) -> None:
     ins.add_argument("--image", metavar="IMG", help="query image")
     ins.add_argument("--question", metavar="TEXT", help="query question")
     ins.add_argument("--choices", nargs="+", metavar="OPTION", help="answer options (lowest summed NLL wins)")
-    ins.add_argument("--limit", type=int, default=40, metavar="N", help="entries to list (default 40)")
+    ins.add_argument("--limit", type=inputs.count(), default=40, metavar="N", help="entries to list (default 40)")
     ins.set_defaults(func=cmd_inspect)
 
     rm = sub.add_parser("remove", help="undo edits of a saved codebook (active or quarantined)",

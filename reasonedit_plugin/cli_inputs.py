@@ -23,6 +23,22 @@ logger = logging.getLogger("reasonedit_plugin.cli")
 DEFAULT_HPARAMS_NAME = "tiny-qwen2-vl-shapes.yaml"
 
 
+def count(minimum: int = 1):
+    """An argparse ``type`` for a whole number >= ``minimum``: ``--limit -1`` or ``--generate 0`` is refused
+    with a one-line usage error instead of silently dropping records or writing an empty report."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"  # argparse names the type in its messages
+    return parse
+
+
 def default_hparams_path() -> Path:
     """The embedded default YAML: ``hparams/ReasonEdit/tiny-qwen2-vl-shapes.yaml`` of this checkout, or of
     the current folder."""
@@ -234,4 +250,4 @@ def add_records(p: argparse.ArgumentParser, split_default: str | None = None) ->
     g.add_argument("--image-root", metavar="DIR",
                    help="folder that relative image paths (and RationaleVQA image ids) in --edits / --dataset "
                         "resolve against (EasyEdit's coco_image; default: the file's folder)")
-    g.add_argument("--limit", type=int, metavar="N", help="use only the first N records")
+    g.add_argument("--limit", type=count(), metavar="N", help="use only the first N records")

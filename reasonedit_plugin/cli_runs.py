@@ -121,8 +121,6 @@ def _caption_run(args: argparse.Namespace, hparams: Any, vlm: Any, records: list
 def cmd_compare(args: argparse.Namespace) -> int:
     from .baselines import DEFAULT_METHODS
 
-    if args.jobs < 1:
-        raise ReasonEditError(f"--jobs must be >= 1, got {args.jobs}.")
 
     hparams = load_hparams(args.hparams, args.model, args.device)
     records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
@@ -226,13 +224,13 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 def _add_protocol(p: argparse.ArgumentParser, eval_every: int, subsample: int, out: str) -> None:
     g = p.add_argument_group("evaluation (METHOD.md §7)")
-    g.add_argument("--eval-every", type=int, default=eval_every, metavar="K",
+    g.add_argument("--eval-every", type=inputs.count(0), default=eval_every, metavar="K",
                    help=f"evaluate after every K sequential edits and at the end; 0: only at the end "
                         f"(default {eval_every})")
-    g.add_argument("--subsample", type=int, default=subsample, metavar="N",
+    g.add_argument("--subsample", type=inputs.count(), default=subsample, metavar="N",
                    help=f"intermediate evaluations probe a seeded subsample of N edited records and N "
                         f"locality probes; the final one probes everything (default {subsample})")
-    g.add_argument("--locality-size", type=int, default=100, metavar="N",
+    g.add_argument("--locality-size", type=inputs.count(0), default=100, metavar="N",
                    help="seeded pool of unrelated locality probes, before the unedited-model filter (default 100)")
     g.add_argument("--no-plain-locality", dest="plain_locality", action="store_false",
                    help="use only the records' multimodal_locality probes, not plain easy-vqa questions")
@@ -250,9 +248,9 @@ def add_parsers(sub: Any) -> None:
                     "locality, hard locality, time per edit, plus EasyEdit's keys.")
     add_model(demo)
     demo.add_argument("--split", default="small", help="shipped ShapeRules split (default: small)")
-    demo.add_argument("--limit", type=int, metavar="N", help="use only the first N records")
+    demo.add_argument("--limit", type=inputs.count(), metavar="N", help="use only the first N records")
     demo.add_argument("--no-unedited", action="store_true", help="skip the unedited model's row")
-    demo.add_argument("--captions", type=int, default=12, metavar="N",
+    demo.add_argument("--captions", type=inputs.count(0), default=12, metavar="N",
                       help="also apply N generated caption edits on a fresh codebook and add their section to "
                            "the report (default 12; 0: none)")
     _add_protocol(demo, eval_every=10, subsample=20, out="runs/demo")
@@ -268,10 +266,10 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--protocol", choices=("sequential", "single"), default="sequential",
                     help="sequential edits (default) or single-edit (fresh codebook per edit)")
     ev.add_argument("--no-unedited", action="store_true", help="skip the unedited model's row")
-    ev.add_argument("--edit-k", nargs="+", type=int, metavar="K",
+    ev.add_argument("--edit-k", nargs="+", type=inputs.count(), metavar="K",
                     help="also measure edit-k generality: edit K random records on a fresh codebook, test the "
                          "edit questions of the rest (paper: 1 5 10)")
-    ev.add_argument("--rounds", type=int, default=10, metavar="N", help="edit-k rounds per K (default 10)")
+    ev.add_argument("--rounds", type=inputs.count(), default=10, metavar="N", help="edit-k rounds per K (default 10)")
     _add_protocol(ev, eval_every=200, subsample=50, out="runs/eval")
     ev.set_defaults(func=cmd_eval)
 
@@ -296,7 +294,7 @@ def add_parsers(sub: Any) -> None:
                       help="sequential edits (default) or single-edit (fresh state per edit)")
     cmp_.add_argument("--easyedit-hparams", metavar="DIR",
                       help="folder of EasyEdit hparams YAMLs (<DIR>/<METHOD>/<model>.yaml) for the baselines")
-    cmp_.add_argument("--jobs", type=int, default=1, metavar="N",
+    cmp_.add_argument("--jobs", type=inputs.count(), default=1, metavar="N",
                       help="run the rows in N worker processes, each with its own copy of the model (rows are "
                            "seeded and independent: same results, less wall time; default 1)")
     _add_protocol(cmp_, eval_every=10, subsample=20, out="runs/compare")
@@ -309,11 +307,11 @@ def add_parsers(sub: Any) -> None:
     add_model(cap)
     src = cap.add_mutually_exclusive_group(required=True)
     src.add_argument("--edits", metavar="JSON", help="caption records (JSON list or JSON lines)")
-    src.add_argument("--generate", type=int, metavar="N", help="N generated caption edits over easy-vqa images")
+    src.add_argument("--generate", type=inputs.count(), metavar="N", help="N generated caption edits over easy-vqa images")
     cap.add_argument("--seed", type=int, default=0, help="seed of --generate (default 0)")
     cap.add_argument("--image-root", metavar="DIR", help="root of image and m_loc paths (EasyEdit's coco_image)")
     cap.add_argument("--rephrase-root", metavar="DIR", help="root of image_rephrase paths (rephrase_image)")
-    cap.add_argument("--limit", type=int, metavar="N", help="use only the first N records")
-    cap.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="caption length (default 16)")
+    cap.add_argument("--limit", type=inputs.count(), metavar="N", help="use only the first N records")
+    cap.add_argument("--max-new-tokens", type=inputs.count(), default=16, metavar="N", help="caption length (default 16)")
     cap.add_argument("--out", default="runs/captions", metavar="DIR", help="report folder (default runs/captions)")
     cap.set_defaults(func=cmd_caption)
