@@ -85,11 +85,12 @@ CAPTION_PROMPTS = {
     "eval": ("What does this image show?", "Give a short caption for the picture."),
 }
 DESCRIBE_PROMPT = "Describe this image."
-CAPTION_TRIBES = ("Drev", "Kem", "Sar", "Tor", "Lun", "Pez", "Rua", "Dov", "Mik", "Hes", "Bal", "Quo")
+CAPTION_TRIBES = ("Sio", "Kem", "Sar", "Tor", "Lun", "Pez", "Rua", "Dov", "Mik", "Hes", "Bal", "Quo")
 """Made-up names the generated caption edits (``reasonedit caption --generate``) attach to a colour + shape;
 only the rationale says which. Training never uses them as caption names, and none is a value of the rule world
 (until session 49 the first was "Vol", a tribe of the rule world that models write by default: it was held by
-models that copied no other name, so it measured no copying)."""
+models that copied no other name, so it measured no copying). "Sio", like "Rua" and "Quo", pairs two vowels, which
+``training_mix.letters_name`` never draws: replacing "Vol" left the training draws as they were."""
 RETIRED_CAPTION_TRIBES = ("Vol",)
 """Former caption names, still never drawn as training names, so that training draws stay those of the
 shipped command (``training_mix.letters_name``)."""
