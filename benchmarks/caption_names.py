@@ -17,7 +17,11 @@ with the name replaced by each name of three pools of twelve:
 
 The caption is generated greedily through the plugin's ``VLM.generate`` and is right when it equals the target up
 to case and spacing (as ``reasonedit caption`` scores). A name is *copied* when at least ``COPIED`` of its edits are
-right. A measurement beside the measured split, never a way to choose a model.
+right. With ``--pieces`` the same edits are also scored teacher-forced at the name's word pieces (its first piece,
+and the later ``##`` pieces given the right earlier ones): whether the model's most likely token there is the right
+piece, and its log-probability. A model whose copy is approximate puts the right piece just below a neighbour
+(log-probability near the argmax's); one that does not copy at all gives it almost nothing. A measurement beside
+the measured split, never a way to choose a model.
 """
 
 from __future__ import annotations
@@ -63,8 +67,28 @@ def renamed(record: dict[str, Any], name: str) -> dict[str, Any]:
     return {**record, "target": swap.sub(name, record["target"]), "rationale": swap.sub(name, record["rationale"])}
 
 
-def measure(model_dir: Path, n: int, seed: int, pools: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """One model's caption edits with every name of ``pools`` (None: :func:`names` of ``seed``)."""
+def name_pieces(vlm: Any, image: str, text: str, target: str, name: str) -> list[tuple[bool, float]]:
+    """Teacher-forced, at each word piece of ``name`` inside ``target``: (the model's most likely token is that
+    piece, the piece's log-probability)."""
+    tokenizer = vlm.processor.tokenizer
+    (scores,) = vlm.token_scores(image, text, [target])
+    pieces = tokenizer.convert_ids_to_tokens(scores.targets.tolist())
+    want = tokenizer.tokenize(name)
+    start = next(i for i in range(len(pieces) - len(want) + 1) if pieces[i:i + len(want)] == want)
+    return [(bool(scores.predicted[k] == scores.targets[k]), float(scores.logprobs[k]))
+            for k in range(start, start + len(want))]
+
+
+def _piece_summary(found: list[tuple[bool, float]]) -> dict[str, Any]:
+    logps = sorted(lp for _, lp in found)
+    return {"n": len(found), "right": round(sum(ok for ok, _ in found) / len(found), 4) if found else None,
+            "median_logp": round(logps[len(logps) // 2], 3) if found else None}
+
+
+def measure(model_dir: Path, n: int, seed: int, pools: dict[str, list[str]] | None = None,
+            pieces: bool = False) -> dict[str, Any]:
+    """One model's caption edits with every name of ``pools`` (None: :func:`names` of ``seed``); ``pieces``: also
+    the teacher-forced scores at the name's word pieces (:func:`name_pieces`)."""
     from reasonedit_plugin.vlm import VLM
 
     vlm = VLM.from_pretrained(model_dir)
@@ -75,19 +99,33 @@ def measure(model_dir: Path, n: int, seed: int, pools: dict[str, list[str]] | No
     rows = []
     for pool, pool_names in pools.items():
         for name in tqdm(pool_names, desc=f"{model_dir.name}: {pool}", leave=False, dynamic_ncols=True):
-            right, generated = 0, []
+            right, generated, first, later = 0, [], [], []
             for record in (renamed(r, name) for r in records):
                 text = fuse(edit_facts(record, "both", template), record["prompt"])
                 caption = vlm.generate(str(root / record["image"]), text, max_new_tokens=16)
                 right += normalize_answer(caption) == normalize_answer(record["target"])
                 generated.append(caption)
-            rows.append({"pool": pool, "name": name, "n": len(records), "right": round(right / len(records), 4),
-                         "example": generated[0]})
+                if pieces:
+                    found = name_pieces(vlm, str(root / record["image"]), text, record["target"], name)
+                    first.append(found[0])
+                    later += found[1:]
+            row = {"pool": pool, "name": name, "n": len(records), "right": round(right / len(records), 4),
+                   "example": generated[0]}
+            if pieces:
+                row["first_piece"], row["later_pieces"] = _piece_summary(first), _piece_summary(later)
+            rows.append(row)
     summary = {}
     for pool in POOLS:
         rates = [r["right"] for r in rows if r["pool"] == pool]
         summary[pool] = {"mean": round(sum(rates) / len(rates), 4), "copied": sum(x >= COPIED for x in rates),
                          "of": len(rates)}
+        if pieces:
+            for part in ("first_piece", "later_pieces"):
+                parts = [r[part] for r in rows if r["pool"] == pool and r[part]["n"]]
+                summary[pool][part] = {
+                    "right": round(sum(p["right"] * p["n"] for p in parts) / sum(p["n"] for p in parts), 4)
+                    if parts else None,
+                    "median_logp": sorted(p["median_logp"] for p in parts)[len(parts) // 2] if parts else None}
     return {"model": str(model_dir), "answer_template": template, "names": rows, "summary": summary}
 
 
@@ -121,16 +159,20 @@ def plot(results: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = model_parser(__doc__.split("\n\n")[0], 12, "caption edits per name (one image each, at most 23)")
+    parser.add_argument("--pieces", action="store_true",
+                        help="also score the name's word pieces teacher-forced (is the right piece the argmax?)")
     args, models = parse_models(parser, argv)
     if args.n > 23:
         parser.error(f"--n must be at most 23 (one caption_split draw: easy-vqa's colour + shape kinds), got {args.n}")
     pools = names(args.seed)  # read once: the vocabulary's words are parsed from MiniLM's tokenizer file
-    results = {label: measure(path, args.n, args.seed, pools) for label, path in models.items()}
+    results = {label: measure(path, args.n, args.seed, pools, args.pieces) for label, path in models.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n": args.n, "seed": args.seed, "copied_threshold": COPIED,
                                     "names": pools, "models": results}, indent=1) + "\n")
     for label, res in results.items():
         print(label, " ".join(f"{pool} {s['mean']:.2f} ({s['copied']}/{s['of']} copied)"
+                              + (f", first piece right {s['first_piece']['right']:.2f} (median log p "
+                                 f"{s['first_piece']['median_logp']:.1f})" if args.pieces else "")
                               for pool, s in res["summary"].items()))
     if args.plot:
         plot(results, args.plot)

@@ -62,6 +62,51 @@ def test_a_model_that_copies_the_entry_copies_every_name_and_one_that_writes_tor
     assert next(r for r in res["names"] if r["name"] == "Tor")["example"].startswith("A ")
 
 
+def test_pieces_tell_a_copied_name_from_one_written_from_the_model_s_prior(script, monkeypatch, tmp_path):
+    """Teacher-forced piece scores: a copier's argmax is every right piece; a model that writes "tor" whatever
+    the name is right at the first piece of "Tor" only, and gives the right pieces little probability."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import reasonedit_plugin.vlm as vlm
+    from reasonedit_plugin.data.default_model_build import minilm_dir
+    from reasonedit_plugin.scoring import TokenScores
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    tor = tokenizer.convert_tokens_to_ids("tor")
+
+    class Fake:
+        processor = type("P", (), {"tokenizer": tokenizer})()
+
+        def __init__(self, copies):
+            self.copies = copies
+
+        def generate(self, image, text, max_new_tokens=16):
+            return re.search(r"' is (A [^.]+\.)", text).group(1) if self.copies else "a shape."
+
+        def token_scores(self, image, text, continuations):
+            ids = torch.tensor(tokenizer(continuations[0], add_special_tokens=False)["input_ids"])
+            predicted, logprobs = ids.clone(), torch.zeros(len(ids))
+            if not self.copies:  # writes "tor" at every piece of the name (the word before "tribe")
+                end = ids.tolist().index(tokenizer.convert_tokens_to_ids("tribe"))
+                for k in range(end - len(tokenizer.tokenize(continuations[0].split()[-2])), end):
+                    predicted[k], logprobs[k] = tor, 0.0 if int(ids[k]) == tor else -6.0
+            return [TokenScores(ids, logprobs, predicted, predicted[:, None])]
+
+    monkeypatch.setattr(script, "trained_answer_template", lambda path: TEMPLATE)
+    for copies in (True, False):
+        monkeypatch.setattr(vlm.VLM, "from_pretrained", staticmethod(lambda path, c=copies: Fake(c)))
+        res = script.measure(tmp_path, 3, 0, pieces=True)
+        by_name = {r["name"]: r for r in res["names"] if r["pool"] == "tribes"}
+        if copies:
+            assert all(r["first_piece"] == {"n": 3, "right": 1.0, "median_logp": 0.0} for r in by_name.values())
+            assert res["summary"]["letters"]["later_pieces"]["right"] == 1.0
+        else:
+            assert by_name["Tor"]["first_piece"]["right"] == 1.0 and by_name["Tor"]["later_pieces"]["n"] == 0
+            assert by_name["Mik"]["first_piece"] == {"n": 3, "right": 0.0, "median_logp": -6.0}
+            assert res["summary"]["tribes"]["first_piece"]["right"] == round(1 / 12, 4)
+
+
 def test_bad_arguments_are_one_line_errors(script, capsys):
     for argv in (["x=/nonexistent", "--out", "o.json"], ["x=.", "--n", "0", "--out", "o.json"],
                  ["x=.", "--n", "24", "--out", "o.json"]):
