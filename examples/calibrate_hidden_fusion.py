@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from reasonedit_plugin.cli import default_hparams_path, load_vlm
+from reasonedit_plugin.cli_inputs import default_hparams_path, load_vlm
 from reasonedit_plugin.data.shaperules import easy_vqa_root, generate_split
 from reasonedit_plugin.editor import ReasonEditor
 from reasonedit_plugin.evaluation import (ProtocolConfig, ReasonEditMethod, UneditedMethod, evaluate_sequential,

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import torch
 
-from reasonedit_plugin.cli import load_vlm, shaperules_plain_probes
+from reasonedit_plugin.cli_inputs import load_vlm, shaperules_plain_probes
 from reasonedit_plugin.data.shaperules import easy_vqa_root
 from reasonedit_plugin.data.split_files import load_jsonl, load_split
 from reasonedit_plugin.editor import ReasonEditor
