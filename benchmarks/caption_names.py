@@ -135,7 +135,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = list(results)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2) + 3.0, 4.4))
     colours = {"tribes": "tab:red", "letters": "tab:blue", "words": "tab:green"}
     titles = {"tribes": "the caption command's 12 tribes", "letters": "made-up, as trained (letters)",
               "words": "English words, as trained"}
@@ -147,12 +147,17 @@ def plot(results: dict[str, Any], out: Path) -> None:
         for x, m in zip(xs, labels):
             rates = [r["right"] for r in results[m]["names"] if r["pool"] == pool]
             ax.scatter([x] * len(rates), rates, s=8, color="black", alpha=0.5, zorder=3)
+        pieces = [(x, results[m]["summary"][pool].get("first_piece")) for x, m in zip(xs, labels)]
+        pieces = [(x, p["right"]) for x, p in pieces if p and p["right"] is not None]
+        if pieces:  # --pieces: how often the name's first piece is the model's most likely token
+            ax.scatter(*zip(*pieces), marker="D", s=40, facecolors="none", edgecolors=colours[pool], linewidths=1.5,
+                       zorder=4, label="diamond: the name's first piece is the argmax, teacher-forced" if i == 0 else None)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=15)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("caption edits generated right")
     ax.set_title("caption edits by the kind of name (bar: pool mean; dot: one name)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.set_ylabel("caption edits generated right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
