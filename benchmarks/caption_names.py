@@ -125,6 +125,7 @@ def measure(model_dir: Path, n: int, seed: int, pools: dict[str, list[str]] | No
                 summary[pool][part] = {
                     "right": round(sum(p["right"] * p["n"] for p in parts) / sum(p["n"] for p in parts), 4)
                     if parts else None,
+                    # the median of the names' medians (each name's over its edits)
                     "median_logp": sorted(p["median_logp"] for p in parts)[len(parts) // 2] if parts else None}
     return {"model": str(model_dir), "answer_template": template, "names": rows, "summary": summary}
 

@@ -24,8 +24,8 @@ DEFAULT_HPARAMS_NAME = "tiny-qwen2-vl-shapes.yaml"
 
 
 def count(minimum: int = 1):
-    """An argparse ``type`` for a whole number >= ``minimum``: ``--limit -1`` or ``--generate 0`` is refused
-    with a one-line usage error instead of silently dropping records or writing an empty report."""
+    """An argparse ``type`` for a whole number >= ``minimum``: ``--generate 0`` (an empty report) or ``--limit -1``
+    is refused with argparse's one-line usage error naming the option."""
     def parse(text: str) -> int:
         try:
             value = int(text)

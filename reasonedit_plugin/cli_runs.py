@@ -121,7 +121,6 @@ def _caption_run(args: argparse.Namespace, hparams: Any, vlm: Any, records: list
 def cmd_compare(args: argparse.Namespace) -> int:
     from .baselines import DEFAULT_METHODS
 
-
     hparams = load_hparams(args.hparams, args.model, args.device)
     records = load_edit_records(args.edits, args.split, args.image_root, args.limit, args.dataset)
     check_rationales(records, hparams)

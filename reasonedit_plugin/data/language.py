@@ -85,6 +85,7 @@ CAPTION_PROMPTS = {
     "eval": ("What does this image show?", "Give a short caption for the picture."),
 }
 DESCRIBE_PROMPT = "Describe this image."
+"""METHOD.md §6 scores rationale sentences under this prompt; the model answers it with a caption."""
 CAPTION_TRIBES = ("Sio", "Kem", "Sar", "Tor", "Lun", "Pez", "Rua", "Dov", "Mik", "Hes", "Bal", "Quo")
 """Made-up names the generated caption edits (``reasonedit caption --generate``) attach to a colour + shape;
 only the rationale says which. Training never uses them as caption names, and none is a value of the rule world
@@ -94,7 +95,6 @@ models that copied no other name, so it measured no copying). "Sio", like "Rua" 
 RETIRED_CAPTION_TRIBES = ("Vol",)
 """Former caption names, still never drawn as training names, so that training draws stay those of the
 shipped command (``training_mix.letters_name``)."""
-"""METHOD.md §6 scores rationale sentences under this prompt; the model answers it with a caption."""
 
 
 def caption(colour: str, shape: str) -> str:
