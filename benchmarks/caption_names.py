@@ -74,7 +74,10 @@ def name_pieces(vlm: Any, image: str, text: str, target: str, name: str) -> list
     (scores,) = vlm.token_scores(image, text, [target])
     pieces = tokenizer.convert_ids_to_tokens(scores.targets.tolist())
     want = tokenizer.tokenize(name)
-    start = next(i for i in range(len(pieces) - len(want) + 1) if pieces[i:i + len(want)] == want)
+    start = next((i for i in range(len(pieces) - len(want) + 1) if pieces[i:i + len(want)] == want), None)
+    if start is None:
+        raise ValueError(f"the name {name!r} ({want}) is not among the pieces of its target {target!r} ({pieces}); "
+                         "is the target written in the tokenizer's own casing?")
     return [(bool(scores.predicted[k] == scores.targets[k]), float(scores.logprobs[k]))
             for k in range(start, start + len(want))]
 

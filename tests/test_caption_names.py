@@ -107,6 +107,27 @@ def test_pieces_tell_a_copied_name_from_one_written_from_the_model_s_prior(scrip
             assert res["summary"]["tribes"]["first_piece"]["right"] == round(1 / 12, 4)
 
 
+def test_a_name_missing_from_its_target_is_a_clear_error(script):
+    import torch
+    from transformers import AutoTokenizer
+
+    from reasonedit_plugin.data.default_model_build import minilm_dir
+    from reasonedit_plugin.scoring import TokenScores
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
+
+    class Fake:
+        processor = type("P", (), {"tokenizer": tokenizer})()
+
+        def token_scores(self, image, text, continuations):
+            ids = torch.tensor(tokenizer(continuations[0], add_special_tokens=False)["input_ids"])
+            return [TokenScores(ids, torch.zeros(len(ids)), ids, ids[:, None])]
+
+    assert script.name_pieces(Fake(), "x.png", "q", "A red circle of the Tor tribe.", "Tor") == [(True, 0.0)]
+    with pytest.raises(ValueError, match="'Qavon'.*is not among the pieces"):
+        script.name_pieces(Fake(), "x.png", "q", "A red circle of the Tor tribe.", "Qavon")
+
+
 def test_bad_arguments_are_one_line_errors(script, capsys):
     for argv in (["x=/nonexistent", "--out", "o.json"], ["x=.", "--n", "0", "--out", "o.json"],
                  ["x=.", "--n", "24", "--out", "o.json"]):
