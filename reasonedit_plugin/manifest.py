@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Union
 
-from .codebook_layout import AUDIT_FILE, AUDIT_NEW, CURRENT, IMAGES_DIR, SNAPSHOT_PREFIX, TMP_PREFIX
+from .codebook_layout import AUDIT_FILE, AUDIT_NEW, CURRENT, IMAGES_DIR, SNAPSHOT_PREFIX, TMP_PREFIX, read_current
 from .errors import CodebookCorruptError, ReasonEditError
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,9 @@ def _self_checksum(manifest: dict[str, Any]) -> str:
 def _previous_image_hashes(root: Path) -> dict[str, str]:
     """Image checksums of the live snapshot's manifest (verified when that snapshot was loaded)."""
     try:
-        name = (root / CURRENT).read_text(encoding="utf-8").strip()
+        name = read_current(root)
+        if name is None:
+            return {}
         manifest = json.loads((root / name / MANIFEST_FILE).read_text(encoding="utf-8"))
         images = manifest["images"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -178,14 +180,16 @@ def verify_codebook(path: Union[str, Path], snapshot: str | None = None) -> Veri
     report = VerifyReport(root, snapshot)
     if snapshot is None:
         try:
-            snapshot = (root / CURRENT).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
+            snapshot = read_current(root)
+            state = "missing"
+        except (OSError, UnicodeDecodeError):
+            snapshot, state = None, "unreadable"
+        if snapshot is None:
             found = _snapshots(root)
             if not found:
                 raise ReasonEditError(f"no ReasonEdit codebook at {str(root)!r} (no {CURRENT} file and no "
-                                      "snapshot folder).") from None
-            report.problems.append(Problem(CURRENT, "missing" if isinstance(exc, FileNotFoundError) else
-                                           "unreadable", "current", True,
+                                      "snapshot folder).")
+            report.problems.append(Problem(CURRENT, state, "current", True,
                                            f"snapshots present: {found}; --repair points it at the newest intact one"))
             return report
         if not snapshot.startswith(SNAPSHOT_PREFIX) or not (root / snapshot).is_dir():

@@ -439,7 +439,7 @@ def read_meta(path: Union[str, Path]) -> dict[str, Any]:
     for _ in range(SNAPSHOT_SWITCH_RETRIES):
         name = current_snapshot(root) if root.is_dir() else None
         if name is None:
-            if root.name.startswith(SNAPSHOT_PREFIX) and (root.parent / CURRENT).is_file():
+            if root.name.startswith(SNAPSHOT_PREFIX) and is_codebook(root.parent):
                 raise ReasonEditError(f"{str(root)!r} is one snapshot inside the codebook folder "
                                       f"{str(root.parent)!r}; give that folder (editor.save() returns the snapshot "
                                       "it wrote, not the folder).")

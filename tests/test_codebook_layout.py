@@ -46,3 +46,19 @@ def test_writers_refuse_a_folder_with_foreign_files(tmp_path):
         check_out_folder(tmp_path)
     with pytest.raises(ReasonEditError, match="results.json"):
         _prepare_root(tmp_path)
+
+
+@pytest.mark.parametrize("current, kind", [(None, "missing"), ("folder", "unreadable")])
+def test_verify_names_a_missing_or_unreadable_current(tmp_path, current, kind):
+    from reasonedit_plugin.manifest import verify_codebook
+
+    (tmp_path / "snapshot-000001").mkdir()
+    if current == "folder":
+        (tmp_path / CURRENT).mkdir()
+    report = verify_codebook(tmp_path)
+    assert [(p.path, p.kind, p.area, p.fatal) for p in report.problems] == [(CURRENT, kind, "current", True)]
+    assert "snapshot-000001" in report.problems[0].detail
+    (tmp_path / "snapshot-000001").rmdir()
+    if current is None:
+        with pytest.raises(ReasonEditError, match="no ReasonEdit codebook"):
+            verify_codebook(tmp_path)
