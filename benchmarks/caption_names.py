@@ -104,12 +104,12 @@ def measure(model_dir: Path, n: int, seed: int, pools: dict[str, list[str]] | No
         for name in tqdm(pool_names, desc=f"{model_dir.name}: {pool}", leave=False, dynamic_ncols=True):
             right, generated, first, later = 0, [], [], []
             for record in (renamed(r, name) for r in records):
-                text = fuse(edit_facts(record, "both", template), record["prompt"])
-                caption = vlm.generate(str(root / record["image"]), text, max_new_tokens=16)
+                image, text = str(root / record["image"]), fuse(edit_facts(record, "both", template), record["prompt"])
+                caption = vlm.generate(image, text, max_new_tokens=16)
                 right += normalize_answer(caption) == normalize_answer(record["target"])
                 generated.append(caption)
                 if pieces:
-                    found = name_pieces(vlm, str(root / record["image"]), text, record["target"], name)
+                    found = name_pieces(vlm, image, text, record["target"], name)
                     first.append(found[0])
                     later += found[1:]
             row = {"pool": pool, "name": name, "n": len(records), "right": round(right / len(records), 4),

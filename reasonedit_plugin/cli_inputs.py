@@ -35,7 +35,6 @@ def count(minimum: int = 1):
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
 
-    parse.__name__ = "count"  # argparse names the type in its messages
     return parse
 
 
