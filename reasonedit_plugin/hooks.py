@@ -8,6 +8,8 @@
 - :func:`modify_outputs` replaces a module's output with ``fn(module, inputs, output)``.
 - :func:`capture_outputs` records the hidden-state OUTPUT of a module (a fact's vector, the gate's
   features for hidden-state fusion, METHOD.md §4 (a)).
+- :func:`keep_training_outputs` keeps the output of named modules from training-mode forwards, graph and all
+  (the embedded model's training: probe heads whose losses train the layers they read).
 - :func:`edit_hidden_states` rewrites a block's output hidden states with ``fn(hidden, input_ids)``,
   where ``input_ids`` are those of the current top-level call (hidden-state fusion: the bias).
 
@@ -31,7 +33,7 @@ from .errors import ReasonEditError
 logger = logging.getLogger(__name__)
 
 __all__ = ["Captured", "ModulePathError", "Tapped", "capture_inputs", "capture_outputs", "edit_hidden_states",
-           "find_module", "hook_count", "modify_outputs", "tap_input"]
+           "find_module", "hook_count", "keep_training_outputs", "modify_outputs", "tap_input"]
 
 
 class ModulePathError(ReasonEditError):
@@ -213,6 +215,31 @@ def capture_outputs(model: nn.Module, module_path: str) -> Iterator[list[torch.T
         yield calls
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def keep_training_outputs(model: nn.Module, module_paths: dict[Any, str]) -> Iterator[dict[Any, torch.Tensor]]:
+    """Keep the output hidden states of each ``module_paths`` module under its name in the yielded dict, not
+    detached (a loss on them trains the model), from forwards in training mode only: an evaluation forward
+    (``model.eval()``) keeps nothing. A later forward replaces a name's tensor; the caller clears the dict
+    between steps. The hooks are removed on exit, also on error."""
+    modules = {name: find_module(model, path) for name, path in module_paths.items()}
+    kept: dict[Any, torch.Tensor] = {}
+
+    def keeper(name: Any) -> Callable[..., None]:
+        def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if mod.training:
+                kept[name] = _hidden_of(output)
+        return _tag(hook)
+
+    handles = []
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(keeper(name)))
+        yield kept
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager

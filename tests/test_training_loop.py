@@ -45,6 +45,29 @@ def test_projected_embeddings_train_one_map_and_save_as_a_plain_tied_embedding()
     assert model.lm_head.weight is emb.weight  # tied again: a stock Qwen2-VL checkpoint
 
 
+def test_probed_outputs_are_kept_from_training_forwards_only_with_their_graph_and_their_hooks_removed():
+    from reasonedit_plugin.hooks import ModulePathError, hook_count, keep_training_outputs
+
+    model = _tiny_recipe_model()
+    ids = torch.tensor([[5, 17, 30]])
+    paths = {"first": "model.language_model.layers.0", "norm": "model.language_model.norm"}
+    with keep_training_outputs(model, paths) as kept:
+        assert hook_count(model) == 2
+        model.eval()
+        model.model.language_model(input_ids=ids)
+        assert kept == {}  # an evaluation forward keeps nothing
+        model.train()
+        model.model.language_model(input_ids=ids)
+        assert set(kept) == {"first", "norm"} and kept["norm"].shape == (1, 3, 32)
+        assert kept["first"].grad_fn is not None  # not detached: a probe's loss trains the layer
+    assert hook_count(model) == 0
+    with pytest.raises(RuntimeError, match="stop"), keep_training_outputs(model, paths):
+        raise RuntimeError("stop")
+    assert hook_count(model) == 0
+    with pytest.raises(ModulePathError, match="layers"), keep_training_outputs(model, {"x": "model.layerz.0"}):
+        pass
+
+
 def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     """Two runs of one seed, the second stored in half precision: the same weights, rounded, loaded back in
     float32 (the dtype the folder's config names)."""

@@ -41,13 +41,14 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.optim.swa_utils import AveragedModel
 
 from ..cli_inputs import resolve_device
 from ..errors import ReasonEditError
+from ..hooks import keep_training_outputs
 from .average_checkpoints import WeightMean, step_name, steps_folder
 from .default_model_build import (
     build_image_processor,
@@ -188,18 +189,10 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool,
               *(named for head, _, _ in grounding for named in head.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2]
     no_decay = [p for n, p in params if p.ndim < 2]
-    states: dict[str | int, torch.Tensor] = {}
-    """This step's training forward: the merged vision tokens ("merged"), each probed decoder layer's output."""
-
-    def keep(name: str | int) -> Callable[..., None]:
-        def hook(mod: torch.nn.Module, args: Any, out: Any) -> None:
-            if mod.training:  # the periodic evaluation's forwards are not kept
-                states[name] = out[0] if isinstance(out, tuple) else out
-        return hook
-
-    hooks = [model.model.visual.merger.register_forward_hook(keep("merged"))]
-    hooks += [model.model.language_model.layers[layer - 1].register_forward_hook(keep(layer))
-              for layer in sorted({layer for _, _, layer in grounding})]
+    # what the probes read of this step's training forward: the merged vision tokens, each probed decoder layer
+    probed_layers = sorted({layer for _, _, layer in grounding})
+    probed = {"merged": "model.visual.merger",
+              **{layer: f"model.language_model.layers.{layer - 1}" for layer in probed_layers}}
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     eval_records = generate_split("train-eval", cfg.eval_n, 1, world)
@@ -227,75 +220,76 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool,
     pending: list[list[Example]] = []
     curriculum_end = cfg.curriculum_steps  # later while copying has not emerged (curriculum_copy_target)
     try:
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            sampler.easy = step < curriculum_end
-            ramp = max(1.0, cfg.noise_warmup * (cfg.steps - curriculum_end))
-            sampler.max_distractors = 0 if sampler.easy else min(4, int(5 * (step - curriculum_end) / ramp))
-            if step == curriculum_end:
-                pending = []  # the next batches come from the full mix
-            if not pending:  # draw 4 batches at once and group by length: less padding, same examples
-                pool = sorted((sampler.sample() for _ in range(4 * cfg.batch_size)), key=lambda e: len(e.text))
-                pending = [pool[i:i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
-                batch_rng.shuffle(pending)
-            examples = pending.pop()
-            batch = encode(tokenizer, images, examples, None)
-            states.clear()
-            logp, _ = answer_logprobs(model, batch)
-            loss = -logp.mean()
-            if cfg.aux_weight > 0 and "merged" in states:
-                paths = [ex.image for ex in examples if ex.image is not None]
-                loss = loss + cfg.aux_weight * probe.loss(states["merged"], batch["image_grid_thw"], paths)
-            for head, weight, layer in grounding:
-                extra = head.loss(states[layer], batch["input_ids"], [ex.image for ex in examples])
-                if extra is not None:
-                    loss = loss + weight * extra
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if average is not None and step >= curriculum_end:
-                average.update_parameters(model)
-            running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
-            bar.set_postfix(loss=f"{running:.3f}")
-            if not progress and (step + 1) % 25 == 0:
-                logger.info("step %d loss %.4f (%.2f s/step)", step + 1, running, (time.time() - start) / (step + 1))
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                model.eval()
-                row = {**({"attempt": attempt} if attempt else {}), "step": step + 1, "loss": round(running, 4),
-                       "minutes": round((time.time() - start) / 60, 2),
-                       "cpu_minutes": round((time.process_time() - cpu_start) / 60, 2)}
-                row.update(scores(model))
-                if average is None or not average.n_averaged:
-                    if mean is None:  # with the late steps' mean kept no step is selected: nothing to copy
-                        best = _kept(best, row, step + 1, curriculum_end, model)
-                else:  # the trained weights are logged; the average is scored and kept
-                    row["average"] = scores(average.module)
-                    best = _kept(best, row["average"], step + 1, curriculum_end, average.module)
-                if valids:
-                    short = step + 1 == curriculum_end and row["valid_answer"] < cfg.curriculum_copy_target
-                    if short and may_restart:
-                        row["restart"] = True
-                        history.append(row)
-                        logger.info("%s", json.dumps(row))
-                        return Attempt(history)
-                    if short and curriculum_end + cfg.eval_every <= cfg.curriculum_max_steps:
-                        curriculum_end += cfg.eval_every
-                        row["curriculum_extended_to"] = curriculum_end
-                model.train()
-                history.append(row)
-                logger.info("%s", json.dumps(row))
-                if cfg.save_every_eval:
-                    save_checkpoint(model, tokenizer, image_processor, Path(cfg.out), cfg, history)
-                if cfg.keep_every_eval:
-                    save_checkpoint(model, tokenizer, image_processor, step_folder(cfg, attempt, step + 1), cfg, history)
-                if mean is not None and step + 1 >= cfg.average_from_step:
-                    mean.add(saved_state(model))
-    finally:  # the probes' hooks never outlive training (nor the bar an attempt that restarts)
+        with keep_training_outputs(model, probed) as states:
+            for step in bar:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, cfg)
+                sampler.easy = step < curriculum_end
+                ramp = max(1.0, cfg.noise_warmup * (cfg.steps - curriculum_end))
+                sampler.max_distractors = 0 if sampler.easy else min(4, int(5 * (step - curriculum_end) / ramp))
+                if step == curriculum_end:
+                    pending = []  # the next batches come from the full mix
+                if not pending:  # draw 4 batches at once and group by length: less padding, same examples
+                    pool = sorted((sampler.sample() for _ in range(4 * cfg.batch_size)), key=lambda e: len(e.text))
+                    pending = [pool[i:i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
+                    batch_rng.shuffle(pending)
+                examples = pending.pop()
+                batch = encode(tokenizer, images, examples, None)
+                states.clear()
+                logp, _ = answer_logprobs(model, batch)
+                loss = -logp.mean()
+                if cfg.aux_weight > 0 and "merged" in states:
+                    paths = [ex.image for ex in examples if ex.image is not None]
+                    loss = loss + cfg.aux_weight * probe.loss(states["merged"], batch["image_grid_thw"], paths)
+                for head, weight, layer in grounding:
+                    extra = head.loss(states[layer], batch["input_ids"], [ex.image for ex in examples])
+                    if extra is not None:
+                        loss = loss + weight * extra
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if average is not None and step >= curriculum_end:
+                    average.update_parameters(model)
+                running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
+                bar.set_postfix(loss=f"{running:.3f}")
+                if not progress and (step + 1) % 25 == 0:
+                    logger.info("step %d loss %.4f (%.2f s/step)", step + 1, running,
+                                (time.time() - start) / (step + 1))
+                if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                    model.eval()
+                    row = {**({"attempt": attempt} if attempt else {}), "step": step + 1, "loss": round(running, 4),
+                           "minutes": round((time.time() - start) / 60, 2),
+                           "cpu_minutes": round((time.process_time() - cpu_start) / 60, 2)}
+                    row.update(scores(model))
+                    if average is None or not average.n_averaged:
+                        if mean is None:  # with the late steps' mean kept no step is selected: nothing to copy
+                            best = _kept(best, row, step + 1, curriculum_end, model)
+                    else:  # the trained weights are logged; the average is scored and kept
+                        row["average"] = scores(average.module)
+                        best = _kept(best, row["average"], step + 1, curriculum_end, average.module)
+                    if valids:
+                        short = step + 1 == curriculum_end and row["valid_answer"] < cfg.curriculum_copy_target
+                        if short and may_restart:
+                            row["restart"] = True
+                            history.append(row)
+                            logger.info("%s", json.dumps(row))
+                            return Attempt(history)
+                        if short and curriculum_end + cfg.eval_every <= cfg.curriculum_max_steps:
+                            curriculum_end += cfg.eval_every
+                            row["curriculum_extended_to"] = curriculum_end
+                    model.train()
+                    history.append(row)
+                    logger.info("%s", json.dumps(row))
+                    if cfg.save_every_eval:
+                        save_checkpoint(model, tokenizer, image_processor, Path(cfg.out), cfg, history)
+                    if cfg.keep_every_eval:
+                        save_checkpoint(model, tokenizer, image_processor, step_folder(cfg, attempt, step + 1), cfg,
+                                        history)
+                    if mean is not None and step + 1 >= cfg.average_from_step:
+                        mean.add(saved_state(model))
+    finally:  # the bar closes also for an attempt that restarts (the probes' hooks go with the with block)
         bar.close()
-        for hook in hooks:
-            hook.remove()
     model.eval()
     if mean is not None:  # the mean of the late steps, not a selected one
         materialize_embeddings(model)
