@@ -11,9 +11,9 @@ with the name replaced by each name of three pools of twelve:
 
 * ``tribes``   the caption command's twelve names ("Tor", "Dov"), as the row and the rule ask them;
 * ``letters``  made-up names drawn as the ``caption_facts`` training kind draws 70 % of its names
-               (:func:`training_mix.letters_name`, seeded here, never a tribe name): the training distribution;
+               (:func:`mix_text.letters_name`, seeded here, never a tribe name): the training distribution;
 * ``words``    capitalised whole English words of the vocabulary, as the kind draws the other 30 %
-               (:func:`training_mix.name_words`).
+               (:func:`mix_text.name_words`).
 
 The caption is generated greedily through the plugin's ``VLM.generate`` and is right when it equals the target up
 to case and spacing (as ``reasonedit caption`` scores). A name is *copied* when at least ``COPIED`` of its edits are
@@ -40,7 +40,7 @@ from reasonedit_plugin.data.default_model_build import trained_answer_template
 from reasonedit_plugin.data.default_model_scoring import edit_facts
 from reasonedit_plugin.data.easyvqa import easy_vqa_root
 from reasonedit_plugin.data.language import CAPTION_TRIBES
-from reasonedit_plugin.data.training_mix import fuse, letters_name, name_words, noise_vocabulary
+from reasonedit_plugin.data.mix_text import fuse, letters_name, name_words, noise_vocabulary
 from reasonedit_plugin.records import normalize_answer
 
 POOLS = ("tribes", "letters", "words")

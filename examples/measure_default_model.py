@@ -89,7 +89,7 @@ from reasonedit_plugin.data.shaperules import (
 from reasonedit_plugin.data.default_model_build import trained_answer_template
 from reasonedit_plugin.data.default_model_scoring import edit_facts
 from reasonedit_plugin.data.split_files import IMAGE_FIELDS, load_jsonl
-from reasonedit_plugin.data.training_mix import fuse, split_question
+from reasonedit_plugin.data.mix_text import fuse, split_question
 from reasonedit_plugin.errors import ReasonEditError
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from reasonedit_plugin.data.language import CAPTION_TRIBES
-from reasonedit_plugin.data.training_mix import name_words, noise_vocabulary
+from reasonedit_plugin.data.mix_text import name_words, noise_vocabulary
 
 TEMPLATE = "For {image}, the answer to '{question}' is {answer}."
 

@@ -357,7 +357,7 @@ def _info(path: str) -> sr.ImageInfo:
 
 
 def test_word_noise_keeps_what_the_answer_depends_on():
-    from reasonedit_plugin.data.training_mix import PROTECTED, WORD, word_noise
+    from reasonedit_plugin.data.mix_text import PROTECTED, WORD, word_noise
 
     text = "The answer to 'Which tribe owns this shape?' is Kesh. Red circles are not in the Vol tribe."
     words = ["alpha", "beta"]

@@ -11,6 +11,8 @@ import pytest
 from reasonedit_plugin.data import shaperules as sr
 from reasonedit_plugin.data import default_model_build as dmb
 from reasonedit_plugin.data import default_model_scoring as dms
+from reasonedit_plugin.data import mix_text
+from reasonedit_plugin.data.language import CAPTION_TRIBES
 from reasonedit_plugin.data import train_default_model as tdm
 from reasonedit_plugin.data import training_mix as mix
 from reasonedit_plugin.data.rule_properties import PROPERTIES
@@ -39,15 +41,15 @@ def test_name_facts_are_answered_by_the_name_stated_for_the_asked_images_colour_
     for _ in range(200):
         ex = sampler._name_facts()
         info = info_of[ex.image]
-        facts, question = mix.split_question(ex.text)
-        sentence = next(s for s, q in mix.NAME_RELATIONS if q == question)
+        facts, question = mix_text.split_question(ex.text)
+        sentence = next(s for s, q in mix_text.NAME_RELATIONS if q == question)
         fill = dict(colour=info.colour, shape=info.shape, Colour=info.colour.capitalize())
         assert sentence.format(name=ex.answer, **fill) in facts and not ex.choices  # generated, open vocabulary
         named = re.findall(sentence.format(name="(\\w+)", colour="(?:\\w+)", shape="(?:\\w+)",
                                            Colour="(?:\\w+)").replace(".", "\\."), facts)
         decoys += len(named) == 2
         assert len(named) == len(set(named))  # a decoy names another, for another colour + shape
-        assert ex.answer not in mix.CAPTION_TRIBES  # never a name the caption command asks
+        assert ex.answer not in CAPTION_TRIBES  # never a name the caption command asks
     assert 70 < decoys < 130
     assert len({sampler._name_facts().answer for _ in range(50)}) >= 45  # a new name per example
 
@@ -99,13 +101,13 @@ def test_question_noise_touches_the_question_alone_and_keeps_its_protected_words
 
     text = ("For a red circle, the answer to 'Which tribe owns this shape?' is Kesh. Red circles belong to the Kesh "
             "tribe. Which element is tied to the shape in this picture?")
-    assert mix.split_question(text) == (text[: text.index(" Which element")], "Which element is tied to the shape in "
+    assert mix_text.split_question(text) == (text[: text.index(" Which element")], "Which element is tied to the shape in "
                                         "this picture?")  # the quoted question ends no sentence
-    assert mix.split_question("Which tribe owns this shape?") == ("", "Which tribe owns this shape?")
+    assert mix_text.split_question("Which tribe owns this shape?") == ("", "Which tribe owns this shape?")
     sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=1e-12, question_noise=1.0), random.Random(0))
     noisy = sampler._noisy(text, random.Random(1))
-    facts, question = mix.split_question(noisy)
-    assert facts == mix.split_question(text)[0]  # the facts: word noise only (here ~never)
+    facts, question = mix_text.split_question(noisy)
+    assert facts == mix_text.split_question(text)[0]  # the facts: word noise only (here ~never)
     words = question.rstrip("?").lower().split()
     assert {"which", "element", "shape"} <= set(words) and not {"tied", "picture", "is", "the"} & set(words)
     off = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=1e-12), random.Random(0))
@@ -123,15 +125,15 @@ def test_quote_noise_gives_a_quoted_question_the_asked_questions_own_noise():
                         random.Random(0))
     for seed in range(20):
         noisy = on._noisy(text, random.Random(seed))
-        facts, question = mix.split_question(noisy)
+        facts, question = mix_text.split_question(noisy)
         assert f" '{question}' " in facts  # the entry still quotes the asked question, word for word
         assert not {"tied", "picture"} & set(question.rstrip("?").lower().split())  # which was noised
         assert "  " not in noisy and "fire" in facts  # spaces kept around the quote; values never noised
     unquoted = "Red circles stand for fire. Which element is tied to the shape in this picture?"
-    facts, question = mix.split_question(on._noisy(unquoted, random.Random(3)))
+    facts, question = mix_text.split_question(on._noisy(unquoted, random.Random(3)))
     assert "tied" not in question and "picture" not in question  # no quote: the question noise as before
     off = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=0.3, question_noise=1.0), random.Random(0))
-    facts, question = mix.split_question(off._noisy(text, random.Random(1)))
+    facts, question = mix_text.split_question(off._noisy(text, random.Random(1)))
     assert f"'{question}'" not in facts  # off (the default): quote and question noised apart
     with pytest.raises(ValueError, match="quote_noise"):
         tdm.TrainConfig(quote_noise=-0.1)
@@ -146,7 +148,7 @@ def test_entry_over_rationale_answers_a_quoted_entry_against_its_rationale():
     conflicts = 0
     for _ in range(400):
         ex = sampler._facts()
-        facts, question = mix.split_question(ex.text)
+        facts, question = mix_text.split_question(ex.text)
         entry = re.search(r"the answer to '([^']+)' is (\w+)\.", facts)
         if entry is None or entry.group(1) != question or ex.answer in ("yes", "no"):
             continue
@@ -170,8 +172,8 @@ def test_quote_copy_is_answered_by_the_entry_whose_quote_and_image_both_match():
     for _ in range(300):
         ex = sampler._quote_copy()
         info = sampler.image_info[ex.image]
-        facts, question = mix.split_question(ex.text)
-        assert not set(question.rstrip("?").lower().split()) & mix.PROTECTED  # random words, nothing to read
+        facts, question = mix_text.split_question(ex.text)
+        assert not set(question.rstrip("?").lower().split()) & mix_text.PROTECTED  # random words, nothing to read
         entries = entry.findall(facts)
         matching = [v for img, q, v in entries if q == question and img == f"{info.colour} {info.shape}"]
         assert matching == [ex.answer] and ex.answer in ex.choices  # exactly one entry answers it
@@ -182,7 +184,7 @@ def test_quote_copy_is_answered_by_the_entry_whose_quote_and_image_both_match():
     assert decoys["question"] > 100 and decoys["image"] > 80  # both decoys are common
     plain = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(), random.Random(0))  # entries name no image
     for _ in range(100):
-        facts, question = mix.split_question(plain._quote_copy().text)
+        facts, question = mix_text.split_question(plain._quote_copy().text)
         assert facts.count(f"'{question}'") == 1  # no same-question decoy where the image cannot tell it apart
     tdm.TrainConfig(mix={"plain": 0.9, "quote_copy": 0.1})  # a mix kind (off in every recipe)
 
@@ -203,17 +205,15 @@ def test_wide_questions_adds_the_extra_frames_to_rule_questions_only_when_asked(
             for image in wide.images[:40]:
                 frames[sr.format_question(template, image)] = template
     wide.max_distractors = 0
-    seen = {frames[q] for q in (mix.split_question(wide.sample().text)[1] for _ in range(2000)) if q in frames}
+    seen = {frames[q] for q in (mix_text.split_question(wide.sample().text)[1] for _ in range(2000)) if q in frames}
     assert len(seen) >= len(set(frames.values())) // 2  # the extra frames are asked
     off.max_distractors = 0
-    assert not any(mix.split_question(off.sample().text)[1] in frames for _ in range(2000))
+    assert not any(mix_text.split_question(off.sample().text)[1] in frames for _ in range(2000))
 
 
 def test_letter_names_are_copied_piece_by_piece_never_held_out():
     import random
     import re
-
-    from reasonedit_plugin.data.language import CAPTION_TRIBES
 
     sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0), random.Random(0))
     names = [sampler._name() for _ in range(500)]
@@ -224,7 +224,7 @@ def test_letter_names_are_copied_piece_by_piece_never_held_out():
     assert len({x for p in pieces for x in p if x.startswith("##")}) > 100
     syllables = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(caption_word_names=0.0, letter_names=False),
                                random.Random(0))
-    pattern = re.compile("(%s){2,3}" % "|".join(mix.SYLLABLES))  # recipe 3's syllable names
+    pattern = re.compile("(%s){2,3}" % "|".join(mix_text.SYLLABLES))  # recipe 3's syllable names
     assert all(pattern.fullmatch(syllables._name().lower()) for _ in range(50))
 
 
@@ -241,7 +241,7 @@ def test_caption_names_are_no_value_of_the_rule_world_and_no_training_name():
     assert not {n.lower() for n in CAPTION_TRIBES} & world_values
     assert len(set(CAPTION_TRIBES)) == 12 and not set(CAPTION_TRIBES) & set(RETIRED_CAPTION_TRIBES)
     rng = random.Random(0)
-    drawn = {mix.letters_name(rng) for _ in range(200_000)}
+    drawn = {mix_text.letters_name(rng) for _ in range(200_000)}
     assert "Vol" not in drawn and not drawn & set(CAPTION_TRIBES)
     assert len({n for n in drawn if len(n) == 3 and n.startswith("Vo")}) >= 15  # its neighbours are drawn: the
     # exclusion, not chance, keeps "Vol" out
@@ -445,11 +445,11 @@ def test_plain_own_edit_puts_an_edit_about_the_asked_image_before_a_plain_questi
 
     def names_own_image(ex) -> bool:  # a whole sentence naming the image's colour and shape (as an entry does)
         image = info.get(ex.image)  # (off: a fifth of the images asked about have no known colour and shape)
-        return image is not None and re.search(rf"\b{image.colour} {image.shape}\b", mix.split_question(ex.text)[0], re.I) is not None
+        return image is not None and re.search(rf"\b{image.colour} {image.shape}\b", mix_text.split_question(ex.text)[0], re.I) is not None
 
     with_edit, without = draws(1.0), draws(0.0)
     for ex in with_edit + without:  # the question and its answer are easy-vqa's, whatever the facts
-        question = mix.split_question(ex.text)[1]
+        question = mix_text.split_question(ex.text)[1]
         assert plain[(ex.image, question)] == ex.answer
     assert sum(map(names_own_image, with_edit)) >= 120
     assert sum(map(names_own_image, without)) <= 40
@@ -469,7 +469,7 @@ def test_plain_own_evidence_adds_one_true_sentence_about_the_asked_image_and_no_
 
     def true_evidence(ex) -> bool:  # a sentence of the evidence forms, filled with the image's own colour / shape
         image = info.get(ex.image)
-        facts = mix.split_question(ex.text)[0]
+        facts = mix_text.split_question(ex.text)[0]
         return image is not None and any(
             form.format(colour=image.colour, shape=image.shape) in facts
             for forms in sr.EVIDENCE_FORMS.values() for form in forms["train"])

@@ -12,7 +12,8 @@ from PIL import Image
 
 from .default_model_build import EOS_TOKEN, PAD_TOKEN
 from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, entry_codebook, generate_split, image_info, plain_questions
-from .training_mix import Example, fuse
+from .mix_text import fuse
+from .training_mix import Example
 
 
 def chat_text(tokenizer: Any, text: str, with_image: bool) -> str:

@@ -91,10 +91,10 @@ CAPTION_TRIBES = ("Sio", "Kem", "Sar", "Tor", "Lun", "Pez", "Rua", "Dov", "Mik",
 only the rationale says which. Training never uses them as caption names, and none is a value of the rule world
 (until session 49 the first was "Vol", a tribe of the rule world that models write by default: it was held by
 models that copied no other name, so it measured no copying). "Sio", like "Rua" and "Quo", pairs two vowels, which
-``training_mix.letters_name`` never draws: replacing "Vol" left the training draws as they were."""
+``mix_text.letters_name`` never draws: replacing "Vol" left the training draws as they were."""
 RETIRED_CAPTION_TRIBES = ("Vol",)
 """Former caption names, still never drawn as training names, so that training draws stay those of the
-shipped command (``training_mix.letters_name``)."""
+shipped command (``mix_text.letters_name``)."""
 
 
 def caption(colour: str, shape: str) -> str:

@@ -62,7 +62,7 @@ class TrainConfig:
     word_noise: float = 0.1
     """After the curriculum, each word of a prompt with facts that is not an answer value, colour, shape,
     negation or question word is deleted or replaced by a random English word with this probability
-    (:func:`.training_mix.word_noise`): the held-out wordings are what the model must read, and recipe 2
+    (:func:`.mix_text.word_noise`): the held-out wordings are what the model must read, and recipe 2
     (no noise) read facts in training wordings at 1.00 but in held-out ones at 0.85."""
     question_noise: float = 0.0
     """A second pass of word noise at this rate over the question alone (the prompt's last sentence), after

@@ -39,19 +39,18 @@ Held-out rules (the only ones edit splits use) and held-out wordings never occur
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
-from .language import (APPLIES_PROMPTS, CAPTION_PROMPTS, CAPTION_TRIBES, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER,
-                       ONLY_MATTERS, RETIRED_CAPTION_TRIBES, caption, verify_prompt)
+from .language import (APPLIES_PROMPTS, CAPTION_PROMPTS, DESCRIBE_PROMPT, EVIDENCE_FORMS, FILLER, ONLY_MATTERS, caption,
+                       verify_prompt)
+from .mix_text import (CAPTION_SUFFIXES, NAME_RELATIONS, SYLLABLES, fuse, letters_name, name_words, naming,
+                       noise_vocabulary, split_question, word_noise, word_noise_inside)
 from .shaperules import (
     COLOURS,
     PROPERTIES,
     PROPERTY_BY_NAME,
-    SENTENCE_SPLIT,
     SHAPES,
     TRIVIA,
     YES_NO,
@@ -75,20 +74,6 @@ if TYPE_CHECKING:  # pragma: no cover
 FACT_MODES = ("answer", "rationale", "both")
 MIX_KINDS = ("plain", "plain_noisy", "describe", "verify", "facts", "near_miss", "known", "trivia", "caption_facts",
              "applies", "quote_copy", "name_facts")
-CAPTION_SUFFIXES = (("of the {name} tribe", "{Colour} {shape}s are members of the {name} tribe."),
-                    ("from {name} island", "{Colour} {shape}s come from {name} island."),
-                    ("that {name} drew", "{name} drew every {colour} {shape}."),
-                    ("named {name}", "Every {colour} {shape} is named {name}."),
-                    ("in the {name} style", "{Colour} {shape}s are drawn in the {name} style."))
-"""How a caption edit extends a caption, and the rule sentence that says so (training wordings; names
-are made up per example)."""
-NAME_RELATIONS = (("{name} drew every {colour} {shape}.", "Who drew this shape?"),
-                  ("Every {colour} {shape} is named {name}.", "What is this shape named?"),
-                  ("{Colour} {shape}s are drawn in the {name} style.", "In which style is this shape drawn?"))
-"""``name_facts``' sentences stating a name for a colour + shape, and the question asking for it (relations no
-rule property uses: the world's tribe and island questions keep their own values)."""
-CONSONANTS, VOWELS = "bcdfghjklmnpqrstvwxz", "aeiouy"
-SYLLABLES = ("ba", "ko", "ri", "zu", "me", "ta", "lo", "fi", "nu", "ge", "sa", "po", "vy", "dre", "qua", "xo")
 
 
 @dataclass(frozen=True)
@@ -102,83 +87,9 @@ class Example:
     choices: tuple[str, ...] = ()
 
 
-
-WORD = re.compile(r"[A-Za-z]+")
-PROTECTED = frozenset(w.lower() for w in (*COLOURS, *SHAPES, *YES_NO, *(v for p in PROPERTIES for v in p.values),
-                                          *(p.name for p in PROPERTIES), "point", "not", "no", "never", "only",
-                                          "shape", "colour", "color", "what", "which", "how", "many"))
-"""Words word noise never touches (nor their plurals): every answer value, colour, shape and property name,
-the negations, and the words that say what a plain question asks ("What *shape* ...", "How many ...")."""
 NOISY_KINDS = frozenset({"plain_noisy", "facts", "near_miss", "known"})
 """Kinds whose prompts get word noise (those with rule facts in them). Plain questions, captions and checks
 keep the words easy-vqa asks in; caption edits keep theirs because their names (not protected) must be copied."""
-
-
-def word_noise(text: str, rate: float, rng: random.Random, words: Sequence[str]) -> str:
-    """Each unprotected word of ``text`` is, with probability ``rate``, deleted or replaced by a random
-    English word from ``words`` (half each): wordings the model has never seen must not stop it from
-    reading a fact (word dropout as a regulariser). Values, colours, shapes and negations are kept."""
-    def swap(m: re.Match[str]) -> str:
-        word = m.group(0)
-        lower = word.lower()
-        if lower in PROTECTED or lower.rstrip("s") in PROTECTED or rng.random() >= rate:
-            return word
-        return rng.choice(words) if rng.random() < 0.5 else ""
-
-    return re.sub(r" {2,}", " ", WORD.sub(swap, text)).strip()
-
-
-def word_noise_inside(text: str, rate: float, rng: random.Random, words: Sequence[str]) -> str:
-    """:func:`word_noise` on a piece of a sentence, its leading and trailing spaces kept (the text between two
-    quotes of a question: "..., the answer to " before one)."""
-    core = text.strip()
-    if not core:
-        return text
-    lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()):]
-    return lead + (word_noise(core, rate, rng, words) or core) + trail
-
-
-def noise_vocabulary() -> list[str]:
-    """Whole English words of MiniLM's WordPiece vocabulary (letters only, 3-12 characters)."""
-    from .default_model_build import minilm_dir
-
-    vocab = json.loads((minilm_dir() / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-    return sorted(w for w in vocab if w.isascii() and w.isalpha() and 3 <= len(w) <= 12 and w not in PROTECTED)
-
-
-def name_words(vocabulary: Sequence[str]) -> list[str]:
-    """The whole words of ``vocabulary`` (:func:`noise_vocabulary`) short enough to be a caption edit's name
-    (at most 7 letters; most of them one WordPiece token)."""
-    return [w for w in vocabulary if len(w) <= 7]
-
-
-def letters_name(rng: random.Random) -> str:
-    """3-6 random letters, consonants and vowels alternating ("Kem", "Ruvado"): WordPiece splits them into
-    pieces of every kind, continuation pieces ("##m") included, so what is learnt is copying the pieces of
-    the prompt, not writing a small set of syllables. Never a caption command's name, current or retired."""
-    while True:
-        start = rng.randint(0, 1)
-        letters = [rng.choice(CONSONANTS if (i + start) % 2 == 0 else VOWELS) for i in range(rng.randint(3, 6))]
-        name = "".join(letters).capitalize()
-        if name not in CAPTION_TRIBES and name not in RETIRED_CAPTION_TRIBES:
-            return name
-
-
-def naming(info: ImageInfo, name: str) -> dict[str, str]:
-    """The fields of a sentence that names ``info``'s colour + shape (``CAPTION_SUFFIXES``, ``NAME_RELATIONS``)."""
-    return {"name": name, "colour": info.colour, "shape": info.shape, "Colour": info.colour.capitalize()}
-
-
-def split_question(text: str) -> tuple[str, str]:
-    """(the facts, the question) of a :func:`fuse`d prompt: the question is its last sentence (a quoted question
-    inside an answer entry, "...'Which tribe?' is Kesh.", ends no sentence: no space follows its '?')."""
-    question = SENTENCE_SPLIT.split(text)[-1]
-    return text[: len(text) - len(question)].rstrip(), question
-
-
-def fuse(facts: Sequence[str], question: str) -> str:
-    """METHOD.md §4: facts joined by single spaces, one space, then the question (no facts: the question)."""
-    return " ".join([*facts, question]) if facts else question
 
 
 class MixSampler:
