@@ -101,8 +101,9 @@ def test_question_noise_touches_the_question_alone_and_keeps_its_protected_words
 
     text = ("For a red circle, the answer to 'Which tribe owns this shape?' is Kesh. Red circles belong to the Kesh "
             "tribe. Which element is tied to the shape in this picture?")
-    assert mix_text.split_question(text) == (text[: text.index(" Which element")], "Which element is tied to the shape in "
-                                        "this picture?")  # the quoted question ends no sentence
+    assert mix_text.split_question(text) == (text[: text.index(" Which element")],
+                                             "Which element is tied to the shape in this picture?")  # the quoted
+    # question ends no sentence
     assert mix_text.split_question("Which tribe owns this shape?") == ("", "Which tribe owns this shape?")
     sampler = mix.MixSampler(sr.rule_world(), tdm.TrainConfig(word_noise=1e-12, question_noise=1.0), random.Random(0))
     noisy = sampler._noisy(text, random.Random(1))
@@ -445,7 +446,8 @@ def test_plain_own_edit_puts_an_edit_about_the_asked_image_before_a_plain_questi
 
     def names_own_image(ex) -> bool:  # a whole sentence naming the image's colour and shape (as an entry does)
         image = info.get(ex.image)  # (off: a fifth of the images asked about have no known colour and shape)
-        return image is not None and re.search(rf"\b{image.colour} {image.shape}\b", mix_text.split_question(ex.text)[0], re.I) is not None
+        facts = mix_text.split_question(ex.text)[0]
+        return image is not None and re.search(rf"\b{image.colour} {image.shape}\b", facts, re.I) is not None
 
     with_edit, without = draws(1.0), draws(0.0)
     for ex in with_edit + without:  # the question and its answer are easy-vqa's, whatever the facts
