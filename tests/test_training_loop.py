@@ -371,6 +371,42 @@ def test_grounding_loss_trains_the_model_only_when_weighted(tmp_path):
     tdm.TrainConfig(num_layers=1, claim_weight=0.0)  # an unused head's layer is not checked
 
 
+def test_copy_lens_targets_every_piece_of_the_copied_name_at_the_position_that_predicts_it():
+    from reasonedit_plugin.data.aux_probes import CopyLens
+    from reasonedit_plugin.data.default_model_scoring import encode
+    from reasonedit_plugin.data.training_mix import Example
+
+    tokenizer = dmb.build_tokenizer(sr.rule_world())
+    examples = [Example("name_facts", None, "Every red circle is named Qavuro. What is this shape named?", "Qavuro",
+                        copy="Qavuro"),
+                Example("plain", None, "What shape is this?", "circle"),  # nothing to copy
+                Example("caption_facts", None, "Describe it.", "A red circle of the Kesh tribe.", copy="Zubo")]
+    labels = encode(tokenizer, None, examples, None)["labels"]
+    lens = CopyLens(tokenizer, torch.nn.Identity(), torch.nn.Identity())
+    where, pieces = lens.targets(labels, [ex.copy for ex in examples])
+    want = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("Qavuro"))
+    assert len(want) > 1 and pieces.tolist() == want  # every piece; the answer without its name gives none
+    assert set(where[:, 0].tolist()) == {0}
+    assert [int(labels[0, p + 1]) for p in where[:, 1]] == want  # each read where the model predicts it
+
+
+def test_copy_lens_trains_the_model_only_when_weighted(tmp_path):
+    from safetensors.torch import load_file
+
+    weights = []
+    for name, weight in (("off", 0.0), ("on", 5.0)):
+        cfg = tdm.TrainConfig(**TINY_TRAINING, out=str(tmp_path / name), steps=2, num_layers=2, curriculum_steps=1,
+                              select_best=False, claim_layer=1, copy_weight=weight, copy_layer=1,
+                              mix={"name_facts": 1.0})
+        tdm.train(cfg, progress=False)
+        weights.append(load_file(str(Path(cfg.out) / "model.safetensors")))
+    first = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(weights[0][first], weights[1][first])
+    with pytest.raises(ValueError, match="copy_layer=3"):
+        tdm.TrainConfig(num_layers=2, copy_weight=1.0, copy_layer=3)
+    assert tdm.TrainConfig().copy_weight == 0.0  # off in the shipped recipe
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--steps", "100", "--average-from-step", "4000"], "curriculum_steps=1000"),
     (["--steps", "6000", "--average-from-step", "7000"], "average_from_step=7000"),

@@ -12,6 +12,11 @@
   the image shows every colour and shape the sentence names, else "none": the value a fact gives *this*
   image, gated where the answer can read it in one step (the claim head leaves the answer to combine the
   sentence's end with its value word, two steps for a three-layer model).
+* :class:`CopyLens`: at each word piece of a name the answer copies from the prompt (a caption edit's made-up
+  name), that piece read from the hidden state after an early decoder layer through the model's own final norm
+  and tied head. The models that copy caption names do it in their first layer (one head attending to the
+  name, its value written onto the answer position: ``benchmarks/copy_circuit.py``); this asks a deeper model to
+  copy there too. No parameters of its own.
 """
 
 from __future__ import annotations
@@ -221,3 +226,41 @@ class ValueProbe(torch.nn.Module):
             return None
         where = where.to(hidden.device)
         return torch.nn.functional.cross_entropy(self.head(hidden[where[:, 0], where[:, 1]]), classes.to(hidden.device))
+
+
+class CopyLens:
+    """Auxiliary loss without parameters of its own: at each answer position holding a word piece of the name
+    the example copies (``Example.copy``), cross-entropy of that piece against the model's final norm and tied
+    head applied to the hidden state after an early decoder layer (a logit lens at the predicting position)."""
+
+    def __init__(self, tokenizer: Any, norm: torch.nn.Module, head: torch.nn.Module):
+        self.tokenizer, self.norm, self.head = tokenizer, norm, head
+
+    def targets(self, labels: torch.Tensor, copies: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, predicting position) pairs [m, 2] and the piece each predicts (long [m]): every piece of each
+        row's name, found in its labelled answer tokens (rows without a name, or whose answer does not spell
+        it, give none)."""
+        where: list[tuple[int, int]] = []
+        pieces: list[int] = []
+        for row, name in enumerate(copies):
+            if not name:
+                continue
+            want = self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(name))
+            answer = (labels[row] != -100).nonzero()[:, 0].tolist()
+            ids = labels[row, answer].tolist()
+            start = next((i for i in range(len(ids) - len(want) + 1) if ids[i:i + len(want)] == want), None)
+            if start is None:
+                continue
+            for k in range(start, start + len(want)):
+                where.append((row, answer[k] - 1))
+                pieces.append(ids[k])
+        return torch.tensor(where, dtype=torch.long).reshape(-1, 2), torch.tensor(pieces, dtype=torch.long)
+
+    def loss(self, hidden: torch.Tensor, labels: torch.Tensor, copies: Sequence[str]) -> torch.Tensor | None:
+        """The lens loss on ``hidden`` [B, T, H] (None: no name piece in the batch)."""
+        where, pieces = self.targets(labels, copies)
+        if not len(where):
+            return None
+        where = where.to(hidden.device)
+        logits = self.head(self.norm(hidden[where[:, 0], where[:, 1]])).float()
+        return torch.nn.functional.cross_entropy(logits, pieces.to(hidden.device))

@@ -184,6 +184,12 @@ class TrainConfig:
     colour or shape and a rule's value, that value if the image shows all it names, else "none", read after
     ``value_layer`` decoder layers (0: off, the shipped recipe; session 26's near-miss experiment)."""
     value_layer: int = 2
+    copy_weight: float = 0.0
+    """Weight of the copy lens loss (:class:`.aux_probes.CopyLens`): at each word piece of a caption edit's or
+    ``name_facts`` example's made-up name in the answer, that piece read after ``copy_layer`` decoder layers
+    through the final norm and tied head (0: off, the recipe to session 49). The three-layer models that copy
+    caption names do it in their first layer; five-layer models mostly do not form that head (session 50)."""
+    copy_layer: int = 1
     noise_warmup: float = 0.2
     """Fraction of the steps (after the curriculum) over which distractors next to relevant facts ramp
     from 0 to 4."""
@@ -274,7 +280,7 @@ class TrainConfig:
             raise ValueError(f"hidden_size={self.hidden_size}: MiniLM's embeddings have 384 dimensions; "
                              "use hidden_size <= 384 or --no-pretrained-embeddings.")
         for name, weight in (("grounding_layer", self.grounding_weight), ("claim_layer", self.claim_weight),
-                             ("value_layer", self.value_weight)):
+                             ("value_layer", self.value_weight), ("copy_layer", self.copy_weight)):
             if weight > 0 and not 1 <= getattr(self, name) <= self.num_layers:
                 raise ValueError(f"{name}={getattr(self, name)}: must be between 1 and num_layers={self.num_layers}.")
         if self.curriculum_restarts < 0 or (self.curriculum_restarts and self.curriculum_copy_target <= 0):

@@ -59,7 +59,7 @@ from .default_model_build import (
     save_checkpoint,
     saved_state,
 )
-from .aux_probes import AttributeProbe, GroundingProbe, ValueProbe
+from .aux_probes import AttributeProbe, CopyLens, GroundingProbe, ValueProbe
 from .default_model_scoring import ImageCache, answer_logprobs, encode, mc_accuracy, plain_examples, record_examples
 from .shaperules import generate_split, rule_world
 from .train_config import DICT_FIELDS, VALID_ROWS, TrainConfig
@@ -189,8 +189,9 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool,
               *(named for head, _, _ in grounding for named in head.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2]
     no_decay = [p for n, p in params if p.ndim < 2]
+    lens = CopyLens(tokenizer, model.model.language_model.norm, model.lm_head) if cfg.copy_weight > 0 else None
     # what the probes read of this step's training forward: the merged vision tokens, each probed decoder layer
-    probed_layers = sorted({layer for _, _, layer in grounding})
+    probed_layers = sorted({layer for _, _, layer in grounding} | ({cfg.copy_layer} if lens else set()))
     probed = {"merged": "model.visual.merger",
               **{layer: f"model.language_model.layers.{layer - 1}" for layer in probed_layers}}
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -245,6 +246,10 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool,
                     extra = head.loss(states[layer], batch["input_ids"], [ex.image for ex in examples])
                     if extra is not None:
                         loss = loss + weight * extra
+                if lens is not None:
+                    extra = lens.loss(states[cfg.copy_layer], batch["labels"], [ex.copy for ex in examples])
+                    if extra is not None:
+                        loss = loss + cfg.copy_weight * extra
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
                 optimizer.step()

@@ -85,6 +85,9 @@ class Example:
     text: str
     answer: str
     choices: tuple[str, ...] = ()
+    copy: str = dataclasses.field(default="", repr=False)
+    """The name ``answer`` copies from the prompt (caption edits, ``name_facts``): :class:`.aux_probes.CopyLens`
+    (out of the repr, which the recorded training streams are digested from; the answer spells it anyway)."""
 
 
 NOISY_KINDS = frozenset({"plain_noisy", "facts", "near_miss", "known"})
@@ -372,7 +375,7 @@ class MixSampler:
         if not self.easy:
             facts += self.distractors(self.rng.randint(0, min(3, self.max_distractors)), None, info=None)
         self.rng.shuffle(facts)
-        return Example("caption_facts", info.path, fuse(facts, prompt), target)
+        return Example("caption_facts", info.path, fuse(facts, prompt), target, copy=name)
 
     def _random_question(self) -> str:
         """A question of 3-6 random English words, each one token of the vocabulary ("Fling celtics orlando?"):
@@ -422,7 +425,7 @@ class MixSampler:
         if not self.easy:
             facts += self.distractors(self.rng.randint(0, min(2, self.max_distractors)), None, info=None)
         self.rng.shuffle(facts)
-        return Example("name_facts", info.path, fuse(facts, question), name)
+        return Example("name_facts", info.path, fuse(facts, question), name, copy=name)
 
     def _trivia(self) -> Example:
         question, answer = self.rng.choice(TRIVIA)
