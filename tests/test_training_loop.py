@@ -4,6 +4,7 @@ Seconds each: the code's paths, not the recipe's figures."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -19,6 +20,12 @@ TINY_TRAINING = dict(batch_size=4, eval_every=2, eval_n=2, valid_n=2, hidden_siz
                      intermediate_size=64, vision_dim=32, vision_depth=1, vision_heads=2,
                      curriculum_copy_target=0.0, curriculum_restarts=0)
 """A tiny model and a few-step run: the training code's paths, not the recipe's figures."""
+
+
+def _images():
+    from reasonedit_plugin.data.default_model_scoring import ImageCache
+
+    return ImageCache(dmb.build_image_processor(tdm.TrainConfig(**TINY_TRAINING)))
 
 
 def _tiny_recipe_model():
@@ -388,6 +395,32 @@ def test_copy_lens_targets_every_piece_of_the_copied_name_at_the_position_that_p
     assert len(want) > 1 and pieces.tolist() == want  # every piece; the answer without its name gives none
     assert set(where[:, 0].tolist()) == {0}
     assert [int(labels[0, p + 1]) for p in where[:, 1]] == want  # each read where the model predicts it
+
+
+def test_copy_accuracy_counts_an_example_right_only_when_every_piece_of_its_name_is_the_argmax():
+    from reasonedit_plugin.data.default_model_scoring import copy_accuracy
+    from reasonedit_plugin.data.training_mix import copy_eval_examples
+
+    world = sr.rule_world()
+    tokenizer = dmb.build_tokenizer(world)
+    examples = copy_eval_examples(world, tdm.TrainConfig(), 12)
+    assert {ex.kind for ex in examples} == {"caption_facts"} and all(ex.copy and ex.copy in ex.answer for ex in examples)
+    assert len({ex.copy for ex in examples}) == 12 and all(ex.copy in ex.text for ex in examples)
+    assert copy_eval_examples(world, tdm.TrainConfig(), 12) == examples  # seeded
+
+    class Reader(torch.nn.Module):  # "predicts" the token ``shift`` places ahead: 1 is the teacher-forced next one
+        def __init__(self, shift):
+            super().__init__()
+            self.shift, self.lm_head = shift, torch.nn.Identity()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+            self.model = lambda input_ids, **kw: type("Out", (), {"last_hidden_state": torch.nn.functional.one_hot(
+                torch.roll(input_ids, -self.shift, dims=1), len(tokenizer)).float()})
+
+    images = _images()
+    assert copy_accuracy(Reader(1), tokenizer, images, examples) == 1.0
+    assert copy_accuracy(Reader(2), tokenizer, images, examples) == 0.0
+    unspelt = [dataclasses.replace(ex, copy="Zzyzx") for ex in examples[:4]]
+    assert copy_accuracy(Reader(1), tokenizer, images, examples[:4] + unspelt) == 0.5
 
 
 def test_copy_lens_trains_the_model_only_when_weighted(tmp_path):

@@ -228,6 +228,27 @@ class ValueProbe(torch.nn.Module):
         return torch.nn.functional.cross_entropy(self.head(hidden[where[:, 0], where[:, 1]]), classes.to(hidden.device))
 
 
+def name_piece_targets(tokenizer: Any, labels: torch.Tensor, copies: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, predicting position) pairs [m, 2] and the piece each predicts (long [m]): every word piece of each
+    row's copied name (``copies``, "" for none), found in its labelled answer tokens (``labels`` [B, T], -100
+    outside the answer); a row whose answer does not spell its name gives none."""
+    where: list[tuple[int, int]] = []
+    pieces: list[int] = []
+    for row, name in enumerate(copies):
+        if not name:
+            continue
+        want = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(name))
+        answer = (labels[row] != -100).nonzero()[:, 0].tolist()
+        ids = labels[row, answer].tolist()
+        start = next((i for i in range(len(ids) - len(want) + 1) if ids[i:i + len(want)] == want), None)
+        if start is None:
+            continue
+        for k in range(start, start + len(want)):
+            where.append((row, answer[k] - 1))
+            pieces.append(ids[k])
+    return torch.tensor(where, dtype=torch.long).reshape(-1, 2), torch.tensor(pieces, dtype=torch.long)
+
+
 class CopyLens:
     """Auxiliary loss without parameters of its own: at each answer position holding a word piece of the name
     the example copies (``Example.copy``), cross-entropy of that piece against the model's final norm and tied
@@ -237,24 +258,8 @@ class CopyLens:
         self.tokenizer, self.norm, self.head = tokenizer, norm, head
 
     def targets(self, labels: torch.Tensor, copies: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(row, predicting position) pairs [m, 2] and the piece each predicts (long [m]): every piece of each
-        row's name, found in its labelled answer tokens (rows without a name, or whose answer does not spell
-        it, give none)."""
-        where: list[tuple[int, int]] = []
-        pieces: list[int] = []
-        for row, name in enumerate(copies):
-            if not name:
-                continue
-            want = self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(name))
-            answer = (labels[row] != -100).nonzero()[:, 0].tolist()
-            ids = labels[row, answer].tolist()
-            start = next((i for i in range(len(ids) - len(want) + 1) if ids[i:i + len(want)] == want), None)
-            if start is None:
-                continue
-            for k in range(start, start + len(want)):
-                where.append((row, answer[k] - 1))
-                pieces.append(ids[k])
-        return torch.tensor(where, dtype=torch.long).reshape(-1, 2), torch.tensor(pieces, dtype=torch.long)
+        """:func:`name_piece_targets` with this lens's tokenizer."""
+        return name_piece_targets(self.tokenizer, labels, copies)
 
     def loss(self, hidden: torch.Tensor, labels: torch.Tensor, copies: Sequence[str]) -> torch.Tensor | None:
         """The lens loss on ``hidden`` [B, T, H] (None: no name piece in the batch)."""

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from .aux_probes import name_piece_targets
 from .default_model_build import EOS_TOKEN, PAD_TOKEN
 from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, entry_codebook, generate_split, image_info, plain_questions
 from .mix_text import fuse
@@ -79,7 +80,6 @@ def encode(tokenizer: Any, images: ImageCache, examples: Sequence[Example], answ
     return batch
 
 
-
 def answer_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of the labelled tokens only (the LM head runs on those positions alone: with a
     30k-subword vocabulary it would cost more than the rest of the model on every prompt token).
@@ -112,6 +112,26 @@ def mc_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequen
         best = min(range(len(scores)), key=lambda j: (scores[j], j))
         correct += ex.choices[best].lower() == ex.answer.lower()
     return correct / max(1, len(examples))
+
+
+@torch.no_grad()
+def copy_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequence[Example]) -> float:
+    """Share of ``examples`` whose every word piece of the name they copy (``Example.copy``) is the model's most
+    likely token, teacher-forced: the open-vocabulary copy a caption edit needs (examples without a name, or
+    whose answer does not spell it, count as wrong)."""
+    right = 0
+    for start in range(0, len(examples), 8):
+        chunk = examples[start:start + 8]
+        batch = encode(tokenizer, images, chunk, None)
+        labels = batch.pop("labels")
+        where, pieces = name_piece_targets(tokenizer, labels, [ex.copy for ex in chunk])
+        if not len(where):
+            continue
+        device = next(model.parameters()).device
+        hidden = model.model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).last_hidden_state
+        hit = model.lm_head(hidden[where[:, 0], where[:, 1]]).argmax(-1).cpu() == pieces
+        right += sum(bool(hit[where[:, 0] == row].all()) for row in where[:, 0].unique().tolist())
+    return right / max(1, len(examples))
 
 
 EVAL_ROWS = ("none", "answer", "rationale", "both", "rgen", "rgen_none", "hard", "hard_facts")

@@ -60,10 +60,11 @@ from .default_model_build import (
     saved_state,
 )
 from .aux_probes import AttributeProbe, CopyLens, GroundingProbe, ValueProbe
-from .default_model_scoring import ImageCache, answer_logprobs, encode, mc_accuracy, plain_examples, record_examples
+from .default_model_scoring import (ImageCache, answer_logprobs, copy_accuracy, encode, mc_accuracy, plain_examples,
+                                    record_examples)
 from .shaperules import generate_split, rule_world
 from .train_config import DICT_FIELDS, VALID_ROWS, TrainConfig
-from .training_mix import Example, MixSampler
+from .training_mix import Example, MixSampler, copy_eval_examples
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool,
     evals = {"plain_test": plain_examples(cfg.eval_n, seed=1)}
     evals.update({f"held_out_{row}": record_examples(eval_records, row, cfg.answer_template)
                   for row in ("none", "both", "rgen", "hard_facts")})
+    copies = copy_eval_examples(world, cfg, cfg.eval_n)  # logged, never selected on
     valid_records = validation_records(cfg, world)
     valids = ({f"valid_{row}": record_examples(valid_records, row, cfg.answer_template) for row in VALID_ROWS}
               if cfg.select_best else {})
@@ -210,6 +212,7 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool,
 
     def scores(net: torch.nn.Module) -> dict[str, float]:
         row = {name: round(mc_accuracy(net, tokenizer, images, exs), 3) for name, exs in {**evals, **valids}.items()}
+        row["copy_name"] = round(copy_accuracy(net, tokenizer, images, copies), 3)
         if valids:
             row["valid_score"] = round(sum(row[name] for name in valids) / len(valids), 4)
         return row

@@ -512,3 +512,14 @@ class MixSampler:
             return
         question, answer, choices, _ = self._rule_question(prop, near, self.world.rule_for(prop, near).value, pick)
         self._queued.append(Example("near_miss", near.path, fuse(facts, question), answer, choices))
+
+
+def copy_eval_examples(world: RuleWorld, cfg: TrainConfig, n: int, seed: int = 0) -> list[Example]:
+    """``n`` caption edits (``caption_facts``, as the full mix draws them, distractors included) on easy-vqa *test*
+    images, each naming a fresh made-up name (letters, never an English word): the open-vocabulary copy a
+    caption edit needs, which training logs (``copy_name``) and never selects on."""
+    sampler = MixSampler(world, dataclasses.replace(cfg, caption_word_names=0.0, letter_names=True, easy_share=0.0,
+                                                    mix={"caption_facts": 1.0}),
+                         random.Random(f"copy-eval:{seed}"), image_split="test")
+    sampler.easy, sampler.max_distractors = False, 2
+    return [sampler.sample() for _ in range(n)]
