@@ -228,7 +228,8 @@ class ValueProbe(torch.nn.Module):
         return torch.nn.functional.cross_entropy(self.head(hidden[where[:, 0], where[:, 1]]), classes.to(hidden.device))
 
 
-def name_piece_targets(tokenizer: Any, labels: torch.Tensor, copies: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def name_piece_targets(tokenizer: Any, labels: torch.Tensor,
+                       copies: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, predicting position) pairs [m, 2] and the piece each predicts (long [m]): every word piece of each
     row's copied name (``copies``, "" for none), found in its labelled answer tokens (``labels`` [B, T], -100
     outside the answer); a row whose answer does not spell its name gives none."""

@@ -119,7 +119,7 @@ def copy_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequ
     """Share of ``examples`` whose every word piece of the name they copy (``Example.copy``) is the model's most
     likely token, teacher-forced: the open-vocabulary copy a caption edit needs (examples without a name, or
     whose answer does not spell it, count as wrong)."""
-    right = 0
+    right, device = 0, next(model.parameters()).device
     for start in range(0, len(examples), 8):
         chunk = examples[start:start + 8]
         batch = encode(tokenizer, images, chunk, None)
@@ -127,7 +127,6 @@ def copy_accuracy(model: Any, tokenizer: Any, images: ImageCache, examples: Sequ
         where, pieces = name_piece_targets(tokenizer, labels, [ex.copy for ex in chunk])
         if not len(where):
             continue
-        device = next(model.parameters()).device
         hidden = model.model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).last_hidden_state
         hit = model.lm_head(hidden[where[:, 0], where[:, 1]]).argmax(-1).cpu() == pieces
         right += sum(bool(hit[where[:, 0] == row].all()) for row in where[:, 0].unique().tolist())
