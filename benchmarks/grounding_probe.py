@@ -15,6 +15,7 @@ then the question (``examples/measure_default_model.py``'s near-miss rows).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -27,10 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from reasonedit_plugin.data.aux_probes import GroundingProbe  # noqa: E402
-from reasonedit_plugin.data.default_model_build import build_image_processor  # noqa: E402
-from reasonedit_plugin.data.default_model_scoring import ImageCache, encode  # noqa: E402
+from reasonedit_plugin.data.default_model_scoring import encode, load_trained  # noqa: E402
 from reasonedit_plugin.data.shaperules import rule_world  # noqa: E402
-from reasonedit_plugin.data.train_default_model import TrainConfig  # noqa: E402
 from reasonedit_plugin.data.training_mix import MixSampler  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
@@ -40,13 +39,8 @@ def word_states(model_dir: Path, prompts: int, seed: int, batch: int = 16) -> tu
                                                                                    np.ndarray]:
     """Hidden states after each decoder layer at every colour or shape word ({layer: [m, H]}), whether the image
     shows the word [m], and the prompt each word came from [m]."""
-    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
-
-    model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    trained = json.loads((model_dir / "training_args.json").read_text())["config"]
-    cfg = TrainConfig(**{**trained, "mix": {"facts": 0.5, "near_miss": 0.5}, "easy_share": 0.0})
-    images = ImageCache(build_image_processor(cfg))
+    model, tokenizer, trained, images = load_trained(model_dir)
+    cfg = dataclasses.replace(trained, mix={"facts": 0.5, "near_miss": 0.5}, easy_share=0.0)
     sampler = MixSampler(rule_world() if cfg.world_seed is None else rule_world(cfg.world_seed), cfg,
                          random.Random(f"grounding-probe:{seed}"), image_split="test")
     words = GroundingProbe(cfg.hidden_size, tokenizer, unit="word", image_split="test")  # its targets, not its head

@@ -115,17 +115,10 @@ def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str, An
         return ((lambda image, text, options: vlm.option_nll(image, text, options)),
                 "reasonedit_plugin.vlm.VLM.option_nll", vlm)
 
-    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
-
-    from reasonedit_plugin.data.default_model_build import build_image_processor
-    from reasonedit_plugin.data.default_model_scoring import ImageCache, option_nlls
-    from reasonedit_plugin.data.train_default_model import TrainConfig
+    from reasonedit_plugin.data.default_model_scoring import load_trained, option_nlls
     from reasonedit_plugin.data.training_mix import Example
 
-    model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    config = json.loads((model_dir / "training_args.json").read_text())["config"]
-    images = ImageCache(build_image_processor(TrainConfig(**{k: v for k, v in config.items()})))
+    model, tokenizer, _, images = load_trained(model_dir)
     root = easy_vqa_root()
 
     def score(image: str, text: str, options: Sequence[str]) -> list[float]:

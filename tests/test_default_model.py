@@ -90,6 +90,19 @@ def test_model_loads_offline_with_the_family_class(model):
     assert sum(p.numel() for p in model.parameters()) < 6_000_000
 
 
+
+def test_load_trained_reads_the_folders_own_configuration(model, processor, tmp_path):
+    trained = dms.load_trained(MODEL_DIR)
+    saved = json.loads((MODEL_DIR / "training_args.json").read_text())["config"]
+    assert trained.config.num_layers == saved["num_layers"] == trained.model.config.text_config.num_hidden_layers
+    assert torch.equal(trained.model.lm_head.weight, model.lm_head.weight) and not trained.model.training
+    assert trained.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    pixels, _ = trained.images.get("test/images/3.png")
+    assert torch.allclose(pixels, processor.image_processor(images=[_image("test/images/3.png")],
+                                                            return_tensors="pt")["pixel_values"])
+    with pytest.raises(FileNotFoundError, match="no training_args.json: it was not saved by train_default_model"):
+        dms.load_trained(tmp_path)
+
 def test_model_spec_row_fits_the_shipped_model(model):
     specs = pytest.importorskip("reasonedit_plugin.model_specs")
     spec = specs.get_model_spec(model)

@@ -4,16 +4,19 @@ option's tokens, lowest wins), shared by training (its periodic evaluation) and
 
 from __future__ import annotations
 
+import json
 import random
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from PIL import Image
 
 from .aux_probes import name_piece_targets
-from .default_model_build import EOS_TOKEN, PAD_TOKEN
+from .default_model_build import EOS_TOKEN, PAD_TOKEN, build_image_processor
 from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, entry_codebook, generate_split, image_info, plain_questions
 from .mix_text import fuse
+from .train_config import TrainConfig
 from .training_mix import Example
 
 
@@ -39,6 +42,32 @@ class ImageCache:
                 out = self.image_processor(images=[im.convert("RGB")], return_tensors="pt")
             self._cache[rel_path] = (out["pixel_values"], out["image_grid_thw"][0])
         return self._cache[rel_path]
+
+
+class TrainedModel(NamedTuple):
+    """A folder saved by ``train_default_model``, loaded for scoring: the model (eval mode), its tokenizer, the
+    ``TrainConfig`` it was trained with and an :class:`ImageCache` of its own image processor."""
+    model: Any
+    tokenizer: Any
+    config: TrainConfig
+    images: ImageCache
+
+
+def load_trained(folder: str | Path, **from_pretrained_kwargs: Any) -> TrainedModel:
+    """Load a model trained by ``train_default_model`` (its ``training_args.json`` names the configuration);
+    ``from_pretrained_kwargs`` go to the model's ``from_pretrained`` (e.g. ``attn_implementation="eager"``)."""
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+
+    folder = Path(folder)
+    args = folder / "training_args.json"
+    if not args.is_file():
+        raise FileNotFoundError(f"{folder} has no training_args.json: it was not saved by train_default_model "
+                                "(load other models with reasonedit_plugin.vlm.VLM.from_pretrained)")
+    config = TrainConfig(**json.loads(args.read_text(encoding="utf-8"))["config"])
+    model = Qwen2VLForConditionalGeneration.from_pretrained(folder, local_files_only=True,
+                                                            **from_pretrained_kwargs).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return TrainedModel(model, tokenizer, config, ImageCache(build_image_processor(config)))
 
 
 def encode(tokenizer: Any, images: ImageCache, examples: Sequence[Example], answers: Sequence[str] | None,
