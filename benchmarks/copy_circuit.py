@@ -23,32 +23,26 @@ from entry_copy import model_parser, parse_models
 from tqdm.auto import tqdm
 
 from reasonedit_plugin.captioning import caption_split
-from reasonedit_plugin.data.default_model_build import build_image_processor, trained_answer_template
-from reasonedit_plugin.data.default_model_scoring import ImageCache, edit_facts, encode
+from reasonedit_plugin.data.aux_probes import name_piece_targets
+from reasonedit_plugin.data.default_model_build import trained_answer_template
+from reasonedit_plugin.data.default_model_scoring import edit_facts, encode, load_trained
 from reasonedit_plugin.data.mix_text import fuse
-from reasonedit_plugin.data.train_config import TrainConfig
 from reasonedit_plugin.data.training_mix import Example
 
 
-def first_piece_position(labels: torch.Tensor, piece: int) -> int:
-    """The position that predicts ``piece``'s first labelled occurrence in one row's ``labels`` [T]."""
-    answer = (labels != -100).nonzero()[:, 0].tolist()
-    found = next((p for p in answer if int(labels[p]) == piece), None)
-    if found is None:
-        raise ValueError(f"token {piece} is not among the labelled answer tokens {labels[answer].tolist()}")
-    return found - 1
-
-
 @torch.no_grad()
-def read_layers(model: Any, batch: dict[str, torch.Tensor], piece: int) -> dict[str, list]:
-    """One example (``batch`` of one row, with ``labels``): per layer the lens rank of ``piece`` at its predicting
-    position (0: the argmax; the first entry reads the embeddings), and per layer and head the attention that
-    position pays to the prompt's occurrences of ``piece``."""
+def read_layers(model: Any, tokenizer: Any, batch: dict[str, torch.Tensor], name: str) -> dict[str, list]:
+    """One example (``batch`` of one row, with ``labels``): per layer the lens rank of ``name``'s first word piece
+    at the position that predicts it in the answer (0: the argmax; the first entry reads the embeddings), and per
+    layer and head the attention that position pays to the prompt's occurrences of that piece."""
     batch = dict(batch)
-    labels = batch.pop("labels")[0]
-    q = first_piece_position(labels, piece)
+    labels = batch.pop("labels")
+    where, pieces = name_piece_targets(tokenizer, labels, [name])
+    if not len(where):
+        raise ValueError(f"the name {name!r} is not spelled among the labelled answer tokens")
+    q, piece = int(where[0, 1]), int(pieces[0])
     ids = batch["input_ids"][0]
-    prompt_end = int((labels != -100).nonzero()[0, 0])
+    prompt_end = int((labels[0] != -100).nonzero()[0, 0])
     stated = [i for i in range(prompt_end) if int(ids[i]) == piece]
     out = model.model(**batch, use_cache=False, output_hidden_states=True, output_attentions=True)
     lm = model.model.language_model
@@ -70,22 +64,15 @@ def _median(xs: list[float]) -> float:
 def measure(model_dir: Path, n: int, seed: int, pool: list[str]) -> dict[str, Any]:
     """``n`` caption edits, each asked with every name of ``pool``: per layer the lens argmax share and median
     rank, the most attentive head's attention to the name (median over edits) and each head's mean."""
-    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
-
-    model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True,
-                                                            attn_implementation="eager").eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    config = json.loads((model_dir / "training_args.json").read_text())["config"]
-    images = ImageCache(build_image_processor(TrainConfig(**config)))
+    model, tokenizer, _, images = load_trained(model_dir, attn_implementation="eager")
     template = trained_answer_template(model_dir)
     records = caption_split(n, seed=seed)
     reads = []
     for name in tqdm(pool, desc=model_dir.name, leave=False, dynamic_ncols=True):
-        piece = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(name)[0])
         for record in (renamed(r, name) for r in records):
             text = fuse(edit_facts(record, "both", template), record["prompt"])
             batch = encode(tokenizer, images, [Example("caption_facts", record["image"], text, record["target"])], None)
-            reads.append(read_layers(model, batch, piece))
+            reads.append(read_layers(model, tokenizer, batch, name))
     layers = len(reads[0]["heads"])
     return {"model": str(model_dir), "layers": layers, "n": len(reads),
             "lens_argmax": [round(sum(r["ranks"][k] == 0 for r in reads) / len(reads), 3) for k in range(layers + 1)],

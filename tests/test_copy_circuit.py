@@ -37,21 +37,21 @@ def test_the_last_layers_lens_is_the_models_own_prediction_and_attention_goes_to
     model, tokenizer = tiny
     batch = _batch(tokenizer, "Red circles are members of the Qavuro tribe. Describe this image.",
                    "A red circle of the Qavuro tribe.")
-    piece = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("Qavuro")[0])
-    read = script.read_layers(model, batch, piece)
+    read = script.read_layers(model, tokenizer, batch, "Qavuro")
     assert len(read["ranks"]) == 3 and len(read["heads"]) == 2 and all(len(h) == 2 for h in read["heads"])
     assert all(0.0 < a <= 1.0 for layer in read["heads"] for a in layer)  # the name is stated once, attended a bit
-    q = script.first_piece_position(batch["labels"][0], piece)
+    piece = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("Qavuro")[0])
+    q = next(p for p in range(batch["labels"].shape[1]) if int(batch["labels"][0, p]) == piece) - 1
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0, q]
     assert read["ranks"][-1] == int((logits > logits[piece]).sum())  # the lens after the last layer is the output
 
     unstated = _batch(tokenizer, "Describe this image.", "A red circle of the Qavuro tribe.")
-    assert all(a == 0.0 for layer in script.read_layers(model, unstated, piece)["heads"] for a in layer)
+    assert all(a == 0.0 for layer in script.read_layers(model, tokenizer, unstated, "Qavuro")["heads"] for a in layer)
 
 
-def test_a_piece_outside_the_answer_is_a_clear_error(script, tiny):
-    _, tokenizer = tiny
+def test_a_name_outside_the_answer_is_a_clear_error(script, tiny):
+    model, tokenizer = tiny
     batch = _batch(tokenizer, "Describe this image.", "A red circle.")
-    with pytest.raises(ValueError, match="not among the labelled answer tokens"):
-        script.first_piece_position(batch["labels"][0], tokenizer.convert_tokens_to_ids("tribe"))
+    with pytest.raises(ValueError, match="'Qavuro' is not spelled among the labelled answer tokens"):
+        script.read_layers(model, tokenizer, batch, "Qavuro")
