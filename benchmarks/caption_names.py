@@ -36,6 +36,7 @@ from entry_copy import model_parser, parse_models
 from tqdm.auto import tqdm
 
 from reasonedit_plugin.captioning import caption_split
+from reasonedit_plugin.data.aux_probes import name_span
 from reasonedit_plugin.data.default_model_build import trained_answer_template
 from reasonedit_plugin.data.default_model_scoring import edit_facts
 from reasonedit_plugin.data.easyvqa import easy_vqa_root
@@ -72,14 +73,12 @@ def name_pieces(vlm: Any, image: str, text: str, target: str, name: str) -> list
     piece, the piece's log-probability)."""
     tokenizer = vlm.processor.tokenizer
     (scores,) = vlm.token_scores(image, text, [target])
-    pieces = tokenizer.convert_ids_to_tokens(scores.targets.tolist())
-    want = tokenizer.tokenize(name)
-    start = next((i for i in range(len(pieces) - len(want) + 1) if pieces[i:i + len(want)] == want), None)
-    if start is None:
-        raise ValueError(f"the name {name!r} ({want}) is not among the pieces of its target {target!r} ({pieces}); "
-                         "is the target written in the tokenizer's own casing?")
-    return [(bool(scores.predicted[k] == scores.targets[k]), float(scores.logprobs[k]))
-            for k in range(start, start + len(want))]
+    span = name_span(tokenizer, scores.targets.tolist(), name)
+    if span is None:
+        raise ValueError(f"the name {name!r} ({tokenizer.tokenize(name)}) is not among the pieces of its target "
+                         f"{target!r} ({tokenizer.convert_ids_to_tokens(scores.targets.tolist())}); is the target "
+                         "written in the tokenizer's own casing?")
+    return [(bool(scores.predicted[k] == scores.targets[k]), float(scores.logprobs[k])) for k in span]
 
 
 def _piece_summary(found: list[tuple[bool, float]]) -> dict[str, Any]:

@@ -228,6 +228,13 @@ class ValueProbe(torch.nn.Module):
         return torch.nn.functional.cross_entropy(self.head(hidden[where[:, 0], where[:, 1]]), classes.to(hidden.device))
 
 
+def name_span(tokenizer: Any, ids: Sequence[int], name: str) -> range | None:
+    """Where ``name``'s word pieces first stand together in the token ids ``ids`` (None where they never do)."""
+    want = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(name))
+    start = next((i for i in range(len(ids) - len(want) + 1) if list(ids[i:i + len(want)]) == want), None)
+    return None if start is None else range(start, start + len(want))
+
+
 def name_piece_targets(tokenizer: Any, labels: torch.Tensor,
                        copies: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, predicting position) pairs [m, 2] and the piece each predicts (long [m]): every word piece of each
@@ -238,13 +245,12 @@ def name_piece_targets(tokenizer: Any, labels: torch.Tensor,
     for row, name in enumerate(copies):
         if not name:
             continue
-        want = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(name))
         answer = (labels[row] != -100).nonzero()[:, 0].tolist()
         ids = labels[row, answer].tolist()
-        start = next((i for i in range(len(ids) - len(want) + 1) if ids[i:i + len(want)] == want), None)
-        if start is None:
+        span = name_span(tokenizer, ids, name)
+        if span is None:
             continue
-        for k in range(start, start + len(want)):
+        for k in span:
             where.append((row, answer[k] - 1))
             pieces.append(ids[k])
     return torch.tensor(where, dtype=torch.long).reshape(-1, 2), torch.tensor(pieces, dtype=torch.long)
