@@ -90,7 +90,6 @@ def test_model_loads_offline_with_the_family_class(model):
     assert sum(p.numel() for p in model.parameters()) < 6_000_000
 
 
-
 def test_load_trained_reads_the_folders_own_configuration(model, processor, tmp_path):
     trained = dms.load_trained(MODEL_DIR)
     saved = json.loads((MODEL_DIR / "training_args.json").read_text())["config"]
@@ -102,6 +101,7 @@ def test_load_trained_reads_the_folders_own_configuration(model, processor, tmp_
                                                             return_tensors="pt")["pixel_values"])
     with pytest.raises(FileNotFoundError, match="no training_args.json: it was not saved by train_default_model"):
         dms.load_trained(tmp_path)
+
 
 def test_model_spec_row_fits_the_shipped_model(model):
     specs = pytest.importorskip("reasonedit_plugin.model_specs")
