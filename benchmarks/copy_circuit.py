@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from reasonedit_plugin.captioning import caption_split
 from reasonedit_plugin.data.aux_probes import name_piece_targets
-from reasonedit_plugin.data.default_model_build import trained_answer_template
 from reasonedit_plugin.data.default_model_scoring import edit_facts, encode, load_trained
 from reasonedit_plugin.data.mix_text import fuse
 from reasonedit_plugin.data.training_mix import Example
@@ -64,13 +63,12 @@ def _median(xs: list[float]) -> float:
 def measure(model_dir: Path, n: int, seed: int, pool: list[str]) -> dict[str, Any]:
     """``n`` caption edits, each asked with every name of ``pool``: per layer the lens argmax share and median
     rank, the most attentive head's attention to the name (median over edits) and each head's mean."""
-    model, tokenizer, _, images = load_trained(model_dir, attn_implementation="eager")
-    template = trained_answer_template(model_dir)
+    model, tokenizer, config, images = load_trained(model_dir, attn_implementation="eager")
     records = caption_split(n, seed=seed)
     reads = []
     for name in tqdm(pool, desc=model_dir.name, leave=False, dynamic_ncols=True):
         for record in (renamed(r, name) for r in records):
-            text = fuse(edit_facts(record, "both", template), record["prompt"])
+            text = fuse(edit_facts(record, "both", config.answer_template), record["prompt"])
             batch = encode(tokenizer, images, [Example("caption_facts", record["image"], text, record["target"])], None)
             reads.append(read_layers(model, tokenizer, batch, name))
     layers = len(reads[0]["heads"])
