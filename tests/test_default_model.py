@@ -18,18 +18,11 @@ from reasonedit_plugin.data import train_default_model as tdm
 from reasonedit_plugin.data import training_mix as mix
 
 MODEL_DIR = Path(tdm.TrainConfig().out)
-CURRENT_RECIPE = "pretrained_embeddings" in json.loads((MODEL_DIR / "training_args.json").read_text())["config"]
-"""Whether the shipped asset was trained by the current recipe (MiniLM WordPiece vocabulary). If not, it
-is the earlier word-level model, kept because no run of the current recipe beat it yet (README)."""
 TEMPLATE = dmb.trained_answer_template(MODEL_DIR)
 """The answer entries' wording the shipped model was trained with (what its YAML's codebook.answer_template is)."""
-current_recipe_only = pytest.mark.xfail(
-    not CURRENT_RECIPE, strict=True,
-    reason="the shipped asset is the earlier word-level model: it does not meet this target (README)")
 target_not_met = pytest.mark.xfail(
     strict=True, reason="issue 12 target not met by the shipped model (docs/RESULTS.md, 'The embedded tiny VLM'): "
                         "remove this mark when a retrained model meets it")
-
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,15 +45,9 @@ def model():
 def processor():
     from transformers import AutoConfig
 
-    try:
-        from reasonedit_plugin.model_specs import get_model_spec
-        from reasonedit_plugin.vlm import load_processor
-    except ImportError:  # the VLM interface is not there yet: the same image-only construction
-        from transformers import AutoTokenizer
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from reasonedit_plugin.model_specs import get_model_spec
+    from reasonedit_plugin.vlm import load_processor
 
-        return dmb.image_only_processor(Qwen2VLImageProcessorPil.from_pretrained(MODEL_DIR),
-                                        AutoTokenizer.from_pretrained(MODEL_DIR))
     return load_processor(MODEL_DIR, get_model_spec(AutoConfig.from_pretrained(MODEL_DIR)))
 
 
@@ -172,7 +159,6 @@ def test_reads_held_out_facts_but_does_not_know_them(model, processor):
     assert _accuracy(model, processor, dms.record_examples(records, "none", TEMPLATE)) <= 0.6
 
 
-@current_recipe_only
 def test_reads_held_out_facts_in_held_out_wordings_but_does_not_know_them(model, processor, records):
     # the shipped model (word and sentence grounding heads, seed 1) at n=200 (docs/default_model/
     # sentence_head_seed1.json): answer entry 0.990, both 0.960; here (48 records) 1.000 / 0.958. Before it:
@@ -182,7 +168,6 @@ def test_reads_held_out_facts_in_held_out_wordings_but_does_not_know_them(model,
     assert _accuracy(model, processor, dms.record_examples(records, "none", TEMPLATE)) <= 0.6
 
 
-@current_recipe_only
 def test_answers_yes_no_questions_through_the_rationale(model, processor, records):
     # the shipped model (word and sentence grounding heads, seed 1): 0.896 here, 0.935 at n=200
     # (docs/default_model/sentence_head_seed1.json); the one before (a grounding head, seed 1) 0.770 at n=200.
@@ -205,7 +190,6 @@ def test_facts_about_a_near_miss_rarely_change_the_answer(model, processor, reco
     assert sum(a != b for a, b in zip(alone, with_facts)) / len(records) <= 0.15  # target 0.10 at n=200
 
 
-@current_recipe_only
 def test_captions_an_easy_vqa_image(model, processor):
     info = next(x for x in sr.image_catalogue("test") if (x.colour, x.shape) == ("red", "circle"))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]}]
@@ -238,7 +222,6 @@ def test_recipe_tokenizer_is_minilm_wordpiece_with_qwen_specials():
     assert [tok.convert_ids_to_tokens(i) for i in (0, 100, 2000, 30521)] == [vocab[i] for i in (0, 100, 2000, 30521)]
 
 
-@current_recipe_only
 def test_tokenizer_is_rebuilt_identically():
     rebuilt = dmb.build_tokenizer()
     shipped = json.loads((MODEL_DIR / "tokenizer.json").read_text())
