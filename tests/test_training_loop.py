@@ -427,17 +427,29 @@ def test_copy_lens_trains_the_model_only_when_weighted(tmp_path):
     from safetensors.torch import load_file
 
     weights = []
-    for name, weight in (("off", 0.0), ("on", 5.0)):
+    # off; on for both steps; on for the first step only (copy_until_step): three different first layers
+    for name, weight, until in (("off", 0.0, 0), ("on", 5.0, 0), ("until", 5.0, 1)):
         cfg = tdm.TrainConfig(**TINY_TRAINING, out=str(tmp_path / name), steps=2, num_layers=2, curriculum_steps=1,
                               select_best=False, claim_layer=1, copy_weight=weight, copy_layer=1,
-                              mix={"name_facts": 1.0})
+                              copy_until_step=until, mix={"name_facts": 1.0})
         tdm.train(cfg, progress=False)
         weights.append(load_file(str(Path(cfg.out) / "model.safetensors")))
     first = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(weights[0][first], weights[1][first])
+    assert not torch.equal(weights[2][first], weights[0][first]) and not torch.equal(weights[2][first], weights[1][first])
     with pytest.raises(ValueError, match="copy_layer=3"):
         tdm.TrainConfig(num_layers=2, copy_weight=1.0, copy_layer=3)
+    too_late = tdm.TrainConfig().steps + 1
+    with pytest.raises(ValueError, match=f"copy_until_step={too_late}"):
+        tdm.TrainConfig(copy_until_step=too_late)
     assert tdm.TrainConfig().copy_weight == 0.0  # off in the shipped recipe
+
+
+def test_copy_lens_schedule():
+    cfg = tdm.TrainConfig(copy_weight=0.5, copy_until_step=2000)
+    assert [tdm.copy_weight_at(step, cfg) for step in (0, 1999, 2000, cfg.steps - 1)] == [0.5, 0.5, 0.0, 0.0]
+    always = tdm.TrainConfig(copy_weight=0.5)
+    assert {tdm.copy_weight_at(step, always) for step in range(always.steps)} == {0.5}
 
 
 @pytest.mark.parametrize("flags, message", [

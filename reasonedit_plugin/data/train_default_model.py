@@ -90,6 +90,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def copy_weight_at(step: int, cfg: TrainConfig) -> float:
+    """The copy lens's weight at ``step``: :attr:`TrainConfig.copy_weight` until ``copy_until_step``."""
+    return cfg.copy_weight if not cfg.copy_until_step or step < cfg.copy_until_step else 0.0
+
 
 RESTART_SEED_STRIDE = 1000
 
@@ -249,10 +253,11 @@ def _fit(cfg: TrainConfig, attempt: int, progress: bool, may_restart: bool,
                     extra = head.loss(states[layer], batch["input_ids"], [ex.image for ex in examples])
                     if extra is not None:
                         loss = loss + weight * extra
-                if lens is not None:
+                copy_weight = copy_weight_at(step, cfg)
+                if lens is not None and copy_weight > 0:
                     extra = lens.loss(states[cfg.copy_layer], batch["labels"], [ex.copy for ex in examples])
                     if extra is not None:
-                        loss = loss + cfg.copy_weight * extra
+                        loss = loss + copy_weight * extra
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
                 optimizer.step()
