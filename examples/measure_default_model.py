@@ -105,12 +105,10 @@ def make_scorer(model_dir: Path, scorer: str = "local") -> tuple[Scorer, str, An
     ``"local"``: ``default_model_scoring.option_nlls``, the same summed NLL with the LM head applied to the
     option tokens only (about 3x faster on the 30k-subword default model). The third item: the ``VLM`` loaded
     for scoring (None with the local scorer), which the caption row reuses rather than load the model again."""
-    try:
-        from reasonedit_plugin.vlm import VLM
-    except ImportError:
-        VLM = None
+    from reasonedit_plugin.vlm import VLM
+
     local_ok = (model_dir / "training_args.json").is_file()  # a model trained by train_default_model
-    if (scorer == "vlm" or not local_ok) and VLM is not None and hasattr(VLM, "option_nll"):
+    if scorer == "vlm" or not local_ok:
         vlm = VLM.from_pretrained(model_dir)
         return ((lambda image, text, options: vlm.option_nll(image, text, options)),
                 "reasonedit_plugin.vlm.VLM.option_nll", vlm)

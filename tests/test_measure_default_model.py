@@ -189,3 +189,14 @@ def test_row_scores_only_the_rows_named_and_the_near_miss_rows_they_allow():
                                                mdm.CAPTION_ROW, "near miss: answer changed by the facts"]
     out = mdm.main(["--n", "6", "--plain-n", "1", "--threads", "1", "--row", "R-Gen, no fact"])
     assert [r["row"] for r in out["rows"]] == ["R-Gen, no fact"]  # no caption row, no near-miss row
+
+
+def test_the_vlm_scorer_and_the_local_scorer_give_the_same_nlls_on_the_shipped_model():
+    asset = Path(mdm.__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
+    local, local_name, unused = mdm.make_scorer(asset, "local")
+    through_vlm, vlm_name, vlm = mdm.make_scorer(asset, "vlm")
+    assert unused is None and vlm is not None and vlm_name.endswith("VLM.option_nll") and local_name != vlm_name
+    record = mdm.generate_split("measure", 1, 0)[0]
+    image = str(mdm.easy_vqa_root() / record["image"])
+    question, options = record["prompt"], list(record["choices"])
+    assert through_vlm(image, question, options) == pytest.approx(local(image, question, options), abs=1e-3)
