@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import measure_default_model as mdm  # noqa: E402
 
 from reasonedit_plugin.data.language import CAPTION_TRIBES  # noqa: E402
+from reasonedit_plugin.hparams import resolve_model_name  # noqa: E402
 from reasonedit_plugin.records import normalize_answer  # noqa: E402
 
 
@@ -192,7 +193,7 @@ def test_row_scores_only_the_rows_named_and_the_near_miss_rows_they_allow():
 
 
 def test_the_vlm_scorer_and_the_local_scorer_give_the_same_nlls_on_the_shipped_model():
-    asset = Path(mdm.__file__).resolve().parents[1] / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes"
+    asset = Path(resolve_model_name("package://tiny-qwen2-vl-shapes"))
     local, local_name, unused = mdm.make_scorer(asset, "local")
     through_vlm, vlm_name, vlm = mdm.make_scorer(asset, "vlm")
     assert unused is None and vlm is not None and vlm_name.endswith("VLM.option_nll") and local_name != vlm_name
