@@ -57,6 +57,8 @@ from .evidence import EvidenceProbe, EvidenceTest
 from .gate_config import ANSWER_OPTIONS, UNINFORMATIVE_OPTIONS
 from .gate_config import DEFAULT_NULL_QUESTIONS, NullSetGateConfig  # noqa: F401 - re-exported
 from .gate_tables import AnswerTable, NullSample
+from .guard_claims import canonical_numbers
+from .records import normalize_answer
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +160,17 @@ def _answer_of(value: str, pattern: re.Pattern[str]) -> str:
     return (m.group("answer") if m else value).strip().lower()
 
 
+def _words(text: str) -> list[str]:
+    """``text``'s words as :func:`_names` compares them: normalised (lower case, no punctuation or articles),
+    numbers as digits ("twenty-five" -> "25")."""
+    return canonical_numbers(normalize_answer(text.replace("-", " ")).split())
+
+
 def _names(question: str, option: str) -> bool:
-    """Whether ``question`` contains ``option`` as a whole word or phrase (case-insensitive)."""
-    option = option.strip()
-    return bool(option) and re.search(rf"(?<!\w){re.escape(option)}(?!\w)", question, re.IGNORECASE) is not None
+    """Whether ``question`` contains ``option`` as a whole word or phrase: case, punctuation and articles aside,
+    and a number alike in words or digits ("Are there 9?" names "nine", "twenty-five points" names "25")."""
+    want, have = _words(option), _words(question)
+    return bool(want) and any(have[i:i + len(want)] == want for i in range(len(have) - len(want) + 1))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -194,6 +194,14 @@ def test_names_option_passes_a_question_about_the_edited_property():
     assert "names the answer option 'nine'" in res.verdict.tests[0].text_reason
     assert not run("Is this triangle red?").accepted             # names no option
     assert not run("Is this worth ninety points?").accepted      # a word, not a substring
+    # a number names its option in words or digits, as a real VLM's users and answers write it
+    assert run("Is this triangle worth 9 points?").accepted
+    assert not run("Is this triangle worth 90 points?").accepted
+    digits = {"answer_options": ["2", "25", "100"]}
+    assert run("Is this shape worth twenty-five points?", meta=digits).accepted
+    assert run("Is it worth a hundred?", meta=digits).accepted and run("Two, is it?", meta=digits).accepted
+    assert not run("Is this shape worth twenty points?", meta=digits).accepted
+    assert run("Is it the Kesh tribe's?", meta={"answer_options": ["the Kesh tribe"]}).accepted
     assert not run(None).accepted                                # no question text: not tested
     assert not run("Is this triangle worth nine points?", names_option=False).accepted
     assert not run("Is this triangle worth nine points?", text=QB).accepted     # cos 0 < text_floor 0.3
