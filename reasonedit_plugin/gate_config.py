@@ -65,10 +65,11 @@ class NullSetGateConfig:
     names_option: bool = False
     """Also pass an answer entry's text test when the query's question names one of the edit's answer
     options as a word (a multiple-choice edit's ``choices``, else its answer; "yes" and "no" name no
-    property and are left out; case, punctuation and articles aside, a number alike in words or digits:
-    "Is it worth 9 points?" names "nine") and its cosine with the edit's question is at least ``text_floor``: "Is the
-    point value of this triangle nine?" asks about the property "How many points is this shape worth?" was
-    edited on, whatever its wording. The image test and the evidence check still apply."""
+    property and are left out; case, punctuation and articles aside, and a number alike in words or
+    digits: "Is it worth 9 points?" names "nine") and its cosine with the edit's question is at least
+    ``text_floor``: "Is the point value of this triangle nine?" asks about the property "How many points is
+    this shape worth?" was edited on, whatever its wording. The image test and the evidence check still
+    apply."""
     null_questions: tuple[str, ...] = DEFAULT_NULL_QUESTIONS
     """Generic questions about any image: rivals of every edit's question from the first edit on."""
     null_images: tuple[str, ...] = ()
