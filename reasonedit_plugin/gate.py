@@ -163,14 +163,15 @@ def _answer_of(value: str, pattern: re.Pattern[str]) -> str:
 def _words(text: str) -> list[str]:
     """``text``'s words as :func:`_names` compares them: normalised (lower case, no punctuation or articles),
     numbers as digits ("twenty-five" -> "25")."""
-    return canonical_numbers(normalize_answer(text.replace("-", " ")).split())
+    return canonical_numbers(normalize_answer(text).split())
 
 
-def _names(question: str, option: str) -> bool:
-    """Whether ``question`` contains ``option`` as a whole word or phrase: case, punctuation and articles aside,
-    and a number alike in words or digits ("Are there 9?" names "nine", "twenty-five points" names "25")."""
-    want, have = _words(option), _words(question)
-    return bool(want) and any(have[i:i + len(want)] == want for i in range(len(have) - len(want) + 1))
+def _names(asked: list[str], option: str) -> bool:
+    """Whether a question, as its :func:`_words` ``asked``, contains ``option`` as a whole word or phrase: case,
+    punctuation and articles aside, and a number alike in words or digits ("Are there 9?" names "nine",
+    "twenty-five points" names "25")."""
+    want = _words(option)
+    return bool(want) and any(asked[i:i + len(want)] == want for i in range(len(asked) - len(want) + 1))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -514,10 +515,11 @@ class NullSetGate:
         """Answer entries that failed both text tests: pass if ``question`` names one of the edit's answer
         options and their cosine is at least ``text_floor`` (``names_option``). Updates ``tests`` in place."""
         floor = self.config.text_floor
+        asked = _words(question)  # once per query, not per entry and option
         for t in tests:
             if t.kind != "answer" or t.text_ok or t.text_cos is None or t.text_cos < floor:
                 continue
-            named = next((o for o in self._options(t) if _names(question, o)), None)
+            named = next((o for o in self._options(t) if _names(asked, o)), None)
             if named is not None:
                 t.text_ok = True
                 t.text_reason = f"names the answer option {named!r} (cos {t.text_cos:.3f} >= text_floor {floor:g})"
