@@ -467,3 +467,26 @@ def test_the_training_command_answers_a_bad_flag_in_one_line(tmp_path, capsys, f
     assert ": error: " in err[-1] and message in err[-1].split(": error: ", 1)[1]
     assert "Traceback" not in "\n".join(err)
     assert not (tmp_path / "never").exists()
+
+
+def test_recipe_starts_from_a_models_own_configuration_and_flags_override_it(tmp_path):
+    saved = json.loads((Path(tdm.TrainConfig().out) / "training_args.json").read_text())["config"]
+    cfg, _, _ = tdm.parse_args(["--recipe", "package://tiny-qwen2-vl-shapes", "--out", str(tmp_path / "m")])
+    assert {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"} == \
+        {k: v for k, v in saved.items() if k != "out"}  # the shipped command, seed and all
+    cfg, _, _ = tdm.parse_args(["--recipe", "package://tiny-qwen2-vl-shapes", "--seed", "11", "--mix", '{"plain": 1}'])
+    assert (cfg.seed, cfg.mix, cfg.num_layers) == (11, {"plain": 1.0}, saved["num_layers"])
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("{tmp}/nowhere", "no training configuration readable"),
+    ("{tmp}/other.json", "are not TrainConfig's"),
+])
+def test_a_bad_recipe_is_answered_in_one_line(tmp_path, capsys, recipe, message):
+    (tmp_path / "other.json").write_text(json.dumps({"config": {"seed": 1, "retired_knob": 2}}))
+    with pytest.raises(SystemExit) as exit_:
+        tdm.main(["--recipe", recipe.format(tmp=tmp_path), "--out", str(tmp_path / "never")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "never").exists()

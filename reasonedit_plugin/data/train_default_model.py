@@ -19,10 +19,14 @@ CLI (deterministic for a seed and a thread count on one machine; on another mach
 package versions can give another model of the same recipe: session 18's machine logged seed 1's step-250 loss
 as 2.8854 with torch 2.13.0 and transformers 5.24.0 or 5.25.0, the shipped run 2.8797)::
 
-    python -m reasonedit_plugin.data.train_default_model --out reasonedit_plugin/assets/tiny-qwen2-vl-shapes --seed 1
+    python -m reasonedit_plugin.data.train_default_model --recipe package://tiny-qwen2-vl-shapes --out DIR
 
-(the shipped model since session 17: seed 1 of three, one thread, chosen on a selection split that is
-not the demo's; ``docs/default_model/selection_session11/``).
+retrains the shipped model from the configuration it was saved with (its ``training_args.json``; flags given beside
+``--recipe`` override it). The shipped model since session 55 is seed 8 of session 54's five-layer command with
+the copy lens stopped at step 4,000 (docs/default_model/candidate_session54_seed8/README.md has the command in
+flags); one thread, 57.2 min alone on 2 cores, the same weights byte for byte on that machine. Without
+``--recipe`` the flags start from :class:`TrainConfig`'s defaults (the recipe of the model shipped in sessions 17-54,
+``--seed 1``).
 """
 
 from __future__ import annotations
@@ -329,8 +333,34 @@ def _json_weights(text: str) -> dict[str, float]:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def recipe_config(source: str) -> dict[str, Any]:
+    """The configuration a model folder was trained with (``--recipe``): its ``training_args.json`` (a folder, the
+    file itself, or ``package://tiny-qwen2-vl-shapes``, the shipped model), without its ``out``."""
+    from ..hparams import package_path
+
+    path = package_path(source) or Path(source)
+    if path.is_dir():
+        path = path / "training_args.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ReasonEditError(f"--recipe {source}: no training configuration readable at {path} ({err}); give a "
+                              "model folder saved by this command or its training_args.json") from None
+    unknown = sorted(set(config) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ReasonEditError(f"--recipe {source}: fields {unknown} are not TrainConfig's (saved by another version "
+                              "of this package); pass the recipe's flags instead")
+    config.pop("out", None)
+    return config
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool, str]:
+    """The command line as (configuration, progress bars, device); a bad flag exits in one line (argparse's)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default=None, metavar="MODEL",
+                        help="start from the configuration a model was trained with (a model folder, its "
+                             "training_args.json, or package://tiny-qwen2-vl-shapes, the shipped model); "
+                             "other flags override it")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name in DICT_FIELDS:
@@ -349,21 +379,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--device", default="cpu",
                         help="where to train: cpu (the recipe's figures), cuda, cuda:N or mps (other numerics)")
+    recipe = parser.parse_known_args(argv)[0].recipe
+    if recipe is not None:
+        try:
+            parser.set_defaults(**recipe_config(recipe))
+        except ReasonEditError as err:
+            parser.error(str(err))
     args = vars(parser.parse_args(argv))
+    args.pop("recipe")
     progress = not args.pop("no_progress")
     device = args.pop("device")
     for name in DICT_FIELDS:
         if args[name] is None:
             args.pop(name)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        cfg = TrainConfig(**args)
-        device = resolve_device(device)
+        return TrainConfig(**args), progress, resolve_device(device)
     except (ValueError, ReasonEditError) as err:  # a flag out of range: argparse's one-line error, not a traceback
         parser.error(str(err))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg, progress, device = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logger.info("config: %s", json.dumps(dataclasses.asdict(cfg)))
     train(cfg, progress=progress, device=device)
-
 
 if __name__ == "__main__":
     main()
