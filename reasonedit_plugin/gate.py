@@ -29,7 +29,8 @@ built from what the method already stores:
   edit's answer options ("Is the point value of this triangle nine?" for "How many points is it worth?",
   choices two / five / seven / nine) and is at least ``text_floor`` from the edit's question: a yes/no
   question about the edited property is far from a wh-question in sentence space, and nearer to generic
-  yes/no questions than to it, though the edit's rationale answers it (R-Gen).
+  yes/no questions than to it, though the edit's rationale answers it (R-Gen). Words are compared normalised
+  (case, punctuation and articles aside) and a number names its option in words or digits ("9" names "nine").
 
 An edit is *matched* when its answer entry passes both tests (``match_on: answer``; an edit stored without
 answer entries matches through its sentences); its entries that pass the image test are retrieved. Matched edits whose answer entries answer the same question differently compete, and the one
