@@ -107,7 +107,7 @@ def canonical_numbers(words: list[str]) -> list[str]:
 
 def _stem(text: str) -> str:
     """Normalised words: no articles or quantifiers, numbers as digits, a plural 's' dropped."""
-    words = canonical_numbers([w for w in normalize_answer(text.replace("-", " ")).split() if w not in _QUANTIFIERS])
+    words = canonical_numbers([w for w in normalize_answer(text).split() if w not in _QUANTIFIERS])
     return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words)
 
 
