@@ -474,18 +474,21 @@ def test_recipe_starts_from_a_models_own_configuration_and_flags_override_it(tmp
     cfg, _, _ = tdm.parse_args(["--recipe", "package://tiny-qwen2-vl-shapes", "--out", str(tmp_path / "m")])
     assert {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"} == \
         {k: v for k, v in saved.items() if k != "out"}  # the shipped command, seed and all
-    cfg, _, _ = tdm.parse_args(["--recipe", "package://tiny-qwen2-vl-shapes", "--seed", "11", "--mix", '{"plain": 1}'])
+    cfg, _, _ = tdm.parse_args(["--recipe", "package://tiny-qwen2-vl-shapes", "--seed", "11", "--mix", '{"plain": 1}',
+                                "--out", str(tmp_path / "m")])
     assert (cfg.seed, cfg.mix, cfg.num_layers) == (11, {"plain": 1.0}, saved["num_layers"])
 
 
 @pytest.mark.parametrize("recipe, message", [
     ("{tmp}/nowhere", "no training configuration readable"),
     ("{tmp}/other.json", "are not TrainConfig's"),
+    ("package://tiny-qwen2-vl-shapes", "--recipe needs --out DIR"),
 ])
 def test_a_bad_recipe_is_answered_in_one_line(tmp_path, capsys, recipe, message):
     (tmp_path / "other.json").write_text(json.dumps({"config": {"seed": 1, "retired_knob": 2}}))
+    out = [] if recipe.startswith("package://") else ["--out", str(tmp_path / "never")]
     with pytest.raises(SystemExit) as exit_:
-        tdm.main(["--recipe", recipe.format(tmp=tmp_path), "--out", str(tmp_path / "never")])
+        tdm.main(["--recipe", recipe.format(tmp=tmp_path), *out])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "Traceback" not in "\n".join(err)

@@ -343,6 +343,8 @@ def recipe_config(source: str) -> dict[str, Any]:
         path = path / "training_args.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))["config"]
+        if not isinstance(config, dict):
+            raise TypeError(f"'config' is a {type(config).__name__}")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ReasonEditError(f"--recipe {source}: no training configuration readable at {path} ({err}); give a "
                               "model folder saved by this command or its training_args.json") from None
@@ -382,11 +384,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool, st
     recipe = parser.parse_known_args(argv)[0].recipe
     if recipe is not None:
         try:
-            parser.set_defaults(**recipe_config(recipe))
+            parser.set_defaults(**recipe_config(recipe), out=None)
         except ReasonEditError as err:
             parser.error(str(err))
     args = vars(parser.parse_args(argv))
-    args.pop("recipe")
+    if args.pop("recipe") is not None and args["out"] is None:  # the default folder is the shipped model's own
+        parser.error("--recipe needs --out DIR: where to write the retrained model (the default, the shipped "
+                     "model's folder, would be overwritten)")
     progress = not args.pop("no_progress")
     device = args.pop("device")
     for name in DICT_FIELDS:
@@ -403,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logger.info("config: %s", json.dumps(dataclasses.asdict(cfg)))
     train(cfg, progress=progress, device=device)
+
 
 if __name__ == "__main__":
     main()
