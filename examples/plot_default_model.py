@@ -15,7 +15,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from measure_default_model import TARGETS, meets_target
+from measure_default_model import NO_FACT_ROW, PRIOR_TOLERANCE, TARGETS, meets_target, near_chance
+
+NO_FACT_LABEL = "held-out, no fact\n(chance +- 0.05)"
+"""The one target row whose band is not fixed: chance of the measured split's rule questions (0.25 on the default)."""
 
 
 def load(spec: str) -> tuple[str, dict[str, float]]:
@@ -29,6 +32,17 @@ def load(spec: str) -> tuple[str, dict[str, float]]:
     return label or Path(path).stem, {r["row"]: float(r["accuracy"]) for r in rows}
 
 
+def split_chance(specs: Sequence[str]) -> float | None:
+    """The chance of the no-fact row that the files ``LABEL=PATH`` share (their row's ``chance``); None when a file
+    lacks it or the files disagree (then that row is drawn without a band)."""
+    values = set()
+    for spec in specs:
+        path = spec.rpartition("=")[2] or spec
+        rows = json.loads(Path(path).read_text(encoding="utf-8")).get("rows", [])
+        values.add(next((r.get("chance") for r in rows if r.get("row") == NO_FACT_ROW), None))
+    return values.pop() if len(values) == 1 and None not in values else None
+
+
 def bar_colours(n: int) -> list:
     """One colour per model: matplotlib's ten-colour cycle up to ten models, tab20 beyond (none repeated up to
     twenty models; past twenty tab20 starts over)."""
@@ -37,27 +51,37 @@ def bar_colours(n: int) -> list:
     return [f"C{i}" for i in range(n)] if n <= 10 else [colormaps["tab20"](i % 20) for i in range(n)]
 
 
-def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str) -> Path:
+def plot(models: Sequence[tuple[str, dict[str, float]]], out: Path, title: str, chance: float | None = None) -> Path:
+    """One group of bars per target row; the held-out no-fact row last, its band chance ± 0.05 when ``chance``."""
     from matplotlib.patches import Rectangle
 
     from reasonedit_plugin.plots import new_figure, save_figure
 
     width = 0.8 / max(1, len(models))
     upright = len(models) > 5  # side by side, more than five labels per group overlap: stand them up
-    fig, axes = new_figure(2.0 + 1.9 * len(TARGETS), 4.2)
+    no_fact = (chance - PRIOR_TOLERANCE, chance + PRIOR_TOLERANCE) if chance is not None else (None, None)
+    groups = (*TARGETS, (NO_FACT_ROW, NO_FACT_LABEL, *no_fact))
+    fig, axes = new_figure(2.0 + 1.9 * len(groups), 4.2)
     ax = axes[0, 0]
     colours = bar_colours(len(models))
-    for t, (_, _, lo, hi) in enumerate(TARGETS):
-        ax.add_patch(Rectangle((t - 0.45, lo), 0.9, hi - lo, color="tab:green", alpha=0.12, lw=0))
+    for t, (_, _, lo, hi) in enumerate(groups):
+        if lo is not None:
+            ax.add_patch(Rectangle((t - 0.45, lo), 0.9, hi - lo, color="tab:green", alpha=0.12, lw=0))
+
+    def met(row: str, value: float) -> bool:
+        if row == NO_FACT_ROW:
+            return chance is not None and near_chance(value, chance)
+        return meets_target(row, value)
+
     for m, (label, rows) in enumerate(models):
-        xs = [t - 0.4 + width * (m + 0.5) for t in range(len(TARGETS))]
-        values = [rows.get(row, float("nan")) for row, *_ in TARGETS]
+        xs = [t - 0.4 + width * (m + 0.5) for t in range(len(groups))]
+        values = [rows.get(row, float("nan")) for row, *_ in groups]
         ax.bar(xs, values, width * 0.9, label=label, color=colours[m])
-        for x, v, (row, *_) in zip(xs, values, TARGETS):
+        for x, v, (row, *_) in zip(xs, values, groups):
             if v == v:  # (not NaN)
                 ax.text(x, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=6, rotation=90 if upright else 0,
-                        fontweight="bold" if meets_target(row, v) else "normal")
-    ax.set_xticks(range(len(TARGETS)), [label for _, label, _, _ in TARGETS], fontsize=8)
+                        fontweight="bold" if met(row, v) else "normal")
+    ax.set_xticks(range(len(groups)), [label for _, label, _, _ in groups], fontsize=8)
     ax.set_ylim(0, 1.2 if upright else 1.12)
     ax.set_ylabel("accuracy / share (n = 200; easy-vqa n = 1000)", fontsize=8)
     ax.set_title(title + "  (green: the target's passing range; bold: met)", fontsize=9)
@@ -71,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--title", default="issue 12 targets")
     args = ap.parse_args(argv)
-    print(plot([load(spec) for spec in args.models], args.out, args.title))
+    print(plot([load(spec) for spec in args.models], args.out, args.title, split_chance(args.models)))
 
 
 if __name__ == "__main__":

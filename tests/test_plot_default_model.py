@@ -37,3 +37,20 @@ def test_a_file_that_is_not_a_measurement_says_how_to_make_one(tmp_path):
     bad.write_text("{}")
     with pytest.raises(SystemExit, match="--json FILE"):
         pdm.load(f"x={bad}")
+
+
+def test_the_no_fact_row_is_drawn_against_the_chance_the_files_share(tmp_path):
+    def with_no_fact(name: str, chance: float | None) -> str:
+        path = _measured(tmp_path / f"{name}.json")
+        data = json.loads(path.read_text())
+        data["rows"].append({"row": "held-out, no fact", "n": 200, "accuracy": 0.3,
+                             **({} if chance is None else {"chance": chance})})
+        path.write_text(json.dumps(data))
+        return f"{name}={path}"
+
+    a, b, c, d = with_no_fact("a", 0.25), with_no_fact("b", 0.25), with_no_fact("c", 0.2), with_no_fact("d", None)
+    assert pdm.split_chance([a, b]) == 0.25
+    assert pdm.split_chance([a, c]) is None and pdm.split_chance([a, d]) is None   # no band rather than a wrong one
+    assert pdm.load(a)[1]["held-out, no fact"] == 0.3
+    out = pdm.plot([pdm.load(a), pdm.load(b)], tmp_path / "nf.png", "t", chance=0.25)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
