@@ -45,7 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hparams", default=str(default_hparams_path()))
     parser.add_argument("--kind", default="hidden_bias", choices=("hidden_bias", "gated"))
-    parser.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="language-model blocks to try (default: every block of the model)")
     parser.add_argument("--scales", type=float, nargs="+", default=[3.0, 10.0, 30.0])
     parser.add_argument("--positions", nargs="+", default=["text", "question"])
     parser.add_argument("--max-facts", type=int, nargs="+", default=[2, 0])
@@ -58,13 +59,14 @@ def main() -> None:
 
     hparams = ReasonEditHyperParams.from_hparams(args.hparams)
     vlm = load_vlm(hparams)
+    layers = args.layers if args.layers is not None else range(vlm.spec.num_lm_blocks(vlm.model.config))
     base = hparams.to_config()
     records = calib_records(args.n, args.seed)
     protocol = ProtocolConfig(eval_every=0, easyedit_metrics=False, seed=base.seed)
     reference = prepare_reference(UneditedMethod(vlm, base.max_new_tokens), records, protocol)
     text_encoder = ReasonEditor(vlm, base).text_encoder
     points = []
-    for layer, scale, positions, max_facts in itertools.product(args.layers, args.scales, args.positions,
+    for layer, scale, positions, max_facts in itertools.product(layers, args.scales, args.positions,
                                                                 args.max_facts):
         fusion = {"kind": args.kind, "layer": layer, "scale": scale, "positions": positions,
                   "max_facts": max_facts}
