@@ -53,6 +53,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..cli_inputs import resolve_device
 from ..errors import ReasonEditError
 from ..hooks import keep_training_outputs
+from ..hparams import package_path
 from .average_checkpoints import WeightMean, step_name, steps_folder
 from .default_model_build import (
     build_image_processor,
@@ -336,8 +337,6 @@ def _json_weights(text: str) -> dict[str, float]:
 def recipe_config(source: str) -> dict[str, Any]:
     """The configuration a model folder was trained with (``--recipe``): its ``training_args.json`` (a folder, the
     file itself, or ``package://tiny-qwen2-vl-shapes``, the shipped model), without its ``out``."""
-    from ..hparams import package_path
-
     path = package_path(source) or Path(source)
     if path.is_dir():
         path = path / "training_args.json"
