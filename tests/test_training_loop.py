@@ -481,11 +481,15 @@ def test_recipe_starts_from_a_models_own_configuration_and_flags_override_it(tmp
 
 @pytest.mark.parametrize("recipe, message", [
     ("{tmp}/nowhere", "no training configuration readable"),
+    ("{tmp}/listed.json", "its 'config' is a list, not an object"),
+    ("{tmp}/broken.json", "holds no training configuration (JSONDecodeError"),
     ("{tmp}/other.json", "are not TrainConfig's"),
     ("package://tiny-qwen2-vl-shapes", "--recipe needs --out DIR"),
 ])
 def test_a_bad_recipe_is_answered_in_one_line(tmp_path, capsys, recipe, message):
     (tmp_path / "other.json").write_text(json.dumps({"config": {"seed": 1, "retired_knob": 2}}))
+    (tmp_path / "listed.json").write_text(json.dumps({"config": [1]}))
+    (tmp_path / "broken.json").write_text('{"config": ')
     out = [] if recipe.startswith("package://") else ["--out", str(tmp_path / "never")]
     with pytest.raises(SystemExit) as exit_:
         tdm.main(["--recipe", recipe.format(tmp=tmp_path), *out])

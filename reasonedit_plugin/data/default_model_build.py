@@ -27,6 +27,7 @@ UNK_TOKEN = "[UNK]"
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
 SYSTEM_PROMPT = "You are a helpful assistant."
+TRAINING_ARGS = "training_args.json"  # written by save_checkpoint beside the weights: the TrainConfig and more
 
 # Qwen2-VL's chat template (one user turn: image, then text; a default system turn).
 CHAT_TEMPLATE = (
@@ -267,16 +268,29 @@ def video_processor_config(image_processor: Any) -> dict[str, Any]:
     return config
 
 
-def trained_answer_template(folder: Path) -> str | None:
+def saved_config(path: str | Path) -> dict[str, Any]:
+    """The ``config`` object of the ``training_args.json`` that :func:`save_checkpoint` writes; ``path`` is a model
+    folder or the file itself. FileNotFoundError when there is no such file, ValueError when it holds no object."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / TRAINING_ARGS
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))["config"]
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} holds no training configuration ({type(err).__name__}: {err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: its 'config' is a {type(config).__name__}, not an object")
+    return config
+
+
+def trained_answer_template(folder: str | Path) -> str | None:
     """The answer-entry wording a folder saved by :func:`save_checkpoint` was trained on (folders from before
     ``TrainConfig.answer_template``: the codebook's default); None for any other folder."""
-    args = Path(folder) / "training_args.json"
-    if not args.is_file():
-        return None
     try:
-        return json.loads(args.read_text(encoding="utf-8"))["config"].get("answer_template",
-                                                                         CodebookConfig.answer_template)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return saved_config(folder).get("answer_template", CodebookConfig.answer_template)
+    except (OSError, ValueError):
         return None
 
 
@@ -313,7 +327,7 @@ def save_checkpoint(model: Any, tokenizer: Any, image_processor: Any, out: Path,
                                                                        indent=2, sort_keys=True) + "\n")
         config = dataclasses.asdict(cfg)
         config["out"] = out.name  # no local absolute paths in a shipped file
-        (tmp / "training_args.json").write_text(json.dumps(
+        (tmp / TRAINING_ARGS).write_text(json.dumps(
             {"config": config, "threads": torch.get_num_threads(), "device": str(next(model.parameters()).device),
              "torch": torch.__version__,
              "history": history}, indent=2) + "\n")

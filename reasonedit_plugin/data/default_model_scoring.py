@@ -4,7 +4,6 @@ option's tokens, lowest wins), shared by training (its periodic evaluation) and
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -13,7 +12,7 @@ import torch
 from PIL import Image
 
 from .aux_probes import name_piece_targets
-from .default_model_build import EOS_TOKEN, PAD_TOKEN, build_image_processor
+from .default_model_build import EOS_TOKEN, PAD_TOKEN, build_image_processor, saved_config
 from .shaperules import RuleWorld, answer_choices, answer_entry, easy_vqa_root, entry_codebook, generate_split, image_info, plain_questions
 from .mix_text import fuse
 from .train_config import TrainConfig
@@ -59,11 +58,11 @@ def load_trained(folder: str | Path, **from_pretrained_kwargs: Any) -> TrainedMo
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
 
     folder = Path(folder)
-    args = folder / "training_args.json"
-    if not args.is_file():
+    try:
+        config = TrainConfig(**saved_config(folder))
+    except FileNotFoundError:
         raise FileNotFoundError(f"{folder} has no training_args.json: it was not saved by train_default_model "
-                                "(load other models with reasonedit_plugin.vlm.VLM.from_pretrained)")
-    config = TrainConfig(**json.loads(args.read_text(encoding="utf-8"))["config"])
+                                "(load other models with reasonedit_plugin.vlm.VLM.from_pretrained)") from None
     model = Qwen2VLForConditionalGeneration.from_pretrained(folder, local_files_only=True,
                                                             **from_pretrained_kwargs).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -62,6 +62,7 @@ from .default_model_build import (
     materialize_embeddings,
     project_embeddings,
     save_checkpoint,
+    saved_config,
     saved_state,
 )
 from .aux_probes import AttributeProbe, CopyLens, GroundingProbe, ValueProbe
@@ -338,15 +339,11 @@ def recipe_config(source: str) -> dict[str, Any]:
     """The configuration a model folder was trained with (``--recipe``): its ``training_args.json`` (a folder, the
     file itself, or ``package://tiny-qwen2-vl-shapes``, the shipped model), without its ``out``."""
     path = package_path(source) or Path(source)
-    if path.is_dir():
-        path = path / "training_args.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))["config"]
-        if not isinstance(config, dict):
-            raise TypeError(f"'config' is a {type(config).__name__}")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ReasonEditError(f"--recipe {source}: no training configuration readable at {path} ({err}); give a "
-                              "model folder saved by this command or its training_args.json") from None
+        config = saved_config(path)
+    except (OSError, ValueError) as err:
+        raise ReasonEditError(f"--recipe {source}: no training configuration readable ({err}); give a model folder "
+                              "saved by this command or its training_args.json") from None
     unknown = sorted(set(config) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise ReasonEditError(f"--recipe {source}: fields {unknown} are not TrainConfig's (saved by another version "
