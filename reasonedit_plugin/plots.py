@@ -75,10 +75,20 @@ def plot_metrics_vs_edits(comparison: Any, path: Union[str, Path]) -> Path | Non
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    last = runs[0].evaluation.checkpoints[-1]
-    fig.suptitle(f"Metrics vs number of edits (intermediate points: seeded subsample; last point: all "
-                 f"{last.num_edits} edits)", fontsize=10)
+    fig.suptitle(metrics_title(runs), fontsize=10)
     return save_figure(fig, path, rect=(0, 0.07, 1, 0.96))
+
+
+def metrics_title(runs: Sequence[Any]) -> str:
+    """The title of :func:`plot_metrics_vs_edits`: what its intermediate points probed (a seeded subsample, or
+    every edit so far when ``--subsample`` covered them all) and how many edits the last point probed."""
+    intermediate = [c for m in runs for c in m.evaluation.checkpoints[:-1]]
+    last = runs[0].evaluation.checkpoints[-1]
+    if not intermediate:
+        return f"Metrics after all {last.num_edits} edits"
+    sampled = any(c.evaluated_edits < c.num_edits for c in intermediate)
+    probed = "a seeded subsample of the edits so far" if sampled else "every edit so far"
+    return f"Metrics vs number of edits (intermediate points: {probed}; last point: all {last.num_edits} edits)"
 
 
 def plot_retrieval_distances(result: Any, path: Union[str, Path]) -> Path | None:

@@ -292,3 +292,19 @@ def test_checkpoint_tables_at_10_and_100_edits(comparison, tmp_path):
     assert not checkpoint_steps_reported(dataclasses.replace(run, single=True))
     from reasonedit_plugin.report import _power_of_ten
     assert [n for n in range(1, 20001) if _power_of_ten(n)] == [1, 10, 100, 1000, 10000]
+
+
+def test_the_metrics_plot_title_says_what_its_intermediate_points_probed():
+    """'seeded subsample' only when a checkpoint probed fewer edits than had been made (``--subsample 1000`` over
+    111 edits probes them all)."""
+    from reasonedit_plugin.evaluation import Checkpoint, EvaluationResult, Scores
+    from reasonedit_plugin.plots import metrics_title
+
+    def run(probed: list[tuple[int, int]]) -> MethodResult:
+        points = [Checkpoint(k, n, Scores(reliability=1.0)) for k, n in probed]
+        ev = EvaluationResult("A", "sequential", 150, probed[-1][0], points[-1].scores, points)
+        return MethodResult("A", "reasonedit", "ok", evaluation=ev)
+
+    assert "every edit so far; last point: all 111" in metrics_title([run([(50, 50), (100, 100), (111, 111)])])
+    assert "a seeded subsample" in metrics_title([run([(50, 50), (100, 20), (111, 111)])])
+    assert metrics_title([run([(111, 111)])]) == "Metrics after all 111 edits"
