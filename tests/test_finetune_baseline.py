@@ -32,8 +32,14 @@ def record(tmp_path):
 
 
 def test_shipped_yaml_is_easyedits_ft_form():
+    """METHOD.md §7's lr and EasyEdit's FT form, on the last block of the shipped model (the YAML's own rule)."""
+    import json
+
     config = FineTuneConfig.from_yaml(FT_YAML)
-    assert config.lr == 1e-4 and config.num_steps == 25 and config.layers == [2] and config.norm_constraint is False
+    blocks = json.loads((REPO / "reasonedit_plugin" / "assets" / "tiny-qwen2-vl-shapes" / "config.json").read_text(
+        encoding="utf-8"))["text_config"]["num_hidden_layers"]
+    assert config.lr == 1e-4 and config.num_steps == 25 and config.norm_constraint is False
+    assert config.layers == [blocks - 1]
 
 
 def test_edit_lowers_the_target_nll_and_leaves_the_shared_model_alone(vlm, record):
