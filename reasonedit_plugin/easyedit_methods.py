@@ -14,12 +14,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from PIL import Image
+
 from .baseline_registry import BaselineUnavailable, easyedit_commit
 from .easyedit_mend import vqa_record
 from .easyedit_setup import ALGORITHMS, LIST_REQUEST_ALGS, ModelFolder, apply_fix, hparams_to_dict, multimodal_editor_class
 from .edit_methods import DirectAnswers, Prediction, TeacherForced
 from .metrics import EASYEDIT_KEYS
-from .records import EditRecord, ImageLike
+from .records import EditRecord, ImageLike, load_image
 
 # ================================================================================================
 # Records -> EasyEdit requests
@@ -144,6 +146,18 @@ class EasyEditMethod(DirectAnswers):
 
     def _edit_kwargs(self) -> dict[str, Any]:
         return {}
+
+    def query_image(self, image: ImageLike) -> Any:
+        """The image as EasyEdit prepares it for an edit (``MultimodalEditor.vis_tok``; for Qwen2-VL,
+        qwen_vl_utils' resize to multiples of 28, so a 64-pixel image arrives resized), so that a probe reaches
+        the model as the edit did. GRACE needs it: its codebook answers a query within ``eps`` of the edit's
+        own activation, and with the comparison's image preparation instead the edit's own question missed
+        it (docs/BASELINES.md "Session 56"). Preparations that give no PIL image keep the comparison's."""
+        loaded = load_image(image)
+        prepared = self.mm_editor.vis_tok(loaded, file_type="image")
+        if isinstance(prepared, list) and len(prepared) == 1 and isinstance(prepared[0], Image.Image):
+            return prepared[0].convert("RGB")
+        return loaded
 
     def reset(self) -> None:
         self.mm_editor.model = copy.deepcopy(self._pristine)

@@ -138,14 +138,20 @@ class DirectAnswers:
     vlm: Any
     max_new_tokens: int
 
+    def query_image(self, image: ImageLike) -> Any:
+        """The image a probe shows the model: the record's image as loaded (a method that edits with other
+        image preparation overrides this, so that its probes reach the model as its edits did)."""
+        return load_image(image)
+
     def predict(self, image: ImageLike | None, question: str, choices: Sequence[str] | None) -> Prediction:
-        img = load_image(image) if image is not None else None
+        img = self.query_image(image) if image is not None else None
         if choices:
             return Prediction(_pick(list(choices), self.vlm.option_nll(img, question, list(choices))))
         return Prediction(self.vlm.generate(img, question, self.max_new_tokens))
 
     def teacher_forced(self, image: ImageLike | None, question: str, target: str) -> TeacherForced | None:
-        return vlm_teacher_forced(self.vlm, image, question, target)
+        img = self.query_image(image) if image is not None else None
+        return vlm_teacher_forced(self.vlm, img, question, target)
 
 
 class UneditedMethod(DirectAnswers):
