@@ -11,35 +11,41 @@ is seen at a glance::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 from typing import Sequence
 
 from measure_default_model import NO_FACT_ROW, PRIOR_TOLERANCE, TARGETS, meets_target, near_chance
 
-NO_FACT_LABEL = "held-out, no fact\n(chance +- 0.05)"
+NO_FACT_LABEL = f"held-out, no fact\n(chance +- {PRIOR_TOLERANCE:g})"
 """The one target row whose band is not fixed: chance of the measured split's rule questions (0.25 on the default)."""
 
 
-def load(spec: str) -> tuple[str, dict[str, float]]:
-    """``LABEL=PATH`` (or a bare PATH, labelled by its file name) -> (label, row -> accuracy)."""
+@functools.lru_cache(maxsize=None)
+def _measured(spec: str) -> tuple[str, tuple[dict, ...]]:
+    """``LABEL=PATH`` (or a bare PATH, labelled by its file name) -> (label, the file's rows), read once per spec:
+    :func:`load` and :func:`split_chance` both ask for every file."""
     label, _, path = spec.rpartition("=")
     path = path or spec
     try:
         rows = json.loads(Path(path).read_text(encoding="utf-8"))["rows"]
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"{path}: not a measure_default_model.py JSON ({exc}); write one with --json FILE.")
-    return label or Path(path).stem, {r["row"]: float(r["accuracy"]) for r in rows}
+    return label or Path(path).stem, tuple(rows)
+
+
+def load(spec: str) -> tuple[str, dict[str, float]]:
+    """``LABEL=PATH`` (or a bare PATH, labelled by its file name) -> (label, row -> accuracy)."""
+    label, rows = _measured(spec)
+    return label, {r["row"]: float(r["accuracy"]) for r in rows}
 
 
 def split_chance(specs: Sequence[str]) -> float | None:
     """The chance of the no-fact row that the files ``LABEL=PATH`` share (their row's ``chance``); None when a file
     lacks it or the files disagree (then that row is drawn without a band)."""
-    values = set()
-    for spec in specs:
-        path = spec.rpartition("=")[2] or spec
-        rows = json.loads(Path(path).read_text(encoding="utf-8")).get("rows", [])
-        values.add(next((r.get("chance") for r in rows if r.get("row") == NO_FACT_ROW), None))
+    values = {next((r.get("chance") for r in _measured(spec)[1] if r.get("row") == NO_FACT_ROW), None)
+              for spec in specs}
     return values.pop() if len(values) == 1 and None not in values else None
 
 
